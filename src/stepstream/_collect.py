@@ -1,0 +1,69 @@
+"""The join behind ``Context.collect_events``: amortised O(1) per arriving event.
+
+Each (step, expected types) pair has one collector. It keeps a queue per expected
+type and counts how many types have enough events, so an arriving event costs one
+append and one comparison; building the result costs O(len(expected)), once per
+completed join.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Sequence
+from typing import Generic, TypeVar
+
+from stepstream.errors import WorkflowRuntimeError
+from stepstream.events import Event
+
+__all__ = ["Collector"]
+
+O = TypeVar("O")
+
+
+class Collector(Generic[O]):
+    """Buffers events until one of each expected type (with multiplicity) is present."""
+
+    __slots__ = ("_expected", "_need", "_queues", "_ready", "_slot_of")
+
+    def __init__(self, expected: Sequence[type[Event]]) -> None:
+        self._expected = tuple(expected)
+        self._need: dict[type[Event], int] = dict(Counter(self._expected))
+        self._queues: dict[type[Event], deque[tuple[Event, O]]] = {t: deque() for t in self._need}
+        self._slot_of: dict[type[Event], type[Event] | None] = {}
+        self._ready = 0
+
+    def add(self, event: Event, origin: O) -> tuple[list[Event], list[O]] | None:
+        """Buffer ``event``; return the events in expected order once all have arrived."""
+        slot = self._slot(type(event))
+        queue = self._queues[slot]
+        queue.append((event, origin))
+        if len(queue) == self._need[slot]:
+            self._ready += 1
+            if self._ready == len(self._need):
+                return self._take()
+        return None
+
+    def _slot(self, event_type: type[Event]) -> type[Event]:
+        try:
+            slot = self._slot_of[event_type]
+        except KeyError:
+            slot = next((t for t in self._need if issubclass(event_type, t)), None)
+            self._slot_of[event_type] = slot
+        if slot is None:
+            names = ", ".join(t.__name__ for t in self._expected)
+            msg = (
+                f"collect_events got {event_type.__name__}, which is none of the expected "
+                f"types [{names}]; pass only events of the expected types"
+            )
+            raise WorkflowRuntimeError(msg)
+        return slot
+
+    def _take(self) -> tuple[list[Event], list[O]]:
+        events: list[Event] = []
+        origins: list[O] = []
+        for t in self._expected:
+            event, origin = self._queues[t].popleft()
+            events.append(event)
+            origins.append(origin)
+        self._ready = sum(1 for t, n in self._need.items() if len(self._queues[t]) >= n)
+        return events, origins

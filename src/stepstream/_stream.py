@@ -1,0 +1,100 @@
+"""The per-run stream buffer and its single-consumer iterator.
+
+Writes append to a deque and wake the consumer if one is parked: one queue operation
+per event. Events written before anyone iterates are kept. The buffer is shared by
+every iterator of the run, so breaking out of ``async for`` and iterating again
+resumes where the first loop stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from stepstream.errors import WorkflowRuntimeError
+from stepstream.events import Event, StopEvent
+
+__all__ = ["EventStream"]
+
+
+class EventStream:
+    """Buffer of one run's streamed events, closed by its terminal StopEvent."""
+
+    __slots__ = ("buf", "consumed", "loop", "seq", "terminal", "waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.buf: deque[Event] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.terminal: StopEvent | None = None
+        self.consumed = False
+        self.seq = 0
+
+    @property
+    def closed(self) -> bool:
+        """True once the terminal event has been pushed."""
+        return self.terminal is not None
+
+    def push(self, event: Event) -> int:
+        """Append ``event`` and return its 0-based position in the stream."""
+        seq = self.seq
+        self.seq = seq + 1
+        self.buf.append(event)
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        return seq
+
+    def close(self, terminal: StopEvent) -> None:
+        """Append the terminal event; nothing is pushed after it."""
+        if self.terminal is None:
+            self.push(terminal)
+            self.terminal = terminal
+
+    def iterate(self) -> _StreamIterator:
+        """Return an iterator over the events not yet consumed."""
+        if self.consumed:
+            msg = (
+                "this run's event stream was already consumed up to its StopEvent; "
+                "iterate stream_events() once, or await the handler for the result"
+            )
+            raise WorkflowRuntimeError(msg)
+        return _StreamIterator(self)
+
+
+class _StreamIterator:
+    __slots__ = ("_done", "_stream")
+
+    def __init__(self, stream: EventStream) -> None:
+        self._stream = stream
+        self._done = False
+
+    def __aiter__(self) -> _StreamIterator:
+        return self
+
+    async def __anext__(self) -> Event:
+        stream = self._stream
+        buf = stream.buf
+        while not buf:
+            if self._done or stream.consumed:
+                raise StopAsyncIteration
+            if stream.waiter is not None:
+                msg = (
+                    "stream_events() is already being iterated by another task; "
+                    "a run's stream has a single consumer"
+                )
+                raise WorkflowRuntimeError(msg)
+            waiter = stream.loop.create_future()
+            stream.waiter = waiter
+            try:
+                await waiter
+            finally:
+                if stream.waiter is waiter:
+                    stream.waiter = None
+        event = buf.popleft()
+        if event is stream.terminal:
+            stream.consumed = True
+            self._done = True
+        return event

@@ -1,0 +1,120 @@
+"""Draw a workflow's graph of all possible flows as self-contained HTML or Mermaid."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from stepstream.events import Event, InputRequiredEvent, StartEvent, StopEvent
+from stepstream.workflow import Workflow, compiled_graph
+
+__all__ = ["draw_all_possible_flows", "to_mermaid"]
+
+_COL_W, _ROW_H, _BOX_W, _BOX_H = 220, 70, 170, 36
+
+
+def _edges(workflow: type[Workflow] | Workflow) -> tuple[list[str], list[tuple[str, str]]]:
+    """Return the node ids in layer order and the edges between them."""
+    graph = compiled_graph(workflow if isinstance(workflow, type) else type(workflow))
+    edges: list[tuple[str, str]] = []
+    events: dict[str, type[Event]] = {}
+    for spec in graph.specs:
+        for t in spec.accepts:
+            events[t.__name__] = t
+            edges.append((f"event:{t.__name__}", f"step:{spec.name}"))
+        for t in spec.returns:
+            events[t.__name__] = t
+            edges.append((f"step:{spec.name}", f"event:{t.__name__}"))
+            if issubclass(t, InputRequiredEvent):
+                edges.append((f"event:{t.__name__}", "actor:human"))
+    nodes = [f"event:{n}" for n in events] + [f"step:{s.name}" for s in graph.specs]
+    if any(dst == "actor:human" for _, dst in edges):
+        nodes.append("actor:human")
+    return nodes, edges
+
+
+def to_mermaid(workflow: type[Workflow] | Workflow) -> str:
+    """Return a Mermaid ``flowchart`` of the workflow's steps and events."""
+    nodes, edges = _edges(workflow)
+    lines = ["flowchart LR"]
+    for node in nodes:
+        kind, name = node.split(":", 1)
+        ident = node.replace(":", "_")
+        shape = {"step": f'["{name}"]', "event": f'(["{name}"])', "actor": '{{"human"}}'}[kind]
+        lines.append(f"    {ident}{shape}")
+    lines.extend(f"    {a.replace(':', '_')} --> {b.replace(':', '_')}" for a, b in edges)
+    return "\n".join(lines) + "\n"
+
+
+def _layers(nodes: list[str], edges: list[tuple[str, str]]) -> dict[str, int]:
+    """Longest-path layering from the start event, ignoring back edges (cycles)."""
+    succ: dict[str, list[str]] = {n: [] for n in nodes}
+    for a, b in edges:
+        succ[a].append(b)
+    layer = {n: 0 for n in nodes}
+    seen: set[str] = set()
+    frontier = [n for n in nodes if n.startswith("event:") and _is(n, "Start")] or nodes[:1]
+    depth = 0
+    while frontier and depth <= len(nodes):
+        nxt = []
+        for n in frontier:
+            seen.add(n)
+            layer[n] = max(layer[n], depth)
+            nxt.extend(m for m in succ[n] if m not in seen)
+        frontier, depth = nxt, depth + 1
+    return layer
+
+
+def _is(node: str, word: str) -> bool:
+    return word in node
+
+
+def draw_all_possible_flows(
+    workflow: type[Workflow] | Workflow, filename: str | Path = "workflow_all_flows.html"
+) -> Path:
+    """Write a self-contained HTML page (inline SVG, no scripts) of every possible flow."""
+    nodes, edges = _edges(workflow)
+    layer = _layers(nodes, edges)
+    rows: dict[int, int] = {}
+    pos: dict[str, tuple[int, int]] = {}
+    for node in sorted(nodes, key=lambda n: layer[n]):
+        col = layer[node]
+        row = rows.get(col, 0)
+        rows[col] = row + 1
+        pos[node] = (20 + col * _COL_W, 20 + row * _ROW_H)
+    width = 40 + (max(layer.values(), default=0) + 1) * _COL_W
+    height = 40 + max(rows.values(), default=1) * _ROW_H
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        'font-family="sans-serif" font-size="13">',
+        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" '
+        'markerHeight="8" orient="auto"><path d="M0,0L10,5L0,10z" fill="#555"/></marker></defs>',
+    ]
+    for a, b in edges:
+        (x1, y1), (x2, y2) = pos[a], pos[b]
+        parts.append(
+            f'<line x1="{x1 + _BOX_W}" y1="{y1 + _BOX_H // 2}" x2="{x2}" y2="{y2 + _BOX_H // 2}" '
+            'stroke="#555" marker-end="url(#arrow)"/>'
+        )
+    for node, (x, y) in pos.items():
+        kind, name = node.split(":", 1)
+        fill = {"step": "#dbeafe", "event": "#fef3c7", "actor": "#fce7f3"}[kind]
+        if kind == "event" and (_is(name, StopEvent.__name__) or _is(name, StartEvent.__name__)):
+            fill = "#dcfce7"
+        radius = 4 if kind == "step" else 18
+        parts.append(
+            f'<g><title>{kind}: {html.escape(name)}</title><rect x="{x}" y="{y}" '
+            f'width="{_BOX_W}" height="{_BOX_H}" rx="{radius}" fill="{fill}" stroke="#333"/>'
+            f'<text x="{x + _BOX_W // 2}" y="{y + 23}" text-anchor="middle">'
+            f"{html.escape(name)}</text></g>"
+        )
+    parts.append("</svg>")
+    title = html.escape(workflow.__name__ if isinstance(workflow, type) else type(workflow).__name__)
+    page = (
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title></head>"
+        f"<body><h1 style='font-family:sans-serif'>{title}: all possible flows</h1>"
+        f"{''.join(parts)}</body></html>\n"
+    )
+    path = Path(filename)
+    path.write_text(page, encoding="utf-8")
+    return path

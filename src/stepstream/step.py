@@ -1,0 +1,259 @@
+"""The ``@step`` decorator and the step specs read from step signatures.
+
+Decoration only records the function and its options. Signatures are read into a
+frozen :class:`StepSpec` when the workflow class is first instantiated, so that string
+annotations (and ``from __future__ import annotations``) can refer to event classes
+defined after the workflow, and every problem is reported together.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from stepstream.errors import WorkflowValidationError
+from stepstream.events import Event
+from stepstream.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from stepstream.workflow import Workflow
+
+__all__ = ["step"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+STEP_ATTR = "__stepstream_step__"
+
+
+@dataclass(frozen=True, slots=True)
+class StepConfig:
+    """What ``@step`` recorded about a function, before its signature is read."""
+
+    name: str
+    fn: Callable[..., Any]
+    num_workers: int
+    retry_policy: RetryPolicy | None
+    timeout: float | None
+    is_method: bool
+    localns: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StepSpec:
+    """A step's signature, read once: what it accepts, emits, and how to call it."""
+
+    name: str
+    fn: Callable[..., Any]
+    accepts: tuple[type[Event], ...]
+    returns: tuple[type[Event], ...]
+    # Order of the (non-self) positional arguments: "ctx" or "ev" for each.
+    arg_order: tuple[str, ...]
+    is_method: bool
+    is_async: bool
+    state_type: type[Any] | None
+    num_workers: int
+    retry_policy: RetryPolicy | None
+    timeout: float | None
+
+    def accepts_type(self, event_type: type[Event]) -> bool:
+        """Tell whether an event of ``event_type`` is routed to this step."""
+        return issubclass(event_type, self.accepts)
+
+
+@overload
+def step(func: F, /) -> F: ...
+@overload
+def step(
+    *,
+    num_workers: int = 4,
+    retry_policy: RetryPolicy | None = None,
+    timeout: float | None = None,
+    workflow: type[Workflow] | None = None,
+) -> Callable[[F], F]: ...
+def step(
+    func: F | None = None,
+    /,
+    *,
+    num_workers: int = 4,
+    retry_policy: RetryPolicy | None = None,
+    timeout: float | None = None,
+    workflow: type[Workflow] | None = None,
+) -> F | Callable[[F], F]:
+    """Mark a function as a workflow step.
+
+    Use bare (``@step``) or with options (``@step(num_workers=2, timeout=10)``). The
+    event parameter's annotation decides which events the step receives; the return
+    annotation declares what it may emit. ``workflow=Cls`` attaches a free function
+    (no ``self``) to a workflow class. Plain ``def`` steps run in a worker thread.
+    """
+    problems = _check_options(num_workers, retry_policy, timeout)
+    # The frames above hold the class body (and, for classes defined in a function,
+    # that function's locals), where string annotations may point.
+    localns = _caller_namespaces()
+
+    def decorate(fn: F) -> F:
+        name = getattr(fn, "__name__", repr(fn))
+        if problems:
+            msg = f"@step options for step {name!r} are invalid"
+            raise WorkflowValidationError(msg, problems)
+        if not callable(fn):
+            msg = f"@step decorates functions, got {type(fn).__name__}"
+            raise WorkflowValidationError(msg)
+        config = StepConfig(
+            name=name,
+            fn=fn,
+            num_workers=num_workers,
+            retry_policy=retry_policy,
+            timeout=timeout,
+            is_method=workflow is None,
+            localns=localns,
+        )
+        setattr(fn, STEP_ATTR, config)
+        if workflow is not None:
+            workflow._add_free_step(config)
+        return fn
+
+    if func is not None:
+        return decorate(func)
+    return decorate
+
+
+def _check_options(num_workers: int, retry_policy: object, timeout: float | None) -> list[str]:
+    problems = []
+    if not isinstance(num_workers, int) or num_workers < 1:
+        problems.append(f"num_workers must be an int >= 1, got {num_workers!r}")
+    if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
+        problems.append(
+            f"retry_policy must have a next(elapsed_time, attempts, error) method, "
+            f"got {type(retry_policy).__name__}"
+        )
+    if timeout is not None and not timeout > 0:
+        problems.append(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+    return problems
+
+
+def _caller_namespaces() -> dict[str, Any]:
+    ns: dict[str, Any] = {}
+    # Frame 0 is this function, 1 is step(), 2 the code that applied the decorator.
+    frame = sys._getframe(2)  # noqa: SLF001 - reading the caller's scope is the point
+    # Outer scope first, so the class body's names win.
+    for f in (frame.f_back, frame):
+        if f is not None and f.f_code.co_name != "<module>":
+            ns.update(f.f_locals)
+    return ns
+
+
+def read_spec(config: StepConfig, problems: list[str]) -> StepSpec | None:
+    """Read a step's signature into a spec, appending any problem found to ``problems``."""
+    from stepstream.context import Context  # noqa: PLC0415 - context imports the runtime
+
+    name = config.name
+    before = len(problems)
+    try:
+        hints = typing.get_type_hints(config.fn, localns=config.localns)
+    except NameError as exc:
+        problems.append(
+            f"step {name!r}: cannot resolve an annotation ({exc}); define that event "
+            "class at module level or before the workflow class"
+        )
+        return None
+    params = list(inspect.signature(config.fn).parameters.values())
+    if config.is_method:
+        params = params[1:]
+    arg_order: list[str] = []
+    accepts: tuple[type[Event], ...] = ()
+    state_type: type[Any] | None = None
+    for param in params:
+        ann = hints.get(param.name)
+        if ann is Context or typing.get_origin(ann) is Context:
+            arg_order.append("ctx")
+            args = typing.get_args(ann)
+            if args and args[0] is not Any:
+                state_type = args[0]
+            continue
+        if ann is None:
+            problems.append(
+                f"step {name!r}: parameter {param.name!r} has no type annotation; "
+                "annotate it with the Event type(s) the step accepts, e.g. `ev: StartEvent`"
+            )
+            continue
+        members = _union_members(ann)
+        bad = [m for m in members if not (isinstance(m, type) and issubclass(m, Event))]
+        if bad:
+            problems.append(
+                f"step {name!r}: parameter {param.name!r} is annotated with "
+                f"{_type_name(ann)}, which is not an Event type; annotate it with "
+                "the Event subclass(es) the step accepts"
+            )
+            continue
+        if accepts:
+            problems.append(
+                f"step {name!r}: more than one event parameter ({param.name!r}); a step "
+                "takes one event parameter, annotated with a union for several types"
+            )
+            continue
+        accepts = tuple(members)
+        arg_order.append("ev")
+    if not accepts and len(problems) == before:
+        problems.append(
+            f"step {name!r} has no event parameter; add one annotated with the Event "
+            "type it accepts, e.g. `ev: StartEvent`"
+        )
+    returns = _read_returns(name, hints, problems)
+    if len(problems) > before or returns is None:
+        return None
+    return StepSpec(
+        name=name,
+        fn=config.fn,
+        accepts=accepts,
+        returns=returns,
+        arg_order=tuple(arg_order),
+        is_method=config.is_method,
+        is_async=inspect.iscoroutinefunction(config.fn),
+        state_type=state_type,
+        num_workers=config.num_workers,
+        retry_policy=config.retry_policy,
+        timeout=config.timeout,
+    )
+
+
+def _read_returns(
+    name: str, hints: dict[str, Any], problems: list[str]
+) -> tuple[type[Event], ...] | None:
+    if "return" not in hints:
+        problems.append(
+            f"step {name!r} has no return annotation; annotate it with the Event "
+            "type(s) it may emit, or None"
+        )
+        return None
+    members = [m for m in _union_members(hints["return"]) if m is not type(None)]
+    bad = [m for m in members if not (isinstance(m, type) and issubclass(m, Event))]
+    if bad:
+        problems.append(
+            f"step {name!r}: return annotation {_type_name(hints['return'])} includes "
+            f"{', '.join(_type_name(b) for b in bad)}, which is not an Event type; "
+            "steps return Event instances or None"
+        )
+        return None
+    return tuple(members)
+
+
+def _union_members(ann: Any) -> list[Any]:
+    if ann is None or ann is type(None):
+        return [type(None)]
+    origin = typing.get_origin(ann)
+    if origin is typing.Union or origin is types.UnionType:
+        out: list[Any] = []
+        for arg in typing.get_args(ann):
+            out.extend(_union_members(arg))
+        return out
+    return [ann]
+
+
+def _type_name(ann: Any) -> str:
+    return ann.__name__ if isinstance(ann, type) else repr(ann)

@@ -1,0 +1,78 @@
+"""Helpers for tests and offline demos: a deterministic streaming text source.
+
+``FakeStreamingLLM`` has the shape of a LlamaIndex LLM's streaming call, so code
+written against ``await llm.astream_complete(prompt)`` runs offline unchanged::
+
+    llm = FakeStreamingLLM()
+    async for chunk in await llm.astream_complete("..."):
+        print(chunk.delta, end="")
+    # str(chunk) of the last chunk is the whole text
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+__all__ = ["MOBY_DICK", "CompletionResponse", "FakeStreamingLLM"]
+
+#: The opening paragraph of Herman Melville's *Moby-Dick* (1851), in the public domain.
+MOBY_DICK = (
+    "Call me Ishmael. Some years ago—never mind how long precisely—having little or no "
+    "money in my purse, and nothing particular to interest me on shore, I thought I would "
+    "sail about a little and see the watery part of the world. It is a way I have of "
+    "driving off the spleen and regulating the circulation. Whenever I find myself growing "
+    "grim about the mouth; whenever it is a damp, drizzly November in my soul; whenever I "
+    "find myself involuntarily pausing before coffin warehouses, and bringing up the rear "
+    "of every funeral I meet; and especially whenever my hypos get such an upper hand of "
+    "me, that it requires a strong moral principle to prevent me from deliberately "
+    "stepping into the street, and methodically knocking people's hats off—then, I account "
+    "it high time to get to sea as soon as I can. This is my substitute for pistol and "
+    "ball. With a philosophical flourish Cato throws himself upon his sword; I quietly "
+    "take to the ship. There is nothing surprising in this. If they but knew it, almost "
+    "all men in their degree, some time or other, cherish very nearly the same feelings "
+    "towards the ocean with me."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionResponse:
+    """One streamed chunk: ``delta`` is the new text, ``text`` all text so far."""
+
+    text: str
+    delta: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class FakeStreamingLLM:
+    """Streams ``text`` word by word, each chunk after ``delay`` seconds (default 0)."""
+
+    def __init__(self, text: str = MOBY_DICK, delay: float = 0.0, model: str = "fake") -> None:
+        self.text = text
+        self.delay = delay
+        self.model = model
+        self._words: tuple[str, ...] = tuple(re.findall(r"\S+\s*", text))
+
+    async def astream_complete(self, prompt: str) -> AsyncIterator[CompletionResponse]:
+        """Return an async iterator of chunks; ``prompt`` is ignored."""
+        del prompt
+        return self._stream()
+
+    async def acomplete(self, prompt: str) -> CompletionResponse:
+        """Return the whole text as one response; ``prompt`` is ignored."""
+        del prompt
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return CompletionResponse(text=self.text, delta=self.text)
+
+    async def _stream(self) -> AsyncIterator[CompletionResponse]:
+        text = ""
+        for word in self._words:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            text += word
+            yield CompletionResponse(text=text, delta=word)
