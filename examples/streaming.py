@@ -1,16 +1,17 @@
 # The seed example of ../shared/seed/streaming-events.md with only the import lines and
 # the LLM changed (a deterministic offline FakeStreamingLLM instead of OpenAI).
+import asyncio
+
 from stepstream import (
+    Context,
+    Event,
     StartEvent,
     StopEvent,
     Workflow,
+    draw_all_possible_flows,
     step,
-    Event,
-    Context,
 )
-import asyncio
 from stepstream.testing import FakeStreamingLLM
-from stepstream import draw_all_possible_flows
 
 
 class FirstEvent(Event):

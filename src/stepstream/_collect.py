@@ -17,10 +17,10 @@ from stepstream.events import Event
 
 __all__ = ["Collector"]
 
-O = TypeVar("O")
+OriginT = TypeVar("OriginT")
 
 
-class Collector(Generic[O]):
+class Collector(Generic[OriginT]):
     """Buffers events until one of each expected type (with multiplicity) is present."""
 
     __slots__ = ("_expected", "_need", "_queues", "_ready", "_slot_of")
@@ -28,11 +28,13 @@ class Collector(Generic[O]):
     def __init__(self, expected: Sequence[type[Event]]) -> None:
         self._expected = tuple(expected)
         self._need: dict[type[Event], int] = dict(Counter(self._expected))
-        self._queues: dict[type[Event], deque[tuple[Event, O]]] = {t: deque() for t in self._need}
+        self._queues: dict[type[Event], deque[tuple[Event, OriginT]]] = {
+            t: deque() for t in self._need
+        }
         self._slot_of: dict[type[Event], type[Event] | None] = {}
         self._ready = 0
 
-    def add(self, event: Event, origin: O) -> tuple[list[Event], list[O]] | None:
+    def add(self, event: Event, origin: OriginT) -> tuple[list[Event], list[OriginT]] | None:
         """Buffer ``event``; return the events in expected order once all have arrived."""
         slot = self._slot(type(event))
         queue = self._queues[slot]
@@ -58,9 +60,9 @@ class Collector(Generic[O]):
             raise WorkflowRuntimeError(msg)
         return slot
 
-    def _take(self) -> tuple[list[Event], list[O]]:
+    def _take(self) -> tuple[list[Event], list[OriginT]]:
         events: list[Event] = []
-        origins: list[O] = []
+        origins: list[OriginT] = []
         for t in self._expected:
             event, origin = self._queues[t].popleft()
             events.append(event)

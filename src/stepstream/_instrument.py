@@ -8,8 +8,8 @@ to several and isolates their failures, so telemetry can never break a run.
 from __future__ import annotations
 
 import logging
-from contextvars import ContextVar
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from stepstream.events import Event, StopEvent
@@ -48,7 +48,7 @@ class StepInfo:
         "worker",
     )
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - built once per step attempt: positional is cheapest
         self,
         run: RunInfo,
         step: str,
@@ -81,9 +81,14 @@ class Instrument:
         """A run began; called in the run's task before the start event is routed."""
 
     def run_finished(
-        self, run: RunInfo, status: str, error: BaseException | None, terminal: StopEvent
+        self,
+        run: RunInfo,
+        status: str,
+        error: BaseException | None,
+        terminal: StopEvent,
+        seq: int,
     ) -> None:
-        """A run ended with ``status``; ``terminal`` is the last event of its stream."""
+        """A run ended with ``status``; ``terminal`` is the stream's last event, at ``seq``."""
 
     def step_started(self, inv: StepInfo) -> None:
         """An attempt of a step began; runs in the step's context."""

@@ -32,6 +32,7 @@ from stepstream.events import (
     WorkflowCancelledEvent,
     WorkflowFailedEvent,
     WorkflowTimedOutEvent,
+    require_event,
 )
 
 if TYPE_CHECKING:
@@ -137,7 +138,7 @@ class Run:
                     self._tg = tg
                     self.dispatch(start_event, None, None)
                     outcome = await self._wait()
-                    raise _RunEnded
+                    raise _RunEnded  # noqa: TRY301 - leaving the body cancels in-flight steps
             except* _RunEnded:
                 pass
         except asyncio.CancelledError:
@@ -218,9 +219,7 @@ class Run:
 
     def check_send(self, event: Event, target: str | None) -> None:
         """Raise WorkflowRuntimeError if ``event`` could not be delivered."""
-        if not isinstance(event, Event):
-            msg = f"send_event takes an Event, got {type(event).__name__}"
-            raise WorkflowRuntimeError(msg)
+        require_event(event, "send_event")
         name = type(event).__name__
         if target is not None:
             spec = self.graph.spec(target)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from stepstream._collect import Collector
 from stepstream._instrument import StepInfo, current_step
 from stepstream.errors import WorkflowRuntimeError, WorkflowTimeoutError
-from stepstream.events import Event
+from stepstream.events import Event, require_event
 
 if TYPE_CHECKING:
     from stepstream._runtime import Run
@@ -89,9 +89,7 @@ class Context(Generic[StateT]):
 
     def write_event_to_stream(self, ev: Event) -> None:
         """Append ``ev`` to the run's stream, read by ``handler.stream_events()``."""
-        if not isinstance(ev, Event):
-            msg = f"write_event_to_stream takes an Event, got {type(ev).__name__}"
-            raise WorkflowRuntimeError(msg)
+        require_event(ev, "write_event_to_stream")
         run = self._run
         if threading.get_ident() == run.thread_id:
             run.write(ev, self._caller())

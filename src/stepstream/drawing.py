@@ -51,12 +51,12 @@ def _layers(nodes: list[str], edges: list[tuple[str, str]]) -> dict[str, int]:
     succ: dict[str, list[str]] = {n: [] for n in nodes}
     for a, b in edges:
         succ[a].append(b)
-    layer = {n: 0 for n in nodes}
+    layer = dict.fromkeys(nodes, 0)
     seen: set[str] = set()
     frontier = [n for n in nodes if n.startswith("event:") and _is(n, "Start")] or nodes[:1]
     depth = 0
     while frontier and depth <= len(nodes):
-        nxt = []
+        nxt: list[str] = []
         for n in frontier:
             seen.add(n)
             layer[n] = max(layer[n], depth)
@@ -85,10 +85,14 @@ def draw_all_possible_flows(
     width = 40 + (max(layer.values(), default=0) + 1) * _COL_W
     height = 40 + max(rows.values(), default=1) * _ROW_H
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        'font-family="sans-serif" font-size="13">',
-        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" '
-        'markerHeight="8" orient="auto"><path d="M0,0L10,5L0,10z" fill="#555"/></marker></defs>',
+        (
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            'font-family="sans-serif" font-size="13">'
+        ),
+        (
+            '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" '
+            'markerHeight="8" orient="auto"><path d="M0,0L10,5L0,10z" fill="#555"/></marker></defs>'
+        ),
     ]
     for a, b in edges:
         (x1, y1), (x2, y2) = pos[a], pos[b]
@@ -109,7 +113,8 @@ def draw_all_possible_flows(
             f"{html.escape(name)}</text></g>"
         )
     parts.append("</svg>")
-    title = html.escape(workflow.__name__ if isinstance(workflow, type) else type(workflow).__name__)
+    cls = workflow if isinstance(workflow, type) else type(workflow)
+    title = html.escape(cls.__name__)
     page = (
         f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title></head>"
         f"<body><h1 style='font-family:sans-serif'>{title}: all possible flows</h1>"

@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from stepstream.errors import WorkflowRuntimeError
+
 __all__ = [
     "Event",
     "HumanResponseEvent",
@@ -47,7 +49,10 @@ class Event(BaseModel):
 
     def get(self, key: str, default: Any = None) -> Any:
         """Return the field ``key``, or ``default`` when the event has no such field."""
-        return self[key] if key in self else default
+        try:
+            return self[key]
+        except KeyError:
+            return default
 
 
 class StartEvent(Event):
@@ -88,3 +93,10 @@ class WorkflowCancelledEvent(StopEvent):
     """Terminal stream event of a run that was cancelled."""
 
     message: str
+
+
+def require_event(value: object, where: str) -> None:
+    """Raise WorkflowRuntimeError naming ``where`` unless ``value`` is an Event."""
+    if not isinstance(value, Event):
+        msg = f"{where} takes an Event instance, got {type(value).__name__} ({value!r:.80})"
+        raise WorkflowRuntimeError(msg)

@@ -41,4 +41,7 @@ class ConstantDelayRetryPolicy:
         return self.delay if attempts < self.maximum_attempts else None
 
     def __repr__(self) -> str:
-        return f"ConstantDelayRetryPolicy(delay={self.delay}, maximum_attempts={self.maximum_attempts})"
+        return (
+            f"ConstantDelayRetryPolicy(delay={self.delay}, "
+            f"maximum_attempts={self.maximum_attempts})"
+        )

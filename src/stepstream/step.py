@@ -101,9 +101,6 @@ def step(
         if problems:
             msg = f"@step options for step {name!r} are invalid"
             raise WorkflowValidationError(msg, problems)
-        if not callable(fn):
-            msg = f"@step decorates functions, got {type(fn).__name__}"
-            raise WorkflowValidationError(msg)
         config = StepConfig(
             name=name,
             fn=fn,
@@ -115,7 +112,7 @@ def step(
         )
         setattr(fn, STEP_ATTR, config)
         if workflow is not None:
-            workflow._add_free_step(config)
+            workflow._add_free_step(config)  # noqa: SLF001 - the decorator is the friend API
         return fn
 
     if func is not None:
@@ -150,8 +147,6 @@ def _caller_namespaces() -> dict[str, Any]:
 
 def read_spec(config: StepConfig, problems: list[str]) -> StepSpec | None:
     """Read a step's signature into a spec, appending any problem found to ``problems``."""
-    from stepstream.context import Context  # noqa: PLC0415 - context imports the runtime
-
     name = config.name
     before = len(problems)
     try:
@@ -165,40 +160,7 @@ def read_spec(config: StepConfig, problems: list[str]) -> StepSpec | None:
     params = list(inspect.signature(config.fn).parameters.values())
     if config.is_method:
         params = params[1:]
-    arg_order: list[str] = []
-    accepts: tuple[type[Event], ...] = ()
-    state_type: type[Any] | None = None
-    for param in params:
-        ann = hints.get(param.name)
-        if ann is Context or typing.get_origin(ann) is Context:
-            arg_order.append("ctx")
-            args = typing.get_args(ann)
-            if args and args[0] is not Any:
-                state_type = args[0]
-            continue
-        if ann is None:
-            problems.append(
-                f"step {name!r}: parameter {param.name!r} has no type annotation; "
-                "annotate it with the Event type(s) the step accepts, e.g. `ev: StartEvent`"
-            )
-            continue
-        members = _union_members(ann)
-        bad = [m for m in members if not (isinstance(m, type) and issubclass(m, Event))]
-        if bad:
-            problems.append(
-                f"step {name!r}: parameter {param.name!r} is annotated with "
-                f"{_type_name(ann)}, which is not an Event type; annotate it with "
-                "the Event subclass(es) the step accepts"
-            )
-            continue
-        if accepts:
-            problems.append(
-                f"step {name!r}: more than one event parameter ({param.name!r}); a step "
-                "takes one event parameter, annotated with a union for several types"
-            )
-            continue
-        accepts = tuple(members)
-        arg_order.append("ev")
+    arg_order, accepts, state_type = _read_params(name, params, hints, problems)
     if not accepts and len(problems) == before:
         problems.append(
             f"step {name!r} has no event parameter; add one annotated with the Event "
@@ -212,7 +174,7 @@ def read_spec(config: StepConfig, problems: list[str]) -> StepSpec | None:
         fn=config.fn,
         accepts=accepts,
         returns=returns,
-        arg_order=tuple(arg_order),
+        arg_order=arg_order,
         is_method=config.is_method,
         is_async=inspect.iscoroutinefunction(config.fn),
         state_type=state_type,
@@ -220,6 +182,44 @@ def read_spec(config: StepConfig, problems: list[str]) -> StepSpec | None:
         retry_policy=config.retry_policy,
         timeout=config.timeout,
     )
+
+
+def _read_params(
+    name: str, params: list[inspect.Parameter], hints: dict[str, Any], problems: list[str]
+) -> tuple[tuple[str, ...], tuple[type[Event], ...], type[Any] | None]:
+    """Find the context and event parameters: (argument order, accepted types, state)."""
+    from stepstream.context import Context  # noqa: PLC0415 - context imports the runtime
+
+    arg_order: list[str] = []
+    accepts: tuple[type[Event], ...] = ()
+    state_type: type[Any] | None = None
+    for param in params:
+        ann = hints.get(param.name)
+        if ann is Context or typing.get_origin(ann) is Context:
+            arg_order.append("ctx")
+            args = typing.get_args(ann)
+            if args and args[0] is not Any:
+                state_type = args[0]
+        elif ann is None:
+            problems.append(
+                f"step {name!r}: parameter {param.name!r} has no type annotation; "
+                "annotate it with the Event type(s) the step accepts, e.g. `ev: StartEvent`"
+            )
+        elif not all(isinstance(m, type) and issubclass(m, Event) for m in _union_members(ann)):
+            problems.append(
+                f"step {name!r}: parameter {param.name!r} is annotated with "
+                f"{_type_name(ann)}, which is not an Event type; annotate it with "
+                "the Event subclass(es) the step accepts"
+            )
+        elif accepts:
+            problems.append(
+                f"step {name!r}: more than one event parameter ({param.name!r}); a step "
+                "takes one event parameter, annotated with a union for several types"
+            )
+        else:
+            accepts = tuple(_union_members(ann))
+            arg_order.append("ev")
+    return tuple(arg_order), accepts, state_type
 
 
 def _read_returns(

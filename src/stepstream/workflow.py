@@ -15,9 +15,8 @@ from stepstream._instrument import Instrument, RunInfo, combine
 from stepstream._runtime import Caller, Run
 from stepstream._stream import EventStream
 from stepstream._verbose import VerbosePrinter
-from stepstream.context import Context
 from stepstream.errors import WorkflowRuntimeError, WorkflowValidationError
-from stepstream.events import Event, StartEvent
+from stepstream.events import StartEvent
 from stepstream.handler import WorkflowHandler
 from stepstream.step import STEP_ATTR, StepConfig, StepSpec, read_spec
 from stepstream.validation import graph_problems
@@ -41,7 +40,10 @@ class Workflow:
 
     def __init__(self, timeout: float | None = 45.0, verbose: bool = False) -> None:
         if timeout is not None and not timeout > 0:
-            msg = f"{type(self).__name__}(timeout=...) must be a positive number or None, got {timeout!r}"
+            msg = (
+                f"{type(self).__name__}(timeout=...) must be a positive number of seconds "
+                f"or None, got {timeout!r}"
+            )
             raise WorkflowValidationError(msg)
         self.timeout = timeout
         self.verbose = verbose
@@ -100,17 +102,24 @@ class Workflow:
         where = f"{type(self).__name__}.run()"
         if given is not None:
             if kwargs:
-                msg = f"{where}: pass either start_event= or keyword fields, not both (got {', '.join(kwargs)})"
+                msg = (
+                    f"{where}: pass either start_event= or keyword fields, not both "
+                    f"(got {', '.join(kwargs)})"
+                )
                 raise WorkflowValidationError(msg)
             if not isinstance(given, start_type):
-                msg = f"{where}: start_event must be a {start_type.__name__}, got {type(given).__name__}"
+                msg = (
+                    f"{where}: start_event must be a {start_type.__name__}, "
+                    f"got {type(given).__name__}"
+                )
                 raise WorkflowValidationError(msg)
             return given
         if start_type is not StartEvent:
             fields = start_type.model_fields
             unknown = [k for k in kwargs if k not in fields]
             if unknown:
-                msg = f"{where}: {start_type.__name__} has no field(s) {', '.join(map(repr, unknown))}"
+                names = ", ".join(map(repr, unknown))
+                msg = f"{where}: {start_type.__name__} has no field(s) {names}"
                 raise WorkflowValidationError(msg, [f"known fields: {', '.join(fields) or 'none'}"])
         try:
             return start_type(**kwargs)
@@ -124,7 +133,8 @@ class Workflow:
 
 
 def _subclasses(cls: type) -> list[type]:
-    out = []
+    out: list[type] = []
+    sub: type
     for sub in cls.__subclasses__():
         out.append(sub)
         out.extend(_subclasses(sub))
