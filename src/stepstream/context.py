@@ -80,7 +80,7 @@ class Context(Generic[StateT]):
     def __init__(self, run: Run, state_type: type[StateT] | None) -> None:
         self._run = run
         self.store: Store[StateT] = Store(state_type)
-        self._collectors: dict[tuple[str | None, tuple[type[Event], ...]], Collector[Any]] = {}
+        self._collectors: dict[tuple[Any, ...], Collector[Any]] = {}
         self._collect_lock = threading.Lock()
 
     def _caller(self) -> StepInfo | None:
@@ -112,12 +112,22 @@ class Context(Generic[StateT]):
         for several events of it (``[Result] * 10``).
         """
         inv = self._caller()
-        key = (inv.step if inv is not None else None, tuple(expected))
+        if not expected:
+            msg = "collect_events needs at least one expected event type"
+            raise WorkflowRuntimeError(msg)
+        # O(1) key: a step's join is identified by the size and ends of its expected list
+        # (hashing the whole list on every call would make an N-event fan-in O(N^2)).
+        key = (
+            inv.step if inv is not None else None,
+            len(expected),
+            expected[0],
+            expected[-1],
+        )
         origin = inv.origin if inv is not None and inv.event is ev else None
         with self._collect_lock:
             collector = self._collectors.get(key)
             if collector is None:
-                collector = self._collectors[key] = Collector(key[1])
+                collector = self._collectors[key] = Collector(expected)
             done = collector.add(ev, origin)
         if done is None:
             return None
