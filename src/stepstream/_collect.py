@@ -23,16 +23,30 @@ OriginT = TypeVar("OriginT")
 class Collector(Generic[OriginT]):
     """Buffers events until one of each expected type (with multiplicity) is present."""
 
-    __slots__ = ("_expected", "_need", "_queues", "_ready", "_slot_of")
+    __slots__ = ("_expected", "_last", "_need", "_queues", "_ready", "_slot_of")
 
     def __init__(self, expected: Sequence[type[Event]]) -> None:
         self._expected = tuple(expected)
+        self._last: Sequence[type[Event]] = expected
         self._need: dict[type[Event], int] = dict(Counter(self._expected))
         self._queues: dict[type[Event], deque[tuple[Event, OriginT]]] = {
             t: deque() for t in self._need
         }
         self._slot_of: dict[type[Event], type[Event] | None] = {}
         self._ready = 0
+
+    def serves(self, expected: Sequence[type[Event]]) -> bool:
+        """Tell whether this collector joins ``expected``.
+
+        O(1) when the caller passes the same list object again; otherwise one O(len)
+        comparison, no more than building the list cost the caller.
+        """
+        if expected is self._last:
+            return True
+        if tuple(expected) == self._expected:
+            self._last = expected
+            return True
+        return False
 
     def add(self, event: Event, origin: OriginT) -> tuple[list[Event], list[OriginT]] | None:
         """Buffer ``event``; return the events in expected order once all have arrived."""

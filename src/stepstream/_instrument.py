@@ -104,19 +104,23 @@ class Instrument:
     def step_retry(self, inv: StepInfo, delay: float) -> None:
         """The failed attempt ``inv`` will be retried after ``delay`` seconds."""
 
-    def step_waiting(self, inv: StepInfo | None, event_type: type[Event]) -> None:
+    def step_waiting(self, run: RunInfo, inv: StepInfo | None, event_type: type[Event]) -> None:
         """A step suspended in wait_for_event for ``event_type``."""
 
-    def step_resumed(self, inv: StepInfo | None, event: Event) -> None:
+    def step_resumed(self, run: RunInfo, inv: StepInfo | None, event: Event) -> None:
         """A step waiting in wait_for_event received ``event``."""
 
-    def events_collected(self, inv: StepInfo | None, origins: Sequence[StepInfo | None]) -> None:
+    def events_collected(
+        self, run: RunInfo, inv: StepInfo | None, origins: Sequence[StepInfo | None]
+    ) -> None:
         """collect_events completed a join of events produced by ``origins``."""
 
-    def event_sent(self, inv: StepInfo | None, event: Event, target: str | None) -> None:
+    def event_sent(
+        self, run: RunInfo, inv: StepInfo | None, event: Event, target: str | None
+    ) -> None:
         """An event was routed (returned by a step or sent with send_event)."""
 
-    def event_streamed(self, inv: StepInfo | None, event: Event, seq: int) -> None:
+    def event_streamed(self, run: RunInfo, inv: StepInfo | None, event: Event, seq: int) -> None:
         """An event was written to the run's stream at position ``seq`` (hot path)."""
 
 
@@ -138,6 +142,17 @@ class _Fanout(Instrument):
             setattr(self, name, self._make(name, bound))
 
     def _make(self, name: str, bound: tuple[Callable[..., None], ...]) -> Callable[..., None]:
+        if len(bound) == 1:  # the common case, kept lean: this is on the per-event path
+            only = bound[0]
+
+            def call_one(*args: Any) -> None:
+                try:
+                    only(*args)
+                except Exception:  # noqa: BLE001 - a sink must never break a run
+                    self._report(0, name)
+
+            return call_one
+
         def call(*args: Any) -> None:
             for i, fn in enumerate(bound):
                 try:

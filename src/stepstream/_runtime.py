@@ -210,12 +210,13 @@ class Run:
 
     def write(self, event: Event, inv: StepInfo | None) -> None:
         """Append ``event`` to the stream; dropped once the run has ended."""
-        if self.stream.closed:
-            return
-        seq = self.stream.push(event)
+        stream = self.stream
+        if self.finished:
+            return  # the run has ended: a step being cancelled writes into the void
+        seq = stream.push(event)
         if inv is not None:
             inv.streamed += 1
-        self.instrument.event_streamed(inv, event, seq)
+        self.instrument.event_streamed(self.info, inv, event, seq)
 
     def check_send(self, event: Event, target: str | None) -> None:
         """Raise WorkflowRuntimeError if ``event`` could not be delivered."""
@@ -252,7 +253,7 @@ class Run:
         """Deliver ``event`` to a waiter, or to the steps that accept it."""
         if self.finished:
             return
-        self.instrument.event_sent(origin, event, target)
+        self.instrument.event_sent(self.info, origin, event, target)
         if target is not None:
             indices: tuple[int, ...] = (self.graph.index[target],)
         else:

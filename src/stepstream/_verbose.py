@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from stepstream._instrument import Instrument, StepInfo
+from stepstream._instrument import Instrument, RunInfo, StepInfo
 from stepstream.events import Event
 
 __all__ = ["VerbosePrinter"]
@@ -32,7 +32,7 @@ class VerbosePrinter(Instrument):
         then = " (will retry)" if will_retry else ""
         self._print(f"step {inv.step} {status}: {type(error).__name__}: {error}{then}")
 
-    def event_streamed(self, inv: StepInfo | None, event: Event, seq: int) -> None:
+    def event_streamed(self, run: RunInfo, inv: StepInfo | None, event: Event, seq: int) -> None:
         """Print ``stream #SEQ EventType from STEP``."""
         source = inv.step if inv is not None else "caller"
         self._print(f"stream #{seq} {type(event).__name__} from {source}")

@@ -80,7 +80,7 @@ class Context(Generic[StateT]):
     def __init__(self, run: Run, state_type: type[StateT] | None) -> None:
         self._run = run
         self.store: Store[StateT] = Store(state_type)
-        self._collectors: dict[tuple[Any, ...], Collector[Any]] = {}
+        self._collectors: dict[tuple[Any, ...], list[Collector[Any]]] = {}
         self._collect_lock = threading.Lock()
 
     def _caller(self) -> StepInfo | None:
@@ -89,12 +89,16 @@ class Context(Generic[StateT]):
 
     def write_event_to_stream(self, ev: Event) -> None:
         """Append ``ev`` to the run's stream, read by ``handler.stream_events()``."""
-        require_event(ev, "write_event_to_stream")
+        if not isinstance(ev, Event):
+            require_event(ev, "write_event_to_stream")  # type: ignore[unreachable]
         run = self._run
+        inv = current_step.get()
+        if inv is not None and inv.run is not run.info:
+            inv = None  # a step of another (outer) run wrote into this one
         if threading.get_ident() == run.thread_id:
-            run.write(ev, self._caller())
+            run.write(ev, inv)
         else:
-            run.loop.call_soon_threadsafe(run.write, ev, self._caller())
+            run.loop.call_soon_threadsafe(run.write, ev, inv)
 
     def send_event(self, ev: Event, step: str | None = None) -> None:
         """Route ``ev`` to the steps that accept it, or only to ``step`` when given."""
@@ -115,8 +119,8 @@ class Context(Generic[StateT]):
         if not expected:
             msg = "collect_events needs at least one expected event type"
             raise WorkflowRuntimeError(msg)
-        # O(1) key: a step's join is identified by the size and ends of its expected list
-        # (hashing the whole list on every call would make an N-event fan-in O(N^2)).
+        # A cheap key (step, size and ends of the list) finds the candidates; a candidate
+        # then confirms the whole list, in O(1) when the same list object is passed again.
         key = (
             inv.step if inv is not None else None,
             len(expected),
@@ -125,14 +129,16 @@ class Context(Generic[StateT]):
         )
         origin = inv.origin if inv is not None and inv.event is ev else None
         with self._collect_lock:
-            collector = self._collectors.get(key)
+            candidates = self._collectors.setdefault(key, [])
+            collector = next((c for c in candidates if c.serves(expected)), None)
             if collector is None:
-                collector = self._collectors[key] = Collector(expected)
+                collector = Collector(expected)
+                candidates.append(collector)
             done = collector.add(ev, origin)
         if done is None:
             return None
         events, origins = done
-        self._run.instrument.events_collected(inv, origins)
+        self._run.instrument.events_collected(self._run.info, inv, origins)
         return events
 
     async def wait_for_event(
@@ -155,7 +161,7 @@ class Context(Generic[StateT]):
         try:
             if waiter_event is not None:
                 self.write_event_to_stream(waiter_event)
-            run.instrument.step_waiting(inv, event_type)
+            run.instrument.step_waiting(run.info, inv, event_type)
             if timeout is None:
                 event = await future
             else:
@@ -171,5 +177,5 @@ class Context(Generic[StateT]):
                     raise WorkflowTimeoutError(msg, timeout=timeout) from None
         finally:
             run.remove_waiter(waiter)
-        run.instrument.step_resumed(inv, event)
+        run.instrument.step_resumed(run.info, inv, event)
         return event  # type: ignore[return-value]  # matched by isinstance in the run

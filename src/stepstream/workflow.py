@@ -9,16 +9,21 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import pydantic
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
 
 from stepstream._graph import Graph
 from stepstream._instrument import Instrument, RunInfo, combine
 from stepstream._runtime import Caller, Run
 from stepstream._stream import EventStream
 from stepstream._verbose import VerbosePrinter
+from stepstream._version import __version__
 from stepstream.errors import WorkflowRuntimeError, WorkflowValidationError
 from stepstream.events import StartEvent
 from stepstream.handler import WorkflowHandler
 from stepstream.step import STEP_ATTR, StepConfig, StepSpec, read_spec
+from stepstream.telemetry._sink import TelemetrySink
 from stepstream.validation import graph_problems
 
 __all__ = ["Workflow"]
@@ -33,12 +38,20 @@ class Workflow:
     The step graph is validated when the class is first instantiated; every problem
     is listed in one WorkflowValidationError. ``timeout`` (seconds, or None) bounds a
     whole run; ``verbose=True`` prints a line per step start, step end and streamed
-    event to stderr.
+    event to stderr. Spans and metrics go to the global OpenTelemetry providers unless
+    ``tracer_provider`` / ``meter_provider`` are given.
     """
 
     _stepstream_free_steps: ClassVar[dict[str, StepConfig]]
 
-    def __init__(self, timeout: float | None = 45.0, verbose: bool = False) -> None:
+    def __init__(
+        self,
+        timeout: float | None = 45.0,
+        verbose: bool = False,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+    ) -> None:
         if timeout is not None and not timeout > 0:
             msg = (
                 f"{type(self).__name__}(timeout=...) must be a positive number of seconds "
@@ -49,7 +62,9 @@ class Workflow:
         self.verbose = verbose
         self._graph = compiled_graph(type(self))
         self._callers = tuple(_make_caller(spec, self) for spec in self._graph.specs)
-        sinks: list[Instrument] = []
+        tracer = trace.get_tracer("stepstream", __version__, tracer_provider=tracer_provider)
+        meter = metrics.get_meter("stepstream", __version__, meter_provider=meter_provider)
+        sinks: list[Instrument] = [TelemetrySink(tracer, meter)]
         if verbose:
             sinks.append(VerbosePrinter())
         self._instrument = combine(sinks)
@@ -184,5 +199,3 @@ def _make_caller(spec: StepSpec, wf: Workflow) -> Caller:
     if order == ("ev", "ctx"):
         return lambda ctx, ev: fn(ev, ctx)
     return lambda ctx, ev: fn(*(ctx if a == "ctx" else ev for a in order))
-
-

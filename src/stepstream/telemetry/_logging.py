@@ -1,0 +1,136 @@
+"""Where stepstream's log lines go: nowhere, the application's structlog, or JSON lines.
+
+The target is chosen once per run (:func:`current_target`), never per line:
+
+- ``configure_telemetry()`` installed a target (fast orjson lines to a file or stdout,
+  and OTLP log records when an endpoint is set): that one;
+- otherwise, when the application configured structlog: its loggers, so its processors,
+  renderers and ``structlog.testing.capture_logs()`` see our lines;
+- otherwise: none. An unconfigured library prints nothing and writes no file.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import IO, Any, Protocol
+
+import orjson
+import structlog
+
+from stepstream.telemetry import attributes as attrs
+
+__all__ = ["JsonLinesWriter", "LogTarget", "current_target", "install_target"]
+
+
+class LogTarget(Protocol):
+    """Receives one structured line: its message and flat fields."""
+
+    def emit(self, level: str, message: str, fields: dict[str, Any], span: Any) -> None:
+        """Write one line; ``span`` is the OTel span it belongs to (for OTLP records)."""
+        ...
+
+
+_installed: LogTarget | None = None
+
+
+def install_target(target: LogTarget | None) -> None:
+    """Make ``target`` receive stepstream's lines (``configure_telemetry`` does this)."""
+    global _installed  # noqa: PLW0603 - the one switch configure_telemetry() flips
+    _installed = target
+
+
+def current_target() -> LogTarget | None:
+    """Return the target for a run starting now, or None when logging is off."""
+    if _installed is not None:
+        return _installed
+    if structlog.is_configured():
+        return _STRUCTLOG
+    return None
+
+
+class _StructlogTarget:
+    """Sends lines through the application's structlog configuration."""
+
+    def emit(self, level: str, message: str, fields: dict[str, Any], span: Any) -> None:
+        logger = structlog.get_logger(attrs.LOGGER_NAME)
+        getattr(logger, level)(message, logger=attrs.LOGGER_NAME, **fields)
+
+
+_STRUCTLOG = _StructlogTarget()
+
+
+class _UtcClock:
+    """ISO 8601 UTC timestamps, formatting the date part once per second."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def now(self) -> str:
+        ns = time.time_ns()
+        second, rest = divmod(ns, 1_000_000_000)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{rest // 1000:06d}Z"
+
+
+def _default(value: object) -> str:
+    return repr(value)
+
+
+class JsonLinesWriter:
+    """Writes each line as one orjson-encoded JSON object to a text stream.
+
+    Keys: ``timestamp``, ``level``, ``logger``, ``event`` (the message), then the fields.
+    Writes are buffered by the stream; :meth:`flush` pushes them out.
+    """
+
+    def __init__(self, stream: IO[bytes], *, close: Callable[[], None] | None = None) -> None:
+        self._stream = stream
+        self._close = close
+        self._clock = _UtcClock()
+        self._lock = threading.Lock()
+
+    def emit(self, level: str, message: str, fields: dict[str, Any], span: Any) -> None:
+        """Encode and write one line."""
+        line = orjson.dumps(
+            {
+                attrs.KEY_TIMESTAMP: self._clock.now(),
+                attrs.KEY_LEVEL: level,
+                attrs.KEY_LOGGER: attrs.LOGGER_NAME,
+                attrs.KEY_EVENT: message,
+                **fields,
+            },
+            default=_default,
+            option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS,
+        )
+        with self._lock:
+            self._stream.write(line)
+
+    def flush(self) -> None:
+        """Flush buffered lines to the stream's file."""
+        with self._lock:
+            self._stream.flush()
+
+    def close(self) -> None:
+        """Flush, and close the file if this writer opened it."""
+        self.flush()
+        if self._close is not None:
+            self._close()
+
+
+class FanoutTarget:
+    """Sends each line to several targets (JSON lines and OTLP log records)."""
+
+    def __init__(self, targets: list[LogTarget]) -> None:
+        self._targets = tuple(targets)
+
+    def emit(self, level: str, message: str, fields: dict[str, Any], span: Any) -> None:
+        """Write the line to every target."""
+        for target in self._targets:
+            target.emit(level, message, fields, span)

@@ -1,0 +1,30 @@
+"""The five stepstream instruments, created once per meter (OpenTelemetry API only)."""
+
+from __future__ import annotations
+
+from opentelemetry.metrics import Meter
+
+from stepstream.telemetry import attributes as attrs
+
+__all__ = ["Instruments"]
+
+
+class Instruments:
+    """Histograms, counters and the active-runs gauge named in the telemetry contract."""
+
+    def __init__(self, meter: Meter) -> None:
+        self.run_duration = meter.create_histogram(
+            attrs.METRIC_RUN_DURATION, unit="s", description="Duration of workflow runs"
+        )
+        self.step_duration = meter.create_histogram(
+            attrs.METRIC_STEP_DURATION, unit="s", description="Duration of step attempts"
+        )
+        self.events_streamed = meter.create_counter(
+            attrs.METRIC_EVENTS_STREAMED, unit="{event}", description="Events written to streams"
+        )
+        self.runs_active = meter.create_up_down_counter(
+            attrs.METRIC_RUNS_ACTIVE, unit="{run}", description="Runs in progress"
+        )
+        self.step_retries = meter.create_counter(
+            attrs.METRIC_STEP_RETRIES, unit="{retry}", description="Step attempts that are retried"
+        )

@@ -1,0 +1,330 @@
+"""The telemetry sink on the instrumentation seam: spans, span events, log lines, metrics.
+
+One sink does all three so that the per-event work shared by them (the payload JSON,
+the trace and span ids) is done once. Only the OpenTelemetry API is used; with no SDK
+configured, spans are non-recording and nothing is encoded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from contextvars import Token
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.metrics import Meter
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer
+from structlog.contextvars import bind_contextvars
+
+from stepstream._instrument import Instrument, RunInfo, StepInfo
+from stepstream.events import Event, StopEvent
+from stepstream.telemetry import _settings
+from stepstream.telemetry import attributes as attrs
+from stepstream.telemetry._logging import LogTarget, current_target
+from stepstream.telemetry._metrics import Instruments
+
+__all__ = ["TelemetrySink", "encode_payload"]
+
+_ERROR_STATUSES = (attrs.STATUS_ERROR, attrs.STATUS_TIMEOUT)
+
+
+def encode_payload(event: Event, limit: int) -> str:
+    """Return ``event`` as JSON, truncated to ``limit`` characters with a visible marker.
+
+    Values pydantic cannot serialise are rendered with ``repr`` instead of failing.
+    """
+    text = event.model_dump_json(fallback=repr, warnings=False)
+    if len(text) > limit:
+        return text[:limit] + attrs.TRUNCATED_MARKER.format(n=len(text) - limit)
+    return text
+
+
+class _RunState:
+    __slots__ = ("fields", "log", "parent", "span_id", "trace_id", "traced")
+
+    def __init__(self, span: Any, log: LogTarget | None, fields: dict[str, Any]) -> None:
+        self.parent = trace.set_span_in_context(span)
+        self.log = log
+        ctx = span.get_span_context()
+        # With no SDK the run span is the invalid no-op span: skip step spans entirely.
+        self.traced = ctx.is_valid
+        self.trace_id = format(ctx.trace_id, "032x") if ctx.is_valid else None
+        self.span_id = format(ctx.span_id, "016x") if ctx.is_valid else None
+        self.fields = fields
+
+
+class _StepState:
+    __slots__ = ("counts", "fields", "token")
+
+    def __init__(self, token: Token[otel_context.Context] | None, fields: dict[str, Any]) -> None:
+        self.token = token
+        self.fields = fields
+        self.counts: dict[str, int] = {}
+
+
+class TelemetrySink(Instrument):
+    """Records a run as spans, span events, structured log lines and metrics."""
+
+    def __init__(self, tracer: Tracer, meter: Meter) -> None:
+        self._tracer = tracer
+        self._metrics = Instruments(meter)
+
+    # -- runs -----------------------------------------------------------------------
+
+    def run_started(self, run: RunInfo) -> None:
+        """Open the run span (child of the caller's current span) and log run_started."""
+        span = self._tracer.start_span(
+            f"{attrs.RUN_SPAN_PREFIX} {run.workflow}",
+            kind=SpanKind.INTERNAL,
+            attributes={
+                attrs.GEN_AI_OPERATION_NAME: attrs.GEN_AI_OPERATION_INVOKE_WORKFLOW,
+                attrs.GEN_AI_WORKFLOW_NAME: run.workflow,
+                attrs.WORKFLOW: run.workflow,
+                attrs.RUN_ID: run.run_id,
+            },
+            start_time=run.start_ns,
+        )
+        run.span = span
+        log = current_target()
+        fields = {attrs.KEY_WORKFLOW: run.workflow, attrs.KEY_RUN_ID: run.run_id}
+        state = run.data = _RunState(span, log, fields)
+        self._metrics.runs_active.add(1, {attrs.WORKFLOW: run.workflow})
+        if log is not None:
+            log.emit("info", attrs.LOG_RUN_STARTED, self._run_fields(state), span)
+
+    def run_finished(
+        self,
+        run: RunInfo,
+        status: str,
+        error: BaseException | None,
+        terminal: StopEvent,
+        seq: int,
+    ) -> None:
+        """Record the terminal event and status on the run span, end it, log, measure."""
+        state: _RunState = run.data
+        span = run.span
+        payload = None
+        if span.is_recording():
+            payload = encode_payload(terminal, _settings.payload_limit)
+            span.add_event(attrs.STREAM_EVENT, self._event_attrs(terminal, seq, payload))
+            span.set_attribute(attrs.RUN_STATUS, status)
+            if status in _ERROR_STATUSES and error is not None:
+                span.set_attribute(attrs.ERROR_TYPE, type(error).__qualname__)
+                span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        span.end()
+        duration = (time.time_ns() - run.start_ns) / 1e9
+        labels = {attrs.WORKFLOW: run.workflow}
+        self._metrics.runs_active.add(-1, labels)
+        self._metrics.run_duration.record(duration, {**labels, attrs.RUN_STATUS: status})
+        self._metrics.events_streamed.add(1, {**labels, attrs.EVENT_TYPE: type(terminal).__name__})
+        log = state.log
+        if log is not None:
+            fields = self._run_fields(state)
+            if payload is None:
+                payload = encode_payload(terminal, _settings.payload_limit)
+            line = self._event_fields(fields, terminal, seq, payload)
+            log.emit("info", attrs.LOG_STREAM_EVENT, line, span)
+            fields[attrs.KEY_STATUS] = status
+            fields[attrs.KEY_DURATION_MS] = round(duration * 1000, 3)
+            if error is not None:
+                fields[attrs.KEY_ERROR_TYPE] = type(error).__qualname__
+                fields[attrs.KEY_ERROR] = str(error)
+            level = "info" if status == attrs.STATUS_OK else "error"
+            log.emit(level, attrs.LOG_RUN_FINISHED, fields, span)
+
+    # -- steps ----------------------------------------------------------------------
+
+    def step_started(self, inv: StepInfo) -> None:
+        """Open the step span, linked to the producer of its event, and make it current."""
+        run_state: _RunState = inv.run.data
+        fields = {
+            **run_state.fields,
+            attrs.KEY_STEP: inv.step,
+            attrs.KEY_ATTEMPT: inv.attempt,
+        }
+        if not run_state.traced:
+            inv.span = trace.INVALID_SPAN
+            inv.data = _StepState(None, fields)
+            if run_state.log is not None:
+                _bind_contextvars(fields)
+                run_state.log.emit("info", attrs.LOG_STEP_STARTED, dict(fields), None)
+            return
+        origin = inv.origin
+        links = None
+        if origin is not None and origin.span is not None:
+            links = [Link(origin.span.get_span_context())]
+        span = self._tracer.start_span(
+            f"{attrs.STEP_SPAN_PREFIX} {inv.step}",
+            context=run_state.parent,
+            kind=SpanKind.INTERNAL,
+            links=links,
+            attributes={
+                attrs.RUN_ID: inv.run.run_id,
+                attrs.WORKFLOW: inv.run.workflow,
+                attrs.STEP: inv.step,
+                attrs.STEP_ATTEMPT: inv.attempt,
+                attrs.STEP_WORKER: inv.worker,
+                attrs.EVENT_IN: type(inv.event).__name__,
+            },
+            start_time=inv.start_ns,
+        )
+        inv.span = span
+        token = otel_context.attach(trace.set_span_in_context(span))
+        ctx = span.get_span_context()
+        if ctx.is_valid:
+            fields[attrs.KEY_TRACE_ID] = format(ctx.trace_id, "032x")
+            fields[attrs.KEY_SPAN_ID] = format(ctx.span_id, "016x")
+        inv.data = _StepState(token, fields)
+        if run_state.log is not None:
+            _bind_contextvars(fields)
+            run_state.log.emit("info", attrs.LOG_STEP_STARTED, dict(fields), span)
+
+    def step_finished(self, inv: StepInfo, result: Event | None) -> None:
+        """End the step span with what it returned, and measure it."""
+        span = inv.span
+        if span.is_recording():
+            out = type(result).__name__ if result is not None else "None"
+            span.set_attribute(attrs.EVENT_OUT, out)
+        self._end_step(inv, attrs.STATUS_OK, None, attrs.LOG_STEP_FINISHED, "info")
+
+    def step_failed(
+        self, inv: StepInfo, error: BaseException, status: str, will_retry: bool
+    ) -> None:
+        """End the step span as failed (ERROR for errors and timeouts)."""
+        span = inv.span
+        if status in _ERROR_STATUSES and span.is_recording():
+            span.set_attribute(attrs.ERROR_TYPE, type(error).__qualname__)
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        level = "warning" if will_retry or status == attrs.STATUS_CANCELLED else "error"
+        self._end_step(inv, status, error, attrs.LOG_STEP_FAILED, level)
+
+    def step_retry(self, inv: StepInfo, delay: float) -> None:
+        """Count the retry and log step_retry."""
+        self._metrics.step_retries.add(1, {attrs.WORKFLOW: inv.run.workflow, attrs.STEP: inv.step})
+        log = inv.run.data.log
+        if log is not None:
+            fields = {**inv.data.fields, attrs.KEY_DELAY_S: delay}
+            log.emit("warning", attrs.LOG_STEP_RETRY, fields, inv.span)
+
+    def _end_step(
+        self, inv: StepInfo, status: str, error: BaseException | None, message: str, level: str
+    ) -> None:
+        span = inv.span
+        state: _StepState = inv.data
+        if span.is_recording():
+            span.set_attribute(attrs.EVENTS_STREAMED, inv.streamed)
+            span.set_attribute(attrs.STEP_STATUS, status)
+        span.end()
+        if state.token is not None:
+            otel_context.detach(state.token)
+        workflow = inv.run.workflow
+        duration = (time.time_ns() - inv.start_ns) / 1e9
+        self._metrics.step_duration.record(
+            duration, {attrs.WORKFLOW: workflow, attrs.STEP: inv.step, attrs.STEP_STATUS: status}
+        )
+        for event_type, n in state.counts.items():
+            self._metrics.events_streamed.add(
+                n, {attrs.WORKFLOW: workflow, attrs.EVENT_TYPE: event_type}
+            )
+        log = inv.run.data.log
+        if log is not None:
+            fields = {
+                **state.fields,
+                attrs.KEY_STATUS: status,
+                attrs.KEY_DURATION_MS: round(duration * 1000, 3),
+            }
+            if error is not None:
+                fields[attrs.KEY_ERROR_TYPE] = type(error).__qualname__
+                fields[attrs.KEY_ERROR] = str(error)
+            log.emit(level, message, fields, span)
+
+    # -- events ---------------------------------------------------------------------
+
+    def event_streamed(self, run: RunInfo, inv: StepInfo | None, event: Event, seq: int) -> None:
+        """Add a span event on the writing step's span, log it, count it (hot path)."""
+        span = inv.span if inv is not None else run.span
+        payload = None
+        if span.is_recording():
+            payload = encode_payload(event, _settings.payload_limit)
+            span.add_event(attrs.STREAM_EVENT, self._event_attrs(event, seq, payload))
+        if inv is not None and inv.data is not None:
+            counts = inv.data.counts
+            name = type(event).__name__
+            counts[name] = counts.get(name, 0) + 1
+            fields = inv.data.fields
+        else:
+            self._metrics.events_streamed.add(
+                1, {attrs.WORKFLOW: run.workflow, attrs.EVENT_TYPE: type(event).__name__}
+            )
+            fields = self._run_fields(run.data)
+        log = run.data.log
+        if log is not None:
+            if payload is None:
+                payload = encode_payload(event, _settings.payload_limit)
+            line = self._event_fields(fields, event, seq, payload)
+            log.emit("info", attrs.LOG_STREAM_EVENT, line, span)
+
+    def step_waiting(self, run: RunInfo, inv: StepInfo | None, event_type: type[Event]) -> None:
+        """Mark the start of a wait_for_event on the step span."""
+        if inv is not None:
+            inv.span.add_event(attrs.WAIT_EVENT, {attrs.WAIT_EVENT_TYPE: event_type.__name__})
+
+    def step_resumed(self, run: RunInfo, inv: StepInfo | None, event: Event) -> None:
+        """Mark the end of a wait_for_event on the step span."""
+        if inv is not None:
+            inv.span.add_event(attrs.RESUME_EVENT, {attrs.EVENT_TYPE: type(event).__name__})
+
+    def events_collected(
+        self, run: RunInfo, inv: StepInfo | None, origins: Sequence[StepInfo | None]
+    ) -> None:
+        """Link the joining step span to the span that produced each collected event."""
+        if inv is None or not inv.span.is_recording():
+            return
+        for origin in origins:
+            if origin is not None and origin is not inv.origin and origin.span is not None:
+                inv.span.add_link(origin.span.get_span_context())
+
+    # -- helpers --------------------------------------------------------------------
+
+    @staticmethod
+    def _event_attrs(event: Event, seq: int, payload: str) -> dict[str, Any]:
+        return {
+            attrs.EVENT_TYPE: type(event).__name__,
+            attrs.EVENT_SEQ: seq,
+            attrs.EVENT_PAYLOAD: payload,
+        }
+
+    @staticmethod
+    def _event_fields(base: dict[str, Any], event: Event, seq: int, payload: str) -> dict[str, Any]:
+        return {
+            **base,
+            attrs.KEY_EVENT_TYPE: type(event).__name__,
+            attrs.KEY_SEQ: seq,
+            attrs.KEY_PAYLOAD: payload,
+        }
+
+    @staticmethod
+    def _run_fields(state: _RunState) -> dict[str, Any]:
+        fields = dict(state.fields)
+        if state.trace_id is not None:
+            fields[attrs.KEY_TRACE_ID] = state.trace_id
+            fields[attrs.KEY_SPAN_ID] = state.span_id
+        return fields
+
+
+_CORRELATION_KEYS = (
+    attrs.KEY_RUN_ID,
+    attrs.KEY_WORKFLOW,
+    attrs.KEY_STEP,
+    attrs.KEY_TRACE_ID,
+    attrs.KEY_SPAN_ID,
+)
+
+
+def _bind_contextvars(fields: dict[str, Any]) -> None:
+    """Let the application's structlog lines inside the step carry the correlation keys."""
+    bind_contextvars(**{k: fields[k] for k in _CORRELATION_KEYS if k in fields})

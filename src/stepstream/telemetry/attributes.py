@@ -1,0 +1,88 @@
+"""Every span, attribute, log key and metric name stepstream emits: a public contract.
+
+Dashboards, queries and alerts depend on these names; they change only with a major
+version. The README's telemetry section documents the same table.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# -- spans -----------------------------------------------------------------------------
+#: Run span name prefix: ``invoke_workflow {WorkflowClass}``.
+RUN_SPAN_PREFIX: Final = "invoke_workflow"
+#: Step span name prefix: ``run_step {step_name}``, one per attempt.
+STEP_SPAN_PREFIX: Final = "run_step"
+#: Span event name for every streamed event (and the terminal event, on the run span).
+STREAM_EVENT: Final = "stepstream.event"
+#: Span event names on a step span around ``wait_for_event``.
+WAIT_EVENT: Final = "stepstream.wait"
+RESUME_EVENT: Final = "stepstream.resume"
+
+GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
+GEN_AI_OPERATION_INVOKE_WORKFLOW: Final = "invoke_workflow"
+GEN_AI_WORKFLOW_NAME: Final = "gen_ai.workflow.name"
+ERROR_TYPE: Final = "error.type"
+
+WORKFLOW: Final = "stepstream.workflow"
+RUN_ID: Final = "stepstream.run_id"
+RUN_STATUS: Final = "stepstream.run.status"
+STEP: Final = "stepstream.step"
+STEP_ATTEMPT: Final = "stepstream.step.attempt"
+STEP_WORKER: Final = "stepstream.step.worker"
+STEP_STATUS: Final = "stepstream.step.status"
+EVENT_IN: Final = "stepstream.event.in"
+EVENT_OUT: Final = "stepstream.event.out"
+EVENTS_STREAMED: Final = "stepstream.events.streamed"
+EVENT_TYPE: Final = "stepstream.event.type"
+EVENT_SEQ: Final = "stepstream.event.seq"
+EVENT_PAYLOAD: Final = "stepstream.event.payload"
+WAIT_EVENT_TYPE: Final = "stepstream.wait.event_type"
+RETRY_DELAY: Final = "stepstream.retry.delay_s"
+
+#: Values of ``stepstream.run.status`` (and of the metrics' status attribute).
+STATUS_OK: Final = "ok"
+STATUS_ERROR: Final = "error"
+STATUS_TIMEOUT: Final = "timeout"
+STATUS_CANCELLED: Final = "cancelled"
+
+#: Marker appended to a truncated payload: ``...[truncated N chars]``.
+TRUNCATED_MARKER: Final = "...[truncated {n} chars]"
+#: Default maximum payload length (characters) in span attributes and log lines.
+DEFAULT_PAYLOAD_LIMIT: Final = 4096
+
+# -- log lines (structlog, flat top-level keys) ----------------------------------------
+LOGGER_NAME: Final = "stepstream"
+LOG_STREAM_EVENT: Final = "stream_event"
+LOG_RUN_STARTED: Final = "run_started"
+LOG_RUN_FINISHED: Final = "run_finished"
+LOG_STEP_STARTED: Final = "step_started"
+LOG_STEP_FINISHED: Final = "step_finished"
+LOG_STEP_FAILED: Final = "step_failed"
+LOG_STEP_RETRY: Final = "step_retry"
+
+KEY_TIMESTAMP: Final = "timestamp"
+KEY_LEVEL: Final = "level"
+KEY_LOGGER: Final = "logger"
+KEY_EVENT: Final = "event"
+KEY_WORKFLOW: Final = "workflow"
+KEY_RUN_ID: Final = "run_id"
+KEY_STEP: Final = "step"
+KEY_ATTEMPT: Final = "attempt"
+KEY_EVENT_TYPE: Final = "event_type"
+KEY_SEQ: Final = "seq"
+KEY_PAYLOAD: Final = "payload"
+KEY_TRACE_ID: Final = "trace_id"
+KEY_SPAN_ID: Final = "span_id"
+KEY_STATUS: Final = "status"
+KEY_DURATION_MS: Final = "duration_ms"
+KEY_ERROR_TYPE: Final = "error_type"
+KEY_ERROR: Final = "error"
+KEY_DELAY_S: Final = "delay_s"
+
+# -- metrics ---------------------------------------------------------------------------
+METRIC_RUN_DURATION: Final = "stepstream.run.duration"
+METRIC_STEP_DURATION: Final = "stepstream.step.duration"
+METRIC_EVENTS_STREAMED: Final = "stepstream.events.streamed"
+METRIC_RUNS_ACTIVE: Final = "stepstream.runs.active"
+METRIC_STEP_RETRIES: Final = "stepstream.step.retries"

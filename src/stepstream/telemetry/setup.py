@@ -1,0 +1,279 @@
+"""``configure_telemetry()``: the SDK set-up for applications and the CLI.
+
+The runtime itself only uses the OpenTelemetry API. This module is the one place that
+builds SDK providers and exporters, and it does so only when the application asks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricExporter,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+from stepstream.telemetry import _settings
+from stepstream.telemetry._logging import FanoutTarget, JsonLinesWriter, LogTarget, install_target
+
+__all__ = ["TelemetryHandle", "TelemetryWarning", "configure_telemetry"]
+
+DEFAULT_DIRECTORY = ".stepstream"
+TRACES_FILE = "traces.jsonl"
+LOGS_FILE = "logs.jsonl"
+METRICS_FILE = "metrics.jsonl"
+DEFAULT_SPAN_EVENT_LIMIT = 10_000
+
+
+class TelemetryWarning(UserWarning):
+    """configure_telemetry() kept something the application had already set up."""
+
+
+@dataclass
+class TelemetryHandle:
+    """What configure_telemetry() set up; flush or shut it down through here."""
+
+    directory: Path | None = None
+    endpoint: str | None = None
+    tracer_provider: TracerProvider | None = None
+    meter_provider: MeterProvider | None = None
+    logger_provider: Any = None
+    log_writer: JsonLinesWriter | None = None
+    _closed: bool = field(default=False, repr=False)
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Export everything buffered; blocks the calling thread (see :meth:`aflush`)."""
+        ok = True
+        for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
+            if provider is not None:
+                ok = bool(provider.force_flush(timeout_millis)) and ok
+        if self.log_writer is not None:
+            self.log_writer.flush()
+        return ok
+
+    async def aflush(self, timeout: float = 30.0) -> bool:
+        """Flush in a worker thread, so that a slow collector never freezes the loop."""
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.to_thread(self.force_flush, int(timeout * 1000))
+        except TimeoutError:
+            return False
+
+    def shutdown(self) -> None:
+        """Flush and shut down what configure_telemetry() created; idempotent."""
+        global _handle  # noqa: PLW0603 - the handle owns the configured state
+        if self._closed:
+            return
+        self._closed = True
+        install_target(None)
+        for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
+            if provider is not None:
+                provider.shutdown()
+        if self.log_writer is not None:
+            self.log_writer.close()
+        if _handle is self:
+            _handle = None
+
+
+_handle: TelemetryHandle | None = None
+
+
+def configure_telemetry(
+    *,
+    service_name: str | None = None,
+    directory: str | Path | None = None,
+    endpoint: str | None = None,
+    logs: Literal["auto", "file", "stdout", "none"] = "auto",
+    payload_limit: int | None = None,
+) -> TelemetryHandle:
+    """Set up tracing, metrics and JSON log lines for stepstream runs; idempotent.
+
+    With an OTLP endpoint (``endpoint=`` or ``OTEL_EXPORTER_OTLP_ENDPOINT``) spans,
+    metrics and log records go there over OTLP. Without one, the embedded default
+    writes ``traces.jsonl`` (OTLP/JSON lines), ``metrics.jsonl`` and ``logs.jsonl``
+    (one JSON object per line) to ``directory`` (default ``.stepstream``). Honours
+    OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_EXPORTER_OTLP_PROTOCOL and
+    _HEADERS, OTEL_{TRACES,METRICS,LOGS}_EXPORTER (otlp | console | none) and
+    OTEL_SDK_DISABLED. A provider the application already set is kept, with a warning.
+    """
+    global _handle  # noqa: PLW0603 - one configuration per process
+    if _handle is not None:
+        return _handle
+    if payload_limit is not None:
+        _settings.payload_limit = payload_limit
+    if _env_true("OTEL_SDK_DISABLED"):
+        _handle = TelemetryHandle()
+        return _handle
+    endpoint = endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None
+    folder = None if endpoint else Path(directory or DEFAULT_DIRECTORY)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    resource = _resource(service_name)
+    handle = TelemetryHandle(directory=folder, endpoint=endpoint)
+    handle.tracer_provider = _tracing(resource, endpoint, folder)
+    handle.meter_provider = _metrics(resource, endpoint, folder)
+    targets: list[LogTarget] = []
+    mode = logs if logs != "auto" else ("none" if endpoint else "file")
+    if mode != "none":
+        stream: IO[bytes] = (
+            sys.stdout.buffer if mode == "stdout" or folder is None else _open(folder / LOGS_FILE)
+        )
+        close = None if stream is sys.stdout.buffer else stream.close
+        handle.log_writer = JsonLinesWriter(stream, close=close)
+        targets.append(handle.log_writer)
+    if endpoint and _exporter_choice("OTEL_LOGS_EXPORTER") != "none":
+        from stepstream.telemetry._otlp_logs import (  # noqa: PLC0415 - experimental SDK
+            OtlpLogTarget,
+            make_logger_provider,
+        )
+
+        handle.logger_provider = make_logger_provider(resource, _otlp_log_exporter())
+        targets.append(OtlpLogTarget(handle.logger_provider))
+    if targets:
+        install_target(targets[0] if len(targets) == 1 else FanoutTarget(targets))
+    _handle = handle
+    return handle
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() == "true"
+
+
+def _exporter_choice(variable: str) -> str:
+    return os.environ.get(variable, "otlp").split(",")[0].strip().lower() or "otlp"
+
+
+def _open(path: Path) -> IO[bytes]:
+    return path.open("ab")
+
+
+def _resource(service_name: str | None) -> Resource:
+    given = {"service.name": service_name or "stepstream"}
+    if os.environ.get("OTEL_SERVICE_NAME"):
+        given = {}
+    return Resource.create(given)
+
+
+def _protocol() -> str:
+    return os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf").strip().lower()
+
+
+def _tracing(
+    resource: Resource, endpoint: str | None, folder: Path | None
+) -> TracerProvider | None:
+    current = trace.get_tracer_provider()
+    if not isinstance(current, trace.ProxyTracerProvider):
+        warnings.warn(
+            f"configure_telemetry(): a TracerProvider ({type(current).__name__}) is already "
+            "set; stepstream uses it and adds no exporter",
+            TelemetryWarning,
+            stacklevel=3,
+        )
+        return None
+    choice = _exporter_choice("OTEL_TRACES_EXPORTER")
+    exporter: SpanExporter | None = None
+    if choice == "console":
+        exporter = ConsoleSpanExporter()
+    elif choice != "none":
+        exporter = _span_exporter(endpoint, folder)
+    limits = None
+    if "OTEL_SPAN_EVENT_COUNT_LIMIT" not in os.environ:
+        limits = SpanLimits(max_events=DEFAULT_SPAN_EVENT_LIMIT)
+    provider = TracerProvider(resource=resource, span_limits=limits)
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def _span_exporter(endpoint: str | None, folder: Path | None) -> SpanExporter:
+    if folder is not None:
+        from opentelemetry.exporter.otlp.json.file import FileSpanExporter  # noqa: PLC0415
+
+        return FileSpanExporter(folder / TRACES_FILE)
+    if _protocol() == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
+            OTLPSpanExporter as GrpcSpanExporter,
+        )
+
+        return GrpcSpanExporter(endpoint=endpoint)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+        OTLPSpanExporter,
+    )
+
+    return OTLPSpanExporter(endpoint=_signal_url(endpoint, "traces"))
+
+
+def _metrics(resource: Resource, endpoint: str | None, folder: Path | None) -> MeterProvider | None:
+    from opentelemetry.metrics._internal import _ProxyMeterProvider  # noqa: PLC0415
+
+    current = metrics.get_meter_provider()
+    if not isinstance(current, _ProxyMeterProvider):
+        warnings.warn(
+            f"configure_telemetry(): a MeterProvider ({type(current).__name__}) is already "
+            "set; stepstream uses it and adds no exporter",
+            TelemetryWarning,
+            stacklevel=3,
+        )
+        return None
+    choice = _exporter_choice("OTEL_METRICS_EXPORTER")
+    readers = []
+    if choice != "none":
+        exporter: MetricExporter
+        if choice == "console":
+            exporter = ConsoleMetricExporter()
+        elif folder is not None:
+            from opentelemetry.exporter.otlp.json.file import FileMetricExporter  # noqa: PLC0415
+
+            exporter = FileMetricExporter(folder / METRICS_FILE)
+        elif _protocol() == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (  # noqa: PLC0415
+                OTLPMetricExporter as GrpcMetricExporter,
+            )
+
+            exporter = GrpcMetricExporter(endpoint=endpoint)
+        else:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # noqa: PLC0415
+                OTLPMetricExporter,
+            )
+
+            exporter = OTLPMetricExporter(endpoint=_signal_url(endpoint, "metrics"))
+        readers.append(PeriodicExportingMetricReader(exporter))
+    provider = MeterProvider(resource=resource, metric_readers=readers)
+    metrics.set_meter_provider(provider)
+    return provider
+
+
+def _otlp_log_exporter() -> Any:
+    if _protocol() == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import (  # noqa: PLC0415
+            OTLPLogExporter as GrpcLogExporter,
+        )
+
+        return GrpcLogExporter()
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import (  # noqa: PLC0415
+        OTLPLogExporter,
+    )
+
+    return OTLPLogExporter()
+
+
+def _signal_url(endpoint: str | None, signal: str) -> str | None:
+    specific = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
+    if specific:
+        return specific
+    if endpoint is None:
+        return None
+    return endpoint.rstrip("/") + f"/v1/{signal}"
