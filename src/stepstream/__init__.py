@@ -22,6 +22,7 @@ from stepstream.events import (
 from stepstream.handler import WorkflowHandler
 from stepstream.retry import ConstantDelayRetryPolicy, RetryPolicy
 from stepstream.step import step
+from stepstream.telemetry import TelemetryHandle, configure_telemetry
 from stepstream.workflow import Workflow
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "RetryPolicy",
     "StartEvent",
     "StopEvent",
+    "TelemetryHandle",
     "Workflow",
     "WorkflowCancelledError",
     "WorkflowCancelledEvent",
@@ -43,6 +45,7 @@ __all__ = [
     "WorkflowTimedOutEvent",
     "WorkflowTimeoutError",
     "WorkflowValidationError",
+    "configure_telemetry",
     "draw_all_possible_flows",
     "step",
 ]

@@ -51,6 +51,10 @@ class StepSpec:
     fn: Callable[..., Any]
     accepts: tuple[type[Event], ...]
     returns: tuple[type[Event], ...]
+    # False when the signature could not be read (the step is then invalid); the graph
+    # checks treat unknown parts as "could be anything" to avoid false reports.
+    accepts_known: bool
+    returns_known: bool
     # Order of the (non-self) positional arguments: "ctx" or "ev" for each.
     arg_order: tuple[str, ...]
     is_method: bool
@@ -145,10 +149,15 @@ def _caller_namespaces() -> dict[str, Any]:
     return ns
 
 
-def read_spec(config: StepConfig, problems: list[str]) -> StepSpec | None:
-    """Read a step's signature into a spec, appending any problem found to ``problems``."""
+def read_spec(config: StepConfig, problems: list[str]) -> StepSpec:
+    """Read a step's signature into a spec, appending any problem found to ``problems``.
+
+    A spec whose signature had problems is still returned, with ``accepts_known`` or
+    ``returns_known`` False, so the graph checks can run on what could be read.
+    """
     name = config.name
     before = len(problems)
+    hints: dict[str, Any] | None
     try:
         hints = typing.get_type_hints(config.fn, localns=config.localns)
     except NameError as exc:
@@ -156,24 +165,33 @@ def read_spec(config: StepConfig, problems: list[str]) -> StepSpec | None:
             f"step {name!r}: cannot resolve an annotation ({exc}); define that event "
             "class at module level or before the workflow class"
         )
-        return None
-    params = list(inspect.signature(config.fn).parameters.values())
-    if config.is_method:
-        params = params[1:]
-    arg_order, accepts, state_type = _read_params(name, params, hints, problems)
-    if not accepts and len(problems) == before:
+        hints = None
+    arg_order: tuple[str, ...] = ()
+    accepts: tuple[type[Event], ...] = ()
+    state_type = None
+    returns: tuple[type[Event], ...] | None = None
+    if hints is not None:
+        params = list(inspect.signature(config.fn).parameters.values())
+        if config.is_method:
+            params = params[1:]
+        arg_order, accepts, state_type = _read_params(name, params, hints, problems)
+    # A step with no event parameter is known to accept nothing; one with a bad
+    # annotation might have meant anything.
+    accepts_known = len(problems) == before
+    if hints is not None and not accepts and accepts_known:
         problems.append(
             f"step {name!r} has no event parameter; add one annotated with the Event "
             "type it accepts, e.g. `ev: StartEvent`"
         )
-    returns = _read_returns(name, hints, problems)
-    if len(problems) > before or returns is None:
-        return None
+    if hints is not None:
+        returns = _read_returns(name, hints, problems)
     return StepSpec(
         name=name,
         fn=config.fn,
         accepts=accepts,
-        returns=returns,
+        returns=returns or (),
+        accepts_known=accepts_known,
+        returns_known=returns is not None,
         arg_order=arg_order,
         is_method=config.is_method,
         is_async=inspect.iscoroutinefunction(config.fn),

@@ -20,6 +20,8 @@ __all__ = ["graph_problems"]
 def graph_problems(specs: Sequence[StepSpec]) -> list[str]:
     """Return one line per problem in the graph the steps form; empty when valid."""
     problems: list[str] = []
+    accepts_known = all(s.accepts_known for s in specs)
+    returns_known = all(s.returns_known for s in specs)
     starts: dict[type[Event], list[str]] = {}
     for spec in specs:
         for t in spec.accepts:
@@ -30,7 +32,7 @@ def graph_problems(specs: Sequence[StepSpec]) -> list[str]:
                     f"step {spec.name!r} accepts {t.__name__}, a StopEvent: a StopEvent "
                     "ends the run and is never delivered to a step"
                 )
-    if not starts:
+    if not starts and accepts_known:
         problems.append(
             "no step accepts StartEvent; add a step whose event parameter is annotated "
             "with StartEvent (or one StartEvent subclass)"
@@ -41,12 +43,12 @@ def graph_problems(specs: Sequence[StepSpec]) -> list[str]:
             f"more than one StartEvent type is accepted ({listed}); a workflow has one "
             "start event type"
         )
-    if not any(issubclass(t, StopEvent) for spec in specs for t in spec.returns):
+    if returns_known and not any(issubclass(t, StopEvent) for s in specs for t in s.returns):
         problems.append(
             "no step can return a StopEvent; annotate the last step's return type with "
             "StopEvent (or a StopEvent subclass)"
         )
-    problems.extend(_flow_problems(specs))
+    problems.extend(_flow_problems(specs, accepts_known, returns_known))
     problems.extend(_state_problems(specs))
     return problems
 
@@ -55,7 +57,9 @@ def _related(a: type[Event], b: type[Event]) -> bool:
     return issubclass(a, b) or issubclass(b, a)
 
 
-def _flow_problems(specs: Sequence[StepSpec]) -> list[str]:
+def _flow_problems(
+    specs: Sequence[StepSpec], accepts_known: bool, returns_known: bool
+) -> list[str]:
     problems: list[str] = []
     accepted = [t for spec in specs for t in spec.accepts]
     producers: dict[type[Event], list[str]] = {}
@@ -64,7 +68,7 @@ def _flow_problems(specs: Sequence[StepSpec]) -> list[str]:
             if not issubclass(t, StopEvent | InputRequiredEvent):
                 producers.setdefault(t, []).append(spec.name)
     for t, names in producers.items():
-        if not any(_related(t, a) for a in accepted):
+        if accepts_known and not any(_related(t, a) for a in accepted):
             problems.append(
                 f"event type {t.__name__} is produced by {', '.join(map(repr, names))} but "
                 f"no step accepts it; add a step that takes {t.__name__}, or remove it "
@@ -73,7 +77,7 @@ def _flow_problems(specs: Sequence[StepSpec]) -> list[str]:
     for spec in specs:
         for t in spec.accepts:
             exempt = (StartEvent, StopEvent, HumanResponseEvent, InputRequiredEvent)
-            if issubclass(t, exempt):
+            if issubclass(t, exempt) or not returns_known:
                 continue
             if not any(_related(t, p) for p in producers):
                 problems.append(

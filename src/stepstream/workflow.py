@@ -178,8 +178,8 @@ def compiled_graph(cls: type[Workflow]) -> Graph:
     problems: list[str] = []
     if not configs:
         problems.append(f"workflow {cls.__name__} has no steps; decorate its methods with @step")
-    specs = [s for c in configs.values() if (s := read_spec(c, problems)) is not None]
-    if not problems:
+    specs = [read_spec(c, problems) for c in configs.values()]
+    if specs:
         problems.extend(graph_problems(specs))
     if problems:
         msg = f"workflow {cls.__name__} is invalid ({len(problems)} problem(s)):"

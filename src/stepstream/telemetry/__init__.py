@@ -5,6 +5,13 @@ and structlog-shaped log lines; see :mod:`stepstream.telemetry.attributes`.
 """
 
 from stepstream.telemetry import attributes
+from stepstream.telemetry._logging import add_correlation
 from stepstream.telemetry.setup import TelemetryHandle, TelemetryWarning, configure_telemetry
 
-__all__ = ["TelemetryHandle", "TelemetryWarning", "attributes", "configure_telemetry"]
+__all__ = [
+    "TelemetryHandle",
+    "TelemetryWarning",
+    "add_correlation",
+    "attributes",
+    "configure_telemetry",
+]

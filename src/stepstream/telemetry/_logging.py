@@ -19,9 +19,17 @@ from typing import IO, Any, Protocol
 import orjson
 import structlog
 
+from stepstream._instrument import current_step
 from stepstream.telemetry import attributes as attrs
 
-__all__ = ["JsonLinesWriter", "LogTarget", "current_target", "install_target"]
+__all__ = [
+    "FanoutTarget",
+    "JsonLinesWriter",
+    "LogTarget",
+    "add_correlation",
+    "current_target",
+    "install_target",
+]
 
 
 class LogTarget(Protocol):
@@ -134,3 +142,32 @@ class FanoutTarget:
         """Write the line to every target."""
         for target in self._targets:
             target.emit(level, message, fields, span)
+
+
+_CORRELATION_KEYS = (
+    attrs.KEY_RUN_ID,
+    attrs.KEY_WORKFLOW,
+    attrs.KEY_STEP,
+    attrs.KEY_TRACE_ID,
+    attrs.KEY_SPAN_ID,
+)
+
+
+def add_correlation(
+    logger: Any,  # noqa: ARG001 - the structlog processor signature
+    method_name: str,  # noqa: ARG001
+    event_dict: dict[str, Any],
+) -> dict[str, Any]:
+    """Structlog processor: add run_id, workflow, step, trace_id and span_id inside a step.
+
+    Put it in a structlog chain, or in ``ProcessorFormatter(foreign_pre_chain=[...])`` to
+    give stdlib ``logging`` lines emitted inside steps the same correlation keys.
+    Keys already present are left alone.
+    """
+    inv = current_step.get()
+    if inv is not None and inv.data is not None:
+        fields = inv.data.fields
+        for key in _CORRELATION_KEYS:
+            if key in fields and key not in event_dict:
+                event_dict[key] = fields[key]
+    return event_dict

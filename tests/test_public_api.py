@@ -1,0 +1,101 @@
+"""The public API: `stepstream.__all__` is exact and holds every name the spec requires."""
+
+import inspect
+import types
+
+import pydantic
+import pytest
+
+import stepstream
+import stepstream.testing
+
+SPEC_NAMES = (
+    "Event",
+    "StartEvent",
+    "StopEvent",
+    "InputRequiredEvent",
+    "HumanResponseEvent",
+    "Workflow",
+    "step",
+    "Context",
+    "WorkflowHandler",
+    "RetryPolicy",
+    "ConstantDelayRetryPolicy",
+    "WorkflowError",
+    "WorkflowValidationError",
+    "WorkflowRuntimeError",
+    "WorkflowTimeoutError",
+    "WorkflowCancelledError",
+)
+
+
+def _public_names(module: types.ModuleType) -> set[str]:
+    """Names a module binds that are not private and not submodules."""
+    return {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+
+
+def test_all_has_no_duplicates() -> None:
+    """stepstream.__all__ lists each name once."""
+    assert len(stepstream.__all__) == len(set(stepstream.__all__))
+
+
+def test_every_public_name_is_in_all() -> None:
+    """Every public (non-module) name bound by the stepstream package is listed in __all__."""
+    assert _public_names(stepstream) - set(stepstream.__all__) == set()
+
+
+def test_everything_in_all_is_importable() -> None:
+    """Every name in __all__ is bound on the package, so `from stepstream import name` works."""
+    missing = [name for name in stepstream.__all__ if not hasattr(stepstream, name)]
+    assert missing == []
+
+
+def test_star_import_gives_exactly_all() -> None:
+    """`from stepstream import *` binds exactly the names in __all__."""
+    namespace: dict[str, object] = {}
+    exec("from stepstream import *", namespace)  # noqa: S102 - the statement under test
+    assert set(namespace) - {"__builtins__"} == set(stepstream.__all__)
+
+
+@pytest.mark.parametrize("name", [pytest.param(name, id=name) for name in SPEC_NAMES])
+def test_spec_name_is_exported(name: str) -> None:
+    """Each name the spec requires is in __all__ and bound on the package."""
+    assert name in stepstream.__all__
+    assert getattr(stepstream, name) is not None
+
+
+def test_spec_names_have_the_expected_kinds() -> None:
+    """Event types are pydantic Event subclasses, errors WorkflowErrors, and step a decorator."""
+    for name in ("StartEvent", "StopEvent", "InputRequiredEvent", "HumanResponseEvent"):
+        assert issubclass(getattr(stepstream, name), stepstream.Event)
+    assert issubclass(stepstream.Event, pydantic.BaseModel)
+    for name in (
+        "WorkflowValidationError",
+        "WorkflowRuntimeError",
+        "WorkflowTimeoutError",
+        "WorkflowCancelledError",
+    ):
+        assert issubclass(getattr(stepstream, name), stepstream.WorkflowError)
+    for name in ("Workflow", "Context", "WorkflowHandler", "ConstantDelayRetryPolicy"):
+        assert inspect.isclass(getattr(stepstream, name))
+    assert inspect.isfunction(stepstream.step)
+    assert isinstance(stepstream.ConstantDelayRetryPolicy(), stepstream.RetryPolicy)
+
+
+def test_testing_module_exports_its_classes() -> None:
+    """stepstream.testing's __all__ is importable and lists every class and function it defines."""
+    module = stepstream.testing
+    exported = set(module.__all__)
+    assert {"FakeStreamingLLM", "CompletionResponse"} <= exported
+    assert all(hasattr(module, name) for name in exported)
+    defined_here = {
+        name
+        for name in _public_names(module)
+        if (inspect.isclass(value := getattr(module, name)) or inspect.isfunction(value))
+        and value.__module__ == module.__name__
+    }
+    assert defined_here - exported == set()

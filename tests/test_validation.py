@@ -1,0 +1,425 @@
+"""Graph validation: every problem of a workflow is reported when it is instantiated."""
+
+import asyncio
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from stepstream import (
+    Context,
+    Event,
+    HumanResponseEvent,
+    InputRequiredEvent,
+    StartEvent,
+    StopEvent,
+    Workflow,
+    WorkflowHandler,
+    WorkflowValidationError,
+    step,
+)
+
+
+class Middle(Event):
+    pass
+
+
+class Other(Event):
+    pass
+
+
+class Orphan(Event):
+    pass
+
+
+class Leftover(Event):
+    pass
+
+
+class StartA(StartEvent):
+    pass
+
+
+class StartB(StartEvent):
+    pass
+
+
+class Progress(Event):
+    msg: str
+
+
+class AskEvent(InputRequiredEvent):
+    question: str
+
+
+class AnswerEvent(HumanResponseEvent):
+    answer: str
+
+
+async def drain(handler: WorkflowHandler) -> list[Event]:
+    """Collect a run's whole stream, failing instead of hanging."""
+    async with asyncio.timeout(2):
+        return [ev async for ev in handler.stream_events()]
+
+
+# --- one problem per workflow --------------------------------------------------------------
+
+
+def _no_start_step() -> type[Workflow]:
+    class NoStart(Workflow):
+        @step
+        async def a(self, ev: Middle) -> Other:
+            return Other()
+
+        @step
+        async def b(self, ev: Other) -> Middle | StopEvent:
+            return StopEvent()
+
+    return NoStart
+
+
+def _no_stop_step() -> type[Workflow]:
+    class NoStop(Workflow):
+        @step
+        async def start(self, ev: StartEvent) -> Middle:
+            return Middle()
+
+        @step
+        async def mid(self, ev: Middle) -> None:
+            return None
+
+    return NoStop
+
+
+def _produced_never_consumed() -> type[Workflow]:
+    class Unconsumed(Workflow):
+        @step
+        async def start(self, ev: StartEvent) -> StopEvent | Leftover:
+            return StopEvent()
+
+    return Unconsumed
+
+
+def _consumed_never_produced() -> type[Workflow]:
+    class Unproduced(Workflow):
+        @step
+        async def start(self, ev: StartEvent) -> StopEvent:
+            return StopEvent()
+
+        @step
+        async def extra(self, ev: Orphan) -> StopEvent:
+            return StopEvent()
+
+    return Unproduced
+
+
+def _step_without_event_parameter() -> type[Workflow]:
+    class NoEventParam(Workflow):
+        @step
+        async def start(self, ev: StartEvent) -> StopEvent:
+            return StopEvent()
+
+        @step
+        async def lonely(self, ctx: Context[Any]) -> StopEvent:
+            return StopEvent()
+
+    return NoEventParam
+
+
+def _two_start_event_types() -> type[Workflow]:
+    class TwoStarts(Workflow):
+        @step
+        async def first(self, ev: StartA) -> StopEvent:
+            return StopEvent()
+
+        @step
+        async def second(self, ev: StartB) -> StopEvent:
+            return StopEvent()
+
+    return TwoStarts
+
+
+def _step_accepting_stop_event() -> type[Workflow]:
+    class AcceptsStop(Workflow):
+        @step
+        async def start(self, ev: StartEvent) -> StopEvent:
+            return StopEvent()
+
+        @step
+        async def after(self, ev: StopEvent) -> None:
+            return None
+
+    return AcceptsStop
+
+
+def _step_without_return_annotation() -> type[Workflow]:
+    class NoReturn(Workflow):
+        @step
+        async def start(self, ev: StartEvent):  # type: ignore[no-untyped-def]  # noqa: ANN202
+            return StopEvent()
+
+    return NoReturn
+
+
+def _two_event_parameters() -> type[Workflow]:
+    class TwoEventParams(Workflow):
+        @step
+        async def start(self, ev: StartEvent, other: Middle) -> StopEvent:
+            return StopEvent()
+
+    return TwoEventParams
+
+
+def _no_steps() -> type[Workflow]:
+    class Empty(Workflow):
+        def not_a_step(self, ev: StartEvent) -> StopEvent:
+            return StopEvent()
+
+    return Empty
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        pytest.param(_no_start_step, r"no step accepts StartEvent", id="no-start-step"),
+        pytest.param(_no_stop_step, r"no step can return a StopEvent", id="no-stop-step"),
+        pytest.param(
+            _produced_never_consumed,
+            r"event type Leftover is produced by 'start' but no step accepts it",
+            id="produced-never-consumed",
+        ),
+        pytest.param(
+            _consumed_never_produced,
+            r"event type Orphan is accepted by step 'extra' but no step produces it",
+            id="consumed-never-produced",
+        ),
+        pytest.param(
+            _step_without_event_parameter,
+            r"step 'lonely' has no event parameter",
+            id="no-event-parameter",
+        ),
+        pytest.param(
+            _two_start_event_types,
+            r"more than one StartEvent type is accepted \(StartA by first; StartB by second\)",
+            id="two-start-event-types",
+        ),
+        pytest.param(
+            _step_accepting_stop_event,
+            r"step 'after' accepts StopEvent, a StopEvent",
+            id="step-accepts-stop-event",
+        ),
+        pytest.param(
+            _step_without_return_annotation,
+            r"step 'start' has no return annotation",
+            id="no-return-annotation",
+        ),
+        pytest.param(
+            _two_event_parameters,
+            r"step 'start': more than one event parameter \('other'\)",
+            id="two-event-parameters",
+        ),
+        pytest.param(_no_steps, r"workflow Empty has no steps", id="no-steps"),
+    ],
+)
+def test_single_problem_is_reported_at_instantiation(
+    make: Callable[[], type[Workflow]], problem: str
+) -> None:
+    """A workflow with exactly one problem raises WorkflowValidationError describing it."""
+    workflow_cls = make()  # defining the class does not validate it
+    with pytest.raises(WorkflowValidationError, match=problem) as info:
+        workflow_cls()
+    assert len(info.value.problems) == 1
+    assert f"workflow {workflow_cls.__name__} is invalid (1 problem(s))" in str(info.value)
+
+
+# --- several problems in one error ----------------------------------------------------------
+
+
+def test_every_graph_problem_is_listed_in_one_error() -> None:
+    """No start step, no stop step, an unconsumed and an unproduced event appear in one message."""
+
+    class BrokenGraph(Workflow):
+        @step
+        async def orphan(self, ev: Orphan) -> Leftover:
+            return Leftover()
+
+    with pytest.raises(WorkflowValidationError) as info:
+        BrokenGraph()
+    message = str(info.value)
+    assert "workflow BrokenGraph is invalid (4 problem(s))" in message
+    assert "no step accepts StartEvent" in message
+    assert "no step can return a StopEvent" in message
+    assert "event type Leftover is produced by 'orphan' but no step accepts it" in message
+    assert "event type Orphan is accepted by step 'orphan' but no step produces it" in message
+    assert len(info.value.problems) == 4
+    assert all(f"  - {p}" in message for p in info.value.problems)
+
+
+def test_signature_problems_of_every_step_are_listed_in_one_error() -> None:
+    """Bad signatures in several steps are all reported together, each naming its step."""
+
+    class BadSignatures(Workflow):
+        @step
+        async def start(self, ev: StartEvent) -> StopEvent:
+            return StopEvent()
+
+        @step
+        async def no_event(self, ctx: Context[Any]) -> StopEvent:
+            return StopEvent()
+
+        @step
+        async def wrong_type(self, ev: int) -> StopEvent:
+            return StopEvent()
+
+        @step
+        async def no_return(self, ev: StartEvent):  # type: ignore[no-untyped-def]  # noqa: ANN202
+            return None
+
+    with pytest.raises(WorkflowValidationError) as info:
+        BadSignatures()
+    message = str(info.value)
+    assert "(3 problem(s))" in message
+    assert "step 'no_event' has no event parameter" in message
+    assert "step 'wrong_type': parameter 'ev' is annotated with int" in message
+    assert "step 'no_return' has no return annotation" in message
+
+
+def test_signature_and_graph_problems_are_listed_in_one_error() -> None:
+    """A step without an event parameter is reported together with the graph's own problems."""
+
+    class Everything(Workflow):
+        @step
+        async def orphan(self, ev: Orphan) -> Leftover:
+            return Leftover()
+
+        @step
+        async def lonely(self, ctx: Context[Any]) -> None:
+            return None
+
+    with pytest.raises(WorkflowValidationError) as info:
+        Everything()
+    message = str(info.value)
+    assert "step 'lonely' has no event parameter" in message
+    assert "no step accepts StartEvent" in message
+    assert "no step can return a StopEvent" in message
+    assert "event type Leftover is produced by 'orphan' but no step accepts it" in message
+    assert "event type Orphan is accepted by step 'orphan' but no step produces it" in message
+
+
+def test_invalid_workflow_fails_on_every_instantiation() -> None:
+    """An invalid workflow class raises each time it is instantiated, not only the first time."""
+    workflow_cls = _no_stop_step()
+    for _ in range(2):
+        with pytest.raises(WorkflowValidationError, match="no step can return a StopEvent"):
+            workflow_cls()
+
+
+# --- exemptions and valid shapes ------------------------------------------------------------
+
+
+def test_input_required_and_human_response_subclasses_are_exempt() -> None:
+    """An unconsumed InputRequiredEvent and an unproduced HumanResponseEvent are not problems."""
+
+    class AskHuman(Workflow):
+        @step
+        async def ask(self, ev: StartEvent) -> AskEvent:
+            return AskEvent(question="continue?")
+
+        @step
+        async def answer(self, ev: AnswerEvent) -> StopEvent:
+            return StopEvent(result=ev.answer)
+
+    assert set(AskHuman().steps) == {"ask", "answer"}
+
+
+@pytest.mark.asyncio
+async def test_human_in_the_loop_workflow_is_valid_and_runs() -> None:
+    """A workflow emitting InputRequiredEvent and taking HumanResponseEvent validates and runs."""
+
+    class HumanLoop(Workflow):
+        @step
+        async def ask(self, ev: StartEvent) -> InputRequiredEvent:
+            return InputRequiredEvent(prefix="name?")
+
+        @step
+        async def answer(self, ev: HumanResponseEvent) -> StopEvent:
+            return StopEvent(result=ev["response"])
+
+    handler = HumanLoop(timeout=5).run()
+    prompts = 0
+    async with asyncio.timeout(2):
+        async for ev in handler.stream_events():
+            if isinstance(ev, InputRequiredEvent):
+                prompts += 1
+                handler.ctx.send_event(HumanResponseEvent(response="Ada"))
+    assert prompts == 1
+    assert await handler == "Ada"
+
+
+@pytest.mark.asyncio
+async def test_stream_only_events_need_no_consumer() -> None:
+    """An event only written to the stream needs no step to consume or produce it."""
+
+    class Streaming(Workflow):
+        @step
+        async def work(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+            ctx.write_event_to_stream(Progress(msg="working"))
+            return StopEvent(result="done")
+
+    handler = Streaming(timeout=5).run()
+    streamed = await drain(handler)
+    assert await handler == "done"
+    assert [ev.msg for ev in streamed if isinstance(ev, Progress)] == ["working"]
+
+
+def test_several_steps_may_accept_the_same_start_event_type() -> None:
+    """Two steps accepting the same StartEvent type is a single start event type, and valid."""
+
+    class FanOutStart(Workflow):
+        @step
+        async def one(self, ev: StartEvent) -> StopEvent:
+            return StopEvent()
+
+        @step
+        async def two(self, ev: StartEvent) -> None:
+            return None
+
+    assert set(FanOutStart().steps) == {"one", "two"}
+
+
+# --- Workflow(timeout=...) ------------------------------------------------------------------
+
+
+class Minimal(Workflow):
+    @step
+    async def only(self, ev: StartEvent) -> StopEvent:
+        return StopEvent()
+
+
+@pytest.mark.parametrize(
+    "timeout",
+    [
+        pytest.param(0, id="zero"),
+        pytest.param(0.0, id="zero-float"),
+        pytest.param(-1, id="negative"),
+    ],
+)
+def test_non_positive_workflow_timeout_is_rejected(timeout: float) -> None:
+    """Workflow(timeout=...) must be positive: zero or negative raises WorkflowValidationError."""
+    expected = rf"Minimal\(timeout=\.\.\.\) must be a positive .*, got {re.escape(repr(timeout))}$"
+    with pytest.raises(WorkflowValidationError, match=expected):
+        Minimal(timeout=timeout)
+
+
+@pytest.mark.parametrize(
+    "timeout",
+    [
+        pytest.param(None, id="none"),
+        pytest.param(0.5, id="fraction"),
+        pytest.param(30, id="int"),
+    ],
+)
+def test_positive_or_none_workflow_timeout_is_accepted(timeout: float | None) -> None:
+    """Workflow(timeout=...) accepts a positive number or None and keeps it."""
+    assert Minimal(timeout=timeout).timeout == timeout
