@@ -64,10 +64,10 @@ class Workflow:
         self._callers = tuple(_make_caller(spec, self) for spec in self._graph.specs)
         tracer = trace.get_tracer("stepstream", __version__, tracer_provider=tracer_provider)
         meter = metrics.get_meter("stepstream", __version__, meter_provider=meter_provider)
-        sinks: list[Instrument] = [TelemetrySink(tracer, meter)]
+        self._sinks: list[Instrument] = [TelemetrySink(tracer, meter)]
         if verbose:
-            sinks.append(VerbosePrinter())
-        self._instrument = combine(sinks)
+            self._sinks.append(VerbosePrinter())
+        self._instrument = combine(self._sinks)
 
     @classmethod
     def _add_free_step(cls, config: StepConfig) -> None:
@@ -78,6 +78,11 @@ class Workflow:
         for klass in [cls, *_subclasses(cls)]:
             if _GRAPH_ATTR in klass.__dict__:
                 delattr(klass, _GRAPH_ATTR)
+
+    def _add_sink(self, sink: Instrument) -> None:
+        """Observe this workflow's runs with one more sink (the CLI's live view)."""
+        self._sinks.append(sink)
+        self._instrument = combine(self._sinks)
 
     @property
     def steps(self) -> tuple[str, ...]:

@@ -1,0 +1,285 @@
+"""``stepstream traces``, ``stepstream logs`` and ``stepstream draw``."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from stepstream.cli._load import LoadError, load_workflow
+from stepstream.cli._store import Store, StoreError
+from stepstream.cli._waterfall import run_to_json, waterfall
+from stepstream.drawing import draw_all_possible_flows, to_mermaid
+from stepstream.errors import WorkflowValidationError
+from stepstream.telemetry import attributes as attrs
+
+__all__ = ["draw", "logs", "traces"]
+
+_DIR_OPTION = click.option(
+    "--telemetry-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path(".stepstream"),
+    show_default=True,
+    help="Directory of the embedded trace and log files.",
+)
+
+
+def _err() -> Console:
+    return Console(stderr=True)
+
+
+def _fail(message: str) -> NoReturn:
+    _err().print(f"[red]error[/]: {message}", highlight=False)
+    sys.exit(2)
+
+
+def _store(directory: Path) -> Store:
+    err = _err()
+    try:
+        return Store(directory, lambda m: err.print(f"[yellow]warning[/]: {m}", highlight=False))
+    except StoreError as exc:
+        _fail(str(exc))
+
+
+@click.group()
+def traces() -> None:
+    """Review recorded runs from the embedded trace file."""
+
+
+@traces.command("list")
+@click.option("--workflow", help="Only runs of this workflow class.")
+@click.option("--status", type=click.Choice(["ok", "error", "timeout", "cancelled"]))
+@click.option("--limit", type=int, default=20, show_default=True)
+@_DIR_OPTION
+def list_runs(workflow: str | None, status: str | None, limit: int, telemetry_dir: Path) -> None:
+    """List recent runs: start, workflow, run_id, status, duration, steps, events."""
+    try:
+        runs = _store(telemetry_dir).runs()
+    except StoreError as exc:
+        _fail(str(exc))
+    runs = [r for r in runs if (workflow is None or r.workflow == workflow)]
+    runs = [r for r in runs if (status is None or r.status == status)][:limit]
+    table = Table(header_style="bold")
+    for column in ("start (UTC)", "workflow", "run_id", "status", "duration", "steps", "events"):
+        table.add_column(
+            column,
+            justify="right" if column in {"duration", "steps", "events"} else "left",
+            no_wrap=True,
+        )
+    for r in runs:
+        start = datetime.fromtimestamp(r.span.start_ns / 1e9, UTC).strftime("%m-%d %H:%M:%S")
+        colour = "green" if r.status == "ok" else "red"
+        table.add_row(
+            start,
+            r.workflow,
+            r.run_id[:12],
+            f"[{colour}]{r.status}[/]",
+            f"{r.span.duration_ns / 1e6:,.1f} ms",
+            str(len(r.steps)),
+            str(r.streamed),
+        )
+    Console().print(table)
+
+
+@traces.command("show")
+@click.argument("ref", metavar="RUN_ID|TRACE_ID|last")
+@click.option(
+    "--events",
+    "events",
+    default="10",
+    show_default=True,
+    help="Span events listed per span: a number or 'all'.",
+)
+@click.option("--attributes", "show_attributes", is_flag=True, help="Show every span attribute.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run's spans as JSON.")
+@_DIR_OPTION
+def show(ref: str, events: str, show_attributes: bool, as_json: bool, telemetry_dir: Path) -> None:
+    """Show one run as a waterfall: spans, offsets, durations, events, causes, errors."""
+    if events != "all" and not events.isdigit():
+        _fail(f"--events takes a number or 'all', got {events!r}")
+    try:
+        run = _store(telemetry_dir).find(ref)
+    except StoreError as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(run_to_json(run))
+        return
+    console = Console()
+    limit = None if events == "all" else int(events)
+    console.print(waterfall(run, limit, show_attributes, console.width))
+
+
+@traces.command("export")
+@click.argument("ref", metavar="RUN_ID|TRACE_ID|last")
+@click.option("--html", "html_file", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@_DIR_OPTION
+def export(ref: str, html_file: Path, telemetry_dir: Path) -> None:
+    """Write one self-contained HTML file with the run's timeline and graph."""
+    from stepstream.cli._html import render_html  # noqa: PLC0415 - only this command needs it
+
+    try:
+        run = _store(telemetry_dir).find(ref)
+    except StoreError as exc:
+        _fail(str(exc))
+    html_file.write_text(render_html(run), encoding="utf-8")
+    _err().print(f"wrote {html_file}", highlight=False)
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def _since(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    match = _DURATION.match(text.strip())
+    if match is None:
+        _fail(f"--since takes a duration like 30s, 10m, 2h or 1d, got {text!r}")
+    amount, unit = float(match.group(1)), _UNITS[match.group(2)]
+    return datetime.now(UTC) - timedelta(**{unit: amount})
+
+
+def _matches(line: dict[str, Any], filters: dict[str, str | None], since: datetime | None) -> bool:
+    run_id = filters["run_id"]
+    if run_id is not None and not str(line.get(attrs.KEY_RUN_ID, "")).startswith(run_id):
+        return False
+    for key, field in (
+        ("step", attrs.KEY_STEP),
+        ("event_type", attrs.KEY_EVENT_TYPE),
+        ("level", attrs.KEY_LEVEL),
+    ):
+        wanted = filters[key]
+        if wanted is not None and str(line.get(field, "")) != wanted:
+            return False
+    if since is not None:
+        try:
+            stamp = datetime.fromisoformat(str(line.get(attrs.KEY_TIMESTAMP, "")))
+        except ValueError:
+            return False
+        if stamp < since:
+            return False
+    return True
+
+
+def format_log_line(line: dict[str, Any]) -> str:
+    """One readable line: time, level, message, workflow/step, run, then the details."""
+    stamp = str(line.get(attrs.KEY_TIMESTAMP, ""))[11:23]
+    level = str(line.get(attrs.KEY_LEVEL, "")).upper()
+    where = "/".join(str(line[k]) for k in (attrs.KEY_WORKFLOW, attrs.KEY_STEP) if line.get(k))
+    run = str(line.get(attrs.KEY_RUN_ID, ""))[:8]
+    shown = {
+        attrs.KEY_TIMESTAMP,
+        attrs.KEY_LEVEL,
+        attrs.KEY_LOGGER,
+        attrs.KEY_EVENT,
+        attrs.KEY_WORKFLOW,
+        attrs.KEY_STEP,
+        attrs.KEY_RUN_ID,
+        attrs.KEY_TRACE_ID,
+        attrs.KEY_SPAN_ID,
+        attrs.KEY_ATTEMPT,
+    }
+    rest = " ".join(f"{k}={v}" for k, v in line.items() if k not in shown)
+    message = str(line.get(attrs.KEY_EVENT, ""))
+    return f"{stamp} {level:<7} {message:<14} {where} run={run} {rest}".rstrip()
+
+
+@click.command()
+@click.option("--run-id", help="Only lines of this run (a prefix is enough).")
+@click.option("--step", help="Only lines of this step.")
+@click.option("--event-type", help="Only stream_event lines of this event type.")
+@click.option("--level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--since", metavar="DURATION", help="Only lines newer than this (30s, 10m, 2h, 1d).")
+@click.option(
+    "--follow", is_flag=True, help="Keep printing new lines as they are written (Ctrl-C stops)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON lines.")
+@_DIR_OPTION
+def logs(
+    *,
+    run_id: str | None,
+    step: str | None,
+    event_type: str | None,
+    level: str | None,
+    since: str | None,
+    follow: bool,
+    as_json: bool,
+    telemetry_dir: Path,
+) -> None:
+    """Query the embedded JSON Lines log."""
+    store = _store(telemetry_dir)
+    filters = {"run_id": run_id, "step": step, "event_type": event_type, "level": level}
+    cutoff = _since(since)
+    try:
+        for line in _lines(store, follow):
+            if _matches(line, filters, cutoff):
+                click.echo(json.dumps(line) if as_json else format_log_line(line))
+    except StoreError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        return
+
+
+def _lines(store: Store, follow: bool) -> Iterator[dict[str, Any]]:
+    yield from store.log_lines()
+    if not follow:
+        return
+    path = store.directory / "logs.jsonl"
+    position = path.stat().st_size if path.exists() else 0
+    while True:
+        time.sleep(0.2)
+        if not path.exists():
+            continue
+        size = path.stat().st_size
+        if size < position:
+            position = 0
+        if size == position:
+            continue
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            handle.seek(position)
+            chunk = handle.read()
+        complete, _, _ = chunk.rpartition("\n")
+        position += len(complete.encode("utf-8")) + (1 if complete else 0)
+        for raw in complete.splitlines():
+            try:
+                item = json.loads(raw)
+            except ValueError:
+                _err().print("[yellow]warning[/]: damaged log line skipped", highlight=False)
+                continue
+            if isinstance(item, dict):
+                yield item
+        sys.stdout.flush()
+
+
+@click.command()
+@click.argument("target", metavar="FILE.py[:WorkflowClass]")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the graph as self-contained HTML.",
+)
+@click.option("--mermaid", is_flag=True, help="Print the graph as a Mermaid flowchart.")
+def draw(target: str, output: Path | None, mermaid: bool) -> None:
+    """Draw every possible flow of a workflow: steps, events, who emits and accepts what."""
+    if (output is None) == (not mermaid):
+        _fail("give exactly one of -o FILE.html or --mermaid")
+    try:
+        cls = load_workflow(target)
+        if mermaid:
+            click.echo(to_mermaid(cls), nl=False)
+        else:
+            assert output is not None  # noqa: S101 - checked above
+            draw_all_possible_flows(cls, filename=output)
+            _err().print(f"wrote {output}", highlight=False)
+    except (LoadError, WorkflowValidationError) as exc:
+        _fail(str(exc))

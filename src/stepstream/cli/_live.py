@@ -1,0 +1,184 @@
+"""What ``stepstream run`` shows: a live rich view on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console, Group, RenderableType
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
+
+from stepstream._instrument import Instrument, RunInfo, StepInfo
+from stepstream.events import Event, StopEvent
+
+if TYPE_CHECKING:
+    from stepstream.workflow import Workflow
+
+__all__ = ["LiveModel", "compact", "plain_line", "result_text", "text_of"]
+
+_MAX_TEXT = 1500
+_MAX_LINES = 12
+
+
+def text_of(event: Event) -> str | None:
+    """The text of an event with exactly one field, a string (a text delta candidate)."""
+    data = event.model_dump()
+    if len(data) == 1:
+        (value,) = data.values()
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def compact(event: Event, limit: int = 160) -> str:
+    """One line: the event type and its fields as key=value."""
+    fields = " ".join(f"{k}={v!r}" for k, v in event.model_dump().items())
+    line = f"{type(event).__name__} {fields}".rstrip()
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+@dataclass
+class _StepRow:
+    name: str
+    state: str = "waiting"
+    started: float = 0.0
+    duration_ms: float = 0.0
+    runs: int = 0
+    retries: int = 0
+    error: str = ""
+
+
+@dataclass
+class _Block:
+    """Consecutive single-string events of one type from one step."""
+
+    key: tuple[str, str]
+    texts: list[str] = field(default_factory=list)
+    line: str = ""
+
+
+class LiveModel(Instrument):
+    """Step rows and streamed-event blocks, fed by the seam and by the stream loop."""
+
+    def __init__(self, workflow: Workflow) -> None:
+        self.workflow = type(workflow).__name__
+        self.rows = {name: _StepRow(name) for name in workflow.steps}
+        self.blocks: list[_Block] = []
+        self.started = time.monotonic()
+        self.trace_id = ""
+        self.run_id = ""
+        # Which step wrote each event still in the stream (popped by the reader).
+        self.writers: dict[int, str] = {}
+
+    # -- the seam --------------------------------------------------------------------
+
+    def run_started(self, run: RunInfo) -> None:
+        """Remember the run's ids."""
+        self.run_id = run.run_id
+        ctx = run.span.get_span_context() if run.span is not None else None
+        if ctx is not None and ctx.is_valid:
+            self.trace_id = format(ctx.trace_id, "032x")
+
+    def step_started(self, inv: StepInfo) -> None:
+        """Mark the step running."""
+        row = self.rows[inv.step]
+        row.state = "running"
+        row.started = time.monotonic()
+        row.runs += 1
+
+    def step_finished(self, inv: StepInfo, result: Event | None) -> None:
+        """Mark the step done with its duration."""
+        row = self.rows[inv.step]
+        row.state = "done"
+        row.duration_ms = (time.monotonic() - row.started) * 1000
+
+    def step_failed(
+        self, inv: StepInfo, error: BaseException, status: str, will_retry: bool
+    ) -> None:
+        """Mark the step failed (or cancelled)."""
+        row = self.rows[inv.step]
+        row.duration_ms = (time.monotonic() - row.started) * 1000
+        row.state = "retrying" if will_retry else status
+        row.error = f"{type(error).__name__}: {error}" if status != "cancelled" else ""
+
+    def step_retry(self, inv: StepInfo, delay: float) -> None:
+        """Count a retry."""
+        self.rows[inv.step].retries += 1
+
+    def event_streamed(self, run: RunInfo, inv: StepInfo | None, event: Event, seq: int) -> None:
+        """Append the event to its block (text deltas of one step run together)."""
+        self.writers[id(event)] = inv.step if inv is not None else ""
+        if isinstance(event, StopEvent):
+            return
+        text = text_of(event)
+        key = (inv.step if inv is not None else "", type(event).__name__)
+        last = self.blocks[-1] if self.blocks else None
+        if text is not None and last is not None and last.key == key and last.texts:
+            last.texts.append(text)
+            return
+        block = _Block(key, [text] if text is not None else [], compact(event))
+        self.blocks.append(block)
+        if len(self.blocks) > _MAX_LINES * 4:
+            del self.blocks[: len(self.blocks) - _MAX_LINES * 4]
+
+    # -- rendering ---------------------------------------------------------------------
+
+    def __rich__(self) -> RenderableType:
+        elapsed = time.monotonic() - self.started
+        header = Text.assemble(
+            (self.workflow, "bold"),
+            "  run ",
+            (self.run_id[:12] or "…", "cyan"),
+            f"  elapsed {elapsed:5.1f}s",
+        )
+        table = Table(show_header=False, box=None, pad_edge=False)
+        table.add_column(width=2)
+        table.add_column()
+        table.add_column()
+        for row in self.rows.values():
+            table.add_row(*_render_row(row))
+        return Group(header, table, Text(""), *self._render_events())
+
+    def _render_events(self) -> list[RenderableType]:
+        out: list[RenderableType] = []
+        for block in self.blocks[-_MAX_LINES:]:
+            if len(block.texts) > 1:
+                text = "".join(block.texts)
+                if len(text) > _MAX_TEXT:
+                    text = "…" + text[-_MAX_TEXT:]
+                out.append(Text(text))
+            else:
+                out.append(Text(block.line, style="dim"))
+        return out
+
+
+def _render_row(row: _StepRow) -> tuple[RenderableType, RenderableType, RenderableType]:
+    retries = f"  ({row.retries} retr{'y' if row.retries == 1 else 'ies'})" if row.retries else ""
+    name = Text(row.name, style="bold")
+    if row.state == "running":
+        return Spinner("dots", style="yellow"), name, Text("running" + retries, style="yellow")
+    if row.state == "done":
+        runs = f" x{row.runs}" if row.runs > 1 else ""
+        detail = f"done in {row.duration_ms:.1f} ms{runs}{retries}"
+        return Text("✓", style="green"), name, Text(detail, style="green")
+    if row.state in {"error", "timeout"}:
+        return Text("✗", style="red"), name, Text(f"{row.state}: {row.error}{retries}", style="red")
+    if row.state == "retrying":
+        return Text("↻", style="magenta"), name, Text(f"retrying: {row.error}", style="magenta")
+    if row.state == "cancelled":
+        return Text("-", style="dim"), name, Text("cancelled", style="dim")
+    return Text("·", style="dim"), name, Text("waiting", style="dim")
+
+
+def plain_line(console: Console, elapsed: float, step: str, event: Event) -> None:
+    """Print one plain line for a streamed event (stdout is not a terminal)."""
+    line = f"{elapsed:8.3f}s {step or '-':<16} {compact(event, 400)}"
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def result_text(value: Any) -> str:
+    """How a run's result is printed."""
+    return value if isinstance(value, str) else repr(value)

@@ -1,0 +1,164 @@
+"""``stepstream run``: run a workflow from a file and watch it live."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+
+from stepstream.cli._live import LiveModel, plain_line, result_text
+from stepstream.cli._load import load_workflow
+from stepstream.errors import (
+    WorkflowCancelledError,
+    WorkflowError,
+    WorkflowTimeoutError,
+    WorkflowValidationError,
+)
+from stepstream.events import HumanResponseEvent, InputRequiredEvent, StopEvent
+from stepstream.handler import WorkflowHandler
+from stepstream.telemetry.setup import configure_telemetry
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_TIMEOUT",
+    "EXIT_USAGE",
+    "parse_inputs",
+    "run_file",
+]
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_TIMEOUT = 124
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """Bad command-line input; the message says which."""
+
+
+def parse_inputs(pairs: tuple[str, ...], input_json: str | None) -> dict[str, Any]:
+    """Merge ``--input-json`` and ``--input key=value`` (values parsed as JSON if they can be)."""
+    inputs: dict[str, Any] = {}
+    if input_json is not None:
+        try:
+            loaded = json.loads(input_json)
+        except ValueError as exc:
+            msg = f"--input-json is not valid JSON: {exc}"
+            raise UsageError(msg) from exc
+        if not isinstance(loaded, dict):
+            msg = '--input-json must be a JSON object, e.g. \'{"topic": "whales"}\''
+            raise UsageError(msg)
+        inputs.update(loaded)
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            msg = f"--input {pair!r} is not key=value"
+            raise UsageError(msg)
+        try:
+            inputs[key] = json.loads(raw)
+        except ValueError:
+            inputs[key] = raw
+    return inputs
+
+
+def run_file(  # noqa: PLR0917 - the command's options, passed through
+    target: str,
+    inputs: dict[str, Any],
+    timeout: float | None,
+    telemetry_dir: Path,
+    console: Console,
+    err: Console,
+) -> int:
+    """Run the workflow in ``target`` and return the process exit code."""
+    cls = load_workflow(target)
+    handle = configure_telemetry(directory=telemetry_dir)
+    try:
+        return asyncio.run(_main(cls, inputs, timeout, console, err))
+    except KeyboardInterrupt:
+        err.print("[red]interrupted[/]: the run was cancelled")
+        return EXIT_INTERRUPTED
+    finally:
+        handle.shutdown()
+        where = handle.endpoint or (str(handle.directory) if handle.directory else "nowhere")
+        err.print(f"telemetry: {where}", highlight=False)
+
+
+async def _main(
+    cls: type[Any], inputs: dict[str, Any], timeout: float | None, console: Console, err: Console
+) -> int:
+    workflow = cls(timeout=timeout) if timeout is not None else cls()
+    model = LiveModel(workflow)
+    workflow._add_sink(model)  # noqa: SLF001 - the CLI is part of the package
+    try:
+        handler: WorkflowHandler = workflow.run(**inputs)
+    except WorkflowValidationError as exc:
+        err.print(f"[red]error[/]: {exc}", highlight=False)
+        return EXIT_USAGE
+    try:
+        if console.is_terminal:
+            await _watch_live(handler, model, console)
+        else:
+            await _watch_plain(handler, model, console)
+    except asyncio.CancelledError:
+        await handler.cancel_run()
+        raise
+    try:
+        result = await handler
+    except (WorkflowError, Exception) as exc:  # noqa: BLE001 - reported, mapped to an exit code
+        return _report_failure(exc, model, err)
+    shown = result.result if type(result) is StopEvent else result
+    console.print(f"Result: {result_text(shown)}", markup=False, highlight=False)
+    console.print(_ids(model), markup=False, highlight=False, soft_wrap=True)
+    return 0
+
+
+async def _watch_live(handler: WorkflowHandler, model: LiveModel, console: Console) -> None:
+    with Live(model, console=console, refresh_per_second=12, transient=False) as live:
+        async for event in handler.stream_events():
+            if isinstance(event, InputRequiredEvent):
+                live.stop()
+                await _answer(handler, event, console)
+                live.start()
+
+
+async def _watch_plain(handler: WorkflowHandler, model: LiveModel, console: Console) -> None:
+    started = time.monotonic()
+    async for event in handler.stream_events():
+        step = model.writers.pop(id(event), "")
+        plain_line(console, time.monotonic() - started, step, event)
+        if isinstance(event, InputRequiredEvent):
+            await _answer(handler, event, console)
+
+
+async def _answer(handler: WorkflowHandler, event: InputRequiredEvent, console: Console) -> None:
+    data = event.model_dump()
+    question = next((str(data[k]) for k in ("prefix", "prompt", "question") if k in data), None)
+    prompt = (question or "input required") + " "
+    console.print(prompt, end="", markup=False, highlight=False)
+    line = await asyncio.to_thread(sys.stdin.readline)
+    if not line:
+        console.print("\nno answer on standard input; cancelling the run", markup=False)
+        await handler.cancel_run()
+        return
+    handler.ctx.send_event(HumanResponseEvent(response=line.rstrip("\n")))
+
+
+def _ids(model: LiveModel) -> str:
+    return f"run_id {model.run_id}  trace_id {model.trace_id or '-'}"
+
+
+def _report_failure(error: BaseException, model: LiveModel, err: Console) -> int:
+    err.print(f"[red]{type(error).__name__}[/]: {error}", highlight=False)
+    err.print(_ids(model), markup=False, highlight=False, soft_wrap=True)
+    if isinstance(error, WorkflowTimeoutError):
+        return EXIT_TIMEOUT
+    if isinstance(error, WorkflowCancelledError):
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED
