@@ -80,15 +80,19 @@ class Instrument:
     def run_started(self, run: RunInfo) -> None:
         """A run began; called in the run's task before the start event is routed."""
 
-    def run_finished(
+    def run_finished(  # noqa: PLR0917 - the seam passes positionally (hot, internal)
         self,
         run: RunInfo,
         status: str,
         error: BaseException | None,
         terminal: StopEvent,
         seq: int,
+        source: StepInfo | None,
     ) -> None:
-        """A run ended with ``status``; ``terminal`` is the stream's last event, at ``seq``."""
+        """A run ended with ``status``; ``terminal`` is the stream's last event, at ``seq``.
+
+        ``source`` is the step attempt that ended it (None for a run timeout or cancel).
+        """
 
     def step_started(self, inv: StepInfo) -> None:
         """An attempt of a step began; runs in the step's context."""

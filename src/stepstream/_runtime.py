@@ -52,6 +52,8 @@ class Outcome:
     status: str
     terminal: StopEvent
     error: BaseException | None = None
+    # The step attempt that ended the run (returned the StopEvent, failed, timed out).
+    source: StepInfo | None = None
 
     def value(self) -> Any:
         """Return the run's result, or raise what ended it."""
@@ -145,7 +147,7 @@ class Run:
             self._close(self._cancelled("the run's task was cancelled"))
             raise
         except BaseException as exc:
-            self._close(self._failed("<runtime>", exc))
+            self._close(self._failed("<runtime>", exc, None))
             raise
         assert outcome is not None  # noqa: S101 - _wait always returns one
         self._close(outcome)
@@ -171,7 +173,12 @@ class Run:
         self.finished = True
         self.stream.close(outcome.terminal)
         self.instrument.run_finished(
-            self.info, outcome.status, outcome.error, outcome.terminal, self.stream.seq - 1
+            self.info,
+            outcome.status,
+            outcome.error,
+            outcome.terminal,
+            self.stream.seq - 1,
+            outcome.source,
         )
 
     def finish(self, outcome: Outcome) -> None:
@@ -190,16 +197,22 @@ class Run:
 
     # -- outcomes -------------------------------------------------------------------
 
-    def _failed(self, step: str, error: BaseException) -> Outcome:
+    def _failed(self, step: str, error: BaseException, source: StepInfo | None) -> Outcome:
         terminal = WorkflowFailedEvent(
             step=step, exception_type=type(error).__name__, message=str(error)
         )
-        return Outcome("error", terminal, error)
+        return Outcome("error", terminal, error, source)
 
-    def _timed_out(self, message: str, timeout: float | None, active: list[str]) -> Outcome:
+    def _timed_out(
+        self,
+        message: str,
+        timeout: float | None,
+        active: list[str],
+        source: StepInfo | None = None,
+    ) -> Outcome:
         terminal = WorkflowTimedOutEvent(timeout=timeout, active_steps=active, message=message)
         error = WorkflowTimeoutError(message, timeout=timeout, active_steps=active)
-        return Outcome("timeout", terminal, error)
+        return Outcome("timeout", terminal, error, source)
 
     def _cancelled(self, message: str) -> Outcome:
         return Outcome(
@@ -327,7 +340,7 @@ class Run:
                     f"step {spec.name!r} timed out after {spec.timeout}s (its @step timeout); "
                     f"steps still active: {', '.join(active)}"
                 )
-                self.finish(self._timed_out(msg, spec.timeout, active))
+                self.finish(self._timed_out(msg, spec.timeout, active, inv))
                 return
             except asyncio.CancelledError as exc:
                 ins.step_failed(inv, exc, "cancelled", False)
@@ -336,7 +349,7 @@ class Run:
                 delay = self._retry_delay(spec, time.monotonic() - first, attempt, exc)
                 ins.step_failed(inv, exc, "error", delay is not None)
                 if delay is None:
-                    self.finish(self._failed(spec.name, exc))
+                    self.finish(self._failed(spec.name, exc, inv))
                     return
                 ins.step_retry(inv, delay)
                 await asyncio.sleep(delay)
@@ -376,20 +389,20 @@ class Run:
             )
             error = WorkflowRuntimeError(msg)
             self.instrument.step_failed(inv, error, "error", False)
-            self.finish(self._failed(inv.step, error))
+            self.finish(self._failed(inv.step, error, inv))
             return
         self.instrument.step_finished(inv, result)
         if result is None or self.finished:
             return
         if isinstance(result, StopEvent):
-            self.finish(Outcome("ok", result))
+            self.finish(Outcome("ok", result, None, inv))
         elif isinstance(result, InputRequiredEvent):
             self.write(result, inv)
         else:
             try:
                 self.dispatch(result, inv, None)
             except WorkflowRuntimeError as exc:
-                self.finish(self._failed(inv.step, exc))
+                self.finish(self._failed(inv.step, exc, inv))
 
 
 class _StepTimedOut(Exception):  # noqa: N818 - internal signal carrying the TimeoutError

@@ -56,6 +56,9 @@ class WorkflowHandler:
         """
         self._run.cancel()
         await asyncio.wait([self._task])
+        if not self._task.cancelled():
+            # The caller asked for this outcome: it is not an unretrieved error.
+            self._task.exception()
 
     def done(self) -> bool:
         """True once the run has ended."""

@@ -162,7 +162,8 @@ def _render_row(row: _StepRow) -> tuple[RenderableType, RenderableType, Renderab
         return Spinner("dots", style="yellow"), name, Text("running" + retries, style="yellow")
     if row.state == "done":
         runs = f" x{row.runs}" if row.runs > 1 else ""
-        took = f"{row.duration_ms:.1f} ms" if row.duration_ms < 1000 else f"{row.duration_ms / 1000:.2f} s"
+        ms = row.duration_ms
+        took = f"{ms:.1f} ms" if ms < 1000 else f"{ms / 1000:.2f} s"  # noqa: PLR2004
         detail = f"done in {took}{runs}{retries}"
         return Text("✓", style="green"), name, Text(detail, style="green")
     if row.state in {"error", "timeout"}:

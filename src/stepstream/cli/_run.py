@@ -140,7 +140,7 @@ async def _watch_plain(handler: WorkflowHandler, model: LiveModel, console: Cons
 async def _answer(handler: WorkflowHandler, event: InputRequiredEvent, console: Console) -> None:
     data = event.model_dump()
     question = next((str(data[k]) for k in ("prefix", "prompt", "question") if k in data), None)
-    prompt = (question or "input required") + " "
+    prompt = (question or "input required").rstrip() + " "
     console.print(prompt, end="", markup=False, highlight=False)
     line = await asyncio.to_thread(sys.stdin.readline)
     if not line:

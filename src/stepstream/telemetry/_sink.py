@@ -94,13 +94,14 @@ class TelemetrySink(Instrument):
         if log is not None:
             log.emit("info", attrs.LOG_RUN_STARTED, self._run_fields(state), span)
 
-    def run_finished(
+    def run_finished(  # noqa: PLR0917 - matches the seam
         self,
         run: RunInfo,
         status: str,
         error: BaseException | None,
         terminal: StopEvent,
         seq: int,
+        source: StepInfo | None,
     ) -> None:
         """Record the terminal event and status on the run span, end it, log, measure."""
         state: _RunState = run.data
@@ -126,6 +127,9 @@ class TelemetrySink(Instrument):
             if payload is None:
                 payload = encode_payload(terminal, _settings.payload_limit)
             line = self._event_fields(fields, terminal, seq, payload)
+            # The terminal line names the step that ended the run (null when none did).
+            line[attrs.KEY_STEP] = source.step if source is not None else None
+            line[attrs.KEY_ATTEMPT] = source.attempt if source is not None else None
             log.emit("info", attrs.LOG_STREAM_EVENT, line, span)
             fields[attrs.KEY_STATUS] = status
             fields[attrs.KEY_DURATION_MS] = round(duration * 1000, 3)

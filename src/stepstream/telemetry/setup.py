@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 
 from stepstream.telemetry import _settings
 from stepstream.telemetry._logging import FanoutTarget, JsonLinesWriter, LogTarget, install_target
+from stepstream.telemetry._otlp_json import OtlpJsonFileMetricExporter, OtlpJsonFileSpanExporter
 
 __all__ = ["TelemetryHandle", "TelemetryWarning", "configure_telemetry"]
 
@@ -35,6 +36,8 @@ TRACES_FILE = "traces.jsonl"
 LOGS_FILE = "logs.jsonl"
 METRICS_FILE = "metrics.jsonl"
 DEFAULT_SPAN_EVENT_LIMIT = 10_000
+DEFAULT_SPAN_QUEUE = 65_536
+LOG_BUFFER_BYTES = 1 << 20
 
 
 class TelemetryWarning(UserWarning):
@@ -156,7 +159,9 @@ def _exporter_choice(variable: str) -> str:
 
 
 def _open(path: Path) -> IO[bytes]:
-    return path.open("ab")
+    # A large buffer: each flush is a write() that releases the GIL, and a busy export
+    # thread may then hold it for a whole switch interval (5 ms).
+    return path.open("ab", buffering=LOG_BUFFER_BYTES)
 
 
 def _resource(service_name: str | None) -> Resource:
@@ -193,16 +198,17 @@ def _tracing(
         limits = SpanLimits(max_events=DEFAULT_SPAN_EVENT_LIMIT)
     provider = TracerProvider(resource=resource, span_limits=limits)
     if exporter is not None:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+        # A burst of concurrent runs ends thousands of spans at once: a deeper queue than
+        # the SDK's 2,048 keeps them, unless OTEL_BSP_MAX_QUEUE_SIZE says otherwise.
+        queue = None if "OTEL_BSP_MAX_QUEUE_SIZE" in os.environ else DEFAULT_SPAN_QUEUE
+        provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=queue))
     trace.set_tracer_provider(provider)
     return provider
 
 
 def _span_exporter(endpoint: str | None, folder: Path | None) -> SpanExporter:
     if folder is not None:
-        from opentelemetry.exporter.otlp.json.file import FileSpanExporter  # noqa: PLC0415
-
-        return FileSpanExporter(folder / TRACES_FILE)
+        return OtlpJsonFileSpanExporter(folder / TRACES_FILE)
     if _protocol() == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
             OTLPSpanExporter as GrpcSpanExporter,
@@ -235,9 +241,7 @@ def _metrics(resource: Resource, endpoint: str | None, folder: Path | None) -> M
         if choice == "console":
             exporter = ConsoleMetricExporter()
         elif folder is not None:
-            from opentelemetry.exporter.otlp.json.file import FileMetricExporter  # noqa: PLC0415
-
-            exporter = FileMetricExporter(folder / METRICS_FILE)
+            exporter = OtlpJsonFileMetricExporter(folder / METRICS_FILE)
         elif _protocol() == "grpc":
             from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (  # noqa: PLC0415
                 OTLPMetricExporter as GrpcMetricExporter,

@@ -1,0 +1,337 @@
+"""The example programs: each runs as a script, and its workflow has the documented trace."""
+
+import asyncio
+import importlib.util
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from stepstream import (
+    Event,
+    HumanResponseEvent,
+    InputRequiredEvent,
+    StopEvent,
+    WorkflowHandler,
+)
+from stepstream.telemetry import attributes as attrs
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+@cache
+def load_example(name: str) -> ModuleType:
+    """Import ``examples/<name>.py`` from its path (once per test session)."""
+    path = EXAMPLES / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_example_{name}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_script(name: str, cwd: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """Run ``python examples/<name>.py`` in ``cwd`` and return the finished process."""
+    return subprocess.run(  # noqa: S603 - a fixed command: this interpreter and our example
+        [sys.executable, str(EXAMPLES / f"{name}.py")],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture
+def exporter() -> Iterator[InMemorySpanExporter]:
+    """An in-memory span exporter, finished spans exported as soon as they end."""
+    exporter = InMemorySpanExporter()
+    yield exporter
+    exporter.shutdown()
+
+
+@pytest.fixture
+def provider(exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
+    """A tracer provider feeding ``exporter``; handed to workflows, never set globally."""
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider
+    provider.shutdown()
+
+
+async def drain(handler: WorkflowHandler) -> list[Event]:
+    """Collect a run's whole stream, failing instead of hanging."""
+    async with asyncio.timeout(10):
+        return [ev async for ev in handler.stream_events()]
+
+
+def named(spans: tuple[ReadableSpan, ...], name: str) -> list[ReadableSpan]:
+    """Return the spans called ``name``, in start order."""
+    return sorted((s for s in spans if s.name == name), key=lambda s: s.start_time or 0)
+
+
+def span_id(span: ReadableSpan) -> int:
+    """Return the span id of a finished span."""
+    assert span.context is not None
+    return int(span.context.span_id)
+
+
+def trace_id(span: ReadableSpan) -> int:
+    """Return the trace id of a finished span."""
+    assert span.context is not None
+    return int(span.context.trace_id)
+
+
+def parent_id(span: ReadableSpan) -> int | None:
+    """Return the span id of the span's parent, or None for a root span."""
+    return span.parent.span_id if span.parent is not None else None
+
+
+# -- fan_out ----------------------------------------------------------------------------
+
+
+def test_fan_out_script_prints_progress_and_sum(tmp_path: Path) -> None:
+    """Running examples/fan_out.py prints a line per item and the sum of the squares."""
+    proc = run_script("fan_out", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "dispatched 8 items" in out
+    for i in range(8):
+        assert f"item {i}: {i} squared is {i * i}" in out
+    assert "joined 8 results" in out
+    assert "squares: [0, 1, 4, 9, 16, 25, 36, 49]" in out
+    assert "sum: 140" in out
+
+
+@pytest.mark.asyncio
+async def test_fan_out_join_span_links_every_worker_span(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """The join span that completes the collection links to the span of every worker."""
+    mod = load_example("fan_out")
+    handler: WorkflowHandler = mod.FanOutWorkflow(timeout=10, tracer_provider=provider).run(n=6)
+    events = await drain(handler)
+    result = await handler
+    assert result == {"squares": [0, 1, 4, 9, 16, 25], "sum": 55}
+    progress = [ev for ev in events if isinstance(ev, mod.ProgressEvent)]
+    assert len(progress) == 1 + 6 + 1
+    spans = exporter.get_finished_spans()
+    workers = named(spans, "run_step square")
+    assert len(workers) == 6
+    assert len({s.attributes[attrs.STEP_WORKER] for s in workers if s.attributes}) <= 4
+    joins = named(spans, "run_step join")
+    assert len(joins) == 6  # one invocation per Result; the last one completes the join
+    final = [s for s in joins if s.attributes and s.attributes[attrs.EVENT_OUT] == "StopEvent"]
+    assert len(final) == 1
+    linked = {link.context.span_id for link in final[0].links}
+    assert linked == {span_id(s) for s in workers}
+    (run,) = named(spans, "invoke_workflow FanOutWorkflow")
+    assert all(parent_id(s) == span_id(run) for s in [*workers, *joins])
+
+
+# -- human_in_the_loop ------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_human_in_the_loop_answered_from_the_stream() -> None:
+    """Answering the InputRequiredEvent through handler.ctx resumes the step with the name."""
+    mod = load_example("human_in_the_loop")
+    handler: WorkflowHandler = mod.GreetingWorkflow(timeout=10).run()
+    questions: list[Any] = []
+    async with asyncio.timeout(10):
+        async for ev in handler.stream_events():
+            if isinstance(ev, InputRequiredEvent):
+                questions.append(ev.get("prefix"))
+                handler.ctx.send_event(HumanResponseEvent(response="Ada"))
+    assert questions == ["What is your name? "]
+    assert await handler == "Hello, Ada!"
+
+
+def test_human_in_the_loop_script_reads_the_answer_from_stdin(tmp_path: Path) -> None:
+    """Running examples/human_in_the_loop.py with "Ada" on stdin greets Ada."""
+    proc = run_script("human_in_the_loop", tmp_path, stdin="Ada\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "What is your name? " in proc.stdout
+    assert "Hello, Ada!" in proc.stdout
+
+
+# -- retries ----------------------------------------------------------------------------
+
+
+def test_retries_script_prints_a_line_per_attempt(tmp_path: Path) -> None:
+    """Running examples/retries.py prints two failed attempts, a successful third, the result."""
+    proc = run_script("retries", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "attempt 1: service unavailable",
+        "attempt 2: service unavailable",
+        "attempt 3: ok",
+        "fetched after 3 attempts",
+    ]
+
+
+@pytest.mark.asyncio
+async def test_retries_record_one_span_per_attempt(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """Each attempt of the flaky step is a span; the first two are ERROR, the third is not."""
+    mod = load_example("retries")
+    handler: WorkflowHandler = mod.FlakyWorkflow(timeout=10, tracer_provider=provider).run()
+    events = await drain(handler)
+    assert await handler == "fetched after 3 attempts"
+    assert [ev.attempt for ev in events if isinstance(ev, mod.AttemptEvent)] == [1, 2, 3]
+    attempts = named(exporter.get_finished_spans(), "run_step fetch")
+    assert [s.attributes[attrs.STEP_ATTEMPT] for s in attempts if s.attributes] == [1, 2, 3]
+    assert [s.status.status_code for s in attempts] == [
+        StatusCode.ERROR,
+        StatusCode.ERROR,
+        StatusCode.UNSET,
+    ]
+    assert [s.attributes[attrs.STEP_STATUS] for s in attempts if s.attributes] == [
+        "error",
+        "error",
+        "ok",
+    ]
+    assert all(
+        s.attributes and s.attributes[attrs.ERROR_TYPE] == "ConnectionError" for s in attempts[:2]
+    )
+
+
+# -- nested -----------------------------------------------------------------------------
+
+
+def test_nested_script_relays_inner_progress(tmp_path: Path) -> None:
+    """Running examples/nested.py prints the outer and the relayed inner progress in order."""
+    proc = run_script("nested", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[:6] == [
+        "[outer] researching whales",
+        "[inner] outlined whales: habitat, diet, behaviour",
+        "[inner] drafted habitat",
+        "[inner] drafted diet",
+        "[inner] drafted behaviour",
+        "[outer] published",
+    ]
+    assert lines[6].startswith("The habitat of whales is fascinating.")
+
+
+@pytest.mark.asyncio
+async def test_nested_inner_run_span_is_a_child_of_the_outer_step_span(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """The inner run span's parent is the outer step that ran it, in the outer run's trace."""
+    mod = load_example("nested")
+    handler: WorkflowHandler = mod.OuterWorkflow(timeout=10, tracer_provider=provider).run(
+        topic="otters"
+    )
+    events = await drain(handler)
+    result = await handler
+    assert result.startswith("The habitat of otters is fascinating.")
+    sources = [ev.source for ev in events if isinstance(ev, mod.ProgressEvent)]
+    assert sources == ["outer", "inner", "inner", "inner", "inner", "outer"]
+    assert sum(isinstance(ev, StopEvent) for ev in events) == 1  # the inner one is not relayed
+    spans = exporter.get_finished_spans()
+    (outer_run,) = named(spans, "invoke_workflow OuterWorkflow")
+    (research,) = named(spans, "run_step research")
+    (inner_run,) = named(spans, "invoke_workflow InnerWorkflow")
+    assert parent_id(research) == span_id(outer_run)
+    assert parent_id(inner_run) == span_id(research)
+    assert trace_id(inner_run) == trace_id(outer_run)
+    for name in ("run_step outline", "run_step draft"):
+        (inner_step,) = named(spans, name)
+        assert parent_id(inner_step) == span_id(inner_run)
+
+
+# -- sse_app ----------------------------------------------------------------------------
+
+
+async def http_get(port: int, target: str) -> tuple[str, str]:
+    """Send ``GET target`` to 127.0.0.1:port; return the response head and body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        await writer.drain()
+        async with asyncio.timeout(10):
+            raw = await reader.read()  # the server closes the connection when done
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    head, _, body = raw.decode().partition("\r\n\r\n")
+    return head, body
+
+
+def parse_sse(body: str) -> list[tuple[str, Any]]:
+    """Split an SSE body into (event name, decoded JSON data) pairs."""
+    messages: list[tuple[str, Any]] = []
+    for block in body.split("\n\n"):
+        if not block:
+            continue
+        fields = dict(line.split(": ", 1) for line in block.split("\n"))
+        assert set(fields) == {"event", "data"}, block
+        messages.append((fields["event"], json.loads(fields["data"])))
+    return messages
+
+
+@pytest.mark.asyncio
+async def test_sse_app_streams_events_under_the_request_span(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """GET /run streams each event and the result as SSE; the run span's parent is the request."""
+    mod = load_example("sse_app")
+    server: asyncio.Server = await mod.serve("127.0.0.1", 0, mod.make_app(provider))
+    try:
+        port: int = server.sockets[0].getsockname()[1]
+        head, body = await http_get(port, "/run?topic=otters")
+    finally:
+        server.close()
+        await server.wait_closed()
+    status, *headers = head.split("\r\n")
+    assert status == "HTTP/1.1 200 OK"
+    assert "Content-Type: text/event-stream" in headers
+    messages = parse_sse(body)
+    assert [name for name, _ in messages] == ["ProgressEvent"] * 6 + ["StopEvent"]
+    assert messages[0][1] == {"msg": "researching otters"}
+    assert "".join(data["msg"] for _, data in messages[1:5]) == "otters are remarkable animals."
+    assert messages[-1][1] == {"result": "Otters: otters are remarkable animals."}
+    spans = exporter.get_finished_spans()
+    (request,) = named(spans, "GET /run")
+    (run,) = named(spans, "invoke_workflow ReportWorkflow")
+    assert request.kind is SpanKind.SERVER
+    assert parent_id(request) is None
+    assert parent_id(run) == span_id(request)
+    assert trace_id(run) == trace_id(request)
+    assert request.attributes is not None
+    assert run.attributes is not None
+    assert request.attributes["stepstream.run_id"] == run.attributes[attrs.RUN_ID]
+
+
+@pytest.mark.asyncio
+async def test_sse_app_answers_other_paths_with_404() -> None:
+    """A request for anything but GET /run gets a 404 and no run."""
+    mod = load_example("sse_app")
+    server: asyncio.Server = await mod.serve("127.0.0.1", 0)
+    try:
+        port: int = server.sockets[0].getsockname()[1]
+        head, body = await http_get(port, "/elsewhere")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert head.startswith("HTTP/1.1 404 Not Found")
+    assert "GET /run" in body
