@@ -1,8 +1,7 @@
-"""``stepstream traces export --html``: one self-contained page for one recorded run.
+"""``stepstream traces export --html``: one self-contained page (inline CSS and SVG) per run.
 
-The page holds a header, the run's timeline (a Gantt chart of its spans with the streamed
-events as ticks), the workflow graph as observed in the run, and a table of the streamed
-events. Everything is inline (CSS and SVG, no script); hover details are SVG titles.
+Header, timeline (a Gantt chart of the spans, streamed events as ticks), the workflow graph
+as observed in the run, and the streamed events; hover details are SVG ``<title>``s.
 """
 
 from __future__ import annotations
@@ -29,8 +28,8 @@ h2{font-size:16px;margin:26px 0 8px}h1 small{color:#64748b;font-weight:400;font-
 .meta{display:grid;grid-template-columns:repeat(4,minmax(0,1fr));gap:8px 24px;margin:0}
 .meta dt{color:#64748b;font-size:12px}.meta dd{margin:0;font-weight:600;overflow-wrap:anywhere}
 .mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12px}
-.badge{color:#fff;border-radius:10px;padding:1px 9px;font-size:12px}
-.legend{margin:0 0 6px}.legend span{margin-right:16px;font-size:12px;color:#475569}
+.badge{color:#fff;border-radius:10px;padding:1px 9px;font-size:12px}.legend{margin:0 0 6px}
+.legend span{margin-right:16px;font-size:12px;color:#475569}
 .legend i{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:5px}
 svg{max-width:100%;height:auto}svg text{font-family:inherit}.bar:hover{stroke:#0f172a}
 .tick{stroke:#0f172a;stroke-width:1.5;opacity:.45}.tick:hover{opacity:1;stroke-width:3}
@@ -73,15 +72,6 @@ def _status(span: Span, run: Run) -> str:
     """Return a span's status: the run's, a step's (its attribute), else from its error flag."""
     status = run.status if span is run.span else str(span.attributes.get(attrs.STEP_STATUS, "ok"))
     return "error" if span.error and status in {"ok", "unknown"} else status
-
-
-def _error(span: Span) -> str:
-    """Return ``Type: message`` of the span's recorded exception, or its status message."""
-    for event in span.events:
-        if event.name == "exception":
-            kind = event.attributes.get("exception.type", "")
-            return f"{kind}: {event.attributes.get('exception.message', '')}"
-    return span.status_message or "error"
 
 
 def _axis(total_ns: int, x0: int, height: int) -> str:
@@ -139,7 +129,7 @@ def _timeline(run: Run) -> str:
             span.name,
             f"start +{_ms(span.start_ns - t0)}, duration {_ms(span.duration_ns)}, {status}",
             *(f"caused by {c}" for c in causes),
-            *([f"✗ {_error(span)}"] if span.error else []),
+            *([f"✗ {span.status_message or 'error'}"] if span.error else []),
             *(f"{k} = {_cut(v, 200)}" for k, v in sorted(span.attributes.items())),
         ]
         parts.append(
@@ -205,6 +195,15 @@ def _observed(run: Run) -> tuple[dict[tuple[str, str], int], dict[str, list[Span
     return edges, spans
 
 
+def _summary(group: list[Span], run: Run) -> tuple[str, str]:
+    """Return a step's one-line summary (attempts, time, events streamed) and worst status."""
+    statuses = [_status(s, run) for s in group]
+    worst = next((s for s in ("error", "timeout", "cancelled") if s in statuses), "ok")
+    streamed = sum(int(s.attributes.get(attrs.EVENTS_STREAMED, 0)) for s in group)
+    runs = f"{len(group)} run" + ("s" if len(group) > 1 else "")
+    return f"{runs} · {_ms(sum(s.duration_ns for s in group))} · {streamed} streamed", worst
+
+
 def _node(node: str, box: tuple[float, float, float], group: list[Span], run: Run) -> str:
     """Return one graph node: a step box (runs, time, events streamed) or an event pill."""
     (x, y, w), (kind, name) = box, node.split(":", 1)
@@ -216,11 +215,7 @@ def _node(node: str, box: tuple[float, float, float], group: list[Span], run: Ru
             f'height="30" rx="15" fill="{fill}" stroke="{stroke}" stroke-width="1.5"/><text '
             f'x="{x + w / 2:.1f}" y="{y + 20:.1f}" text-anchor="middle">{_e(name)}</text></g>'
         )
-    statuses = [_status(s, run) for s in group]
-    worst = next((s for s in ("error", "timeout", "cancelled") if s in statuses), "ok")
-    streamed = sum(int(s.attributes.get(attrs.EVENTS_STREAMED, 0)) for s in group)
-    runs = f"{len(group)} run" + ("s" if len(group) > 1 else "")
-    sub = f"{runs} · {_ms(sum(s.duration_ns for s in group))} · {streamed} streamed"
+    sub, worst = _summary(group, run)
     return (
         f'<g><title>{_e(f"step {name}: {sub}, {worst}")}</title><rect x="{x:.1f}" '
         f'y="{y:.1f}" width="{w:.0f}" height="44" rx="6" fill="#eff6ff" '
@@ -238,8 +233,9 @@ def _graph(run: Run) -> str:
         return '<p class="note">No step spans were recorded for this run.</p>'
     nodes = list(dict.fromkeys(n for edge in edges for n in edge))
     layer = _layers(nodes, edges)
-    size = {n: (max(120.0, 7.8 * len(n) - 10, 230.0 if n in spans else 0), 44.0) for n in nodes}
-    size.update({n: (size[n][0], 30.0) for n in nodes if n not in spans})
+    size = {n: (max(110.0, 7.8 * len(n) - 20), 30.0) for n in nodes}
+    for n, group in spans.items():
+        size[n] = (max(size[n][0], 6.2 * len(_summary(group, run)[0]) + 20), 44.0)
     columns: dict[int, list[str]] = {}
     for n in nodes:
         columns.setdefault(layer[n], []).append(n)
