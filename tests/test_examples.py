@@ -47,7 +47,7 @@ def load_example(name: str) -> ModuleType:
 
 def run_script(name: str, cwd: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
     """Run ``python examples/<name>.py`` in ``cwd`` and return the finished process."""
-    return subprocess.run(  # noqa: S603 - a fixed command: this interpreter and our example
+    return subprocess.run(
         [sys.executable, str(EXAMPLES / f"{name}.py")],
         cwd=cwd,
         input=stdin,

@@ -630,7 +630,7 @@ async def test_quiet_run_prints_nothing(capsys: pytest.CaptureFixture[str]) -> N
 
 def test_streaming_example_runs(tmp_path: Path) -> None:
     """examples/streaming.py streams its progress and prints the final result."""
-    proc = subprocess.run(  # noqa: S603 - a fixed command: this interpreter and our example
+    proc = subprocess.run(
         [sys.executable, str(EXAMPLE)],
         cwd=tmp_path,
         capture_output=True,
