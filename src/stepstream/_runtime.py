@@ -11,6 +11,7 @@ is still in flight.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections import deque
@@ -40,7 +41,12 @@ if TYPE_CHECKING:
     from stepstream._stream import EventStream
     from stepstream.step import StepSpec
 
-__all__ = ["Outcome", "Run"]
+__all__ = ["CANCEL_GRACE_SECONDS", "Outcome", "Run"]
+
+_log = logging.getLogger("stepstream")
+
+#: How long a run waits for cancelled steps to stop before publishing its outcome.
+CANCEL_GRACE_SECONDS = 2.0
 
 Caller = Callable[[Context[Any], Event], Any]
 
@@ -62,10 +68,6 @@ class Outcome:
         if type(self.terminal) is StopEvent:
             return self.terminal.result
         return self.terminal
-
-
-class _RunEnded(Exception):  # noqa: N818 - a signal, not an error
-    """Raised in the task group body to make it cancel in-flight steps."""
 
 
 class _Runner:
@@ -124,34 +126,63 @@ class Run:
         self.runners = [_Runner(s, c) for s, c in zip(graph.specs, callers, strict=True)]
         self.ctx: Context[Any] = Context(self, graph.state_type)
         self.waiters: list[_Waiter] = []
+        # Set by a step or cancel_run() to end the run; the run then stops its steps.
         self.done: asyncio.Future[Outcome] = loop.create_future()
+        # Set once the run has ended: the stream is closed and telemetry recorded.
+        self.outcome: asyncio.Future[Outcome] = loop.create_future()
         self.finished = False
         self._tg: asyncio.TaskGroup | None = None
+        self._tasks: dict[asyncio.Task[None], str] = {}
 
     # -- the run's task -------------------------------------------------------------
 
-    async def main(self, start_event: Event) -> Any:
-        """Run to completion and return the result (or raise what ended the run)."""
+    async def main(self, start_event: Event) -> None:
+        """Run to completion; the outcome lands on ``self.outcome``, never raised here.
+
+        The outcome is published once in-flight steps have stopped, or after a grace
+        period when a step ignores its cancellation: a misbehaving step never holds
+        the caller's result or stream hostage. The task group still waits for it.
+        """
         self.instrument.run_started(self.info)
-        outcome: Outcome | None = None
         try:
-            try:
-                async with asyncio.TaskGroup() as tg:
-                    self._tg = tg
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                interrupted = False
+                try:
                     self.dispatch(start_event, None, None)
                     outcome = await self._wait()
-                    raise _RunEnded  # noqa: TRY301 - leaving the body cancels in-flight steps
-            except* _RunEnded:
-                pass
+                except asyncio.CancelledError:
+                    interrupted = True
+                    outcome = self._cancelled("the run's task was cancelled")
+                self.finished = True
+                await self._stop_steps()
+                self._close(outcome)
+                if interrupted:
+                    raise asyncio.CancelledError  # noqa: TRY301 - re-raise after cleanup
         except asyncio.CancelledError:
             self._close(self._cancelled("the run's task was cancelled"))
             raise
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - a runtime bug: reported, never lost
+            _log.exception("stepstream: internal error in run %s", self.info.run_id)
             self._close(self._failed("<runtime>", exc, None))
-            raise
-        assert outcome is not None  # noqa: S101 - _wait always returns one
-        self._close(outcome)
-        return outcome.value()
+
+    async def _stop_steps(self) -> None:
+        """Cancel in-flight step invocations and give them a grace period to stop."""
+        tasks = [t for t in self._tasks if not t.done()]
+        if not tasks:
+            return
+        for task in tasks:
+            task.cancel()
+        _, pending = await asyncio.wait(tasks, timeout=CANCEL_GRACE_SECONDS)
+        if pending:
+            names = sorted({self._tasks.get(t, "?") for t in pending})
+            _log.warning(
+                "stepstream: step(s) %s of run %s ignored cancellation for %.0fs; the run "
+                "has ended without them (a step must not swallow asyncio.CancelledError)",
+                ", ".join(names),
+                self.info.run_id,
+                CANCEL_GRACE_SECONDS,
+            )
 
     async def _wait(self) -> Outcome:
         if self.timeout is None:
@@ -171,6 +202,9 @@ class Run:
 
     def _close(self, outcome: Outcome) -> None:
         self.finished = True
+        if self.outcome.done():
+            return
+        self.outcome.set_result(outcome)
         self.stream.close(outcome.terminal)
         self.instrument.run_finished(
             self.info,
@@ -280,7 +314,9 @@ class Run:
         for i in indices:
             runner = self.runners[i]
             if runner.free:
-                tg.create_task(self._work(runner, runner.free.pop(), event, origin))
+                task = tg.create_task(self._work(runner, runner.free.pop(), event, origin))
+                self._tasks[task] = runner.spec.name
+                task.add_done_callback(self._tasks.pop)
             else:
                 runner.backlog.append((event, origin))
 
@@ -343,8 +379,19 @@ class Run:
                 self.finish(self._timed_out(msg, spec.timeout, active, inv))
                 return
             except asyncio.CancelledError as exc:
-                ins.step_failed(inv, exc, "cancelled", False)
-                raise
+                task = asyncio.current_task()
+                if self.finished or task is None or task.cancelling():
+                    ins.step_failed(inv, exc, "cancelled", False)
+                    raise
+                # Raised by the step's own code, not a cancellation of the run.
+                error = WorkflowRuntimeError(
+                    f"step {spec.name!r} raised asyncio.CancelledError without being "
+                    "cancelled; raise an ordinary exception to fail a step"
+                )
+                error.__cause__ = exc
+                ins.step_failed(inv, error, "error", False)
+                self.finish(self._failed(spec.name, error, inv))
+                return
             except Exception as exc:  # noqa: BLE001 - a step's error ends the run as a value
                 delay = self._retry_delay(spec, time.monotonic() - first, attempt, exc)
                 ins.step_failed(inv, exc, "error", delay is not None)

@@ -37,7 +37,17 @@ class WorkflowHandler:
         return self._run.ctx
 
     def __await__(self) -> Generator[Any, None, Any]:
-        return self._task.__await__()
+        return self._result().__await__()
+
+    async def _result(self) -> Any:
+        outcome = self._run.outcome
+        try:
+            ended = await asyncio.shield(outcome)
+        except asyncio.CancelledError:
+            if not outcome.done():
+                self._task.cancel()  # the caller gave up waiting: the run stops too
+            raise
+        return ended.value()
 
     def stream_events(self) -> AsyncIterator[Event]:
         """Iterate the events written to the stream, then the terminal StopEvent.
@@ -55,14 +65,11 @@ class WorkflowHandler:
         with a WorkflowCancelledEvent. Does nothing if the run already ended.
         """
         self._run.cancel()
-        await asyncio.wait([self._task])
-        if not self._task.cancelled():
-            # The caller asked for this outcome: it is not an unretrieved error.
-            self._task.exception()
+        await asyncio.shield(self._run.outcome)
 
     def done(self) -> bool:
-        """True once the run has ended."""
-        return self._task.done()
+        """True once the run has ended (its outcome is known)."""
+        return self._run.outcome.done()
 
     def __repr__(self) -> str:
         state = "done" if self.done() else "running"

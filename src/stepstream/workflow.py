@@ -29,6 +29,7 @@ from stepstream.validation import graph_problems
 __all__ = ["Workflow"]
 
 _GRAPH_ATTR = "_stepstream_graph"
+_RUNNING: set[asyncio.Task[None]] = set()
 _FREE_ATTR = "_stepstream_free_steps"
 
 
@@ -115,6 +116,10 @@ class Workflow:
             loop=loop,
         )
         task = loop.create_task(run.main(event), name=f"stepstream {name} {info.run_id}")
+        # The loop keeps only weak references to tasks: hold the run until it ends, so
+        # a caller that drops its handler does not get the run garbage-collected.
+        _RUNNING.add(task)
+        task.add_done_callback(_RUNNING.discard)
         return WorkflowHandler(run, task)
 
     def _start_event(self, given: StartEvent | None, kwargs: dict[str, Any]) -> StartEvent:

@@ -22,22 +22,21 @@ _MAX_TICKS, _MAX_ROWS = 1000, 500  # streamed-event ticks per span; rows of the 
 _GAP_X, _GAP_Y = 70, 62  # graph spacing between columns and between rows
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#0f172a;
-background:#f8fafc;margin:0;padding:24px 32px}h1{font-size:22px;margin:0 0 12px}
-h2{font-size:16px;margin:26px 0 8px}h1 small{color:#64748b;font-weight:400;font-size:15px}
-.card{background:#fff;border:1px solid #e2e8f0;border-radius:8px;padding:14px 16px;overflow-x:auto}
-.meta{display:grid;grid-template-columns:repeat(4,minmax(0,1fr));gap:8px 24px;margin:0}
-.meta dt{color:#64748b;font-size:12px}.meta dd{margin:0;font-weight:600;overflow-wrap:anywhere}
+background:#f8fafc;margin:0;padding:24px 32px}h1{font-size:22px;margin:0 0 12px}h2{font-size:16px;
+margin:26px 0 8px}h1 small{color:#64748b;font-weight:400;font-size:15px}.card{background:#fff;
+border:1px solid #e2e8f0;border-radius:8px;padding:14px 16px;overflow-x:auto}.meta{display:grid;
+grid-template-columns:repeat(4,minmax(0,1fr));gap:8px 24px;margin:0}.meta dt{color:#64748b;
+font-size:12px}.meta dd{margin:0;font-weight:600;overflow-wrap:anywhere}
 .mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12px}
 .badge{color:#fff;border-radius:10px;padding:1px 9px;font-size:12px}.legend{margin:0 0 6px}
-.legend span{margin-right:16px;font-size:12px;color:#475569}
-.legend i{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:5px}
-svg{max-width:100%;height:auto}svg text{font-family:inherit}.bar:hover{stroke:#0f172a}
-.tick{stroke:#0f172a;stroke-width:1.5;opacity:.45}.tick:hover{opacity:1;stroke-width:3}
-table{border-collapse:collapse;width:100%;font-size:13px}
-th,td{text-align:left;padding:3px 10px;border-bottom:1px solid #eef2f7;vertical-align:top}
-th{color:#475569;background:#f8fafc;position:sticky;top:0}
-td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-.note{color:#64748b;font-size:12px;margin:6px 0 0}
+.legend span{margin-right:16px;font-size:12px;color:#475569}.legend i{display:inline-block;
+width:10px;height:10px;border-radius:2px;margin-right:5px}svg{max-width:100%;height:auto}
+svg text{font-family:inherit}.bar:hover{stroke:#0f172a}.tick{stroke:#0f172a;stroke-width:1.5;
+opacity:.45}.tick:hover{opacity:1;stroke-width:3}table{border-collapse:collapse;width:100%;
+font-size:13px}th,td{text-align:left;padding:3px 10px;border-bottom:1px solid #eef2f7;
+vertical-align:top}th{color:#475569;background:#f8fafc;position:sticky;top:0}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}.note{color:#64748b;
+font-size:12px;margin:6px 0 0}
 """
 
 
@@ -110,7 +109,8 @@ def _tick(event: SpanEvent, x: float, y: int, t0: int) -> str:
 def _timeline(run: Run) -> str:
     """Return the Gantt chart of the run's spans, in tree order, as inline SVG."""
     t0, x0 = run.span.start_ns, _NAME_W + _DUR_W
-    scale = _CHART_W / max(1, max(s.end_ns for s in run.spans) - t0)
+    total = max(1, max(s.end_ns for s in run.spans) - t0)
+    scale = _CHART_W / total
     rows = {s.span_id: i for i, s in enumerate(run.spans)}
     width, height = x0 + _CHART_W + 24, _AXIS_H + len(run.spans) * _ROW_H + 6
     parts = [_svg(width, height, "timeline", "#2563eb")]
@@ -118,7 +118,7 @@ def _timeline(run: Run) -> str:
         f'<rect y="{_AXIS_H + i * _ROW_H}" width="{width}" height="{_ROW_H}" fill="#f8fafc"/>'
         for i in range(1, len(run.spans), 2)
     ]
-    parts.append(_axis(max(1, max(s.end_ns for s in run.spans) - t0), x0, height))
+    parts.append(_axis(total, x0, height))
     depth: dict[str, int] = {}
     for i, span in enumerate(run.spans):
         level = depth[span.span_id] = depth.get(span.parent_id or "", -1) + 1
@@ -145,10 +145,8 @@ def _timeline(run: Run) -> str:
         parts += [_tick(e, x0 + (e.time_ns - t0) * scale, y, t0) for e in stream + other]
         for (_, sid), cause in zip(span.links, causes, strict=True):
             if sid in rows:  # an arrow from the end of the cause's bar to the start of this one
-                x1, y1 = (
-                    x0 + (run.spans[rows[sid]].end_ns - t0) * scale,
-                    _AXIS_H + rows[sid] * _ROW_H,
-                )
+                x1 = x0 + (run.spans[rows[sid]].end_ns - t0) * scale
+                y1 = _AXIS_H + rows[sid] * _ROW_H
                 y1, y2 = (y1 + _ROW_H - 6, y + 5) if y1 < y else (y1 + 6, y + _ROW_H - 5)
                 parts.append(
                     f'<path d="M{x1:.1f},{y1} C{x1:.1f},{(y1 + y2) / 2} {x:.1f},{(y1 + y2) / 2} '
@@ -180,8 +178,8 @@ def _layers(nodes: list[str], edges: dict[tuple[str, str], int]) -> dict[str, in
     return layer
 
 
-def _observed(run: Run) -> tuple[dict[tuple[str, str], int], dict[str, list[Span]]]:
-    """Return the edges seen in the run (event→step, step→event, with counts) and step spans."""
+def _observed(run: Run) -> tuple[dict[tuple[str, str], int], dict[str, tuple[str, str]]]:
+    """Return the run's edges (event→step, step→event: counts) and each step's summary/status."""
     edges: dict[tuple[str, str], int] = {}
     spans: dict[str, list[Span]] = {}
     for s in run.steps:
@@ -192,19 +190,18 @@ def _observed(run: Run) -> tuple[dict[tuple[str, str], int], dict[str, list[Span
         keys += [(step, f"event:{ev_out}")] if ev_out not in {None, "", "None"} else []
         for key in keys:
             edges[key] = edges.get(key, 0) + 1
-    return edges, spans
+    summaries = {}
+    for step, group in spans.items():
+        statuses = [_status(s, run) for s in group]
+        worst = next((s for s in ("error", "timeout", "cancelled") if s in statuses), "ok")
+        streamed = sum(int(s.attributes.get(attrs.EVENTS_STREAMED, 0)) for s in group)
+        runs = f"{len(group)} run" + ("s" if len(group) > 1 else "")
+        total = _ms(sum(s.duration_ns for s in group))
+        summaries[step] = (f"{runs} · {total} · {streamed} streamed", worst)
+    return edges, summaries
 
 
-def _summary(group: list[Span], run: Run) -> tuple[str, str]:
-    """Return a step's one-line summary (attempts, time, events streamed) and worst status."""
-    statuses = [_status(s, run) for s in group]
-    worst = next((s for s in ("error", "timeout", "cancelled") if s in statuses), "ok")
-    streamed = sum(int(s.attributes.get(attrs.EVENTS_STREAMED, 0)) for s in group)
-    runs = f"{len(group)} run" + ("s" if len(group) > 1 else "")
-    return f"{runs} · {_ms(sum(s.duration_ns for s in group))} · {streamed} streamed", worst
-
-
-def _node(node: str, box: tuple[float, float, float], group: list[Span], run: Run) -> str:
+def _node(node: str, box: tuple[float, float, float], summary: tuple[str, str]) -> str:
     """Return one graph node: a step box (runs, time, events streamed) or an event pill."""
     (x, y, w), (kind, name) = box, node.split(":", 1)
     if kind == "event":
@@ -215,7 +212,7 @@ def _node(node: str, box: tuple[float, float, float], group: list[Span], run: Ru
             f'height="30" rx="15" fill="{fill}" stroke="{stroke}" stroke-width="1.5"/><text '
             f'x="{x + w / 2:.1f}" y="{y + 20:.1f}" text-anchor="middle">{_e(name)}</text></g>'
         )
-    sub, worst = _summary(group, run)
+    sub, worst = summary
     return (
         f'<g><title>{_e(f"step {name}: {sub}, {worst}")}</title><rect x="{x:.1f}" '
         f'y="{y:.1f}" width="{w:.0f}" height="44" rx="6" fill="#eff6ff" '
@@ -228,14 +225,13 @@ def _node(node: str, box: tuple[float, float, float], group: list[Span], run: Ru
 
 def _graph(run: Run) -> str:
     """Return the workflow graph observed in the run (events and steps) as inline SVG."""
-    edges, spans = _observed(run)
+    edges, steps = _observed(run)
     if not edges:
         return '<p class="note">No step spans were recorded for this run.</p>'
     nodes = list(dict.fromkeys(n for edge in edges for n in edge))
     layer = _layers(nodes, edges)
     size = {n: (max(110.0, 7.8 * len(n) - 20), 30.0) for n in nodes}
-    for n, group in spans.items():
-        size[n] = (max(size[n][0], 6.2 * len(_summary(group, run)[0]) + 20), 44.0)
+    size.update({n: (max(size[n][0], 6.2 * len(sub) + 20), 44.0) for n, (sub, _) in steps.items()})
     columns: dict[int, list[str]] = {}
     for n in nodes:
         columns.setdefault(layer[n], []).append(n)
@@ -256,18 +252,19 @@ def _graph(run: Run) -> str:
         ay, by = ay + size[a][1] / 2, by + size[b][1] / 2
         if layer[b] > layer[a]:
             ax += size[a][0]
-            curve = f"C{ax + 40:.1f},{ay:.1f} {bx - 40:.1f},{by:.1f}"
+            curve, label_y = f"C{ax + 40:.1f},{ay:.1f} {bx - 40:.1f},{by:.1f}", (ay + by) / 2 - 5
         else:  # a back edge: loop below the nodes
             ax, bx, ay, by = ax + size[a][0] / 2, bx + size[b][0] / 2, ay + 22, by + 22
             curve = f"C{ax:.1f},{height:.1f} {bx:.1f},{height:.1f}"
+            label_y = (ay + by) / 8 + 0.75 * height - 5  # just above the bottom of the loop
         parts.append(
             f'<path d="M{ax:.1f},{ay:.1f} {curve} {bx - 1:.1f},{by:.1f}" fill="none" '
             f'stroke="{_GREY}" stroke-width="1.4" marker-end="url(#arrow-graph)"><title>'
             f"{_e(a.split(':', 1)[1])} → {_e(b.split(':', 1)[1])}: {count} times</title></path>"
-            f'<text x="{(ax + bx) / 2:.1f}" y="{(ay + by) / 2 - 5:.1f}" font-size="11" '
+            f'<text x="{(ax + bx) / 2:.1f}" y="{label_y:.1f}" font-size="11" '
             f'fill="#475569" text-anchor="middle">{f"&times;{count}" if count > 1 else ""}</text>'
         )
-    parts += [_node(n, (nx, ny, size[n][0]), spans.get(n, []), run) for n, (nx, ny) in pos.items()]
+    parts += [_node(n, (nx, ny, size[n][0]), steps.get(n, ("", ""))) for n, (nx, ny) in pos.items()]
     return "".join(parts) + "</svg>"
 
 
