@@ -25,17 +25,18 @@ from stepstream.telemetry import attributes as attrs
 from stepstream.telemetry._logging import LogTarget, current_target
 from stepstream.telemetry._metrics import Instruments
 
-__all__ = ["TelemetrySink", "encode_payload"]
+__all__ = ["TelemetrySink", "encode_payload", "truncate"]
 
 _ERROR_STATUSES = (attrs.STATUS_ERROR, attrs.STATUS_TIMEOUT)
 
 
-def encode_payload(event: Event, limit: int) -> str:
-    """Return ``event`` as JSON, truncated to ``limit`` characters with a visible marker.
+def encode_payload(event: Event) -> str:
+    """Return ``event`` as JSON; values pydantic cannot serialise are rendered by ``repr``."""
+    return event.model_dump_json(fallback=repr, warnings=False)
 
-    Values pydantic cannot serialise are rendered with ``repr`` instead of failing.
-    """
-    text = event.model_dump_json(fallback=repr, warnings=False)
+
+def truncate(text: str, limit: int) -> str:
+    """Cut ``text`` to ``limit`` characters with a visible marker (span attributes only)."""
     if len(text) > limit:
         return text[:limit] + attrs.TRUNCATED_MARKER.format(n=len(text) - limit)
     return text
@@ -108,8 +109,9 @@ class TelemetrySink(Instrument):
         span = run.span
         payload = None
         if span.is_recording():
-            payload = encode_payload(terminal, _settings.payload_limit)
-            span.add_event(attrs.STREAM_EVENT, self._event_attrs(terminal, seq, payload))
+            payload = encode_payload(terminal)
+            cut = truncate(payload, _settings.payload_limit)
+            span.add_event(attrs.STREAM_EVENT, self._event_attrs(terminal, seq, cut))
             span.set_attribute(attrs.RUN_STATUS, status)
             if status in _ERROR_STATUSES and error is not None:
                 span.set_attribute(attrs.ERROR_TYPE, type(error).__qualname__)
@@ -125,7 +127,7 @@ class TelemetrySink(Instrument):
         if log is not None:
             fields = self._run_fields(state)
             if payload is None:
-                payload = encode_payload(terminal, _settings.payload_limit)
+                payload = encode_payload(terminal)
             line = self._event_fields(fields, terminal, seq, payload)
             # The terminal line names the step that ended the run (null when none did).
             line[attrs.KEY_STEP] = source.step if source is not None else None
@@ -253,8 +255,9 @@ class TelemetrySink(Instrument):
         span = inv.span if inv is not None else run.span
         payload = None
         if span.is_recording():
-            payload = encode_payload(event, _settings.payload_limit)
-            span.add_event(attrs.STREAM_EVENT, self._event_attrs(event, seq, payload))
+            payload = encode_payload(event)
+            cut = truncate(payload, _settings.payload_limit)
+            span.add_event(attrs.STREAM_EVENT, self._event_attrs(event, seq, cut))
         if inv is not None and inv.data is not None:
             counts = inv.data.counts
             name = type(event).__name__
@@ -268,7 +271,8 @@ class TelemetrySink(Instrument):
         log = run.data.log
         if log is not None:
             if payload is None:
-                payload = encode_payload(event, _settings.payload_limit)
+                payload = encode_payload(event)
+            # Logs are the complete record: the payload is never cut there.
             line = self._event_fields(fields, event, seq, payload)
             log.emit("info", attrs.LOG_STREAM_EVENT, line, span)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from stepstream.telemetry import _settings
 from stepstream.telemetry._logging import FanoutTarget, JsonLinesWriter, LogTarget, install_target
 from stepstream.telemetry._otlp_json import OtlpJsonFileMetricExporter, OtlpJsonFileSpanExporter
+from stepstream.telemetry._ratelimit import OncePerWindow
 
 __all__ = ["TelemetryHandle", "TelemetryWarning", "configure_telemetry"]
 
@@ -54,6 +57,7 @@ class TelemetryHandle:
     meter_provider: MeterProvider | None = None
     logger_provider: Any = None
     log_writer: JsonLinesWriter | None = None
+    log_filter: OncePerWindow | None = field(default=None, repr=False)
     _closed: bool = field(default=False, repr=False)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
@@ -74,18 +78,34 @@ class TelemetryHandle:
         except TimeoutError:
             return False
 
-    def shutdown(self) -> None:
-        """Flush and shut down what configure_telemetry() created; idempotent."""
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Flush and shut down what configure_telemetry() created; idempotent.
+
+        The providers shut down in parallel and are waited for at most ``timeout``
+        seconds: an unreachable collector delays the exit of a process by that much,
+        not by the exporters' retry budget for each signal.
+        """
         global _handle  # noqa: PLW0603 - the handle owns the configured state
         if self._closed:
             return
         self._closed = True
         install_target(None)
-        for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
-            if provider is not None:
-                provider.shutdown()
+        threads = [
+            threading.Thread(target=p.shutdown, name="stepstream-shutdown", daemon=True)
+            for p in (self.tracer_provider, self.meter_provider, self.logger_provider)
+            if p is not None
+        ]
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
         if self.log_writer is not None:
             self.log_writer.close()
+        if self.log_filter is not None:
+            # Exporters still retrying in the background keep their logs rate-limited.
+            still_running = any(t.is_alive() for t in threads)
+            self.log_filter.uninstall(keep_attached=still_running)
         if _handle is self:
             _handle = None
 
@@ -146,6 +166,8 @@ def configure_telemetry(
         targets.append(OtlpLogTarget(handle.logger_provider))
     if targets:
         install_target(targets[0] if len(targets) == 1 else FanoutTarget(targets))
+    handle.log_filter = OncePerWindow()
+    handle.log_filter.install()
     _handle = handle
     return handle
 
