@@ -18,7 +18,7 @@ __all__ = ["render_html"]
 _COLOURS = {"ok": "#16a34a", "error": "#dc2626", "timeout": "#ea580c", "cancelled": "#9ca3af"}
 _GREY = "#64748b"
 _NAME_W, _DUR_W, _CHART_W, _ROW_H, _AXIS_H = 290, 90, 860, 26, 30
-_MAX_TICKS, _MAX_ROWS = 1000, 500  # streamed-event ticks per span; rows of the events table
+_MAX_SPANS, _MAX_TICKS, _MAX_ROWS = 2000, 1000, 500  # timeline rows, ticks per row, table rows
 _GAP_X, _GAP_Y = 70, 62  # graph spacing between columns and between rows
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#0f172a;
@@ -111,24 +111,30 @@ def _timeline(run: Run) -> str:
     t0, x0 = run.span.start_ns, _NAME_W + _DUR_W
     total = max(1, max(s.end_ns for s in run.spans) - t0)
     scale = _CHART_W / total
-    rows = {s.span_id: i for i, s in enumerate(run.spans)}
-    width, height = x0 + _CHART_W + 24, _AXIS_H + len(run.spans) * _ROW_H + 6
+    spans = run.spans[:_MAX_SPANS]
+    rows = {s.span_id: i for i, s in enumerate(spans)}
+    width, height = x0 + _CHART_W + 24, _AXIS_H + len(spans) * _ROW_H + 6
     parts = [_svg(width, height, "timeline", "#2563eb")]
     parts += [
         f'<rect y="{_AXIS_H + i * _ROW_H}" width="{width}" height="{_ROW_H}" fill="#f8fafc"/>'
-        for i in range(1, len(run.spans), 2)
+        for i in range(1, len(spans), 2)
     ]
     parts.append(_axis(total, x0, height))
     depth: dict[str, int] = {}
-    for i, span in enumerate(run.spans):
+    for i, span in enumerate(spans):
         level = depth[span.span_id] = depth.get(span.parent_id or "", -1) + 1
         y, status = _AXIS_H + i * _ROW_H, _status(span, run)
         x, w = x0 + (span.start_ns - t0) * scale, max(3.0, span.duration_ns * scale)
-        causes = [run.spans[rows[sid]].name if sid in rows else sid for _, sid in span.links]
+        causes = [spans[rows[sid]].name if sid in rows else sid for _, sid in span.links]
+        stream = [e for e in span.events if e.name == attrs.STREAM_EVENT]
         lines = [
             span.name,
             f"start +{_ms(span.start_ns - t0)}, duration {_ms(span.duration_ns)}, {status}",
             *(f"caused by {c}" for c in causes),
+            *(
+                [f"{len(stream)} streamed events, the first {_MAX_TICKS} drawn"]
+                * (len(stream) > _MAX_TICKS)
+            ),
             *([f"✗ {span.status_message or 'error'}"] if span.error else []),
             *(f"{k} = {_cut(v, 200)}" for k, v in sorted(span.attributes.items())),
         ]
@@ -140,12 +146,13 @@ def _timeline(run: Run) -> str:
             f'width="{w:.1f}" height="{_ROW_H - 12}" rx="3" fill="{_COLOURS.get(status, _GREY)}">'
             f"<title>{_e(chr(10).join(lines))}</title></rect>"
         )
-        stream = [e for e in span.events if e.name == attrs.STREAM_EVENT][:_MAX_TICKS]
         other = [e for e in span.events if e.name != attrs.STREAM_EVENT]
-        parts += [_tick(e, x0 + (e.time_ns - t0) * scale, y, t0) for e in stream + other]
+        parts += [
+            _tick(e, x0 + (e.time_ns - t0) * scale, y, t0) for e in stream[:_MAX_TICKS] + other
+        ]
         for (_, sid), cause in zip(span.links, causes, strict=True):
             if sid in rows:  # an arrow from the end of the cause's bar to the start of this one
-                x1 = x0 + (run.spans[rows[sid]].end_ns - t0) * scale
+                x1 = x0 + (spans[rows[sid]].end_ns - t0) * scale
                 y1 = _AXIS_H + rows[sid] * _ROW_H
                 y1, y2 = (y1 + _ROW_H - 6, y + 5) if y1 < y else (y1 + 6, y + _ROW_H - 5)
                 parts.append(
@@ -154,7 +161,9 @@ def _timeline(run: Run) -> str:
                     f'marker-end="url(#arrow-timeline)"><title>{_e(span.name)} caused by '
                     f"{_e(cause)}</title></path>"
                 )
-    return "".join(parts) + "</svg>"
+    more = len(run.spans) - len(spans)
+    note = f'<p class="note">{more} more spans are not drawn.</p>' if more > 0 else ""
+    return "".join(parts) + "</svg>" + note
 
 
 def _layers(nodes: list[str], edges: dict[tuple[str, str], int]) -> dict[str, int]:
@@ -195,7 +204,7 @@ def _observed(run: Run) -> tuple[dict[tuple[str, str], int], dict[str, tuple[str
         statuses = [_status(s, run) for s in group]
         worst = next((s for s in ("error", "timeout", "cancelled") if s in statuses), "ok")
         streamed = sum(int(s.attributes.get(attrs.EVENTS_STREAMED, 0)) for s in group)
-        runs = f"{len(group)} run" + ("s" if len(group) > 1 else "")
+        runs = f"{len(group)} attempt" + ("s" if len(group) > 1 else "")
         total = _ms(sum(s.duration_ns for s in group))
         summaries[step] = (f"{runs} · {total} · {streamed} streamed", worst)
     return edges, summaries

@@ -54,18 +54,40 @@ def _value(value: AttributeValue) -> dict[str, Any]:  # noqa: PLR0911 - one retu
 def _attributes(attributes: Any) -> list[dict[str, Any]]:
     if not attributes:
         return []
-    out = []
+    return [{"key": k, "value": _value(v)} for k, v in attributes.items()]
+
+
+_dumps = orjson.dumps
+
+
+def _attributes_json(attributes: Any) -> bytes:
+    """Encode attributes straight to JSON bytes (the hot part of a span event)."""
+    if not attributes:
+        return b"[]"
+    parts = []
     # The SDK's BoundedAttributes takes a lock per item through the Mapping API; its
     # plain dict, when present, is read directly (falling back to the public API).
     for key, value in getattr(attributes, "_dict", attributes).items():
         kind = type(value)
         if kind is str:
-            out.append({"key": key, "value": {"stringValue": value}})
+            parts.append(b'{"key":%b,"value":{"stringValue":%b}}' % (_dumps(key), _dumps(value)))
         elif kind is int:
-            out.append({"key": key, "value": {"intValue": str(value)}})
+            parts.append(b'{"key":%b,"value":{"intValue":"%d"}}' % (_dumps(key), value))
         else:
-            out.append({"key": key, "value": _value(value)})
-    return out
+            parts.append(_dumps({"key": key, "value": _value(value)}))
+    return b"[" + b",".join(parts) + b"]"
+
+
+def _events_json(events: Sequence[Any]) -> orjson.Fragment:
+    return orjson.Fragment(
+        b"["
+        + b",".join(
+            b'{"timeUnixNano":"%d","name":%b,"attributes":%b}'
+            % (e.timestamp, _dumps(e.name), _attributes_json(e.attributes))
+            for e in events
+        )
+        + b"]"
+    )
 
 
 def _span(span: ReadableSpan) -> dict[str, Any]:
@@ -85,15 +107,11 @@ def _span(span: ReadableSpan) -> dict[str, Any]:
     out["startTimeUnixNano"] = str(span.start_time)
     out["endTimeUnixNano"] = str(span.end_time)
     if span.attributes:
-        out["attributes"] = _attributes(span.attributes)
+        out["attributes"] = orjson.Fragment(_attributes_json(span.attributes))
     if span.dropped_attributes:
         out["droppedAttributesCount"] = span.dropped_attributes
     if span.events:
-        attrs = _attributes
-        out["events"] = [
-            {"timeUnixNano": str(e.timestamp), "name": e.name, "attributes": attrs(e.attributes)}
-            for e in span.events
-        ]
+        out["events"] = _events_json(span.events)
     if span.dropped_events:
         out["droppedEventsCount"] = span.dropped_events
     if span.links:
