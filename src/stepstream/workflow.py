@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -105,7 +105,10 @@ class Workflow:
             )
             raise WorkflowRuntimeError(msg) from None
         event = self._start_event(start_event, kwargs)
-        info = RunInfo(name, uuid.uuid4().hex, time.time_ns())
+        # 128 random bits as hex, like a trace id. random (reseeded after fork) rather
+        # than uuid4: os.urandom is a syscall, and every GIL release on the loop thread
+        # can wait a switch interval behind a busy export thread.
+        info = RunInfo(name, f"{random.getrandbits(128):032x}", time.time_ns())
         run = Run(
             info=info,
             graph=self._graph,

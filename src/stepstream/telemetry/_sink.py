@@ -43,7 +43,7 @@ def truncate(text: str, limit: int) -> str:
 
 
 class _RunState:
-    __slots__ = ("fields", "log", "parent", "span_id", "trace_id", "traced")
+    __slots__ = ("counts", "fields", "log", "parent", "span_id", "trace_id", "traced")
 
     def __init__(self, span: Any, log: LogTarget | None, fields: dict[str, Any]) -> None:
         self.parent = trace.set_span_in_context(span)
@@ -54,15 +54,16 @@ class _RunState:
         self.trace_id = format(ctx.trace_id, "032x") if ctx.is_valid else None
         self.span_id = format(ctx.span_id, "016x") if ctx.is_valid else None
         self.fields = fields
+        # Streamed events per type, added to the counter once when the run ends.
+        self.counts: dict[str, int] = {}
 
 
 class _StepState:
-    __slots__ = ("counts", "fields", "token")
+    __slots__ = ("fields", "token")
 
     def __init__(self, token: Token[otel_context.Context] | None, fields: dict[str, Any]) -> None:
         self.token = token
         self.fields = fields
-        self.counts: dict[str, int] = {}
 
 
 class TelemetrySink(Instrument):
@@ -71,6 +72,16 @@ class TelemetrySink(Instrument):
     def __init__(self, tracer: Tracer, meter: Meter) -> None:
         self._tracer = tracer
         self._metrics = Instruments(meter)
+        # Metric attribute dicts are few and reused: built once per combination.
+        self._labels: dict[tuple[str, ...], dict[str, str]] = {}
+
+    def _label(self, *pairs: str) -> dict[str, str]:
+        """The attribute dict for alternating key, value ``pairs`` (cached)."""
+        try:
+            return self._labels[pairs]
+        except KeyError:
+            labels = self._labels[pairs] = dict(zip(pairs[::2], pairs[1::2], strict=True))
+            return labels
 
     # -- runs -----------------------------------------------------------------------
 
@@ -91,7 +102,7 @@ class TelemetrySink(Instrument):
         log = current_target()
         fields = {attrs.KEY_WORKFLOW: run.workflow, attrs.KEY_RUN_ID: run.run_id}
         state = run.data = _RunState(span, log, fields)
-        self._metrics.runs_active.add(1, {attrs.WORKFLOW: run.workflow})
+        self._metrics.runs_active.add(1, self._label(attrs.WORKFLOW, run.workflow))
         if log is not None:
             log.emit("info", attrs.LOG_RUN_STARTED, self._run_fields(state), span)
 
@@ -119,10 +130,18 @@ class TelemetrySink(Instrument):
                 span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
         span.end()
         duration = (time.time_ns() - run.start_ns) / 1e9
-        labels = {attrs.WORKFLOW: run.workflow}
-        self._metrics.runs_active.add(-1, labels)
-        self._metrics.run_duration.record(duration, {**labels, attrs.RUN_STATUS: status})
-        self._metrics.events_streamed.add(1, {**labels, attrs.EVENT_TYPE: type(terminal).__name__})
+        workflow = run.workflow
+        self._metrics.runs_active.add(-1, self._label(attrs.WORKFLOW, workflow))
+        self._metrics.run_duration.record(
+            duration, self._label(attrs.WORKFLOW, workflow, attrs.RUN_STATUS, status)
+        )
+        counts = state.counts
+        terminal_type = type(terminal).__name__
+        counts[terminal_type] = counts.get(terminal_type, 0) + 1
+        for event_type, n in counts.items():
+            self._metrics.events_streamed.add(
+                n, self._label(attrs.WORKFLOW, workflow, attrs.EVENT_TYPE, event_type)
+            )
         log = state.log
         if log is not None:
             fields = self._run_fields(state)
@@ -210,7 +229,9 @@ class TelemetrySink(Instrument):
 
     def step_retry(self, inv: StepInfo, delay: float) -> None:
         """Count the retry and log step_retry."""
-        self._metrics.step_retries.add(1, {attrs.WORKFLOW: inv.run.workflow, attrs.STEP: inv.step})
+        self._metrics.step_retries.add(
+            1, self._label(attrs.WORKFLOW, inv.run.workflow, attrs.STEP, inv.step)
+        )
         log = inv.run.data.log
         if log is not None:
             fields = {**inv.data.fields, attrs.KEY_DELAY_S: delay}
@@ -222,20 +243,16 @@ class TelemetrySink(Instrument):
         span = inv.span
         state: _StepState = inv.data
         if span.is_recording():
-            span.set_attribute(attrs.EVENTS_STREAMED, inv.streamed)
-            span.set_attribute(attrs.STEP_STATUS, status)
+            span.set_attributes({attrs.EVENTS_STREAMED: inv.streamed, attrs.STEP_STATUS: status})
         span.end()
         if state.token is not None:
             otel_context.detach(state.token)
         workflow = inv.run.workflow
         duration = (time.time_ns() - inv.start_ns) / 1e9
         self._metrics.step_duration.record(
-            duration, {attrs.WORKFLOW: workflow, attrs.STEP: inv.step, attrs.STEP_STATUS: status}
+            duration,
+            self._label(attrs.WORKFLOW, workflow, attrs.STEP, inv.step, attrs.STEP_STATUS, status),
         )
-        for event_type, n in state.counts.items():
-            self._metrics.events_streamed.add(
-                n, {attrs.WORKFLOW: workflow, attrs.EVENT_TYPE: event_type}
-            )
         log = inv.run.data.log
         if log is not None:
             fields = {
@@ -258,16 +275,13 @@ class TelemetrySink(Instrument):
             payload = encode_payload(event)
             cut = truncate(payload, _settings.payload_limit)
             span.add_event(attrs.STREAM_EVENT, self._event_attrs(event, seq, cut))
-        if inv is not None and inv.data is not None:
-            counts = inv.data.counts
-            name = type(event).__name__
-            counts[name] = counts.get(name, 0) + 1
-            fields = inv.data.fields
-        else:
-            self._metrics.events_streamed.add(
-                1, {attrs.WORKFLOW: run.workflow, attrs.EVENT_TYPE: type(event).__name__}
-            )
-            fields = self._run_fields(run.data)
+        state: _RunState = run.data
+        counts = state.counts
+        name = type(event).__name__
+        counts[name] = counts.get(name, 0) + 1
+        fields = inv.data.fields if inv is not None and inv.data is not None else None
+        if fields is None:
+            fields = self._run_fields(state)
         log = run.data.log
         if log is not None:
             if payload is None:
