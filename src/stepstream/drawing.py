@@ -14,7 +14,7 @@ _COL_W, _ROW_H, _BOX_W, _BOX_H = 220, 70, 170, 36
 
 
 def _edges(workflow: type[Workflow] | Workflow) -> tuple[list[str], list[tuple[str, str]]]:
-    """Return the node ids in layer order and the edges between them."""
+    """Return the node ids and the edges between them."""
     graph = compiled_graph(workflow if isinstance(workflow, type) else type(workflow))
     edges: list[tuple[str, str]] = []
     events: dict[str, type[Event]] = {}
@@ -46,14 +46,14 @@ def to_mermaid(workflow: type[Workflow] | Workflow) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _layers(nodes: list[str], edges: list[tuple[str, str]]) -> dict[str, int]:
+def _layers(nodes: list[str], edges: list[tuple[str, str]], starts: set[str]) -> dict[str, int]:
     """Longest-path layering from the start event, ignoring back edges (cycles)."""
     succ: dict[str, list[str]] = {n: [] for n in nodes}
     for a, b in edges:
         succ[a].append(b)
     layer = dict.fromkeys(nodes, 0)
     seen: set[str] = set()
-    frontier = [n for n in nodes if n.startswith("event:") and _is(n, "Start")] or nodes[:1]
+    frontier = [n for n in nodes if n in starts] or nodes[:1]
     depth = 0
     while frontier and depth <= len(nodes):
         nxt: list[str] = []
@@ -65,8 +65,13 @@ def _layers(nodes: list[str], edges: list[tuple[str, str]]) -> dict[str, int]:
     return layer
 
 
-def _is(node: str, word: str) -> bool:
-    return word in node
+def _terminal_events(workflow: type[Workflow] | Workflow) -> tuple[set[str], set[str]]:
+    """Node ids of the StartEvent and StopEvent types (by class, not by name)."""
+    graph = compiled_graph(workflow if isinstance(workflow, type) else type(workflow))
+    types = {t for spec in graph.specs for t in (*spec.accepts, *spec.returns)}
+    starts = {f"event:{t.__name__}" for t in types if issubclass(t, StartEvent)}
+    stops = {f"event:{t.__name__}" for t in types if issubclass(t, StopEvent)}
+    return starts, stops
 
 
 def draw_all_possible_flows(
@@ -74,7 +79,8 @@ def draw_all_possible_flows(
 ) -> Path:
     """Write a self-contained HTML page (inline SVG, no scripts) of every possible flow."""
     nodes, edges = _edges(workflow)
-    layer = _layers(nodes, edges)
+    starts, stops = _terminal_events(workflow)
+    layer = _layers(nodes, edges, starts)
     rows: dict[int, int] = {}
     pos: dict[str, tuple[int, int]] = {}
     for node in sorted(nodes, key=lambda n: layer[n]):
@@ -86,7 +92,8 @@ def draw_all_possible_flows(
     height = 40 + max(rows.values(), default=1) * _ROW_H
     parts = [
         (
-            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+            f'width="100%" style="max-width:{width}px;height:auto" '
             'font-family="sans-serif" font-size="13">'
         ),
         (
@@ -103,7 +110,7 @@ def draw_all_possible_flows(
     for node, (x, y) in pos.items():
         kind, name = node.split(":", 1)
         fill = {"step": "#dbeafe", "event": "#fef3c7", "actor": "#fce7f3"}[kind]
-        if kind == "event" and (_is(name, StopEvent.__name__) or _is(name, StartEvent.__name__)):
+        if node in starts or node in stops:
             fill = "#dcfce7"
         radius = 4 if kind == "step" else 18
         parts.append(

@@ -34,7 +34,7 @@ _DIR_OPTION = click.option(
 
 
 def _err() -> Console:
-    return Console(stderr=True)
+    return Console(stderr=True, soft_wrap=True)
 
 
 def _fail(message: str) -> NoReturn:
@@ -130,7 +130,10 @@ def export(ref: str, html_file: Path, telemetry_dir: Path) -> None:
         run = _store(telemetry_dir).find(ref)
     except StoreError as exc:
         _fail(str(exc))
-    html_file.write_text(render_html(run), encoding="utf-8")
+    try:
+        html_file.write_text(render_html(run), encoding="utf-8")
+    except OSError as exc:
+        _fail(f"cannot write {html_file}: {exc.strerror}")
     _err().print(f"wrote {html_file}", highlight=False)
 
 
@@ -230,11 +233,13 @@ def logs(
 
 
 def _lines(store: Store, follow: bool) -> Iterator[dict[str, Any]]:
+    path = store.directory / "logs.jsonl"
+    # Where following starts is fixed before the first read: a line appended while the
+    # existing ones are printed is printed once, by the follow loop.
+    position = path.stat().st_size if path.exists() else 0
     yield from store.log_lines()
     if not follow:
         return
-    path = store.directory / "logs.jsonl"
-    position = path.stat().st_size if path.exists() else 0
     while True:
         time.sleep(0.2)
         if not path.exists():

@@ -55,7 +55,7 @@ class _StepRow:
 class _Block:
     """Consecutive single-string events of one type from one step."""
 
-    key: tuple[str, str]
+    key: tuple[str, int, str]
     texts: list[str] = field(default_factory=list)
     line: str = ""
 
@@ -114,7 +114,7 @@ class LiveModel(Instrument):
         if isinstance(event, StopEvent):
             return
         text = text_of(event)
-        key = (inv.step if inv is not None else "", type(event).__name__)
+        key = (inv.step if inv is not None else "", inv.attempt if inv else 0, type(event).__name__)
         last = self.blocks[-1] if self.blocks else None
         if text is not None and last is not None and last.key == key and last.texts:
             last.texts.append(text)

@@ -147,6 +147,8 @@ async def _answer(handler: WorkflowHandler, event: InputRequiredEvent, console: 
         console.print("\nno answer on standard input; cancelling the run", markup=False)
         await handler.cancel_run()
         return
+    if not sys.stdin.isatty():
+        console.print(markup=False, highlight=False)  # the answer was not echoed: end the line
     handler.ctx.send_event(HumanResponseEvent(response=line.rstrip("\n")))
 
 

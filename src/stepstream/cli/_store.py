@@ -134,7 +134,8 @@ def _span(raw: dict[str, Any]) -> Span:
 Warn = Callable[[str], None]
 
 
-def _json_lines(path: Path, warn: Warn) -> Iterator[Any]:
+def _json_lines(path: Path, warn: Warn) -> Iterator[tuple[int, Any]]:
+    """Yield (line number, parsed JSON) for each non-blank line; warn on damaged ones."""
     try:
         handle = path.open(encoding="utf-8", errors="replace")
     except FileNotFoundError:
@@ -147,7 +148,7 @@ def _json_lines(path: Path, warn: Warn) -> Iterator[Any]:
             if not line.strip():
                 continue
             try:
-                yield json.loads(line)
+                yield number, json.loads(line)
             except ValueError:
                 warn(f"{path}:{number}: damaged line skipped (not valid JSON)")
 
@@ -169,7 +170,7 @@ class Store:
         """Every span in traces.jsonl."""
         path = self.directory / TRACES_FILE
         out: list[Span] = []
-        for number, batch in enumerate(_json_lines(path, self._warn), 1):
+        for number, batch in _json_lines(path, self._warn):
             try:
                 for rs in batch.get("resourceSpans", []):
                     for ss in rs.get("scopeSpans", []):
@@ -212,11 +213,12 @@ class Store:
 
     def log_lines(self) -> Iterator[dict[str, Any]]:
         """Every JSON object in logs.jsonl, in file order."""
-        for item in _json_lines(self.directory / LOGS_FILE, self._warn):
+        path = self.directory / LOGS_FILE
+        for number, item in _json_lines(path, self._warn):
             if isinstance(item, dict):
                 yield item
             else:
-                self._warn(f"{self.directory / LOGS_FILE}: a line is not a JSON object, skipped")
+                self._warn(f"{path}:{number}: damaged line skipped (not a JSON object)")
 
 
 def _walk(span: Span) -> Iterator[Span]:
