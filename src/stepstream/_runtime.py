@@ -78,7 +78,8 @@ class _Runner:
     def __init__(self, spec: StepSpec, call: Caller) -> None:
         self.spec = spec
         self.call = call
-        self.backlog: deque[tuple[Event, StepInfo | None]] = deque()
+        # Created on first use: most steps never have a backlog (and parked runs are many).
+        self.backlog: deque[tuple[Event, StepInfo | None]] | None = None
         # Free worker slots, popped from the end: slot 0 is used first.
         self.free = list(range(spec.num_workers - 1, -1, -1))
 
@@ -104,6 +105,24 @@ _ABSENT = object()
 
 class Run:
     """One run of a workflow: its task group, stream, waiters and outcome."""
+
+    __slots__ = (
+        "_tasks",
+        "_tg",
+        "ctx",
+        "done",
+        "finished",
+        "graph",
+        "info",
+        "instrument",
+        "loop",
+        "outcome",
+        "runners",
+        "stream",
+        "thread_id",
+        "timeout",
+        "waiters",
+    )
 
     def __init__(
         self,
@@ -318,6 +337,8 @@ class Run:
                 self._tasks[task] = runner.spec.name
                 task.add_done_callback(self._tasks.pop)
             else:
+                if runner.backlog is None:
+                    runner.backlog = deque()
                 runner.backlog.append((event, origin))
 
     def add_waiter(
@@ -349,9 +370,10 @@ class Run:
         try:
             while True:
                 await self._invoke(runner, worker, event, origin)
-                if not runner.backlog or self.finished:
+                backlog = runner.backlog
+                if not backlog or self.finished:
                     return
-                event, origin = runner.backlog.popleft()
+                event, origin = backlog.popleft()
         finally:
             runner.free.append(worker)
 

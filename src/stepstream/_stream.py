@@ -24,7 +24,8 @@ class EventStream:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.buf: deque[Event] = deque()
+        # Created by the first push: a parked run that streamed nothing costs no deque.
+        self.buf: deque[Event] | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.terminal: StopEvent | None = None
         self.consumed = False
@@ -39,7 +40,10 @@ class EventStream:
         """Append ``event`` and return its 0-based position in the stream."""
         seq = self.seq
         self.seq = seq + 1
-        self.buf.append(event)
+        buf = self.buf
+        if buf is None:
+            buf = self.buf = deque()
+        buf.append(event)
         waiter = self.waiter
         if waiter is not None:
             self.waiter = None
@@ -76,8 +80,7 @@ class _StreamIterator:
 
     async def __anext__(self) -> Event:
         stream = self._stream
-        buf = stream.buf
-        while not buf:
+        while not stream.buf:
             if self._done or stream.consumed:
                 raise StopAsyncIteration
             if stream.waiter is not None:
@@ -93,7 +96,7 @@ class _StreamIterator:
             finally:
                 if stream.waiter is waiter:
                     stream.waiter = None
-        event = buf.popleft()
+        event = stream.buf.popleft()
         if event is stream.terminal:
             stream.consumed = True
             self._done = True

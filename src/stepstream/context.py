@@ -30,7 +30,7 @@ class Store(Generic[StateT]):
         self._data: dict[str, Any] = {}
         self._state_type = state_type
         self._state: StateT | None = state_type() if state_type is not None else None
-        self._lock = asyncio.Lock()
+        self._lock: asyncio.Lock | None = None  # created by the first edit_state()
 
     async def get(self, key: str, default: Any = _MISSING) -> Any:
         """Return the value stored under ``key``, or ``default`` when given and absent."""
@@ -57,6 +57,8 @@ class Store(Generic[StateT]):
     @asynccontextmanager
     async def edit_state(self) -> AsyncIterator[StateT]:
         """Lock the typed state for a read-modify-write; other editors wait."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
         async with self._lock:
             yield self._require_state()
 
