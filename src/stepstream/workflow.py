@@ -23,7 +23,7 @@ from stepstream.errors import WorkflowRuntimeError, WorkflowValidationError
 from stepstream.events import StartEvent
 from stepstream.handler import WorkflowHandler
 from stepstream.step import STEP_ATTR, StepConfig, StepSpec, read_spec
-from stepstream.telemetry._sink import TelemetrySink
+from stepstream.telemetry._sink import TelemetrySink, telemetry_active
 from stepstream.validation import graph_problems
 
 __all__ = ["Workflow"]
@@ -65,10 +65,12 @@ class Workflow:
         self._callers = tuple(_make_caller(spec, self) for spec in self._graph.specs)
         tracer = trace.get_tracer("stepstream", __version__, tracer_provider=tracer_provider)
         meter = metrics.get_meter("stepstream", __version__, meter_provider=meter_provider)
-        self._sinks: list[Instrument] = [TelemetrySink(tracer, meter)]
+        self._telemetry = TelemetrySink(tracer, meter)
+        self._explicit_providers = tracer_provider is not None or meter_provider is not None
+        self._sinks: list[Instrument] = []
         if verbose:
             self._sinks.append(VerbosePrinter())
-        self._instrument = combine(self._sinks)
+        self._rebuild_instruments()
 
     @classmethod
     def _add_free_step(cls, config: StepConfig) -> None:
@@ -83,7 +85,13 @@ class Workflow:
     def _add_sink(self, sink: Instrument) -> None:
         """Observe this workflow's runs with one more sink (the CLI's live view)."""
         self._sinks.append(sink)
-        self._instrument = combine(self._sinks)
+        self._rebuild_instruments()
+
+    def _rebuild_instruments(self) -> None:
+        self._instrument = combine([self._telemetry, *self._sinks])
+        # With no SDK and no logging configured, telemetry would record nothing: runs
+        # then skip it entirely (see telemetry_active()).
+        self._dark_instrument = combine(self._sinks)
 
     @property
     def steps(self) -> tuple[str, ...]:
@@ -113,7 +121,11 @@ class Workflow:
             info=info,
             graph=self._graph,
             callers=self._callers,
-            instrument=self._instrument,
+            instrument=(
+                self._instrument
+                if self._explicit_providers or telemetry_active()
+                else self._dark_instrument
+            ),
             stream=EventStream(loop),
             timeout=self.timeout,
             loop=loop,

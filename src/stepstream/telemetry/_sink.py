@@ -13,8 +13,9 @@ from contextvars import Token
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
-from opentelemetry.metrics import Meter
+from opentelemetry import metrics, trace
+from opentelemetry.metrics import Meter, NoOpMeterProvider
+from opentelemetry.metrics._internal import _ProxyMeterProvider
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer
 from structlog.contextvars import bind_contextvars
 
@@ -25,9 +26,26 @@ from stepstream.telemetry import attributes as attrs
 from stepstream.telemetry._logging import LogTarget, current_target
 from stepstream.telemetry._metrics import Instruments
 
-__all__ = ["TelemetrySink", "encode_payload", "truncate"]
+__all__ = ["TelemetrySink", "encode_payload", "telemetry_active", "truncate"]
 
 _ERROR_STATUSES = (attrs.STATUS_ERROR, attrs.STATUS_TIMEOUT)
+
+
+_DARK_TRACERS = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+_DARK_METERS = (_ProxyMeterProvider, NoOpMeterProvider)
+
+
+def telemetry_active() -> bool:
+    """Whether a run starting now would record anything: an SDK provider or logging.
+
+    With neither (the unconfigured default) every span is the no-op span, every
+    instrument the no-op instrument and no line is written, so a run skips the sink.
+    """
+    return (
+        not isinstance(trace.get_tracer_provider(), _DARK_TRACERS)
+        or not isinstance(metrics.get_meter_provider(), _DARK_METERS)
+        or current_target() is not None
+    )
 
 
 def encode_payload(event: Event) -> str:
