@@ -4,32 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import click
 from rich.console import Console
 
+from stepstream.cli._common import DIR_OPTION, err_console, fail
 from stepstream.cli._load import LoadError
-from stepstream.cli._run import EXIT_USAGE, UsageError, parse_inputs, run_file
+from stepstream.cli._run import UsageError, parse_inputs, run_file
 
 __all__ = ["main"]
-
-_DIR_OPTION = click.option(
-    "--telemetry-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path(".stepstream"),
-    show_default=True,
-    help="Directory of the embedded trace and log files.",
-)
-
-
-def _err() -> Console:
-    return Console(stderr=True, soft_wrap=True)
-
-
-def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    _err().print(f"[red]error[/]: {message}", highlight=False)
-    sys.exit(code)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -51,7 +34,7 @@ def main() -> None:
 @click.option(
     "--timeout", type=float, default=None, help="Run timeout in seconds (default: the workflow's)."
 )
-@_DIR_OPTION
+@DIR_OPTION
 def run(
     target: str,
     pairs: tuple[str, ...],
@@ -62,9 +45,9 @@ def run(
     """Run a workflow and watch its steps and streamed events live."""
     try:
         inputs = parse_inputs(pairs, input_json)
-        code = run_file(target, inputs, timeout, telemetry_dir, Console(), _err())
+        code = run_file(target, inputs, timeout, telemetry_dir, Console(), err_console())
     except (LoadError, UsageError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     sys.exit(code)
 
 

@@ -9,12 +9,13 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from stepstream.cli._common import DIR_OPTION, err_console, fail
 from stepstream.cli._load import LoadError, load_workflow
 from stepstream.cli._store import Store, StoreError
 from stepstream.cli._waterfall import run_to_json, waterfall
@@ -24,30 +25,13 @@ from stepstream.telemetry import attributes as attrs
 
 __all__ = ["draw", "logs", "traces"]
 
-_DIR_OPTION = click.option(
-    "--telemetry-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path(".stepstream"),
-    show_default=True,
-    help="Directory of the embedded trace and log files.",
-)
-
-
-def _err() -> Console:
-    return Console(stderr=True, soft_wrap=True)
-
-
-def _fail(message: str) -> NoReturn:
-    _err().print(f"[red]error[/]: {message}", highlight=False)
-    sys.exit(2)
-
 
 def _store(directory: Path) -> Store:
-    err = _err()
+    err = err_console()
     try:
         return Store(directory, lambda m: err.print(f"[yellow]warning[/]: {m}", highlight=False))
     except StoreError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @click.group()
@@ -59,13 +43,13 @@ def traces() -> None:
 @click.option("--workflow", help="Only runs of this workflow class.")
 @click.option("--status", type=click.Choice(["ok", "error", "timeout", "cancelled"]))
 @click.option("--limit", type=int, default=20, show_default=True)
-@_DIR_OPTION
+@DIR_OPTION
 def list_runs(workflow: str | None, status: str | None, limit: int, telemetry_dir: Path) -> None:
     """List recent runs: start, workflow, run_id, status, duration, steps, events."""
     try:
         runs = _store(telemetry_dir).runs()
     except StoreError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     runs = [r for r in runs if (workflow is None or r.workflow == workflow)]
     runs = [r for r in runs if (status is None or r.status == status)][:limit]
     table = Table(header_style="bold")
@@ -101,15 +85,15 @@ def list_runs(workflow: str | None, status: str | None, limit: int, telemetry_di
 )
 @click.option("--attributes", "show_attributes", is_flag=True, help="Show every span attribute.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's spans as JSON.")
-@_DIR_OPTION
+@DIR_OPTION
 def show(ref: str, events: str, show_attributes: bool, as_json: bool, telemetry_dir: Path) -> None:
     """Show one run as a waterfall: spans, offsets, durations, events, causes, errors."""
     if events != "all" and not events.isdigit():
-        _fail(f"--events takes a number or 'all', got {events!r}")
+        fail(f"--events takes a number or 'all', got {events!r}")
     try:
         run = _store(telemetry_dir).find(ref)
     except StoreError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         click.echo(run_to_json(run))
         return
@@ -121,7 +105,7 @@ def show(ref: str, events: str, show_attributes: bool, as_json: bool, telemetry_
 @traces.command("export")
 @click.argument("ref", metavar="RUN_ID|TRACE_ID|last")
 @click.option("--html", "html_file", type=click.Path(path_type=Path, dir_okay=False), required=True)
-@_DIR_OPTION
+@DIR_OPTION
 def export(ref: str, html_file: Path, telemetry_dir: Path) -> None:
     """Write one self-contained HTML file with the run's timeline and graph."""
     from stepstream.cli._html import render_html  # noqa: PLC0415 - only this command needs it
@@ -129,12 +113,12 @@ def export(ref: str, html_file: Path, telemetry_dir: Path) -> None:
     try:
         run = _store(telemetry_dir).find(ref)
     except StoreError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     try:
         html_file.write_text(render_html(run), encoding="utf-8")
     except OSError as exc:
-        _fail(f"cannot write {html_file}: {exc.strerror}")
-    _err().print(f"wrote {html_file}", highlight=False)
+        fail(f"cannot write {html_file}: {exc.strerror}")
+    err_console().print(f"wrote {html_file}", highlight=False)
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -146,7 +130,7 @@ def _since(text: str | None) -> datetime | None:
         return None
     match = _DURATION.match(text.strip())
     if match is None:
-        _fail(f"--since takes a duration like 30s, 10m, 2h or 1d, got {text!r}")
+        fail(f"--since takes a duration like 30s, 10m, 2h or 1d, got {text!r}")
     amount, unit = float(match.group(1)), _UNITS[match.group(2)]
     return datetime.now(UTC) - timedelta(**{unit: amount})
 
@@ -206,7 +190,7 @@ def format_log_line(line: dict[str, Any]) -> str:
     "--follow", is_flag=True, help="Keep printing new lines as they are written (Ctrl-C stops)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON lines.")
-@_DIR_OPTION
+@DIR_OPTION
 def logs(
     *,
     run_id: str | None,
@@ -227,7 +211,7 @@ def logs(
             if _matches(line, filters, cutoff):
                 click.echo(json.dumps(line) if as_json else format_log_line(line))
     except StoreError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except KeyboardInterrupt:
         return
 
@@ -258,7 +242,7 @@ def _lines(store: Store, follow: bool) -> Iterator[dict[str, Any]]:
             try:
                 item = json.loads(raw)
             except ValueError:
-                _err().print("[yellow]warning[/]: damaged log line skipped", highlight=False)
+                err_console().print("[yellow]warning[/]: damaged log line skipped", highlight=False)
                 continue
             if isinstance(item, dict):
                 yield item
@@ -277,7 +261,7 @@ def _lines(store: Store, follow: bool) -> Iterator[dict[str, Any]]:
 def draw(target: str, output: Path | None, mermaid: bool) -> None:
     """Draw every possible flow of a workflow: steps, events, who emits and accepts what."""
     if (output is None) == (not mermaid):
-        _fail("give exactly one of -o FILE.html or --mermaid")
+        fail("give exactly one of -o FILE.html or --mermaid")
     try:
         cls = load_workflow(target)
         if mermaid:
@@ -285,6 +269,6 @@ def draw(target: str, output: Path | None, mermaid: bool) -> None:
         else:
             assert output is not None  # noqa: S101 - checked above
             draw_all_possible_flows(cls, filename=output)
-            _err().print(f"wrote {output}", highlight=False)
+            err_console().print(f"wrote {output}", highlight=False)
     except (LoadError, WorkflowValidationError) as exc:
-        _fail(str(exc))
+        fail(str(exc))

@@ -12,6 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
+from stepstream.cli._common import EXIT_USAGE
 from stepstream.cli._live import LiveModel, plain_line, result_text
 from stepstream.cli._load import load_workflow
 from stepstream.errors import (
@@ -34,7 +35,7 @@ __all__ = [
 ]
 
 EXIT_FAILED = 1
-EXIT_USAGE = 2
+
 EXIT_TIMEOUT = 124
 EXIT_INTERRUPTED = 130
 

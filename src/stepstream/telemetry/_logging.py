@@ -23,6 +23,7 @@ from stepstream._instrument import current_step
 from stepstream.telemetry import attributes as attrs
 
 __all__ = [
+    "CORRELATION_KEYS",
     "FanoutTarget",
     "JsonLinesWriter",
     "LogTarget",
@@ -144,7 +145,7 @@ class FanoutTarget:
             target.emit(level, message, fields, span)
 
 
-_CORRELATION_KEYS = (
+CORRELATION_KEYS = (
     attrs.KEY_RUN_ID,
     attrs.KEY_WORKFLOW,
     attrs.KEY_STEP,
@@ -167,7 +168,7 @@ def add_correlation(
     inv = current_step.get()
     if inv is not None and inv.data is not None:
         fields = inv.data.fields
-        for key in _CORRELATION_KEYS:
+        for key in CORRELATION_KEYS:
             if key in fields and key not in event_dict:
                 event_dict[key] = fields[key]
     return event_dict

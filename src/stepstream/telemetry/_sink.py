@@ -23,7 +23,7 @@ from stepstream._instrument import Instrument, RunInfo, StepInfo
 from stepstream.events import Event, StopEvent
 from stepstream.telemetry import _settings
 from stepstream.telemetry import attributes as attrs
-from stepstream.telemetry._logging import LogTarget, current_target
+from stepstream.telemetry._logging import CORRELATION_KEYS, LogTarget, current_target
 from stepstream.telemetry._metrics import Instruments
 
 __all__ = ["TelemetrySink", "encode_payload", "telemetry_active", "truncate"]
@@ -356,15 +356,6 @@ class TelemetrySink(Instrument):
         return fields
 
 
-_CORRELATION_KEYS = (
-    attrs.KEY_RUN_ID,
-    attrs.KEY_WORKFLOW,
-    attrs.KEY_STEP,
-    attrs.KEY_TRACE_ID,
-    attrs.KEY_SPAN_ID,
-)
-
-
 def _bind_contextvars(fields: dict[str, Any]) -> None:
     """Let the application's structlog lines inside the step carry the correlation keys."""
-    bind_contextvars(**{k: fields[k] for k in _CORRELATION_KEYS if k in fields})
+    bind_contextvars(**{k: fields[k] for k in CORRELATION_KEYS if k in fields})
