@@ -434,9 +434,7 @@ async def test_stdlib_line_through_processor_formatter_carries_correlation_keys(
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.JSONRenderer(),
             ],
-            # add_correlation is annotated with dict[str, Any], not structlog's EventDict
-            # (a MutableMapping), so mypy rejects it here although it works: see the report.
-            foreign_pre_chain=[add_correlation],  # type: ignore[list-item]
+            foreign_pre_chain=[add_correlation],
         )
     )
     logger = logging.getLogger("userapp.stdlib")

@@ -124,8 +124,14 @@ class Instrument:
     ) -> None:
         """An event was routed (returned by a step or sent with send_event)."""
 
-    def event_streamed(self, run: RunInfo, inv: StepInfo | None, event: Event, seq: int) -> None:
-        """An event was written to the run's stream at position ``seq`` (hot path)."""
+    def event_streamed(
+        self, run: RunInfo, inv: StepInfo | None, event: Event, seq: int, written_ns: int | None
+    ) -> None:
+        """An event was written to the run's stream at position ``seq`` (hot path).
+
+        ``written_ns`` is when a worker thread wrote it (the call reaches the loop a
+        little later); None when it was written on the loop itself, that is, now.
+        """
 
 
 NOOP = Instrument()

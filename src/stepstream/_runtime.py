@@ -274,7 +274,7 @@ class Run:
 
     # -- events ---------------------------------------------------------------------
 
-    def write(self, event: Event, inv: StepInfo | None) -> None:
+    def write(self, event: Event, inv: StepInfo | None, written_ns: int | None = None) -> None:
         """Append ``event`` to the stream; dropped once the run has ended."""
         stream = self.stream
         if self.finished:
@@ -282,7 +282,7 @@ class Run:
         seq = stream.push(event)
         if inv is not None:
             inv.streamed += 1
-        self.instrument.event_streamed(self.info, inv, event, seq)
+        self.instrument.event_streamed(self.info, inv, event, seq, written_ns)
 
     def check_send(self, event: Event, target: str | None) -> None:
         """Raise WorkflowRuntimeError if ``event`` could not be delivered."""

@@ -32,7 +32,9 @@ class VerbosePrinter(Instrument):
         then = " (will retry)" if will_retry else ""
         self._print(f"step {inv.step} {status}: {type(error).__name__}: {error}{then}")
 
-    def event_streamed(self, run: RunInfo, inv: StepInfo | None, event: Event, seq: int) -> None:
+    def event_streamed(
+        self, run: RunInfo, inv: StepInfo | None, event: Event, seq: int, written_ns: int | None
+    ) -> None:
         """Print ``stream #SEQ EventType from STEP``."""
         source = inv.step if inv is not None else "caller"
         self._print(f"stream #{seq} {type(event).__name__} from {source}")

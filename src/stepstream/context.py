@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -100,7 +101,7 @@ class Context(Generic[StateT]):
         if threading.get_ident() == run.thread_id:
             run.write(ev, inv)
         else:
-            run.loop.call_soon_threadsafe(run.write, ev, inv)
+            run.loop.call_soon_threadsafe(run.write, ev, inv, time.time_ns())
 
     def send_event(self, ev: Event, step: str | None = None) -> None:
         """Route ``ev`` to the steps that accept it, or only to ``step`` when given."""

@@ -108,7 +108,9 @@ class LiveModel(Instrument):
         """Count a retry."""
         self.rows[inv.step].retries += 1
 
-    def event_streamed(self, run: RunInfo, inv: StepInfo | None, event: Event, seq: int) -> None:
+    def event_streamed(
+        self, run: RunInfo, inv: StepInfo | None, event: Event, seq: int, written_ns: int | None
+    ) -> None:
         """Append the event to its block (text deltas of one step run together)."""
         self.writers[id(event)] = inv.step if inv is not None else ""
         if isinstance(event, StopEvent):

@@ -18,6 +18,7 @@ from typing import IO, Any, Protocol
 
 import orjson
 import structlog
+from structlog.typing import EventDict, WrappedLogger
 
 from stepstream._instrument import current_step
 from stepstream.telemetry import attributes as attrs
@@ -155,10 +156,10 @@ CORRELATION_KEYS = (
 
 
 def add_correlation(
-    logger: Any,  # noqa: ARG001 - the structlog processor signature
+    logger: WrappedLogger,  # noqa: ARG001 - the structlog processor signature
     method_name: str,  # noqa: ARG001
-    event_dict: dict[str, Any],
-) -> dict[str, Any]:
+    event_dict: EventDict,
+) -> EventDict:
     """Structlog processor: add run_id, workflow, step, trace_id and span_id inside a step.
 
     Put it in a structlog chain, or in ``ProcessorFormatter(foreign_pre_chain=[...])`` to

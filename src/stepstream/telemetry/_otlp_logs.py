@@ -29,7 +29,7 @@ _SEVERITY = {
 
 def make_logger_provider(resource: Resource, exporter: LogRecordExporter) -> LoggerProvider:
     """Return a LoggerProvider exporting in batches (off the event loop)."""
-    provider = LoggerProvider(resource=resource)
+    provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
     provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
     return provider
 

@@ -285,14 +285,16 @@ class TelemetrySink(Instrument):
 
     # -- events ---------------------------------------------------------------------
 
-    def event_streamed(self, run: RunInfo, inv: StepInfo | None, event: Event, seq: int) -> None:
+    def event_streamed(
+        self, run: RunInfo, inv: StepInfo | None, event: Event, seq: int, written_ns: int | None
+    ) -> None:
         """Add a span event on the writing step's span, log it, count it (hot path)."""
         span = inv.span if inv is not None else run.span
         payload = None
         if span.is_recording():
             payload = encode_payload(event)
             cut = truncate(payload, _settings.payload_limit)
-            span.add_event(attrs.STREAM_EVENT, self._event_attrs(event, seq, cut))
+            span.add_event(attrs.STREAM_EVENT, self._event_attrs(event, seq, cut), written_ns)
         state: _RunState = run.data
         counts = state.counts
         name = type(event).__name__

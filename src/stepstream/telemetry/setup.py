@@ -7,6 +7,7 @@ builds SDK providers and exporters, and it does so only when the application ask
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import sys
 import threading
@@ -168,6 +169,7 @@ def configure_telemetry(
         install_target(targets[0] if len(targets) == 1 else FanoutTarget(targets))
     handle.log_filter = OncePerWindow()
     handle.log_filter.install()
+    atexit.register(handle.shutdown)
     _handle = handle
     return handle
 
@@ -218,7 +220,8 @@ def _tracing(
     limits = None
     if "OTEL_SPAN_EVENT_COUNT_LIMIT" not in os.environ:
         limits = SpanLimits(max_events=DEFAULT_SPAN_EVENT_LIMIT)
-    provider = TracerProvider(resource=resource, span_limits=limits)
+    # The handle shuts everything down once, at exit too (see configure_telemetry).
+    provider = TracerProvider(resource=resource, span_limits=limits, shutdown_on_exit=False)
     if exporter is not None:
         # A burst of concurrent runs ends thousands of spans at once: a deeper queue than
         # the SDK's 2,048 keeps them, unless OTEL_BSP_MAX_QUEUE_SIZE says otherwise.
@@ -277,7 +280,7 @@ def _metrics(resource: Resource, endpoint: str | None, folder: Path | None) -> M
 
             exporter = OTLPMetricExporter(endpoint=_signal_url(endpoint, "metrics"))
         readers.append(PeriodicExportingMetricReader(exporter))
-    provider = MeterProvider(resource=resource, metric_readers=readers)
+    provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
     metrics.set_meter_provider(provider)
     return provider
 
