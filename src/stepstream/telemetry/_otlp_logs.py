@@ -19,6 +19,8 @@ from stepstream.telemetry import attributes as attrs
 
 __all__ = ["OtlpLogTarget", "make_logger_provider"]
 
+_IDS = frozenset({attrs.KEY_TRACE_ID, attrs.KEY_SPAN_ID})
+
 _SEVERITY = {
     "debug": SeverityNumber.DEBUG,
     "info": SeverityNumber.INFO,
@@ -48,5 +50,6 @@ class OtlpLogTarget:
             severity_number=_SEVERITY.get(level, SeverityNumber.INFO),
             severity_text=level.upper(),
             body=message,
-            attributes={k: v for k, v in fields.items() if v is not None},
+            # trace_id and span_id travel as the record's own trace context.
+            attributes={k: v for k, v in fields.items() if v is not None and k not in _IDS},
         )

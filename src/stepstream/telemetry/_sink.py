@@ -150,8 +150,11 @@ class TelemetrySink(Instrument):
         duration = (time.time_ns() - run.start_ns) / 1e9
         workflow = run.workflow
         self._metrics.runs_active.add(-1, self._label(attrs.WORKFLOW, workflow))
+        # Recorded in the run span's context, so exemplars point at this trace.
         self._metrics.run_duration.record(
-            duration, self._label(attrs.WORKFLOW, workflow, attrs.RUN_STATUS, status)
+            duration,
+            self._label(attrs.WORKFLOW, workflow, attrs.RUN_STATUS, status),
+            state.parent,
         )
         counts = state.counts
         terminal_type = type(terminal).__name__
@@ -270,6 +273,7 @@ class TelemetrySink(Instrument):
         self._metrics.step_duration.record(
             duration,
             self._label(attrs.WORKFLOW, workflow, attrs.STEP, inv.step, attrs.STEP_STATUS, status),
+            trace.set_span_in_context(span) if state.token is not None else None,
         )
         log = inv.run.data.log
         if log is not None:

@@ -1,0 +1,668 @@
+"""The deploy/ stack hangs together: compose file, collector, backends, Grafana, k8s, example.
+
+No Docker needed: the compose file is validated against the compose-spec JSON schema
+(vendored by check-jsonschema), and every name, port and URL that one file uses is looked
+up in the file that defines it. The example loop is run for real, in-process and as the
+container would run it (against a loopback OTLP/HTTP receiver).
+"""
+
+import asyncio
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from _dashboard_queries import COMPOSE_DIR, DASHBOARDS, DATASOURCES_FILE, DEPLOY, ROOT, load_yaml
+from stepstream.telemetry import attributes as attrs
+
+COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yaml"
+COLLECTOR_FILE = COMPOSE_DIR / "otel-collector.yaml"
+K8S = DEPLOY / "k8s"
+K8S_COLLECTOR_FILE = K8S / "otel-collector-config.yaml"
+#: The collector image is distroless: no shell and no HTTP client for a Compose probe.
+NO_HEALTHCHECK = {"otel-collector"}
+#: Processors that must open and close every pipeline (the collector's recommended order).
+FIRST_PROCESSOR, LAST_PROCESSOR = "memory_limiter", "batch"
+PIN = re.compile(r"^[\w./-]+:(v?\d+\.\d+\.\d+)([\w.-]*)(@sha256:[0-9a-f]{64})?$")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    """The parsed deploy/compose/docker-compose.yaml."""
+    data: dict[str, Any] = load_yaml(COMPOSE_FILE)
+    return data
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The compose services by name."""
+    found: dict[str, dict[str, Any]] = compose["services"]
+    return found
+
+
+def _exposed(service: dict[str, Any]) -> set[int]:
+    """Container ports a service listens on: its expose list and published ports."""
+    ports = {int(p) for p in service.get("expose", [])}
+    for spec in service.get("ports", []):
+        ports.add(int(str(spec).rsplit(":", 1)[-1].split("/")[0]))
+    return ports
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url if "://" in url else f"//{url}")
+    assert parts.hostname is not None
+    assert parts.port is not None, url
+    return parts.hostname, parts.port
+
+
+def _collector_version(image: str) -> tuple[int, ...]:
+    match = PIN.match(image)
+    assert match, image
+    return tuple(int(x) for x in match.group(1).lstrip("v").split("."))
+
+
+# -- the compose file -------------------------------------------------------------------
+
+
+def _schema_check(path: Path) -> subprocess.CompletedProcess[str]:
+    pytest.importorskip("check_jsonschema", reason="check-jsonschema is in the test extra")
+    schema = ("--builtin-schema", "vendor.compose-spec")
+    return subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", *schema, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_compose_file_validates_against_the_compose_spec_schema() -> None:
+    """check-jsonschema's vendored compose-spec schema accepts docker-compose.yaml."""
+    done = _schema_check(COMPOSE_FILE)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_schema_check_rejects_a_broken_compose_file(tmp_path: Path) -> None:
+    """The schema check has teeth: a service with a misspelt key is refused."""
+    broken = tmp_path / "docker-compose.yaml"
+    broken.write_text("services:\n  app:\n    image: busybox:1.36.1\n    restart_policy: always\n")
+    assert _schema_check(broken).returncode != 0
+
+
+def test_every_image_is_pinned_to_a_version(services: dict[str, dict[str, Any]]) -> None:
+    """Each service's image has an explicit x.y.z tag: no latest, no floating major."""
+    expected = {
+        "otel-collector": "otel/opentelemetry-collector-contrib",
+        "jaeger": "jaegertracing/jaeger",
+        "tempo": "grafana/tempo",
+        "loki": "grafana/loki",
+        "prometheus": "prom/prometheus",
+        "grafana": "grafana/grafana",
+        "example": "stepstream-example",
+    }
+    assert set(services) == set(expected)
+    for name, service in services.items():
+        image = service["image"]
+        assert image.split(":")[0] == expected[name], name
+        assert PIN.match(image), f"{name}: {image} is not pinned"
+        assert "latest" not in image, name
+    assert _collector_version(services["jaeger"]["image"])[0] == 2, "Jaeger v2"
+    assert _collector_version(services["loki"]["image"])[0] == 3, "Loki 3.x"
+    assert _collector_version(services["prometheus"]["image"])[0] == 3, "Prometheus 3.x"
+
+
+def test_every_service_but_the_collector_has_a_healthcheck(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Healthchecks probe a port the service listens on; only the distroless collector lacks one."""
+    for name, service in services.items():
+        if name in NO_HEALTHCHECK:
+            assert "healthcheck" not in service, name
+            continue
+        check = service.get("healthcheck")
+        assert check, f"{name} has no healthcheck"
+        test = check["test"]
+        assert test[0] in {"CMD", "CMD-SHELL"}, name
+        for key in ("interval", "timeout", "retries"):
+            assert key in check, f"{name}: healthcheck {key}"
+        urls = [part for part in test if part.startswith("http://")]
+        for url in urls:
+            host, port = _host_port(url)
+            assert host in {"127.0.0.1", "localhost"}, name
+            assert port in _exposed(service), f"{name}: probes {port}"
+    assert "distroless" in COMPOSE_FILE.read_text(), (
+        "the missing collector healthcheck is explained"
+    )
+
+
+def test_dependencies_have_conditions_and_services_restart(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """depends_on uses conditions a dependency can meet, and every service has a restart policy."""
+    for name, service in services.items():
+        assert service.get("restart") in {"unless-stopped", "always", "on-failure"}, name
+        depends = service.get("depends_on", {})
+        assert isinstance(depends, dict), f"{name}: depends_on needs the long form"
+        for dep, spec in depends.items():
+            assert dep in services, f"{name} depends on unknown {dep}"
+            condition = spec["condition"]
+            assert condition in {"service_healthy", "service_started"}, name
+            if condition == "service_healthy":
+                assert "healthcheck" in services[dep], f"{name} waits for {dep}'s health"
+            else:
+                assert dep in NO_HEALTHCHECK, f"{name} could wait for {dep} to be healthy"
+    assert set(services["grafana"]["depends_on"]) == {"prometheus", "loki", "tempo", "jaeger"}
+    assert set(services["example"]["depends_on"]) == {"otel-collector"}
+
+
+def test_published_ports_bind_to_loopback_only(services: dict[str, dict[str, Any]]) -> None:
+    """Every published port is 127.0.0.1:host:container with the same number on both sides."""
+    published: set[int] = set()
+    for name, service in services.items():
+        for spec in service.get("ports", []):
+            match = re.fullmatch(r"127\.0\.0\.1:(\d+):(\d+)", str(spec))
+            assert match, f"{name}: port {spec} is not bound to 127.0.0.1"
+            assert match.group(1) == match.group(2), f"{name}: {spec}"
+            published.add(int(match.group(1)))
+    assert {4317, 4318, 3000, 16686, 9090, 3100, 3200} <= published
+    readme = (DEPLOY / "README.md").read_text()
+    for port in published:
+        assert f"| {port} |" in readme, f"deploy/README.md does not explain port {port}"
+
+
+# -- the collector ----------------------------------------------------------------------
+
+
+def _pipeline_usage(config: dict[str, Any]) -> dict[str, set[str]]:
+    used: dict[str, set[str]] = {"receivers": set(), "processors": set(), "exporters": set()}
+    for pipeline in config["service"]["pipelines"].values():
+        for kind, ids in used.items():
+            ids.update(pipeline.get(kind, []))
+    used["extensions"] = set(config["service"].get("extensions", []))
+    return used
+
+
+@pytest.mark.parametrize("path", [COLLECTOR_FILE, K8S_COLLECTOR_FILE], ids=["compose", "k8s"])
+def test_collector_components_are_defined_if_and_only_if_used(path: Path) -> None:
+    """Each receiver, processor, exporter and extension used in a pipeline is defined; no others."""
+    config = load_yaml(path)
+    used = _pipeline_usage(config)
+    for kind, ids in used.items():
+        defined = set(config.get(kind) or {})
+        assert ids - defined == set(), f"{path.name}: {kind} used but not defined"
+        assert defined - ids == set(), f"{path.name}: {kind} defined but not used"
+    assert set(config["service"]["pipelines"]) == {"traces", "metrics", "logs"}
+    for name, pipeline in config["service"]["pipelines"].items():
+        assert pipeline["receivers"] == ["otlp"], name
+        assert pipeline["processors"][0] == FIRST_PROCESSOR, name
+        assert pipeline["processors"][-1] == LAST_PROCESSOR, name
+
+
+@pytest.mark.parametrize("path", [COLLECTOR_FILE, K8S_COLLECTOR_FILE], ids=["compose", "k8s"])
+def test_collector_component_types_exist_in_the_pinned_version(
+    path: Path, services: dict[str, dict[str, Any]]
+) -> None:
+    """Exporter ids use the pinned collector's names: otlp_grpc/otlp_http from 0.144 on."""
+    version = _collector_version(services["otel-collector"]["image"])
+    otlp_grpc, otlp_http = (
+        ("otlp_grpc", "otlp_http") if version >= (0, 144) else ("otlp", "otlphttp")
+    )
+    known = {
+        "receivers": {"otlp"},
+        "processors": {"memory_limiter", "batch", "attributes"},
+        "exporters": {otlp_grpc, otlp_http, "debug"},
+        "extensions": {"health_check"},
+    }
+    config = load_yaml(path)
+    for kind, types in known.items():
+        for component in config[kind]:
+            assert component.split("/")[0] in types, f"{path.name}: {kind} {component}"
+    assert f"contrib {'.'.join(map(str, version))}" in path.read_text(), "version named in comment"
+
+
+def test_collector_exporters_point_at_compose_services(services: dict[str, dict[str, Any]]) -> None:
+    """Each exporter endpoint is a compose service, on a port it exposes, at the right path."""
+    config = load_yaml(COLLECTOR_FILE)
+    targets: dict[str, tuple[str, int, str]] = {}
+    for component, spec in config["exporters"].items():
+        endpoint = spec["endpoint"]
+        host, port = _host_port(endpoint)
+        assert host in services, f"{component}: {host} is not a compose service"
+        assert port in _exposed(services[host]), f"{component}: {host} does not expose {port}"
+        path = urlsplit(endpoint).path if "://" in endpoint else ""
+        targets[host] = (component.split("/")[0], port, path)
+    assert targets == {
+        "jaeger": ("otlp_grpc", 4317, ""),
+        "tempo": ("otlp_grpc", 4317, ""),
+        "prometheus": ("otlp_http", 9090, "/api/v1/otlp"),
+        "loki": ("otlp_http", 3100, "/otlp"),
+    }
+    depends = set(services["otel-collector"]["depends_on"])
+    assert depends == set(targets), "the collector starts after the backends it writes to"
+    pipelines = config["service"]["pipelines"]
+    assert set(pipelines["traces"]["exporters"]) == {"otlp_grpc/jaeger", "otlp_grpc/tempo"}
+    assert pipelines["metrics"]["exporters"] == ["otlp_http/prometheus"]
+    assert pipelines["logs"]["exporters"] == ["otlp_http/loki"]
+
+
+def test_collector_receivers_and_health_port_are_published(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """The OTLP receivers listen on all interfaces at ports compose publishes, as does health."""
+    config = load_yaml(COLLECTOR_FILE)
+    collector = services["otel-collector"]
+    ports = [
+        config["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"],
+        config["receivers"]["otlp"]["protocols"]["http"]["endpoint"],
+        config["extensions"]["health_check"]["endpoint"],
+    ]
+    for endpoint in ports:
+        host, port = _host_port(endpoint)
+        assert host == "0.0.0.0", endpoint  # noqa: S104 - inside the container network
+        assert f"127.0.0.1:{port}:{port}" in collector["ports"], endpoint
+    readers = config["service"]["telemetry"]["metrics"]["readers"]
+    assert readers[0]["pull"]["exporter"]["prometheus"]["port"] in _exposed(collector)
+
+
+def test_collector_drops_the_duplicate_trace_ids_of_log_records() -> None:
+    """The logs pipeline deletes the trace_id/span_id attributes the record already carries."""
+    config = load_yaml(COLLECTOR_FILE)
+    actions = config["processors"]["attributes/drop_log_trace_copies"]["actions"]
+    assert {(a["key"], a["action"]) for a in actions} == {
+        (attrs.KEY_TRACE_ID, "delete"),
+        (attrs.KEY_SPAN_ID, "delete"),
+    }
+    logs = config["service"]["pipelines"]["logs"]["processors"]
+    assert "attributes/drop_log_trace_copies" in logs
+    for name in ("traces", "metrics"):
+        assert "attributes/drop_log_trace_copies" not in config["service"]["pipelines"][name]
+
+
+# -- the backends -----------------------------------------------------------------------
+
+
+def test_tempo_receives_otlp_and_feeds_prometheus(services: dict[str, dict[str, Any]]) -> None:
+    """Tempo listens where the collector sends, and remote-writes span metrics to Prometheus."""
+    tempo = load_yaml(COMPOSE_DIR / "tempo.yaml")
+    grpc = tempo["distributor"]["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"]
+    assert _host_port(grpc)[1] == 4317
+    assert tempo["server"]["http_listen_port"] in _exposed(services["tempo"])
+    (remote,) = tempo["metrics_generator"]["storage"]["remote_write"]
+    host, port = _host_port(remote["url"])
+    assert (host, urlsplit(remote["url"]).path) == ("prometheus", "/api/v1/write")
+    assert port in _exposed(services["prometheus"])
+    assert remote["send_exemplars"] is True
+    assert "--web.enable-remote-write-receiver" in services["prometheus"]["command"]
+    processors = tempo["overrides"]["defaults"]["metrics_generator"]["processors"]
+    assert {"span-metrics", "service-graphs"} <= set(processors)
+    assert "-config.file=/etc/tempo/tempo.yaml" in services["tempo"]["command"]
+
+
+def test_loki_keeps_ids_in_structured_metadata(services: dict[str, dict[str, Any]]) -> None:
+    """Loki 3 runs the v13 tsdb schema with structured metadata allowed, on its exposed port."""
+    loki = load_yaml(COMPOSE_DIR / "loki.yaml")
+    assert loki["limits_config"]["allow_structured_metadata"] is True
+    (schema,) = loki["schema_config"]["configs"]
+    assert (schema["store"], schema["schema"]) == ("tsdb", "v13")
+    assert loki["server"]["http_listen_port"] in _exposed(services["loki"])
+    assert "otlp_config" not in loki["limits_config"], "the default keeps attributes as metadata"
+
+
+def test_prometheus_takes_otlp_with_exemplars_and_scrapes_compose_services(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Prometheus 3 has its OTLP receiver and exemplar storage on; scrape targets exist."""
+    command = services["prometheus"]["command"]
+    assert "--web.enable-otlp-receiver" in command
+    assert "--enable-feature=exemplar-storage" in command
+    assert "--config.file=/etc/prometheus/prometheus.yaml" in command
+    config = load_yaml(COMPOSE_DIR / "prometheus.yaml")
+    assert "service.name" in config["otlp"]["promote_resource_attributes"]
+    for job in config["scrape_configs"]:
+        for static in job["static_configs"]:
+            for target in static["targets"]:
+                host, port = _host_port(target)
+                if host == "localhost":
+                    host = "prometheus"
+                assert host in services, f"{job['job_name']}: {host}"
+                assert port in _exposed(services[host]), f"{job['job_name']}: {target}"
+
+
+# -- Grafana ----------------------------------------------------------------------------
+
+
+def test_grafana_datasources_point_at_compose_services(services: dict[str, dict[str, Any]]) -> None:
+    """Each datasource URL is a compose service port, and every link targets a defined uid."""
+    datasources = load_yaml(DATASOURCES_FILE)["datasources"]
+    by_uid = {d["uid"]: d for d in datasources}
+    assert {d["type"] for d in datasources} == {"prometheus", "tempo", "loki", "jaeger"}
+    for ds in datasources:
+        host, port = _host_port(ds["url"])
+        assert host == ds["type"], ds["name"]
+        assert port in _exposed(services[host]), f"{ds['name']}: {ds['url']}"
+    prometheus = by_uid["prometheus"]["jsonData"]
+    (exemplar,) = prometheus["exemplarTraceIdDestinations"]
+    assert exemplar["name"] == "trace_id"
+    assert by_uid[exemplar["datasourceUid"]]["type"] == "tempo"
+    for uid in ("tempo", "jaeger"):
+        logs = by_uid[uid]["jsonData"]["tracesToLogsV2"]
+        assert by_uid[logs["datasourceUid"]]["type"] == "loki", uid
+        assert 'trace_id="$${__trace.traceId}"' in logs["query"], uid
+    (derived,) = by_uid["loki"]["jsonData"]["derivedFields"]
+    assert by_uid[derived["datasourceUid"]]["type"] == "tempo"
+    assert derived["url"] == "$${__value.raw}", "escaped from the provisioning's env expansion"
+    tempo = by_uid["tempo"]["jsonData"]
+    assert by_uid[tempo["serviceMap"]["datasourceUid"]]["type"] == "prometheus"
+    assert by_uid[tempo["tracesToMetrics"]["datasourceUid"]]["type"] == "prometheus"
+
+
+def test_grafana_loads_the_repository_dashboards_for_anonymous_viewers(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """../../dashboards is mounted where the provider looks; anonymous users are viewers."""
+    grafana = services["grafana"]
+    mounts: dict[str, str] = {}
+    for volume in grafana["volumes"]:
+        source, target = str(volume).split(":")[:2]
+        mounts[source] = target
+    source = next(s for s, target in mounts.items() if target.startswith("/var/lib/grafana/dash"))
+    assert (COMPOSE_DIR / source).resolve() == DASHBOARDS
+    providers = load_yaml(COMPOSE_DIR / "grafana/provisioning/dashboards/dashboards.yaml")
+    (provider,) = providers["providers"]
+    assert provider["options"]["path"] == mounts[source]
+    for kind in ("datasources", "dashboards"):
+        provisioned = next(s for s, t in mounts.items() if t == f"/etc/grafana/provisioning/{kind}")
+        assert (COMPOSE_DIR / provisioned).resolve() == COMPOSE_DIR / "grafana/provisioning" / kind
+    env = grafana["environment"]
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
+    assert env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+    home = env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.startswith(mounts[source] + "/")
+    assert (DASHBOARDS / Path(home).name).is_file()
+
+
+# -- the example service ----------------------------------------------------------------
+
+
+def test_example_service_builds_the_dockerfile_and_sends_to_the_collector(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """The example is built from deploy/Dockerfile and exports to the collector's HTTP port."""
+    example = services["example"]
+    assert (COMPOSE_DIR / example["build"]["context"]).resolve() == ROOT
+    dockerfile = ROOT / example["build"]["dockerfile"]
+    assert dockerfile == DEPLOY / "Dockerfile"
+    host, port = _host_port(example["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"])
+    collector = load_yaml(COLLECTOR_FILE)
+    http = collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"]
+    assert (host, port) == ("otel-collector", _host_port(http)[1])
+    text = dockerfile.read_text()
+    (base,) = re.findall(r"^FROM (\S+)", text, flags=re.MULTILINE)
+    assert PIN.match(base), base
+    assert "COPY deploy/example_loop.py" in text
+    assert 'CMD ["python", "deploy/example_loop.py"]' in text
+    assert re.search(r"^USER \d+", text, flags=re.MULTILINE), "runs as a non-root user"
+    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text()
+    assert ignore.splitlines()[1] == "**", "the build context is an allow-list"
+
+
+def test_example_healthcheck_reads_the_loops_heartbeat(services: dict[str, dict[str, Any]]) -> None:
+    """The example's healthcheck file is the heartbeat the loop touches after every round."""
+    loop = _load_example_loop()
+    probe = " ".join(services["example"]["healthcheck"]["test"])
+    assert str(loop.HEARTBEAT) in probe
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert f"STEPSTREAM_EXAMPLE_HEARTBEAT={loop.HEARTBEAT}" in dockerfile
+
+
+def _load_example_loop() -> ModuleType:
+    name = "_deploy_example_loop"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, DEPLOY / "example_loop.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_one_round_runs_every_example_and_every_outcome() -> None:
+    """A round runs each example workflow and ends runs ok, in error and by timeout."""
+    loop = _load_example_loop()
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    try:
+        result = asyncio.run(
+            loop.run_round(tracer_provider=tracer_provider, meter_provider=meter_provider)
+        )
+    finally:
+        tracer_provider.shutdown()
+        meter_provider.shutdown()
+    examples = set(loop.load_examples())
+    assert {"streaming", "retries", "fan_out"} <= examples
+    assert result.total("ok") >= len(examples)
+    assert result.total("error") >= 1, "ToolCallWorkflow(failures=3) fails"
+    assert result.total("timeout") >= 1, "DeadlineWorkflow times out"
+    names = {span.name for span in spans.get_finished_spans()}
+    for workflow in ("MyWorkflow", "FlakyWorkflow", "ToolCallWorkflow", "DeadlineWorkflow"):
+        assert f"invoke_workflow {workflow}" in names
+        assert f"example_loop {workflow}" in names
+    runs = [s for s in spans.get_finished_spans() if s.name.startswith("invoke_workflow")]
+    parents = {s.context.span_id: s for s in spans.get_finished_spans() if s.context}
+    for run in runs:
+        assert run.parent is not None
+        assert parents[run.parent.span_id].name.split()[0] in {"example_loop", "run_step"}
+
+
+class _OtlpSink(BaseHTTPRequestHandler):
+    """Accepts OTLP/HTTP protobuf posts and keeps them by path."""
+
+    received: ClassVar[dict[str, list[bytes]]] = {}
+    lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        assert self.headers.get("Content-Type") == "application/x-protobuf"
+        with self.lock:
+            self.received.setdefault(self.path, []).append(body)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
+        del format, args
+
+
+@pytest.fixture
+def otlp_receiver() -> Iterator[tuple[str, dict[str, list[bytes]]]]:
+    """An OTLP/HTTP receiver on 127.0.0.1 standing in for the collector."""
+    _OtlpSink.received = {}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _OtlpSink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", _OtlpSink.received
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_the_loop_sends_traces_metrics_and_logs_over_otlp_http(
+    otlp_receiver: tuple[str, dict[str, list[bytes]]], tmp_path: Path
+) -> None:
+    """Run as the container runs it, the loop posts traces, metrics and logs over OTLP/HTTP."""
+    endpoint, received = otlp_receiver
+    env = {
+        **os.environ,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_SERVICE_NAME": "stepstream-example",
+        "STEPSTREAM_EXAMPLE_HEARTBEAT": str(tmp_path / "heartbeat"),
+    }
+    for variable in ("OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER"):
+        env.pop(variable, None)
+    env.pop("OTEL_LOGS_EXPORTER", None)
+    done = subprocess.run(
+        [sys.executable, str(DEPLOY / "example_loop.py"), "--rounds", "1", "--interval", "0"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "heartbeat").is_file()
+    assert not (tmp_path / ".stepstream").exists(), "with an endpoint nothing goes to files"
+    assert set(received) == {"/v1/traces", "/v1/metrics", "/v1/logs"}
+
+    spans = set()
+    for body in received["/v1/traces"]:
+        traces = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in traces.resource_spans:
+            service = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+            assert service["service.name"] == "stepstream-example"
+            spans |= {s.name for ss in resource_spans.scope_spans for s in ss.spans}
+    assert {"invoke_workflow ToolCallWorkflow", "run_step call_tool"} <= spans
+
+    metric_names = set()
+    for body in received["/v1/metrics"]:
+        for rm in ExportMetricsServiceRequest.FromString(body).resource_metrics:
+            metric_names |= {m.name for sm in rm.scope_metrics for m in sm.metrics}
+    assert {
+        attrs.METRIC_RUN_DURATION,
+        attrs.METRIC_STEP_DURATION,
+        attrs.METRIC_EVENTS_STREAMED,
+        attrs.METRIC_RUNS_ACTIVE,
+        attrs.METRIC_STEP_RETRIES,
+    } <= metric_names
+
+    bodies, keys, traced = set(), set(), 0
+    for body in received["/v1/logs"]:
+        for rl in ExportLogsServiceRequest.FromString(body).resource_logs:
+            for sl in rl.scope_logs:
+                for record in sl.log_records:
+                    bodies.add(record.body.string_value)
+                    keys |= {a.key for a in record.attributes}
+                    traced += len(record.trace_id) == 16
+    assert {attrs.LOG_RUN_STARTED, attrs.LOG_STREAM_EVENT, attrs.LOG_STEP_FAILED} <= bodies
+    assert {attrs.KEY_RUN_ID, attrs.KEY_WORKFLOW, attrs.KEY_EVENT_TYPE} <= keys
+    assert traced > 0, "log records carry the trace context Loki stores as trace_id"
+
+
+# -- Kubernetes -------------------------------------------------------------------------
+
+
+def test_kustomization_resources_and_generators_exist() -> None:
+    """Every resource and generator file the kustomization names exists."""
+    kustomization = load_yaml(K8S / "kustomization.yaml")
+    for resource in kustomization["resources"]:
+        assert (K8S / resource).is_file(), resource
+    for generator in kustomization["configMapGenerator"]:
+        for spec in generator["files"]:
+            assert (K8S / spec.split("=")[-1]).is_file(), spec
+
+
+def test_dashboards_configmap_carries_the_sidecar_label_and_current_copies() -> None:
+    """The dashboards ConfigMap has the label grafana_dashboard "1"; its files match dashboards/."""
+    kustomization = load_yaml(K8S / "kustomization.yaml")
+    (generator,) = [g for g in kustomization["configMapGenerator"] if "dashboard" in g["name"]]
+    assert generator["options"]["labels"] == {"grafana_dashboard": "1"}
+    files = {Path(f).name: K8S / f for f in generator["files"]}
+    assert set(files) == {p.name for p in DASHBOARDS.glob("*.json")}
+    for name, copy in files.items():
+        assert copy.read_bytes() == (DASHBOARDS / name).read_bytes(), (
+            f"deploy/k8s/dashboards/{name} is stale: cp dashboards/*.json deploy/k8s/dashboards/"
+        )
+
+
+def _k8s_documents() -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    for path in sorted(K8S.glob("*.yaml")):
+        if path.name in {"kustomization.yaml", K8S_COLLECTOR_FILE.name}:
+            continue
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return docs
+
+
+def test_k8s_workloads_are_pinned_probed_and_wired_to_the_collector(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """The k8s Deployments use the compose images, have probes, and the app targets the Service."""
+    deployments = {d["metadata"]["name"]: d for d in _k8s_documents() if d["kind"] == "Deployment"}
+    assert set(deployments) == {"otel-collector", "stepstream-example"}
+    images = {}
+    for name, deployment in deployments.items():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        images[name] = container["image"]
+        assert PIN.match(container["image"]), name
+        assert container.get("livenessProbe"), name
+        assert container["resources"]["limits"]["memory"], name
+    assert images["otel-collector"] == services["otel-collector"]["image"]
+    assert images["stepstream-example"] == services["example"]["image"]
+    service = next(d for d in _k8s_documents() if d["kind"] == "Service")
+    app = deployments["stepstream-example"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in app["env"]}
+    host, port = _host_port(env["OTEL_EXPORTER_OTLP_ENDPOINT"])
+    assert host == service["metadata"]["name"]
+    assert port in {p["port"] for p in service["spec"]["ports"]}
+    collector = deployments["otel-collector"]["spec"]["template"]["spec"]["containers"][0]
+    health = load_yaml(K8S_COLLECTOR_FILE)["extensions"]["health_check"]["endpoint"]
+    named = {p["name"]: p["containerPort"] for p in collector["ports"]}
+    assert named[collector["readinessProbe"]["httpGet"]["port"]] == _host_port(health)[1]
+
+
+def test_k8s_collector_config_matches_the_compose_one_but_for_comments() -> None:
+    """The k8s collector config has the compose pipelines and backend names."""
+    assert load_yaml(K8S_COLLECTOR_FILE) == load_yaml(COLLECTOR_FILE)
+
+
+def test_kustomize_builds_the_manifests() -> None:
+    """kubectl kustomize renders the dashboards ConfigMap with its label (where kubectl exists)."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed; the other k8s tests check the files")
+    done = subprocess.run(
+        [kubectl, "kustomize", str(K8S)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    docs = [d for d in yaml.safe_load_all(done.stdout) if d]
+    maps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
+    dashboards = maps["stepstream-dashboards"]
+    assert dashboards["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboards["metadata"]["namespace"] == "stepstream"
+    assert set(dashboards["data"]) == {"overview.json", "run-explorer.json"}
+    collector_maps = [n for n in maps if n.startswith("otel-collector-config")]
+    assert len(collector_maps) == 1
