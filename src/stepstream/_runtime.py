@@ -181,7 +181,7 @@ class Run:
         except asyncio.CancelledError:
             self._close(self._cancelled("the run's task was cancelled"))
             raise
-        except BaseException as exc:  # noqa: BLE001 - a runtime bug: reported, never lost
+        except Exception as exc:  # noqa: BLE001 - a runtime bug: reported, never lost
             _log.exception("stepstream: internal error in run %s", self.info.run_id)
             self._close(self._failed("<runtime>", exc, None))
 
