@@ -288,6 +288,12 @@ class Run:
         """Raise WorkflowRuntimeError if ``event`` could not be delivered."""
         require_event(event, "send_event")
         name = type(event).__name__
+        if self.outcome.done():
+            msg = (
+                f"send_event({name}): run {self.info.run_id} of workflow {self.info.workflow} "
+                "has ended, so nothing can receive it; check handler.done() before sending"
+            )
+            raise WorkflowRuntimeError(msg)
         if target is not None:
             spec = self.graph.spec(target)
             if spec is None:
@@ -414,7 +420,11 @@ class Run:
                 ins.step_failed(inv, error, "error", False)
                 self.finish(self._failed(spec.name, error, inv))
                 return
-            except Exception as exc:  # noqa: BLE001 - a step's error ends the run as a value
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - a step's error ends the run as a value
+                # BaseException too: pytest.fail() or a framework's abort inside a step is
+                # still that step's failure, not a cancellation of the run.
                 delay = self._retry_delay(spec, time.monotonic() - first, attempt, exc)
                 ins.step_failed(inv, exc, "error", delay is not None)
                 if delay is None:
@@ -444,9 +454,9 @@ class Run:
             raise
 
     def _retry_delay(
-        self, spec: StepSpec, elapsed: float, attempt: int, error: Exception
+        self, spec: StepSpec, elapsed: float, attempt: int, error: BaseException
     ) -> float | None:
-        if spec.retry_policy is None or self.finished:
+        if spec.retry_policy is None or self.finished or not isinstance(error, Exception):
             return None
         return spec.retry_policy.next(elapsed, attempt, error)
 

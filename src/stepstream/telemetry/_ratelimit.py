@@ -50,7 +50,9 @@ class OncePerWindow(logging.Filter):
         names = [n for n in logging.root.manager.loggerDict if n.startswith(prefix)]
         for name in names:
             logger = logging.getLogger(name)
-            logger.addFilter(self)
+            # First in line: the SDK puts its own duplicate filter on some loggers, and
+            # what it drops would never be counted here.
+            logger.filters.insert(0, self)
             self._loggers.append(logger)
 
     def uninstall(self, keep_attached: bool = False) -> None:

@@ -174,6 +174,14 @@ def configure_telemetry(
     return handle
 
 
+def _env_int(name: str) -> int | None:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return int(raw) if raw else None
+    except ValueError:
+        return None  # the SDK warns about it and uses its default
+
+
 def _env_true(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() == "true"
 
@@ -225,8 +233,12 @@ def _tracing(
     if exporter is not None:
         # A burst of concurrent runs ends thousands of spans at once: a deeper queue than
         # the SDK's 2,048 keeps them, unless OTEL_BSP_MAX_QUEUE_SIZE says otherwise.
-        queue = None if "OTEL_BSP_MAX_QUEUE_SIZE" in os.environ else DEFAULT_SPAN_QUEUE
-        provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=queue))
+        queue = _env_int("OTEL_BSP_MAX_QUEUE_SIZE") or DEFAULT_SPAN_QUEUE
+        # The SDK insists on a batch no larger than the queue; its default batch is 512.
+        batch = min(_env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or 512, queue)
+        provider.add_span_processor(
+            BatchSpanProcessor(exporter, max_queue_size=queue, max_export_batch_size=batch)
+        )
     trace.set_tracer_provider(provider)
     return provider
 

@@ -1,0 +1,435 @@
+"""Cancellation and timeouts at every await point a run can be parked at.
+
+Each scenario parks a run at one await point — a ``wait_for_event``, a retry delay, a
+``collect_events`` join waiting for more events, a lock around the typed state, a plain
+``def`` step in its worker thread, a step sleeping while the caller is parked in
+``async for`` — and ends it there with ``cancel_run()`` or with the workflow timeout. A
+reader task is parked in ``stream_events()`` throughout. Each ends promptly with the
+documented terminal event and error, every span ended exactly once, no run left active.
+"""
+
+import asyncio
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from opentelemetry.context import Context as OtelContext
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from pydantic import BaseModel
+
+from stepstream import (
+    ConstantDelayRetryPolicy,
+    Context,
+    Event,
+    HumanResponseEvent,
+    InputRequiredEvent,
+    StartEvent,
+    StopEvent,
+    Workflow,
+    WorkflowCancelledError,
+    WorkflowCancelledEvent,
+    WorkflowFailedEvent,
+    WorkflowHandler,
+    WorkflowRuntimeError,
+    WorkflowTimedOutEvent,
+    WorkflowTimeoutError,
+    step,
+)
+from stepstream.telemetry import attributes as attrs
+
+#: The workflow timeout used by the timeout variant of each scenario.
+RUN_TIMEOUT = 0.3
+#: How soon after cancel_run() (or after the timeout) the outcome must be known.
+PROMPT = 0.5
+
+
+# -- telemetry harness --------------------------------------------------------------------
+
+
+class SpanCounter(SpanProcessor):
+    """Counts on_start and on_end calls per span id."""
+
+    def __init__(self) -> None:
+        self.started: Counter[int] = Counter()
+        self.ended: Counter[int] = Counter()
+
+    def on_start(self, span: Span, parent_context: OtelContext | None = None) -> None:
+        """Count a started span."""
+        self.started[span.context.span_id] += 1
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Count an ended span."""
+        assert span.context is not None
+        self.ended[span.context.span_id] += 1
+
+
+class Telemetry:
+    """In-memory spans, span counts and metrics on providers passed to the workflow."""
+
+    def __init__(self) -> None:
+        self.exporter = InMemorySpanExporter()
+        self.counter = SpanCounter()
+        self.tracer_provider = TracerProvider()
+        self.tracer_provider.add_span_processor(self.counter)
+        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        self.reader = InMemoryMetricReader()
+        self.meter_provider = MeterProvider(metric_readers=[self.reader])
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments that make a Workflow use these providers."""
+        return {"tracer_provider": self.tracer_provider, "meter_provider": self.meter_provider}
+
+    def runs_active(self) -> float:
+        """Current value of stepstream.runs.active (0 when never recorded)."""
+        total = 0.0
+        data = self.reader.get_metrics_data()
+        for rm in data.resource_metrics if data is not None else []:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    if metric.name == attrs.METRIC_RUNS_ACTIVE:
+                        total += sum(getattr(p, "value", 0) for p in metric.data.data_points)
+        return total
+
+    def run_status(self) -> Any:
+        """stepstream.run.status of the one finished run span."""
+        (run,) = [
+            s
+            for s in self.exporter.get_finished_spans()
+            if s.name.startswith(attrs.RUN_SPAN_PREFIX)
+        ]
+        return (run.attributes or {})[attrs.RUN_STATUS]
+
+    def assert_all_ended_once(self) -> None:
+        """Every span started was ended, each exactly once."""
+        started, ended = self.counter.started, self.counter.ended
+        assert started
+        assert set(started) == set(ended), (started, ended)
+        assert set(started.values()) == {1}
+        assert set(ended.values()) == {1}
+
+
+@pytest.fixture
+def telemetry(caplog: pytest.LogCaptureFixture) -> Iterator[Telemetry]:
+    """In-memory telemetry for one test; the SDK never sees a span ended twice."""
+    caplog.set_level(logging.WARNING)
+    tel = Telemetry()
+    yield tel
+    tel.tracer_provider.shutdown()
+    tel.meter_provider.shutdown()
+    twice = [r for r in caplog.get_records("call") if "end() on an ended span" in r.getMessage()]
+    assert twice == []
+
+
+# -- scenarios --------------------------------------------------------------------------------
+
+
+class A(Event):
+    pass
+
+
+class B(Event):
+    pass
+
+
+class Note(Event):
+    text: str
+
+
+class Counted(BaseModel):
+    n: int = 0
+
+
+@dataclass
+class Scenario:
+    """A workflow parked at one await point once ``reached`` is set."""
+
+    workflow: Workflow
+    reached: asyncio.Event
+    # Steps named as still active when the run times out there.
+    active: list[str]
+    # Called after the outcome, to let background work (a worker thread) finish.
+    settle: Callable[[], None] = lambda: None
+
+
+def parked_in_wait_for_event(**kwargs: Any) -> Scenario:
+    """A step suspended in ctx.wait_for_event for an answer that never comes."""
+    reached = asyncio.Event()
+
+    class Asks(Workflow):
+        @step
+        async def ask(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+            reached.set()
+            answer = await ctx.wait_for_event(
+                HumanResponseEvent, waiter_event=InputRequiredEvent(prefix="name?")
+            )
+            return StopEvent(result=answer["response"])
+
+    return Scenario(Asks(**kwargs), reached, ["ask"])
+
+
+def parked_in_retry_delay(**kwargs: Any) -> Scenario:
+    """A failed step waiting out a 5 s retry delay."""
+    reached = asyncio.Event()
+
+    class Retries(Workflow):
+        @step(retry_policy=ConstantDelayRetryPolicy(delay=5, maximum_attempts=3))
+        async def flaky(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+            reached.set()
+            msg = "transient"
+            raise ConnectionError(msg)
+
+    return Scenario(Retries(**kwargs), reached, ["flaky"])
+
+
+def parked_in_idle_join(**kwargs: Any) -> Scenario:
+    """A collect_events join that got A and one B and waits for a second B; no step runs."""
+    reached = asyncio.Event()
+
+    class Joins(Workflow):
+        @step
+        async def fan_out(self, ctx: Context[Any], ev: StartEvent) -> A | B | None:
+            ctx.send_event(A())
+            ctx.send_event(B())
+            return None
+
+        @step
+        async def join(self, ctx: Context[Any], ev: A | B) -> StopEvent | None:
+            got = ctx.collect_events(ev, [A, B, B])
+            if isinstance(ev, B):
+                reached.set()
+            return None if got is None else StopEvent()
+
+    return Scenario(Joins(**kwargs), reached, [])
+
+
+def parked_in_join_with_slow_producer(**kwargs: Any) -> Scenario:
+    """A collect_events join waiting for the B a sleeping producer will never send."""
+    reached = asyncio.Event()
+
+    class JoinsSlow(Workflow):
+        @step
+        async def fan_out(self, ctx: Context[Any], ev: StartEvent) -> A | Note | None:
+            ctx.send_event(A())
+            ctx.send_event(Note(text="go"))
+            return None
+
+        @step
+        async def slow_producer(self, ctx: Context[Any], ev: Note) -> B:
+            reached.set()
+            await asyncio.sleep(60)
+            return B()
+
+        @step
+        async def join(self, ctx: Context[Any], ev: A | B) -> StopEvent | None:
+            return None if ctx.collect_events(ev, [A, B]) is None else StopEvent()
+
+    return Scenario(JoinsSlow(**kwargs), reached, ["slow_producer"])
+
+
+def parked_on_state_lock(**kwargs: Any) -> Scenario:
+    """One step holds the typed-state lock while sleeping; another waits for the lock."""
+    reached = asyncio.Event()
+
+    class Locks(Workflow):
+        @step
+        async def fan_out(self, ctx: Context[Counted], ev: StartEvent) -> A | B | None:
+            ctx.send_event(A())
+            ctx.send_event(B())
+            return None
+
+        @step
+        async def holder(self, ctx: Context[Counted], ev: A) -> StopEvent:
+            async with ctx.store.edit_state() as state:
+                state.n += 1
+                await asyncio.sleep(60)
+            return StopEvent()
+
+        @step
+        async def waiter(self, ctx: Context[Counted], ev: B) -> StopEvent:
+            await asyncio.sleep(0.01)
+            reached.set()
+            async with ctx.store.edit_state() as state:
+                state.n += 1
+            return StopEvent()
+
+    return Scenario(Locks(**kwargs), reached, ["holder", "waiter"])
+
+
+def parked_in_worker_thread(**kwargs: Any) -> Scenario:
+    """A plain def step blocking its worker thread for 0.6 s (a thread cannot be cancelled)."""
+    reached = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    done = threading.Event()
+
+    class Blocks(Workflow):
+        @step
+        def blocking(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+            loop.call_soon_threadsafe(reached.set)
+            time.sleep(0.6)
+            ctx.write_event_to_stream(Note(text="after the end"))  # dropped: the run ended
+            done.set()
+            return StopEvent(result="too late")
+
+    def settle() -> None:
+        assert done.wait(5)
+
+    return Scenario(Blocks(**kwargs), reached, ["blocking"], settle)
+
+
+def parked_while_reader_waits(**kwargs: Any) -> Scenario:
+    """A step sleeping after one streamed event, while the reader waits for the next."""
+    reached = asyncio.Event()
+
+    class Sleeps(Workflow):
+        @step
+        async def sleeper(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+            ctx.write_event_to_stream(Note(text="first"))
+            reached.set()
+            await asyncio.sleep(60)
+            return StopEvent()
+
+    return Scenario(Sleeps(**kwargs), reached, ["sleeper"])
+
+
+SCENARIOS = {
+    "wait_for_event": parked_in_wait_for_event,
+    "retry_delay": parked_in_retry_delay,
+    "collect_events_join_idle": parked_in_idle_join,
+    "collect_events_join_with_producer": parked_in_join_with_slow_producer,
+    "state_lock": parked_on_state_lock,
+    "sync_step_thread": parked_in_worker_thread,
+    "reader_parked_in_async_for": parked_while_reader_waits,
+}
+
+
+async def read_all(handler: WorkflowHandler) -> list[Event]:
+    """Read the whole stream (the reader parks in `async for` between events)."""
+    async with asyncio.timeout(10):
+        return [ev async for ev in handler.stream_events()]
+
+
+async def wait_for_reader(reader: asyncio.Task[list[Event]]) -> list[Event]:
+    """The reader's events, failing unless it finished promptly."""
+    async with asyncio.timeout(PROMPT):
+        return await reader
+
+
+# -- tests --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+@pytest.mark.asyncio
+async def test_cancel_run_at_await_point(telemetry: Telemetry, scenario: str) -> None:
+    """cancel_run() at this await point ends the run at once with WorkflowCancelledEvent."""
+    parked = SCENARIOS[scenario](timeout=30, **telemetry.kwargs())
+    handler = parked.workflow.run()
+    reader = asyncio.create_task(read_all(handler))
+    async with asyncio.timeout(5):
+        await parked.reached.wait()
+    await asyncio.sleep(0.05)  # let the run settle at the await point
+    assert not handler.done()
+    before = time.monotonic()
+    async with asyncio.timeout(PROMPT):
+        await handler.cancel_run()
+    assert handler.done()
+    streamed = await wait_for_reader(reader)
+    assert time.monotonic() - before < PROMPT
+    terminal = streamed[-1]
+    assert isinstance(terminal, WorkflowCancelledEvent)
+    assert terminal.message == "the run was cancelled with cancel_run()"
+    with pytest.raises(WorkflowCancelledError, match=r"cancelled with cancel_run\(\)"):
+        await handler
+    parked.settle()
+    assert not any(isinstance(ev, Note) and ev.text == "after the end" for ev in streamed)
+    assert telemetry.run_status() == "cancelled"
+    telemetry.assert_all_ended_once()
+    assert telemetry.runs_active() == 0
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+@pytest.mark.asyncio
+async def test_run_timeout_at_await_point(telemetry: Telemetry, scenario: str) -> None:
+    """The workflow timeout at this await point ends the run with WorkflowTimedOutEvent."""
+    parked = SCENARIOS[scenario](timeout=RUN_TIMEOUT, **telemetry.kwargs())
+    started = time.monotonic()
+    handler = parked.workflow.run()
+    reader = asyncio.create_task(read_all(handler))
+    async with asyncio.timeout(RUN_TIMEOUT + PROMPT):
+        await parked.reached.wait()
+        streamed = await reader
+    assert RUN_TIMEOUT <= time.monotonic() - started < RUN_TIMEOUT + PROMPT
+    terminal = streamed[-1]
+    assert isinstance(terminal, WorkflowTimedOutEvent)
+    assert sorted(terminal.active_steps) == parked.active
+    name = type(parked.workflow).__name__
+    active = ", ".join(terminal.active_steps) or "none"
+    message = (
+        f"workflow {name} timed out after {RUN_TIMEOUT}s; steps still active: {active}. "
+        "Raise Workflow(timeout=...) or pass timeout=None"
+    )
+    assert terminal.message == message
+    with pytest.raises(WorkflowTimeoutError) as raised:
+        await handler
+    assert str(raised.value) == message
+    assert sorted(raised.value.active_steps) == parked.active
+    parked.settle()
+    assert telemetry.run_status() == "timeout"
+    telemetry.assert_all_ended_once()
+    assert telemetry.runs_active() == 0
+
+
+@pytest.mark.asyncio
+async def test_wait_for_event_timeout_fails_the_run(telemetry: Telemetry) -> None:
+    """wait_for_event(timeout=0.1) with no answer fails the run with WorkflowTimeoutError."""
+
+    class AsksBriefly(Workflow):
+        @step
+        async def ask(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+            answer = await ctx.wait_for_event(HumanResponseEvent, timeout=0.1)
+            return StopEvent(result=answer["response"])
+
+    started = time.monotonic()
+    handler = AsksBriefly(timeout=30, **telemetry.kwargs()).run()
+    streamed = await read_all(handler)
+    assert time.monotonic() - started < 0.1 + PROMPT
+    expected = (
+        "step 'ask' waited 0.1s for HumanResponseEvent and none arrived; send it with "
+        "ctx.send_event(...) or raise the timeout"
+    )
+    with pytest.raises(WorkflowTimeoutError) as raised:
+        await handler
+    assert str(raised.value) == expected
+    terminal = streamed[-1]
+    assert isinstance(terminal, WorkflowFailedEvent)
+    assert (terminal.step, terminal.exception_type) == ("ask", "WorkflowTimeoutError")
+    assert telemetry.run_status() == "error"
+    telemetry.assert_all_ended_once()
+    assert telemetry.runs_active() == 0
+
+
+@pytest.mark.asyncio
+async def test_answer_after_cancel_is_rejected_and_changes_nothing(telemetry: Telemetry) -> None:
+    """Sending the awaited answer after cancel_run() cannot resurrect the run."""
+    parked = parked_in_wait_for_event(timeout=30, **telemetry.kwargs())
+    handler = parked.workflow.run()
+    async with asyncio.timeout(5):
+        await parked.reached.wait()
+    await asyncio.sleep(0.02)
+    await handler.cancel_run()
+    # The waiter is gone with the run: the answer has nowhere to go.
+    with pytest.raises(WorkflowRuntimeError, match="has ended, so nothing can receive it"):
+        handler.ctx.send_event(HumanResponseEvent(response="too late"))
+    with pytest.raises(WorkflowCancelledError):
+        await handler
+    streamed = await read_all(handler)
+    assert [type(ev) for ev in streamed] == [InputRequiredEvent, WorkflowCancelledEvent]
+    telemetry.assert_all_ended_once()

@@ -1,0 +1,593 @@
+"""Step faults: every way a step can fail ends the run as documented, leaking no span or run.
+
+Each test records spans with an in-memory exporter and a processor that counts
+``on_start`` / ``on_end`` per span id, and metrics with an in-memory reader, on providers
+passed to the workflow (nothing global). After the run: every span started was ended
+exactly once, the SDK never saw a second ``end()``, and ``stepstream.runs.active`` is 0.
+"""
+
+import asyncio
+import gc
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.context import Context as OtelContext
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+
+from stepstream import (
+    ConstantDelayRetryPolicy,
+    Context,
+    Event,
+    StartEvent,
+    StopEvent,
+    Workflow,
+    WorkflowFailedEvent,
+    WorkflowHandler,
+    WorkflowRuntimeError,
+    WorkflowTimedOutEvent,
+    WorkflowTimeoutError,
+    step,
+)
+from stepstream.telemetry import attributes as attrs
+
+#: stepstream's grace period for steps that ignore cancellation (CANCEL_GRACE_SECONDS in
+#: the runtime, not public): hardcoded here on purpose, the bounds below are generous.
+CANCEL_GRACE_SECONDS = 2.0
+
+
+# -- telemetry harness --------------------------------------------------------------------
+
+
+class SpanCounter(SpanProcessor):
+    """Counts on_start and on_end calls per span id."""
+
+    def __init__(self) -> None:
+        self.started: Counter[int] = Counter()
+        self.ended: Counter[int] = Counter()
+
+    def on_start(self, span: Span, parent_context: OtelContext | None = None) -> None:
+        """Count a started span."""
+        self.started[span.context.span_id] += 1
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Count an ended span."""
+        assert span.context is not None
+        self.ended[span.context.span_id] += 1
+
+    def all_ended_once(self) -> bool:
+        """Tell whether every started span was started and ended exactly once."""
+        return (
+            set(self.started) == set(self.ended)
+            and set(self.started.values()) <= {1}
+            and set(self.ended.values()) <= {1}
+        )
+
+
+class Telemetry:
+    """Providers for one test: spans in memory, span counts, metrics in memory."""
+
+    def __init__(self) -> None:
+        self.exporter = InMemorySpanExporter()
+        self.counter = SpanCounter()
+        self.tracer_provider = TracerProvider()
+        self.tracer_provider.add_span_processor(self.counter)
+        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        self.reader = InMemoryMetricReader()
+        self.meter_provider = MeterProvider(metric_readers=[self.reader])
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments that make a Workflow use these providers."""
+        return {"tracer_provider": self.tracer_provider, "meter_provider": self.meter_provider}
+
+    def spans(self, prefix: str = "") -> list[ReadableSpan]:
+        """Finished spans whose name starts with ``prefix``, in end order."""
+        return [s for s in self.exporter.get_finished_spans() if s.name.startswith(prefix)]
+
+    def step_spans(self, step_name: str) -> list[ReadableSpan]:
+        """Finished spans of ``step_name``'s attempts, by attempt number."""
+        spans = self.spans(f"{attrs.STEP_SPAN_PREFIX} {step_name}")
+        return sorted(spans, key=lambda s: int(str((s.attributes or {})[attrs.STEP_ATTEMPT])))
+
+    def run_span(self) -> ReadableSpan:
+        """The one finished run span."""
+        (span,) = self.spans(attrs.RUN_SPAN_PREFIX)
+        return span
+
+    def metric_sum(self, name: str) -> float:
+        """Sum of every data point of metric ``name`` (0 when it was never recorded)."""
+        total = 0.0
+        data = self.reader.get_metrics_data()
+        for rm in data.resource_metrics if data is not None else []:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    if metric.name == name:
+                        total += sum(getattr(p, "value", 0) for p in metric.data.data_points)
+        return total
+
+    def assert_clean(self, caplog: pytest.LogCaptureFixture) -> None:
+        """Every span ended exactly once and no run is left active."""
+        assert self.counter.started, "no span was recorded"
+        assert self.counter.all_ended_once(), (self.counter.started, self.counter.ended)
+        assert len(self.exporter.get_finished_spans()) == len(self.counter.started)
+        assert self.metric_sum(attrs.METRIC_RUNS_ACTIVE) == 0
+        twice = [r for r in caplog.records if "end() on an ended span" in r.getMessage()]
+        assert twice == [], [r.getMessage() for r in twice]
+
+    async def wait_all_ended(self, timeout: float) -> None:
+        """Wait until every started span has ended (a step may stop late)."""
+        async with asyncio.timeout(timeout):
+            while set(self.counter.started) != set(self.counter.ended):  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def telemetry(caplog: pytest.LogCaptureFixture) -> Iterator[Telemetry]:
+    """In-memory telemetry for one test, checked clean afterwards by the test itself."""
+    caplog.set_level(logging.WARNING)
+    tel = Telemetry()
+    yield tel
+    tel.tracer_provider.shutdown()
+    tel.meter_provider.shutdown()
+
+
+async def drain(handler: WorkflowHandler, timeout: float = 5) -> list[Event]:
+    """Collect a run's whole stream, failing instead of hanging."""
+    async with asyncio.timeout(timeout):
+        return [ev async for ev in handler.stream_events()]
+
+
+def attributes(span: ReadableSpan) -> dict[str, Any]:
+    """A span's attributes as a plain dict."""
+    return dict(span.attributes or {})
+
+
+# -- events ---------------------------------------------------------------------------------
+
+
+class Progress(Event):
+    n: int
+
+
+class Next(Event):
+    pass
+
+
+# -- exceptions -------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_exception_in_async_step_fails_the_run(
+    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An async step raising ends the stream with WorkflowFailedEvent and re-raises its error."""
+    error = ValueError("async boom")
+
+    class AsyncBoom(Workflow):
+        @step
+        async def boom(self, ev: StartEvent) -> StopEvent:
+            raise error
+
+    handler = AsyncBoom(timeout=5, **telemetry.kwargs()).run()
+    streamed = await drain(handler)
+    with pytest.raises(ValueError, match="async boom") as raised:
+        await handler
+    assert raised.value is error
+    (terminal,) = streamed
+    assert isinstance(terminal, WorkflowFailedEvent)
+    assert (terminal.step, terminal.exception_type, terminal.message) == (
+        "boom",
+        "ValueError",
+        "async boom",
+    )
+    (span,) = telemetry.step_spans("boom")
+    assert span.status.status_code is StatusCode.ERROR
+    assert attributes(span)[attrs.STEP_STATUS] == "error"
+    assert attributes(telemetry.run_span())[attrs.RUN_STATUS] == "error"
+    telemetry.assert_clean(caplog)
+
+
+@pytest.mark.asyncio
+async def test_exception_in_sync_step_fails_the_run(
+    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A plain def step raising in its worker thread fails the run like an async step does."""
+
+    class SyncBoom(Workflow):
+        @step
+        def boom(self, ev: StartEvent) -> StopEvent:
+            msg = "sync boom"
+            raise KeyError(msg)
+
+    handler = SyncBoom(timeout=5, **telemetry.kwargs()).run()
+    streamed = await drain(handler)
+    with pytest.raises(KeyError, match="sync boom"):
+        await handler
+    (terminal,) = streamed
+    assert isinstance(terminal, WorkflowFailedEvent)
+    assert (terminal.step, terminal.exception_type) == ("boom", "KeyError")
+    (span,) = telemetry.step_spans("boom")
+    assert span.status.status_code is StatusCode.ERROR
+    telemetry.assert_clean(caplog)
+
+
+@pytest.mark.parametrize("is_async", [True, False], ids=["async", "sync"])
+@pytest.mark.asyncio
+async def test_events_streamed_before_a_failure_stay_in_the_stream(
+    telemetry: Telemetry, caplog: pytest.LogCaptureFixture, is_async: bool
+) -> None:
+    """Events a step streamed before raising are delivered, in order, before the failure."""
+
+    class WritesThenAsyncFails(Workflow):
+        @step
+        async def work(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+            for n in range(3):
+                ctx.write_event_to_stream(Progress(n=n))
+                await asyncio.sleep(0)
+            msg = "after three"
+            raise RuntimeError(msg)
+
+    class WritesThenSyncFails(Workflow):
+        @step
+        def work(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+            for n in range(3):
+                ctx.write_event_to_stream(Progress(n=n))
+            msg = "after three"
+            raise RuntimeError(msg)
+
+    cls = WritesThenAsyncFails if is_async else WritesThenSyncFails
+    handler = cls(timeout=5, **telemetry.kwargs()).run()
+    streamed = await drain(handler)
+    with pytest.raises(RuntimeError, match="after three"):
+        await handler
+    assert [ev.n for ev in streamed if isinstance(ev, Progress)] == [0, 1, 2]
+    assert isinstance(streamed[-1], WorkflowFailedEvent)
+    assert len(streamed) == 4
+    (span,) = telemetry.step_spans("work")
+    assert attributes(span)[attrs.EVENTS_STREAMED] == 3
+    seqs = [
+        (e.attributes or {})[attrs.EVENT_SEQ] for e in span.events if e.name == attrs.STREAM_EVENT
+    ]
+    assert seqs == [0, 1, 2]
+    telemetry.assert_clean(caplog)
+
+
+class Abort(BaseException):
+    """A BaseException that is not an Exception (like pytest.fail's or a framework's)."""
+
+
+@pytest.mark.asyncio
+async def test_base_exception_in_step_fails_the_run(
+    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A step raising a non-Exception BaseException fails the run like any step error."""
+
+    class Aborts(Workflow):
+        @step
+        async def abort(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+            ctx.write_event_to_stream(Progress(n=0))
+            msg = "pulled the plug"
+            raise Abort(msg)
+
+    handler = Aborts(timeout=5, **telemetry.kwargs()).run()
+    streamed = await drain(handler)
+    raised: str = "nothing"
+    try:
+        await handler
+    except (Exception, Abort) as exc:  # noqa: BLE001 - which one is the point
+        raised = repr(exc)  # not the exception: its traceback would keep the run alive
+    # Let the run's task end and be collected here, so that whatever it leaves behind
+    # is seen by this test and not by a later one.
+    async with asyncio.timeout(5):
+        while len(asyncio.all_tasks()) > 1:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    for _ in range(3):  # the task's done callbacks run in the next iterations
+        await asyncio.sleep(0)
+    del handler
+    gc.collect()
+    terminal = streamed[-1]
+    assert isinstance(terminal, WorkflowFailedEvent), f"the run ended with {terminal!r}"
+    assert (terminal.step, terminal.exception_type) == ("abort", "Abort")
+    assert raised == "Abort('pulled the plug')", f"await handler raised {raised}"
+    complaints = [
+        r.getMessage()
+        for r in caplog.records
+        if "internal error" in r.getMessage() or "never retrieved" in r.getMessage()
+    ]
+    assert complaints == []
+    telemetry.assert_clean(caplog)
+
+
+# -- retries ----------------------------------------------------------------------------------
+
+
+class Flaky(Workflow):
+    """A step failing its first ``failures`` attempts, retried up to 3 attempts."""
+
+    def __init__(self, failures: int, **kwargs: Any) -> None:
+        super().__init__(timeout=5, **kwargs)
+        self.failures = failures
+        self.attempts = 0
+
+    @step(retry_policy=ConstantDelayRetryPolicy(delay=0.01, maximum_attempts=3))
+    async def flaky(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+        self.attempts += 1
+        ctx.write_event_to_stream(Progress(n=self.attempts))
+        if self.attempts <= self.failures:
+            msg = f"attempt {self.attempts} failed"
+            raise ConnectionError(msg)
+        return StopEvent(result=f"ok after {self.attempts}")
+
+
+@pytest.mark.asyncio
+async def test_retried_step_that_finally_succeeds(
+    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A step failing twice then succeeding ends the run ok, with one span per attempt."""
+    wf = Flaky(failures=2, **telemetry.kwargs())
+    handler = wf.run()
+    streamed = await drain(handler)
+    assert await handler == "ok after 3"
+    assert [ev.n for ev in streamed if isinstance(ev, Progress)] == [1, 2, 3]
+    assert type(streamed[-1]) is StopEvent
+    spans = telemetry.step_spans("flaky")
+    assert [attributes(s)[attrs.STEP_ATTEMPT] for s in spans] == [1, 2, 3]
+    assert [attributes(s)[attrs.STEP_STATUS] for s in spans] == ["error", "error", "ok"]
+    assert telemetry.metric_sum(attrs.METRIC_STEP_RETRIES) == 2
+    assert attributes(telemetry.run_span())[attrs.RUN_STATUS] == "ok"
+    telemetry.assert_clean(caplog)
+
+
+@pytest.mark.asyncio
+async def test_retried_step_that_finally_fails(
+    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A step failing all three attempts fails the run with the last attempt's error."""
+    wf = Flaky(failures=5, **telemetry.kwargs())
+    handler = wf.run()
+    streamed = await drain(handler)
+    with pytest.raises(ConnectionError, match="attempt 3 failed"):
+        await handler
+    assert wf.attempts == 3
+    terminal = streamed[-1]
+    assert isinstance(terminal, WorkflowFailedEvent)
+    assert terminal.message == "attempt 3 failed"
+    spans = telemetry.step_spans("flaky")
+    assert [attributes(s)[attrs.STEP_ATTEMPT] for s in spans] == [1, 2, 3]
+    assert all(s.status.status_code is StatusCode.ERROR for s in spans)
+    assert telemetry.metric_sum(attrs.METRIC_STEP_RETRIES) == 2
+    assert attributes(telemetry.run_span())[attrs.RUN_STATUS] == "error"
+    telemetry.assert_clean(caplog)
+
+
+# -- CancelledError raised by user code ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("is_async", [True, False], ids=["async", "sync"])
+@pytest.mark.asyncio
+async def test_cancelled_error_raised_by_step_code_fails_the_run(
+    telemetry: Telemetry, caplog: pytest.LogCaptureFixture, is_async: bool
+) -> None:
+    """A step raising asyncio.CancelledError itself fails the run with an error naming it."""
+
+    class AsyncRaisesCancelled(Workflow):
+        @step
+        async def rogue(self, ev: StartEvent) -> StopEvent:
+            raise asyncio.CancelledError
+
+    class SyncRaisesCancelled(Workflow):
+        @step
+        def rogue(self, ev: StartEvent) -> StopEvent:
+            raise asyncio.CancelledError
+
+    cls = AsyncRaisesCancelled if is_async else SyncRaisesCancelled
+    handler = cls(timeout=5, **telemetry.kwargs()).run()
+    streamed = await drain(handler)
+    expected = r"step 'rogue' raised asyncio\.CancelledError without being cancelled"
+    with pytest.raises(WorkflowRuntimeError, match=expected) as raised:
+        await handler
+    assert isinstance(raised.value.__cause__, asyncio.CancelledError)
+    (terminal,) = streamed
+    assert isinstance(terminal, WorkflowFailedEvent)
+    assert (terminal.step, terminal.exception_type) == ("rogue", "WorkflowRuntimeError")
+    (span,) = telemetry.step_spans("rogue")
+    assert attributes(span)[attrs.STEP_STATUS] == "error"
+    assert attributes(telemetry.run_span())[attrs.RUN_STATUS] == "error"
+    telemetry.assert_clean(caplog)
+
+
+@pytest.mark.asyncio
+async def test_cancelled_error_in_one_branch_cancels_its_siblings(
+    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A CancelledError raised by one step's code fails the run and stops a sleeping sibling."""
+    sibling_cancelled = asyncio.Event()
+
+    class Branches(Workflow):
+        @step
+        async def start(self, ctx: Context[Any], ev: StartEvent) -> Next | None:
+            ctx.send_event(Next())
+            raise asyncio.CancelledError
+
+        @step
+        async def sibling(self, ev: Next) -> StopEvent:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                sibling_cancelled.set()
+                raise
+            return StopEvent()
+
+    handler = Branches(timeout=5, **telemetry.kwargs()).run()
+    with pytest.raises(WorkflowRuntimeError, match=r"step 'start' raised asyncio\.CancelledError"):
+        async with asyncio.timeout(5):
+            await handler
+    assert sibling_cancelled.is_set()
+    await drain(handler)
+    telemetry.assert_clean(caplog)
+
+
+# -- steps that never return ----------------------------------------------------------------------
+
+
+class Hang(Workflow):
+    """A step that never returns (a ten-minute sleep)."""
+
+    @step
+    async def hang(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+        ctx.write_event_to_stream(Progress(n=1))
+        await asyncio.sleep(600)
+        return StopEvent()
+
+
+class HangWithStepTimeout(Workflow):
+    """A step that never returns, bounded by its own @step timeout."""
+
+    @step(timeout=0.2)
+    async def hang(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+        ctx.write_event_to_stream(Progress(n=1))
+        await asyncio.sleep(600)
+        return StopEvent()
+
+
+@pytest.mark.asyncio
+async def test_step_that_never_returns_hits_the_run_timeout(
+    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hanging step ends the run at the workflow timeout, naming the step still active."""
+    started = time.monotonic()
+    handler = Hang(timeout=0.2, **telemetry.kwargs()).run()
+    streamed = await drain(handler)
+    expected = r"workflow Hang timed out after 0\.2s; steps still active: hang\. Raise"
+    with pytest.raises(WorkflowTimeoutError, match=expected) as raised:
+        await handler
+    assert time.monotonic() - started < 2
+    assert raised.value.active_steps == ("hang",)
+    assert raised.value.timeout == 0.2
+    assert [type(ev) for ev in streamed] == [Progress, WorkflowTimedOutEvent]
+    terminal = streamed[-1]
+    assert isinstance(terminal, WorkflowTimedOutEvent)
+    assert terminal.active_steps == ["hang"]
+    (span,) = telemetry.step_spans("hang")
+    assert attributes(span)[attrs.STEP_STATUS] == "cancelled"
+    run_span = telemetry.run_span()
+    assert attributes(run_span)[attrs.RUN_STATUS] == "timeout"
+    assert run_span.status.status_code is StatusCode.ERROR
+    telemetry.assert_clean(caplog)
+
+
+@pytest.mark.asyncio
+async def test_step_that_never_returns_hits_its_step_timeout(
+    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hanging step with @step(timeout=0.2) ends the run with a timeout naming the step."""
+    started = time.monotonic()
+    handler = HangWithStepTimeout(timeout=30, **telemetry.kwargs()).run()
+    streamed = await drain(handler)
+    expected = r"step 'hang' timed out after 0\.2s \(its @step timeout\)"
+    with pytest.raises(WorkflowTimeoutError, match=expected):
+        await handler
+    assert time.monotonic() - started < 2
+    terminal = streamed[-1]
+    assert isinstance(terminal, WorkflowTimedOutEvent)
+    assert terminal.timeout == 0.2
+    (span,) = telemetry.step_spans("hang")
+    assert attributes(span)[attrs.STEP_STATUS] == "timeout"
+    assert span.status.status_code is StatusCode.ERROR
+    assert attributes(telemetry.run_span())[attrs.RUN_STATUS] == "timeout"
+    telemetry.assert_clean(caplog)
+
+
+# -- steps that swallow cancellation ------------------------------------------------------
+
+
+class Swallower(Workflow):
+    """One branch stops the run; the other catches its CancelledError once and carries on."""
+
+    def __init__(self, linger: float, **kwargs: Any) -> None:
+        super().__init__(timeout=30, **kwargs)
+        self.linger = linger
+        self.swallowed = asyncio.Event()
+        self.returned = asyncio.Event()
+
+    @step
+    async def start(self, ctx: Context[Any], ev: StartEvent) -> Next | Progress | None:
+        ctx.send_event(Next())
+        await asyncio.sleep(0.05)
+        ctx.send_event(Progress(n=0))
+        return None
+
+    @step
+    async def stubborn(self, ctx: Context[Any], ev: Next) -> StopEvent:
+        try:
+            await asyncio.sleep(600)
+        except asyncio.CancelledError:
+            self.swallowed.set()
+            await asyncio.sleep(self.linger)  # carries on after being told to stop
+            ctx.write_event_to_stream(Progress(n=99))  # too late: the run has ended
+        self.returned.set()
+        return StopEvent(result="stubborn")
+
+    @step
+    async def stopper(self, ev: Progress) -> StopEvent:
+        return StopEvent(result="stopped")
+
+
+@pytest.mark.asyncio
+async def test_step_swallowing_cancellation_delays_the_outcome_by_the_grace_period_at_most(
+    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A step ignoring cancellation past the grace period: outcome after ~2 s, a warning."""
+    wf = Swallower(linger=CANCEL_GRACE_SECONDS + 0.4, **telemetry.kwargs())
+    started = time.monotonic()
+    handler = wf.run()
+    streamed = await drain(handler, timeout=CANCEL_GRACE_SECONDS + 2)
+    assert await handler == "stopped"
+    waited = time.monotonic() - started
+    assert CANCEL_GRACE_SECONDS - 0.3 < waited < CANCEL_GRACE_SECONDS + 1
+    assert wf.swallowed.is_set()
+    assert not wf.returned.is_set(), "the outcome waited for the stubborn step"
+    assert [type(ev) for ev in streamed] == [StopEvent]
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "stepstream" and r.levelno == logging.WARNING
+    ]
+    assert len(warnings) == 1, warnings
+    assert "stubborn" in warnings[0]
+    assert "ignored cancellation" in warnings[0]
+    assert handler.run_id in warnings[0]
+    # The run's task still waits for the step; its span ends once, when it returns.
+    assert len(telemetry.step_spans("stubborn")) == 0
+    async with asyncio.timeout(3):
+        await wf.returned.wait()
+    await telemetry.wait_all_ended(timeout=2)
+    (span,) = telemetry.step_spans("stubborn")
+    assert attributes(span)[attrs.EVENTS_STREAMED] == 0
+    telemetry.assert_clean(caplog)
+
+
+@pytest.mark.asyncio
+async def test_step_swallowing_cancellation_briefly_is_waited_for(
+    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A step that stops 0.2 s after its cancellation delays the outcome until it stopped."""
+    wf = Swallower(linger=0.2, **telemetry.kwargs())
+    started = time.monotonic()
+    handler = wf.run()
+    streamed = await drain(handler)
+    assert await handler == "stopped"
+    assert 0.2 <= time.monotonic() - started < CANCEL_GRACE_SECONDS
+    assert wf.returned.is_set(), "the outcome was published before the step stopped"
+    assert [type(ev) for ev in streamed] == [StopEvent]
+    assert [r.getMessage() for r in caplog.records if r.name == "stepstream"] == []
+    await telemetry.wait_all_ended(timeout=2)
+    telemetry.assert_clean(caplog)
