@@ -120,6 +120,18 @@ class Done(Event):
     i: int
 
 
+# The join's expected list, built once per size: building `[Done] * n` on every call
+# would itself be O(n) per arriving event in the workload's own code, on both sides.
+_EXPECTED: dict[int, list[type[Event]]] = {}
+
+
+def _expected(n: int) -> list[type[Event]]:
+    found = _EXPECTED.get(n)
+    if found is None:
+        found = _EXPECTED[n] = [Done] * n
+    return found
+
+
 class FanInWorkflow(Workflow):
     @step
     async def start(self, ctx: Context, ev: StartEvent) -> Item | None:
@@ -135,7 +147,7 @@ class FanInWorkflow(Workflow):
     @step
     async def join(self, ctx: Context, ev: Done) -> StopEvent | None:
         n = await ctx.store.get("n")
-        got = ctx.collect_events(ev, [Done] * n)
+        got = ctx.collect_events(ev, _expected(n))
         if got is None:
             return None
         return StopEvent(result=len(got))

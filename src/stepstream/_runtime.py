@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from stepstream._instrument import Instrument, RunInfo, StepInfo, current_step
+from stepstream._instrument import NOOP, Instrument, RunInfo, StepInfo, current_step
 from stepstream.context import Context
 from stepstream.errors import (
     WorkflowCancelledError,
@@ -116,6 +116,7 @@ class Run:
         "info",
         "instrument",
         "loop",
+        "observed",
         "outcome",
         "runners",
         "stream",
@@ -138,6 +139,8 @@ class Run:
         self.info = info
         self.graph = graph
         self.instrument = instrument
+        # Skips the per-event seam call when nothing observes the run (the dark default).
+        self.observed = instrument is not NOOP
         self.stream = stream
         self.timeout = timeout
         self.loop = loop
@@ -282,7 +285,8 @@ class Run:
         seq = stream.push(event)
         if inv is not None:
             inv.streamed += 1
-        self.instrument.event_streamed(self.info, inv, event, seq, written_ns)
+        if self.observed:
+            self.instrument.event_streamed(self.info, inv, event, seq, written_ns)
 
     def check_send(self, event: Event, target: str | None) -> None:
         """Raise WorkflowRuntimeError if ``event`` could not be delivered."""

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Context", "Store"]
 
+_get_ident = threading.get_ident
+
 StateT = TypeVar("StateT")
 EventT = TypeVar("EventT", bound=Event)
 _MISSING: Any = object()
@@ -98,7 +100,7 @@ class Context(Generic[StateT]):
         inv = current_step.get()
         if inv is not None and inv.run is not run.info:
             inv = None  # a step of another (outer) run wrote into this one
-        if threading.get_ident() == run.thread_id:
+        if _get_ident() == run.thread_id:
             run.write(ev, inv)
         else:
             run.loop.call_soon_threadsafe(run.write, ev, inv, time.time_ns())
@@ -107,7 +109,7 @@ class Context(Generic[StateT]):
         """Route ``ev`` to the steps that accept it, or only to ``step`` when given."""
         run = self._run
         run.check_send(ev, step)
-        if threading.get_ident() == run.thread_id:
+        if _get_ident() == run.thread_id:
             run.dispatch(ev, self._caller(), step)
         else:
             run.loop.call_soon_threadsafe(run.dispatch, ev, self._caller(), step)
