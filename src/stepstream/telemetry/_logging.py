@@ -38,7 +38,10 @@ class LogTarget(Protocol):
     """Receives one structured line: its message and flat fields."""
 
     def emit(self, level: str, message: str, fields: dict[str, Any], span: Any) -> None:
-        """Write one line; ``span`` is the OTel span it belongs to (for OTLP records)."""
+        """Write one line; ``span`` is the OTel span it belongs to (for OTLP records).
+
+        ``fields`` is shared with later lines of the same step: a target must not change it.
+        """
         ...
 
 

@@ -11,10 +11,11 @@ protobuf encoder and protobuf's JSON mapping.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
 from opentelemetry.sdk.metrics.export import (
@@ -24,10 +25,16 @@ from opentelemetry.sdk.metrics.export import (
     MetricsData,
 )
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.util.types import AttributeValue
 
-__all__ = ["OtlpJsonFileMetricExporter", "OtlpJsonFileSpanExporter", "encode_spans"]
+__all__ = [
+    "EncodedSpan",
+    "EncodingBatchSpanProcessor",
+    "OtlpJsonFileMetricExporter",
+    "OtlpJsonFileSpanExporter",
+    "encode_spans",
+]
 
 _log = logging.getLogger("stepstream")
 
@@ -60,6 +67,19 @@ def _attributes(attributes: Any) -> list[dict[str, Any]]:
 _dumps = orjson.dumps
 
 
+# '{"key":<key>,"value":' per attribute key: keys repeat in every span and event.
+_KEY_PREFIX: dict[str, bytes] = {}
+
+
+def _key_prefix(key: str) -> bytes:
+    prefix = _KEY_PREFIX.get(key)
+    if prefix is None:
+        prefix = b'{"key":%b,"value":' % _dumps(key)
+        if len(_KEY_PREFIX) < 4096:  # noqa: PLR2004 - bound the cache for arbitrary keys
+            _KEY_PREFIX[key] = prefix
+    return prefix
+
+
 def _attributes_json(attributes: Any) -> bytes:
     """Encode attributes straight to JSON bytes (the hot part of a span event)."""
     if not attributes:
@@ -70,9 +90,9 @@ def _attributes_json(attributes: Any) -> bytes:
     for key, value in getattr(attributes, "_dict", attributes).items():
         kind = type(value)
         if kind is str:
-            parts.append(b'{"key":%b,"value":{"stringValue":%b}}' % (_dumps(key), _dumps(value)))
+            parts.append(b'%b{"stringValue":%b}}' % (_key_prefix(key), _dumps(value)))
         elif kind is int:
-            parts.append(b'{"key":%b,"value":{"intValue":"%d"}}' % (_dumps(key), value))
+            parts.append(b'%b{"intValue":"%d"}}' % (_key_prefix(key), value))
         else:
             parts.append(_dumps({"key": key, "value": _value(value)}))
     return b"[" + b",".join(parts) + b"]"
@@ -106,8 +126,11 @@ def _span(span: ReadableSpan) -> dict[str, Any]:
     out["kind"] = span.kind.value + 1  # OTLP numbers kinds from 1 (INTERNAL)
     out["startTimeUnixNano"] = str(span.start_time)
     out["endTimeUnixNano"] = str(span.end_time)
-    if span.attributes:
-        out["attributes"] = orjson.Fragment(_attributes_json(span.attributes))
+    # ReadableSpan.attributes wraps the SDK's BoundedAttributes in a mappingproxy, whose
+    # items go through the locking Mapping API; read the plain dict when it is there.
+    attributes = getattr(getattr(span, "_attributes", None), "_dict", None) or span.attributes
+    if attributes:
+        out["attributes"] = orjson.Fragment(_attributes_json(attributes))
     if span.dropped_attributes:
         out["droppedAttributesCount"] = span.dropped_attributes
     if span.events:
@@ -139,49 +162,88 @@ def _link(link: Any) -> dict[str, Any]:
     return out
 
 
-def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
+class EncodedSpan:
+    """A span already encoded to OTLP/JSON, with what grouping it in a request needs."""
+
+    __slots__ = ("context", "instrumentation_scope", "json", "resource")
+
+    def __init__(self, span: ReadableSpan) -> None:
+        self.context = span.context
+        self.resource = span.resource
+        self.instrumentation_scope = span.instrumentation_scope
+        self.json = _dumps(_span(span))
+
+
+def encode_spans(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
     """Encode ``spans`` as one OTLP/JSON ``ExportTraceServiceRequest`` line."""
-    resources: dict[int, tuple[Any, dict[tuple[str, str | None], list[dict[str, Any]]]]] = {}
+    return b"".join(encode_spans_pieces(spans))
+
+
+def encode_spans_pieces(spans: Sequence[ReadableSpan | EncodedSpan]) -> list[bytes]:
+    """The line of :func:`encode_spans` as pieces, for ``os.writev``."""
+    resources: dict[int, tuple[Any, dict[tuple[str, str | None], list[bytes]]]] = {}
     for span in spans:
         key = id(span.resource)
         if key not in resources:
             resources[key] = (span.resource, {})
         scope = span.instrumentation_scope
         scope_key = (scope.name, scope.version) if scope is not None else ("", None)
-        resources[key][1].setdefault(scope_key, []).append(_span(span))
-    body = {
-        "resourceSpans": [
-            {
-                "resource": {"attributes": _attributes(resource.attributes)},
-                "scopeSpans": [
-                    {
-                        "scope": {"name": name, "version": version} if version else {"name": name},
-                        "spans": encoded,
-                    }
-                    for (name, version), encoded in scopes.items()
-                ],
-            }
-            for resource, scopes in resources.values()
-        ]
-    }
-    return orjson.dumps(body, option=orjson.OPT_APPEND_NEWLINE)
+        encoded = span.json if isinstance(span, EncodedSpan) else _dumps(_span(span))
+        resources[key][1].setdefault(scope_key, []).append(encoded)
+    pieces = [b'{"resourceSpans":[']
+    for i, (resource, scopes) in enumerate(resources.values()):
+        resource_json = _dumps({"attributes": _attributes(resource.attributes)})
+        pieces.append(b'%b{"resource":%b,"scopeSpans":[' % (b"," if i else b"", resource_json))
+        for j, ((name, version), jsons) in enumerate(scopes.items()):
+            scope_json = _dumps({"name": name, "version": version} if version else {"name": name})
+            pieces.append(b'%b{"scope":%b,"spans":[' % (b"," if j else b"", scope_json))
+            for k, span_json in enumerate(jsons):
+                pieces.append(b"," + span_json if k else span_json)
+            pieces.append(b"]}")
+        pieces.append(b"]}")
+    pieces.append(b"]}\n")
+    return pieces
+
+
+class EncodingBatchSpanProcessor(BatchSpanProcessor):
+    """A BatchSpanProcessor whose spans are encoded when they end, on the ending thread.
+
+    Encoding is CPU work that needs the GIL wherever it runs. Done in the export thread,
+    it competes with a busy event loop and falls behind under sustained load: the
+    queue, and memory, grow. Done here, it costs the same CPU, the queue holds compact
+    bytes, and the export thread only joins and writes them.
+    """
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Encode ``span`` and queue it for the batch export."""
+        if span.context is not None and span.context.trace_flags.sampled:
+            super().on_end(EncodedSpan(span))  # type: ignore[arg-type]  # duck-typed span
+
+
+_IOV_MAX = 1024  # buffers per writev() call: the Linux limit
 
 
 class _LineFile:
-    """An append-only file written one complete line per export, under a lock."""
+    """An append-only file written one complete line per export, under a lock.
+
+    Lines are written with ``os.writev`` from their pieces: no copy of a whole batch
+    (big temporary buffers in the export thread fragment its malloc arena), and a
+    handful of system calls (each releases the GIL, and taking it back behind a busy
+    event loop can take a switch interval).
+    """
 
     def __init__(self, path: Path) -> None:
-        self._file: IO[bytes] = path.open("ab")
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._lock = threading.Lock()
         self.path = path
 
-    def write(self, line: bytes) -> bool:
+    def write(self, pieces: Sequence[bytes]) -> bool:
         with self._lock:
-            if self._file.closed:
+            if self._fd is None:
                 return False
             try:
-                self._file.write(line)
-                self._file.flush()
+                for start in range(0, len(pieces), _IOV_MAX):
+                    _write_all(self._fd, list(pieces[start : start + _IOV_MAX]))
             except OSError:
                 _log.exception("stepstream: cannot write %s", self.path)
                 return False
@@ -189,7 +251,20 @@ class _LineFile:
 
     def close(self) -> None:
         with self._lock:
-            self._file.close()
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+
+def _write_all(fd: int, buffers: list[bytes]) -> None:
+    """writev() until every byte is written (a regular file rarely takes less)."""
+    while buffers:
+        written = os.writev(fd, buffers)
+        while buffers and written >= len(buffers[0]):
+            written -= len(buffers[0])
+            buffers.pop(0)
+        if buffers and written:
+            buffers[0] = buffers[0][written:]
 
 
 class OtlpJsonFileSpanExporter(SpanExporter):
@@ -199,10 +274,10 @@ class OtlpJsonFileSpanExporter(SpanExporter):
         self._out = _LineFile(path)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Write one line for the batch."""
+        """Write one line for the batch (of spans, or of EncodedSpans)."""
         if not spans:
             return SpanExportResult.SUCCESS
-        ok = self._out.write(encode_spans(spans))
+        ok = self._out.write(encode_spans_pieces(spans))
         return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
 
     def shutdown(self) -> None:
@@ -235,7 +310,7 @@ class OtlpJsonFileMetricExporter(MetricExporter):
         )
 
         body = MessageToDict(encode_metrics(metrics_data))
-        ok = self._out.write(orjson.dumps(body, option=orjson.OPT_APPEND_NEWLINE))
+        ok = self._out.write([orjson.dumps(body, option=orjson.OPT_APPEND_NEWLINE)])
         return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:

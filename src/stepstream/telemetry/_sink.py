@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from contextvars import Token
 from typing import Any
 
+import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import Meter, NoOpMeterProvider
@@ -61,7 +62,7 @@ def truncate(text: str, limit: int) -> str:
 
 
 class _RunState:
-    __slots__ = ("counts", "fields", "log", "parent", "span_id", "trace_id", "traced")
+    __slots__ = ("bind", "counts", "fields", "log", "parent", "span_id", "trace_id", "traced")
 
     def __init__(self, span: Any, log: LogTarget | None, fields: dict[str, Any]) -> None:
         self.parent = trace.set_span_in_context(span)
@@ -72,6 +73,9 @@ class _RunState:
         self.trace_id = format(ctx.trace_id, "032x") if ctx.is_valid else None
         self.span_id = format(ctx.span_id, "016x") if ctx.is_valid else None
         self.fields = fields
+        # Bind the correlation keys for the application's structlog lines only when the
+        # application uses structlog.
+        self.bind = log is not None and structlog.is_configured()
         # Streamed events per type, added to the counter once when the run ends.
         self.counts: dict[str, int] = {}
 
@@ -194,9 +198,10 @@ class TelemetrySink(Instrument):
         if not run_state.traced:
             inv.span = trace.INVALID_SPAN
             inv.data = _StepState(None, fields)
-            if run_state.log is not None:
+            if run_state.bind:
                 _bind_contextvars(fields)
-                run_state.log.emit("info", attrs.LOG_STEP_STARTED, dict(fields), None)
+            if run_state.log is not None:
+                run_state.log.emit("info", attrs.LOG_STEP_STARTED, fields, None)
             return
         origin = inv.origin
         links = None
@@ -224,17 +229,15 @@ class TelemetrySink(Instrument):
             fields[attrs.KEY_TRACE_ID] = format(ctx.trace_id, "032x")
             fields[attrs.KEY_SPAN_ID] = format(ctx.span_id, "016x")
         inv.data = _StepState(token, fields)
-        if run_state.log is not None:
+        if run_state.bind:
             _bind_contextvars(fields)
-            run_state.log.emit("info", attrs.LOG_STEP_STARTED, dict(fields), span)
+        if run_state.log is not None:
+            run_state.log.emit("info", attrs.LOG_STEP_STARTED, fields, span)
 
     def step_finished(self, inv: StepInfo, result: Event | None) -> None:
         """End the step span with what it returned, and measure it."""
-        span = inv.span
-        if span.is_recording():
-            out = type(result).__name__ if result is not None else "None"
-            span.set_attribute(attrs.EVENT_OUT, out)
-        self._end_step(inv, attrs.STATUS_OK, None, attrs.LOG_STEP_FINISHED, "info")
+        out = type(result).__name__ if result is not None else "None"
+        self._end_step(inv, attrs.STATUS_OK, None, attrs.LOG_STEP_FINISHED, "info", out)
 
     def step_failed(
         self, inv: StepInfo, error: BaseException, status: str, will_retry: bool
@@ -258,13 +261,25 @@ class TelemetrySink(Instrument):
             fields = {**inv.data.fields, attrs.KEY_DELAY_S: delay}
             log.emit("warning", attrs.LOG_STEP_RETRY, fields, inv.span)
 
-    def _end_step(
-        self, inv: StepInfo, status: str, error: BaseException | None, message: str, level: str
+    def _end_step(  # noqa: PLR0917 - the one place every step ending goes through
+        self,
+        inv: StepInfo,
+        status: str,
+        error: BaseException | None,
+        message: str,
+        level: str,
+        out: str | None = None,
     ) -> None:
         span = inv.span
         state: _StepState = inv.data
         if span.is_recording():
-            span.set_attributes({attrs.EVENTS_STREAMED: inv.streamed, attrs.STEP_STATUS: status})
+            ending: dict[str, str | int] = {
+                attrs.EVENTS_STREAMED: inv.streamed,
+                attrs.STEP_STATUS: status,
+            }
+            if out is not None:
+                ending[attrs.EVENT_OUT] = out
+            span.set_attributes(ending)
         span.end()
         if state.token is not None:
             otel_context.detach(state.token)
@@ -273,7 +288,6 @@ class TelemetrySink(Instrument):
         self._metrics.step_duration.record(
             duration,
             self._label(attrs.WORKFLOW, workflow, attrs.STEP, inv.step, attrs.STEP_STATUS, status),
-            trace.set_span_in_context(span) if state.token is not None else None,
         )
         log = inv.run.data.log
         if log is not None:

@@ -30,7 +30,11 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 
 from stepstream.telemetry import _settings
 from stepstream.telemetry._logging import FanoutTarget, JsonLinesWriter, LogTarget, install_target
-from stepstream.telemetry._otlp_json import OtlpJsonFileMetricExporter, OtlpJsonFileSpanExporter
+from stepstream.telemetry._otlp_json import (
+    EncodingBatchSpanProcessor,
+    OtlpJsonFileMetricExporter,
+    OtlpJsonFileSpanExporter,
+)
 from stepstream.telemetry._ratelimit import OncePerWindow
 
 __all__ = ["TelemetryHandle", "TelemetryWarning", "configure_telemetry"]
@@ -41,6 +45,7 @@ LOGS_FILE = "logs.jsonl"
 METRICS_FILE = "metrics.jsonl"
 DEFAULT_SPAN_EVENT_LIMIT = 10_000
 DEFAULT_SPAN_QUEUE = 65_536
+ENCODED_BATCH = 2_048
 LOG_BUFFER_BYTES = 1 << 20
 
 
@@ -234,10 +239,16 @@ def _tracing(
         # A burst of concurrent runs ends thousands of spans at once: a deeper queue than
         # the SDK's 2,048 keeps them, unless OTEL_BSP_MAX_QUEUE_SIZE says otherwise.
         queue = _env_int("OTEL_BSP_MAX_QUEUE_SIZE") or DEFAULT_SPAN_QUEUE
-        # The SDK insists on a batch no larger than the queue; its default batch is 512.
-        batch = min(_env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or 512, queue)
+        # Our file exporter takes spans encoded as they end, and bigger batches: each
+        # export waits for the GIL behind a busy event loop a few times, whatever its
+        # size, so under sustained load small batches fall behind (the queue grows).
+        encoded = isinstance(exporter, OtlpJsonFileSpanExporter)
+        processor = EncodingBatchSpanProcessor if encoded else BatchSpanProcessor
+        default_batch = ENCODED_BATCH if encoded else 512
+        # The SDK insists on a batch no larger than the queue.
+        batch = min(_env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or default_batch, queue)
         provider.add_span_processor(
-            BatchSpanProcessor(exporter, max_queue_size=queue, max_export_batch_size=batch)
+            processor(exporter, max_queue_size=queue, max_export_batch_size=batch)
         )
     trace.set_tracer_provider(provider)
     return provider
