@@ -120,7 +120,7 @@ class JsonLinesWriter:
                 **fields,
             },
             default=_default,
-            option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS,
+            option=orjson.OPT_APPEND_NEWLINE,
         )
         with self._lock:
             self._stream.write(line)

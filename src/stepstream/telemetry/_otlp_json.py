@@ -98,8 +98,8 @@ def _attributes_json(attributes: Any) -> bytes:
     return b"[" + b",".join(parts) + b"]"
 
 
-def _events_json(events: Sequence[Any]) -> orjson.Fragment:
-    return orjson.Fragment(
+def _events_json(events: Sequence[Any]) -> bytes:
+    return (
         b"["
         + b",".join(
             b'{"timeUnixNano":"%d","name":%b,"attributes":%b}'
@@ -110,45 +110,45 @@ def _events_json(events: Sequence[Any]) -> orjson.Fragment:
     )
 
 
-def _span(span: ReadableSpan) -> dict[str, Any]:
+def _span(span: ReadableSpan) -> bytes:
+    """One span as OTLP/JSON bytes, with the keys in the order the OTLP encoders use."""
     ctx = span.context
     assert ctx is not None  # noqa: S101 - an exported span always has a context
-    out: dict[str, Any] = {
-        "traceId": format(ctx.trace_id, "032x"),
-        "spanId": format(ctx.span_id, "016x"),
-    }
     parent = span.parent
-    if parent is not None:
-        out["parentSpanId"] = format(parent.span_id, "016x")
     # As the OTLP encoders do: bit 8 says whether bit 9 (parent is remote) is known.
-    out["flags"] = 0x300 if parent is not None and parent.is_remote else 0x100
-    out["name"] = span.name
-    out["kind"] = span.kind.value + 1  # OTLP numbers kinds from 1 (INTERNAL)
-    out["startTimeUnixNano"] = str(span.start_time)
-    out["endTimeUnixNano"] = str(span.end_time)
+    flags = 0x300 if parent is not None and parent.is_remote else 0x100
+    parts = [
+        b'{"traceId":"%032x","spanId":"%016x"' % (ctx.trace_id, ctx.span_id),
+        b',"parentSpanId":"%016x"' % parent.span_id if parent is not None else b"",
+        b',"flags":%d,"name":%b,"kind":%d,"startTimeUnixNano":"%d","endTimeUnixNano":"%d"'
+        % (flags, _dumps(span.name), span.kind.value + 1, span.start_time or 0, span.end_time or 0),
+    ]
     # ReadableSpan.attributes wraps the SDK's BoundedAttributes in a mappingproxy, whose
     # items go through the locking Mapping API; read the plain dict when it is there.
     attributes = getattr(getattr(span, "_attributes", None), "_dict", None) or span.attributes
     if attributes:
-        out["attributes"] = orjson.Fragment(_attributes_json(attributes))
+        parts.append(b',"attributes":' + _attributes_json(attributes))
     if span.dropped_attributes:
-        out["droppedAttributesCount"] = span.dropped_attributes
-    if span.events:
-        out["events"] = _events_json(span.events)
+        parts.append(b',"droppedAttributesCount":%d' % span.dropped_attributes)
+    events = span.events
+    if events:
+        parts.append(b',"events":' + _events_json(events))
     if span.dropped_events:
-        out["droppedEventsCount"] = span.dropped_events
-    if span.links:
-        out["links"] = [_link(link) for link in span.links]
+        parts.append(b',"droppedEventsCount":%d' % span.dropped_events)
+    links = span.links
+    if links:
+        parts.append(b',"links":' + _dumps([_link(link) for link in links]))
     if span.dropped_links:
-        out["droppedLinksCount"] = span.dropped_links
+        parts.append(b',"droppedLinksCount":%d' % span.dropped_links)
     status = span.status
     code = status.status_code.value
-    out["status"] = (
-        {"code": code, "message": status.description}
-        if status.description
-        else ({"code": code} if code else {})
-    )
-    return out
+    if status.description:
+        parts.append(b',"status":' + _dumps({"code": code, "message": status.description}))
+    else:
+        parts.append(b',"status":{"code":%d}}' % code if code else b',"status":{}}')
+        return b"".join(parts)
+    parts.append(b"}")
+    return b"".join(parts)
 
 
 def _link(link: Any) -> dict[str, Any]:
@@ -171,7 +171,7 @@ class EncodedSpan:
         self.context = span.context
         self.resource = span.resource
         self.instrumentation_scope = span.instrumentation_scope
-        self.json = _dumps(_span(span))
+        self.json = _span(span)
 
 
 def encode_spans(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
@@ -188,7 +188,7 @@ def encode_spans_pieces(spans: Sequence[ReadableSpan | EncodedSpan]) -> list[byt
             resources[key] = (span.resource, {})
         scope = span.instrumentation_scope
         scope_key = (scope.name, scope.version) if scope is not None else ("", None)
-        encoded = span.json if isinstance(span, EncodedSpan) else _dumps(_span(span))
+        encoded = span.json if isinstance(span, EncodedSpan) else _span(span)
         resources[key][1].setdefault(scope_key, []).append(encoded)
     pieces = [b'{"resourceSpans":[']
     for i, (resource, scopes) in enumerate(resources.values()):
