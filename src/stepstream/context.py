@@ -84,6 +84,7 @@ class Context(Generic[StateT]):
 
     def __init__(self, run: Run, state_type: type[StateT] | None) -> None:
         self._run = run
+        self._push = run.stream.push  # bound once: write_event_to_stream is the hot path
         self.store: Store[StateT] = Store(state_type)
         self._collectors: dict[tuple[Any, ...], list[Collector[Any]]] = {}
         self._collect_lock = threading.Lock()
@@ -97,10 +98,16 @@ class Context(Generic[StateT]):
         if not isinstance(ev, Event):
             require_event(ev, "write_event_to_stream")  # type: ignore[unreachable]
         run = self._run
+        on_loop = _get_ident() == run.thread_id
+        if on_loop and not run.observed:
+            # Nothing observes the run: only the stream needs the event (the hot path).
+            if not run.finished:
+                self._push(ev)
+            return
         inv = current_step.get()
         if inv is not None and inv.run is not run.info:
             inv = None  # a step of another (outer) run wrote into this one
-        if _get_ident() == run.thread_id:
+        if on_loop:
             run.write(ev, inv)
         else:
             run.loop.call_soon_threadsafe(run.write, ev, inv, time.time_ns())
