@@ -22,7 +22,16 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from stepstream import Context, Event, StartEvent, StopEvent, Workflow, WorkflowHandler, step
+from stepstream import (
+    ConstantDelayRetryPolicy,
+    Context,
+    Event,
+    StartEvent,
+    StopEvent,
+    Workflow,
+    WorkflowHandler,
+    step,
+)
 from stepstream.telemetry import attributes as attrs
 from stepstream.testing import FakeStreamingLLM
 
@@ -314,3 +323,37 @@ def otlp_metric_names(path: Path) -> set[str]:
         for sm in rm["scopeMetrics"]
         for metric in sm["metrics"]
     }
+
+
+# -- workflows shared by the tracing, logging and metrics tests -------------------------
+
+
+class Task(Event):
+    pass
+
+
+class Flaky(Workflow):
+    """The second step fails on its first attempt and succeeds on the retry."""
+
+    @step
+    async def begin(self, ctx: Context[Any], ev: StartEvent) -> Task:
+        return Task()
+
+    @step(retry_policy=ConstantDelayRetryPolicy(delay=0, maximum_attempts=3))
+    async def flaky(self, ctx: Context[Any], ev: Task) -> StopEvent:
+        tries: int = await ctx.store.get("tries", 0) + 1
+        await ctx.store.set("tries", tries)
+        if tries == 1:
+            msg = "transient"
+            raise ConnectionError(msg)
+        return StopEvent(result=tries)
+
+
+class Slow(Workflow):
+    """Announces itself on the stream, then sleeps far longer than any test waits."""
+
+    @step
+    async def dawdle(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+        ctx.write_event_to_stream(ProgressEvent(msg="started"))
+        await asyncio.sleep(10)
+        return StopEvent(result="late")

@@ -17,8 +17,10 @@ from _telemetry_helpers import (
     HEX16,
     HEX32,
     SEED_STEPS,
+    Flaky,
     MyWorkflow,
     ProgressEvent,
+    Slow,
     Telemetry,
     drain,
     expected_stream,
@@ -30,7 +32,6 @@ from _telemetry_helpers import (
     trace_id,
 )
 from stepstream import (
-    ConstantDelayRetryPolicy,
     Context,
     Event,
     StartEvent,
@@ -78,29 +79,8 @@ def tel() -> Iterator[Telemetry]:
 # -- events and workflows ---------------------------------------------------------------
 
 
-class Task(Event):
-    pass
-
-
 class Big(Event):
     text: str
-
-
-class Flaky(Workflow):
-    """The second step fails on its first attempt and succeeds on the retry."""
-
-    @step
-    async def begin(self, ctx: Context[Any], ev: StartEvent) -> Task:
-        return Task()
-
-    @step(retry_policy=ConstantDelayRetryPolicy(delay=0, maximum_attempts=3))
-    async def flaky(self, ctx: Context[Any], ev: Task) -> StopEvent:
-        tries: int = await ctx.store.get("tries", 0) + 1
-        await ctx.store.set("tries", tries)
-        if tries == 1:
-            msg = "transient"
-            raise ConnectionError(msg)
-        return StopEvent(result=tries)
 
 
 class Failing(Workflow):
@@ -110,16 +90,6 @@ class Failing(Workflow):
     async def explode(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
         msg = "boom"
         raise ValueError(msg)
-
-
-class Slow(Workflow):
-    """Announces itself on the stream, then sleeps far longer than any test waits."""
-
-    @step
-    async def dawdle(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-        ctx.write_event_to_stream(ProgressEvent(msg="started"))
-        await asyncio.sleep(10)
-        return StopEvent(result="late")
 
 
 class AsyncUserLog(Workflow):

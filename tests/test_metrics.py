@@ -8,11 +8,17 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.metrics.export import Histogram, Metric, Sum
 
-from _telemetry_helpers import MyWorkflow, ProgressEvent, Telemetry, drain, outcome
+from _telemetry_helpers import (
+    Flaky,
+    MyWorkflow,
+    ProgressEvent,
+    Slow,
+    Telemetry,
+    drain,
+    outcome,
+)
 from stepstream import (
-    ConstantDelayRetryPolicy,
     Context,
-    Event,
     StartEvent,
     StopEvent,
     Workflow,
@@ -33,10 +39,6 @@ def tel() -> Iterator[Telemetry]:
 # -- workflows --------------------------------------------------------------------------
 
 
-class Task(Event):
-    pass
-
-
 class Failing(Workflow):
     """Writes one event, then its only step raises ValueError."""
 
@@ -45,33 +47,6 @@ class Failing(Workflow):
         ctx.write_event_to_stream(ProgressEvent(msg="about to fail"))
         msg = "boom"
         raise ValueError(msg)
-
-
-class Flaky(Workflow):
-    """The second step fails on its first attempt and succeeds on the retry."""
-
-    @step
-    async def begin(self, ctx: Context[Any], ev: StartEvent) -> Task:
-        return Task()
-
-    @step(retry_policy=ConstantDelayRetryPolicy(delay=0, maximum_attempts=3))
-    async def flaky(self, ctx: Context[Any], ev: Task) -> StopEvent:
-        tries: int = await ctx.store.get("tries", 0) + 1
-        await ctx.store.set("tries", tries)
-        if tries == 1:
-            msg = "transient"
-            raise ConnectionError(msg)
-        return StopEvent(result=tries)
-
-
-class Slow(Workflow):
-    """Announces itself on the stream, then sleeps far longer than any test waits."""
-
-    @step
-    async def dawdle(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-        ctx.write_event_to_stream(ProgressEvent(msg="started"))
-        await asyncio.sleep(10)
-        return StopEvent(result="late")
 
 
 # -- helpers ----------------------------------------------------------------------------

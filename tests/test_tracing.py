@@ -14,8 +14,11 @@ from opentelemetry.trace import SpanKind, StatusCode, Tracer
 
 from _telemetry_helpers import (
     SEED_STEPS,
+    Flaky,
     MyWorkflow,
     ProgressEvent,
+    Slow,
+    Task,
     Telemetry,
     attr,
     drain,
@@ -30,7 +33,6 @@ from _telemetry_helpers import (
     trace_id,
 )
 from stepstream import (
-    ConstantDelayRetryPolicy,
     Context,
     Event,
     HumanResponseEvent,
@@ -62,10 +64,6 @@ class Work(Event):
 
 class Result(Event):
     index: int
-
-
-class Task(Event):
-    pass
 
 
 class Big(Event):
@@ -114,16 +112,6 @@ class Failing(Workflow):
         raise ValueError(msg)
 
 
-class Slow(Workflow):
-    """Announces itself on the stream, then sleeps far longer than any test waits."""
-
-    @step
-    async def dawdle(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-        ctx.write_event_to_stream(ProgressEvent(msg="started"))
-        await asyncio.sleep(10)
-        return StopEvent(result="late")
-
-
 class StepTimeout(Workflow):
     """Its step has a 0.05 s @step timeout and sleeps longer."""
 
@@ -131,23 +119,6 @@ class StepTimeout(Workflow):
     async def dawdle(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
         await asyncio.sleep(10)
         return StopEvent(result="late")
-
-
-class Flaky(Workflow):
-    """The second step fails on its first attempt and succeeds on the retry."""
-
-    @step
-    async def begin(self, ctx: Context[Any], ev: StartEvent) -> Task:
-        return Task()
-
-    @step(retry_policy=ConstantDelayRetryPolicy(delay=0, maximum_attempts=3))
-    async def flaky(self, ctx: Context[Any], ev: Task) -> StopEvent:
-        tries: int = await ctx.store.get("tries", 0) + 1
-        await ctx.store.set("tries", tries)
-        if tries == 1:
-            msg = "transient"
-            raise ConnectionError(msg)
-        return StopEvent(result=tries)
 
 
 class Asker(Workflow):
