@@ -12,20 +12,14 @@ import asyncio
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from opentelemetry.context import Context as OtelContext
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import BaseModel
 
+from _fault_harness import BaseTelemetry, SpanCounter
 from stepstream import (
     ConstantDelayRetryPolicy,
     Context,
@@ -55,49 +49,14 @@ PROMPT = 0.5
 # -- telemetry harness --------------------------------------------------------------------
 
 
-class SpanCounter(SpanProcessor):
-    """Counts on_start and on_end calls per span id."""
-
-    def __init__(self) -> None:
-        self.started: Counter[int] = Counter()
-        self.ended: Counter[int] = Counter()
-
-    def on_start(self, span: Span, parent_context: OtelContext | None = None) -> None:
-        """Count a started span."""
-        self.started[span.context.span_id] += 1
-
-    def on_end(self, span: ReadableSpan) -> None:
-        """Count an ended span."""
-        assert span.context is not None
-        self.ended[span.context.span_id] += 1
-
-
-class Telemetry:
+class Telemetry(BaseTelemetry):
     """In-memory spans, span counts and metrics on providers passed to the workflow."""
 
+    counter: SpanCounter
+
     def __init__(self) -> None:
-        self.exporter = InMemorySpanExporter()
-        self.counter = SpanCounter()
-        self.tracer_provider = TracerProvider()
-        self.tracer_provider.add_span_processor(self.counter)
-        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.exporter))
-        self.reader = InMemoryMetricReader()
-        self.meter_provider = MeterProvider(metric_readers=[self.reader])
-
-    def kwargs(self) -> dict[str, Any]:
-        """Keyword arguments that make a Workflow use these providers."""
-        return {"tracer_provider": self.tracer_provider, "meter_provider": self.meter_provider}
-
-    def runs_active(self) -> float:
-        """Current value of stepstream.runs.active (0 when never recorded)."""
-        total = 0.0
-        data = self.reader.get_metrics_data()
-        for rm in data.resource_metrics if data is not None else []:
-            for sm in rm.scope_metrics:
-                for metric in sm.metrics:
-                    if metric.name == attrs.METRIC_RUNS_ACTIVE:
-                        total += sum(getattr(p, "value", 0) for p in metric.data.data_points)
-        return total
+        super().__init__()
+        self.counter = self.tracker  # type: ignore[assignment]  # the default tracker
 
     def run_status(self) -> Any:
         """stepstream.run.status of the one finished run span."""

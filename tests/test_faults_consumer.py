@@ -15,12 +15,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from _fault_harness import BaseTelemetry
 from stepstream import (
     Context,
     Event,
@@ -46,30 +42,8 @@ COMPLAINTS = (
 )
 
 
-class Telemetry:
+class Telemetry(BaseTelemetry):
     """In-memory spans and metrics on providers passed to the workflow."""
-
-    def __init__(self) -> None:
-        self.exporter = InMemorySpanExporter()
-        self.tracer_provider = TracerProvider()
-        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.exporter))
-        self.reader = InMemoryMetricReader()
-        self.meter_provider = MeterProvider(metric_readers=[self.reader])
-
-    def kwargs(self) -> dict[str, Any]:
-        """Keyword arguments that make a Workflow use these providers."""
-        return {"tracer_provider": self.tracer_provider, "meter_provider": self.meter_provider}
-
-    def runs_active(self) -> float:
-        """Current value of stepstream.runs.active (0 when never recorded)."""
-        total = 0.0
-        data = self.reader.get_metrics_data()
-        for rm in data.resource_metrics if data is not None else []:
-            for sm in rm.scope_metrics:
-                for metric in sm.metrics:
-                    if metric.name == attrs.METRIC_RUNS_ACTIVE:
-                        total += sum(getattr(p, "value", 0) for p in metric.data.data_points)
-        return total
 
     def run_spans(self) -> int:
         """How many run spans have ended."""

@@ -10,19 +10,14 @@ import asyncio
 import gc
 import logging
 import time
-from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from opentelemetry.context import Context as OtelContext
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
+from _fault_harness import BaseTelemetry, SpanCounter
 from stepstream import (
     ConstantDelayRetryPolicy,
     Context,
@@ -47,46 +42,14 @@ CANCEL_GRACE_SECONDS = 2.0
 # -- telemetry harness --------------------------------------------------------------------
 
 
-class SpanCounter(SpanProcessor):
-    """Counts on_start and on_end calls per span id."""
-
-    def __init__(self) -> None:
-        self.started: Counter[int] = Counter()
-        self.ended: Counter[int] = Counter()
-
-    def on_start(self, span: Span, parent_context: OtelContext | None = None) -> None:
-        """Count a started span."""
-        self.started[span.context.span_id] += 1
-
-    def on_end(self, span: ReadableSpan) -> None:
-        """Count an ended span."""
-        assert span.context is not None
-        self.ended[span.context.span_id] += 1
-
-    def all_ended_once(self) -> bool:
-        """Tell whether every started span was started and ended exactly once."""
-        return (
-            set(self.started) == set(self.ended)
-            and set(self.started.values()) <= {1}
-            and set(self.ended.values()) <= {1}
-        )
-
-
-class Telemetry:
+class Telemetry(BaseTelemetry):
     """Providers for one test: spans in memory, span counts, metrics in memory."""
 
-    def __init__(self) -> None:
-        self.exporter = InMemorySpanExporter()
-        self.counter = SpanCounter()
-        self.tracer_provider = TracerProvider()
-        self.tracer_provider.add_span_processor(self.counter)
-        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.exporter))
-        self.reader = InMemoryMetricReader()
-        self.meter_provider = MeterProvider(metric_readers=[self.reader])
+    counter: SpanCounter
 
-    def kwargs(self) -> dict[str, Any]:
-        """Keyword arguments that make a Workflow use these providers."""
-        return {"tracer_provider": self.tracer_provider, "meter_provider": self.meter_provider}
+    def __init__(self) -> None:
+        super().__init__()
+        self.counter = self.tracker  # type: ignore[assignment]  # the default tracker
 
     def spans(self, prefix: str = "") -> list[ReadableSpan]:
         """Finished spans whose name starts with ``prefix``, in end order."""
@@ -101,17 +64,6 @@ class Telemetry:
         """The one finished run span."""
         (span,) = self.spans(attrs.RUN_SPAN_PREFIX)
         return span
-
-    def metric_sum(self, name: str) -> float:
-        """Sum of every data point of metric ``name`` (0 when it was never recorded)."""
-        total = 0.0
-        data = self.reader.get_metrics_data()
-        for rm in data.resource_metrics if data is not None else []:
-            for sm in rm.scope_metrics:
-                for metric in sm.metrics:
-                    if metric.name == name:
-                        total += sum(getattr(p, "value", 0) for p in metric.data.data_points)
-        return total
 
     def assert_clean(self, caplog: pytest.LogCaptureFixture) -> None:
         """Every span ended exactly once and no run is left active."""

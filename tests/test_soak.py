@@ -27,12 +27,9 @@ from typing import Any
 import pytest
 import structlog
 from opentelemetry.context import Context as OtelContext
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from _fault_harness import BaseTelemetry
 from stepstream import (
     Context,
     Event,
@@ -43,7 +40,6 @@ from stepstream import (
     WorkflowHandler,
     step,
 )
-from stepstream.telemetry import attributes as attrs
 
 SCALE = float(os.environ.get("STEPSTREAM_SOAK_SCALE", "1"))
 SEQUENTIAL_RUNS = int(3_000 * SCALE)
@@ -79,32 +75,12 @@ class OpenSpans(SpanProcessor):
             self.open = set()  # a set never shrinks: start afresh, or it looks like a leak
 
 
-class Telemetry:
+class Telemetry(BaseTelemetry):
     """Providers recording in memory, with the open-span tracker."""
 
     def __init__(self) -> None:
-        self.exporter = InMemorySpanExporter()
         self.spans = OpenSpans()
-        self.tracer_provider = TracerProvider()
-        self.tracer_provider.add_span_processor(self.spans)
-        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.exporter))
-        self.reader = InMemoryMetricReader()
-        self.meter_provider = MeterProvider(metric_readers=[self.reader])
-
-    def kwargs(self) -> dict[str, Any]:
-        """Keyword arguments that make a Workflow use these providers."""
-        return {"tracer_provider": self.tracer_provider, "meter_provider": self.meter_provider}
-
-    def runs_active(self) -> float:
-        """Current value of stepstream.runs.active (0 when never recorded)."""
-        total = 0.0
-        data = self.reader.get_metrics_data()
-        for rm in data.resource_metrics if data is not None else []:
-            for sm in rm.scope_metrics:
-                for metric in sm.metrics:
-                    if metric.name == attrs.METRIC_RUNS_ACTIVE:
-                        total += sum(getattr(p, "value", 0) for p in metric.data.data_points)
-        return total
+        super().__init__(self.spans)
 
 
 def drop_line(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> Any:
