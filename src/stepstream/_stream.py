@@ -31,11 +31,6 @@ class EventStream:
         self.consumed = False
         self.seq = 0
 
-    @property
-    def closed(self) -> bool:
-        """True once the terminal event has been pushed."""
-        return self.terminal is not None
-
     def push(self, event: Event) -> int:
         """Append ``event`` and return its 0-based position in the stream."""
         seq = self.seq

@@ -90,6 +90,7 @@ class Context(Generic[StateT]):
         self._collect_lock = threading.Lock()
 
     def _caller(self) -> StepInfo | None:
+        # None also when a step of another (outer) run calls into this one.
         inv = current_step.get()
         return inv if inv is not None and inv.run is self._run.info else None
 
@@ -104,9 +105,7 @@ class Context(Generic[StateT]):
             if not run.finished:
                 self._push(ev)
             return
-        inv = current_step.get()
-        if inv is not None and inv.run is not run.info:
-            inv = None  # a step of another (outer) run wrote into this one
+        inv = self._caller()
         if on_loop:
             run.write(ev, inv)
         else:

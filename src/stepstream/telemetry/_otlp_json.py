@@ -174,13 +174,11 @@ class EncodedSpan:
         self.json = _span(span)
 
 
-def encode_spans(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
-    """Encode ``spans`` as one OTLP/JSON ``ExportTraceServiceRequest`` line."""
-    return b"".join(encode_spans_pieces(spans))
+def encode_spans(spans: Sequence[ReadableSpan | EncodedSpan]) -> list[bytes]:
+    """Encode ``spans`` as one OTLP/JSON ``ExportTraceServiceRequest`` line, in pieces.
 
-
-def encode_spans_pieces(spans: Sequence[ReadableSpan | EncodedSpan]) -> list[bytes]:
-    """The line of :func:`encode_spans` as pieces, for ``os.writev``."""
+    The pieces, joined, are the line; they are written with ``os.writev``.
+    """
     resources: dict[int, tuple[Any, dict[tuple[str, str | None], list[bytes]]]] = {}
     for span in spans:
         key = id(span.resource)
@@ -277,7 +275,7 @@ class OtlpJsonFileSpanExporter(SpanExporter):
         """Write one line for the batch (of spans, or of EncodedSpans)."""
         if not spans:
             return SpanExportResult.SUCCESS
-        ok = self._out.write(encode_spans_pieces(spans))
+        ok = self._out.write(encode_spans(spans))
         return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
 
     def shutdown(self) -> None:
