@@ -62,7 +62,18 @@ def _reference_python() -> Path:
 def _measure(  # noqa: PLR0917
     python: Path | str, lib: str, mode: str, workload: str, n: int, env: dict[str, str]
 ) -> dict[str, Any]:
-    cmd = [str(python), str(WORKLOADS), "--lib", lib, "--mode", mode, "--workload", workload, "--n", str(n)]
+    cmd = [
+        str(python),
+        str(WORKLOADS),
+        "--lib",
+        lib,
+        "--mode",
+        mode,
+        "--workload",
+        workload,
+        "--n",
+        str(n),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, check=False)
     if done.returncode != 0:
         msg = f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}"
@@ -102,7 +113,9 @@ def run(quick: bool, reps: int, out: Path) -> dict[str, Any]:  # noqa: C901
                 row["reference_cpu_s"] = _median(ref, "cpu_s")
                 if workload == "W5park":
                     row["reference_rss_per_run_bytes"] = _median(ref, "rss_per_run_bytes")
-                    row["ratio"] = row["reference_rss_per_run_bytes"] / row["stepstream_rss_per_run_bytes"]
+                    row["ratio"] = (
+                        row["reference_rss_per_run_bytes"] / row["stepstream_rss_per_run_bytes"]
+                    )
                 else:
                     row["ratio"] = row["reference_wall_s"] / row["stepstream_wall_s"]
             if workload == "W1":
@@ -133,7 +146,9 @@ def run(quick: bool, reps: int, out: Path) -> dict[str, Any]:  # noqa: C901
 def _per_event_cpu(env: dict[str, str]) -> dict[str, Any]:
     """CPU per streamed event with every event mirrored (span event limit lifted)."""
     lifted = {**env, "OTEL_SPAN_EVENT_COUNT_LIMIT": "1000000"}
-    samples = [_measure(sys.executable, "stepstream", "on", "W1", 100_000, lifted) for _ in range(5)]
+    samples = [
+        _measure(sys.executable, "stepstream", "on", "W1", 100_000, lifted) for _ in range(5)
+    ]
     cpu = _median(samples, "cpu_s")
     return {
         "mode": "on",
@@ -160,7 +175,11 @@ def _markdown(results: dict[str, Any]) -> str:
     for r in results["rows"]:
         if r["workload"] == "W5park":
             ours = f"{r['stepstream_rss_per_run_bytes'] / 1024:.1f} KB/run"
-            ref = f"{r['reference_rss_per_run_bytes'] / 1024:.1f} KB/run" if "reference_rss_per_run_bytes" in r else "-"
+            ref = (
+                f"{r['reference_rss_per_run_bytes'] / 1024:.1f} KB/run"
+                if "reference_rss_per_run_bytes" in r
+                else "-"
+            )
         elif r["workload"] == "W5leak":
             ours = (
                 f"RSS growth {r['n'] // 10:,}→{r['n']:,} runs: "
@@ -209,9 +228,15 @@ def _chart(results: dict[str, Any], path: Path) -> None:
 
 def main() -> None:
     """Parse arguments and run."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smoke mode: tiny sizes, stepstream only")
-    parser.add_argument("--reps", type=int, default=None, help="repetitions (default 5; 1 with --quick)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke mode: tiny sizes, stepstream only"
+    )
+    parser.add_argument(
+        "--reps", type=int, default=None, help="repetitions (default 5; 1 with --quick)"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args()
     reps = args.reps if args.reps is not None else (1 if args.quick else 5)

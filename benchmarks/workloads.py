@@ -303,7 +303,18 @@ def main() -> None:
         cpu = time.process_time() - cpu0
         sizes = {p.name: p.stat().st_size for p in Path(tmp).iterdir()}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"wall_s": wall, "cpu_run_s": cpu_run, "cpu_s": cpu, "peak_rss_bytes": peak, "files": sizes, **extra}))
+    print(
+        json.dumps(
+            {
+                "wall_s": wall,
+                "cpu_run_s": cpu_run,
+                "cpu_s": cpu,
+                "peak_rss_bytes": peak,
+                "files": sizes,
+                **extra,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
 """stepstream: event-driven workflows you can watch live, as a stream, a trace and logs."""
 
+import typing as _typing
+
+from stepstream import telemetry
 from stepstream.context import Context
 from stepstream.drawing import draw_all_possible_flows
 from stepstream.errors import (
@@ -22,8 +25,10 @@ from stepstream.events import (
 from stepstream.handler import WorkflowHandler
 from stepstream.retry import ConstantDelayRetryPolicy, RetryPolicy
 from stepstream.step import step
-from stepstream.telemetry import TelemetryHandle, configure_telemetry
 from stepstream.workflow import Workflow
+
+if _typing.TYPE_CHECKING:
+    from stepstream.telemetry import TelemetryHandle, configure_telemetry
 
 __all__ = [
     "ConstantDelayRetryPolicy",
@@ -49,3 +54,17 @@ __all__ = [
     "draw_all_possible_flows",
     "step",
 ]
+
+
+def __getattr__(name: str) -> _typing.Any:
+    # configure_telemetry and TelemetryHandle load the OpenTelemetry SDK: on first use.
+    if name in {"TelemetryHandle", "configure_telemetry"}:
+        value = getattr(telemetry, name)
+        globals()[name] = value
+        return value
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -23,7 +23,7 @@ from stepstream.errors import WorkflowRuntimeError, WorkflowValidationError
 from stepstream.events import StartEvent
 from stepstream.handler import WorkflowHandler
 from stepstream.step import STEP_ATTR, StepConfig, StepSpec, read_spec
-from stepstream.telemetry._sink import TelemetrySink, telemetry_active
+from stepstream.telemetry._switch import telemetry_active
 from stepstream.validation import graph_problems
 
 __all__ = ["Workflow"]
@@ -63,9 +63,9 @@ class Workflow:
         self.verbose = verbose
         self._graph = compiled_graph(type(self))
         self._callers = tuple(_make_caller(spec, self) for spec in self._graph.specs)
-        tracer = trace.get_tracer("stepstream", __version__, tracer_provider=tracer_provider)
-        meter = metrics.get_meter("stepstream", __version__, meter_provider=meter_provider)
-        self._telemetry = TelemetrySink(tracer, meter)
+        self._tracer = trace.get_tracer("stepstream", __version__, tracer_provider=tracer_provider)
+        self._meter = metrics.get_meter("stepstream", __version__, meter_provider=meter_provider)
+        self._telemetry: Instrument | None = None
         self._explicit_providers = tracer_provider is not None or meter_provider is not None
         self._sinks: list[Instrument] = []
         if verbose:
@@ -88,10 +88,22 @@ class Workflow:
         self._rebuild_instruments()
 
     def _rebuild_instruments(self) -> None:
-        self._instrument = combine([self._telemetry, *self._sinks])
+        self._observed_instrument: Instrument | None = None  # made by the next observed run
         # With no SDK and no logging configured, telemetry would record nothing: runs
         # then skip it entirely (see telemetry_active()).
         self._dark_instrument = combine(self._sinks)
+
+    def _observed(self) -> Instrument:
+        instrument = self._observed_instrument
+        if instrument is None:
+            if self._telemetry is None:
+                # Imported here: a process that never records does not load structlog.
+                from stepstream.telemetry._sink import TelemetrySink  # noqa: PLC0415
+
+                self._telemetry = TelemetrySink(self._tracer, self._meter)
+            instrument = combine([self._telemetry, *self._sinks])
+            self._observed_instrument = instrument
+        return instrument
 
     @property
     def steps(self) -> tuple[str, ...]:
@@ -122,7 +134,7 @@ class Workflow:
             graph=self._graph,
             callers=self._callers,
             instrument=(
-                self._instrument
+                self._observed()
                 if self._explicit_providers or telemetry_active()
                 else self._dark_instrument
             ),

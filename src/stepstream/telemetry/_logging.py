@@ -1,6 +1,6 @@
 """Where stepstream's log lines go: nowhere, the application's structlog, or JSON lines.
 
-The target is chosen once per run (:func:`current_target`), never per line:
+The target is chosen once per run (``_switch.current_target``), never per line:
 
 - ``configure_telemetry()`` installed a target (fast orjson lines to a file or stdout,
   and OTLP log records when an endpoint is set): that one;
@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
 import orjson
 import structlog
@@ -22,45 +22,15 @@ from structlog.typing import EventDict, WrappedLogger
 
 from stepstream._instrument import current_step
 from stepstream.telemetry import attributes as attrs
+from stepstream.telemetry._switch import LogTarget
 
 __all__ = [
     "CORRELATION_KEYS",
+    "STRUCTLOG_TARGET",
     "FanoutTarget",
     "JsonLinesWriter",
-    "LogTarget",
     "add_correlation",
-    "current_target",
-    "install_target",
 ]
-
-
-class LogTarget(Protocol):
-    """Receives one structured line: its message and flat fields."""
-
-    def emit(self, level: str, message: str, fields: dict[str, Any], span: Any) -> None:
-        """Write one line; ``span`` is the OTel span it belongs to (for OTLP records).
-
-        ``fields`` is shared with later lines of the same step: a target must not change it.
-        """
-        ...
-
-
-_installed: LogTarget | None = None
-
-
-def install_target(target: LogTarget | None) -> None:
-    """Make ``target`` receive stepstream's lines (``configure_telemetry`` does this)."""
-    global _installed  # noqa: PLW0603 - the one switch configure_telemetry() flips
-    _installed = target
-
-
-def current_target() -> LogTarget | None:
-    """Return the target for a run starting now, or None when logging is off."""
-    if _installed is not None:
-        return _installed
-    if structlog.is_configured():
-        return _STRUCTLOG
-    return None
 
 
 class _StructlogTarget:
@@ -71,7 +41,7 @@ class _StructlogTarget:
         getattr(logger, level)(message, logger=attrs.LOGGER_NAME, **fields)
 
 
-_STRUCTLOG = _StructlogTarget()
+STRUCTLOG_TARGET = _StructlogTarget()
 
 
 class _UtcClock:

@@ -14,9 +14,8 @@ from typing import Any
 
 import structlog
 from opentelemetry import context as otel_context
-from opentelemetry import metrics, trace
-from opentelemetry.metrics import Meter, NoOpMeterProvider
-from opentelemetry.metrics._internal import _ProxyMeterProvider
+from opentelemetry import trace
+from opentelemetry.metrics import Meter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer
 from structlog.contextvars import bind_contextvars
 
@@ -24,29 +23,13 @@ from stepstream._instrument import Instrument, RunInfo, StepInfo
 from stepstream.events import Event, StopEvent
 from stepstream.telemetry import _settings
 from stepstream.telemetry import attributes as attrs
-from stepstream.telemetry._logging import CORRELATION_KEYS, LogTarget, current_target
+from stepstream.telemetry._logging import CORRELATION_KEYS
 from stepstream.telemetry._metrics import Instruments
+from stepstream.telemetry._switch import LogTarget, current_target
 
-__all__ = ["TelemetrySink", "encode_payload", "telemetry_active", "truncate"]
+__all__ = ["TelemetrySink", "encode_payload", "truncate"]
 
 _ERROR_STATUSES = (attrs.STATUS_ERROR, attrs.STATUS_TIMEOUT)
-
-
-_DARK_TRACERS = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
-_DARK_METERS = (_ProxyMeterProvider, NoOpMeterProvider)
-
-
-def telemetry_active() -> bool:
-    """Whether a run starting now would record anything: an SDK provider or logging.
-
-    With neither (the unconfigured default) every span is the no-op span, every
-    instrument the no-op instrument and no line is written, so a run skips the sink.
-    """
-    return (
-        not isinstance(trace.get_tracer_provider(), _DARK_TRACERS)
-        or not isinstance(metrics.get_meter_provider(), _DARK_METERS)
-        or current_target() is not None
-    )
 
 
 def encode_payload(event: Event) -> str:

@@ -29,13 +29,14 @@ from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
 from stepstream.telemetry import _settings
-from stepstream.telemetry._logging import FanoutTarget, JsonLinesWriter, LogTarget, install_target
+from stepstream.telemetry._logging import FanoutTarget, JsonLinesWriter
 from stepstream.telemetry._otlp_json import (
     EncodingBatchSpanProcessor,
     OtlpJsonFileMetricExporter,
     OtlpJsonFileSpanExporter,
 )
 from stepstream.telemetry._ratelimit import OncePerWindow
+from stepstream.telemetry._switch import LogTarget, install_target
 
 __all__ = ["TelemetryHandle", "TelemetryWarning", "configure_telemetry"]
 
