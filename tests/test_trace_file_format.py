@@ -51,6 +51,13 @@ async def main() -> None:
         await Flow(timeout=5).run()
     except ValueError:
         pass
+    # An application's own span with an attributed link goes through the same encoder.
+    tracer = trace.get_tracer("app")
+    with tracer.start_as_current_span("app.first") as first:
+        pass
+    link = trace.Link(first.get_span_context(), {"why": "retry of", "n": 2})
+    with tracer.start_as_current_span("app.second", links=[link]):
+        pass
     handle.shutdown()
     request = MessageToDict(encode_spans(memory.get_finished_spans()), use_integers_for_enums=True)
     print(json.dumps(request))
@@ -108,10 +115,15 @@ def test_trace_file_equals_the_otlp_protobuf_encoding(tmp_path: Path) -> None:
                 "attributes"
             ]
             for ss in rs["scopeSpans"]:
-                assert ss["scope"]["name"] == "stepstream"
+                assert ss["scope"]["name"] in {"stepstream", "app"}
                 for s in ss["spans"]:
                     got[s["spanId"]] = s
     assert set(got) == set(want)
-    assert len(got) == 3  # the run span and two step spans
+    assert len(got) == 5  # the run span, two step spans and the application's two
+    linked = [s for s in got.values() if s["name"] == "app.second"]
+    assert linked[0]["links"][0]["attributes"] == [
+        {"key": "why", "value": {"stringValue": "retry of"}},
+        {"key": "n", "value": {"intValue": "2"}},
+    ]
     for span_id, span in got.items():
         assert span == want[span_id], span["name"]

@@ -137,7 +137,7 @@ def _span(span: ReadableSpan) -> bytes:
         parts.append(b',"droppedEventsCount":%d' % span.dropped_events)
     links = span.links
     if links:
-        parts.append(b',"links":' + _dumps([_link(link) for link in links]))
+        parts.append(b',"links":[%b]' % b",".join([_link_json(link) for link in links]))
     if span.dropped_links:
         parts.append(b',"droppedLinksCount":%d' % span.dropped_links)
     status = span.status
@@ -151,15 +151,16 @@ def _span(span: ReadableSpan) -> bytes:
     return b"".join(parts)
 
 
-def _link(link: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "traceId": format(link.context.trace_id, "032x"),
-        "spanId": format(link.context.span_id, "016x"),
-    }
-    if link.attributes:
-        out["attributes"] = _attributes(link.attributes)
-    out["flags"] = 0x300 if link.context.is_remote else 0x100
-    return out
+def _link_json(link: Any) -> bytes:
+    """One link (a fan-in join has one per collected event, so bytes, not a dict)."""
+    ctx = link.context
+    attributes = link.attributes
+    return b'{"traceId":"%032x","spanId":"%016x",%b"flags":%d}' % (
+        ctx.trace_id,
+        ctx.span_id,
+        b'"attributes":%b,' % _attributes_json(attributes) if attributes else b"",
+        0x300 if ctx.is_remote else 0x100,
+    )
 
 
 class EncodedSpan:
