@@ -146,7 +146,10 @@ class Run:
         self.loop = loop
         self.thread_id = threading.get_ident()
         self.runners = [_Runner(s, c) for s, c in zip(graph.specs, callers, strict=True)]
-        self.ctx: Context[Any] = Context(self, graph.state_type)
+        # The run's Context; released when the run ends (handler.ctx keeps its own
+        # reference). It refers back to the run, and without that cycle a finished run
+        # is freed at once by reference counting instead of by the garbage collector.
+        self.ctx: Context[Any] | None = Context(self, graph.state_type)
         self.waiters: list[_Waiter] = []
         # Set by a step or cancel_run() to end the run; the run then stops its steps.
         self.done: asyncio.Future[Outcome] = loop.create_future()
@@ -187,6 +190,8 @@ class Run:
         except Exception as exc:  # noqa: BLE001 - a runtime bug: reported, never lost
             _log.exception("stepstream: internal error in run %s", self.info.run_id)
             self._close(self._failed("<runtime>", exc, None))
+        finally:
+            self.ctx = None
 
     async def _stop_steps(self) -> None:
         """Cancel in-flight step invocations and give them a grace period to stop."""
@@ -442,16 +447,18 @@ class Run:
 
     async def _call(self, runner: _Runner, event: Event) -> Any:
         spec = runner.spec
+        ctx = self.ctx
+        assert ctx is not None  # noqa: S101 - steps run inside main(), before the release
         if spec.timeout is None:
             if spec.is_async:
-                return await runner.call(self.ctx, event)
-            return await asyncio.to_thread(runner.call, self.ctx, event)
+                return await runner.call(ctx, event)
+            return await asyncio.to_thread(runner.call, ctx, event)
         scope = asyncio.timeout(spec.timeout)
         try:
             async with scope:
                 if spec.is_async:
-                    return await runner.call(self.ctx, event)
-                return await asyncio.to_thread(runner.call, self.ctx, event)
+                    return await runner.call(ctx, event)
+                return await asyncio.to_thread(runner.call, ctx, event)
         except TimeoutError as exc:
             if scope.expired():
                 raise _StepTimedOut(exc) from exc

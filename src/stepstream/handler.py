@@ -23,8 +23,11 @@ class WorkflowHandler:
     """
 
     def __init__(self, run: Run, task: asyncio.Task[Any]) -> None:
+        ctx = run.ctx
+        assert ctx is not None  # noqa: S101 - the run has not ended yet
         self._run = run
         self._task = task
+        self._ctx = ctx  # the run lets go of its Context when it ends; the caller keeps it
 
     @property
     def run_id(self) -> str:
@@ -34,7 +37,7 @@ class WorkflowHandler:
     @property
     def ctx(self) -> Context[Any]:
         """The run's Context, e.g. to ``send_event`` a human's answer."""
-        return self._run.ctx
+        return self._ctx
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self._result().__await__()

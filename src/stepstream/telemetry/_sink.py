@@ -266,6 +266,10 @@ class TelemetrySink(Instrument):
         span.end()
         if state.token is not None:
             otel_context.detach(state.token)
+            # The token refers to the step task's contextvars, which refer to this
+            # step (current_step): dropping it breaks the cycle, so a finished step is
+            # freed at once rather than by the garbage collector.
+            state.token = None
         workflow = inv.run.workflow
         duration = (time.time_ns() - inv.start_ns) / 1e9
         self._metrics.step_duration.record(
