@@ -26,6 +26,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
 
 __all__ = [
@@ -67,35 +68,38 @@ def _attributes(attributes: Any) -> list[dict[str, Any]]:
 _dumps = orjson.dumps
 
 
-# '{"key":<key>,"value":' per attribute key: keys repeat in every span and event.
-_KEY_PREFIX: dict[str, bytes] = {}
+# OTLP's SpanKind numbers: the API's enum values plus one (0 is UNSPECIFIED).
+_KINDS = {kind: kind.value + 1 for kind in SpanKind}
+
+# Span names repeat ("run_step fetch"): their JSON is kept, up to a bound.
+_NAME_JSON: dict[str, bytes] = {}
 
 
-def _key_prefix(key: str) -> bytes:
-    prefix = _KEY_PREFIX.get(key)
-    if prefix is None:
-        prefix = b'{"key":%b,"value":' % _dumps(key)
-        if len(_KEY_PREFIX) < 4096:  # noqa: PLR2004 - bound the cache for arbitrary keys
-            _KEY_PREFIX[key] = prefix
-    return prefix
+def _name_json(name: str) -> bytes:
+    encoded = _NAME_JSON.get(name)
+    if encoded is None:
+        encoded = _dumps(name)
+        if len(_NAME_JSON) < 4096:  # noqa: PLR2004 - bound the cache for arbitrary names
+            _NAME_JSON[name] = encoded
+    return encoded
 
 
 def _attributes_json(attributes: Any) -> bytes:
     """Encode attributes straight to JSON bytes (the hot part of a span event)."""
     if not attributes:
         return b"[]"
-    parts = []
+    out = []
     # The SDK's BoundedAttributes takes a lock per item through the Mapping API; its
     # plain dict, when present, is read directly (falling back to the public API).
     for key, value in getattr(attributes, "_dict", attributes).items():
         kind = type(value)
         if kind is str:
-            parts.append(b'%b{"stringValue":%b}}' % (_key_prefix(key), _dumps(value)))
+            out.append({"key": key, "value": {"stringValue": value}})
         elif kind is int:
-            parts.append(b'%b{"intValue":"%d"}}' % (_key_prefix(key), value))
+            out.append({"key": key, "value": {"intValue": str(value)}})
         else:
-            parts.append(_dumps({"key": key, "value": _value(value)}))
-    return b"[" + b",".join(parts) + b"]"
+            out.append({"key": key, "value": _value(value)})
+    return _dumps(out)
 
 
 def _events_json(events: Sequence[Any]) -> bytes:
@@ -116,12 +120,19 @@ def _span(span: ReadableSpan) -> bytes:
     assert ctx is not None  # noqa: S101 - an exported span always has a context
     parent = span.parent
     # As the OTLP encoders do: bit 8 says whether bit 9 (parent is remote) is known.
-    flags = 0x300 if parent is not None and parent.is_remote else 0x100
+    if parent is not None:
+        head = b'{"traceId":"%032x","spanId":"%016x","parentSpanId":"%016x","flags":%d' % (
+            ctx.trace_id,
+            ctx.span_id,
+            parent.span_id,
+            0x300 if parent.is_remote else 0x100,
+        )
+    else:
+        head = b'{"traceId":"%032x","spanId":"%016x","flags":256' % (ctx.trace_id, ctx.span_id)
     parts = [
-        b'{"traceId":"%032x","spanId":"%016x"' % (ctx.trace_id, ctx.span_id),
-        b',"parentSpanId":"%016x"' % parent.span_id if parent is not None else b"",
-        b',"flags":%d,"name":%b,"kind":%d,"startTimeUnixNano":"%d","endTimeUnixNano":"%d"'
-        % (flags, _dumps(span.name), span.kind.value + 1, span.start_time or 0, span.end_time or 0),
+        head,
+        b',"name":%b,"kind":%d,"startTimeUnixNano":"%d","endTimeUnixNano":"%d"'
+        % (_name_json(span.name), _KINDS[span.kind], span.start_time or 0, span.end_time or 0),
     ]
     # ReadableSpan.attributes wraps the SDK's BoundedAttributes in a mappingproxy, whose
     # items go through the locking Mapping API; read the plain dict when it is there.
