@@ -31,3 +31,69 @@ def test_quick_benchmark_runs_every_workload_in_both_modes(tmp_path: Path) -> No
     table = (tmp_path / "results.md").read_text()
     assert "| off | W1 stream |" in table
     assert "| on | W5 leak |" in table
+
+
+def _row(mode: str, workload: str, n: int, wall: float, **extra: float) -> dict[str, object]:
+    return {
+        "mode": mode,
+        "label": f"{workload} n={n}",
+        "workload": workload,
+        "n": n,
+        "stepstream_wall_s": wall,
+        "stepstream_cpu_s": wall,
+        **extra,
+    }
+
+
+def test_render_checks_every_target_of_the_issue(tmp_path: Path) -> None:
+    """`--render` marks each row met or MISSED against the issue's targets."""
+    rows = [
+        _row("off", "W1", 100_000, 0.30, reference_wall_s=2.9, ratio=2.9 / 0.30),  # 9.7x
+        _row("off", "W3", 1_000, 0.010),
+        _row("off", "W3", 2_000, 0.020, reference_wall_s=15.0, ratio=750.0),
+        _row("off", "W3", 10_000, 0.130),  # 13 x T(1,000)
+        _row("off", "W5park", 10_000, 1.0, stepstream_rss_per_run_bytes=8_000.0),
+        _row("on", "W3", 2_000, 0.33, reference_wall_s=16.5, ratio=50.0),
+        _row(
+            "on",
+            "W5leak",
+            10_000,
+            7.0,
+            stepstream_rss_growth=0.03,
+            stepstream_rss_growth_before_flush=0.12,
+        ),
+        _row("on", "W1-all", 100_000, 1.7, stepstream_cpu_us_per_event=17.0),
+    ]
+    results = {
+        "machine": {"python": "3.11", "platform": "test", "cpus": 2, "processor": "x"},
+        "date": "2026-11-25",
+        "repetitions": 5,
+        "quick": False,
+        "rows": rows,
+    }
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--render", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    verdicts = {
+        (r["mode"], r["workload"], r["n"]): r.get("met")
+        for r in json.loads((tmp_path / "results.json").read_text())["rows"]
+    }
+    assert verdicts == {
+        ("off", "W1", 100_000): False,  # 9.7x < 10x
+        ("off", "W3", 1_000): None,  # no target of its own
+        ("off", "W3", 2_000): True,
+        ("off", "W3", 10_000): False,  # grew faster than linearly
+        ("off", "W5park", 10_000): True,
+        ("on", "W3", 2_000): True,  # exactly 50x
+        ("on", "W5leak", 10_000): False,  # judged before flushing the queue: +12%
+        ("on", "W1-all", 100_000): True,
+    }
+    table = (tmp_path / "results.md").read_text()
+    assert "| off | W1 n=100000 | 300 ms | 2,900 ms | 9.7x | >= 10x: **MISSED** |" in table
+    assert "| on | W3 n=2000 | 330 ms | 16,500 ms | 50.0x | >= 50x: met |" in table
