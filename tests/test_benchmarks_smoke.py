@@ -10,16 +10,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_quick_benchmark_runs_every_workload_in_both_modes(tmp_path: Path) -> None:
-    """`benchmarks/run.py --quick` measures all six workloads with telemetry off and on."""
+def _harness(option: str, out: Path) -> None:
+    """Run `benchmarks/run.py OPTION --out OUT` and fail with its stderr if it fails."""
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(tmp_path)],
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), option, "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_quick_benchmark_runs_every_workload_in_both_modes(tmp_path: Path) -> None:
+    """`benchmarks/run.py --quick` measures all six workloads with telemetry off and on."""
+    _harness("--quick", tmp_path)
     results = json.loads((tmp_path / "results.json").read_text())
     seen = {(row["mode"], row["workload"]) for row in results["rows"]}
     workloads = {"W1", "W2", "W3", "W4", "W5park", "W5leak"}
@@ -71,14 +76,7 @@ def test_render_checks_every_target_of_the_issue(tmp_path: Path) -> None:
         "rows": rows,
     }
     (tmp_path / "results.json").write_text(json.dumps(results))
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--render", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    _harness("--render", tmp_path)
     verdicts = {
         (r["mode"], r["workload"], r["n"]): r.get("met")
         for r in json.loads((tmp_path / "results.json").read_text())["rows"]
