@@ -85,12 +85,6 @@ class MyWorkflow(Workflow):
 SEED_STEPS = ("step_one", "step_two", "step_three")
 
 
-async def drain(handler: WorkflowHandler) -> list[Event]:
-    """Collect a run's whole stream, failing instead of hanging."""
-    async with asyncio.timeout(3):
-        return [ev async for ev in handler.stream_events()]
-
-
 async def outcome(handler: WorkflowHandler) -> BaseException | None:
     """Await the run and return what it raised (None when it succeeded)."""
     try:

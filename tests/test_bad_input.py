@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from _streams import drain
 from stepstream import (
     ConstantDelayRetryPolicy,
     Context,
@@ -16,7 +17,6 @@ from stepstream import (
     WorkflowCancelledError,
     WorkflowError,
     WorkflowFailedEvent,
-    WorkflowHandler,
     WorkflowRuntimeError,
     WorkflowTimeoutError,
     WorkflowValidationError,
@@ -47,12 +47,6 @@ class Minimal(Workflow):
     @step
     async def only(self, ev: StartEvent) -> StopEvent:
         return StopEvent(result="ok")
-
-
-async def drain(handler: WorkflowHandler) -> list[Event]:
-    """Collect a run's whole stream, failing instead of hanging."""
-    async with asyncio.timeout(2):
-        return [ev async for ev in handler.stream_events()]
 
 
 # --- the error classes -----------------------------------------------------------------------

@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, Field
 
+from _streams import drain
 from stepstream import (
     Context,
     Event,
@@ -22,12 +23,6 @@ from stepstream import (
 )
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-async def drain(handler: WorkflowHandler) -> list[Event]:
-    """Collect the rest of a run's stream, failing instead of hanging."""
-    async with asyncio.timeout(2):
-        return [ev async for ev in handler.stream_events()]
 
 
 async def answer_prompts(handler: WorkflowHandler, *answers: HumanResponseEvent) -> list[Event]:

@@ -17,8 +17,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from _streams import drain
 from stepstream import (
-    Event,
     HumanResponseEvent,
     InputRequiredEvent,
     StopEvent,
@@ -75,12 +75,6 @@ def provider(exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
     provider.shutdown()
 
 
-async def drain(handler: WorkflowHandler) -> list[Event]:
-    """Collect a run's whole stream, failing instead of hanging."""
-    async with asyncio.timeout(10):
-        return [ev async for ev in handler.stream_events()]
-
-
 def named(spans: tuple[ReadableSpan, ...], name: str) -> list[ReadableSpan]:
     """Return the spans called ``name``, in start order."""
     return sorted((s for s in spans if s.name == name), key=lambda s: s.start_time or 0)
@@ -126,7 +120,7 @@ async def test_fan_out_join_span_links_every_worker_span(
     """The join span that completes the collection links to the span of every worker."""
     mod = load_example("fan_out")
     handler: WorkflowHandler = mod.FanOutWorkflow(timeout=10, tracer_provider=provider).run(n=6)
-    events = await drain(handler)
+    events = await drain(handler, timeout=10)
     result = await handler
     assert result == {"squares": [0, 1, 4, 9, 16, 25], "sum": 55}
     progress = [ev for ev in events if isinstance(ev, mod.ProgressEvent)]
@@ -193,7 +187,7 @@ async def test_retries_record_one_span_per_attempt(
     """Each attempt of the flaky step is a span; the first two are ERROR, the third is not."""
     mod = load_example("retries")
     handler: WorkflowHandler = mod.FlakyWorkflow(timeout=10, tracer_provider=provider).run()
-    events = await drain(handler)
+    events = await drain(handler, timeout=10)
     assert await handler == "fetched after 3 attempts"
     assert [ev.attempt for ev in events if isinstance(ev, mod.AttemptEvent)] == [1, 2, 3]
     attempts = named(exporter.get_finished_spans(), "run_step fetch")
@@ -241,7 +235,7 @@ async def test_nested_inner_run_span_is_a_child_of_the_outer_step_span(
     handler: WorkflowHandler = mod.OuterWorkflow(timeout=10, tracer_provider=provider).run(
         topic="otters"
     )
-    events = await drain(handler)
+    events = await drain(handler, timeout=10)
     result = await handler
     assert result.startswith("The habitat of otters is fascinating.")
     sources = [ev.source for ev in events if isinstance(ev, mod.ProgressEvent)]

@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
 from _fault_harness import BaseTelemetry, SpanCounter
+from _streams import drain
 from stepstream import (
     ConstantDelayRetryPolicy,
     Context,
@@ -26,7 +27,6 @@ from stepstream import (
     StopEvent,
     Workflow,
     WorkflowFailedEvent,
-    WorkflowHandler,
     WorkflowRuntimeError,
     WorkflowTimedOutEvent,
     WorkflowTimeoutError,
@@ -89,12 +89,6 @@ def telemetry(caplog: pytest.LogCaptureFixture) -> Iterator[Telemetry]:
     yield tel
     tel.tracer_provider.shutdown()
     tel.meter_provider.shutdown()
-
-
-async def drain(handler: WorkflowHandler, timeout: float = 5) -> list[Event]:
-    """Collect a run's whole stream, failing instead of hanging."""
-    async with asyncio.timeout(timeout):
-        return [ev async for ev in handler.stream_events()]
 
 
 def attributes(span: ReadableSpan) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import structlog
 from opentelemetry.sdk.trace import ReadableSpan
 from structlog.typing import EventDict
 
+from _streams import drain
 from _telemetry_helpers import (
     HEX16,
     HEX32,
@@ -22,7 +23,6 @@ from _telemetry_helpers import (
     ProgressEvent,
     Slow,
     Telemetry,
-    drain,
     expected_stream,
     outcome,
     run_span_name,

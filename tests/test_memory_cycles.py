@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
-from _telemetry_helpers import MyWorkflow, Telemetry, drain
+from _streams import drain
+from _telemetry_helpers import MyWorkflow, Telemetry
 from stepstream import StopEvent, Workflow
 
 RUNS = 20

@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.metrics.export import Histogram, Metric, Sum
 
+from _streams import drain
 from _telemetry_helpers import (
     Flaky,
     MyWorkflow,
     ProgressEvent,
     Slow,
     Telemetry,
-    drain,
     outcome,
 )
 from stepstream import (

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from _future_annotations_wf import FutureWorkflow, make_local_workflow
+from _streams import drain
 from stepstream import (
     ConstantDelayRetryPolicy,
     Context,
@@ -17,7 +18,6 @@ from stepstream import (
     StartEvent,
     StopEvent,
     Workflow,
-    WorkflowHandler,
     WorkflowTimedOutEvent,
     WorkflowTimeoutError,
     step,
@@ -54,12 +54,6 @@ class Job(Event):
 
 class Middle(Event):
     text: str
-
-
-async def drain(handler: WorkflowHandler) -> list[Event]:
-    """Collect a run's whole stream, failing instead of hanging."""
-    async with asyncio.timeout(2):
-        return [ev async for ev in handler.stream_events()]
 
 
 # --- routing by annotation -------------------------------------------------------------

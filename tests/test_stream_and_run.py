@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from _streams import drain
 from stepstream import (
     Context,
     Event,
@@ -31,12 +32,6 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "streaming.py"
 
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-async def drain(handler: WorkflowHandler) -> list[Event]:
-    """Collect the rest of a run's stream, failing instead of hanging."""
-    async with asyncio.timeout(2):
-        return [ev async for ev in handler.stream_events()]
 
 
 def messages(events: list[Event]) -> list[str]:

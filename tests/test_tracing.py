@@ -12,6 +12,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode, Tracer
 
+from _streams import drain
 from _telemetry_helpers import (
     SEED_STEPS,
     Flaky,
@@ -21,7 +22,6 @@ from _telemetry_helpers import (
     Task,
     Telemetry,
     attr,
-    drain,
     expected_stream,
     outcome,
     parent_id,

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from _streams import drain
 from stepstream import (
     Context,
     Event,
@@ -15,7 +16,6 @@ from stepstream import (
     StartEvent,
     StopEvent,
     Workflow,
-    WorkflowHandler,
     WorkflowValidationError,
     step,
 )
@@ -55,12 +55,6 @@ class AskEvent(InputRequiredEvent):
 
 class AnswerEvent(HumanResponseEvent):
     answer: str
-
-
-async def drain(handler: WorkflowHandler) -> list[Event]:
-    """Collect a run's whole stream, failing instead of hanging."""
-    async with asyncio.timeout(2):
-        return [ev async for ev in handler.stream_events()]
 
 
 # --- one problem per workflow --------------------------------------------------------------
