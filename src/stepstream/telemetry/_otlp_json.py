@@ -59,12 +59,6 @@ def _value(value: AttributeValue) -> dict[str, Any]:  # noqa: PLR0911 - one retu
     return {"arrayValue": {"values": [_value(v) for v in value]}}  # type: ignore[union-attr]
 
 
-def _attributes(attributes: Any) -> list[dict[str, Any]]:
-    if not attributes:
-        return []
-    return [{"key": k, "value": _value(v)} for k, v in attributes.items()]
-
-
 _dumps = orjson.dumps
 
 
@@ -84,10 +78,10 @@ def _name_json(name: str) -> bytes:
     return encoded
 
 
-def _attributes_json(attributes: Any) -> bytes:
-    """Encode attributes straight to JSON bytes (the hot part of a span event)."""
+def _attributes(attributes: Any) -> list[dict[str, Any]]:
+    """OTLP key/value pairs; strings and ints (nearly every value) take the short path."""
     if not attributes:
-        return b"[]"
+        return []
     out = []
     # The SDK's BoundedAttributes takes a lock per item through the Mapping API; its
     # plain dict, when present, is read directly (falling back to the public API).
@@ -99,7 +93,12 @@ def _attributes_json(attributes: Any) -> bytes:
             out.append({"key": key, "value": {"intValue": str(value)}})
         else:
             out.append({"key": key, "value": _value(value)})
-    return _dumps(out)
+    return out
+
+
+def _attributes_json(attributes: Any) -> bytes:
+    """Attributes as JSON bytes (the hot part of a span event)."""
+    return _dumps(_attributes(attributes)) if attributes else b"[]"
 
 
 def _events_json(events: Sequence[Any]) -> bytes:
