@@ -289,16 +289,26 @@ async def test_wait_for_event_resumes_the_step_with_the_answer() -> None:
 )
 @pytest.mark.asyncio
 async def test_wait_for_event_requirements_filter_events(wrong: dict[str, str]) -> None:
-    """An answer not meeting the requirements does not wake the waiter; a matching one does."""
+    """An answer failing the requirements is refused with a message naming them; a match resumes."""
     wf = Asker()
     handler = wf.run()
-    await answer_prompts(
-        handler,
-        HumanResponseEvent(response="wrong", **wrong),
-        HumanResponseEvent(user="ada", response="right"),
-    )
+    refused: list[str] = []
+    async with asyncio.timeout(2):
+        async for ev in handler.stream_events():
+            if isinstance(ev, InputRequiredEvent):
+                with pytest.raises(WorkflowRuntimeError) as info:
+                    handler.ctx.send_event(HumanResponseEvent(response="wrong", **wrong))
+                refused.append(str(info.value))
+                handler.ctx.send_event(HumanResponseEvent(user="ada", response="right"))
     assert await handler == "right"
     assert wf.entries == 1
+    assert refused == [
+        (
+            "HumanResponseEvent does not meet the requirements of the step waiting for it "
+            "(user='ada') and no step of workflow Asker accepts it; send a HumanResponseEvent "
+            "whose fields match"
+        )
+    ]
 
 
 @pytest.mark.asyncio

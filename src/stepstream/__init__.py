@@ -4,6 +4,7 @@ import typing as _typing
 
 from stepstream import telemetry
 from stepstream.context import Context
+from stepstream.decorators import step
 from stepstream.drawing import draw_all_possible_flows
 from stepstream.errors import (
     WorkflowCancelledError,
@@ -23,8 +24,7 @@ from stepstream.events import (
     WorkflowTimedOutEvent,
 )
 from stepstream.handler import WorkflowHandler
-from stepstream.retry import ConstantDelayRetryPolicy, RetryPolicy
-from stepstream.step import step
+from stepstream.retry_policy import ConstantDelayRetryPolicy, RetryPolicy
 from stepstream.workflow import Workflow
 
 if _typing.TYPE_CHECKING:

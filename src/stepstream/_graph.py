@@ -1,14 +1,24 @@
-"""A workflow class's compiled step graph: specs, routing table, start event type."""
+"""A workflow class's compiled step graph: specs, routing table, start event and state types.
+
+:func:`compiled_graph` reads the ``@step`` configs of a workflow class (its methods,
+inherited ones, and free functions attached with ``@step(workflow=...)``), validates
+them together and caches the result on the class.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
+from stepstream._spec import STEP_ATTR, StepConfig, StepSpec, read_spec
+from stepstream._validation import graph_problems
+from stepstream.errors import WorkflowValidationError
 from stepstream.events import Event, StartEvent
-from stepstream.step import StepSpec
 
-__all__ = ["Graph"]
+__all__ = ["Graph", "add_free_step", "compiled_graph"]
+
+_GRAPH_ATTR = "_stepstream_graph"
+_FREE_ATTR = "_stepstream_free_steps"
 
 
 class Graph:
@@ -37,3 +47,60 @@ class Graph:
             found = tuple(i for i, s in enumerate(self.specs) if s.accepts_type(event_type))
             self._routes[event_type] = found
             return found
+
+    def takers(self, event_type: type[Event]) -> list[str]:
+        """Names of the steps that accept ``event_type``."""
+        return [self.names[i] for i in self.route(event_type)]
+
+
+def add_free_step(cls: type[Any], config: StepConfig) -> None:
+    """Attach a free function's step to ``cls`` (and so to its subclasses)."""
+    if _FREE_ATTR not in cls.__dict__:
+        setattr(cls, _FREE_ATTR, {})
+    cls.__dict__[_FREE_ATTR][config.name] = config
+    # Invalidate the compiled graph of this class and its subclasses.
+    for klass in [cls, *_subclasses(cls)]:
+        if _GRAPH_ATTR in klass.__dict__:
+            delattr(klass, _GRAPH_ATTR)
+
+
+def compiled_graph(cls: type[Any]) -> Graph:
+    """Return the validated step graph of workflow class ``cls`` (compiled once, cached)."""
+    cached = cls.__dict__.get(_GRAPH_ATTR)
+    if isinstance(cached, Graph):
+        return cached
+    configs = _collect_configs(cls)
+    problems: list[str] = []
+    if not configs:
+        problems.append(f"workflow {cls.__name__} has no steps; decorate its methods with @step")
+    specs = [read_spec(c, problems) for c in configs.values()]
+    if specs:
+        problems.extend(graph_problems(specs))
+    if problems:
+        msg = f"workflow {cls.__name__} is invalid ({len(problems)} problem(s)):"
+        raise WorkflowValidationError(msg, problems)
+    graph = Graph(specs)
+    setattr(cls, _GRAPH_ATTR, graph)
+    return graph
+
+
+def _subclasses(cls: type) -> list[type]:
+    out: list[type] = []
+    sub: type
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_subclasses(sub))
+    return out
+
+
+def _collect_configs(cls: type[Any]) -> dict[str, StepConfig]:
+    configs: dict[str, StepConfig] = {}
+    for klass in reversed(cls.__mro__):
+        for attr, value in vars(klass).items():
+            config = getattr(value, STEP_ATTR, None)
+            if isinstance(config, StepConfig) and config.is_method:
+                configs[attr] = config
+            elif attr in configs and callable(value):
+                del configs[attr]  # overridden by a plain method
+        configs.update(vars(klass).get(_FREE_ATTR, {}))
+    return configs

@@ -1,6 +1,6 @@
 """The single instrumentation seam: every lifecycle point of a run passes through here.
 
-The runtime calls one :class:`Instrument` per run. Sinks (verbose printing, tracing,
+The runtime calls one :class:`Observer` per run. Sinks (verbose printing, tracing,
 logging, metrics) subclass it and override what they need; :func:`combine` fans out
 to several and isolates their failures, so telemetry can never break a run.
 """
@@ -10,38 +10,106 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Generic, Literal, TypeVar, get_args
 
 from stepstream.events import Event, StopEvent
 
-__all__ = ["Instrument", "RunInfo", "StepInfo", "combine", "current_step"]
+__all__ = [
+    "NOOP",
+    "STATUSES",
+    "Key",
+    "Observer",
+    "RunInfo",
+    "Status",
+    "StepInfo",
+    "combine",
+    "current_step",
+]
+
+T = TypeVar("T")
 
 _log = logging.getLogger("stepstream")
 
+#: How a run or a step attempt ended; the same values in spans, logs, metrics and the CLI.
+Status = Literal["ok", "error", "timeout", "cancelled"]
+STATUSES: tuple[Status, ...] = get_args(Status)
 
-class RunInfo:
-    """What sinks know about a run. ``span`` and ``data`` belong to the sinks."""
 
-    __slots__ = ("data", "run_id", "span", "start_ns", "workflow")
+class Key(Generic[T]):
+    """A typed key under which one observer keeps its own state on a run or step.
+
+    Each observer makes its own keys, so two observers (even two of the same class)
+    never share a slot::
+
+        self._state: Key[MyState] = Key("my state")
+        run.put(self._state, MyState())
+        state = run.get(self._state)  # typed MyState
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Key({self.name!r})"
+
+
+class _Stash:
+    """Observer state by :class:`Key`; the dict is made by the first ``put``."""
+
+    __slots__ = ("_stash",)
+
+    def __init__(self) -> None:
+        self._stash: dict[Key[Any], Any] | None = None
+
+    def put(self, key: Key[T], value: T) -> None:
+        """Keep ``value`` under ``key``."""
+        if self._stash is None:
+            self._stash = {}
+        self._stash[key] = value
+
+    def get(self, key: Key[T]) -> T:
+        """Return the value kept under ``key``; KeyError if none was put."""
+        if self._stash is None:
+            raise KeyError(key)
+        value: T = self._stash[key]
+        return value
+
+    def find(self, key: Key[T]) -> T | None:
+        """Return the value kept under ``key``, or None."""
+        stash = self._stash
+        return None if stash is None else stash.get(key)
+
+
+class RunInfo(_Stash):
+    """What observers know about a run; each keeps its own state on it (``put``/``get``).
+
+    ``trace_id`` (32 hex digits) is set once, by the first observer that traces the
+    run, when it opens the run span; the others may read it from any later call on.
+    """
+
+    __slots__ = ("run_id", "start_ns", "trace_id", "workflow")
 
     def __init__(self, workflow: str, run_id: str, start_ns: int) -> None:
+        super().__init__()
         self.workflow = workflow
         self.run_id = run_id
         self.start_ns = start_ns
-        self.span: Any = None
-        self.data: Any = None
+        self.trace_id: str | None = None
 
 
-class StepInfo:
-    """One attempt of one step invocation. ``origin`` produced the triggering event."""
+class StepInfo(_Stash):
+    """One attempt of one step invocation. ``origin`` produced the triggering event.
+
+    Observers keep their own state on it with ``put``/``get``.
+    """
 
     __slots__ = (
         "attempt",
-        "data",
         "event",
         "origin",
         "run",
-        "span",
         "start_ns",
         "step",
         "streamed",
@@ -58,6 +126,7 @@ class StepInfo:
         origin: StepInfo | None,
         start_ns: int,
     ) -> None:
+        self._stash = None
         self.run = run
         self.step = step
         self.attempt = attempt
@@ -66,11 +135,9 @@ class StepInfo:
         self.origin = origin
         self.start_ns = start_ns
         self.streamed = 0
-        self.span: Any = None
-        self.data: Any = None
 
 
-class Instrument:
+class Observer:
     """Observer of a run's lifecycle; every method is a no-op until a sink overrides it.
 
     ``status`` values are ``ok``, ``error``, ``timeout`` and ``cancelled``. ``inv`` is
@@ -83,7 +150,7 @@ class Instrument:
     def run_finished(  # noqa: PLR0917 - the seam passes positionally (hot, internal)
         self,
         run: RunInfo,
-        status: str,
+        status: Status,
         error: BaseException | None,
         terminal: StopEvent,
         seq: int,
@@ -101,7 +168,7 @@ class Instrument:
         """An attempt returned ``result`` (None: emitted nothing)."""
 
     def step_failed(
-        self, inv: StepInfo, error: BaseException, status: str, will_retry: bool
+        self, inv: StepInfo, error: BaseException, status: Status, will_retry: bool
     ) -> None:
         """An attempt raised, timed out or was cancelled."""
 
@@ -134,17 +201,17 @@ class Instrument:
         """
 
 
-NOOP = Instrument()
+NOOP = Observer()
 
 _METHODS = [
-    name for name, value in vars(Instrument).items() if callable(value) and not name.startswith("_")
+    name for name, value in vars(Observer).items() if callable(value) and not name.startswith("_")
 ]
 
 
-class _Fanout(Instrument):
+class _Fanout(Observer):
     """Calls each sink in turn; a sink that raises is reported once and never re-raised."""
 
-    def __init__(self, sinks: Sequence[Instrument]) -> None:
+    def __init__(self, sinks: Sequence[Observer]) -> None:
         self._sinks = tuple(sinks)
         self._reported: set[tuple[int, str]] = set()
         for name in _METHODS:
@@ -180,7 +247,7 @@ class _Fanout(Instrument):
             _log.exception("stepstream: %s.%s failed; later failures are not logged", sink, method)
 
 
-def combine(sinks: Sequence[Instrument]) -> Instrument:
+def combine(sinks: Sequence[Observer]) -> Observer:
     """Return one instrument that fans out to ``sinks`` (a no-op one when empty)."""
     return _Fanout(sinks) if sinks else NOOP
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from stepstream._graph import compiled_graph
 from stepstream.events import Event, InputRequiredEvent, StartEvent, StopEvent
-from stepstream.workflow import Workflow, compiled_graph
+from stepstream.workflow import Workflow
 
 __all__ = ["draw_all_possible_flows", "to_mermaid"]
 

@@ -9,28 +9,22 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import pydantic
-from opentelemetry import metrics, trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
-from stepstream._graph import Graph
-from stepstream._instrument import Instrument, RunInfo, combine
+from stepstream._graph import add_free_step, compiled_graph
+from stepstream._instrument import RunInfo
 from stepstream._runtime import Caller, Run
+from stepstream._spec import StepConfig, StepSpec
 from stepstream._stream import EventStream
-from stepstream._verbose import VerbosePrinter
-from stepstream._version import __version__
 from stepstream.errors import WorkflowRuntimeError, WorkflowValidationError
 from stepstream.events import StartEvent
 from stepstream.handler import WorkflowHandler
-from stepstream.step import STEP_ATTR, StepConfig, StepSpec, read_spec
-from stepstream.telemetry._switch import telemetry_active
-from stepstream.validation import graph_problems
+from stepstream.telemetry._observers import WorkflowObservers
 
 __all__ = ["Workflow"]
 
-_GRAPH_ATTR = "_stepstream_graph"
 _RUNNING: set[asyncio.Task[None]] = set()
-_FREE_ATTR = "_stepstream_free_steps"
 
 
 class Workflow:
@@ -63,47 +57,11 @@ class Workflow:
         self.verbose = verbose
         self._graph = compiled_graph(type(self))
         self._callers = tuple(_make_caller(spec, self) for spec in self._graph.specs)
-        self._tracer = trace.get_tracer("stepstream", __version__, tracer_provider=tracer_provider)
-        self._meter = metrics.get_meter("stepstream", __version__, meter_provider=meter_provider)
-        self._telemetry: Instrument | None = None
-        self._explicit_providers = tracer_provider is not None or meter_provider is not None
-        self._sinks: list[Instrument] = []
-        if verbose:
-            self._sinks.append(VerbosePrinter())
-        self._rebuild_instruments()
+        self._observers = WorkflowObservers(tracer_provider, meter_provider, verbose)
 
     @classmethod
     def _add_free_step(cls, config: StepConfig) -> None:
-        if _FREE_ATTR not in cls.__dict__:
-            setattr(cls, _FREE_ATTR, {})
-        cls.__dict__[_FREE_ATTR][config.name] = config
-        # Invalidate the compiled graph of this class and its subclasses.
-        for klass in [cls, *_subclasses(cls)]:
-            if _GRAPH_ATTR in klass.__dict__:
-                delattr(klass, _GRAPH_ATTR)
-
-    def _add_sink(self, sink: Instrument) -> None:
-        """Observe this workflow's runs with one more sink (the CLI's live view)."""
-        self._sinks.append(sink)
-        self._rebuild_instruments()
-
-    def _rebuild_instruments(self) -> None:
-        self._observed_instrument: Instrument | None = None  # made by the next observed run
-        # With no SDK and no logging configured, telemetry would record nothing: runs
-        # then skip it entirely (see telemetry_active()).
-        self._dark_instrument = combine(self._sinks)
-
-    def _observed(self) -> Instrument:
-        instrument = self._observed_instrument
-        if instrument is None:
-            if self._telemetry is None:
-                # Imported here: a process that never records does not load structlog.
-                from stepstream.telemetry._sink import TelemetrySink  # noqa: PLC0415
-
-                self._telemetry = TelemetrySink(self._tracer, self._meter)
-            instrument = combine([self._telemetry, *self._sinks])
-            self._observed_instrument = instrument
-        return instrument
+        add_free_step(cls, config)
 
     @property
     def steps(self) -> tuple[str, ...]:
@@ -130,17 +88,13 @@ class Workflow:
         # can wait a switch interval behind a busy export thread.
         info = RunInfo(name, f"{random.getrandbits(128):032x}", time.time_ns())
         run = Run(
-            info=info,
-            graph=self._graph,
-            callers=self._callers,
-            instrument=(
-                self._observed()
-                if self._explicit_providers or telemetry_active()
-                else self._dark_instrument
-            ),
-            stream=EventStream(loop),
-            timeout=self.timeout,
-            loop=loop,
+            info,
+            self._graph,
+            self._callers,
+            self._observers.for_run(),
+            EventStream(loop),
+            self.timeout,
+            loop,
         )
         task = loop.create_task(run.main(event), name=f"stepstream {name} {info.run_id}")
         # The loop keeps only weak references to tasks: hold the run until it ends, so
@@ -182,48 +136,6 @@ class Workflow:
             ]
             msg = f"{where}: the arguments do not fit {start_type.__name__}"
             raise WorkflowValidationError(msg, problems) from exc
-
-
-def _subclasses(cls: type) -> list[type]:
-    out: list[type] = []
-    sub: type
-    for sub in cls.__subclasses__():
-        out.append(sub)
-        out.extend(_subclasses(sub))
-    return out
-
-
-def _collect_configs(cls: type[Workflow]) -> dict[str, StepConfig]:
-    configs: dict[str, StepConfig] = {}
-    for klass in reversed(cls.__mro__):
-        for attr, value in vars(klass).items():
-            config = getattr(value, STEP_ATTR, None)
-            if isinstance(config, StepConfig) and config.is_method:
-                configs[attr] = config
-            elif attr in configs and callable(value):
-                del configs[attr]  # overridden by a plain method
-        configs.update(vars(klass).get(_FREE_ATTR, {}))
-    return configs
-
-
-def compiled_graph(cls: type[Workflow]) -> Graph:
-    """Return the validated step graph of ``cls`` (compiled once, then cached)."""
-    cached = cls.__dict__.get(_GRAPH_ATTR)
-    if isinstance(cached, Graph):
-        return cached
-    configs = _collect_configs(cls)
-    problems: list[str] = []
-    if not configs:
-        problems.append(f"workflow {cls.__name__} has no steps; decorate its methods with @step")
-    specs = [read_spec(c, problems) for c in configs.values()]
-    if specs:
-        problems.extend(graph_problems(specs))
-    if problems:
-        msg = f"workflow {cls.__name__} is invalid ({len(problems)} problem(s)):"
-        raise WorkflowValidationError(msg, problems)
-    graph = Graph(specs)
-    setattr(cls, _GRAPH_ATTR, graph)
-    return graph
 
 
 def _make_caller(spec: StepSpec, wf: Workflow) -> Caller:

@@ -11,8 +11,8 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from stepstream._instrument import Instrument, RunInfo, StepInfo
 from stepstream.events import Event, StopEvent
+from stepstream.telemetry import Observer, RunInfo, Status, StepInfo
 
 if TYPE_CHECKING:
     from stepstream.workflow import Workflow
@@ -60,7 +60,7 @@ class _Block:
     line: str = ""
 
 
-class LiveModel(Instrument):
+class LiveModel(Observer):
     """Step rows and streamed-event blocks, fed by the seam and by the stream loop."""
 
     def __init__(self, workflow: Workflow) -> None:
@@ -76,11 +76,20 @@ class LiveModel(Instrument):
     # -- the seam --------------------------------------------------------------------
 
     def run_started(self, run: RunInfo) -> None:
-        """Remember the run's ids."""
+        """Remember the run's id."""
         self.run_id = run.run_id
-        ctx = run.span.get_span_context() if run.span is not None else None
-        if ctx is not None and ctx.is_valid:
-            self.trace_id = format(ctx.trace_id, "032x")
+
+    def run_finished(  # noqa: PLR0917 - matches the seam
+        self,
+        run: RunInfo,
+        status: Status,
+        error: BaseException | None,
+        terminal: StopEvent,
+        seq: int,
+        source: StepInfo | None,
+    ) -> None:
+        """Remember the trace id (set by the tracing observer when the run began)."""
+        self.trace_id = run.trace_id or ""
 
     def step_started(self, inv: StepInfo) -> None:
         """Mark the step running."""
@@ -96,7 +105,7 @@ class LiveModel(Instrument):
         row.duration_ms = (time.monotonic() - row.started) * 1000
 
     def step_failed(
-        self, inv: StepInfo, error: BaseException, status: str, will_retry: bool
+        self, inv: StepInfo, error: BaseException, status: Status, will_retry: bool
     ) -> None:
         """Mark the step failed (or cancelled)."""
         row = self.rows[inv.step]

@@ -23,6 +23,7 @@ from stepstream.errors import (
 )
 from stepstream.events import HumanResponseEvent, InputRequiredEvent, StopEvent
 from stepstream.handler import WorkflowHandler
+from stepstream.telemetry import observe
 from stepstream.telemetry.setup import configure_telemetry
 
 __all__ = [
@@ -96,9 +97,9 @@ async def _main(
 ) -> int:
     workflow = cls(timeout=timeout) if timeout is not None else cls()
     model = LiveModel(workflow)
-    workflow._add_sink(model)  # noqa: SLF001 - the CLI is part of the package
     try:
-        handler: WorkflowHandler = workflow.run(**inputs)
+        with observe(model):
+            handler: WorkflowHandler = workflow.run(**inputs)
     except WorkflowValidationError as exc:
         err.print(f"[red]error[/]: {exc}", highlight=False)
         return EXIT_USAGE

@@ -1,10 +1,14 @@
-"""Telemetry: configure_telemetry() and the names of every span, attribute, log key, metric.
+"""Telemetry: configure_telemetry(), observers, and the names of every span, key and metric.
 
 The runtime records runs through the OpenTelemetry API (spans, span events, metrics)
 and structlog-shaped log lines; see :mod:`stepstream.telemetry.attributes`.
 
 ``configure_telemetry`` and friends are imported on first use: the OpenTelemetry SDK,
 structlog and orjson stay out of a process that never records anything.
+
+An :class:`Observer` sees a run's lifecycle (run and step starts and ends, every
+streamed event); ``with observe(my_observer): wf.run(...)`` adds one to the runs
+started in the block. ``stepstream.testing.capture_telemetry()`` is built on it.
 """
 
 from __future__ import annotations
@@ -12,18 +16,26 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from stepstream._instrument import Key, Observer, RunInfo, Status, StepInfo
 from stepstream.telemetry import attributes
+from stepstream.telemetry._observers import observe
 
 if TYPE_CHECKING:
     from stepstream.telemetry._logging import add_correlation
     from stepstream.telemetry.setup import TelemetryHandle, TelemetryWarning, configure_telemetry
 
 __all__ = [
+    "Key",
+    "Observer",
+    "RunInfo",
+    "Status",
+    "StepInfo",
     "TelemetryHandle",
     "TelemetryWarning",
     "add_correlation",
     "attributes",
     "configure_telemetry",
+    "observe",
 ]
 
 _LAZY = {

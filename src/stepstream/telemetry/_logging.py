@@ -18,6 +18,7 @@ from typing import IO, Any
 
 import orjson
 import structlog
+from opentelemetry import trace
 from structlog.typing import EventDict, WrappedLogger
 
 from stepstream._instrument import current_step
@@ -140,9 +141,14 @@ def add_correlation(
     Keys already present are left alone.
     """
     inv = current_step.get()
-    if inv is not None and inv.data is not None:
-        fields = inv.data.fields
-        for key in CORRELATION_KEYS:
-            if key in fields and key not in event_dict:
-                event_dict[key] = fields[key]
+    if inv is None:
+        return event_dict
+    event_dict.setdefault(attrs.KEY_RUN_ID, inv.run.run_id)
+    event_dict.setdefault(attrs.KEY_WORKFLOW, inv.run.workflow)
+    event_dict.setdefault(attrs.KEY_STEP, inv.step)
+    # The innermost span: the step span, or a span the step's code opened inside it.
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        event_dict.setdefault(attrs.KEY_TRACE_ID, format(ctx.trace_id, "032x"))
+        event_dict.setdefault(attrs.KEY_SPAN_ID, format(ctx.span_id, "016x"))
     return event_dict

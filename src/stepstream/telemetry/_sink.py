@@ -16,10 +16,11 @@ import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.metrics import Meter
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Link, Span, SpanKind, StatusCode, Tracer
+from opentelemetry.trace import Status as SpanStatus
 from structlog.contextvars import bind_contextvars
 
-from stepstream._instrument import Instrument, RunInfo, StepInfo
+from stepstream._instrument import Key, Observer, RunInfo, Status, StepInfo
 from stepstream.events import Event, StopEvent
 from stepstream.telemetry import _settings
 from stepstream.telemetry import attributes as attrs
@@ -45,9 +46,20 @@ def truncate(text: str, limit: int) -> str:
 
 
 class _RunState:
-    __slots__ = ("bind", "counts", "fields", "log", "parent", "span_id", "trace_id", "traced")
+    __slots__ = (
+        "bind",
+        "counts",
+        "fields",
+        "log",
+        "parent",
+        "span",
+        "span_id",
+        "trace_id",
+        "traced",
+    )
 
-    def __init__(self, span: Any, log: LogTarget | None, fields: dict[str, Any]) -> None:
+    def __init__(self, span: Span, log: LogTarget | None, fields: dict[str, Any]) -> None:
+        self.span = span
         self.parent = trace.set_span_in_context(span)
         self.log = log
         ctx = span.get_span_context()
@@ -64,18 +76,26 @@ class _RunState:
 
 
 class _StepState:
-    __slots__ = ("fields", "token")
+    __slots__ = ("fields", "span", "token")
 
-    def __init__(self, token: Token[otel_context.Context] | None, fields: dict[str, Any]) -> None:
+    def __init__(
+        self, span: Span, token: Token[otel_context.Context] | None, fields: dict[str, Any]
+    ) -> None:
+        self.span = span
         self.token = token
         self.fields = fields
 
 
-class TelemetrySink(Instrument):
+class TelemetrySink(Observer):
     """Records a run as spans, span events, structured log lines and metrics."""
 
-    def __init__(self, tracer: Tracer, meter: Meter) -> None:
+    def __init__(self, tracer: Tracer, meter: Meter, log: LogTarget | None = None) -> None:
         self._tracer = tracer
+        # Where lines go: ``log`` when given, else the target current when a run starts.
+        self._log = log
+        # This sink's own state on each run and step attempt.
+        self._run_key: Key[_RunState] = Key("telemetry run")
+        self._step_key: Key[_StepState] = Key("telemetry step")
         self._metrics = Instruments(meter)
         # Metric attribute dicts are few and reused: built once per combination.
         self._labels: dict[tuple[str, ...], dict[str, str]] = {}
@@ -103,10 +123,12 @@ class TelemetrySink(Instrument):
             },
             start_time=run.start_ns,
         )
-        run.span = span
-        log = current_target()
+        log = self._log if self._log is not None else current_target()
         fields = {attrs.KEY_WORKFLOW: run.workflow, attrs.KEY_RUN_ID: run.run_id}
-        state = run.data = _RunState(span, log, fields)
+        state = _RunState(span, log, fields)
+        run.put(self._run_key, state)
+        if run.trace_id is None:
+            run.trace_id = state.trace_id
         self._metrics.runs_active.add(1, self._label(attrs.WORKFLOW, run.workflow))
         if log is not None:
             log.emit("info", attrs.LOG_RUN_STARTED, self._run_fields(state), span)
@@ -114,15 +136,15 @@ class TelemetrySink(Instrument):
     def run_finished(  # noqa: PLR0917 - matches the seam
         self,
         run: RunInfo,
-        status: str,
+        status: Status,
         error: BaseException | None,
         terminal: StopEvent,
         seq: int,
         source: StepInfo | None,
     ) -> None:
         """Record the terminal event and status on the run span, end it, log, measure."""
-        state: _RunState = run.data
-        span = run.span
+        state = run.get(self._run_key)
+        span = state.span
         payload = None
         if span.is_recording():
             payload = encode_payload(terminal)
@@ -132,7 +154,7 @@ class TelemetrySink(Instrument):
             if status in _ERROR_STATUSES and error is not None:
                 span.set_attribute(attrs.ERROR_TYPE, type(error).__qualname__)
                 span.record_exception(error)
-                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+                span.set_status(SpanStatus(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
         span.end()
         duration = (time.time_ns() - run.start_ns) / 1e9
         workflow = run.workflow
@@ -172,15 +194,14 @@ class TelemetrySink(Instrument):
 
     def step_started(self, inv: StepInfo) -> None:
         """Open the step span, linked to the producer of its event, and make it current."""
-        run_state: _RunState = inv.run.data
+        run_state = inv.run.get(self._run_key)
         fields = {
             **run_state.fields,
             attrs.KEY_STEP: inv.step,
             attrs.KEY_ATTEMPT: inv.attempt,
         }
         if not run_state.traced:
-            inv.span = trace.INVALID_SPAN
-            inv.data = _StepState(None, fields)
+            inv.put(self._step_key, _StepState(trace.INVALID_SPAN, None, fields))
             if run_state.bind:
                 _bind_contextvars(fields)
             if run_state.log is not None:
@@ -188,8 +209,9 @@ class TelemetrySink(Instrument):
             return
         origin = inv.origin
         links = None
-        if origin is not None and origin.span is not None:
-            links = [Link(origin.span.get_span_context())]
+        made = origin.find(self._step_key) if origin is not None else None
+        if made is not None:
+            links = [Link(made.span.get_span_context())]
         span = self._tracer.start_span(
             f"{attrs.STEP_SPAN_PREFIX} {inv.step}",
             context=run_state.parent,
@@ -205,13 +227,12 @@ class TelemetrySink(Instrument):
             },
             start_time=inv.start_ns,
         )
-        inv.span = span
         token = otel_context.attach(trace.set_span_in_context(span))
         ctx = span.get_span_context()
         if ctx.is_valid:
             fields[attrs.KEY_TRACE_ID] = format(ctx.trace_id, "032x")
             fields[attrs.KEY_SPAN_ID] = format(ctx.span_id, "016x")
-        inv.data = _StepState(token, fields)
+        inv.put(self._step_key, _StepState(span, token, fields))
         if run_state.bind:
             _bind_contextvars(fields)
         if run_state.log is not None:
@@ -223,14 +244,14 @@ class TelemetrySink(Instrument):
         self._end_step(inv, attrs.STATUS_OK, None, attrs.LOG_STEP_FINISHED, "info", out)
 
     def step_failed(
-        self, inv: StepInfo, error: BaseException, status: str, will_retry: bool
+        self, inv: StepInfo, error: BaseException, status: Status, will_retry: bool
     ) -> None:
         """End the step span as failed (ERROR for errors and timeouts)."""
-        span = inv.span
+        span = inv.get(self._step_key).span
         if status in _ERROR_STATUSES and span.is_recording():
             span.set_attribute(attrs.ERROR_TYPE, type(error).__qualname__)
             span.record_exception(error)
-            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+            span.set_status(SpanStatus(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
         level = "warning" if will_retry or status == attrs.STATUS_CANCELLED else "error"
         self._end_step(inv, status, error, attrs.LOG_STEP_FAILED, level)
 
@@ -239,22 +260,23 @@ class TelemetrySink(Instrument):
         self._metrics.step_retries.add(
             1, self._label(attrs.WORKFLOW, inv.run.workflow, attrs.STEP, inv.step)
         )
-        log = inv.run.data.log
+        log = inv.run.get(self._run_key).log
         if log is not None:
-            fields = {**inv.data.fields, attrs.KEY_DELAY_S: delay}
-            log.emit("warning", attrs.LOG_STEP_RETRY, fields, inv.span)
+            state = inv.get(self._step_key)
+            fields = {**state.fields, attrs.KEY_DELAY_S: delay}
+            log.emit("warning", attrs.LOG_STEP_RETRY, fields, state.span)
 
     def _end_step(  # noqa: PLR0917 - the one place every step ending goes through
         self,
         inv: StepInfo,
-        status: str,
+        status: Status,
         error: BaseException | None,
         message: str,
         level: str,
         out: str | None = None,
     ) -> None:
-        span = inv.span
-        state: _StepState = inv.data
+        state = inv.get(self._step_key)
+        span = state.span
         if span.is_recording():
             ending: dict[str, str | int] = {
                 attrs.EVENTS_STREAMED: inv.streamed,
@@ -276,7 +298,7 @@ class TelemetrySink(Instrument):
             duration,
             self._label(attrs.WORKFLOW, workflow, attrs.STEP, inv.step, attrs.STEP_STATUS, status),
         )
-        log = inv.run.data.log
+        log = inv.run.get(self._run_key).log
         if log is not None:
             fields = {
                 **state.fields,
@@ -294,20 +316,19 @@ class TelemetrySink(Instrument):
         self, run: RunInfo, inv: StepInfo | None, event: Event, seq: int, written_ns: int | None
     ) -> None:
         """Add a span event on the writing step's span, log it, count it (hot path)."""
-        span = inv.span if inv is not None else run.span
+        state = run.get(self._run_key)
+        step = inv.find(self._step_key) if inv is not None else None
+        span = step.span if step is not None else state.span
         payload = None
         if span.is_recording():
             payload = encode_payload(event)
             cut = truncate(payload, _settings.payload_limit)
             span.add_event(attrs.STREAM_EVENT, self._event_attrs(event, seq, cut), written_ns)
-        state: _RunState = run.data
         counts = state.counts
         name = type(event).__name__
         counts[name] = counts.get(name, 0) + 1
-        fields = inv.data.fields if inv is not None and inv.data is not None else None
-        if fields is None:
-            fields = self._run_fields(state)
-        log = run.data.log
+        fields = step.fields if step is not None else self._run_fields(state)
+        log = state.log
         if log is not None:
             if payload is None:
                 payload = encode_payload(event)
@@ -318,22 +339,26 @@ class TelemetrySink(Instrument):
     def step_waiting(self, run: RunInfo, inv: StepInfo | None, event_type: type[Event]) -> None:
         """Mark the start of a wait_for_event on the step span."""
         if inv is not None:
-            inv.span.add_event(attrs.WAIT_EVENT, {attrs.WAIT_EVENT_TYPE: event_type.__name__})
+            span = inv.get(self._step_key).span
+            span.add_event(attrs.WAIT_EVENT, {attrs.WAIT_EVENT_TYPE: event_type.__name__})
 
     def step_resumed(self, run: RunInfo, inv: StepInfo | None, event: Event) -> None:
         """Mark the end of a wait_for_event on the step span."""
         if inv is not None:
-            inv.span.add_event(attrs.RESUME_EVENT, {attrs.EVENT_TYPE: type(event).__name__})
+            span = inv.get(self._step_key).span
+            span.add_event(attrs.RESUME_EVENT, {attrs.EVENT_TYPE: type(event).__name__})
 
     def events_collected(
         self, run: RunInfo, inv: StepInfo | None, origins: Sequence[StepInfo | None]
     ) -> None:
         """Link the joining step span to the span that produced each collected event."""
-        if inv is None or not inv.span.is_recording():
+        step = inv.find(self._step_key) if inv is not None else None
+        if inv is None or step is None or not step.span.is_recording():
             return
         for origin in origins:
-            if origin is not None and origin is not inv.origin and origin.span is not None:
-                inv.span.add_link(origin.span.get_span_context())
+            made = origin.find(self._step_key) if origin is not None else None
+            if made is not None and origin is not inv.origin:
+                step.span.add_link(made.span.get_span_context())
 
     # -- helpers --------------------------------------------------------------------
 

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from typing import Final
 
+# Re-exported explicitly (mypy's no-implicit-reexport): the statuses are part of the contract.
+from stepstream._instrument import STATUSES as STATUSES  # noqa: PLC0414
+from stepstream._instrument import Status as Status  # noqa: PLC0414
+
 # -- spans -----------------------------------------------------------------------------
 #: Run span name prefix: ``invoke_workflow {WorkflowClass}``.
 RUN_SPAN_PREFIX: Final = "invoke_workflow"
@@ -38,13 +42,13 @@ EVENT_TYPE: Final = "stepstream.event.type"
 EVENT_SEQ: Final = "stepstream.event.seq"
 EVENT_PAYLOAD: Final = "stepstream.event.payload"
 WAIT_EVENT_TYPE: Final = "stepstream.wait.event_type"
-RETRY_DELAY: Final = "stepstream.retry.delay_s"
 
-#: Values of ``stepstream.run.status`` (and of the metrics' status attribute).
-STATUS_OK: Final = "ok"
-STATUS_ERROR: Final = "error"
-STATUS_TIMEOUT: Final = "timeout"
-STATUS_CANCELLED: Final = "cancelled"
+#: Values of ``stepstream.run.status`` and ``stepstream.step.status`` (and of the
+#: metrics' status attribute and the log lines' ``status`` key): :data:`STATUSES`.
+STATUS_OK: Final[Status] = "ok"
+STATUS_ERROR: Final[Status] = "error"
+STATUS_TIMEOUT: Final[Status] = "timeout"
+STATUS_CANCELLED: Final[Status] = "cancelled"
 
 #: Marker appended to a truncated payload: ``...[truncated N chars]``.
 TRUNCATED_MARKER: Final = "...[truncated {n} chars]"
@@ -86,3 +90,7 @@ METRIC_STEP_DURATION: Final = "stepstream.step.duration"
 METRIC_EVENTS_STREAMED: Final = "stepstream.events.streamed"
 METRIC_RUNS_ACTIVE: Final = "stepstream.runs.active"
 METRIC_STEP_RETRIES: Final = "stepstream.step.retries"
+
+#: Every name above: the status type and the upper-case constants.
+# Computed, so that a constant added above cannot be left out of it.
+__all__ = ["Status", *(name for name in tuple(globals()) if name.isupper())]  # noqa: PLE0604

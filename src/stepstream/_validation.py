@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from stepstream._spec import StepSpec
 from stepstream.events import (
     Event,
     HumanResponseEvent,
@@ -12,7 +13,6 @@ from stepstream.events import (
     StartEvent,
     StopEvent,
 )
-from stepstream.step import StepSpec
 
 __all__ = ["graph_problems"]
 

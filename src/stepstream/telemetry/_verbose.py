@@ -5,13 +5,13 @@ from __future__ import annotations
 import sys
 import time
 
-from stepstream._instrument import Instrument, RunInfo, StepInfo
+from stepstream._instrument import Observer, RunInfo, Status, StepInfo
 from stepstream.events import Event
 
 __all__ = ["VerbosePrinter"]
 
 
-class VerbosePrinter(Instrument):
+class VerbosePrinter(Observer):
     """Prints to whatever ``sys.stderr`` is at the time of each line."""
 
     def step_started(self, inv: StepInfo) -> None:
@@ -26,7 +26,7 @@ class VerbosePrinter(Instrument):
         self._print(f"step {inv.step} finished in {ms:.1f} ms -> {out}")
 
     def step_failed(
-        self, inv: StepInfo, error: BaseException, status: str, will_retry: bool
+        self, inv: StepInfo, error: BaseException, status: Status, will_retry: bool
     ) -> None:
         """Print ``step NAME failed: Error: message`` (and whether it is retried)."""
         then = " (will retry)" if will_retry else ""

@@ -1,0 +1,274 @@
+"""The routing core of a run: every decision, no I/O, no event loop.
+
+:class:`Router` holds what a run decides with: its :class:`RunState`, the step graph,
+each step's free worker slots and backlog, the ``wait_for_event`` waiters and the
+``collect_events`` joins. Its methods take an event and return what to do with it
+(start these step invocations, answer that waiter, queue it, refuse it with a message);
+the run (``_runtime.Run``) carries the decisions out with asyncio. Being plain data, the
+same decisions can be unit-tested without a loop, and journaled and replayed.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any, Generic, TypeVar
+
+from stepstream._collect import Collector
+from stepstream._graph import Graph
+from stepstream.errors import WorkflowRuntimeError
+from stepstream.events import Event, InputRequiredEvent, StopEvent
+from stepstream.retry_policy import RetryPolicy
+
+__all__ = ["Action", "Router", "RunState", "Waiter", "result_action", "retry_delay"]
+
+OriginT = TypeVar("OriginT")
+TokenT = TypeVar("TokenT")
+
+_ABSENT: Any = object()
+
+
+class RunState(enum.Enum):
+    """A run's lifecycle; every "has the run ended" check reads this one value.
+
+    RUNNING: steps are invoked, events routed and streamed. ENDING: the outcome is
+    decided; in-flight steps are being cancelled, and nothing they send or write is
+    accepted. ENDED: the outcome is published and the stream closed.
+    """
+
+    RUNNING = "running"
+    ENDING = "ending"
+    ENDED = "ended"
+
+
+class Action(enum.Enum):
+    """What the run does with a value a step returned."""
+
+    NOTHING = "nothing"  # None, or the run is no longer running
+    STOP = "stop"  # a StopEvent: the run ends with it
+    STREAM = "stream"  # an InputRequiredEvent: written to the stream for the caller
+    ROUTE = "route"  # any other event: delivered to a waiter or the steps that accept it
+    INVALID = "invalid"  # not an Event: the step fails
+
+
+class Waiter(Generic[TokenT]):
+    """A ``wait_for_event`` registration; ``token`` is the run's, opaque here."""
+
+    __slots__ = ("event_type", "requirements", "token")
+
+    def __init__(
+        self, event_type: type[Event], requirements: Mapping[str, Any], token: TokenT
+    ) -> None:
+        self.event_type = event_type
+        self.requirements = dict(requirements)
+        self.token = token
+
+    def matches(self, event: Event) -> bool:
+        """Tell whether ``event`` is of the awaited type and meets every requirement."""
+        return isinstance(event, self.event_type) and all(
+            event.get(k, _ABSENT) == v for k, v in self.requirements.items()
+        )
+
+
+class Router(Generic[OriginT, TokenT]):
+    """The decisions of one run over ``graph``; ``workflow`` and ``run_id`` name it.
+
+    ``OriginT`` is what the run records as an event's producer (a step attempt) and
+    ``TokenT`` what it attaches to a waiter (a future); the router only stores them.
+    """
+
+    __slots__ = (
+        "_backlogs",
+        "_collectors",
+        "_free",
+        "graph",
+        "run_id",
+        "state",
+        "waiters",
+        "workflow",
+    )
+
+    def __init__(self, graph: Graph, workflow: str, run_id: str) -> None:
+        self.graph = graph
+        self.workflow = workflow
+        self.run_id = run_id
+        self.state = RunState.RUNNING
+        self.waiters: list[Waiter[TokenT]] = []
+        # Free worker slots per step, popped from the end: slot 0 is used first.
+        self._free = [list(range(s.num_workers - 1, -1, -1)) for s in graph.specs]
+        # Created on first use: most steps never have a backlog (and parked runs are many).
+        self._backlogs: list[deque[tuple[Event, OriginT]] | None] = [None] * len(graph.specs)
+        self._collectors: dict[tuple[Any, ...], list[Collector[OriginT]]] = {}
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def end(self) -> bool:
+        """Move RUNNING to ENDING; False when the run was already ending or ended."""
+        if self.state is not RunState.RUNNING:
+            return False
+        self.state = RunState.ENDING
+        return True
+
+    def close(self) -> bool:
+        """Move to ENDED; False when the run had already ended."""
+        if self.state is RunState.ENDED:
+            return False
+        self.state = RunState.ENDED
+        return True
+
+    def active_steps(self) -> list[str]:
+        """Names of the steps with an invocation in flight, in graph order."""
+        specs = self.graph.specs
+        return [
+            s.name for s, free in zip(specs, self._free, strict=True) if len(free) < s.num_workers
+        ]
+
+    # -- routing --------------------------------------------------------------------
+
+    def send_problem(self, event: Event, target: str | None) -> str | None:
+        """Why ``event`` sent now (to ``target``) could not be delivered; None if it can."""
+        name = type(event).__name__
+        if self.state is not RunState.RUNNING:
+            # One answer from the moment the outcome is decided: the ending phase too.
+            return (
+                f"send_event({name}): run {self.run_id} of workflow {self.workflow} has "
+                "ended, so nothing can receive it; check handler.done() before sending"
+            )
+        graph = self.graph
+        if target is not None:
+            return self._target_problem(event, target)
+        if graph.route(type(event)) or any(w.matches(event) for w in self.waiters):
+            return None
+        waited = [w for w in self.waiters if isinstance(event, w.event_type)]
+        if waited:
+            wanted = "; ".join(
+                ", ".join(f"{k}={v!r}" for k, v in w.requirements.items()) for w in waited
+            )
+            return (
+                f"{name} does not meet the requirements of the step waiting for it "
+                f"({wanted}) and no step of workflow {self.workflow} accepts it; send a "
+                f"{name} whose fields match"
+            )
+        return (
+            f"no step of workflow {self.workflow} accepts {name} and no step is waiting "
+            f"for it; add a step that takes {name}, or wait for it with ctx.wait_for_event"
+        )
+
+    def _target_problem(self, event: Event, target: str) -> str | None:
+        name = type(event).__name__
+        spec = self.graph.spec(target)
+        if spec is None:
+            return (
+                f"send_event(..., step={target!r}): workflow {self.workflow} has no "
+                f"step {target!r}; its steps are {', '.join(self.graph.names)}"
+            )
+        if not spec.accepts_type(type(event)):
+            accepted = ", ".join(t.__name__ for t in spec.accepts)
+            takers = ", ".join(self.graph.takers(type(event))) or "none"
+            return (
+                f"send_event({name}, step={target!r}): step {target!r} does not accept "
+                f"{name} (it accepts {accepted}); steps that accept {name}: {takers}"
+            )
+        return None
+
+    def deliver(
+        self, event: Event, origin: OriginT, target: str | None
+    ) -> Waiter[TokenT] | list[tuple[int, int]]:
+        """Decide where ``event`` goes.
+
+        Returns the waiter it answers (now removed), or the (step index, worker slot)
+        invocations to start now; steps with no free slot get it in their backlog.
+        Raises WorkflowRuntimeError when nothing can take it.
+        """
+        if target is not None:
+            indices: tuple[int, ...] = (self.graph.index[target],)
+        else:
+            if self.waiters:
+                for waiter in self.waiters:
+                    if waiter.matches(event):
+                        self.waiters.remove(waiter)
+                        return waiter
+            indices = self.graph.route(type(event))
+            if not indices:
+                raise WorkflowRuntimeError(self.send_problem(event, None))
+        starts: list[tuple[int, int]] = []
+        for i in indices:
+            free = self._free[i]
+            if free:
+                starts.append((i, free.pop()))
+            else:
+                backlog = self._backlogs[i]
+                if backlog is None:
+                    backlog = self._backlogs[i] = deque()
+                backlog.append((event, origin))
+        return starts
+
+    def next_job(self, index: int) -> tuple[Event, OriginT] | None:
+        """The next queued event for a worker of step ``index`` that just finished one."""
+        backlog = self._backlogs[index]
+        if not backlog or self.state is not RunState.RUNNING:
+            return None
+        return backlog.popleft()
+
+    def release(self, index: int, worker: int) -> None:
+        """Give worker slot ``worker`` of step ``index`` back."""
+        self._free[index].append(worker)
+
+    # -- waiters and joins ----------------------------------------------------------
+
+    def add_waiter(
+        self, event_type: type[Event], requirements: Mapping[str, Any], token: TokenT
+    ) -> Waiter[TokenT]:
+        """Register a waiter for ``event_type`` events meeting ``requirements``."""
+        waiter = Waiter(event_type, requirements, token)
+        self.waiters.append(waiter)
+        return waiter
+
+    def remove_waiter(self, waiter: Waiter[TokenT]) -> None:
+        """Forget ``waiter`` (answered, timed out or cancelled); no-op if already gone."""
+        if waiter in self.waiters:
+            self.waiters.remove(waiter)
+
+    def collect(
+        self, step: str | None, event: Event, origin: OriginT, expected: Sequence[type[Event]]
+    ) -> tuple[list[Event], list[OriginT]] | None:
+        """Add ``event`` to the join of ``expected`` for ``step``; the events once complete.
+
+        A cheap key (step, size and ends of the list) finds the candidate joins; a
+        candidate then confirms the whole list, in O(1) when the same list is passed again.
+        """
+        if not expected:
+            msg = "collect_events needs at least one expected event type"
+            raise WorkflowRuntimeError(msg)
+        key = (step, len(expected), expected[0], expected[-1])
+        candidates = self._collectors.setdefault(key, [])
+        collector = next((c for c in candidates if c.serves(expected)), None)
+        if collector is None:
+            collector = Collector(expected)
+            candidates.append(collector)
+        return collector.add(event, origin)
+
+
+def result_action(result: Any, state: RunState) -> Action:
+    """What to do with ``result``, returned by a step while the run is in ``state``."""
+    if result is None:
+        return Action.NOTHING
+    if not isinstance(result, Event):
+        return Action.INVALID
+    if state is not RunState.RUNNING:
+        return Action.NOTHING
+    if isinstance(result, StopEvent):
+        return Action.STOP
+    if isinstance(result, InputRequiredEvent):
+        return Action.STREAM
+    return Action.ROUTE
+
+
+def retry_delay(
+    policy: RetryPolicy | None, state: RunState, elapsed: float, attempt: int, error: BaseException
+) -> float | None:
+    """Seconds to wait before retrying a failed attempt, or None to fail the step."""
+    if policy is None or state is not RunState.RUNNING or not isinstance(error, Exception):
+        return None
+    return policy.next(elapsed, attempt, error)
