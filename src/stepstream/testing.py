@@ -1,4 +1,11 @@
-"""Helpers for tests and offline demos: a deterministic streaming text source.
+"""Helpers for testing workflows: captured telemetry and a deterministic streaming text source.
+
+``capture_telemetry()`` records the spans, span events, log lines and metrics of every
+run started inside it, in memory, for assertions::
+
+    with capture_telemetry() as tel:
+        await MyWorkflow().run()
+    assert [line["event_type"] for line in tel.lines("stream_event")] == ["ProgressEvent", ...]
 
 ``FakeStreamingLLM`` has the shape of a LlamaIndex LLM's streaming call, so code
 written against ``await llm.astream_complete(prompt)`` runs offline unchanged::
@@ -15,8 +22,35 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["MOBY_DICK", "CompletionResponse", "FakeStreamingLLM"]
+if TYPE_CHECKING:
+    from stepstream.telemetry._capture import CapturedTelemetry, capture_telemetry
+
+__all__ = [
+    "MOBY_DICK",
+    "CapturedTelemetry",
+    "CompletionResponse",
+    "FakeStreamingLLM",
+    "capture_telemetry",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # Loads the OpenTelemetry SDK: only when a test asks for it.
+    if name in {"CapturedTelemetry", "capture_telemetry"}:
+        from stepstream.telemetry import _capture  # noqa: PLC0415
+
+        value = getattr(_capture, name)
+        globals()[name] = value
+        return value
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 #: The opening paragraph of Herman Melville's *Moby-Dick* (1851), in the public domain.
 MOBY_DICK = (
