@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from _streams import drain
+from _helpers import drain
 from stepstream import (
     ConstantDelayRetryPolicy,
     Context,

@@ -9,17 +9,16 @@ documented terminal event and error, every span ended exactly once, no run left 
 """
 
 import asyncio
-import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
-from _fault_harness import BaseTelemetry, SpanCounter
+from _helpers import assert_clean, attr, run_span
 from stepstream import (
     ConstantDelayRetryPolicy,
     Context,
@@ -39,53 +38,12 @@ from stepstream import (
     step,
 )
 from stepstream.telemetry import attributes as attrs
+from stepstream.testing import CapturedTelemetry
 
 #: The workflow timeout used by the timeout variant of each scenario.
 RUN_TIMEOUT = 0.3
 #: How soon after cancel_run() (or after the timeout) the outcome must be known.
 PROMPT = 0.5
-
-
-# -- telemetry harness --------------------------------------------------------------------
-
-
-class Telemetry(BaseTelemetry):
-    """In-memory spans, span counts and metrics on providers passed to the workflow."""
-
-    counter: SpanCounter
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.counter = self.tracker  # type: ignore[assignment]  # the default tracker
-
-    def run_status(self) -> Any:
-        """stepstream.run.status of the one finished run span."""
-        (run,) = [
-            s
-            for s in self.exporter.get_finished_spans()
-            if s.name.startswith(attrs.RUN_SPAN_PREFIX)
-        ]
-        return (run.attributes or {})[attrs.RUN_STATUS]
-
-    def assert_all_ended_once(self) -> None:
-        """Every span started was ended, each exactly once."""
-        started, ended = self.counter.started, self.counter.ended
-        assert started
-        assert set(started) == set(ended), (started, ended)
-        assert set(started.values()) == {1}
-        assert set(ended.values()) == {1}
-
-
-@pytest.fixture
-def telemetry(caplog: pytest.LogCaptureFixture) -> Iterator[Telemetry]:
-    """In-memory telemetry for one test; the SDK never sees a span ended twice."""
-    caplog.set_level(logging.WARNING)
-    tel = Telemetry()
-    yield tel
-    tel.tracer_provider.shutdown()
-    tel.meter_provider.shutdown()
-    twice = [r for r in caplog.get_records("call") if "end() on an ended span" in r.getMessage()]
-    assert twice == []
 
 
 # -- scenarios --------------------------------------------------------------------------------
@@ -119,7 +77,7 @@ class Scenario:
     settle: Callable[[], None] = lambda: None
 
 
-def parked_in_wait_for_event(**kwargs: Any) -> Scenario:
+def parked_in_wait_for_event(timeout: float) -> Scenario:
     """A step suspended in ctx.wait_for_event for an answer that never comes."""
     reached = asyncio.Event()
 
@@ -132,10 +90,10 @@ def parked_in_wait_for_event(**kwargs: Any) -> Scenario:
             )
             return StopEvent(result=answer["response"])
 
-    return Scenario(Asks(**kwargs), reached, ["ask"])
+    return Scenario(Asks(timeout=timeout), reached, ["ask"])
 
 
-def parked_in_retry_delay(**kwargs: Any) -> Scenario:
+def parked_in_retry_delay(timeout: float) -> Scenario:
     """A failed step waiting out a 5 s retry delay."""
     reached = asyncio.Event()
 
@@ -146,10 +104,10 @@ def parked_in_retry_delay(**kwargs: Any) -> Scenario:
             msg = "transient"
             raise ConnectionError(msg)
 
-    return Scenario(Retries(**kwargs), reached, ["flaky"])
+    return Scenario(Retries(timeout=timeout), reached, ["flaky"])
 
 
-def parked_in_idle_join(**kwargs: Any) -> Scenario:
+def parked_in_idle_join(timeout: float) -> Scenario:
     """A collect_events join that got A and one B and waits for a second B; no step runs."""
     reached = asyncio.Event()
 
@@ -167,10 +125,10 @@ def parked_in_idle_join(**kwargs: Any) -> Scenario:
                 reached.set()
             return None if got is None else StopEvent()
 
-    return Scenario(Joins(**kwargs), reached, [])
+    return Scenario(Joins(timeout=timeout), reached, [])
 
 
-def parked_in_join_with_slow_producer(**kwargs: Any) -> Scenario:
+def parked_in_join_with_slow_producer(timeout: float) -> Scenario:
     """A collect_events join waiting for the B a sleeping producer will never send."""
     reached = asyncio.Event()
 
@@ -191,10 +149,10 @@ def parked_in_join_with_slow_producer(**kwargs: Any) -> Scenario:
         async def join(self, ctx: Context[Any], ev: A | B) -> StopEvent | None:
             return None if ctx.collect_events(ev, [A, B]) is None else StopEvent()
 
-    return Scenario(JoinsSlow(**kwargs), reached, ["slow_producer"])
+    return Scenario(JoinsSlow(timeout=timeout), reached, ["slow_producer"])
 
 
-def parked_on_state_lock(**kwargs: Any) -> Scenario:
+def parked_on_state_lock(timeout: float) -> Scenario:
     """One step holds the typed-state lock while sleeping; another waits for the lock."""
     reached = asyncio.Event()
 
@@ -220,10 +178,10 @@ def parked_on_state_lock(**kwargs: Any) -> Scenario:
                 state.n += 1
             return StopEvent()
 
-    return Scenario(Locks(**kwargs), reached, ["holder", "waiter"])
+    return Scenario(Locks(timeout=timeout), reached, ["holder", "waiter"])
 
 
-def parked_in_worker_thread(**kwargs: Any) -> Scenario:
+def parked_in_worker_thread(timeout: float) -> Scenario:
     """A plain def step blocking its worker thread for 0.6 s (a thread cannot be cancelled)."""
     reached = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -241,10 +199,10 @@ def parked_in_worker_thread(**kwargs: Any) -> Scenario:
     def settle() -> None:
         assert done.wait(5)
 
-    return Scenario(Blocks(**kwargs), reached, ["blocking"], settle)
+    return Scenario(Blocks(timeout=timeout), reached, ["blocking"], settle)
 
 
-def parked_while_reader_waits(**kwargs: Any) -> Scenario:
+def parked_while_reader_waits(timeout: float) -> Scenario:
     """A step sleeping after one streamed event, while the reader waits for the next."""
     reached = asyncio.Event()
 
@@ -256,7 +214,7 @@ def parked_while_reader_waits(**kwargs: Any) -> Scenario:
             await asyncio.sleep(60)
             return StopEvent()
 
-    return Scenario(Sleeps(**kwargs), reached, ["sleeper"])
+    return Scenario(Sleeps(timeout=timeout), reached, ["sleeper"])
 
 
 SCENARIOS = {
@@ -287,9 +245,9 @@ async def wait_for_reader(reader: asyncio.Task[list[Event]]) -> list[Event]:
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 @pytest.mark.asyncio
-async def test_cancel_run_at_await_point(telemetry: Telemetry, scenario: str) -> None:
+async def test_cancel_run_at_await_point(tel: CapturedTelemetry, scenario: str) -> None:
     """cancel_run() at this await point ends the run at once with WorkflowCancelledEvent."""
-    parked = SCENARIOS[scenario](timeout=30, **telemetry.kwargs())
+    parked = SCENARIOS[scenario](30)
     handler = parked.workflow.run()
     reader = asyncio.create_task(read_all(handler))
     async with asyncio.timeout(5):
@@ -309,16 +267,15 @@ async def test_cancel_run_at_await_point(telemetry: Telemetry, scenario: str) ->
         await handler
     parked.settle()
     assert not any(isinstance(ev, Note) and ev.text == "after the end" for ev in streamed)
-    assert telemetry.run_status() == "cancelled"
-    telemetry.assert_all_ended_once()
-    assert telemetry.runs_active() == 0
+    assert attr(run_span(tel), attrs.RUN_STATUS) == "cancelled"
+    assert_clean(tel)
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 @pytest.mark.asyncio
-async def test_run_timeout_at_await_point(telemetry: Telemetry, scenario: str) -> None:
+async def test_run_timeout_at_await_point(tel: CapturedTelemetry, scenario: str) -> None:
     """The workflow timeout at this await point ends the run with WorkflowTimedOutEvent."""
-    parked = SCENARIOS[scenario](timeout=RUN_TIMEOUT, **telemetry.kwargs())
+    parked = SCENARIOS[scenario](RUN_TIMEOUT)
     started = time.monotonic()
     handler = parked.workflow.run()
     reader = asyncio.create_task(read_all(handler))
@@ -341,13 +298,12 @@ async def test_run_timeout_at_await_point(telemetry: Telemetry, scenario: str) -
     assert str(raised.value) == message
     assert sorted(raised.value.active_steps) == parked.active
     parked.settle()
-    assert telemetry.run_status() == "timeout"
-    telemetry.assert_all_ended_once()
-    assert telemetry.runs_active() == 0
+    assert attr(run_span(tel), attrs.RUN_STATUS) == "timeout"
+    assert_clean(tel)
 
 
 @pytest.mark.asyncio
-async def test_wait_for_event_timeout_fails_the_run(telemetry: Telemetry) -> None:
+async def test_wait_for_event_timeout_fails_the_run(tel: CapturedTelemetry) -> None:
     """wait_for_event(timeout=0.1) with no answer fails the run with WorkflowTimeoutError."""
 
     class AsksBriefly(Workflow):
@@ -357,7 +313,7 @@ async def test_wait_for_event_timeout_fails_the_run(telemetry: Telemetry) -> Non
             return StopEvent(result=answer["response"])
 
     started = time.monotonic()
-    handler = AsksBriefly(timeout=30, **telemetry.kwargs()).run()
+    handler = AsksBriefly(timeout=30).run()
     streamed = await read_all(handler)
     assert time.monotonic() - started < 0.1 + PROMPT
     expected = (
@@ -370,15 +326,14 @@ async def test_wait_for_event_timeout_fails_the_run(telemetry: Telemetry) -> Non
     terminal = streamed[-1]
     assert isinstance(terminal, WorkflowFailedEvent)
     assert (terminal.step, terminal.exception_type) == ("ask", "WorkflowTimeoutError")
-    assert telemetry.run_status() == "error"
-    telemetry.assert_all_ended_once()
-    assert telemetry.runs_active() == 0
+    assert attr(run_span(tel), attrs.RUN_STATUS) == "error"
+    assert_clean(tel)
 
 
 @pytest.mark.asyncio
-async def test_answer_after_cancel_is_rejected_and_changes_nothing(telemetry: Telemetry) -> None:
+async def test_answer_after_cancel_is_rejected_and_changes_nothing(tel: CapturedTelemetry) -> None:
     """Sending the awaited answer after cancel_run() cannot resurrect the run."""
-    parked = parked_in_wait_for_event(timeout=30, **telemetry.kwargs())
+    parked = parked_in_wait_for_event(30)
     handler = parked.workflow.run()
     async with asyncio.timeout(5):
         await parked.reached.wait()
@@ -391,4 +346,5 @@ async def test_answer_after_cancel_is_rejected_and_changes_nothing(telemetry: Te
         await handler
     streamed = await read_all(handler)
     assert [type(ev) for ev in streamed] == [InputRequiredEvent, WorkflowCancelledEvent]
-    telemetry.assert_all_ended_once()
+    assert tel.spans
+    assert tel.all_spans_ended_once()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from _telemetry_helpers import (
+from _helpers import (
     SCRIPT_NAME,
     last_json_line,
     otlp_attrs,
@@ -28,7 +28,7 @@ ISO_UTC = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z"
 SEED_RUN = """
 import asyncio
 import json
-from _telemetry_helpers import MyWorkflow
+from _helpers import MyWorkflow
 
 
 async def run_seed() -> tuple[str, list[str]]:

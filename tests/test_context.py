@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, Field
 
-from _streams import drain
+from _helpers import drain
 from stepstream import (
     Context,
     Event,

@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from _streams import drain
+from _helpers import drain
 from stepstream import (
     HumanResponseEvent,
     InputRequiredEvent,

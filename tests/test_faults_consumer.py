@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from _fault_harness import BaseTelemetry
+from _helpers import run_span_name
 from stepstream import (
     Context,
     Event,
@@ -31,6 +31,7 @@ from stepstream import (
     step,
 )
 from stepstream.telemetry import attributes as attrs
+from stepstream.testing import CapturedTelemetry
 
 #: What asyncio and OpenTelemetry log when a task or a context is mishandled.
 COMPLAINTS = (
@@ -40,24 +41,6 @@ COMPLAINTS = (
     "exception was never retrieved",
     "Task exception was never retrieved",
 )
-
-
-class Telemetry(BaseTelemetry):
-    """In-memory spans and metrics on providers passed to the workflow."""
-
-    def run_spans(self) -> int:
-        """How many run spans have ended."""
-        spans = self.exporter.get_finished_spans()
-        return sum(1 for s in spans if s.name.startswith(attrs.RUN_SPAN_PREFIX))
-
-
-@pytest.fixture
-def telemetry() -> Iterator[Telemetry]:
-    """In-memory telemetry for one test."""
-    tel = Telemetry()
-    yield tel
-    tel.tracer_provider.shutdown()
-    tel.meter_provider.shutdown()
 
 
 @pytest.fixture
@@ -120,10 +103,10 @@ async def read(handler: WorkflowHandler, limit: int | None = None) -> list[Event
 
 @pytest.mark.asyncio
 async def test_breaking_out_early_leaves_the_run_going_and_a_new_loop_resumes(
-    telemetry: Telemetry, complaints: list[str]
+    tel: CapturedTelemetry, complaints: list[str]
 ) -> None:
     """After a break the run completes unread; the next stream_events() resumes at event 3."""
-    wf = Ticker(pause=0.001, **telemetry.kwargs())
+    wf = Ticker(pause=0.001)
     handler = wf.run(n=10)
     first = await read(handler, limit=3)
     assert ticks(first) == [0, 1, 2]
@@ -135,15 +118,15 @@ async def test_breaking_out_early_leaves_the_run_going_and_a_new_loop_resumes(
     assert type(rest[-1]) is StopEvent
     with pytest.raises(WorkflowRuntimeError, match="already consumed up to its StopEvent"):
         handler.stream_events()
-    assert telemetry.runs_active() == 0
+    assert tel.metric_sum(attrs.METRIC_RUNS_ACTIVE) == 0
 
 
 @pytest.mark.asyncio
 async def test_breaking_out_repeatedly_loses_and_repeats_nothing(
-    telemetry: Telemetry, complaints: list[str]
+    tel: CapturedTelemetry, complaints: list[str]
 ) -> None:
     """Reading a live stream one event per loop, many loops, yields each event exactly once."""
-    handler = Ticker(pause=0.002, **telemetry.kwargs()).run(n=20)
+    handler = Ticker(pause=0.002).run(n=20)
     seen: list[Event] = []
     while not seen or not isinstance(seen[-1], StopEvent):
         seen += await read(handler, limit=1)
@@ -153,10 +136,10 @@ async def test_breaking_out_repeatedly_loses_and_repeats_nothing(
 
 @pytest.mark.asyncio
 async def test_never_iterating_buffers_every_event(
-    telemetry: Telemetry, complaints: list[str]
+    tel: CapturedTelemetry, complaints: list[str]
 ) -> None:
     """A caller that only awaits the result gets it; every event stays readable afterwards."""
-    handler = Ticker(**telemetry.kwargs()).run(n=50)
+    handler = Ticker().run(n=50)
     async with asyncio.timeout(5):
         assert await handler == 50
     events = await read(handler)
@@ -166,7 +149,7 @@ async def test_never_iterating_buffers_every_event(
 
 @pytest.mark.asyncio
 async def test_never_iterating_nor_awaiting_a_failed_run_is_quiet(
-    telemetry: Telemetry, complaints: list[str]
+    tel: CapturedTelemetry, complaints: list[str]
 ) -> None:
     """A failing run nobody reads or awaits logs no 'exception was never retrieved'."""
 
@@ -177,23 +160,23 @@ async def test_never_iterating_nor_awaiting_a_failed_run_is_quiet(
             msg = "nobody listens"
             raise ValueError(msg)
 
-    handler = Fails(timeout=5, **telemetry.kwargs()).run()
+    handler = Fails(timeout=5).run()
     async with asyncio.timeout(5):
         while not handler.done():  # noqa: ASYNC110 - polling the public done()
             await asyncio.sleep(0.01)
     del handler
     gc.collect()
     await asyncio.sleep(0.05)
-    assert telemetry.runs_active() == 0
+    assert tel.metric_sum(attrs.METRIC_RUNS_ACTIVE) == 0
 
 
 # -- other tasks ---------------------------------------------------------------------------------
 
 
 @pytest.mark.asyncio
-async def test_iterating_from_another_task(telemetry: Telemetry, complaints: list[str]) -> None:
+async def test_iterating_from_another_task(tel: CapturedTelemetry, complaints: list[str]) -> None:
     """A task other than the one that started the run can read the whole stream."""
-    handler = Ticker(pause=0.001, **telemetry.kwargs()).run(n=10)
+    handler = Ticker(pause=0.001).run(n=10)
     reader = asyncio.create_task(read(handler))
     async with asyncio.timeout(5):
         assert await handler == 10
@@ -203,10 +186,10 @@ async def test_iterating_from_another_task(telemetry: Telemetry, complaints: lis
 
 @pytest.mark.asyncio
 async def test_sequential_iteration_from_two_tasks_splits_the_stream(
-    telemetry: Telemetry, complaints: list[str]
+    tel: CapturedTelemetry, complaints: list[str]
 ) -> None:
     """One task reads four events and stops; another task then reads the rest, no gap."""
-    handler = Ticker(pause=0.001, **telemetry.kwargs()).run(n=10)
+    handler = Ticker(pause=0.001).run(n=10)
     async with asyncio.timeout(5):
         first = await asyncio.create_task(read(handler, limit=4))
         second = await asyncio.create_task(read(handler))
@@ -216,7 +199,7 @@ async def test_sequential_iteration_from_two_tasks_splits_the_stream(
 
 @pytest.mark.asyncio
 async def test_a_second_concurrent_iterator_is_rejected(
-    telemetry: Telemetry, complaints: list[str]
+    tel: CapturedTelemetry, complaints: list[str]
 ) -> None:
     """While one task is parked in `async for`, another iterator raises; the first is unharmed."""
     gate = asyncio.Event()
@@ -229,7 +212,7 @@ async def test_a_second_concurrent_iterator_is_rejected(
             ctx.write_event_to_stream(Tick(n=1))
             return StopEvent(result="done")
 
-    handler = Gated(timeout=5, **telemetry.kwargs()).run()
+    handler = Gated(timeout=5).run()
     got_first = asyncio.Event()
 
     async def first_reader() -> list[Event]:
@@ -259,7 +242,7 @@ async def test_a_second_concurrent_iterator_is_rejected(
 
 @pytest.mark.asyncio
 async def test_dropped_handler_run_still_completes_quietly(
-    telemetry: Telemetry, complaints: list[str]
+    tel: CapturedTelemetry, complaints: list[str]
 ) -> None:
     """A run whose handler is dropped and garbage-collected mid-run still completes."""
     proceed = asyncio.Event()
@@ -274,7 +257,7 @@ async def test_dropped_handler_run_still_completes_quietly(
             reached_end.set()
             return StopEvent(result="unobserved")
 
-    handler = Detached(timeout=5, **telemetry.kwargs()).run()
+    handler = Detached(timeout=5).run()
     await asyncio.sleep(0.02)
     del handler
     for _ in range(3):
@@ -283,24 +266,24 @@ async def test_dropped_handler_run_still_completes_quietly(
     proceed.set()
     async with asyncio.timeout(5):
         await reached_end.wait()
-        while telemetry.run_spans() < 1:  # noqa: ASYNC110 - the run span ends last
+        while not tel.named(run_span_name("Detached")):  # noqa: ASYNC110 - the run span ends last
             await asyncio.sleep(0.01)
-    assert telemetry.runs_active() == 0
+    assert tel.metric_sum(attrs.METRIC_RUNS_ACTIVE) == 0
 
 
 @pytest.mark.asyncio
 async def test_dropped_handlers_of_many_runs_all_complete(
-    telemetry: Telemetry, complaints: list[str]
+    tel: CapturedTelemetry, complaints: list[str]
 ) -> None:
     """Fifty runs started and forgotten at once all complete after garbage collection."""
-    wf = Ticker(pause=0.01, **telemetry.kwargs())
+    wf = Ticker(pause=0.01)
     for _ in range(50):
         wf.run(n=3)
     gc.collect()
     async with asyncio.timeout(5):
-        while telemetry.run_spans() < 50:  # noqa: ASYNC110 - waiting for the runs to end
+        while len(tel.named(run_span_name("Ticker"))) < 50:  # noqa: ASYNC110 - waiting for the runs to end
             await asyncio.sleep(0.01)
-    assert telemetry.runs_active() == 0
+    assert tel.metric_sum(attrs.METRIC_RUNS_ACTIVE) == 0
 
 
 # -- cancelling the caller ---------------------------------------------------------------------
@@ -308,7 +291,7 @@ async def test_dropped_handlers_of_many_runs_all_complete(
 
 @pytest.mark.asyncio
 async def test_cancelling_the_task_awaiting_the_handler_cancels_the_run(
-    telemetry: Telemetry, complaints: list[str]
+    tel: CapturedTelemetry, complaints: list[str]
 ) -> None:
     """Cancelling the caller's task while it awaits the handler cancels the run's steps."""
     started = asyncio.Event()
@@ -326,7 +309,7 @@ async def test_cancelling_the_task_awaiting_the_handler_cancels_the_run(
                 raise
             return StopEvent()
 
-    handler = Long(timeout=120, **telemetry.kwargs()).run()
+    handler = Long(timeout=120).run()
 
     async def caller() -> Any:
         return await handler
@@ -346,15 +329,15 @@ async def test_cancelling_the_task_awaiting_the_handler_cancels_the_run(
     with pytest.raises(WorkflowCancelledError, match="the run's task was cancelled"):
         await handler
     assert handler.done()
-    assert telemetry.runs_active() == 0
+    assert tel.metric_sum(attrs.METRIC_RUNS_ACTIVE) == 0
 
 
 @pytest.mark.asyncio
 async def test_giving_up_on_a_shielded_handler_leaves_the_run_going(
-    telemetry: Telemetry, complaints: list[str]
+    tel: CapturedTelemetry, complaints: list[str]
 ) -> None:
     """A timed-out wait on asyncio.shield(handler) stops waiting, not the run (docs advice)."""
-    wf = Ticker(pause=0.02, **telemetry.kwargs())
+    wf = Ticker(pause=0.02)
     handler = wf.run(n=10)
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(asyncio.shield(handler), 0.05)
@@ -367,10 +350,10 @@ async def test_giving_up_on_a_shielded_handler_leaves_the_run_going(
 
 @pytest.mark.asyncio
 async def test_cancelling_a_reader_task_leaves_the_run_going(
-    telemetry: Telemetry, complaints: list[str]
+    tel: CapturedTelemetry, complaints: list[str]
 ) -> None:
     """Cancelling a task parked in `async for` only stops that reader; the stream resumes."""
-    handler = Ticker(pause=0.02, **telemetry.kwargs()).run(n=10)
+    handler = Ticker(pause=0.02).run(n=10)
     reader = asyncio.create_task(read(handler))
     await asyncio.sleep(0.05)
     reader.cancel()

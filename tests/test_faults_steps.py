@@ -1,24 +1,21 @@
 """Step faults: every way a step can fail ends the run as documented, leaking no span or run.
 
-Each test records spans with an in-memory exporter and a processor that counts
-``on_start`` / ``on_end`` per span id, and metrics with an in-memory reader, on providers
-passed to the workflow (nothing global). After the run: every span started was ended
-exactly once, the SDK never saw a second ``end()``, and ``stepstream.runs.active`` is 0.
+Each test captures its runs' spans (counting how often each was started and ended) and
+metrics in memory with ``capture_telemetry()``, the ``tel`` fixture (nothing global).
+After the run: every span started was ended exactly once, the SDK never saw a second
+``end()``, and ``stepstream.runs.active`` is 0.
 """
 
 import asyncio
 import gc
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
-from _fault_harness import BaseTelemetry, SpanCounter
-from _streams import drain
+from _helpers import assert_clean, attr, drain, run_span, step_spans
 from stepstream import (
     ConstantDelayRetryPolicy,
     Context,
@@ -33,67 +30,18 @@ from stepstream import (
     step,
 )
 from stepstream.telemetry import attributes as attrs
+from stepstream.testing import CapturedTelemetry
 
 #: stepstream's grace period for steps that ignore cancellation (CANCEL_GRACE_SECONDS in
 #: the runtime, not public): hardcoded here on purpose, the bounds below are generous.
 CANCEL_GRACE_SECONDS = 2.0
 
 
-# -- telemetry harness --------------------------------------------------------------------
-
-
-class Telemetry(BaseTelemetry):
-    """Providers for one test: spans in memory, span counts, metrics in memory."""
-
-    counter: SpanCounter
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.counter = self.tracker  # type: ignore[assignment]  # the default tracker
-
-    def spans(self, prefix: str = "") -> list[ReadableSpan]:
-        """Finished spans whose name starts with ``prefix``, in end order."""
-        return [s for s in self.exporter.get_finished_spans() if s.name.startswith(prefix)]
-
-    def step_spans(self, step_name: str) -> list[ReadableSpan]:
-        """Finished spans of ``step_name``'s attempts, by attempt number."""
-        spans = self.spans(f"{attrs.STEP_SPAN_PREFIX} {step_name}")
-        return sorted(spans, key=lambda s: int(str((s.attributes or {})[attrs.STEP_ATTEMPT])))
-
-    def run_span(self) -> ReadableSpan:
-        """The one finished run span."""
-        (span,) = self.spans(attrs.RUN_SPAN_PREFIX)
-        return span
-
-    def assert_clean(self, caplog: pytest.LogCaptureFixture) -> None:
-        """Every span ended exactly once and no run is left active."""
-        assert self.counter.started, "no span was recorded"
-        assert self.counter.all_ended_once(), (self.counter.started, self.counter.ended)
-        assert len(self.exporter.get_finished_spans()) == len(self.counter.started)
-        assert self.metric_sum(attrs.METRIC_RUNS_ACTIVE) == 0
-        twice = [r for r in caplog.records if "end() on an ended span" in r.getMessage()]
-        assert twice == [], [r.getMessage() for r in twice]
-
-    async def wait_all_ended(self, timeout: float) -> None:
-        """Wait until every started span has ended (a step may stop late)."""
-        async with asyncio.timeout(timeout):
-            while set(self.counter.started) != set(self.counter.ended):  # noqa: ASYNC110
-                await asyncio.sleep(0.02)
-
-
-@pytest.fixture
-def telemetry(caplog: pytest.LogCaptureFixture) -> Iterator[Telemetry]:
-    """In-memory telemetry for one test, checked clean afterwards by the test itself."""
-    caplog.set_level(logging.WARNING)
-    tel = Telemetry()
-    yield tel
-    tel.tracer_provider.shutdown()
-    tel.meter_provider.shutdown()
-
-
-def attributes(span: ReadableSpan) -> dict[str, Any]:
-    """A span's attributes as a plain dict."""
-    return dict(span.attributes or {})
+async def all_spans_end(tel: CapturedTelemetry, timeout: float) -> None:
+    """Wait until every started span has ended (a step may stop late)."""
+    async with asyncio.timeout(timeout):
+        while not tel.all_spans_ended_once():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
 
 
 # -- events ---------------------------------------------------------------------------------
@@ -111,9 +59,7 @@ class Next(Event):
 
 
 @pytest.mark.asyncio
-async def test_exception_in_async_step_fails_the_run(
-    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_exception_in_async_step_fails_the_run(tel: CapturedTelemetry) -> None:
     """An async step raising ends the stream with WorkflowFailedEvent and re-raises its error."""
     error = ValueError("async boom")
 
@@ -122,7 +68,7 @@ async def test_exception_in_async_step_fails_the_run(
         async def boom(self, ev: StartEvent) -> StopEvent:
             raise error
 
-    handler = AsyncBoom(timeout=5, **telemetry.kwargs()).run()
+    handler = AsyncBoom(timeout=5).run()
     streamed = await drain(handler)
     with pytest.raises(ValueError, match="async boom") as raised:
         await handler
@@ -134,17 +80,15 @@ async def test_exception_in_async_step_fails_the_run(
         "ValueError",
         "async boom",
     )
-    (span,) = telemetry.step_spans("boom")
+    (span,) = step_spans(tel, "boom")
     assert span.status.status_code is StatusCode.ERROR
-    assert attributes(span)[attrs.STEP_STATUS] == "error"
-    assert attributes(telemetry.run_span())[attrs.RUN_STATUS] == "error"
-    telemetry.assert_clean(caplog)
+    assert attr(span, attrs.STEP_STATUS) == "error"
+    assert attr(run_span(tel), attrs.RUN_STATUS) == "error"
+    assert_clean(tel)
 
 
 @pytest.mark.asyncio
-async def test_exception_in_sync_step_fails_the_run(
-    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_exception_in_sync_step_fails_the_run(tel: CapturedTelemetry) -> None:
     """A plain def step raising in its worker thread fails the run like an async step does."""
 
     class SyncBoom(Workflow):
@@ -153,22 +97,22 @@ async def test_exception_in_sync_step_fails_the_run(
             msg = "sync boom"
             raise KeyError(msg)
 
-    handler = SyncBoom(timeout=5, **telemetry.kwargs()).run()
+    handler = SyncBoom(timeout=5).run()
     streamed = await drain(handler)
     with pytest.raises(KeyError, match="sync boom"):
         await handler
     (terminal,) = streamed
     assert isinstance(terminal, WorkflowFailedEvent)
     assert (terminal.step, terminal.exception_type) == ("boom", "KeyError")
-    (span,) = telemetry.step_spans("boom")
+    (span,) = step_spans(tel, "boom")
     assert span.status.status_code is StatusCode.ERROR
-    telemetry.assert_clean(caplog)
+    assert_clean(tel)
 
 
 @pytest.mark.parametrize("is_async", [True, False], ids=["async", "sync"])
 @pytest.mark.asyncio
 async def test_events_streamed_before_a_failure_stay_in_the_stream(
-    telemetry: Telemetry, caplog: pytest.LogCaptureFixture, is_async: bool
+    tel: CapturedTelemetry, is_async: bool
 ) -> None:
     """Events a step streamed before raising are delivered, in order, before the failure."""
 
@@ -190,20 +134,20 @@ async def test_events_streamed_before_a_failure_stay_in_the_stream(
             raise RuntimeError(msg)
 
     cls = WritesThenAsyncFails if is_async else WritesThenSyncFails
-    handler = cls(timeout=5, **telemetry.kwargs()).run()
+    handler = cls(timeout=5).run()
     streamed = await drain(handler)
     with pytest.raises(RuntimeError, match="after three"):
         await handler
     assert [ev.n for ev in streamed if isinstance(ev, Progress)] == [0, 1, 2]
     assert isinstance(streamed[-1], WorkflowFailedEvent)
     assert len(streamed) == 4
-    (span,) = telemetry.step_spans("work")
-    assert attributes(span)[attrs.EVENTS_STREAMED] == 3
+    (span,) = step_spans(tel, "work")
+    assert attr(span, attrs.EVENTS_STREAMED) == 3
     seqs = [
         (e.attributes or {})[attrs.EVENT_SEQ] for e in span.events if e.name == attrs.STREAM_EVENT
     ]
     assert seqs == [0, 1, 2]
-    telemetry.assert_clean(caplog)
+    assert_clean(tel)
 
 
 class Abort(BaseException):
@@ -212,7 +156,7 @@ class Abort(BaseException):
 
 @pytest.mark.asyncio
 async def test_base_exception_in_step_fails_the_run(
-    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+    tel: CapturedTelemetry, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A step raising a non-Exception BaseException fails the run like any step error."""
 
@@ -223,7 +167,7 @@ async def test_base_exception_in_step_fails_the_run(
             msg = "pulled the plug"
             raise Abort(msg)
 
-    handler = Aborts(timeout=5, **telemetry.kwargs()).run()
+    handler = Aborts(timeout=5).run()
     streamed = await drain(handler)
     raised: str = "nothing"
     try:
@@ -249,7 +193,7 @@ async def test_base_exception_in_step_fails_the_run(
         if "internal error" in r.getMessage() or "never retrieved" in r.getMessage()
     ]
     assert complaints == []
-    telemetry.assert_clean(caplog)
+    assert_clean(tel)
 
 
 # -- retries ----------------------------------------------------------------------------------
@@ -274,30 +218,26 @@ class Flaky(Workflow):
 
 
 @pytest.mark.asyncio
-async def test_retried_step_that_finally_succeeds(
-    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_retried_step_that_finally_succeeds(tel: CapturedTelemetry) -> None:
     """A step failing twice then succeeding ends the run ok, with one span per attempt."""
-    wf = Flaky(failures=2, **telemetry.kwargs())
+    wf = Flaky(failures=2)
     handler = wf.run()
     streamed = await drain(handler)
     assert await handler == "ok after 3"
     assert [ev.n for ev in streamed if isinstance(ev, Progress)] == [1, 2, 3]
     assert type(streamed[-1]) is StopEvent
-    spans = telemetry.step_spans("flaky")
-    assert [attributes(s)[attrs.STEP_ATTEMPT] for s in spans] == [1, 2, 3]
-    assert [attributes(s)[attrs.STEP_STATUS] for s in spans] == ["error", "error", "ok"]
-    assert telemetry.metric_sum(attrs.METRIC_STEP_RETRIES) == 2
-    assert attributes(telemetry.run_span())[attrs.RUN_STATUS] == "ok"
-    telemetry.assert_clean(caplog)
+    spans = step_spans(tel, "flaky")
+    assert [attr(s, attrs.STEP_ATTEMPT) for s in spans] == [1, 2, 3]
+    assert [attr(s, attrs.STEP_STATUS) for s in spans] == ["error", "error", "ok"]
+    assert tel.metric_sum(attrs.METRIC_STEP_RETRIES) == 2
+    assert attr(run_span(tel), attrs.RUN_STATUS) == "ok"
+    assert_clean(tel)
 
 
 @pytest.mark.asyncio
-async def test_retried_step_that_finally_fails(
-    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_retried_step_that_finally_fails(tel: CapturedTelemetry) -> None:
     """A step failing all three attempts fails the run with the last attempt's error."""
-    wf = Flaky(failures=5, **telemetry.kwargs())
+    wf = Flaky(failures=5)
     handler = wf.run()
     streamed = await drain(handler)
     with pytest.raises(ConnectionError, match="attempt 3 failed"):
@@ -306,12 +246,12 @@ async def test_retried_step_that_finally_fails(
     terminal = streamed[-1]
     assert isinstance(terminal, WorkflowFailedEvent)
     assert terminal.message == "attempt 3 failed"
-    spans = telemetry.step_spans("flaky")
-    assert [attributes(s)[attrs.STEP_ATTEMPT] for s in spans] == [1, 2, 3]
+    spans = step_spans(tel, "flaky")
+    assert [attr(s, attrs.STEP_ATTEMPT) for s in spans] == [1, 2, 3]
     assert all(s.status.status_code is StatusCode.ERROR for s in spans)
-    assert telemetry.metric_sum(attrs.METRIC_STEP_RETRIES) == 2
-    assert attributes(telemetry.run_span())[attrs.RUN_STATUS] == "error"
-    telemetry.assert_clean(caplog)
+    assert tel.metric_sum(attrs.METRIC_STEP_RETRIES) == 2
+    assert attr(run_span(tel), attrs.RUN_STATUS) == "error"
+    assert_clean(tel)
 
 
 # -- CancelledError raised by user code ---------------------------------------------------------
@@ -320,7 +260,7 @@ async def test_retried_step_that_finally_fails(
 @pytest.mark.parametrize("is_async", [True, False], ids=["async", "sync"])
 @pytest.mark.asyncio
 async def test_cancelled_error_raised_by_step_code_fails_the_run(
-    telemetry: Telemetry, caplog: pytest.LogCaptureFixture, is_async: bool
+    tel: CapturedTelemetry, is_async: bool
 ) -> None:
     """A step raising asyncio.CancelledError itself fails the run with an error naming it."""
 
@@ -335,7 +275,7 @@ async def test_cancelled_error_raised_by_step_code_fails_the_run(
             raise asyncio.CancelledError
 
     cls = AsyncRaisesCancelled if is_async else SyncRaisesCancelled
-    handler = cls(timeout=5, **telemetry.kwargs()).run()
+    handler = cls(timeout=5).run()
     streamed = await drain(handler)
     expected = r"step 'rogue' raised asyncio\.CancelledError without being cancelled"
     with pytest.raises(WorkflowRuntimeError, match=expected) as raised:
@@ -344,16 +284,14 @@ async def test_cancelled_error_raised_by_step_code_fails_the_run(
     (terminal,) = streamed
     assert isinstance(terminal, WorkflowFailedEvent)
     assert (terminal.step, terminal.exception_type) == ("rogue", "WorkflowRuntimeError")
-    (span,) = telemetry.step_spans("rogue")
-    assert attributes(span)[attrs.STEP_STATUS] == "error"
-    assert attributes(telemetry.run_span())[attrs.RUN_STATUS] == "error"
-    telemetry.assert_clean(caplog)
+    (span,) = step_spans(tel, "rogue")
+    assert attr(span, attrs.STEP_STATUS) == "error"
+    assert attr(run_span(tel), attrs.RUN_STATUS) == "error"
+    assert_clean(tel)
 
 
 @pytest.mark.asyncio
-async def test_cancelled_error_in_one_branch_cancels_its_siblings(
-    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_cancelled_error_in_one_branch_cancels_its_siblings(tel: CapturedTelemetry) -> None:
     """A CancelledError raised by one step's code fails the run and stops a sleeping sibling."""
     sibling_cancelled = asyncio.Event()
 
@@ -372,13 +310,13 @@ async def test_cancelled_error_in_one_branch_cancels_its_siblings(
                 raise
             return StopEvent()
 
-    handler = Branches(timeout=5, **telemetry.kwargs()).run()
+    handler = Branches(timeout=5).run()
     with pytest.raises(WorkflowRuntimeError, match=r"step 'start' raised asyncio\.CancelledError"):
         async with asyncio.timeout(5):
             await handler
     assert sibling_cancelled.is_set()
     await drain(handler)
-    telemetry.assert_clean(caplog)
+    assert_clean(tel)
 
 
 # -- steps that never return ----------------------------------------------------------------------
@@ -405,12 +343,10 @@ class HangWithStepTimeout(Workflow):
 
 
 @pytest.mark.asyncio
-async def test_step_that_never_returns_hits_the_run_timeout(
-    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_step_that_never_returns_hits_the_run_timeout(tel: CapturedTelemetry) -> None:
     """A hanging step ends the run at the workflow timeout, naming the step still active."""
     started = time.monotonic()
-    handler = Hang(timeout=0.2, **telemetry.kwargs()).run()
+    handler = Hang(timeout=0.2).run()
     streamed = await drain(handler)
     expected = r"workflow Hang timed out after 0\.2s; steps still active: hang\. Raise"
     with pytest.raises(WorkflowTimeoutError, match=expected) as raised:
@@ -422,21 +358,19 @@ async def test_step_that_never_returns_hits_the_run_timeout(
     terminal = streamed[-1]
     assert isinstance(terminal, WorkflowTimedOutEvent)
     assert terminal.active_steps == ["hang"]
-    (span,) = telemetry.step_spans("hang")
-    assert attributes(span)[attrs.STEP_STATUS] == "cancelled"
-    run_span = telemetry.run_span()
-    assert attributes(run_span)[attrs.RUN_STATUS] == "timeout"
-    assert run_span.status.status_code is StatusCode.ERROR
-    telemetry.assert_clean(caplog)
+    (span,) = step_spans(tel, "hang")
+    assert attr(span, attrs.STEP_STATUS) == "cancelled"
+    run = run_span(tel)
+    assert attr(run, attrs.RUN_STATUS) == "timeout"
+    assert run.status.status_code is StatusCode.ERROR
+    assert_clean(tel)
 
 
 @pytest.mark.asyncio
-async def test_step_that_never_returns_hits_its_step_timeout(
-    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_step_that_never_returns_hits_its_step_timeout(tel: CapturedTelemetry) -> None:
     """A hanging step with @step(timeout=0.2) ends the run with a timeout naming the step."""
     started = time.monotonic()
-    handler = HangWithStepTimeout(timeout=30, **telemetry.kwargs()).run()
+    handler = HangWithStepTimeout(timeout=30).run()
     streamed = await drain(handler)
     expected = r"step 'hang' timed out after 0\.2s \(its @step timeout\)"
     with pytest.raises(WorkflowTimeoutError, match=expected):
@@ -445,11 +379,11 @@ async def test_step_that_never_returns_hits_its_step_timeout(
     terminal = streamed[-1]
     assert isinstance(terminal, WorkflowTimedOutEvent)
     assert terminal.timeout == 0.2
-    (span,) = telemetry.step_spans("hang")
-    assert attributes(span)[attrs.STEP_STATUS] == "timeout"
+    (span,) = step_spans(tel, "hang")
+    assert attr(span, attrs.STEP_STATUS) == "timeout"
     assert span.status.status_code is StatusCode.ERROR
-    assert attributes(telemetry.run_span())[attrs.RUN_STATUS] == "timeout"
-    telemetry.assert_clean(caplog)
+    assert attr(run_span(tel), attrs.RUN_STATUS) == "timeout"
+    assert_clean(tel)
 
 
 # -- steps that swallow cancellation ------------------------------------------------------
@@ -489,10 +423,10 @@ class Swallower(Workflow):
 
 @pytest.mark.asyncio
 async def test_step_swallowing_cancellation_delays_the_outcome_by_the_grace_period_at_most(
-    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+    tel: CapturedTelemetry, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A step ignoring cancellation past the grace period: outcome after ~2 s, a warning."""
-    wf = Swallower(linger=CANCEL_GRACE_SECONDS + 0.4, **telemetry.kwargs())
+    wf = Swallower(linger=CANCEL_GRACE_SECONDS + 0.4)
     started = time.monotonic()
     handler = wf.run()
     streamed = await drain(handler, timeout=CANCEL_GRACE_SECONDS + 2)
@@ -512,21 +446,21 @@ async def test_step_swallowing_cancellation_delays_the_outcome_by_the_grace_peri
     assert "ignored cancellation" in warnings[0]
     assert handler.run_id in warnings[0]
     # The run's task still waits for the step; its span ends once, when it returns.
-    assert len(telemetry.step_spans("stubborn")) == 0
+    assert len(step_spans(tel, "stubborn")) == 0
     async with asyncio.timeout(3):
         await wf.returned.wait()
-    await telemetry.wait_all_ended(timeout=2)
-    (span,) = telemetry.step_spans("stubborn")
-    assert attributes(span)[attrs.EVENTS_STREAMED] == 0
-    telemetry.assert_clean(caplog)
+    await all_spans_end(tel, timeout=2)
+    (span,) = step_spans(tel, "stubborn")
+    assert attr(span, attrs.EVENTS_STREAMED) == 0
+    assert_clean(tel)
 
 
 @pytest.mark.asyncio
 async def test_step_swallowing_cancellation_briefly_is_waited_for(
-    telemetry: Telemetry, caplog: pytest.LogCaptureFixture
+    tel: CapturedTelemetry, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A step that stops 0.2 s after its cancellation delays the outcome until it stopped."""
-    wf = Swallower(linger=0.2, **telemetry.kwargs())
+    wf = Swallower(linger=0.2)
     started = time.monotonic()
     handler = wf.run()
     streamed = await drain(handler)
@@ -535,5 +469,5 @@ async def test_step_swallowing_cancellation_briefly_is_waited_for(
     assert wf.returned.is_set(), "the outcome was published before the step stopped"
     assert [type(ev) for ev in streamed] == [StopEvent]
     assert [r.getMessage() for r in caplog.records if r.name == "stepstream"] == []
-    await telemetry.wait_all_ended(timeout=2)
-    telemetry.assert_clean(caplog)
+    await all_spans_end(tel, timeout=2)
+    assert_clean(tel)

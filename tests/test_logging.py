@@ -13,18 +13,20 @@ import structlog
 from opentelemetry.sdk.trace import ReadableSpan
 from structlog.typing import EventDict
 
-from _streams import drain
-from _telemetry_helpers import (
+from _helpers import (
     HEX16,
     HEX32,
     SEED_STEPS,
+    BigWriter,
+    Failing,
     Flaky,
-    MyWorkflow,
     ProgressEvent,
     Slow,
-    Telemetry,
+    drain,
     expected_stream,
     outcome,
+    providers_of,
+    run_seed,
     run_span_name,
     span_id,
     step_span_name,
@@ -43,6 +45,7 @@ from stepstream import (
 )
 from stepstream.telemetry import add_correlation
 from stepstream.telemetry import attributes as attrs
+from stepstream.testing import CapturedTelemetry
 
 STREAM_KEYS = {
     "workflow",
@@ -68,28 +71,7 @@ def _restore_structlog() -> Iterator[None]:
     structlog.contextvars.clear_contextvars()
 
 
-@pytest.fixture
-def tel() -> Iterator[Telemetry]:
-    """In-memory tracer and meter providers for one test."""
-    recorder = Telemetry()
-    yield recorder
-    recorder.shutdown()
-
-
 # -- events and workflows ---------------------------------------------------------------
-
-
-class Big(Event):
-    text: str
-
-
-class Failing(Workflow):
-    """Its only step raises ValueError."""
-
-    @step
-    async def explode(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-        msg = "boom"
-        raise ValueError(msg)
 
 
 class AsyncUserLog(Workflow):
@@ -114,13 +96,11 @@ class SyncUserLog(Workflow):
         return StopEvent(result="ok")
 
 
-class BigWriter(Workflow):
-    """Streams one Big event of 5000 characters."""
-
-    @step
-    async def work(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-        ctx.write_event_to_stream(Big(text="x" * 5000))
-        return StopEvent(result="written")
+#: A step logging from the event loop, and one logging from its worker thread.
+USER_LOGGERS = [
+    pytest.param(AsyncUserLog, id="async-step"),
+    pytest.param(SyncUserLog, id="sync-step-in-thread"),
+]
 
 
 # -- helpers ----------------------------------------------------------------------------
@@ -143,22 +123,20 @@ def line_ids(line: EventDict) -> tuple[str, str]:
     return line["trace_id"], line["span_id"]
 
 
-async def run_seed(tel: Telemetry) -> tuple[str, list[Event], list[EventDict]]:
+async def logged_seed(sdk: CapturedTelemetry) -> tuple[str, list[Event], list[EventDict]]:
     """Run the seed workflow under capture_logs; return run id, stream and captured lines."""
     with structlog.testing.capture_logs() as captured:
-        handler = tel.workflow(MyWorkflow).run(first_input="x")
-        events = await drain(handler)
-        assert await handler == "Workflow complete."
-    return handler.run_id, events, captured
+        run_id, events = await run_seed(**providers_of(sdk))
+    return run_id, events, captured
 
 
 # -- stream_event lines -----------------------------------------------------------------
 
 
 @pytest.mark.asyncio
-async def test_one_stream_event_line_per_streamed_event(tel: Telemetry) -> None:
+async def test_one_stream_event_line_per_streamed_event(sdk: CapturedTelemetry) -> None:
     """Every streamed event, the terminal one included, gets one stream_event line in order."""
-    run_id, events, captured = await run_seed(tel)
+    run_id, events, captured = await logged_seed(sdk)
     streamed = lines(captured, "stream_event")
     assert streamed == lines(captured, attrs.LOG_STREAM_EVENT)
     got = [(line["event_type"], line["seq"], line["payload"]) for line in streamed]
@@ -171,13 +149,15 @@ async def test_one_stream_event_line_per_streamed_event(tel: Telemetry) -> None:
 
 
 @pytest.mark.asyncio
-async def test_stream_event_lines_name_the_writing_step_and_its_span(tel: Telemetry) -> None:
+async def test_stream_event_lines_name_the_writing_step_and_its_span(
+    sdk: CapturedTelemetry,
+) -> None:
     """A stream_event line carries the writing step, attempt, and that step span's ids."""
-    _, events, captured = await run_seed(tel)
+    _, events, captured = await logged_seed(sdk)
     by_seq = {line["seq"]: line for line in lines(captured, "stream_event")}
     seq = 0
     for name in SEED_STEPS:
-        span = tel.one(step_span_name(name))
+        span = sdk.one(step_span_name(name))
         streamed = (span.attributes or {})[attrs.EVENTS_STREAMED]
         assert isinstance(streamed, int)
         for _ in range(streamed):
@@ -189,13 +169,13 @@ async def test_stream_event_lines_name_the_writing_step_and_its_span(tel: Teleme
     assert seq == len(events) - 1
     terminal = by_seq[seq]
     assert terminal["event_type"] == "StopEvent"
-    assert line_ids(terminal) == ids(tel.one(run_span_name("MyWorkflow")))
+    assert line_ids(terminal) == ids(sdk.one(run_span_name("MyWorkflow")))
 
 
 @pytest.mark.asyncio
-async def test_every_stream_event_line_has_every_contract_key(tel: Telemetry) -> None:
+async def test_every_stream_event_line_has_every_contract_key(sdk: CapturedTelemetry) -> None:
     """Every stream_event line has all the contract keys; the terminal one names the ending step."""
-    _, events, captured = await run_seed(tel)
+    _, events, captured = await logged_seed(sdk)
     streamed = lines(captured, "stream_event")
     assert len(streamed) == len(events)
     for line in streamed:
@@ -210,31 +190,31 @@ async def test_every_stream_event_line_has_every_contract_key(tel: Telemetry) ->
 
 
 @pytest.mark.asyncio
-async def test_stream_event_lines_of_a_sync_step_carry_its_span(tel: Telemetry) -> None:
+async def test_stream_event_lines_of_a_sync_step_carry_its_span(sdk: CapturedTelemetry) -> None:
     """Events written from a plain-def step's worker thread are logged with that step's span."""
     with structlog.testing.capture_logs() as captured:
-        handler = tel.workflow(SyncUserLog).run()
+        handler = SyncUserLog(timeout=5, **providers_of(sdk)).run()
         events = await drain(handler)
         await handler
     streamed = lines(captured, "stream_event")
     got = [(line["event_type"], line["seq"], line["payload"]) for line in streamed]
     assert got == expected_stream(events)
-    span = tel.one(step_span_name("work"))
+    span = sdk.one(step_span_name("work"))
     for line in streamed[:-1]:
         assert line["step"] == "work"
         assert line_ids(line) == ids(span)
 
 
 @pytest.mark.asyncio
-async def test_stream_event_line_keeps_the_whole_payload(tel: Telemetry) -> None:
+async def test_stream_event_line_keeps_the_whole_payload(sdk: CapturedTelemetry) -> None:
     """Logs are the complete record: a payload the span event cuts at 4096 is whole in the line."""
     with structlog.testing.capture_logs() as captured:
-        handler = tel.workflow(BigWriter).run()
+        handler = BigWriter(timeout=5, **providers_of(sdk)).run(size=5000)
         events = await drain(handler)
     full = events[0].model_dump_json()
     assert len(full) > 4096
     assert lines(captured, "stream_event")[0]["payload"] == full
-    span_payload = stream_span_events(tel.one(step_span_name("work")))[0][attrs.EVENT_PAYLOAD]
+    span_payload = stream_span_events(sdk.one(step_span_name("work")))[0][attrs.EVENT_PAYLOAD]
     assert span_payload == full[:4096] + f"...[truncated {len(full) - 4096} chars]"
 
 
@@ -242,10 +222,10 @@ async def test_stream_event_line_keeps_the_whole_payload(tel: Telemetry) -> None
 
 
 @pytest.mark.asyncio
-async def test_run_and_step_lifecycle_lines_carry_correlation_keys(tel: Telemetry) -> None:
+async def test_run_and_step_lifecycle_lines_carry_correlation_keys(sdk: CapturedTelemetry) -> None:
     """run_started/run_finished and step_started/step_finished carry the run's and steps' ids."""
-    run_id, _, captured = await run_seed(tel)
-    run_ids = ids(tel.one(run_span_name("MyWorkflow")))
+    run_id, _, captured = await logged_seed(sdk)
+    run_ids = ids(sdk.one(run_span_name("MyWorkflow")))
     messages = [line["event"] for line in captured]
     assert messages[0] == "run_started"
     assert messages[-1] == "run_finished"
@@ -262,7 +242,7 @@ async def test_run_and_step_lifecycle_lines_carry_correlation_keys(tel: Telemetr
         found = lines(captured, message)
         assert [line["step"] for line in found] == list(SEED_STEPS)
         for line in found:
-            span = tel.one(step_span_name(line["step"]))
+            span = sdk.one(step_span_name(line["step"]))
             assert line["workflow"] == "MyWorkflow"
             assert line["run_id"] == run_id
             assert line["attempt"] == 1
@@ -273,12 +253,12 @@ async def test_run_and_step_lifecycle_lines_carry_correlation_keys(tel: Telemetr
 
 
 @pytest.mark.asyncio
-async def test_retried_step_logs_failure_retry_and_second_attempt(tel: Telemetry) -> None:
+async def test_retried_step_logs_failure_retry_and_second_attempt(sdk: CapturedTelemetry) -> None:
     """A retried step logs step_failed and step_retry for attempt 1, then attempt 2's lines."""
     with structlog.testing.capture_logs() as captured:
-        handler = tel.workflow(Flaky).run()
+        handler = Flaky(timeout=5, **providers_of(sdk)).run()
         assert await handler == 2
-    first, second = tel.named(step_span_name("flaky"))
+    first, second = sdk.named(step_span_name("flaky"))
     flaky = [
         line for line in captured if line.get("step") == "flaky" and line["event"] != "stream_event"
     ]
@@ -302,10 +282,10 @@ async def test_retried_step_logs_failure_retry_and_second_attempt(tel: Telemetry
 
 
 @pytest.mark.asyncio
-async def test_failed_run_logs_step_failed_and_run_finished_error(tel: Telemetry) -> None:
+async def test_failed_run_logs_step_failed_and_run_finished_error(sdk: CapturedTelemetry) -> None:
     """A step that raises logs step_failed at error level and run_finished with status error."""
     with structlog.testing.capture_logs() as captured:
-        handler = tel.workflow(Failing).run()
+        handler = Failing(timeout=5, **providers_of(sdk)).run()
         await drain(handler)
         assert isinstance(await outcome(handler), ValueError)
     (failed,) = lines(captured, "step_failed")
@@ -313,7 +293,7 @@ async def test_failed_run_logs_step_failed_and_run_finished_error(tel: Telemetry
     assert failed["attempt"] == 1
     assert failed["error_type"] == "ValueError"
     assert failed["log_level"] == "error"
-    assert line_ids(failed) == ids(tel.one(step_span_name("explode")))
+    assert line_ids(failed) == ids(sdk.one(step_span_name("explode")))
     terminal = lines(captured, "stream_event")[-1]
     assert (terminal["event_type"], terminal["step"]) == ("WorkflowFailedEvent", "explode")
     (finished,) = lines(captured, "run_finished")
@@ -321,7 +301,7 @@ async def test_failed_run_logs_step_failed_and_run_finished_error(tel: Telemetry
     assert finished["error_type"] == "ValueError"
     assert finished["run_id"] == handler.run_id
     assert finished["log_level"] == "error"
-    assert line_ids(finished) == ids(tel.one(run_span_name("Failing")))
+    assert line_ids(finished) == ids(sdk.one(run_span_name("Failing")))
 
 
 @pytest.mark.parametrize(
@@ -333,11 +313,11 @@ async def test_failed_run_logs_step_failed_and_run_finished_error(tel: Telemetry
 )
 @pytest.mark.asyncio
 async def test_run_finished_reports_timeout_and_cancellation(
-    tel: Telemetry, timeout: float, cancel: bool, status: str, error: type[Exception]
+    sdk: CapturedTelemetry, timeout: float, cancel: bool, status: str, error: type[Exception]
 ) -> None:
     """run_finished carries status timeout or cancelled, with duration_ms."""
     with structlog.testing.capture_logs() as captured:
-        handler = tel.workflow(Slow, timeout=timeout).run()
+        handler = Slow(timeout=timeout, **providers_of(sdk)).run()
         async with asyncio.timeout(2):
             async for ev in handler.stream_events():
                 if cancel and isinstance(ev, ProgressEvent):
@@ -355,22 +335,16 @@ async def test_run_finished_reports_timeout_and_cancellation(
 # -- the application's own lines ----------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "workflow",
-    [
-        pytest.param(AsyncUserLog, id="async-step"),
-        pytest.param(SyncUserLog, id="sync-step-in-thread"),
-    ],
-)
+@pytest.mark.parametrize("workflow", USER_LOGGERS)
 @pytest.mark.asyncio
 async def test_user_structlog_line_in_a_step_carries_correlation_keys(
-    tel: Telemetry, workflow: type[Workflow]
+    sdk: CapturedTelemetry, workflow: type[Workflow]
 ) -> None:
     """A structlog line the application emits inside a step gets the run and step span ids."""
     with structlog.testing.capture_logs(
         processors=[structlog.contextvars.merge_contextvars]
     ) as captured:
-        handler = tel.workflow(workflow).run()
+        handler = workflow(timeout=5, **providers_of(sdk)).run()
         await drain(handler)
         assert await handler == "ok"
         structlog.get_logger("userapp").info("caller_line")
@@ -379,21 +353,15 @@ async def test_user_structlog_line_in_a_step_carries_correlation_keys(
     assert user["run_id"] == handler.run_id
     assert user["workflow"] == workflow.__name__
     assert user["step"] == "work"
-    assert line_ids(user) == ids(tel.one(step_span_name("work")))
+    assert line_ids(user) == ids(sdk.one(step_span_name("work")))
     (caller,) = lines(captured, "caller_line")
     assert not set(CORRELATION_KEYS) & set(caller)
 
 
-@pytest.mark.parametrize(
-    "workflow",
-    [
-        pytest.param(AsyncUserLog, id="async-step"),
-        pytest.param(SyncUserLog, id="sync-step-in-thread"),
-    ],
-)
+@pytest.mark.parametrize("workflow", USER_LOGGERS)
 @pytest.mark.asyncio
 async def test_stdlib_line_through_processor_formatter_carries_correlation_keys(
-    tel: Telemetry, workflow: type[Workflow]
+    sdk: CapturedTelemetry, workflow: type[Workflow]
 ) -> None:
     """A stdlib logging line inside a step, formatted with add_correlation, carries the ids."""
     stream = io.StringIO()
@@ -411,7 +379,7 @@ async def test_stdlib_line_through_processor_formatter_carries_correlation_keys(
     logger.addHandler(handler)
     logger.propagate = False
     try:
-        run = tel.workflow(workflow).run()
+        run = workflow(timeout=5, **providers_of(sdk)).run()
         await drain(run)
         assert await run == "ok"
         logger.warning("caller_line")
@@ -424,7 +392,7 @@ async def test_stdlib_line_through_processor_formatter_carries_correlation_keys(
     assert user["run_id"] == run.run_id
     assert user["workflow"] == workflow.__name__
     assert user["step"] == "work"
-    assert line_ids(user) == ids(tel.one(step_span_name("work")))
+    assert line_ids(user) == ids(sdk.one(step_span_name("work")))
     assert caller["event"] == "caller_line"
     assert not set(CORRELATION_KEYS) & set(caller)
 

@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
-from _streams import drain
-from _telemetry_helpers import MyWorkflow, Telemetry
+from _helpers import MyWorkflow, drain, providers_of
 from stepstream import StopEvent, Workflow
+from stepstream.testing import CapturedTelemetry
 
 RUNS = 20
 
@@ -67,12 +67,8 @@ def test_unobserved_runs_leave_no_cycles() -> None:
 
 
 @pytest.mark.usefixtures("no_automatic_gc")
-def test_traced_runs_leave_no_cycles() -> None:
+def test_traced_runs_leave_no_cycles(sdk: CapturedTelemetry) -> None:
     """With spans, span events and metrics recorded, finished runs leave no cycles either."""
-    telemetry = Telemetry()
-    try:
-        garbage = _garbage_after(lambda: telemetry.workflow(MyWorkflow), _stream_and_await)
-    finally:
-        telemetry.shutdown()
-    assert len(telemetry.stepstream_spans()) == 4 * (RUNS + 1)
+    garbage = _garbage_after(lambda: MyWorkflow(timeout=5, **providers_of(sdk)), _stream_and_await)
+    assert len(sdk.spans) == 4 * (RUNS + 1)
     assert garbage < RUNS, f"{garbage} objects in reference cycles after {RUNS} runs"

@@ -2,52 +2,15 @@
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from opentelemetry.sdk.metrics.export import Histogram, Metric, Sum
 
-from _streams import drain
-from _telemetry_helpers import (
-    Flaky,
-    MyWorkflow,
-    ProgressEvent,
-    Slow,
-    Telemetry,
-    outcome,
-)
-from stepstream import (
-    Context,
-    StartEvent,
-    StopEvent,
-    Workflow,
-    WorkflowHandler,
-    step,
-)
+from _helpers import Failing, Flaky, MyWorkflow, ProgressEvent, Slow, drain, outcome
+from stepstream import WorkflowHandler
 from stepstream.telemetry import attributes as attrs
-
-
-@pytest.fixture
-def tel() -> Iterator[Telemetry]:
-    """In-memory tracer and meter providers for one test."""
-    recorder = Telemetry()
-    yield recorder
-    recorder.shutdown()
-
-
-# -- workflows --------------------------------------------------------------------------
-
-
-class Failing(Workflow):
-    """Writes one event, then its only step raises ValueError."""
-
-    @step
-    async def explode(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-        ctx.write_event_to_stream(ProgressEvent(msg="about to fail"))
-        msg = "boom"
-        raise ValueError(msg)
-
+from stepstream.testing import CapturedTelemetry
 
 # -- helpers ----------------------------------------------------------------------------
 
@@ -76,13 +39,13 @@ async def stream_of(handler: WorkflowHandler) -> Counter[str]:
     return Counter(type(ev).__name__ for ev in events)
 
 
-async def known_runs(tel: Telemetry) -> dict[str, Counter[str]]:
+async def known_runs() -> dict[str, Counter[str]]:
     """Three seed runs, one failing run and one run with a retried step; streams by workflow."""
     seen: dict[str, Counter[str]] = {name: Counter() for name in ("MyWorkflow", "Failing", "Flaky")}
     for _ in range(3):
-        seen["MyWorkflow"] += await stream_of(tel.workflow(MyWorkflow).run(first_input="x"))
-    seen["Failing"] += await stream_of(tel.workflow(Failing).run())
-    seen["Flaky"] += await stream_of(tel.workflow(Flaky).run())
+        seen["MyWorkflow"] += await stream_of(MyWorkflow(timeout=5).run(first_input="x"))
+    seen["Failing"] += await stream_of(Failing(timeout=5).run())
+    seen["Flaky"] += await stream_of(Flaky(timeout=5).run())
     return seen
 
 
@@ -90,9 +53,9 @@ async def known_runs(tel: Telemetry) -> dict[str, Counter[str]]:
 
 
 @pytest.mark.asyncio
-async def test_run_duration_counts_runs_by_status(tel: Telemetry) -> None:
+async def test_run_duration_counts_runs_by_status(tel: CapturedTelemetry) -> None:
     """stepstream.run.duration counts each run once, labelled with workflow and run.status."""
-    await known_runs(tel)
+    await known_runs()
     metric = tel.metrics()["stepstream.run.duration"]
     assert metric.name == attrs.METRIC_RUN_DURATION
     assert metric.unit == "s"
@@ -108,9 +71,9 @@ async def test_run_duration_counts_runs_by_status(tel: Telemetry) -> None:
 
 
 @pytest.mark.asyncio
-async def test_step_duration_counts_each_attempt_per_step(tel: Telemetry) -> None:
+async def test_step_duration_counts_each_attempt_per_step(tel: CapturedTelemetry) -> None:
     """stepstream.step.duration counts every step attempt, by workflow, step and status."""
-    await known_runs(tel)
+    await known_runs()
     metric = tel.metrics()[attrs.METRIC_STEP_DURATION]
     assert metric.name == "stepstream.step.duration"
     assert metric.unit == "s"
@@ -127,9 +90,11 @@ async def test_step_duration_counts_each_attempt_per_step(tel: Telemetry) -> Non
 
 
 @pytest.mark.asyncio
-async def test_events_streamed_sums_per_event_type_match_the_streams(tel: Telemetry) -> None:
+async def test_events_streamed_sums_per_event_type_match_the_streams(
+    tel: CapturedTelemetry,
+) -> None:
     """stepstream.events.streamed sums, per workflow and event type, equal what callers saw."""
-    seen = await known_runs(tel)
+    seen = await known_runs()
     metric = tel.metrics()["stepstream.events.streamed"]
     assert metric.name == attrs.METRIC_EVENTS_STREAMED
     data = metric.data
@@ -148,9 +113,9 @@ async def test_events_streamed_sums_per_event_type_match_the_streams(tel: Teleme
 
 
 @pytest.mark.asyncio
-async def test_runs_active_is_back_to_zero_after_the_runs(tel: Telemetry) -> None:
+async def test_runs_active_is_back_to_zero_after_the_runs(tel: CapturedTelemetry) -> None:
     """stepstream.runs.active returns to 0 for every workflow once its runs have ended."""
-    await known_runs(tel)
+    await known_runs()
     metric = tel.metrics()["stepstream.runs.active"]
     assert metric.name == attrs.METRIC_RUNS_ACTIVE
     data = metric.data
@@ -160,9 +125,9 @@ async def test_runs_active_is_back_to_zero_after_the_runs(tel: Telemetry) -> Non
 
 
 @pytest.mark.asyncio
-async def test_runs_active_counts_runs_in_flight(tel: Telemetry) -> None:
+async def test_runs_active_counts_runs_in_flight(tel: CapturedTelemetry) -> None:
     """stepstream.runs.active reads 2 while two runs are in flight, 0 once they are cancelled."""
-    handlers = [tel.workflow(Slow).run() for _ in range(2)]
+    handlers = [Slow(timeout=5).run() for _ in range(2)]
     for handler in handlers:
         async with asyncio.timeout(2):
             async for ev in handler.stream_events():
@@ -178,18 +143,18 @@ async def test_runs_active_counts_runs_in_flight(tel: Telemetry) -> None:
 
 
 @pytest.mark.asyncio
-async def test_step_retries_counts_the_retried_step(tel: Telemetry) -> None:
+async def test_step_retries_counts_the_retried_step(tel: CapturedTelemetry) -> None:
     """stepstream.step.retries counts one retry of Flaky.flaky and nothing for other steps."""
-    await known_runs(tel)
+    await known_runs()
     metric = tel.metrics()["stepstream.step.retries"]
     assert metric.name == attrs.METRIC_STEP_RETRIES
     assert values(metric, attrs.WORKFLOW, attrs.STEP) == {("Flaky", "flaky"): 1}
 
 
 @pytest.mark.asyncio
-async def test_a_timed_out_run_is_measured_with_status_timeout(tel: Telemetry) -> None:
+async def test_a_timed_out_run_is_measured_with_status_timeout(tel: CapturedTelemetry) -> None:
     """A run ending by Workflow(timeout=...) is counted under run.status timeout."""
-    handler = tel.workflow(Slow, timeout=0.1).run()
+    handler = Slow(timeout=0.1).run()
     seen = await stream_of(handler)
     assert seen["WorkflowTimedOutEvent"] == 1
     counts = values(tel.metrics()[attrs.METRIC_RUN_DURATION], attrs.WORKFLOW, attrs.RUN_STATUS)

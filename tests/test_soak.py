@@ -21,15 +21,16 @@ import gc
 import logging
 import os
 import tracemalloc
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
 import pytest
 import structlog
 from opentelemetry.context import Context as OtelContext
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from _fault_harness import BaseTelemetry
 from stepstream import (
     Context,
     Event,
@@ -40,6 +41,8 @@ from stepstream import (
     WorkflowHandler,
     step,
 )
+from stepstream.telemetry import attributes as attrs
+from stepstream.testing import CapturedTelemetry
 
 SCALE = float(os.environ.get("STEPSTREAM_SOAK_SCALE", "1"))
 SEQUENTIAL_RUNS = int(3_000 * SCALE)
@@ -75,12 +78,27 @@ class OpenSpans(SpanProcessor):
             self.open = set()  # a set never shrinks: start afresh, or it looks like a leak
 
 
-class Telemetry(BaseTelemetry):
-    """Providers recording in memory, with the open-span tracker."""
+class Telemetry:
+    """Spans through the open-span tracker into an exporter the test clears; metrics in memory.
 
-    def __init__(self) -> None:
+    CapturedTelemetry keeps a count for every span ever started, which grows with the
+    runs: the soak tracks open spans only, so that its memory stays flat.
+    """
+
+    def __init__(self, metrics: CapturedTelemetry) -> None:
         self.spans = OpenSpans()
-        super().__init__(self.spans)
+        self.exporter = InMemorySpanExporter()
+        self.tracer_provider = TracerProvider()
+        self.tracer_provider.add_span_processor(self.spans)
+        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        self.metrics = metrics
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments that make a Workflow record into these providers."""
+        return {
+            "tracer_provider": self.tracer_provider,
+            "meter_provider": self.metrics.meter_provider,
+        }
 
 
 def drop_line(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> Any:
@@ -89,18 +107,17 @@ def drop_line(logger: Any, method: str, event_dict: MutableMapping[str, Any]) ->
 
 
 @pytest.fixture
-def telemetry(caplog: pytest.LogCaptureFixture) -> Iterator[Telemetry]:
+def telemetry(sdk: CapturedTelemetry, caplog: pytest.LogCaptureFixture) -> Iterator[Telemetry]:
     """Recording telemetry and a line-dropping structlog configuration, reset afterwards."""
     caplog.set_level(logging.WARNING)
     was_configured = structlog.is_configured()
     previous = structlog.get_config()
     structlog.configure(processors=[drop_line])
-    tel = Telemetry()
+    tel = Telemetry(sdk)
     try:
         yield tel
     finally:
         tel.tracer_provider.shutdown()
-        tel.meter_provider.shutdown()
         if was_configured:
             structlog.configure(**previous)
         else:
@@ -185,7 +202,29 @@ async def check_clean(tel: Telemetry) -> None:
     assert tel.spans.problems == []
     assert tel.spans.open == set()
     assert tel.spans.started == tel.spans.ended > 0
-    assert tel.runs_active() == 0
+    assert tel.metrics.metric_sum(attrs.METRIC_RUNS_ACTIVE) == 0
+
+
+async def growth_over(
+    telemetry: Telemetry,
+    warm_up: Callable[[], Awaitable[None]],
+    work: Callable[[], Awaitable[None]],
+) -> int:
+    """Bytes of traced memory ``work`` adds after ``warm_up``; then check nothing is left."""
+    tracemalloc.start(1)
+    try:
+        await warm_up()
+        await settle()
+        telemetry.exporter.clear()
+        baseline = traced_now()
+        await work()
+        await settle()
+        telemetry.exporter.clear()
+        growth = traced_now() - baseline
+    finally:
+        tracemalloc.stop()
+    await check_clean(telemetry)
+    return growth
 
 
 @pytest.mark.asyncio
@@ -193,23 +232,18 @@ async def test_sequential_runs_leak_nothing(telemetry: Telemetry) -> None:
     """Thousands of sequential runs: bounded memory, no leftover task, every span ended."""
     wf = Soak(timeout=30, **telemetry.kwargs())
     warmup = 300
-    tracemalloc.start(1)
-    try:
+
+    async def warm_up() -> None:
         for n in range(1, warmup + 1):
             await one_run(wf, n)
-        await settle()
-        telemetry.exporter.clear()
-        baseline = traced_now()
+
+    async def work() -> None:
         for n in range(warmup + 1, SEQUENTIAL_RUNS + 1):
             await one_run(wf, n)
             if n % CLEAR_EVERY == 0:
                 telemetry.exporter.clear()
-        await settle()
-        telemetry.exporter.clear()
-        growth = traced_now() - baseline
-    finally:
-        tracemalloc.stop()
-    await check_clean(telemetry)
+
+    growth = await growth_over(telemetry, warm_up, work)
     per_run = growth / max(1, SEQUENTIAL_RUNS - warmup)
     assert growth < MEMORY_BOUND_BYTES, f"grew {growth} bytes ({per_run:.1f} per run)"
 
@@ -218,20 +252,15 @@ async def test_sequential_runs_leak_nothing(telemetry: Telemetry) -> None:
 async def test_concurrent_runs_leak_nothing(telemetry: Telemetry) -> None:
     """A burst of a thousand concurrent runs: bounded memory, no task left, spans ended."""
     wf = Soak(timeout=60, **telemetry.kwargs())
-    tracemalloc.start(1)
-    try:
-        # Warm-up: a burst of the same size, so that the caches exist and the loop's
-        # task set (which never shrinks) has reached its size.
+
+    async def burst() -> None:
         await asyncio.gather(*(one_run(wf, n) for n in range(1, CONCURRENT_RUNS + 1)))
-        await settle()
-        telemetry.exporter.clear()
-        baseline = traced_now()
+
+    async def bounded_burst() -> None:
         async with asyncio.timeout(120 * SCALE):
-            await asyncio.gather(*(one_run(wf, n) for n in range(1, CONCURRENT_RUNS + 1)))
-        await settle()
-        telemetry.exporter.clear()
-        growth = traced_now() - baseline
-    finally:
-        tracemalloc.stop()
-    await check_clean(telemetry)
+            await burst()
+
+    # Warm-up: a burst of the same size, so that the caches exist and the loop's
+    # task set (which never shrinks) has reached its size.
+    growth = await growth_over(telemetry, burst, bounded_burst)
     assert growth < MEMORY_BOUND_BYTES, f"grew {growth} bytes after {CONCURRENT_RUNS} runs"

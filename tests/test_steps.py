@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from _future_annotations_wf import FutureWorkflow, make_local_workflow
-from _streams import drain
+from _helpers import drain
 from stepstream import (
     ConstantDelayRetryPolicy,
     Context,

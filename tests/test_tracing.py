@@ -4,7 +4,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -12,20 +12,25 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode, Tracer
 
-from _streams import drain
-from _telemetry_helpers import (
+from _helpers import (
     SEED_STEPS,
+    Big,
+    BigWriter,
+    Failing,
     Flaky,
     MyWorkflow,
     ProgressEvent,
     Slow,
     Task,
-    Telemetry,
     attr,
+    cancel_after,
+    drain,
     expected_stream,
+    failure_of,
     outcome,
     parent_id,
     recorded_stream,
+    run_seed,
     run_span_name,
     span_id,
     step_span_name,
@@ -41,19 +46,12 @@ from stepstream import (
     StopEvent,
     Workflow,
     WorkflowCancelledError,
+    WorkflowHandler,
     WorkflowTimeoutError,
     step,
 )
 from stepstream.telemetry import attributes as attrs
-
-
-@pytest.fixture
-def tel() -> Iterator[Telemetry]:
-    """In-memory tracer and meter providers for one test."""
-    recorder = Telemetry()
-    yield recorder
-    recorder.shutdown()
-
+from stepstream.testing import CapturedTelemetry
 
 # -- events and workflows ---------------------------------------------------------------
 
@@ -66,12 +64,8 @@ class Result(Event):
     index: int
 
 
-class Big(Event):
-    text: str
-
-
 class TracedStart(StartEvent):
-    """Carries the test's tracer (from the provider given to the workflow) into a step."""
+    """Carries the test's tracer (from the captured telemetry's provider) into a step."""
 
     tracer: Tracer
 
@@ -100,16 +94,6 @@ class FanOut(Workflow):
         if results is None:
             return None
         return StopEvent(result=sorted(r["index"] for r in results))
-
-
-class Failing(Workflow):
-    """Its only step raises ValueError."""
-
-    @step
-    async def explode(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-        ctx.write_event_to_stream(ProgressEvent(msg="about to fail"))
-        msg = "boom"
-        raise ValueError(msg)
 
 
 class StepTimeout(Workflow):
@@ -178,15 +162,6 @@ class Timed(Workflow):
         return StopEvent(result=marks)
 
 
-class BigWriter(Workflow):
-    """Streams one Big event whose text length is given on the start event."""
-
-    @step
-    async def work(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-        ctx.write_event_to_stream(Big(text="x" * ev["size"]))
-        return StopEvent(result="written")
-
-
 class AsyncUserSpan(Workflow):
     """An async step opens a user span."""
 
@@ -241,15 +216,7 @@ class Outer(Workflow):
 # -- helpers ----------------------------------------------------------------------------
 
 
-async def run_seed(tel: Telemetry) -> tuple[str, list[Event]]:
-    """Run the seed workflow to the end; return its run id and streamed events."""
-    handler = tel.workflow(MyWorkflow).run(first_input="Start the workflow.")
-    events = await drain(handler)
-    assert await handler == "Workflow complete."
-    return handler.run_id, events
-
-
-def seed_step_spans(tel: Telemetry) -> list[ReadableSpan]:
+def seed_step_spans(tel: CapturedTelemetry) -> list[ReadableSpan]:
     """The seed run's three step spans, in step order."""
     return [tel.one(step_span_name(name)) for name in SEED_STEPS]
 
@@ -263,10 +230,10 @@ def exception_events(span: ReadableSpan) -> list[dict[str, Any]]:
 
 
 @pytest.mark.asyncio
-async def test_seed_run_gives_one_run_span_and_three_step_spans(tel: Telemetry) -> None:
+async def test_seed_run_gives_one_run_span_and_three_step_spans(tel: CapturedTelemetry) -> None:
     """The seed workflow records exactly one run span and one span per step."""
-    await run_seed(tel)
-    assert sorted(tel.names()) == sorted(
+    await run_seed()
+    assert sorted(s.name for s in tel.spans) == sorted(
         [
             "invoke_workflow MyWorkflow",
             "run_step step_one",
@@ -279,9 +246,9 @@ async def test_seed_run_gives_one_run_span_and_three_step_spans(tel: Telemetry) 
 
 
 @pytest.mark.asyncio
-async def test_run_span_carries_the_contract_attributes(tel: Telemetry) -> None:
+async def test_run_span_carries_the_contract_attributes(tel: CapturedTelemetry) -> None:
     """The run span is INTERNAL, names the operation, workflow and run id, and ends ok."""
-    run_id, _ = await run_seed(tel)
+    run_id, _ = await run_seed()
     run = tel.one(run_span_name("MyWorkflow"))
     assert run.kind is SpanKind.INTERNAL
     assert attr(run, "gen_ai.operation.name") == "invoke_workflow"
@@ -299,11 +266,11 @@ async def test_run_span_carries_the_contract_attributes(tel: Telemetry) -> None:
 
 
 @pytest.mark.asyncio
-async def test_run_span_parent_is_the_callers_current_span(tel: Telemetry) -> None:
+async def test_run_span_parent_is_the_callers_current_span(tel: CapturedTelemetry) -> None:
     """run() inside a caller's span makes the run span its child, even if awaited later."""
     tracer = tel.tracer_provider.get_tracer("caller")
     with tracer.start_as_current_span("caller request") as caller:
-        handler = tel.workflow(MyWorkflow).run(first_input="x")
+        handler = MyWorkflow(timeout=5).run(first_input="x")
     assert await handler == "Workflow complete."
     run = tel.one("invoke_workflow MyWorkflow")
     caller_span = tel.one("caller request")
@@ -315,10 +282,12 @@ async def test_run_span_parent_is_the_callers_current_span(tel: Telemetry) -> No
 
 
 @pytest.mark.asyncio
-async def test_a_run_started_inside_a_step_is_a_child_of_that_step_span(tel: Telemetry) -> None:
+async def test_a_run_started_inside_a_step_is_a_child_of_that_step_span(
+    tel: CapturedTelemetry,
+) -> None:
     """A workflow run from a step's code gets the step span as its run span's parent."""
-    inner = tel.workflow(Inner)
-    handler = tel.workflow(Outer).run(start_event=NestedStart(inner=inner))
+    inner = Inner(timeout=5)
+    handler = Outer(timeout=5).run(start_event=NestedStart(inner=inner))
     assert await handler == "inner"
     outer_step = tel.one(step_span_name("outer_step"))
     inner_run = tel.one(run_span_name("Inner"))
@@ -329,11 +298,11 @@ async def test_a_run_started_inside_a_step_is_a_child_of_that_step_span(tel: Tel
 
 
 @pytest.mark.asyncio
-async def test_failed_run_span_records_status_error_type_and_exception(tel: Telemetry) -> None:
+async def test_failed_run_span_records_status_error_type_and_exception(
+    tel: CapturedTelemetry,
+) -> None:
     """A run whose step raises ends its run span with ERROR, error.type and the exception."""
-    handler = tel.workflow(Failing).run()
-    await drain(handler)
-    error = await outcome(handler)
+    error = await failure_of(Failing(timeout=5).run())
     assert isinstance(error, ValueError)
     run = tel.one(run_span_name("Failing"))
     assert attr(run, attrs.RUN_STATUS) == "error"
@@ -347,11 +316,11 @@ async def test_failed_run_span_records_status_error_type_and_exception(tel: Tele
 
 
 @pytest.mark.asyncio
-async def test_timed_out_run_span_records_status_error_type_and_exception(tel: Telemetry) -> None:
+async def test_timed_out_run_span_records_status_error_type_and_exception(
+    tel: CapturedTelemetry,
+) -> None:
     """A run that exceeds Workflow(timeout=...) ends its span ERROR with status timeout."""
-    handler = tel.workflow(Slow, timeout=0.1).run()
-    await drain(handler)
-    assert isinstance(await outcome(handler), WorkflowTimeoutError)
+    assert isinstance(await failure_of(Slow(timeout=0.1).run()), WorkflowTimeoutError)
     run = tel.one(run_span_name("Slow"))
     assert attr(run, attrs.RUN_STATUS) == "timeout"
     assert run.status.status_code is StatusCode.ERROR
@@ -362,15 +331,11 @@ async def test_timed_out_run_span_records_status_error_type_and_exception(tel: T
 
 
 @pytest.mark.asyncio
-async def test_cancelled_run_span_has_status_cancelled(tel: Telemetry) -> None:
+async def test_cancelled_run_span_has_status_cancelled(tel: CapturedTelemetry) -> None:
     """cancel_run() ends the run span with stepstream.run.status = cancelled."""
-    handler = tel.workflow(Slow).run()
-    async with asyncio.timeout(2):
-        async for ev in handler.stream_events():
-            if isinstance(ev, ProgressEvent):
-                break
-    await handler.cancel_run()
-    assert isinstance(await outcome(handler), WorkflowCancelledError)
+    assert isinstance(
+        await cancel_after(Slow(timeout=5).run(), ProgressEvent), WorkflowCancelledError
+    )
     run = tel.one(run_span_name("Slow"))
     assert attr(run, attrs.RUN_STATUS) == "cancelled"
     assert attr(run, attrs.RUN_STATUS) == attrs.STATUS_CANCELLED
@@ -383,10 +348,10 @@ async def test_cancelled_run_span_has_status_cancelled(tel: Telemetry) -> None:
 
 @pytest.mark.asyncio
 async def test_step_spans_are_children_of_the_run_span_with_the_contract_attributes(
-    tel: Telemetry,
+    tel: CapturedTelemetry,
 ) -> None:
     """Each seed step span is an INTERNAL child of the run span carrying every step attribute."""
-    run_id, events = await run_seed(tel)
+    run_id, events = await run_seed()
     run = tel.one(run_span_name("MyWorkflow"))
     written = [ev for ev in events if isinstance(ev, ProgressEvent)]
     expected = {
@@ -418,18 +383,18 @@ async def test_step_spans_are_children_of_the_run_span_with_the_contract_attribu
 
 
 @pytest.mark.asyncio
-async def test_step_that_returns_nothing_records_event_out_none(tel: Telemetry) -> None:
+async def test_step_that_returns_nothing_records_event_out_none(tel: CapturedTelemetry) -> None:
     """A step invocation that returns None has stepstream.event.out = "None"."""
-    assert await tel.workflow(FanOut).run() == [0, 1, 2]
+    assert await FanOut(timeout=5).run() == [0, 1, 2]
     outs = [attr(s, attrs.EVENT_OUT) for s in tel.named(step_span_name("join"))]
     assert sorted(outs) == ["None", "None", "StopEvent"]
     assert attr(tel.one(step_span_name("start")), attrs.EVENT_OUT) == "None"
 
 
 @pytest.mark.asyncio
-async def test_step_span_links_to_the_span_that_produced_its_event(tel: Telemetry) -> None:
+async def test_step_span_links_to_the_span_that_produced_its_event(tel: CapturedTelemetry) -> None:
     """step_two's span links to step_one's span and step_three's to step_two's."""
-    await run_seed(tel)
+    await run_seed()
     one, two, three = seed_step_spans(tel)
     assert [link.context.span_id for link in one.links] == []
     assert [link.context.span_id for link in two.links] == [span_id(one)]
@@ -438,9 +403,9 @@ async def test_step_span_links_to_the_span_that_produced_its_event(tel: Telemetr
 
 
 @pytest.mark.asyncio
-async def test_collecting_join_links_every_collected_worker_span(tel: Telemetry) -> None:
+async def test_collecting_join_links_every_collected_worker_span(tel: CapturedTelemetry) -> None:
     """The join invocation completing a collect_events of 3 links to all 3 worker spans."""
-    assert await tel.workflow(FanOut).run() == [0, 1, 2]
+    assert await FanOut(timeout=5).run() == [0, 1, 2]
     workers = tel.named(step_span_name("worker"))
     assert len(workers) == 3
     start = tel.one(step_span_name("start"))
@@ -455,11 +420,11 @@ async def test_collecting_join_links_every_collected_worker_span(tel: Telemetry)
 
 
 @pytest.mark.asyncio
-async def test_failed_step_span_records_error_status_type_and_exception(tel: Telemetry) -> None:
+async def test_failed_step_span_records_error_status_type_and_exception(
+    tel: CapturedTelemetry,
+) -> None:
     """A step that raises ends its span with ERROR, error.type and the recorded exception."""
-    handler = tel.workflow(Failing).run()
-    await drain(handler)
-    assert isinstance(await outcome(handler), ValueError)
+    assert isinstance(await failure_of(Failing(timeout=5).run()), ValueError)
     span = tel.one(step_span_name("explode"))
     assert span.status.status_code is StatusCode.ERROR
     assert attr(span, attrs.ERROR_TYPE) == "ValueError"
@@ -469,11 +434,9 @@ async def test_failed_step_span_records_error_status_type_and_exception(tel: Tel
 
 
 @pytest.mark.asyncio
-async def test_step_timeout_ends_the_step_span_with_error(tel: Telemetry) -> None:
+async def test_step_timeout_ends_the_step_span_with_error(tel: CapturedTelemetry) -> None:
     """A step exceeding its @step timeout ends its span ERROR and the run as timeout."""
-    handler = tel.workflow(StepTimeout).run()
-    await drain(handler)
-    assert isinstance(await outcome(handler), WorkflowTimeoutError)
+    assert isinstance(await failure_of(StepTimeout(timeout=5).run()), WorkflowTimeoutError)
     span = tel.one(step_span_name("dawdle"))
     assert span.status.status_code is StatusCode.ERROR
     assert attr(span, attrs.ERROR_TYPE)
@@ -483,9 +446,9 @@ async def test_step_timeout_ends_the_step_span_with_error(tel: Telemetry) -> Non
 
 
 @pytest.mark.asyncio
-async def test_retried_attempt_is_a_new_span_after_an_error_span(tel: Telemetry) -> None:
+async def test_retried_attempt_is_a_new_span_after_an_error_span(tel: CapturedTelemetry) -> None:
     """A failed attempt ends ERROR; the retry is a second span with attempt 2 that ends ok."""
-    assert await tel.workflow(Flaky).run() == 2
+    assert await Flaky(timeout=5).run() == 2
     first, second = tel.named(step_span_name("flaky"))
     run = tel.one(run_span_name("Flaky"))
     begin = tel.one(step_span_name("begin"))
@@ -505,10 +468,10 @@ async def test_retried_attempt_is_a_new_span_after_an_error_span(tel: Telemetry)
 
 @pytest.mark.asyncio
 async def test_wait_for_event_is_recorded_as_span_events_on_the_same_step_span(
-    tel: Telemetry,
+    tel: CapturedTelemetry,
 ) -> None:
     """A step waiting in wait_for_event keeps one span with stepstream.wait then resume events."""
-    handler = tel.workflow(Asker).run()
+    handler = Asker(timeout=5).run()
     async with asyncio.timeout(2):
         async for ev in handler.stream_events():
             if isinstance(ev, InputRequiredEvent):
@@ -541,11 +504,11 @@ async def test_wait_for_event_is_recorded_as_span_events_on_the_same_step_span(
 )
 @pytest.mark.asyncio
 async def test_user_span_opened_in_step_code_is_a_child_of_the_step_span(
-    tel: Telemetry, workflow: type[Workflow]
+    tel: CapturedTelemetry, workflow: type[Workflow]
 ) -> None:
     """A span user code opens inside a step (async, sync in a thread, or a task) nests under it."""
     tracer = tel.tracer_provider.get_tracer("user")
-    assert await tel.workflow(workflow).run(start_event=TracedStart(tracer=tracer)) == "ok"
+    assert await workflow(timeout=5).run(start_event=TracedStart(tracer=tracer)) == "ok"
     step_span = tel.one(step_span_name("work"))
     user = tel.one("user work")
     assert parent_id(user) == span_id(step_span)
@@ -555,11 +518,11 @@ async def test_user_span_opened_in_step_code_is_a_child_of_the_step_span(
 
 
 @pytest.mark.asyncio
-async def test_caller_context_is_untouched_by_a_run(tel: Telemetry) -> None:
+async def test_caller_context_is_untouched_by_a_run(tel: CapturedTelemetry) -> None:
     """After awaiting a run, the caller's current span is still its own."""
     tracer = tel.tracer_provider.get_tracer("caller")
     with tracer.start_as_current_span("caller request") as caller:
-        await run_seed(tel)
+        await run_seed()
         assert trace.get_current_span() is caller
     assert not trace.get_current_span().get_span_context().is_valid
 
@@ -568,9 +531,9 @@ async def test_caller_context_is_untouched_by_a_run(tel: Telemetry) -> None:
 
 
 @pytest.mark.asyncio
-async def test_step_span_events_equal_the_streamed_events_in_order(tel: Telemetry) -> None:
+async def test_step_span_events_equal_the_streamed_events_in_order(tel: CapturedTelemetry) -> None:
     """The stepstream.event span events across the seed's step spans are the stream, in order."""
-    _, events = await run_seed(tel)
+    _, events = await run_seed()
     recorded: list[dict[str, Any]] = []
     for span in seed_step_spans(tel):
         own = stream_span_events(span)
@@ -586,9 +549,9 @@ async def test_step_span_events_equal_the_streamed_events_in_order(tel: Telemetr
 
 
 @pytest.mark.asyncio
-async def test_terminal_event_is_a_span_event_on_the_run_span(tel: Telemetry) -> None:
+async def test_terminal_event_is_a_span_event_on_the_run_span(tel: CapturedTelemetry) -> None:
     """The terminal StopEvent is recorded on the run span with the last seq of the stream."""
-    _, events = await run_seed(tel)
+    _, events = await run_seed()
     run = tel.one(run_span_name("MyWorkflow"))
     terminal = stream_span_events(run)
     assert recorded_stream(terminal) == expected_stream(events)[-1:]
@@ -597,9 +560,11 @@ async def test_terminal_event_is_a_span_event_on_the_run_span(tel: Telemetry) ->
 
 
 @pytest.mark.asyncio
-async def test_failed_run_records_its_terminal_event_on_the_run_span(tel: Telemetry) -> None:
+async def test_failed_run_records_its_terminal_event_on_the_run_span(
+    tel: CapturedTelemetry,
+) -> None:
     """A failing run records its written event on the step span, WorkflowFailedEvent on the run."""
-    handler = tel.workflow(Failing).run()
+    handler = Failing(timeout=5).run()
     events = await drain(handler)
     await outcome(handler)
     step_events = stream_span_events(tel.one(step_span_name("explode")))
@@ -609,9 +574,9 @@ async def test_failed_run_records_its_terminal_event_on_the_run_span(tel: Teleme
 
 
 @pytest.mark.asyncio
-async def test_stream_span_events_are_timestamped_when_written(tel: Telemetry) -> None:
+async def test_stream_span_events_are_timestamped_when_written(tel: CapturedTelemetry) -> None:
     """Each stream span event's timestamp lies between the clock just before and after its write."""
-    handler = tel.workflow(Timed).run()
+    handler = Timed(timeout=5).run()
     await drain(handler)
     marks: list[tuple[int, int]] = await handler
     span = tel.one(step_span_name("work"))
@@ -630,10 +595,10 @@ async def test_stream_span_events_are_timestamped_when_written(tel: Telemetry) -
 
 @pytest.mark.asyncio
 async def test_seed_stream_span_event_timestamps_increase_within_their_step_span(
-    tel: Telemetry,
+    tel: CapturedTelemetry,
 ) -> None:
     """Across the seed run, stream span event times never go backwards and sit inside their span."""
-    await run_seed(tel)
+    await run_seed()
     previous = 0
     for span in seed_step_spans(tel):
         assert span.start_time is not None
@@ -645,10 +610,12 @@ async def test_seed_stream_span_event_timestamps_increase_within_their_step_span
 
 
 @pytest.mark.asyncio
-async def test_long_payload_is_truncated_at_4096_with_a_visible_marker(tel: Telemetry) -> None:
+async def test_long_payload_is_truncated_at_4096_with_a_visible_marker(
+    tel: CapturedTelemetry,
+) -> None:
     """A payload longer than 4096 characters is cut there and ends with the truncation marker."""
     assert attrs.DEFAULT_PAYLOAD_LIMIT == 4096
-    handler = tel.workflow(BigWriter).run(size=5000)
+    handler = BigWriter(timeout=5).run(size=5000)
     events = await drain(handler)
     full = events[0].model_dump_json()
     payload = stream_span_events(tel.one(step_span_name("work")))[0][attrs.EVENT_PAYLOAD]
@@ -658,10 +625,10 @@ async def test_long_payload_is_truncated_at_4096_with_a_visible_marker(tel: Tele
 
 
 @pytest.mark.asyncio
-async def test_payload_of_exactly_the_limit_is_kept_whole(tel: Telemetry) -> None:
+async def test_payload_of_exactly_the_limit_is_kept_whole(tel: CapturedTelemetry) -> None:
     """A payload of exactly 4096 characters is recorded unchanged."""
     overhead = len(Big(text="").model_dump_json())
-    handler = tel.workflow(BigWriter).run(size=4096 - overhead)
+    handler = BigWriter(timeout=5).run(size=4096 - overhead)
     events = await drain(handler)
     full = events[0].model_dump_json()
     assert len(full) == 4096
@@ -670,16 +637,16 @@ async def test_payload_of_exactly_the_limit_is_kept_whole(tel: Telemetry) -> Non
 
 
 @pytest.mark.asyncio
-async def test_concurrent_runs_keep_their_spans_apart(tel: Telemetry) -> None:
+async def test_concurrent_runs_keep_their_spans_apart(tel: CapturedTelemetry) -> None:
     """Five concurrent seed runs give five traces, each with its own three step spans."""
-    handlers = [tel.workflow(MyWorkflow).run(first_input=str(i)) for i in range(5)]
+    handlers = [MyWorkflow(timeout=5).run(first_input=str(i)) for i in range(5)]
     for handler in handlers:
         await drain(handler)
         assert await handler == "Workflow complete."
     runs = tel.named(run_span_name("MyWorkflow"))
     assert sorted(attr(r, attrs.RUN_ID) for r in runs) == sorted(h.run_id for h in handlers)
     for run in runs:
-        children = [s for s in tel.spans() if parent_id(s) == span_id(run)]
+        children = [s for s in tel.spans if parent_id(s) == span_id(run)]
         assert sorted(s.name for s in children) == sorted(step_span_name(n) for n in SEED_STEPS)
         for child in children:
             assert attr(child, attrs.RUN_ID) == attr(run, attrs.RUN_ID)
@@ -690,57 +657,19 @@ async def test_concurrent_runs_keep_their_spans_apart(tel: Telemetry) -> None:
 # -- every started span is ended --------------------------------------------------------
 
 
-async def scenario_ok(tel: Telemetry) -> None:
-    """The seed workflow, to the end."""
-    await run_seed(tel)
+async def expect(error: type[Exception], ending: Awaitable[BaseException | None]) -> None:
+    """Check that the run ``ending`` reads and awaits raises ``error``."""
+    assert isinstance(await ending, error)
 
 
-async def scenario_failure(tel: Telemetry) -> None:
-    """A step raises."""
-    handler = tel.workflow(Failing).run()
-    await drain(handler)
-    assert isinstance(await outcome(handler), ValueError)
+async def returns(handler: WorkflowHandler, result: Any) -> None:
+    """Check that the run of ``handler`` returns ``result``."""
+    assert await handler == result
 
 
-async def scenario_run_timeout(tel: Telemetry) -> None:
-    """The whole run times out with a step in flight."""
-    handler = tel.workflow(Slow, timeout=0.1).run()
-    await drain(handler)
-    assert isinstance(await outcome(handler), WorkflowTimeoutError)
-
-
-async def scenario_step_timeout(tel: Telemetry) -> None:
-    """A step's own timeout expires."""
-    handler = tel.workflow(StepTimeout).run()
-    await drain(handler)
-    assert isinstance(await outcome(handler), WorkflowTimeoutError)
-
-
-async def scenario_cancel(tel: Telemetry) -> None:
-    """cancel_run() while a step sleeps."""
-    handler = tel.workflow(Slow).run()
-    async with asyncio.timeout(2):
-        async for ev in handler.stream_events():
-            if isinstance(ev, ProgressEvent):
-                break
-    await handler.cancel_run()
-    assert isinstance(await outcome(handler), WorkflowCancelledError)
-
-
-async def scenario_cancel_while_waiting(tel: Telemetry) -> None:
-    """cancel_run() while a step waits in wait_for_event."""
-    handler = tel.workflow(Asker).run()
-    async with asyncio.timeout(2):
-        async for ev in handler.stream_events():
-            if isinstance(ev, InputRequiredEvent):
-                break
-    await handler.cancel_run()
-    assert isinstance(await outcome(handler), WorkflowCancelledError)
-
-
-async def scenario_wait_for_cancels(tel: Telemetry) -> None:
+async def scenario_wait_for_cancels(tel: CapturedTelemetry) -> None:
     """asyncio.wait_for() on the handler times out, which cancels the run's task."""
-    handler = tel.workflow(Slow).run()
+    handler = Slow(timeout=5).run()
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(handler, 0.1)
     with pytest.raises((asyncio.CancelledError, WorkflowCancelledError)):
@@ -749,53 +678,46 @@ async def scenario_wait_for_cancels(tel: Telemetry) -> None:
     assert attr(run, attrs.RUN_STATUS) == attrs.STATUS_CANCELLED
 
 
-async def scenario_retry(tel: Telemetry) -> None:
-    """A step fails once and is retried."""
-    assert await tel.workflow(Flaky).run() == 2
-
-
-async def scenario_stop_cancels_sibling(tel: Telemetry) -> None:
-    """A StopEvent ends the run while a sibling step is still in flight."""
-    assert await tel.workflow(Racing).run() == "fast"
-
-
-async def scenario_sync_step_timeout(tel: Telemetry) -> None:
+async def scenario_sync_step_timeout(tel: CapturedTelemetry) -> None:
     """The run times out while a plain-def step blocks its worker thread."""
     BLOCKER.clear()
-    handler = tel.workflow(BlockingSync, timeout=0.1).run()
     try:
-        await drain(handler)
-        assert isinstance(await outcome(handler), WorkflowTimeoutError)
+        await expect(WorkflowTimeoutError, failure_of(BlockingSync(timeout=0.1).run()))
     finally:
         BLOCKER.set()
 
 
-@pytest.mark.parametrize(
-    "scenario",
-    [
-        pytest.param(scenario_ok, id="ok"),
-        pytest.param(scenario_failure, id="failure"),
-        pytest.param(scenario_run_timeout, id="run-timeout"),
-        pytest.param(scenario_step_timeout, id="step-timeout"),
-        pytest.param(scenario_cancel, id="cancel-run"),
-        pytest.param(scenario_cancel_while_waiting, id="cancel-while-waiting"),
-        pytest.param(scenario_wait_for_cancels, id="wait-for-cancels-the-task"),
-        pytest.param(scenario_retry, id="retry"),
-        pytest.param(scenario_stop_cancels_sibling, id="stop-cancels-sibling"),
-        pytest.param(scenario_sync_step_timeout, id="sync-step-timeout"),
-    ],
-)
+#: Ways a run ends: the seed to the end, a step raising, the run's or a step's timeout,
+#: cancel_run() while a step sleeps or waits in wait_for_event, asyncio.wait_for() on the
+#: handler, a retried step, a StopEvent with a sibling in flight, a blocked worker thread.
+ENDINGS: dict[str, Callable[[CapturedTelemetry], Awaitable[object]]] = {
+    "ok": lambda _: run_seed(),
+    "failure": lambda _: expect(ValueError, failure_of(Failing(timeout=5).run())),
+    "run-timeout": lambda _: expect(WorkflowTimeoutError, failure_of(Slow(timeout=0.1).run())),
+    "step-timeout": lambda _: expect(
+        WorkflowTimeoutError, failure_of(StepTimeout(timeout=5).run())
+    ),
+    "cancel-run": lambda _: expect(
+        WorkflowCancelledError, cancel_after(Slow(timeout=5).run(), ProgressEvent)
+    ),
+    "cancel-while-waiting": lambda _: expect(
+        WorkflowCancelledError, cancel_after(Asker(timeout=5).run(), InputRequiredEvent)
+    ),
+    "wait-for-cancels-the-task": scenario_wait_for_cancels,
+    "retry": lambda _: returns(Flaky(timeout=5).run(), 2),
+    "stop-cancels-sibling": lambda _: returns(Racing(timeout=5).run(), "fast"),
+    "sync-step-timeout": scenario_sync_step_timeout,
+}
+
+
+@pytest.mark.parametrize("ending", list(ENDINGS))
 @pytest.mark.asyncio
-async def test_every_started_span_is_ended(
-    tel: Telemetry, scenario: Callable[[Telemetry], Awaitable[None]]
-) -> None:
+async def test_every_started_span_is_ended(tel: CapturedTelemetry, ending: str) -> None:
     """Whatever ends the run, each span stepstream started has been ended exactly once."""
-    await scenario(tel)
-    started = tel.counter.started
-    ended = tel.counter.ended
-    assert len(started) >= 2
-    assert sorted(ended) == sorted(started)
-    assert len(set(ended)) == len(ended)
-    runs = [s for s in tel.stepstream_spans() if s.name.startswith("invoke_workflow ")]
+    await ENDINGS[ending](tel)
+    assert len(tel.spans) >= 2
+    assert tel.all_spans_ended_once()
+    scopes = {s.instrumentation_scope.name if s.instrumentation_scope else None for s in tel.spans}
+    assert scopes == {"stepstream"}
+    runs = [s for s in tel.spans if s.name.startswith("invoke_workflow ")]
     assert len(runs) == 1
-    assert len(tel.stepstream_spans()) == len(started)

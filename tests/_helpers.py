@@ -1,0 +1,376 @@
+"""What the tests share: the seed workflow, stream, span and subprocess helpers.
+
+Everything here goes through stepstream's public API. A test records telemetry with the
+``tel`` fixture of conftest.py (``stepstream.testing.capture_telemetry()``); one that must
+hand providers to a Workflow itself uses the ``sdk`` fixture with ``providers_of()``.
+"""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+
+from stepstream import (
+    ConstantDelayRetryPolicy,
+    Context,
+    Event,
+    StartEvent,
+    StopEvent,
+    Workflow,
+    WorkflowHandler,
+    step,
+)
+from stepstream.telemetry import attributes as attrs
+from stepstream.testing import CapturedTelemetry, FakeStreamingLLM
+
+TESTS_DIR = Path(__file__).resolve().parent
+ROOT = TESTS_DIR.parent
+EXAMPLES = ROOT / "examples"
+HEX32 = r"[0-9a-f]{32}"
+HEX16 = r"[0-9a-f]{16}"
+
+
+# -- streams and outcomes ----------------------------------------------------------------
+
+
+async def drain(handler: WorkflowHandler, timeout: float = 5) -> list[Event]:
+    """Collect the rest of a run's stream, failing instead of hanging."""
+    async with asyncio.timeout(timeout):
+        return [ev async for ev in handler.stream_events()]
+
+
+async def outcome(handler: WorkflowHandler) -> BaseException | None:
+    """Await the run and return what it raised (None when it succeeded)."""
+    try:
+        async with asyncio.timeout(3):
+            await handler
+    except Exception as exc:  # noqa: BLE001 - the raised error is what the test inspects
+        return exc
+    return None
+
+
+async def failure_of(handler: WorkflowHandler) -> BaseException | None:
+    """Read the whole stream, then return what awaiting the run raised (None if nothing)."""
+    await drain(handler)
+    return await outcome(handler)
+
+
+async def cancel_after(handler: WorkflowHandler, event_type: type[Event]) -> BaseException | None:
+    """Read the stream up to the first ``event_type``, cancel the run, return what it raised."""
+    async with asyncio.timeout(2):
+        async for ev in handler.stream_events():
+            if isinstance(ev, event_type):
+                break
+    await handler.cancel_run()
+    return await outcome(handler)
+
+
+# -- the seed workflow (examples/streaming.py, with an instant fake LLM) ---------------
+
+
+class FirstEvent(Event):
+    first_output: str
+
+
+class SecondEvent(Event):
+    second_output: str
+    response: str
+
+
+class ProgressEvent(Event):
+    msg: str
+
+
+class MyWorkflow(Workflow):
+    """The seed workflow of examples/streaming.py; its fake LLM streams without delay."""
+
+    @step
+    async def step_one(self, ctx: Context[Any], ev: StartEvent) -> FirstEvent:
+        ctx.write_event_to_stream(ProgressEvent(msg="Step one is happening"))
+        return FirstEvent(first_output="First step complete.")
+
+    @step
+    async def step_two(self, ctx: Context[Any], ev: FirstEvent) -> SecondEvent:
+        llm = FakeStreamingLLM(model="gpt-4o-mini", delay=0)
+        generator = await llm.astream_complete("Please give me the first 3 paragraphs.")
+        text = ""
+        async for response in generator:
+            ctx.write_event_to_stream(ProgressEvent(msg=response.delta))
+            text = str(response)
+        return SecondEvent(second_output="Second step complete", response=text)
+
+    @step
+    async def step_three(self, ctx: Context[Any], ev: SecondEvent) -> StopEvent:
+        ctx.write_event_to_stream(ProgressEvent(msg="Step three is happening"))
+        return StopEvent(result="Workflow complete.")
+
+
+SEED_STEPS = ("step_one", "step_two", "step_three")
+
+
+async def run_seed(**kwargs: Any) -> tuple[str, list[Event]]:
+    """Run the seed workflow (``kwargs`` go to MyWorkflow) to the end; its run id and stream."""
+    handler = MyWorkflow(timeout=5, **kwargs).run(first_input="Start the workflow.")
+    events = await drain(handler)
+    assert await handler == "Workflow complete."
+    return handler.run_id, events
+
+
+# -- workflows shared by several test modules --------------------------------------------
+
+
+class Task(Event):
+    pass
+
+
+class Flaky(Workflow):
+    """The second step fails on its first attempt and succeeds on the retry."""
+
+    @step
+    async def begin(self, ctx: Context[Any], ev: StartEvent) -> Task:
+        return Task()
+
+    @step(retry_policy=ConstantDelayRetryPolicy(delay=0, maximum_attempts=3))
+    async def flaky(self, ctx: Context[Any], ev: Task) -> StopEvent:
+        tries: int = await ctx.store.get("tries", 0) + 1
+        await ctx.store.set("tries", tries)
+        if tries == 1:
+            msg = "transient"
+            raise ConnectionError(msg)
+        return StopEvent(result=tries)
+
+
+class Failing(Workflow):
+    """Writes one event, then its only step raises ValueError."""
+
+    @step
+    async def explode(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+        ctx.write_event_to_stream(ProgressEvent(msg="about to fail"))
+        msg = "boom"
+        raise ValueError(msg)
+
+
+class Big(Event):
+    text: str
+
+
+class BigWriter(Workflow):
+    """Streams one Big event whose text length is given on the start event."""
+
+    @step
+    async def work(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+        ctx.write_event_to_stream(Big(text="x" * ev["size"]))
+        return StopEvent(result="written")
+
+
+class Slow(Workflow):
+    """Announces itself on the stream, then sleeps far longer than any test waits."""
+
+    @step
+    async def dawdle(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+        ctx.write_event_to_stream(ProgressEvent(msg="started"))
+        await asyncio.sleep(10)
+        return StopEvent(result="late")
+
+
+# -- spans ------------------------------------------------------------------------------
+
+
+def providers_of(tel: CapturedTelemetry) -> dict[str, Any]:
+    """Workflow keyword arguments that record into ``tel``'s providers."""
+    return {"tracer_provider": tel.tracer_provider, "meter_provider": tel.meter_provider}
+
+
+def run_span_name(workflow: str) -> str:
+    """The contract's run span name, built from the constant."""
+    return f"{attrs.RUN_SPAN_PREFIX} {workflow}"
+
+
+def step_span_name(step_name: str) -> str:
+    """The contract's step span name, built from the constant."""
+    return f"{attrs.STEP_SPAN_PREFIX} {step_name}"
+
+
+def run_span(tel: CapturedTelemetry) -> ReadableSpan:
+    """The one finished run span, whatever its workflow."""
+    (span,) = [s for s in tel.spans if s.name.startswith(attrs.RUN_SPAN_PREFIX)]
+    return span
+
+
+def step_spans(tel: CapturedTelemetry, step_name: str) -> list[ReadableSpan]:
+    """The finished spans of ``step_name``'s attempts, by attempt number."""
+    spans = tel.named(step_span_name(step_name))
+    return sorted(spans, key=lambda s: int(str(attr(s, attrs.STEP_ATTEMPT))))
+
+
+def assert_clean(tel: CapturedTelemetry) -> None:
+    """Spans were recorded, each one ended exactly once, and no run is left active."""
+    assert tel.spans, "no span was recorded"
+    assert tel.all_spans_ended_once(), [s.name for s in tel.spans]
+    assert tel.metric_sum(attrs.METRIC_RUNS_ACTIVE) == 0
+
+
+def attr(span: ReadableSpan, key: str) -> Any:
+    """The attribute ``key`` of ``span`` (KeyError naming the span when absent)."""
+    values = span.attributes or {}
+    if key not in values:
+        msg = f"span {span.name!r} has no attribute {key!r}; it has {sorted(values)}"
+        raise KeyError(msg)
+    return values[key]
+
+
+def span_id(span: ReadableSpan) -> int:
+    """The span id of ``span``."""
+    assert span.context is not None
+    return int(span.context.span_id)
+
+
+def trace_id(span: ReadableSpan) -> int:
+    """The trace id of ``span``."""
+    assert span.context is not None
+    return int(span.context.trace_id)
+
+
+def parent_id(span: ReadableSpan) -> int | None:
+    """The span id of ``span``'s parent, or None for a root span."""
+    return span.parent.span_id if span.parent is not None else None
+
+
+def stream_span_events(span: ReadableSpan) -> list[dict[str, Any]]:
+    """The stepstream.event span events of ``span``, each as its attributes plus ``time``."""
+    return [
+        {**(ev.attributes or {}), "time": ev.timestamp}
+        for ev in span.events
+        if ev.name == attrs.STREAM_EVENT
+    ]
+
+
+def expected_stream(events: Sequence[Event]) -> list[tuple[str, int, str]]:
+    """(type, seq, JSON payload) of each event the caller saw in the stream."""
+    return [(type(ev).__name__, i, ev.model_dump_json()) for i, ev in enumerate(events)]
+
+
+def recorded_stream(span_events: Sequence[Mapping[str, Any]]) -> list[tuple[str, int, str]]:
+    """(type, seq, payload) of recorded stream span events."""
+    return [(e[attrs.EVENT_TYPE], e[attrs.EVENT_SEQ], e[attrs.EVENT_PAYLOAD]) for e in span_events]
+
+
+# -- subprocesses -----------------------------------------------------------------------
+
+SCRIPT_NAME = "script.py"
+
+
+def run_command(
+    *args: str | Path,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    stdin: str | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command to its end with its text output captured; the caller checks the code."""
+    return subprocess.run(
+        [str(arg) for arg in args],
+        cwd=cwd,
+        env=None if env is None else dict(env),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def without_otel(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without any OTEL_* variable, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update(extra or {})
+    return env
+
+
+def stepstream_cli(
+    *args: str, cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m stepstream ARGS`` in ``cwd`` (no OTEL_* settings inherited by default)."""
+    env = without_otel() if env is None else env
+    return run_command(sys.executable, "-m", "stepstream", *args, cwd=cwd, env=env, timeout=timeout)
+
+
+def script_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a test script: no OTEL_* variable, the tests on PYTHONPATH."""
+    env = without_otel()
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(TESTS_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
+    env.pop("PYTHONWARNINGS", None)
+    env.update(extra or {})
+    return env
+
+
+def run_script(
+    tmp_path: Path,
+    source: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 30,
+) -> subprocess.CompletedProcess[str]:
+    """Write ``source`` to tmp_path/script.py and run it there with this interpreter."""
+    script = tmp_path / SCRIPT_NAME
+    script.write_text(textwrap.dedent(source), encoding="utf-8")
+    return run_command(sys.executable, script, cwd=tmp_path, env=script_env(env), timeout=timeout)
+
+
+def last_json_line(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The JSON summary a script printed as its last stdout line."""
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines, f"no output; stderr: {proc.stderr}"
+    summary: dict[str, Any] = json.loads(lines[-1])
+    return summary
+
+
+def read_json_lines(path: Path) -> list[dict[str, Any]]:
+    """Every line of a JSON Lines file, parsed."""
+    text = path.read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def otlp_spans(path: Path) -> list[dict[str, Any]]:
+    """The spans of an OTLP/JSON Lines trace file (resourceSpans/scopeSpans/spans)."""
+    return [
+        span
+        for line in read_json_lines(path)
+        for rs in line["resourceSpans"]
+        for ss in rs["scopeSpans"]
+        for span in ss["spans"]
+    ]
+
+
+def otlp_attrs(item: Mapping[str, Any]) -> dict[str, Any]:
+    """An OTLP/JSON attribute list as a plain dict (intValue strings become ints)."""
+    out: dict[str, Any] = {}
+    for kv in item.get("attributes", []):
+        value = kv["value"]
+        if "intValue" in value:
+            out[kv["key"]] = int(value["intValue"])
+        elif "stringValue" in value:
+            out[kv["key"]] = value["stringValue"]
+        else:
+            out[kv["key"]] = next(iter(value.values()))
+    return out
+
+
+def otlp_metric_names(path: Path) -> set[str]:
+    """Names of the metrics in an OTLP/JSON Lines metrics file."""
+    return {
+        metric["name"]
+        for line in read_json_lines(path)
+        for rm in line["resourceMetrics"]
+        for sm in rm["scopeMetrics"]
+        for metric in sm["metrics"]
+    }
