@@ -10,7 +10,6 @@ reaches the datasource.
 import json
 import re
 import shutil
-import subprocess
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,8 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from _helpers import ROOT, command_problem
+
 DASHBOARDS = ROOT / "dashboards"
 DEPLOY = ROOT / "deploy"
 COMPOSE_DIR = DEPLOY / "compose"
@@ -193,18 +193,5 @@ def ensure_tool(target: str, present: bool, timeout: float = 600) -> str | None:
     bash = shutil.which("bash")
     if bash is None:
         return "bash is missing, so .ci/deps-deploy.sh cannot run"
-    try:
-        done = subprocess.run(
-            [bash, str(DEPS_SCRIPT), target],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return f".ci/deps-deploy.sh {target} did not finish within {timeout:.0f} s"
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        return f".ci/deps-deploy.sh {target} failed ({done.returncode}): {' / '.join(tail)}"
-    return None
+    what = f".ci/deps-deploy.sh {target}"
+    return command_problem(bash, DEPS_SCRIPT, target, what=what, timeout=timeout, cwd=ROOT)

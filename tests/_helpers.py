@@ -6,6 +6,7 @@ hand providers to a Workflow itself uses the ``sdk`` fixture with ``providers_of
 """
 
 import asyncio
+import importlib.util
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -35,6 +37,19 @@ ROOT = TESTS_DIR.parent
 EXAMPLES = ROOT / "examples"
 HEX32 = r"[0-9a-f]{32}"
 HEX16 = r"[0-9a-f]{16}"
+
+
+def import_file(path: Path, name: str) -> ModuleType:
+    """Import the Python file at ``path`` as module ``name``, once (later calls return it)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 # -- streams and outcomes ----------------------------------------------------------------
@@ -285,6 +300,20 @@ def run_command(
         timeout=timeout,
         check=False,
     )
+
+
+def command_problem(
+    *args: str | Path, what: str, timeout: float, cwd: Path | None = None
+) -> str | None:
+    """Why the command failed (timed out, or its code and last lines), or None if it succeeded."""
+    try:
+        done = run_command(*args, cwd=cwd, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"{what} did not finish within {timeout:.0f} s"
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        return f"{what} failed ({done.returncode}): {' / '.join(tail)}"
+    return None
 
 
 def without_otel(extra: Mapping[str, str] | None = None) -> dict[str, str]:

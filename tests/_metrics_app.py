@@ -14,10 +14,8 @@ on SIGTERM, SIGINT or after --seconds.
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import signal
 import sys
-from pathlib import Path
 from types import ModuleType
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -25,21 +23,14 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import start_http_server
 
-ROOT = Path(__file__).resolve().parent.parent
+from _helpers import ROOT, import_file
+
 SERVICE_NAME = "stepstream-test"
 
 
 def load_example_loop() -> ModuleType:
     """Import deploy/example_loop.py from its path."""
-    spec = importlib.util.spec_from_file_location(
-        "example_loop", ROOT / "deploy" / "example_loop.py"
-    )
-    if spec is None or spec.loader is None:
-        raise ImportError("deploy/example_loop.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["example_loop"] = module
-    spec.loader.exec_module(module)
-    return module
+    return import_file(ROOT / "deploy" / "example_loop.py", "example_loop")
 
 
 async def serve(provider: MeterProvider, interval: float, seconds: float) -> None:

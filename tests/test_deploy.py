@@ -7,7 +7,6 @@ container would run it (against a loopback OTLP/HTTP receiver).
 """
 
 import asyncio
-import importlib.util
 import os
 import re
 import shutil
@@ -28,14 +27,11 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from _dashboard_queries import COMPOSE_DIR, DASHBOARDS, DATASOURCES_FILE, DEPLOY, ROOT, load_yaml
+from _dashboard_queries import COMPOSE_DIR, DASHBOARDS, DATASOURCES_FILE, DEPLOY, load_yaml
+from _helpers import ROOT, import_file, providers_of, run_command
 from stepstream.telemetry import attributes as attrs
+from stepstream.testing import CapturedTelemetry
 
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yaml"
 COLLECTOR_FILE = COMPOSE_DIR / "otel-collector.yaml"
@@ -89,13 +85,7 @@ def _collector_version(image: str) -> tuple[int, ...]:
 def _schema_check(path: Path) -> subprocess.CompletedProcess[str]:
     pytest.importorskip("check_jsonschema", reason="check-jsonschema is in the test extra")
     schema = ("--builtin-schema", "vendor.compose-spec")
-    return subprocess.run(
-        [sys.executable, "-m", "check_jsonschema", *schema, str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_command(sys.executable, "-m", "check_jsonschema", *schema, path, timeout=120)
 
 
 def test_compose_file_validates_against_the_compose_spec_schema() -> None:
@@ -438,44 +428,24 @@ def test_example_healthcheck_reads_the_loops_heartbeat(services: dict[str, dict[
 
 
 def _load_example_loop() -> ModuleType:
-    name = "_deploy_example_loop"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, DEPLOY / "example_loop.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return import_file(DEPLOY / "example_loop.py", "_deploy_example_loop")
 
 
-def test_one_round_runs_every_example_and_every_outcome() -> None:
+def test_one_round_runs_every_example_and_every_outcome(sdk: CapturedTelemetry) -> None:
     """A round runs each example workflow and ends runs ok, in error and by timeout."""
     loop = _load_example_loop()
-    spans = InMemorySpanExporter()
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
-    reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(metric_readers=[reader])
-    try:
-        result = asyncio.run(
-            loop.run_round(tracer_provider=tracer_provider, meter_provider=meter_provider)
-        )
-    finally:
-        tracer_provider.shutdown()
-        meter_provider.shutdown()
+    result = asyncio.run(loop.run_round(**providers_of(sdk)))
     examples = set(loop.load_examples())
     assert {"streaming", "retries", "fan_out"} <= examples
     assert result.total("ok") >= len(examples)
     assert result.total("error") >= 1, "ToolCallWorkflow(failures=3) fails"
     assert result.total("timeout") >= 1, "DeadlineWorkflow times out"
-    names = {span.name for span in spans.get_finished_spans()}
+    names = {span.name for span in sdk.spans}
     for workflow in ("MyWorkflow", "FlakyWorkflow", "ToolCallWorkflow", "DeadlineWorkflow"):
         assert f"invoke_workflow {workflow}" in names
         assert f"example_loop {workflow}" in names
-    runs = [s for s in spans.get_finished_spans() if s.name.startswith("invoke_workflow")]
-    parents = {s.context.span_id: s for s in spans.get_finished_spans() if s.context}
+    runs = [s for s in sdk.spans if s.name.startswith("invoke_workflow")]
+    parents = {s.context.span_id: s for s in sdk.spans if s.context}
     for run in runs:
         assert run.parent is not None
         assert parents[run.parent.span_id].name.split()[0] in {"example_loop", "run_step"}
@@ -530,15 +500,8 @@ def test_the_loop_sends_traces_metrics_and_logs_over_otlp_http(
     for variable in ("OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER"):
         env.pop(variable, None)
     env.pop("OTEL_LOGS_EXPORTER", None)
-    done = subprocess.run(
-        [sys.executable, str(DEPLOY / "example_loop.py"), "--rounds", "1", "--interval", "0"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    loop = (DEPLOY / "example_loop.py", "--rounds", "1", "--interval", "0")
+    done = run_command(sys.executable, *loop, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "heartbeat").is_file()
     assert not (tmp_path / ".stepstream").exists(), "with an endpoint nothing goes to files"
@@ -650,13 +613,7 @@ def test_kustomize_builds_the_manifests() -> None:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl is not installed; the other k8s tests check the files")
-    done = subprocess.run(
-        [kubectl, "kustomize", str(K8S)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_command(kubectl, "kustomize", K8S)
     assert done.returncode == 0, done.stderr
     docs = [d for d in yaml.safe_load_all(done.stdout) if d]
     maps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}

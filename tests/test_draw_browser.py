@@ -7,18 +7,18 @@ page's console written to stderr. The PNG is decoded with the standard library.
 
 from __future__ import annotations
 
-import os
 import shutil
 import struct
 import subprocess
-import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "streaming.py"
+from _helpers import EXAMPLES, run_command, stepstream_cli
+
+EXAMPLE = EXAMPLES / "streaming.py"
 STEPS = ("step_one", "step_two", "step_three")
 WIDTH, HEIGHT = 1400, 1000
 OK_GREEN = (0x16, 0xA3, 0x4A)  # the timeline's colour for status ok
@@ -33,48 +33,29 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m stepstream ARGS`` in ``cwd`` with no OTEL_* settings inherited."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    return subprocess.run(
-        [sys.executable, "-m", "stepstream", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def chromium(page: Path, profile: Path, *mode: str) -> subprocess.CompletedProcess[str]:
     """Open ``page`` in headless Chromium with no network, in ``mode`` (screenshot or DOM)."""
     assert CHROMIUM is not None
-    return subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-extensions",
-            "--host-resolver-rules=MAP * ~NOTFOUND",
-            f"--user-data-dir={profile}",
-            f"--window-size={WIDTH},{HEIGHT}",
-            "--hide-scrollbars",
-            "--enable-logging=stderr",
-            "--v=0",
-            *mode,
-            page.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
+    return run_command(
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-extensions",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        f"--user-data-dir={profile}",
+        f"--window-size={WIDTH},{HEIGHT}",
+        "--hide-scrollbars",
+        "--enable-logging=stderr",
+        "--v=0",
+        *mode,
+        page.as_uri(),
         timeout=120,
-        check=False,
     )
 
 
@@ -152,11 +133,11 @@ def png_pixels(data: bytes) -> tuple[int, int, set[tuple[int, int, int]]]:
 def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Rendered]:
     """The seed example's exported run page and its ``draw`` page, rendered once each."""
     work = tmp_path_factory.mktemp("browser")
-    recorded = cli("run", str(EXAMPLE), cwd=work)
+    recorded = stepstream_cli("run", str(EXAMPLE), cwd=work)
     assert recorded.returncode == 0, recorded.stderr
-    exported = cli("traces", "export", "last", "--html", "timeline.html", cwd=work)
+    exported = stepstream_cli("traces", "export", "last", "--html", "timeline.html", cwd=work)
     assert exported.returncode == 0, exported.stderr
-    drawn = cli("draw", str(EXAMPLE), "-o", "flow.html", cwd=work)
+    drawn = stepstream_cli("draw", str(EXAMPLE), "-o", "flow.html", cwd=work)
     assert drawn.returncode == 0, drawn.stderr
     return {name: render(work / f"{name}.html", work) for name in ("timeline", "flow")}
 

@@ -14,7 +14,6 @@ import asyncio
 import functools
 import json
 import logging
-import os
 import re
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import pytest
 from opentelemetry import trace
 from pydantic import BaseModel
 
+from _helpers import run_command, stepstream_cli, without_otel
 from stepstream import (
     ConstantDelayRetryPolicy,
     Context,
@@ -894,15 +894,7 @@ def telemetry_script() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "configure.py"
         script.write_text(TELEMETRY_SCRIPT, encoding="utf-8")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-        proc = subprocess.run(
-            [sys.executable, str(script), str(Path(tmp) / "telemetry")],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-            check=False,
-        )
+        proc = run_command(sys.executable, script, Path(tmp) / "telemetry", env=without_otel())
     assert proc.returncode == 0, proc.stderr
     result: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])
     return result
@@ -1059,17 +1051,8 @@ CLI_CASES: dict[str, CliCase] = {
 
 def cli(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Run the stepstream command in ``directory`` (no OTLP, wide plain output)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env.update(COLUMNS="400", NO_COLOR="1", TERM="dumb")
-    return subprocess.run(
-        [sys.executable, "-m", "stepstream", *args],
-        cwd=directory,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    env = without_otel({"COLUMNS": "400", "NO_COLOR": "1", "TERM": "dumb"})
+    return stepstream_cli(*args, cwd=directory, env=env, timeout=60)
 
 
 def run_cli_case(case: CliCase) -> list[str]:

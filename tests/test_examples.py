@@ -1,23 +1,17 @@
 """The example programs: each runs as a script, and its workflow has the documented trace."""
 
 import asyncio
-import importlib.util
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
-from functools import cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from _helpers import drain
+from _helpers import EXAMPLES, drain, import_file, parent_id, run_command, span_id, trace_id
 from stepstream import (
     HumanResponseEvent,
     InputRequiredEvent,
@@ -25,76 +19,19 @@ from stepstream import (
     WorkflowHandler,
 )
 from stepstream.telemetry import attributes as attrs
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
+from stepstream.testing import CapturedTelemetry
 
 # -- helpers ----------------------------------------------------------------------------
 
 
-@cache
 def load_example(name: str) -> ModuleType:
     """Import ``examples/<name>.py`` from its path (once per test session)."""
-    path = EXAMPLES / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_example_{name}", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return import_file(EXAMPLES / f"{name}.py", f"_example_{name}")
 
 
 def run_script(name: str, cwd: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
     """Run ``python examples/<name>.py`` in ``cwd`` and return the finished process."""
-    return subprocess.run(
-        [sys.executable, str(EXAMPLES / f"{name}.py")],
-        cwd=cwd,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-@pytest.fixture
-def exporter() -> Iterator[InMemorySpanExporter]:
-    """An in-memory span exporter, finished spans exported as soon as they end."""
-    exporter = InMemorySpanExporter()
-    yield exporter
-    exporter.shutdown()
-
-
-@pytest.fixture
-def provider(exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
-    """A tracer provider feeding ``exporter``; handed to workflows, never set globally."""
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield provider
-    provider.shutdown()
-
-
-def named(spans: tuple[ReadableSpan, ...], name: str) -> list[ReadableSpan]:
-    """Return the spans called ``name``, in start order."""
-    return sorted((s for s in spans if s.name == name), key=lambda s: s.start_time or 0)
-
-
-def span_id(span: ReadableSpan) -> int:
-    """Return the span id of a finished span."""
-    assert span.context is not None
-    return int(span.context.span_id)
-
-
-def trace_id(span: ReadableSpan) -> int:
-    """Return the trace id of a finished span."""
-    assert span.context is not None
-    return int(span.context.trace_id)
-
-
-def parent_id(span: ReadableSpan) -> int | None:
-    """Return the span id of the span's parent, or None for a root span."""
-    return span.parent.span_id if span.parent is not None else None
+    return run_command(sys.executable, EXAMPLES / f"{name}.py", cwd=cwd, stdin=stdin)
 
 
 # -- fan_out ----------------------------------------------------------------------------
@@ -115,27 +52,28 @@ def test_fan_out_script_prints_progress_and_sum(tmp_path: Path) -> None:
 
 @pytest.mark.asyncio
 async def test_fan_out_join_span_links_every_worker_span(
-    provider: TracerProvider, exporter: InMemorySpanExporter
+    sdk: CapturedTelemetry,
 ) -> None:
     """The join span that completes the collection links to the span of every worker."""
     mod = load_example("fan_out")
-    handler: WorkflowHandler = mod.FanOutWorkflow(timeout=10, tracer_provider=provider).run(n=6)
+    handler: WorkflowHandler = mod.FanOutWorkflow(
+        timeout=10, tracer_provider=sdk.tracer_provider
+    ).run(n=6)
     events = await drain(handler, timeout=10)
     result = await handler
     assert result == {"squares": [0, 1, 4, 9, 16, 25], "sum": 55}
     progress = [ev for ev in events if isinstance(ev, mod.ProgressEvent)]
     assert len(progress) == 1 + 6 + 1
-    spans = exporter.get_finished_spans()
-    workers = named(spans, "run_step square")
+    workers = sdk.named("run_step square")
     assert len(workers) == 6
     assert len({s.attributes[attrs.STEP_WORKER] for s in workers if s.attributes}) <= 4
-    joins = named(spans, "run_step join")
+    joins = sdk.named("run_step join")
     assert len(joins) == 6  # one invocation per Result; the last one completes the join
     final = [s for s in joins if s.attributes and s.attributes[attrs.EVENT_OUT] == "StopEvent"]
     assert len(final) == 1
     linked = {link.context.span_id for link in final[0].links}
     assert linked == {span_id(s) for s in workers}
-    (run,) = named(spans, "invoke_workflow FanOutWorkflow")
+    (run,) = sdk.named("invoke_workflow FanOutWorkflow")
     assert all(parent_id(s) == span_id(run) for s in [*workers, *joins])
 
 
@@ -182,15 +120,17 @@ def test_retries_script_prints_a_line_per_attempt(tmp_path: Path) -> None:
 
 @pytest.mark.asyncio
 async def test_retries_record_one_span_per_attempt(
-    provider: TracerProvider, exporter: InMemorySpanExporter
+    sdk: CapturedTelemetry,
 ) -> None:
     """Each attempt of the flaky step is a span; the first two are ERROR, the third is not."""
     mod = load_example("retries")
-    handler: WorkflowHandler = mod.FlakyWorkflow(timeout=10, tracer_provider=provider).run()
+    handler: WorkflowHandler = mod.FlakyWorkflow(
+        timeout=10, tracer_provider=sdk.tracer_provider
+    ).run()
     events = await drain(handler, timeout=10)
     assert await handler == "fetched after 3 attempts"
     assert [ev.attempt for ev in events if isinstance(ev, mod.AttemptEvent)] == [1, 2, 3]
-    attempts = named(exporter.get_finished_spans(), "run_step fetch")
+    attempts = sdk.named("run_step fetch")
     assert [s.attributes[attrs.STEP_ATTEMPT] for s in attempts if s.attributes] == [1, 2, 3]
     assert [s.status.status_code for s in attempts] == [
         StatusCode.ERROR,
@@ -228,28 +168,27 @@ def test_nested_script_relays_inner_progress(tmp_path: Path) -> None:
 
 @pytest.mark.asyncio
 async def test_nested_inner_run_span_is_a_child_of_the_outer_step_span(
-    provider: TracerProvider, exporter: InMemorySpanExporter
+    sdk: CapturedTelemetry,
 ) -> None:
     """The inner run span's parent is the outer step that ran it, in the outer run's trace."""
     mod = load_example("nested")
-    handler: WorkflowHandler = mod.OuterWorkflow(timeout=10, tracer_provider=provider).run(
-        topic="otters"
-    )
+    handler: WorkflowHandler = mod.OuterWorkflow(
+        timeout=10, tracer_provider=sdk.tracer_provider
+    ).run(topic="otters")
     events = await drain(handler, timeout=10)
     result = await handler
     assert result.startswith("The habitat of otters is fascinating.")
     sources = [ev.source for ev in events if isinstance(ev, mod.ProgressEvent)]
     assert sources == ["outer", "inner", "inner", "inner", "inner", "outer"]
     assert sum(isinstance(ev, StopEvent) for ev in events) == 1  # the inner one is not relayed
-    spans = exporter.get_finished_spans()
-    (outer_run,) = named(spans, "invoke_workflow OuterWorkflow")
-    (research,) = named(spans, "run_step research")
-    (inner_run,) = named(spans, "invoke_workflow InnerWorkflow")
+    (outer_run,) = sdk.named("invoke_workflow OuterWorkflow")
+    (research,) = sdk.named("run_step research")
+    (inner_run,) = sdk.named("invoke_workflow InnerWorkflow")
     assert parent_id(research) == span_id(outer_run)
     assert parent_id(inner_run) == span_id(research)
     assert trace_id(inner_run) == trace_id(outer_run)
     for name in ("run_step outline", "run_step draft"):
-        (inner_step,) = named(spans, name)
+        (inner_step,) = sdk.named(name)
         assert parent_id(inner_step) == span_id(inner_run)
 
 
@@ -285,11 +224,11 @@ def parse_sse(body: str) -> list[tuple[str, Any]]:
 
 @pytest.mark.asyncio
 async def test_sse_app_streams_events_under_the_request_span(
-    provider: TracerProvider, exporter: InMemorySpanExporter
+    sdk: CapturedTelemetry,
 ) -> None:
     """GET /run streams each event and the result as SSE; the run span's parent is the request."""
     mod = load_example("sse_app")
-    server: asyncio.Server = await mod.serve("127.0.0.1", 0, mod.make_app(provider))
+    server: asyncio.Server = await mod.serve("127.0.0.1", 0, mod.make_app(sdk.tracer_provider))
     try:
         port: int = server.sockets[0].getsockname()[1]
         head, body = await http_get(port, "/run?topic=otters")
@@ -304,9 +243,8 @@ async def test_sse_app_streams_events_under_the_request_span(
     assert messages[0][1] == {"msg": "researching otters"}
     assert "".join(data["msg"] for _, data in messages[1:5]) == "otters are remarkable animals."
     assert messages[-1][1] == {"result": "Otters: otters are remarkable animals."}
-    spans = exporter.get_finished_spans()
-    (request,) = named(spans, "GET /run")
-    (run,) = named(spans, "invoke_workflow ReportWorkflow")
+    (request,) = sdk.named("GET /run")
+    (run,) = sdk.named("invoke_workflow ReportWorkflow")
     assert request.kind is SpanKind.SERVER
     assert parent_id(request) is None
     assert parent_id(run) == span_id(request)

@@ -9,10 +9,8 @@ up, flushes with ``await handle.aflush()``, shuts down, and prints one JSON line
 
 import http.server
 import json
-import os
 import re
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -23,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from _helpers import run_command, without_otel
 
 #: Message the rate-limit filter appends to the first SDK log record of each kind.
 SUPPRESSION_NOTE = "[stepstream: repeats are suppressed"
@@ -166,20 +166,12 @@ def run_scenario(
     """Run the scenario script in a fresh interpreter and parse its result line."""
     script = tmp_path / "scenario.py"
     script.write_text(SCRIPT, encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env["OTEL_EXPORTER_OTLP_TIMEOUT"] = "1"
+    env = without_otel({"OTEL_EXPORTER_OTLP_TIMEOUT": "1"})
     if endpoint is not None:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
     env.update(extra_env or {})
-    proc = subprocess.run(
-        [sys.executable, str(script), str(runs), str(concurrency), str(events), str(jitter)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    sizes = (str(runs), str(concurrency), str(events), str(jitter))
+    proc = run_command(sys.executable, script, *sizes, cwd=tmp_path, env=env)
     assert proc.returncode == 0, f"script failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
     results = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert len(results) == 1, proc.stdout

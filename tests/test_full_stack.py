@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import pytest
 
 from _dashboard_queries import COMPOSE_DIR, DEPLOY, dashboard_queries, substitute
+from _helpers import command_problem, run_command
 from stepstream.telemetry import attributes as attrs
 
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yaml"
@@ -49,15 +50,9 @@ def _docker_problem() -> str | None:
     if docker is None:
         return "no docker client on PATH"
     for args in (["info"], ["compose", "version"]):
-        try:
-            done = subprocess.run(
-                [docker, *args], capture_output=True, text=True, timeout=30, check=False
-            )
-        except subprocess.TimeoutExpired:
-            return f"`docker {' '.join(args)}` did not answer within 30 s"
-        if done.returncode != 0:
-            last = (done.stderr or done.stdout).strip().splitlines()[-1:]
-            return f"`docker {' '.join(args)}` failed: {' '.join(last)}"
+        problem = command_problem(docker, *args, what=f"`docker {' '.join(args)}`", timeout=30)
+        if problem is not None:
+            return problem
     return None
 
 
@@ -70,13 +65,8 @@ pytestmark = pytest.mark.skipif(
 
 def _compose(project: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     docker = shutil.which("docker") or "docker"
-    return subprocess.run(
-        [docker, "compose", "-f", str(COMPOSE_FILE), "-p", project, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    compose = (docker, "compose", "-f", COMPOSE_FILE, "-p", project)
+    return run_command(*compose, *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -143,15 +133,8 @@ def failed_run(stack: str, tmp_path_factory: pytest.TempPathFactory) -> FailedRu
         "OTEL_METRIC_EXPORT_INTERVAL": "1000",
         "STEPSTREAM_EXAMPLE_HEARTBEAT": str(work / "heartbeat"),
     }
-    done = subprocess.run(
-        [sys.executable, str(DEPLOY / "example_loop.py"), "--rounds", "3", "--interval", "2"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    loop = (DEPLOY / "example_loop.py", "--rounds", "3", "--interval", "2")
+    done = run_command(sys.executable, *loop, cwd=work, env=env, timeout=180)
     assert done.returncode == 0, done.stderr
 
     def find() -> FailedRun | None:

@@ -7,17 +7,17 @@ module, and every assertion reads the page the CLI wrote.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "streaming.py"
+from _helpers import EXAMPLES, stepstream_cli
+
+EXAMPLE = EXAMPLES / "streaming.py"
 STEPS = ("step_one", "step_two", "step_three")
 EVENTS_IN_OUT = {
     "step_one": ("StartEvent", "FirstEvent"),
@@ -52,20 +52,6 @@ class BigWorkflow(Workflow):
 """
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m stepstream ARGS`` in ``cwd`` with no OTEL_* settings inherited."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    return subprocess.run(
-        [sys.executable, "-m", "stepstream", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 @dataclass(frozen=True)
 class Exported:
     """A recorded run, its export subprocess and the page it wrote."""
@@ -78,9 +64,9 @@ class Exported:
 
 def export(directory: Path, ref: str = "last", name: str = "out.html") -> Exported:
     """Export ``ref`` from ``directory``'s telemetry and read back the page and the run's JSON."""
-    proc = cli("traces", "export", ref, "--html", name, cwd=directory)
+    proc = stepstream_cli("traces", "export", ref, "--html", name, cwd=directory)
     page = (directory / name).read_text(encoding="utf-8") if proc.returncode == 0 else ""
-    shown = cli("traces", "show", ref, "--json", cwd=directory)
+    shown = stepstream_cli("traces", "show", ref, "--json", cwd=directory)
     assert shown.returncode == 0, shown.stderr
     return Exported(directory, proc, page, json.loads(shown.stdout))
 
@@ -89,7 +75,7 @@ def export(directory: Path, ref: str = "last", name: str = "out.html") -> Export
 def streaming(tmp_path_factory: pytest.TempPathFactory) -> Exported:
     """The seed example's run, recorded and exported once for the module."""
     directory = tmp_path_factory.mktemp("streaming")
-    recorded = cli("run", str(EXAMPLE), cwd=directory)
+    recorded = stepstream_cli("run", str(EXAMPLE), cwd=directory)
     assert recorded.returncode == 0, recorded.stderr
     return export(directory)
 
@@ -99,7 +85,7 @@ def big_failing(tmp_path_factory: pytest.TempPathFactory) -> Exported:
     """A failing run with 1,200 streamed events carrying markup, recorded and exported once."""
     directory = tmp_path_factory.mktemp("big")
     (directory / "big.py").write_text(BIG_FAILING_WORKFLOW, encoding="utf-8")
-    recorded = cli("run", "big.py", cwd=directory)
+    recorded = stepstream_cli("run", "big.py", cwd=directory)
     assert recorded.returncode == 1, recorded.stderr
     return export(directory)
 
@@ -190,7 +176,9 @@ def test_export_by_run_id_prefix_writes_the_same_page(streaming: Exported) -> No
 
 def test_export_of_an_unknown_run_fails_with_a_message(streaming: Exported) -> None:
     """An unknown run id exits 2 with a message naming it, and writes nothing."""
-    proc = cli("traces", "export", "ffffffffff", "--html", "nope.html", cwd=streaming.directory)
+    proc = stepstream_cli(
+        "traces", "export", "ffffffffff", "--html", "nope.html", cwd=streaming.directory
+    )
     assert proc.returncode == 2
     assert "no run with run_id or trace_id 'ffffffffff'" in " ".join(proc.stderr.split())
     assert not (streaming.directory / "nope.html").exists()
@@ -198,7 +186,7 @@ def test_export_of_an_unknown_run_fails_with_a_message(streaming: Exported) -> N
 
 def test_export_without_telemetry_fails_with_a_message(tmp_path: Path) -> None:
     """Exporting where nothing was recorded exits 2 and tells how to record a run."""
-    proc = cli("traces", "export", "last", "--html", "out.html", cwd=tmp_path)
+    proc = stepstream_cli("traces", "export", "last", "--html", "out.html", cwd=tmp_path)
     assert proc.returncode == 2
     assert "run a workflow with `stepstream run FILE.py` first" in " ".join(proc.stderr.split())
     assert not (tmp_path / "out.html").exists()

@@ -24,7 +24,6 @@ import pytest
 
 from _dashboard_queries import (
     DATASOURCES_FILE,
-    ROOT,
     SAMPLE_RUN_ID,
     SAMPLE_TRACE_ID,
     Query,
@@ -35,6 +34,7 @@ from _dashboard_queries import (
     substitute,
     substitute_link,
 )
+from _helpers import ROOT
 from stepstream.telemetry import attributes as attrs
 
 LEZER_DIR = ROOT / ".cache" / "lezer"

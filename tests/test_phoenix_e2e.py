@@ -8,8 +8,6 @@ Phoenix's REST API (GET /v1/projects/default/spans), not from the SDK.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 import urllib.error
@@ -20,9 +18,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from _helpers import EXAMPLES, run_command, without_otel
 from phoenix_fixture import PhoenixServer, phoenix_server  # noqa: F401 - the fixture "phoenix"
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 RUN_SPAN = "invoke_workflow MyWorkflow"
 STEPS = ("step_one", "step_two", "step_three")
 EVENTS_IN_OUT = {
@@ -127,20 +125,15 @@ def run_seed_workflow(phoenix: PhoenixServer, tmp_path: Path) -> dict[str, Any]:
     """Run the seed workflow exporting to Phoenix; return its run id, messages and result."""
     script = tmp_path / "run_seed.py"
     script.write_text(SEED_RUNNER, encoding="utf-8")
-    env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
-    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = phoenix.otlp_endpoint
-    # Phoenix is a trace backend only: it answers 405 to OTLP metrics and logs.
-    env["OTEL_METRICS_EXPORTER"] = "none"
-    env["OTEL_LOGS_EXPORTER"] = "none"
-    proc = subprocess.run(  # this interpreter and a script we wrote
-        [sys.executable, str(script), str(EXAMPLES)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    env = without_otel(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": phoenix.otlp_endpoint,
+            # Phoenix is a trace backend only: it answers 405 to OTLP metrics and logs.
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "none",
+        }
     )
+    proc = run_command(sys.executable, script, EXAMPLES, cwd=tmp_path, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == "", proc.stderr  # an export failure would be reported here
     report: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -33,7 +33,6 @@ from typing import Any
 import pytest
 
 from _dashboard_queries import (
-    ROOT,
     Query,
     dashboard_queries,
     datasource_link_queries,
@@ -41,6 +40,7 @@ from _dashboard_queries import (
     substitute,
     substitute_link,
 )
+from _helpers import ROOT
 
 APP = Path(__file__).resolve().parent / "_metrics_app.py"
 SERVICE_NAME = "stepstream-test"

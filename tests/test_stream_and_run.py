@@ -1,7 +1,6 @@
 """The handler and the event stream: results, ordering, failure, timeout, cancellation."""
 
 import asyncio
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -10,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from _helpers import drain
+from _helpers import EXAMPLES, drain, run_command
 from stepstream import (
     Context,
     Event,
@@ -28,7 +27,7 @@ from stepstream import (
 )
 from stepstream.testing import FakeStreamingLLM
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "streaming.py"
+EXAMPLE = EXAMPLES / "streaming.py"
 
 
 # -- helpers ----------------------------------------------------------------------------
@@ -625,14 +624,7 @@ async def test_quiet_run_prints_nothing(capsys: pytest.CaptureFixture[str]) -> N
 
 def test_streaming_example_runs(tmp_path: Path) -> None:
     """examples/streaming.py streams its progress and prints the final result."""
-    proc = subprocess.run(
-        [sys.executable, str(EXAMPLE)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = run_command(sys.executable, EXAMPLE, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "Step one is happening" in out
