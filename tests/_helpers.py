@@ -195,6 +195,222 @@ class Slow(Workflow):
         return StopEvent(result="late")
 
 
+# -- workflows with a fault: checked at instantiation (defining a class checks nothing) --
+
+
+class Middle(Event):
+    pass
+
+
+class Other(Event):
+    pass
+
+
+class Orphan(Event):
+    pass
+
+
+class Leftover(Event):
+    pass
+
+
+class StartA(StartEvent):
+    pass
+
+
+class StartB(StartEvent):
+    pass
+
+
+class JobStart(StartEvent):
+    name: str
+    size: int
+
+
+class JobWorkflow(Workflow):
+    @step
+    async def start(self, ev: JobStart) -> StopEvent:
+        return StopEvent(result=(ev.name, ev.size))
+
+
+class Minimal(Workflow):
+    @step
+    async def only(self, ev: StartEvent) -> StopEvent:
+        return StopEvent(result="ok")
+
+
+class NoStart(Workflow):
+    @step
+    async def a(self, ev: Middle) -> Other:
+        return Other()
+
+    @step
+    async def b(self, ev: Other) -> Middle | StopEvent:
+        return StopEvent()
+
+
+class NoStop(Workflow):
+    @step
+    async def start(self, ev: StartEvent) -> Middle:
+        return Middle()
+
+    @step
+    async def mid(self, ev: Middle) -> None:
+        return None
+
+
+class Unconsumed(Workflow):
+    @step
+    async def start(self, ev: StartEvent) -> StopEvent | Leftover:
+        return StopEvent()
+
+
+class Unproduced(Workflow):
+    @step
+    async def start(self, ev: StartEvent) -> StopEvent:
+        return StopEvent()
+
+    @step
+    async def extra(self, ev: Orphan) -> StopEvent:
+        return StopEvent()
+
+
+class NoEventParam(Workflow):
+    @step
+    async def start(self, ev: StartEvent) -> StopEvent:
+        return StopEvent()
+
+    @step
+    async def lonely(self, ctx: Context[Any]) -> StopEvent:
+        return StopEvent()
+
+
+class TwoStarts(Workflow):
+    @step
+    async def first(self, ev: StartA) -> StopEvent:
+        return StopEvent()
+
+    @step
+    async def second(self, ev: StartB) -> StopEvent:
+        return StopEvent()
+
+
+class AcceptsStop(Workflow):
+    @step
+    async def start(self, ev: StartEvent) -> StopEvent:
+        return StopEvent()
+
+    @step
+    async def after(self, ev: StopEvent) -> None:
+        return None
+
+
+class NoReturn(Workflow):
+    @step
+    async def start(self, ev: StartEvent):  # type: ignore[no-untyped-def]  # noqa: ANN202
+        return StopEvent()
+
+
+class TwoEventParams(Workflow):
+    @step
+    async def start(self, ev: StartEvent, other: Middle) -> StopEvent:
+        return StopEvent()
+
+
+class Empty(Workflow):
+    def not_a_step(self, ev: StartEvent) -> StopEvent:
+        return StopEvent()
+
+
+class Unannotated(Workflow):
+    @step
+    async def start(self, ev) -> StopEvent:  # type: ignore[no-untyped-def]  # noqa: ANN001
+        return StopEvent()
+
+
+class StrAnnotated(Workflow):
+    @step
+    async def start(self, ev: str) -> StopEvent:
+        return StopEvent()
+
+
+class UnionAnnotated(Workflow):
+    @step
+    async def start(self, ev: StartEvent | int) -> StopEvent:
+        return StopEvent()
+
+
+class BadReturnAnnotation(Workflow):
+    @step
+    async def start(self, ev: StartEvent) -> str:
+        return "x"
+
+
+class Unresolvable(Workflow):
+    @step
+    async def start(self, ev: "NoSuchEvent") -> StopEvent:  # type: ignore[name-defined]  # noqa: F821
+        return StopEvent()
+
+
+# -- workflows whose runs fail --------------------------------------------------------
+
+
+class Targeted(Workflow):
+    """Sends Other to the step named ``target`` on the start event."""
+
+    @step
+    async def start(self, ctx: Context[Any], ev: StartEvent) -> Middle | None:
+        ctx.send_event(Other(), step=ev["target"])
+        return None
+
+    @step
+    async def finish(self, ev: Middle) -> StopEvent:
+        return StopEvent()
+
+
+class Unrouted(Workflow):
+    """Sends Other, which no step accepts."""
+
+    @step
+    async def start(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+        ctx.send_event(Other())
+        return StopEvent()
+
+
+class NonEvent(Workflow):
+    """Passes a dict to the Context method named ``method`` on the start event."""
+
+    @step
+    async def start(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+        getattr(ctx, ev["method"])({"not": "an event"})
+        return StopEvent()
+
+
+class BadReturn(Workflow):
+    """Its step returns the start event's ``value`` instead of an event."""
+
+    @step
+    async def produce(self, ev: StartEvent) -> StopEvent:
+        return ev["value"]  # type: ignore[no-any-return]
+
+
+class MissingKey(Workflow):
+    """Sets the store's key 'other', then gets 'api_key' without a default."""
+
+    @step
+    async def start(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+        await ctx.store.set("other", 1)
+        return StopEvent(result=await ctx.store.get("api_key"))
+
+
+class RaisesCancelled(Workflow):
+    """Its step raises asyncio.CancelledError without being cancelled."""
+
+    @step
+    async def rogue(self, ev: StartEvent) -> StopEvent:
+        raise asyncio.CancelledError
+
+
 # -- spans ------------------------------------------------------------------------------
 
 

@@ -1,16 +1,30 @@
 """Bad input: each misuse raises a stepstream error whose message names what is at fault."""
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from _helpers import drain
+from _helpers import (
+    BadReturn,
+    BadReturnAnnotation,
+    JobStart,
+    JobWorkflow,
+    Middle,
+    Minimal,
+    MissingKey,
+    NonEvent,
+    Other,
+    StrAnnotated,
+    Targeted,
+    Unannotated,
+    UnionAnnotated,
+    Unresolvable,
+    Unrouted,
+    drain,
+)
 from stepstream import (
     ConstantDelayRetryPolicy,
-    Context,
-    Event,
     StartEvent,
     StopEvent,
     Workflow,
@@ -22,32 +36,6 @@ from stepstream import (
     WorkflowValidationError,
     step,
 )
-
-
-class Middle(Event):
-    pass
-
-
-class Other(Event):
-    pass
-
-
-class JobStart(StartEvent):
-    name: str
-    size: int
-
-
-class JobWorkflow(Workflow):
-    @step
-    async def start(self, ev: JobStart) -> StopEvent:
-        return StopEvent(result=(ev.name, ev.size))
-
-
-class Minimal(Workflow):
-    @step
-    async def only(self, ev: StartEvent) -> StopEvent:
-        return StopEvent(result="ok")
-
 
 # --- the error classes -----------------------------------------------------------------------
 
@@ -96,13 +84,7 @@ def test_validation_error_lists_its_problems() -> None:
 @pytest.mark.asyncio
 async def test_step_returning_a_non_event_fails_the_run(value: object, type_name: str) -> None:
     """A step returning a non-Event fails the run with an error naming the step and the type."""
-
-    class BadReturn(Workflow):
-        @step
-        async def produce(self, ev: StartEvent) -> StopEvent:
-            return value  # type: ignore[return-value]
-
-    handler = BadReturn(timeout=5).run()
+    handler = BadReturn(timeout=5).run(value=value)
     streamed = await drain(handler)
     expected = rf"step 'produce' returned {type_name} .*must return an Event instance or None"
     with pytest.raises(WorkflowRuntimeError, match=expected):
@@ -153,31 +135,13 @@ async def test_step_returning_an_event_no_step_accepts_fails_the_run() -> None:
 @pytest.mark.asyncio
 async def test_targeted_send_event_to_wrong_step_is_rejected(target: str, expected: str) -> None:
     """send_event(ev, step=...) to a step that cannot take ev raises naming step and event."""
-
-    class Targeted(Workflow):
-        @step
-        async def start(self, ctx: Context[Any], ev: StartEvent) -> Middle | None:
-            ctx.send_event(Other(), step=target)
-            return None
-
-        @step
-        async def finish(self, ev: Middle) -> StopEvent:
-            return StopEvent()
-
     with pytest.raises(WorkflowRuntimeError, match=expected):
-        await Targeted(timeout=5).run()
+        await Targeted(timeout=5).run(target=target)
 
 
 @pytest.mark.asyncio
 async def test_untargeted_send_event_nobody_accepts_is_rejected() -> None:
     """send_event of an event type no step accepts raises naming the workflow and event type."""
-
-    class Unrouted(Workflow):
-        @step
-        async def start(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-            ctx.send_event(Other())
-            return StopEvent()
-
     expected = r"no step of workflow Unrouted accepts Other and no step is waiting for it"
     with pytest.raises(WorkflowRuntimeError, match=expected):
         await Unrouted(timeout=5).run()
@@ -193,15 +157,8 @@ async def test_untargeted_send_event_nobody_accepts_is_rejected() -> None:
 @pytest.mark.asyncio
 async def test_passing_a_non_event_to_the_context_is_rejected(method: str) -> None:
     """ctx.send_event / ctx.write_event_to_stream with a non-Event raise naming the method."""
-
-    class NonEvent(Workflow):
-        @step
-        async def start(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-            getattr(ctx, method)({"not": "an event"})
-            return StopEvent()
-
     with pytest.raises(WorkflowRuntimeError, match=rf"{method} takes an Event instance, got dict"):
-        await NonEvent(timeout=5).run()
+        await NonEvent(timeout=5).run(method=method)
 
 
 # --- start input ---------------------------------------------------------------------------------
@@ -281,13 +238,6 @@ async def test_iterating_a_fully_consumed_stream_is_rejected() -> None:
 @pytest.mark.asyncio
 async def test_missing_store_key_without_default_names_the_key() -> None:
     """ctx.store.get(key) for a key never set, without default, raises naming the key."""
-
-    class MissingKey(Workflow):
-        @step
-        async def start(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-            await ctx.store.set("other", 1)
-            return StopEvent(result=await ctx.store.get("api_key"))
-
     expected = r"the run's store has no key 'api_key' \(keys: 'other'\)"
     with pytest.raises(WorkflowRuntimeError, match=expected):
         await MissingKey(timeout=5).run()
@@ -296,86 +246,40 @@ async def test_missing_store_key_without_default_names_the_key() -> None:
 # --- step definitions --------------------------------------------------------------------------
 
 
-def _unannotated_event() -> type[Workflow]:
-    class Unannotated(Workflow):
-        @step
-        async def start(self, ev) -> StopEvent:  # type: ignore[no-untyped-def]  # noqa: ANN001
-            return StopEvent()
-
-    return Unannotated
-
-
-def _str_annotation() -> type[Workflow]:
-    class StrAnnotated(Workflow):
-        @step
-        async def start(self, ev: str) -> StopEvent:
-            return StopEvent()
-
-    return StrAnnotated
-
-
-def _union_with_non_event() -> type[Workflow]:
-    class UnionAnnotated(Workflow):
-        @step
-        async def start(self, ev: StartEvent | int) -> StopEvent:
-            return StopEvent()
-
-    return UnionAnnotated
-
-
-def _non_event_return() -> type[Workflow]:
-    class BadReturnAnnotation(Workflow):
-        @step
-        async def start(self, ev: StartEvent) -> str:
-            return "x"
-
-    return BadReturnAnnotation
-
-
-def _unresolvable_annotation() -> type[Workflow]:
-    class Unresolvable(Workflow):
-        @step
-        async def start(self, ev: "NoSuchEvent") -> StopEvent:  # type: ignore[name-defined]  # noqa: F821
-            return StopEvent()
-
-    return Unresolvable
-
-
 @pytest.mark.parametrize(
-    ("make", "expected"),
+    ("workflow_cls", "expected"),
     [
         pytest.param(
-            _unannotated_event,
+            Unannotated,
             r"step 'start': parameter 'ev' has no type annotation",
             id="no-event-annotation",
         ),
         pytest.param(
-            _str_annotation,
+            StrAnnotated,
             r"step 'start': parameter 'ev' is annotated with str, which is not an Event type",
             id="str-annotation",
         ),
         pytest.param(
-            _union_with_non_event,
+            UnionAnnotated,
             r"step 'start': parameter 'ev' is annotated with .*int.*, which is not an Event type",
             id="union-with-non-event",
         ),
         pytest.param(
-            _non_event_return,
+            BadReturnAnnotation,
             r"step 'start': return annotation str includes str, which is not an Event type",
             id="non-event-return-annotation",
         ),
         pytest.param(
-            _unresolvable_annotation,
+            Unresolvable,
             r"step 'start': cannot resolve an annotation \(name 'NoSuchEvent' is not defined\)",
             id="unresolvable-annotation",
         ),
     ],
 )
 def test_bad_step_signature_is_rejected_naming_step_and_parameter(
-    make: Callable[[], type[Workflow]], expected: str
+    workflow_cls: type[Workflow], expected: str
 ) -> None:
     """An unusable step signature makes instantiation raise naming the step and parameter."""
-    workflow_cls = make()
     with pytest.raises(WorkflowValidationError, match=expected):
         workflow_cls()
 

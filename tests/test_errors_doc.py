@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,36 @@ import pytest
 from opentelemetry import trace
 from pydantic import BaseModel
 
-from _helpers import run_command, stepstream_cli, without_otel
+from _helpers import (
+    AcceptsStop,
+    BadReturn,
+    BadReturnAnnotation,
+    Empty,
+    JobStart,
+    JobWorkflow,
+    Middle,
+    Minimal,
+    MissingKey,
+    NoEventParam,
+    NonEvent,
+    NoReturn,
+    NoStart,
+    NoStop,
+    Other,
+    RaisesCancelled,
+    StrAnnotated,
+    Targeted,
+    TwoEventParams,
+    TwoStarts,
+    Unannotated,
+    Unconsumed,
+    Unproduced,
+    Unresolvable,
+    Unrouted,
+    run_command,
+    stepstream_cli,
+    without_otel,
+)
 from stepstream import (
     ConstantDelayRetryPolicy,
     Context,
@@ -117,286 +147,32 @@ def raised(action: Callable[[], object]) -> Produced:
     raise AssertionError(msg)
 
 
-def instantiate(workflow_cls: type[Workflow]) -> Callable[[], object]:
-    """An action that instantiates ``workflow_cls``."""
-    return workflow_cls
-
-
-def outcome(workflow: Workflow, **start: Any) -> Produced:
-    """Run ``workflow`` in a fresh loop; report the error that ``await handler`` raises."""
+def run_to_end(workflow: Workflow, **start: Any) -> None:
+    """Run ``workflow`` in a fresh loop and await its handler."""
 
     async def main() -> None:
-        handler = workflow.run(**start)
         async with asyncio.timeout(10):
-            await handler
+            await workflow.run(**start)
 
-    return raised(lambda: asyncio.run(main()))
-
-
-class Middle(Event):
-    pass
+    asyncio.run(main())
 
 
-class Other(Event):
-    pass
+def start_job(**kwargs: Any) -> None:
+    """Start JobWorkflow with ``kwargs`` inside a loop."""
+
+    async def main() -> None:
+        JobWorkflow(timeout=5).run(**kwargs)
+
+    asyncio.run(main())
 
 
-class Minimal(Workflow):
-    @step
-    async def only(self, ev: StartEvent) -> StopEvent:
-        return StopEvent(result="ok")
-
-
-class JobStart(StartEvent):
-    name: str
-    size: int
-
-
-class JobWorkflow(Workflow):
-    @step
-    async def start(self, ev: JobStart) -> StopEvent:
-        return StopEvent(result=(ev.name, ev.size))
-
-
-# ---- defining a workflow
-
-
-@trigger("@step options for step '<step>' are invalid")
-def _step_options() -> Produced:
-    return decorate_with(num_workers=0, timeout=0)
-
-
-def decorate_with(**options: Any) -> Produced:
-    """Decorate a free function with ``@step(**options)``, reporting what it raises."""
+def decorate(**options: Any) -> None:
+    """Decorate a free function with ``@step(**options)``."""
 
     async def work(ev: StartEvent) -> StopEvent:
         return StopEvent()
 
-    return raised(lambda: step(**options)(work))
-
-
-@trigger("num_workers must be an int >= 1, got <value>")
-def _num_workers() -> Produced:
-    return decorate_with(num_workers=0)
-
-
-@trigger("retry_policy must have a next(elapsed_time, attempts, error) method, got <type>")
-def _retry_policy_option() -> Produced:
-    return decorate_with(retry_policy=object())
-
-
-@trigger("timeout must be a positive number of seconds or None, got <value>")
-def _step_timeout_option() -> Produced:
-    return decorate_with(timeout=-1)
-
-
-@trigger("ConstantDelayRetryPolicy delay must be >= 0, got <delay>")
-def _retry_delay() -> Produced:
-    return raised(lambda: ConstantDelayRetryPolicy(delay=-1))
-
-
-@trigger("ConstantDelayRetryPolicy maximum_attempts must be >= 1, got <n>")
-def _retry_attempts() -> Produced:
-    return raised(lambda: ConstantDelayRetryPolicy(maximum_attempts=0))
-
-
-@trigger("<Workflow>(timeout=...) must be a positive number of seconds or None, got <value>")
-def _workflow_timeout() -> Produced:
-    return raised(lambda: Minimal(timeout=0))
-
-
-@trigger("workflow <Workflow> is invalid (<n> problem(s)):")
-def _invalid_summary() -> Produced:
-    class NoStop(Workflow):
-        @step
-        async def start(self, ev: StartEvent) -> None:
-            return None
-
-    return raised(instantiate(NoStop))
-
-
-@trigger("workflow <Workflow> has no steps; decorate its methods with @step")
-def _no_steps() -> Produced:
-    class Empty(Workflow):
-        pass
-
-    return raised(instantiate(Empty))
-
-
-@trigger(
-    "step '<step>': cannot resolve an annotation (<NameError>); define that event class at "
-    "module level or before the workflow class"
-)
-def _unresolvable() -> Produced:
-    class Unresolvable(Workflow):
-        @step
-        async def start(self, ev: "NoSuchEvent") -> StopEvent:  # type: ignore[name-defined]  # noqa: F821
-            return StopEvent()
-
-    return raised(instantiate(Unresolvable))
-
-
-@trigger(
-    "step '<step>' has no event parameter; add one annotated with the Event type it "
-    "accepts, e.g. `ev: StartEvent`"
-)
-def _no_event_parameter() -> Produced:
-    class NoEvent(Workflow):
-        @step
-        async def start(self, ctx: Context[Any]) -> StopEvent:
-            return StopEvent()
-
-    return raised(instantiate(NoEvent))
-
-
-@trigger(
-    "step '<step>': parameter '<parameter>' has no type annotation; annotate it with the "
-    "Event type(s) the step accepts, e.g. `ev: StartEvent`"
-)
-def _unannotated() -> Produced:
-    class Unannotated(Workflow):
-        @step
-        async def start(self, ev) -> StopEvent:  # type: ignore[no-untyped-def]  # noqa: ANN001
-            return StopEvent()
-
-    return raised(instantiate(Unannotated))
-
-
-@trigger(
-    "step '<step>': parameter '<parameter>' is annotated with <type>, which is not an Event "
-    "type; annotate it with the Event subclass(es) the step accepts"
-)
-def _not_an_event_parameter() -> Produced:
-    class StrAnnotated(Workflow):
-        @step
-        async def start(self, ev: str) -> StopEvent:
-            return StopEvent()
-
-    return raised(instantiate(StrAnnotated))
-
-
-@trigger(
-    "step '<step>': more than one event parameter ('<parameter>'); a step takes one event "
-    "parameter, annotated with a union for several types"
-)
-def _two_event_parameters() -> Produced:
-    class TwoEvents(Workflow):
-        @step
-        async def start(self, ev: StartEvent, other: Middle) -> StopEvent:
-            return StopEvent()
-
-    return raised(instantiate(TwoEvents))
-
-
-@trigger(
-    "step '<step>' has no return annotation; annotate it with the Event type(s) it may emit, "
-    "or None"
-)
-def _no_return_annotation() -> Produced:
-    class NoReturn(Workflow):
-        @step
-        async def start(self, ev: StartEvent):  # type: ignore[no-untyped-def]  # noqa: ANN202
-            return StopEvent()
-
-    return raised(instantiate(NoReturn))
-
-
-@trigger(
-    "step '<step>': return annotation <annotation> includes <types>, which is not an Event "
-    "type; steps return Event instances or None"
-)
-def _non_event_return() -> Produced:
-    class ReturnsStr(Workflow):
-        @step
-        async def start(self, ev: StartEvent) -> StopEvent | str:
-            return StopEvent()
-
-    return raised(instantiate(ReturnsStr))
-
-
-@trigger(
-    "step '<step>' accepts <Event>, a StopEvent: a StopEvent ends the run and is never "
-    "delivered to a step"
-)
-def _accepts_stop_event() -> Produced:
-    class TakesStop(Workflow):
-        @step
-        async def start(self, ev: StartEvent) -> StopEvent:
-            return StopEvent()
-
-        @step
-        async def after(self, ev: StopEvent) -> None:
-            return None
-
-    return raised(instantiate(TakesStop))
-
-
-@trigger(
-    "no step accepts StartEvent; add a step whose event parameter is annotated with "
-    "StartEvent (or one StartEvent subclass)"
-)
-def _no_start() -> Produced:
-    class NoStart(Workflow):
-        @step
-        async def middle(self, ev: Middle) -> StopEvent:
-            return StopEvent()
-
-    return raised(instantiate(NoStart))
-
-
-@trigger(
-    "more than one StartEvent type is accepted (<types and steps>); a workflow has one start "
-    "event type"
-)
-def _two_start_types() -> Produced:
-    class TwoStarts(Workflow):
-        @step
-        async def plain(self, ev: StartEvent) -> StopEvent:
-            return StopEvent()
-
-        @step
-        async def job(self, ev: JobStart) -> StopEvent:
-            return StopEvent()
-
-    return raised(instantiate(TwoStarts))
-
-
-@trigger(
-    "no step can return a StopEvent; annotate the last step's return type with StopEvent "
-    "(or a StopEvent subclass)"
-)
-def _no_stop() -> Produced:
-    return _invalid_summary()
-
-
-@trigger(
-    "event type <Event> is produced by <steps> but no step accepts it; add a step that takes "
-    "<Event>, or remove it from the return annotation"
-)
-def _produced_not_accepted() -> Produced:
-    class Dangling(Workflow):
-        @step
-        async def start(self, ev: StartEvent) -> StopEvent | Other:
-            return StopEvent()
-
-    return raised(instantiate(Dangling))
-
-
-@trigger(
-    "event type <Event> is accepted by step '<step>' but no step produces it; add <Event> to "
-    "the return annotation of the step that sends it"
-)
-def _accepted_not_produced() -> Produced:
-    class Orphan(Workflow):
-        @step
-        async def start(self, ev: StartEvent) -> StopEvent:
-            return StopEvent()
-
-        @step
-        async def orphan(self, ev: Other) -> StopEvent:
-            return StopEvent()
-
-    return raised(instantiate(Orphan))
+    step(**options)(work)
 
 
 class StateA(BaseModel):
@@ -407,114 +183,213 @@ class StateB(BaseModel):
     m: int = 0
 
 
-@trigger("steps disagree on the Context state type (<states and steps>); use one state model")
-def _state_types() -> Produced:
-    class TwoStates(Workflow):
-        @step
-        async def start(self, ctx: Context[StateA], ev: StartEvent) -> Middle:
-            return Middle()
-
-        @step
-        async def finish(self, ctx: Context[StateB], ev: Middle) -> StopEvent:
-            return StopEvent()
-
-    return raised(instantiate(TwoStates))
-
-
-# ---- starting a run
-
-
-@trigger(
-    "<Workflow>.run() needs a running asyncio event loop; call it from async code, e.g. "
-    "`async def main(): handler = wf.run(...)` with asyncio.run(main())"
-)
-def _no_loop() -> Produced:
-    return raised(lambda: Minimal(timeout=5).run())
-
-
-def run_with(**kwargs: Any) -> Produced:
-    """Start JobWorkflow with ``kwargs`` inside a loop, reporting what run() raises."""
-
-    async def main() -> None:
-        JobWorkflow(timeout=5).run(**kwargs)
-
-    return raised(lambda: asyncio.run(main()))
-
-
-@trigger("<Workflow>.run(): pass either start_event= or keyword fields, not both (got <fields>)")
-def _start_event_and_fields() -> Produced:
-    return run_with(start_event=JobStart(name="x", size=1), name="y")
-
-
-@trigger("<Workflow>.run(): start_event must be a <StartEvent>, got <type>")
-def _start_event_type() -> Produced:
-    return run_with(start_event=StartEvent())
-
-
-@trigger("<Workflow>.run(): <StartEvent> has no field(s) <fields>")
-def _unknown_fields() -> Produced:
-    return run_with(name="x", size=1, colour="red")
-
-
-@trigger("known fields: <fields>")
-def _known_fields() -> Produced:
-    return run_with(name="x", size=1, colour="red")
-
-
-@trigger("<Workflow>.run(): the arguments do not fit <StartEvent>")
-def _arguments_do_not_fit() -> Produced:
-    return run_with(name="x", size="big")
-
-
-@trigger("field '<field>': <reason>")
-def _field_reason() -> Produced:
-    return run_with(name="x")
-
-
-# ---- while a run is running
-
-
-class Targeted(Workflow):
-    """Sends Other to the step named in the start event."""
+class TwoStates(Workflow):
+    @step
+    async def start(self, ctx: Context[StateA], ev: StartEvent) -> Middle:
+        return Middle()
 
     @step
-    async def start(self, ctx: Context[Any], ev: StartEvent) -> Middle | None:
-        ctx.send_event(Other(), step=ev["target"])
-        return None
-
-    @step
-    async def finish(self, ev: Middle) -> StopEvent:
+    async def finish(self, ctx: Context[StateB], ev: Middle) -> StopEvent:
         return StopEvent()
 
 
-@trigger(
-    "send_event(..., step='<step>'): workflow <Workflow> has no step '<step>'; its steps "
-    "are <steps>"
-)
-def _send_to_unknown_step() -> Produced:
-    return outcome(Targeted(timeout=5), target="nope")
+class Untyped(Workflow):
+    @step
+    async def start(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+        return StopEvent(result=await ctx.store.get_state())
 
 
-@trigger(
-    "send_event(<Event>, step='<step>'): step '<step>' does not accept <Event> (it accepts "
-    "<types>); steps that accept <Event>: <steps>"
-)
-def _send_to_wrong_step() -> Produced:
-    return outcome(Targeted(timeout=5), target="finish")
+class CollectsNothing(Workflow):
+    @step
+    async def start(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+        ctx.collect_events(ev, [])
+        return StopEvent()
 
 
-@trigger(
-    "no step of workflow <Workflow> accepts <Event> and no step is waiting for it; add a step "
-    "that takes <Event>, or wait for it with ctx.wait_for_event"
-)
-def _unrouted() -> Produced:
-    class Unrouted(Workflow):
-        @step
-        async def start(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-            ctx.send_event(Other())
-            return StopEvent()
+class CollectsWrong(Workflow):
+    @step
+    async def start(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+        ctx.collect_events(ev, [Middle, Other])
+        return StopEvent()
 
-    return outcome(Unrouted(timeout=5))
+
+class SlowRun(Workflow):
+    @step
+    async def crawl(self, ev: StartEvent) -> StopEvent:
+        await asyncio.sleep(5)
+        return StopEvent()
+
+
+class SlowStep(Workflow):
+    @step(timeout=0.05)
+    async def dawdle(self, ev: StartEvent) -> StopEvent:
+        await asyncio.sleep(5)
+        return StopEvent()
+
+
+class Asks(Workflow):
+    @step
+    async def ask(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+        await ctx.wait_for_event(HumanResponseEvent, timeout=0.05)
+        return StopEvent()
+
+
+#: Messages raised while a workflow is defined or instantiated, and what raises them.
+DEFINING: dict[str, Callable[[], object]] = {
+    "@step options for step '<step>' are invalid": partial(decorate, num_workers=0, timeout=0),
+    "num_workers must be an int >= 1, got <value>": partial(decorate, num_workers=0),
+    ("retry_policy must have a next(elapsed_time, attempts, error) method, got <type>"): partial(
+        decorate, retry_policy=object()
+    ),
+    "timeout must be a positive number of seconds or None, got <value>": partial(
+        decorate, timeout=-1
+    ),
+    "ConstantDelayRetryPolicy delay must be >= 0, got <delay>": partial(
+        ConstantDelayRetryPolicy, delay=-1
+    ),
+    "ConstantDelayRetryPolicy maximum_attempts must be >= 1, got <n>": partial(
+        ConstantDelayRetryPolicy, maximum_attempts=0
+    ),
+    ("<Workflow>(timeout=...) must be a positive number of seconds or None, got <value>"): partial(
+        Minimal, timeout=0
+    ),
+    "workflow <Workflow> is invalid (<n> problem(s)):": NoStop,
+    "workflow <Workflow> has no steps; decorate its methods with @step": Empty,
+    (
+        "step '<step>': cannot resolve an annotation (<NameError>); define that event class at "
+        "module level or before the workflow class"
+    ): Unresolvable,
+    (
+        "step '<step>' has no event parameter; add one annotated with the Event type it "
+        "accepts, e.g. `ev: StartEvent`"
+    ): NoEventParam,
+    (
+        "step '<step>': parameter '<parameter>' has no type annotation; annotate it with the "
+        "Event type(s) the step accepts, e.g. `ev: StartEvent`"
+    ): Unannotated,
+    (
+        "step '<step>': parameter '<parameter>' is annotated with <type>, which is not an Event "
+        "type; annotate it with the Event subclass(es) the step accepts"
+    ): StrAnnotated,
+    (
+        "step '<step>': more than one event parameter ('<parameter>'); a step takes one event "
+        "parameter, annotated with a union for several types"
+    ): TwoEventParams,
+    (
+        "step '<step>' has no return annotation; annotate it with the Event type(s) it may emit, "
+        "or None"
+    ): NoReturn,
+    (
+        "step '<step>': return annotation <annotation> includes <types>, which is not an Event "
+        "type; steps return Event instances or None"
+    ): BadReturnAnnotation,
+    (
+        "step '<step>' accepts <Event>, a StopEvent: a StopEvent ends the run and is never "
+        "delivered to a step"
+    ): AcceptsStop,
+    (
+        "no step accepts StartEvent; add a step whose event parameter is annotated with "
+        "StartEvent (or one StartEvent subclass)"
+    ): NoStart,
+    (
+        "more than one StartEvent type is accepted (<types and steps>); a workflow has one start "
+        "event type"
+    ): TwoStarts,
+    (
+        "no step can return a StopEvent; annotate the last step's return type with StopEvent "
+        "(or a StopEvent subclass)"
+    ): NoStop,
+    (
+        "event type <Event> is produced by <steps> but no step accepts it; add a step that takes "
+        "<Event>, or remove it from the return annotation"
+    ): Unconsumed,
+    (
+        "event type <Event> is accepted by step '<step>' but no step produces it; add <Event> to "
+        "the return annotation of the step that sends it"
+    ): Unproduced,
+    "steps disagree on the Context state type (<states and steps>); use one state model": TwoStates,
+    "<Event> has no field '<key>'": lambda: Middle()["missing"],
+}
+
+#: Messages raised by run() itself, and the call.
+STARTING: dict[str, Callable[[], object]] = {
+    (
+        "<Workflow>.run() needs a running asyncio event loop; call it from async code, e.g. "
+        "`async def main(): handler = wf.run(...)` with asyncio.run(main())"
+    ): lambda: Minimal(timeout=5).run(),
+    (
+        "<Workflow>.run(): pass either start_event= or keyword fields, not both (got <fields>)"
+    ): partial(start_job, start_event=JobStart(name="x", size=1), name="y"),
+    "<Workflow>.run(): start_event must be a <StartEvent>, got <type>": partial(
+        start_job, start_event=StartEvent()
+    ),
+    "<Workflow>.run(): <StartEvent> has no field(s) <fields>": partial(
+        start_job, name="x", size=1, colour="red"
+    ),
+    "known fields: <fields>": partial(start_job, name="x", size=1, colour="red"),
+    "<Workflow>.run(): the arguments do not fit <StartEvent>": partial(
+        start_job, name="x", size="big"
+    ),
+    "field '<field>': <reason>": partial(start_job, name="x"),
+}
+
+#: Messages a run fails with (awaiting its handler raises them), and such a run.
+RUNNING: dict[str, Callable[[], object]] = {
+    (
+        "send_event(..., step='<step>'): workflow <Workflow> has no step '<step>'; its steps "
+        "are <steps>"
+    ): lambda: run_to_end(Targeted(timeout=5), target="nope"),
+    (
+        "send_event(<Event>, step='<step>'): step '<step>' does not accept <Event> (it accepts "
+        "<types>); steps that accept <Event>: <steps>"
+    ): lambda: run_to_end(Targeted(timeout=5), target="finish"),
+    (
+        "no step of workflow <Workflow> accepts <Event> and no step is waiting for it; add a step "
+        "that takes <Event>, or wait for it with ctx.wait_for_event"
+    ): lambda: run_to_end(Unrouted(timeout=5)),
+    "<method> takes an Event instance, got <type> (<value>)": lambda: run_to_end(
+        NonEvent(timeout=5), method="write_event_to_stream"
+    ),
+    (
+        "step '<step>' returned <type> (<value>); steps must return an Event instance or None"
+    ): lambda: run_to_end(BadReturn(timeout=5), value="not an event"),
+    (
+        "step '<step>' raised asyncio.CancelledError without being cancelled; raise an ordinary "
+        "exception to fail a step"
+    ): lambda: run_to_end(RaisesCancelled(timeout=5)),
+    (
+        "the run's store has no key '<key>' (keys: <keys>); set it first with "
+        "`await ctx.store.set('<key>', value)` or pass `default=`"
+    ): lambda: run_to_end(MissingKey(timeout=5)),
+    (
+        "this workflow has no typed state; annotate a step's context parameter with the state "
+        "model, e.g. `ctx: Context[MyState]`"
+    ): lambda: run_to_end(Untyped(timeout=5)),
+    "collect_events needs at least one expected event type": lambda: run_to_end(
+        CollectsNothing(timeout=5)
+    ),
+    (
+        "collect_events got <Event>, which is none of the expected types [<types>]; pass only "
+        "events of the expected types"
+    ): lambda: run_to_end(CollectsWrong(timeout=5)),
+    (
+        "workflow <Workflow> timed out after <timeout>s; steps still active: <steps>. Raise "
+        "Workflow(timeout=...) or pass timeout=None"
+    ): lambda: run_to_end(SlowRun(timeout=0.05)),
+    (
+        "step '<step>' timed out after <timeout>s (its @step timeout); steps still active: <steps>"
+    ): lambda: run_to_end(SlowStep(timeout=5)),
+    (
+        "step '<step>' waited <timeout>s for <Event> and none arrived; send it with "
+        "ctx.send_event(...) or raise the timeout"
+    ): lambda: run_to_end(Asks(timeout=5)),
+}
+
+for _template, _action in (DEFINING | STARTING | RUNNING).items():
+    trigger(_template)(partial(raised, _action))
+
+
+# ---- while a run is running
 
 
 @trigger(
@@ -530,138 +405,7 @@ def _sent_after_the_end() -> Produced:
     return raised(lambda: asyncio.run(main()))
 
 
-@trigger("<method> takes an Event instance, got <type> (<value>)")
-def _not_an_event() -> Produced:
-    class NonEvent(Workflow):
-        @step
-        async def start(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-            ctx.write_event_to_stream({"not": "an event"})  # type: ignore[arg-type]
-            return StopEvent()
-
-    return outcome(NonEvent(timeout=5))
-
-
-@trigger("step '<step>' returned <type> (<value>); steps must return an Event instance or None")
-def _returned_non_event() -> Produced:
-    class BadReturn(Workflow):
-        @step
-        async def produce(self, ev: StartEvent) -> StopEvent:
-            return "not an event"  # type: ignore[return-value]
-
-    return outcome(BadReturn(timeout=5))
-
-
-@trigger(
-    "step '<step>' raised asyncio.CancelledError without being cancelled; raise an ordinary "
-    "exception to fail a step"
-)
-def _step_raised_cancelled() -> Produced:
-    class Rogue(Workflow):
-        @step
-        async def rogue(self, ev: StartEvent) -> StopEvent:
-            raise asyncio.CancelledError
-
-    return outcome(Rogue(timeout=5))
-
-
-@trigger(
-    "the run's store has no key '<key>' (keys: <keys>); set it first with "
-    "`await ctx.store.set('<key>', value)` or pass `default=`"
-)
-def _missing_key() -> Produced:
-    class MissingKey(Workflow):
-        @step
-        async def start(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-            return StopEvent(result=await ctx.store.get("api_key"))
-
-    return outcome(MissingKey(timeout=5))
-
-
-@trigger(
-    "this workflow has no typed state; annotate a step's context parameter with the state "
-    "model, e.g. `ctx: Context[MyState]`"
-)
-def _no_typed_state() -> Produced:
-    class Untyped(Workflow):
-        @step
-        async def start(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-            return StopEvent(result=await ctx.store.get_state())
-
-    return outcome(Untyped(timeout=5))
-
-
-@trigger("collect_events needs at least one expected event type")
-def _collect_nothing() -> Produced:
-    class CollectsNothing(Workflow):
-        @step
-        async def start(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-            ctx.collect_events(ev, [])
-            return StopEvent()
-
-    return outcome(CollectsNothing(timeout=5))
-
-
-@trigger(
-    "collect_events got <Event>, which is none of the expected types [<types>]; pass only "
-    "events of the expected types"
-)
-def _collect_wrong_type() -> Produced:
-    class CollectsWrong(Workflow):
-        @step
-        async def start(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-            ctx.collect_events(ev, [Middle, Other])
-            return StopEvent()
-
-    return outcome(CollectsWrong(timeout=5))
-
-
-@trigger("<Event> has no field '<key>'")
-def _event_has_no_field() -> Produced:
-    return raised(lambda: Middle()["missing"])
-
-
 # ---- timeouts
-
-
-@trigger(
-    "workflow <Workflow> timed out after <timeout>s; steps still active: <steps>. Raise "
-    "Workflow(timeout=...) or pass timeout=None"
-)
-def _run_timeout() -> Produced:
-    class Slow(Workflow):
-        @step
-        async def crawl(self, ev: StartEvent) -> StopEvent:
-            await asyncio.sleep(5)
-            return StopEvent()
-
-    return outcome(Slow(timeout=0.05))
-
-
-@trigger(
-    "step '<step>' timed out after <timeout>s (its @step timeout); steps still active: <steps>"
-)
-def _step_timeout() -> Produced:
-    class SlowStep(Workflow):
-        @step(timeout=0.05)
-        async def dawdle(self, ev: StartEvent) -> StopEvent:
-            await asyncio.sleep(5)
-            return StopEvent()
-
-    return outcome(SlowStep(timeout=5))
-
-
-@trigger(
-    "step '<step>' waited <timeout>s for <Event> and none arrived; send it with "
-    "ctx.send_event(...) or raise the timeout"
-)
-def _step_wait_timeout() -> Produced:
-    class Asks(Workflow):
-        @step
-        async def ask(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-            await ctx.wait_for_event(HumanResponseEvent, timeout=0.05)
-            return StopEvent()
-
-    return outcome(Asks(timeout=5))
 
 
 class Parked(Workflow):

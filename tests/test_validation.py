@@ -2,12 +2,26 @@
 
 import asyncio
 import re
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from _helpers import drain
+from _helpers import (
+    AcceptsStop,
+    Empty,
+    Leftover,
+    Minimal,
+    NoEventParam,
+    NoReturn,
+    NoStart,
+    NoStop,
+    Orphan,
+    TwoEventParams,
+    TwoStarts,
+    Unconsumed,
+    Unproduced,
+    drain,
+)
 from stepstream import (
     Context,
     Event,
@@ -19,30 +33,6 @@ from stepstream import (
     WorkflowValidationError,
     step,
 )
-
-
-class Middle(Event):
-    pass
-
-
-class Other(Event):
-    pass
-
-
-class Orphan(Event):
-    pass
-
-
-class Leftover(Event):
-    pass
-
-
-class StartA(StartEvent):
-    pass
-
-
-class StartB(StartEvent):
-    pass
 
 
 class Progress(Event):
@@ -60,167 +50,47 @@ class AnswerEvent(HumanResponseEvent):
 # --- one problem per workflow --------------------------------------------------------------
 
 
-def _no_start_step() -> type[Workflow]:
-    class NoStart(Workflow):
-        @step
-        async def a(self, ev: Middle) -> Other:
-            return Other()
-
-        @step
-        async def b(self, ev: Other) -> Middle | StopEvent:
-            return StopEvent()
-
-    return NoStart
-
-
-def _no_stop_step() -> type[Workflow]:
-    class NoStop(Workflow):
-        @step
-        async def start(self, ev: StartEvent) -> Middle:
-            return Middle()
-
-        @step
-        async def mid(self, ev: Middle) -> None:
-            return None
-
-    return NoStop
-
-
-def _produced_never_consumed() -> type[Workflow]:
-    class Unconsumed(Workflow):
-        @step
-        async def start(self, ev: StartEvent) -> StopEvent | Leftover:
-            return StopEvent()
-
-    return Unconsumed
-
-
-def _consumed_never_produced() -> type[Workflow]:
-    class Unproduced(Workflow):
-        @step
-        async def start(self, ev: StartEvent) -> StopEvent:
-            return StopEvent()
-
-        @step
-        async def extra(self, ev: Orphan) -> StopEvent:
-            return StopEvent()
-
-    return Unproduced
-
-
-def _step_without_event_parameter() -> type[Workflow]:
-    class NoEventParam(Workflow):
-        @step
-        async def start(self, ev: StartEvent) -> StopEvent:
-            return StopEvent()
-
-        @step
-        async def lonely(self, ctx: Context[Any]) -> StopEvent:
-            return StopEvent()
-
-    return NoEventParam
-
-
-def _two_start_event_types() -> type[Workflow]:
-    class TwoStarts(Workflow):
-        @step
-        async def first(self, ev: StartA) -> StopEvent:
-            return StopEvent()
-
-        @step
-        async def second(self, ev: StartB) -> StopEvent:
-            return StopEvent()
-
-    return TwoStarts
-
-
-def _step_accepting_stop_event() -> type[Workflow]:
-    class AcceptsStop(Workflow):
-        @step
-        async def start(self, ev: StartEvent) -> StopEvent:
-            return StopEvent()
-
-        @step
-        async def after(self, ev: StopEvent) -> None:
-            return None
-
-    return AcceptsStop
-
-
-def _step_without_return_annotation() -> type[Workflow]:
-    class NoReturn(Workflow):
-        @step
-        async def start(self, ev: StartEvent):  # type: ignore[no-untyped-def]  # noqa: ANN202
-            return StopEvent()
-
-    return NoReturn
-
-
-def _two_event_parameters() -> type[Workflow]:
-    class TwoEventParams(Workflow):
-        @step
-        async def start(self, ev: StartEvent, other: Middle) -> StopEvent:
-            return StopEvent()
-
-    return TwoEventParams
-
-
-def _no_steps() -> type[Workflow]:
-    class Empty(Workflow):
-        def not_a_step(self, ev: StartEvent) -> StopEvent:
-            return StopEvent()
-
-    return Empty
-
-
 @pytest.mark.parametrize(
-    ("make", "problem"),
+    ("workflow_cls", "problem"),
     [
-        pytest.param(_no_start_step, r"no step accepts StartEvent", id="no-start-step"),
-        pytest.param(_no_stop_step, r"no step can return a StopEvent", id="no-stop-step"),
+        pytest.param(NoStart, r"no step accepts StartEvent", id="no-start-step"),
+        pytest.param(NoStop, r"no step can return a StopEvent", id="no-stop-step"),
         pytest.param(
-            _produced_never_consumed,
+            Unconsumed,
             r"event type Leftover is produced by 'start' but no step accepts it",
             id="produced-never-consumed",
         ),
         pytest.param(
-            _consumed_never_produced,
+            Unproduced,
             r"event type Orphan is accepted by step 'extra' but no step produces it",
             id="consumed-never-produced",
         ),
         pytest.param(
-            _step_without_event_parameter,
-            r"step 'lonely' has no event parameter",
-            id="no-event-parameter",
+            NoEventParam, r"step 'lonely' has no event parameter", id="no-event-parameter"
         ),
         pytest.param(
-            _two_start_event_types,
+            TwoStarts,
             r"more than one StartEvent type is accepted \(StartA by first; StartB by second\)",
             id="two-start-event-types",
         ),
         pytest.param(
-            _step_accepting_stop_event,
+            AcceptsStop,
             r"step 'after' accepts StopEvent, a StopEvent",
             id="step-accepts-stop-event",
         ),
+        pytest.param(NoReturn, r"step 'start' has no return annotation", id="no-return-annotation"),
         pytest.param(
-            _step_without_return_annotation,
-            r"step 'start' has no return annotation",
-            id="no-return-annotation",
-        ),
-        pytest.param(
-            _two_event_parameters,
+            TwoEventParams,
             r"step 'start': more than one event parameter \('other'\)",
             id="two-event-parameters",
         ),
-        pytest.param(_no_steps, r"workflow Empty has no steps", id="no-steps"),
+        pytest.param(Empty, r"workflow Empty has no steps", id="no-steps"),
     ],
 )
 def test_single_problem_is_reported_at_instantiation(
-    make: Callable[[], type[Workflow]], problem: str
+    workflow_cls: type[Workflow], problem: str
 ) -> None:
     """A workflow with exactly one problem raises WorkflowValidationError describing it."""
-    workflow_cls = make()  # defining the class does not validate it
     with pytest.raises(WorkflowValidationError, match=problem) as info:
         workflow_cls()
     assert len(info.value.problems) == 1
@@ -303,10 +173,9 @@ def test_signature_and_graph_problems_are_listed_in_one_error() -> None:
 
 def test_invalid_workflow_fails_on_every_instantiation() -> None:
     """An invalid workflow class raises each time it is instantiated, not only the first time."""
-    workflow_cls = _no_stop_step()
     for _ in range(2):
         with pytest.raises(WorkflowValidationError, match="no step can return a StopEvent"):
-            workflow_cls()
+            NoStop()
 
 
 # --- exemptions and valid shapes ------------------------------------------------------------
@@ -383,12 +252,6 @@ def test_several_steps_may_accept_the_same_start_event_type() -> None:
 
 
 # --- Workflow(timeout=...) ------------------------------------------------------------------
-
-
-class Minimal(Workflow):
-    @step
-    async def only(self, ev: StartEvent) -> StopEvent:
-        return StopEvent()
 
 
 @pytest.mark.parametrize(
