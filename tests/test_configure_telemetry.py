@@ -7,6 +7,7 @@ to tmp_path and runs it with this interpreter; the test process never configures
 import json
 import re
 import socket
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,19 @@ async def run_chatty(n: int) -> int:
 """
 
 
+def seed_script(
+    tmp_path: Path, body: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run SEED_RUN followed by ``body`` as a script in tmp_path."""
+    return run_script(tmp_path, SEED_RUN + body, env)
+
+
+def assert_left_nothing(proc: subprocess.CompletedProcess[str], tmp_path: Path) -> None:
+    """The script wrote nothing to stderr and no file next to itself."""
+    assert proc.stderr == ""
+    assert files_in(tmp_path) == [SCRIPT_NAME]
+
+
 def files_in(path: Path) -> list[str]:
     """Names of the entries of ``path``, sorted."""
     return sorted(p.name for p in path.iterdir())
@@ -87,18 +101,16 @@ def spans_by_name(path: Path) -> dict[str, list[dict[str, Any]]]:
 
 def test_unconfigured_seed_run_prints_nothing_and_writes_no_file(tmp_path: Path) -> None:
     """With no configuration, a seed run adds no output to the script's own and writes no file."""
-    proc = run_script(
+    proc = seed_script(
         tmp_path,
-        SEED_RUN
-        + """
+        """
 run_id, types = asyncio.run(run_seed())
 print(f"script: {len(types)} events")
 """,
     )
     assert proc.returncode == 0, proc.stderr
     assert re.fullmatch(r"script: \d+ events\n", proc.stdout), proc.stdout
-    assert proc.stderr == ""
-    assert files_in(tmp_path) == [SCRIPT_NAME]
+    assert_left_nothing(proc, tmp_path)
 
 
 # -- the embedded default ---------------------------------------------------------------
@@ -106,10 +118,9 @@ print(f"script: {len(types)} events")
 
 def test_configure_telemetry_writes_traces_logs_and_metrics_files(tmp_path: Path) -> None:
     """Without an endpoint, traces.jsonl, logs.jsonl and metrics.jsonl land in the directory."""
-    proc = run_script(
+    proc = seed_script(
         tmp_path,
-        SEED_RUN
-        + """
+        """
 from stepstream.telemetry import configure_telemetry
 
 handle = configure_telemetry(directory="telemetry")
@@ -184,10 +195,9 @@ first.shutdown()
 
 def test_default_directory_is_dot_stepstream(tmp_path: Path) -> None:
     """configure_telemetry() without a directory writes its files to ./.stepstream."""
-    proc = run_script(
+    proc = seed_script(
         tmp_path,
-        SEED_RUN
-        + """
+        """
 from stepstream.telemetry import configure_telemetry
 
 handle = configure_telemetry()
@@ -203,10 +213,9 @@ print(json.dumps({"ok": True}))
 
 def test_otel_sdk_disabled_sets_up_nothing(tmp_path: Path) -> None:
     """With OTEL_SDK_DISABLED=true configure_telemetry() sets no provider and writes nothing."""
-    proc = run_script(
+    proc = seed_script(
         tmp_path,
-        SEED_RUN
-        + """
+        """
 from opentelemetry import metrics, trace
 from stepstream.telemetry import configure_telemetry
 
@@ -231,16 +240,14 @@ handle.shutdown()
     assert summary["global_tracer_provider"] == "ProxyTracerProvider"
     assert summary["global_meter_provider"] == "_ProxyMeterProvider"
     assert summary["events"] > 100
-    assert proc.stderr == ""
-    assert files_in(tmp_path) == [SCRIPT_NAME]
+    assert_left_nothing(proc, tmp_path)
 
 
 def test_existing_tracer_provider_is_kept_with_a_telemetry_warning(tmp_path: Path) -> None:
     """An application's TracerProvider is kept, with a TelemetryWarning, and receives the spans."""
-    proc = run_script(
+    proc = seed_script(
         tmp_path,
-        SEED_RUN
-        + """
+        """
 import warnings
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -377,10 +384,9 @@ handle.shutdown()
 
 def test_aflush_exports_everything_and_shutdown_closes_the_handle(tmp_path: Path) -> None:
     """await aflush() returns True with the run on disk; shutdown() is idempotent and final."""
-    proc = run_script(
+    proc = seed_script(
         tmp_path,
-        SEED_RUN
-        + """
+        """
 from pathlib import Path
 from stepstream.telemetry import configure_telemetry
 

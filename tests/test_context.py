@@ -435,28 +435,29 @@ class Last(Event):
     pass
 
 
+async def visit(ctx: Context[Tally], name: str) -> None:
+    """Count a visit of the step ``name`` in the typed state."""
+    async with ctx.store.edit_state() as state:
+        state.count += 1
+        state.visited.append(name)
+
+
 class Stateful(Workflow):
     """Three steps each edit the typed state; the last returns it."""
 
     @step
     async def first(self, ctx: Context[Tally], ev: StartEvent) -> Middle:
-        async with ctx.store.edit_state() as state:
-            state.count += 1
-            state.visited.append("first")
+        await visit(ctx, "first")
         return Middle()
 
     @step
     async def second(self, ctx: Context[Tally], ev: Middle) -> Last:
-        async with ctx.store.edit_state() as state:
-            state.count += 1
-            state.visited.append("second")
+        await visit(ctx, "second")
         return Last()
 
     @step
     async def third(self, ctx: Context[Tally], ev: Last) -> StopEvent:
-        async with ctx.store.edit_state() as state:
-            state.count += 1
-            state.visited.append("third")
+        await visit(ctx, "third")
         return StopEvent(result=await ctx.store.get_state())
 
 

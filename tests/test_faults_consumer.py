@@ -33,6 +33,9 @@ from stepstream import (
 from stepstream.telemetry import attributes as attrs
 from stepstream.testing import CapturedTelemetry
 
+#: Every test records its runs' telemetry and checks that nothing complained.
+pytestmark = pytest.mark.usefixtures("tel", "complaints")
+
 #: What asyncio and OpenTelemetry log when a task or a context is mishandled.
 COMPLAINTS = (
     "Task was destroyed but it is pending",
@@ -82,6 +85,23 @@ class Ticker(Workflow):
         return StopEvent(result=ev.n)
 
 
+class Gated(Workflow):
+    """Writes Tick 0, waits for ``gate``, writes Tick 1, sets ``reached_end``, returns "done"."""
+
+    def __init__(self) -> None:
+        super().__init__(timeout=5)
+        self.gate = asyncio.Event()
+        self.reached_end = asyncio.Event()
+
+    @step
+    async def work(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+        ctx.write_event_to_stream(Tick(n=0))
+        await self.gate.wait()
+        ctx.write_event_to_stream(Tick(n=1))
+        self.reached_end.set()
+        return StopEvent(result="done")
+
+
 def ticks(events: list[Event]) -> list[int]:
     """The numbers of the Tick events among ``events``."""
     return [ev.n for ev in events if isinstance(ev, Tick)]
@@ -103,7 +123,7 @@ async def read(handler: WorkflowHandler, limit: int | None = None) -> list[Event
 
 @pytest.mark.asyncio
 async def test_breaking_out_early_leaves_the_run_going_and_a_new_loop_resumes(
-    tel: CapturedTelemetry, complaints: list[str]
+    tel: CapturedTelemetry,
 ) -> None:
     """After a break the run completes unread; the next stream_events() resumes at event 3."""
     wf = Ticker(pause=0.001)
@@ -122,9 +142,7 @@ async def test_breaking_out_early_leaves_the_run_going_and_a_new_loop_resumes(
 
 
 @pytest.mark.asyncio
-async def test_breaking_out_repeatedly_loses_and_repeats_nothing(
-    tel: CapturedTelemetry, complaints: list[str]
-) -> None:
+async def test_breaking_out_repeatedly_loses_and_repeats_nothing() -> None:
     """Reading a live stream one event per loop, many loops, yields each event exactly once."""
     handler = Ticker(pause=0.002).run(n=20)
     seen: list[Event] = []
@@ -135,9 +153,7 @@ async def test_breaking_out_repeatedly_loses_and_repeats_nothing(
 
 
 @pytest.mark.asyncio
-async def test_never_iterating_buffers_every_event(
-    tel: CapturedTelemetry, complaints: list[str]
-) -> None:
+async def test_never_iterating_buffers_every_event() -> None:
     """A caller that only awaits the result gets it; every event stays readable afterwards."""
     handler = Ticker().run(n=50)
     async with asyncio.timeout(5):
@@ -148,9 +164,7 @@ async def test_never_iterating_buffers_every_event(
 
 
 @pytest.mark.asyncio
-async def test_never_iterating_nor_awaiting_a_failed_run_is_quiet(
-    tel: CapturedTelemetry, complaints: list[str]
-) -> None:
+async def test_never_iterating_nor_awaiting_a_failed_run_is_quiet(tel: CapturedTelemetry) -> None:
     """A failing run nobody reads or awaits logs no 'exception was never retrieved'."""
 
     class Fails(Workflow):
@@ -174,7 +188,7 @@ async def test_never_iterating_nor_awaiting_a_failed_run_is_quiet(
 
 
 @pytest.mark.asyncio
-async def test_iterating_from_another_task(tel: CapturedTelemetry, complaints: list[str]) -> None:
+async def test_iterating_from_another_task() -> None:
     """A task other than the one that started the run can read the whole stream."""
     handler = Ticker(pause=0.001).run(n=10)
     reader = asyncio.create_task(read(handler))
@@ -185,9 +199,7 @@ async def test_iterating_from_another_task(tel: CapturedTelemetry, complaints: l
 
 
 @pytest.mark.asyncio
-async def test_sequential_iteration_from_two_tasks_splits_the_stream(
-    tel: CapturedTelemetry, complaints: list[str]
-) -> None:
+async def test_sequential_iteration_from_two_tasks_splits_the_stream() -> None:
     """One task reads four events and stops; another task then reads the rest, no gap."""
     handler = Ticker(pause=0.001).run(n=10)
     async with asyncio.timeout(5):
@@ -198,21 +210,10 @@ async def test_sequential_iteration_from_two_tasks_splits_the_stream(
 
 
 @pytest.mark.asyncio
-async def test_a_second_concurrent_iterator_is_rejected(
-    tel: CapturedTelemetry, complaints: list[str]
-) -> None:
+async def test_a_second_concurrent_iterator_is_rejected() -> None:
     """While one task is parked in `async for`, another iterator raises; the first is unharmed."""
-    gate = asyncio.Event()
-
-    class Gated(Workflow):
-        @step
-        async def work(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-            ctx.write_event_to_stream(Tick(n=0))
-            await gate.wait()
-            ctx.write_event_to_stream(Tick(n=1))
-            return StopEvent(result="done")
-
-    handler = Gated(timeout=5).run()
+    wf = Gated()
+    handler = wf.run()
     got_first = asyncio.Event()
 
     async def first_reader() -> list[Event]:
@@ -229,7 +230,7 @@ async def test_a_second_concurrent_iterator_is_rejected(
     with pytest.raises(WorkflowRuntimeError, match="already being iterated by another task"):
         async with asyncio.timeout(1):
             await anext(handler.stream_events())
-    gate.set()
+    wf.gate.set()
     async with asyncio.timeout(5):
         events = await first
     assert ticks(events) == [0, 1]
@@ -241,40 +242,25 @@ async def test_a_second_concurrent_iterator_is_rejected(
 
 
 @pytest.mark.asyncio
-async def test_dropped_handler_run_still_completes_quietly(
-    tel: CapturedTelemetry, complaints: list[str]
-) -> None:
+async def test_dropped_handler_run_still_completes_quietly(tel: CapturedTelemetry) -> None:
     """A run whose handler is dropped and garbage-collected mid-run still completes."""
-    proceed = asyncio.Event()
-    reached_end = asyncio.Event()
-
-    class Detached(Workflow):
-        @step
-        async def work(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-            ctx.write_event_to_stream(Tick(n=0))
-            await proceed.wait()
-            ctx.write_event_to_stream(Tick(n=1))
-            reached_end.set()
-            return StopEvent(result="unobserved")
-
-    handler = Detached(timeout=5).run()
+    wf = Gated()
+    handler = wf.run()
     await asyncio.sleep(0.02)
     del handler
     for _ in range(3):
         gc.collect()
         await asyncio.sleep(0.01)
-    proceed.set()
+    wf.gate.set()
     async with asyncio.timeout(5):
-        await reached_end.wait()
-        while not tel.named(run_span_name("Detached")):  # noqa: ASYNC110 - the run span ends last
+        await wf.reached_end.wait()
+        while not tel.named(run_span_name("Gated")):  # noqa: ASYNC110 - the run span ends last
             await asyncio.sleep(0.01)
     assert tel.metric_sum(attrs.METRIC_RUNS_ACTIVE) == 0
 
 
 @pytest.mark.asyncio
-async def test_dropped_handlers_of_many_runs_all_complete(
-    tel: CapturedTelemetry, complaints: list[str]
-) -> None:
+async def test_dropped_handlers_of_many_runs_all_complete(tel: CapturedTelemetry) -> None:
     """Fifty runs started and forgotten at once all complete after garbage collection."""
     wf = Ticker(pause=0.01)
     for _ in range(50):
@@ -291,7 +277,7 @@ async def test_dropped_handlers_of_many_runs_all_complete(
 
 @pytest.mark.asyncio
 async def test_cancelling_the_task_awaiting_the_handler_cancels_the_run(
-    tel: CapturedTelemetry, complaints: list[str]
+    tel: CapturedTelemetry,
 ) -> None:
     """Cancelling the caller's task while it awaits the handler cancels the run's steps."""
     started = asyncio.Event()
@@ -333,9 +319,7 @@ async def test_cancelling_the_task_awaiting_the_handler_cancels_the_run(
 
 
 @pytest.mark.asyncio
-async def test_giving_up_on_a_shielded_handler_leaves_the_run_going(
-    tel: CapturedTelemetry, complaints: list[str]
-) -> None:
+async def test_giving_up_on_a_shielded_handler_leaves_the_run_going() -> None:
     """A timed-out wait on asyncio.shield(handler) stops waiting, not the run (docs advice)."""
     wf = Ticker(pause=0.02)
     handler = wf.run(n=10)
@@ -349,9 +333,7 @@ async def test_giving_up_on_a_shielded_handler_leaves_the_run_going(
 
 
 @pytest.mark.asyncio
-async def test_cancelling_a_reader_task_leaves_the_run_going(
-    tel: CapturedTelemetry, complaints: list[str]
-) -> None:
+async def test_cancelling_a_reader_task_leaves_the_run_going() -> None:
     """Cancelling a task parked in `async for` only stops that reader; the stream resumes."""
     handler = Ticker(pause=0.02).run(n=10)
     reader = asyncio.create_task(read(handler))

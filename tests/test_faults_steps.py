@@ -342,18 +342,24 @@ class HangWithStepTimeout(Workflow):
         return StopEvent()
 
 
+async def times_out(wf: Workflow, match: str) -> tuple[list[Event], WorkflowTimeoutError]:
+    """Run ``wf``, which must time out within 2 s raising ``match``; its stream and error."""
+    started = time.monotonic()
+    handler = wf.run()
+    streamed = await drain(handler)
+    with pytest.raises(WorkflowTimeoutError, match=match) as raised:
+        await handler
+    assert time.monotonic() - started < 2
+    return streamed, raised.value
+
+
 @pytest.mark.asyncio
 async def test_step_that_never_returns_hits_the_run_timeout(tel: CapturedTelemetry) -> None:
     """A hanging step ends the run at the workflow timeout, naming the step still active."""
-    started = time.monotonic()
-    handler = Hang(timeout=0.2).run()
-    streamed = await drain(handler)
     expected = r"workflow Hang timed out after 0\.2s; steps still active: hang\. Raise"
-    with pytest.raises(WorkflowTimeoutError, match=expected) as raised:
-        await handler
-    assert time.monotonic() - started < 2
-    assert raised.value.active_steps == ("hang",)
-    assert raised.value.timeout == 0.2
+    streamed, error = await times_out(Hang(timeout=0.2), expected)
+    assert error.active_steps == ("hang",)
+    assert error.timeout == 0.2
     assert [type(ev) for ev in streamed] == [Progress, WorkflowTimedOutEvent]
     terminal = streamed[-1]
     assert isinstance(terminal, WorkflowTimedOutEvent)
@@ -369,13 +375,8 @@ async def test_step_that_never_returns_hits_the_run_timeout(tel: CapturedTelemet
 @pytest.mark.asyncio
 async def test_step_that_never_returns_hits_its_step_timeout(tel: CapturedTelemetry) -> None:
     """A hanging step with @step(timeout=0.2) ends the run with a timeout naming the step."""
-    started = time.monotonic()
-    handler = HangWithStepTimeout(timeout=30).run()
-    streamed = await drain(handler)
     expected = r"step 'hang' timed out after 0\.2s \(its @step timeout\)"
-    with pytest.raises(WorkflowTimeoutError, match=expected):
-        await handler
-    assert time.monotonic() - started < 2
+    streamed, _ = await times_out(HangWithStepTimeout(timeout=30), expected)
     terminal = streamed[-1]
     assert isinstance(terminal, WorkflowTimedOutEvent)
     assert terminal.timeout == 0.2

@@ -5,7 +5,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -65,6 +65,18 @@ class Done(Event):
     side: str
 
 
+class Job(Event):
+    i: int
+
+
+class JobDone(Event):
+    i: int
+
+
+class Middle(Event):
+    n: int
+
+
 # -- workflows --------------------------------------------------------------------------
 
 
@@ -79,83 +91,41 @@ class Echo(Workflow):
         return StopEvent(result=ev.n * 2)
 
 
-class CustomStop(Workflow):
-    """Ends with a StopEvent subclass, which it also keeps for identity checks."""
+class Keeping(Workflow):
+    """Its steps keep, in ``kept``, what the test checks afterwards."""
 
-    def __init__(self) -> None:
-        super().__init__(timeout=5)
-        self.returned: list[Finished] = []
+    def __init__(self, timeout: float = 5) -> None:
+        super().__init__(timeout=timeout)
+        self.kept: list[Any] = []
+
+
+class CustomStop(Keeping):
+    """Ends with a StopEvent subclass, which it also keeps for identity checks."""
 
     @step
     async def work(self, ctx: Context[Any], ev: NumStart) -> Finished:
         done = Finished(answer=ev.n + 1)
-        self.returned.append(done)
+        self.kept.append(done)
         return done
 
 
-class ContextKeeper(Workflow):
-    """Records the Context its step receives."""
-
-    def __init__(self) -> None:
-        super().__init__(timeout=5)
-        self.seen: list[Context[Any]] = []
+class ContextKeeper(Keeping):
+    """Keeps the Context its step receives."""
 
     @step
     async def work(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-        self.seen.append(ctx)
+        self.kept.append(ctx)
         return StopEvent(result="ok")
 
 
-class Interleaved(Workflow):
-    """Two concurrent steps write to the stream, logging each write as it happens."""
-
-    def __init__(self) -> None:
-        super().__init__(timeout=5)
-        self.log: list[str] = []
-
-    @step
-    async def start(self, ctx: Context[Any], ev: StartEvent) -> LeftEvent | RightEvent | None:
-        ctx.send_event(LeftEvent())
-        ctx.send_event(RightEvent())
-        return None
-
-    async def _write(self, ctx: Context[Any], side: str, pauses: list[int]) -> None:
-        for i, pause in enumerate(pauses):
-            msg = f"{side}{i}"
-            self.log.append(msg)
-            ctx.write_event_to_stream(Progress(msg=msg))
-            for _ in range(pause):
-                await asyncio.sleep(0)
-
-    @step
-    async def left(self, ctx: Context[Any], ev: LeftEvent) -> Done:
-        await self._write(ctx, "L", [1, 2, 1, 3, 1, 1, 2, 1, 1, 1])
-        return Done(side="L")
-
-    @step
-    async def right(self, ctx: Context[Any], ev: RightEvent) -> Done:
-        await self._write(ctx, "R", [2, 1, 1, 1, 3, 1, 1, 2, 1, 1])
-        return Done(side="R")
-
-    @step
-    async def join(self, ctx: Context[Any], ev: Done) -> StopEvent | None:
-        if ctx.collect_events(ev, [Done, Done]) is None:
-            return None
-        return StopEvent(result="joined")
-
-
-class Exploding(Workflow):
+class Exploding(Keeping):
     """Writes one Progress event, then raises a ValueError it keeps."""
-
-    def __init__(self) -> None:
-        super().__init__(timeout=5)
-        self.raised: list[ValueError] = []
 
     @step
     async def explode(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
         ctx.write_event_to_stream(Progress(msg="before"))
         error = ValueError("bad input 42")
-        self.raised.append(error)
+        self.kept.append(error)
         raise error
 
 
@@ -177,12 +147,8 @@ class SlowStep(Workflow):
         return StopEvent(result="too late")
 
 
-class Cancellable(Workflow):
-    """Announces itself on the stream, then waits; records any CancelledError it sees."""
-
-    def __init__(self) -> None:
-        super().__init__(timeout=10)
-        self.observed: list[BaseException] = []
+class Cancellable(Keeping):
+    """Announces itself on the stream, then waits; keeps any CancelledError it sees."""
 
     @step
     async def wait_forever(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
@@ -190,24 +156,77 @@ class Cancellable(Workflow):
         try:
             await asyncio.sleep(5)
         except asyncio.CancelledError as exc:
-            self.observed.append(exc)
+            self.kept.append(exc)
             raise
         return StopEvent(result="not cancelled")
 
 
-class StopWins(Workflow):
-    """One branch stops the run while its sibling is still sleeping."""
-
-    def __init__(self) -> None:
-        super().__init__(timeout=10)
-        self.sibling_started = asyncio.Event()
-        self.observed: list[BaseException] = []
+class Forks(Keeping):
+    """Its start step sends one LeftEvent and one RightEvent."""
 
     @step
     async def start(self, ctx: Context[Any], ev: StartEvent) -> LeftEvent | RightEvent | None:
         ctx.send_event(LeftEvent())
         ctx.send_event(RightEvent())
         return None
+
+
+class ForkJoin(Forks):
+    """Runs ``branch`` for the left and the right event concurrently, then joins them."""
+
+    async def branch(self, ctx: Context[Any], side: str) -> None:
+        """What each branch does before it is done."""
+        raise NotImplementedError
+
+    @step
+    async def left(self, ctx: Context[Any], ev: LeftEvent) -> Done:
+        await self.branch(ctx, "L")
+        return Done(side="L")
+
+    @step
+    async def right(self, ctx: Context[Any], ev: RightEvent) -> Done:
+        await self.branch(ctx, "R")
+        return Done(side="R")
+
+    @step
+    async def join(self, ctx: Context[Any], ev: Done) -> StopEvent | None:
+        if ctx.collect_events(ev, [Done, Done]) is None:
+            return None
+        return StopEvent(result="joined")
+
+
+class Interleaved(ForkJoin):
+    """Both branches write to the stream, keeping each write as it happens."""
+
+    PAUSES: ClassVar[dict[str, list[int]]] = {
+        "L": [1, 2, 1, 3, 1, 1, 2, 1, 1, 1],
+        "R": [2, 1, 1, 1, 3, 1, 1, 2, 1, 1],
+    }
+
+    async def branch(self, ctx: Context[Any], side: str) -> None:
+        """Write ten Progress events, yielding to the loop between them as PAUSES says."""
+        for i, pause in enumerate(self.PAUSES[side]):
+            msg = f"{side}{i}"
+            self.kept.append(msg)
+            ctx.write_event_to_stream(Progress(msg=msg))
+            for _ in range(pause):
+                await asyncio.sleep(0)
+
+
+class TwoSlow(ForkJoin):
+    """Both branches sleep 0.3 s."""
+
+    async def branch(self, ctx: Context[Any], side: str) -> None:
+        """Sleep 0.3 s."""
+        await asyncio.sleep(0.3)
+
+
+class StopWins(Forks):
+    """One branch stops the run while its sibling is still sleeping."""
+
+    def __init__(self) -> None:
+        super().__init__(timeout=10)
+        self.sibling_started = asyncio.Event()
 
     @step
     async def sibling(self, ctx: Context[Any], ev: LeftEvent) -> Done:
@@ -216,7 +235,7 @@ class StopWins(Workflow):
         try:
             await asyncio.sleep(5)
         except asyncio.CancelledError as exc:
-            self.observed.append(exc)
+            self.kept.append(exc)
             ctx.write_event_to_stream(Progress(msg="sibling after stop"))
             raise
         ctx.write_event_to_stream(Progress(msg="sibling finished"))
@@ -230,40 +249,6 @@ class StopWins(Workflow):
     @step
     async def never(self, ctx: Context[Any], ev: Done) -> StopEvent:
         return StopEvent(result="sibling won")
-
-
-class TwoSlow(Workflow):
-    """Two steps sleeping 0.3 s each on different events, joined at the end."""
-
-    @step
-    async def start(self, ctx: Context[Any], ev: StartEvent) -> LeftEvent | RightEvent | None:
-        ctx.send_event(LeftEvent())
-        ctx.send_event(RightEvent())
-        return None
-
-    @step
-    async def left(self, ctx: Context[Any], ev: LeftEvent) -> Done:
-        await asyncio.sleep(0.3)
-        return Done(side="L")
-
-    @step
-    async def right(self, ctx: Context[Any], ev: RightEvent) -> Done:
-        await asyncio.sleep(0.3)
-        return Done(side="R")
-
-    @step
-    async def join(self, ctx: Context[Any], ev: Done) -> StopEvent | None:
-        if ctx.collect_events(ev, [Done, Done]) is None:
-            return None
-        return StopEvent(result="both")
-
-
-class Job(Event):
-    i: int
-
-
-class JobDone(Event):
-    i: int
 
 
 class Bounded(Workflow):
@@ -296,10 +281,6 @@ class Bounded(Workflow):
         if done is None:
             return None
         return StopEvent(result=sorted(e.i for e in done if isinstance(e, JobDone)))
-
-
-class Middle(Event):
-    n: int
 
 
 class TwoStep(Workflow):
@@ -340,7 +321,7 @@ async def test_await_handler_gives_a_custom_stop_event_itself() -> None:
     wf = CustomStop()
     result = await wf.run(n=4)
     assert isinstance(result, Finished)
-    assert result is wf.returned[0]
+    assert result is wf.kept[0]
     assert result.answer == 5
 
 
@@ -362,8 +343,8 @@ async def test_handler_ctx_is_the_runs_context() -> None:
     handler = wf.run()
     assert isinstance(handler.ctx, Context)
     await handler
-    assert wf.seen == [handler.ctx]
-    assert wf.seen[0] is handler.ctx
+    assert wf.kept == [handler.ctx]
+    assert wf.kept[0] is handler.ctx
 
 
 # -- the stream -------------------------------------------------------------------------
@@ -389,7 +370,7 @@ async def test_stream_orders_concurrent_writes_as_they_happened() -> None:
     events = await drain(handler)
     assert await handler == "joined"
     streamed = messages(events)
-    assert streamed == wf.log
+    assert streamed == wf.kept
     assert sorted(streamed) == sorted([f"L{i}" for i in range(10)] + [f"R{i}" for i in range(10)])
     # The two steps really interleaved, so the order is not simply one step after the other.
     assert streamed[:10] != [f"L{i}" for i in range(10)]
@@ -468,7 +449,7 @@ async def test_await_handler_raises_the_steps_own_exception() -> None:
     handler = wf.run()
     with pytest.raises(ValueError, match="bad input 42") as exc_info:
         await handler
-    assert exc_info.value is wf.raised[0]
+    assert exc_info.value is wf.kept[0]
 
 
 # -- timeout ----------------------------------------------------------------------------
@@ -508,7 +489,7 @@ async def test_timeout_ends_the_run_naming_the_slow_step(
 @pytest.mark.asyncio
 async def test_cancel_run_cancels_steps_and_ends_the_stream() -> None:
     """cancel_run() cancels the running step, ends the stream and fails the handler."""
-    wf = Cancellable()
+    wf = Cancellable(timeout=10)
     handler = wf.run()
     async with asyncio.timeout(2):
         async for ev in handler.stream_events():
@@ -520,8 +501,8 @@ async def test_cancel_run_cancels_steps_and_ends_the_stream() -> None:
     assert isinstance(rest[0], WorkflowCancelledEvent)
     with pytest.raises(WorkflowCancelledError):
         await handler
-    assert len(wf.observed) == 1
-    assert isinstance(wf.observed[0], asyncio.CancelledError)
+    assert len(wf.kept) == 1
+    assert isinstance(wf.kept[0], asyncio.CancelledError)
 
 
 @pytest.mark.asyncio
@@ -533,8 +514,8 @@ async def test_stop_event_cancels_in_flight_siblings() -> None:
     events = await drain(handler)
     assert await handler == "stopped"
     assert time.monotonic() - began < 2
-    assert len(wf.observed) == 1
-    assert isinstance(wf.observed[0], asyncio.CancelledError)
+    assert len(wf.kept) == 1
+    assert isinstance(wf.kept[0], asyncio.CancelledError)
     assert "sibling before stop" in messages(events)
     assert "sibling finished" not in messages(events)
     assert type(events[-1]) is StopEvent
@@ -548,7 +529,7 @@ async def test_writes_of_cancelled_siblings_do_not_reach_the_stream() -> None:
     handler = wf.run()
     events = await drain(handler)
     assert await handler == "stopped"
-    assert len(wf.observed) == 1  # the sibling did write while being cancelled
+    assert len(wf.kept) == 1  # the sibling did write while being cancelled
     assert messages(events) == ["sibling before stop"]
     assert type(events[-1]) is StopEvent
 
@@ -560,7 +541,7 @@ async def test_writes_of_cancelled_siblings_do_not_reach_the_stream() -> None:
 async def test_steps_on_different_events_run_concurrently() -> None:
     """Two 0.3 s steps on different events overlap, taking well under 0.6 s in total."""
     began = time.monotonic()
-    assert await TwoSlow(timeout=5).run() == "both"
+    assert await TwoSlow().run() == "joined"
     assert time.monotonic() - began < 0.5
 
 
