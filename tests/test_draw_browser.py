@@ -142,12 +142,21 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Rendered]:
     return {name: render(work / f"{name}.html", work) for name in ("timeline", "flow")}
 
 
-def test_timeline_screenshot_is_a_rendered_chart(pages: dict[str, Rendered]) -> None:
-    """The run page's screenshot is full size, far from blank, and shows the ok-green bars."""
-    width, height, colours = png_pixels(pages["timeline"].png)
+@pytest.mark.parametrize(
+    ("page", "least_colours", "colour"),
+    [
+        pytest.param("timeline", 50, OK_GREEN, id="run-page-shows-ok-green-bars"),
+        pytest.param("flow", 20, STEP_BLUE, id="draw-page-shows-step-boxes"),
+    ],
+)
+def test_screenshot_is_a_rendered_page(
+    pages: dict[str, Rendered], page: str, least_colours: int, colour: tuple[int, int, int]
+) -> None:
+    """The run page's and the ``draw`` page's screenshots: full size, far from blank, coloured."""
+    width, height, colours = png_pixels(pages[page].png)
     assert (width, height) == (WIDTH, HEIGHT)
-    assert len(colours) > 50
-    assert OK_GREEN in colours
+    assert len(colours) > least_colours
+    assert colour in colours
 
 
 def test_timeline_dom_has_the_steps_and_no_console_output(pages: dict[str, Rendered]) -> None:
@@ -159,14 +168,6 @@ def test_timeline_dom_has_the_steps_and_no_console_output(pages: dict[str, Rende
     assert dom.count('class="bar"') >= 1 + len(STEPS)  # the run span and the step spans
     assert "<svg" in dom
     assert pages["timeline"].console == []
-
-
-def test_draw_screenshot_is_a_rendered_graph(pages: dict[str, Rendered]) -> None:
-    """The ``draw`` page's screenshot is full size, far from blank, and shows the step boxes."""
-    width, height, colours = png_pixels(pages["flow"].png)
-    assert (width, height) == (WIDTH, HEIGHT)
-    assert len(colours) > 20
-    assert STEP_BLUE in colours
 
 
 def test_draw_dom_has_the_steps_and_no_console_output(pages: dict[str, Rendered]) -> None:

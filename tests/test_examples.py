@@ -13,6 +13,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from _helpers import EXAMPLES, drain, import_file, parent_id, run_command, span_id, trace_id
 from stepstream import (
+    Event,
     HumanResponseEvent,
     InputRequiredEvent,
     StopEvent,
@@ -27,6 +28,18 @@ from stepstream.testing import CapturedTelemetry
 def load_example(name: str) -> ModuleType:
     """Import ``examples/<name>.py`` from its path (once per test session)."""
     return import_file(EXAMPLES / f"{name}.py", f"_example_{name}")
+
+
+async def run_example(
+    name: str, workflow: str, sdk: CapturedTelemetry, **start: Any
+) -> tuple[ModuleType, list[Event], Any]:
+    """Run ``workflow`` of examples/<name>.py, recording into ``sdk``: module, stream, result."""
+    mod = load_example(name)
+    handler: WorkflowHandler = getattr(mod, workflow)(
+        timeout=10, tracer_provider=sdk.tracer_provider
+    ).run(**start)
+    events = await drain(handler, timeout=10)
+    return mod, events, await handler
 
 
 def run_script(name: str, cwd: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -51,16 +64,9 @@ def test_fan_out_script_prints_progress_and_sum(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
-async def test_fan_out_join_span_links_every_worker_span(
-    sdk: CapturedTelemetry,
-) -> None:
+async def test_fan_out_join_span_links_every_worker_span(sdk: CapturedTelemetry) -> None:
     """The join span that completes the collection links to the span of every worker."""
-    mod = load_example("fan_out")
-    handler: WorkflowHandler = mod.FanOutWorkflow(
-        timeout=10, tracer_provider=sdk.tracer_provider
-    ).run(n=6)
-    events = await drain(handler, timeout=10)
-    result = await handler
+    mod, events, result = await run_example("fan_out", "FanOutWorkflow", sdk, n=6)
     assert result == {"squares": [0, 1, 4, 9, 16, 25], "sum": 55}
     progress = [ev for ev in events if isinstance(ev, mod.ProgressEvent)]
     assert len(progress) == 1 + 6 + 1
@@ -119,16 +125,10 @@ def test_retries_script_prints_a_line_per_attempt(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
-async def test_retries_record_one_span_per_attempt(
-    sdk: CapturedTelemetry,
-) -> None:
+async def test_retries_record_one_span_per_attempt(sdk: CapturedTelemetry) -> None:
     """Each attempt of the flaky step is a span; the first two are ERROR, the third is not."""
-    mod = load_example("retries")
-    handler: WorkflowHandler = mod.FlakyWorkflow(
-        timeout=10, tracer_provider=sdk.tracer_provider
-    ).run()
-    events = await drain(handler, timeout=10)
-    assert await handler == "fetched after 3 attempts"
+    mod, events, result = await run_example("retries", "FlakyWorkflow", sdk)
+    assert result == "fetched after 3 attempts"
     assert [ev.attempt for ev in events if isinstance(ev, mod.AttemptEvent)] == [1, 2, 3]
     attempts = sdk.named("run_step fetch")
     assert [s.attributes[attrs.STEP_ATTEMPT] for s in attempts if s.attributes] == [1, 2, 3]
@@ -171,12 +171,7 @@ async def test_nested_inner_run_span_is_a_child_of_the_outer_step_span(
     sdk: CapturedTelemetry,
 ) -> None:
     """The inner run span's parent is the outer step that ran it, in the outer run's trace."""
-    mod = load_example("nested")
-    handler: WorkflowHandler = mod.OuterWorkflow(
-        timeout=10, tracer_provider=sdk.tracer_provider
-    ).run(topic="otters")
-    events = await drain(handler, timeout=10)
-    result = await handler
+    mod, events, result = await run_example("nested", "OuterWorkflow", sdk, topic="otters")
     assert result.startswith("The habitat of otters is fascinating.")
     sources = [ev.source for ev in events if isinstance(ev, mod.ProgressEvent)]
     assert sources == ["outer", "inner", "inner", "inner", "inner", "outer"]
@@ -210,6 +205,17 @@ async def http_get(port: int, target: str) -> tuple[str, str]:
     return head, body
 
 
+async def get_from_sse_app(target: str, *app: Any) -> tuple[str, str]:
+    """Serve examples/sse_app.py (``app`` as given to serve) on a free port and GET ``target``."""
+    server: asyncio.Server = await load_example("sse_app").serve("127.0.0.1", 0, *app)
+    try:
+        port: int = server.sockets[0].getsockname()[1]
+        return await http_get(port, target)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 def parse_sse(body: str) -> list[tuple[str, Any]]:
     """Split an SSE body into (event name, decoded JSON data) pairs."""
     messages: list[tuple[str, Any]] = []
@@ -223,18 +229,10 @@ def parse_sse(body: str) -> list[tuple[str, Any]]:
 
 
 @pytest.mark.asyncio
-async def test_sse_app_streams_events_under_the_request_span(
-    sdk: CapturedTelemetry,
-) -> None:
+async def test_sse_app_streams_events_under_the_request_span(sdk: CapturedTelemetry) -> None:
     """GET /run streams each event and the result as SSE; the run span's parent is the request."""
-    mod = load_example("sse_app")
-    server: asyncio.Server = await mod.serve("127.0.0.1", 0, mod.make_app(sdk.tracer_provider))
-    try:
-        port: int = server.sockets[0].getsockname()[1]
-        head, body = await http_get(port, "/run?topic=otters")
-    finally:
-        server.close()
-        await server.wait_closed()
+    app = load_example("sse_app").make_app(sdk.tracer_provider)
+    head, body = await get_from_sse_app("/run?topic=otters", app)
     status, *headers = head.split("\r\n")
     assert status == "HTTP/1.1 200 OK"
     assert "Content-Type: text/event-stream" in headers
@@ -257,13 +255,6 @@ async def test_sse_app_streams_events_under_the_request_span(
 @pytest.mark.asyncio
 async def test_sse_app_answers_other_paths_with_404() -> None:
     """A request for anything but GET /run gets a 404 and no run."""
-    mod = load_example("sse_app")
-    server: asyncio.Server = await mod.serve("127.0.0.1", 0)
-    try:
-        port: int = server.sockets[0].getsockname()[1]
-        head, body = await http_get(port, "/elsewhere")
-    finally:
-        server.close()
-        await server.wait_closed()
+    head, body = await get_from_sse_app("/elsewhere")
     assert head.startswith("HTTP/1.1 404 Not Found")
     assert "GET /run" in body

@@ -62,21 +62,23 @@ class Middle(Event):
     n: int
 
 
+async def write_ticks(ctx: Context[Any], text: str) -> None:
+    for i in range(EVENTS):
+        ctx.write_event_to_stream(Tick(i=i, text=text))
+        await asyncio.sleep(random.uniform(0, JITTER) if JITTER else 0)
+
+
 class Small(Workflow):
     """Two steps; each writes EVENTS events to the stream."""
 
     @step
     async def first(self, ctx: Context[Any], ev: StartEvent) -> Middle:
-        for i in range(EVENTS):
-            ctx.write_event_to_stream(Tick(i=i, text="first"))
-            await asyncio.sleep(random.uniform(0, JITTER) if JITTER else 0)
+        await write_ticks(ctx, "first")
         return Middle(n=ev.n)
 
     @step
     async def second(self, ctx: Context[Any], ev: Middle) -> StopEvent:
-        for i in range(EVENTS):
-            ctx.write_event_to_stream(Tick(i=i, text="second"))
-            await asyncio.sleep(random.uniform(0, JITTER) if JITTER else 0)
+        await write_ticks(ctx, "second")
         return StopEvent(result=ev.n)
 
 

@@ -286,9 +286,9 @@ def test_every_dashboard_query_returns_data(outcomes: dict[str, Outcome]) -> Non
     assert not empty, f"queries without data: {empty}"
 
 
-def test_every_variable_query_returns_values(prometheus: str, outcomes: dict[str, Outcome]) -> None:
+@pytest.mark.usefixtures("outcomes")
+def test_every_variable_query_returns_values(prometheus: str) -> None:
     """label_values() of each dashboard variable finds series and label values."""
-    del outcomes  # only waits for the data
     checked = 0
     for query in dashboard_queries():
         if query.language != "promql-variable":
@@ -302,11 +302,9 @@ def test_every_variable_query_returns_values(prometheus: str, outcomes: dict[str
     assert checked >= 3
 
 
-def test_every_selector_of_every_query_matches_series(
-    prometheus: str, outcomes: dict[str, Outcome]
-) -> None:
+@pytest.mark.usefixtures("outcomes")
+def test_every_selector_of_every_query_matches_series(prometheus: str) -> None:
     """Each metric{labels} selector inside the queries matches series on its own."""
-    del outcomes
     selector = re.compile(r"\b(stepstream_\w+)\{[^{}]*\}")
     checked = 0
     for query in _queries():
@@ -317,22 +315,18 @@ def test_every_selector_of_every_query_matches_series(
     assert checked >= 12
 
 
-def test_the_metric_names_the_dashboards_use_are_emitted_by_the_runtime(
-    prometheus: str, outcomes: dict[str, Outcome]
-) -> None:
+@pytest.mark.usefixtures("outcomes")
+def test_the_metric_names_the_dashboards_use_are_emitted_by_the_runtime(prometheus: str) -> None:
     """Every stepstream_* name in a query is a series the runtime exposes."""
-    del outcomes
     emitted = set(_api(prometheus, "/api/v1/label/__name__/values")["data"])
     names = {m for q in _queries() for m in re.findall(r"\b(stepstream_\w+)\s*[{\[]", q.expr)}
     assert names, "no metric names found"
     assert names <= emitted, f"not emitted: {sorted(names - emitted)}"
 
 
-def test_the_runtime_emits_the_documented_series_and_labels(
-    prometheus: str, outcomes: dict[str, Outcome]
-) -> None:
+@pytest.mark.usefixtures("outcomes")
+def test_the_runtime_emits_the_documented_series_and_labels(prometheus: str) -> None:
     """The five instruments become exactly the documented series, with their labels."""
-    del outcomes
     emitted = {
         n
         for n in _api(prometheus, "/api/v1/label/__name__/values")["data"]
@@ -350,11 +344,9 @@ def test_the_runtime_emits_the_documented_series_and_labels(
             assert labelset["service_name"] == SERVICE_NAME
 
 
-def test_failures_retries_and_timeouts_reach_prometheus(
-    prometheus: str, outcomes: dict[str, Outcome]
-) -> None:
+@pytest.mark.usefixtures("outcomes")
+def test_failures_retries_and_timeouts_reach_prometheus(prometheus: str) -> None:
     """The example runs produce error and timeout runs, failed step attempts and retries."""
-    del outcomes
     statuses = _api(
         prometheus,
         "/api/v1/query",
