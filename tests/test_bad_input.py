@@ -37,6 +37,13 @@ from stepstream import (
     step,
 )
 
+
+async def fails_with(workflow: Workflow, match: str, **start: Any) -> None:
+    """Check that a run of ``workflow`` fails with a WorkflowRuntimeError matching ``match``."""
+    with pytest.raises(WorkflowRuntimeError, match=match):
+        await workflow.run(**start)
+
+
 # --- the error classes -----------------------------------------------------------------------
 
 
@@ -109,8 +116,7 @@ async def test_step_returning_an_event_no_step_accepts_fails_the_run() -> None:
         async def finish(self, ev: Middle) -> StopEvent:
             return StopEvent()
 
-    with pytest.raises(WorkflowRuntimeError, match="no step of workflow StrayReturn accepts Other"):
-        await StrayReturn(timeout=5).run()
+    await fails_with(StrayReturn(timeout=5), "no step of workflow StrayReturn accepts Other")
 
 
 # --- send_event / write_event_to_stream ----------------------------------------------------
@@ -135,16 +141,14 @@ async def test_step_returning_an_event_no_step_accepts_fails_the_run() -> None:
 @pytest.mark.asyncio
 async def test_targeted_send_event_to_wrong_step_is_rejected(target: str, expected: str) -> None:
     """send_event(ev, step=...) to a step that cannot take ev raises naming step and event."""
-    with pytest.raises(WorkflowRuntimeError, match=expected):
-        await Targeted(timeout=5).run(target=target)
+    await fails_with(Targeted(timeout=5), expected, target=target)
 
 
 @pytest.mark.asyncio
 async def test_untargeted_send_event_nobody_accepts_is_rejected() -> None:
     """send_event of an event type no step accepts raises naming the workflow and event type."""
     expected = r"no step of workflow Unrouted accepts Other and no step is waiting for it"
-    with pytest.raises(WorkflowRuntimeError, match=expected):
-        await Unrouted(timeout=5).run()
+    await fails_with(Unrouted(timeout=5), expected)
 
 
 @pytest.mark.parametrize(
@@ -157,8 +161,8 @@ async def test_untargeted_send_event_nobody_accepts_is_rejected() -> None:
 @pytest.mark.asyncio
 async def test_passing_a_non_event_to_the_context_is_rejected(method: str) -> None:
     """ctx.send_event / ctx.write_event_to_stream with a non-Event raise naming the method."""
-    with pytest.raises(WorkflowRuntimeError, match=rf"{method} takes an Event instance, got dict"):
-        await NonEvent(timeout=5).run(method=method)
+    expected = rf"{method} takes an Event instance, got dict"
+    await fails_with(NonEvent(timeout=5), expected, method=method)
 
 
 # --- start input ---------------------------------------------------------------------------------
@@ -238,9 +242,9 @@ async def test_iterating_a_fully_consumed_stream_is_rejected() -> None:
 @pytest.mark.asyncio
 async def test_missing_store_key_without_default_names_the_key() -> None:
     """ctx.store.get(key) for a key never set, without default, raises naming the key."""
-    expected = r"the run's store has no key 'api_key' \(keys: 'other'\)"
-    with pytest.raises(WorkflowRuntimeError, match=expected):
-        await MissingKey(timeout=5).run()
+    await fails_with(
+        MissingKey(timeout=5), r"the run's store has no key 'api_key' \(keys: 'other'\)"
+    )
 
 
 # --- step definitions --------------------------------------------------------------------------

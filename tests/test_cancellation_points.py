@@ -65,6 +65,16 @@ class Counted(BaseModel):
     n: int = 0
 
 
+class FansOut(Workflow):
+    """Its start step sends one A and one B."""
+
+    @step
+    async def fan_out(self, ctx: Context[Any], ev: StartEvent) -> A | B | None:
+        ctx.send_event(A())
+        ctx.send_event(B())
+        return None
+
+
 @dataclass
 class Scenario:
     """A workflow parked at one await point once ``reached`` is set."""
@@ -111,13 +121,7 @@ def parked_in_idle_join(timeout: float) -> Scenario:
     """A collect_events join that got A and one B and waits for a second B; no step runs."""
     reached = asyncio.Event()
 
-    class Joins(Workflow):
-        @step
-        async def fan_out(self, ctx: Context[Any], ev: StartEvent) -> A | B | None:
-            ctx.send_event(A())
-            ctx.send_event(B())
-            return None
-
+    class Joins(FansOut):
         @step
         async def join(self, ctx: Context[Any], ev: A | B) -> StopEvent | None:
             got = ctx.collect_events(ev, [A, B, B])
@@ -156,13 +160,7 @@ def parked_on_state_lock(timeout: float) -> Scenario:
     """One step holds the typed-state lock while sleeping; another waits for the lock."""
     reached = asyncio.Event()
 
-    class Locks(Workflow):
-        @step
-        async def fan_out(self, ctx: Context[Counted], ev: StartEvent) -> A | B | None:
-            ctx.send_event(A())
-            ctx.send_event(B())
-            return None
-
+    class Locks(FansOut):
         @step
         async def holder(self, ctx: Context[Counted], ev: A) -> StopEvent:
             async with ctx.store.edit_state() as state:
