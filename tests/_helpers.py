@@ -23,6 +23,8 @@ from stepstream import (
     ConstantDelayRetryPolicy,
     Context,
     Event,
+    HumanResponseEvent,
+    InputRequiredEvent,
     StartEvent,
     StopEvent,
     Workflow,
@@ -69,6 +71,20 @@ async def outcome(handler: WorkflowHandler) -> BaseException | None:
     except Exception as exc:  # noqa: BLE001 - the raised error is what the test inspects
         return exc
     return None
+
+
+async def answer_prompts(
+    handler: WorkflowHandler, *answers: HumanResponseEvent, timeout: float = 2
+) -> list[Event]:
+    """Read the whole stream, sending ``answers`` whenever an InputRequiredEvent appears."""
+    events: list[Event] = []
+    async with asyncio.timeout(timeout):
+        async for ev in handler.stream_events():
+            events.append(ev)
+            if isinstance(ev, InputRequiredEvent):
+                for answer in answers:
+                    handler.ctx.send_event(answer)
+    return events
 
 
 async def failure_of(handler: WorkflowHandler) -> BaseException | None:
@@ -139,6 +155,18 @@ async def run_seed(**kwargs: Any) -> tuple[str, list[Event]]:
 
 
 # -- workflows shared by several test modules --------------------------------------------
+
+
+class HumanLoop(Workflow):
+    """Asks with a returned InputRequiredEvent; the caller's HumanResponseEvent ends the run."""
+
+    @step
+    async def ask(self, ev: StartEvent) -> InputRequiredEvent:
+        return InputRequiredEvent(prefix="name?")
+
+    @step
+    async def answer(self, ev: HumanResponseEvent) -> StopEvent:
+        return StopEvent(result=ev["response"])
 
 
 class Task(Event):

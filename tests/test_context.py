@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, Field
 
-from _helpers import drain
+from _helpers import HumanLoop, answer_prompts, drain
 from stepstream import (
     Context,
     Event,
@@ -16,25 +16,12 @@ from stepstream import (
     StopEvent,
     Workflow,
     WorkflowFailedEvent,
-    WorkflowHandler,
     WorkflowRuntimeError,
     WorkflowTimeoutError,
     step,
 )
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-async def answer_prompts(handler: WorkflowHandler, *answers: HumanResponseEvent) -> list[Event]:
-    """Iterate the stream, sending ``answers`` when an InputRequiredEvent appears."""
-    events: list[Event] = []
-    async with asyncio.timeout(2):
-        async for ev in handler.stream_events():
-            events.append(ev)
-            if isinstance(ev, InputRequiredEvent):
-                for answer in answers:
-                    handler.ctx.send_event(answer)
-    return events
 
 
 # -- send_event -------------------------------------------------------------------------
@@ -333,27 +320,15 @@ async def test_wait_for_event_timeout_names_step_and_event_type() -> None:
 # -- human in the loop, the classic pattern ---------------------------------------------
 
 
-class Classic(Workflow):
-    """Asks with a returned InputRequiredEvent; a HumanResponseEvent step finishes."""
-
-    @step
-    async def ask(self, ctx: Context[Any], ev: StartEvent) -> InputRequiredEvent:
-        return InputRequiredEvent(prefix="Continue? ")
-
-    @step
-    async def answer(self, ctx: Context[Any], ev: HumanResponseEvent) -> StopEvent:
-        return StopEvent(result=f"got {ev['response']}")
-
-
 @pytest.mark.asyncio
 async def test_human_in_the_loop_classic_pattern() -> None:
     """A returned InputRequiredEvent is streamed; the caller's HumanResponseEvent ends the run."""
-    handler = Classic(timeout=5).run()
+    handler = HumanLoop(timeout=5).run()
     events = await answer_prompts(handler, HumanResponseEvent(response="yes"))
-    assert await handler == "got yes"
+    assert await handler == "yes"
     assert len(events) == 2
     assert isinstance(events[0], InputRequiredEvent)
-    assert events[0]["prefix"] == "Continue? "
+    assert events[0]["prefix"] == "name?"
     assert type(events[1]) is StopEvent
 
 

@@ -11,7 +11,16 @@ from typing import Any
 import pytest
 from opentelemetry.trace import SpanKind, StatusCode
 
-from _helpers import EXAMPLES, drain, import_file, parent_id, run_command, span_id, trace_id
+from _helpers import (
+    EXAMPLES,
+    answer_prompts,
+    drain,
+    import_file,
+    parent_id,
+    run_command,
+    span_id,
+    trace_id,
+)
 from stepstream import (
     Event,
     HumanResponseEvent,
@@ -91,12 +100,8 @@ async def test_human_in_the_loop_answered_from_the_stream() -> None:
     """Answering the InputRequiredEvent through handler.ctx resumes the step with the name."""
     mod = load_example("human_in_the_loop")
     handler: WorkflowHandler = mod.GreetingWorkflow(timeout=10).run()
-    questions: list[Any] = []
-    async with asyncio.timeout(10):
-        async for ev in handler.stream_events():
-            if isinstance(ev, InputRequiredEvent):
-                questions.append(ev.get("prefix"))
-                handler.ctx.send_event(HumanResponseEvent(response="Ada"))
+    events = await answer_prompts(handler, HumanResponseEvent(response="Ada"), timeout=10)
+    questions = [ev.get("prefix") for ev in events if isinstance(ev, InputRequiredEvent)]
     assert questions == ["What is your name? "]
     assert await handler == "Hello, Ada!"
 

@@ -22,6 +22,7 @@ from _helpers import (
     ProgressEvent,
     Slow,
     Task,
+    answer_prompts,
     attr,
     cancel_after,
     drain,
@@ -472,10 +473,7 @@ async def test_wait_for_event_is_recorded_as_span_events_on_the_same_step_span(
 ) -> None:
     """A step waiting in wait_for_event keeps one span with stepstream.wait then resume events."""
     handler = Asker(timeout=5).run()
-    async with asyncio.timeout(2):
-        async for ev in handler.stream_events():
-            if isinstance(ev, InputRequiredEvent):
-                handler.ctx.send_event(HumanResponseEvent(response="yes"))
+    await answer_prompts(handler, HumanResponseEvent(response="yes"))
     assert await handler == "yes"
     span = tel.one(step_span_name("ask"))
     names = [ev.name for ev in span.events]

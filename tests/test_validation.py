@@ -1,6 +1,5 @@
 """Graph validation: every problem of a workflow is reported when it is instantiated."""
 
-import asyncio
 import re
 from typing import Any
 
@@ -9,6 +8,7 @@ import pytest
 from _helpers import (
     AcceptsStop,
     Empty,
+    HumanLoop,
     Leftover,
     Minimal,
     NoEventParam,
@@ -20,6 +20,7 @@ from _helpers import (
     TwoStarts,
     Unconsumed,
     Unproduced,
+    answer_prompts,
     drain,
 )
 from stepstream import (
@@ -100,49 +101,70 @@ def test_single_problem_is_reported_at_instantiation(
 # --- several problems in one error ----------------------------------------------------------
 
 
+class BrokenGraph(Workflow):
+    """No start step, no stop step; Leftover is never consumed and Orphan never produced."""
+
+    @step
+    async def orphan(self, ev: Orphan) -> Leftover:
+        return Leftover()
+
+
+class BrokenEverywhere(BrokenGraph):
+    """BrokenGraph's problems, and a step without an event parameter."""
+
+    @step
+    async def lonely(self, ctx: Context[Any]) -> None:
+        return None
+
+
+class BadSignatures(Workflow):
+    @step
+    async def start(self, ev: StartEvent) -> StopEvent:
+        return StopEvent()
+
+    @step
+    async def no_event(self, ctx: Context[Any]) -> StopEvent:
+        return StopEvent()
+
+    @step
+    async def wrong_type(self, ev: int) -> StopEvent:
+        return StopEvent()
+
+    @step
+    async def no_return(self, ev: StartEvent):  # type: ignore[no-untyped-def]  # noqa: ANN201
+        return None
+
+
+#: What BrokenGraph gets wrong, as its error says it.
+GRAPH_PROBLEMS = (
+    "no step accepts StartEvent",
+    "no step can return a StopEvent",
+    "event type Leftover is produced by 'orphan' but no step accepts it",
+    "event type Orphan is accepted by step 'orphan' but no step produces it",
+)
+
+
+def validation_error(workflow_cls: type[Workflow]) -> WorkflowValidationError:
+    """The WorkflowValidationError that instantiating ``workflow_cls`` raises."""
+    with pytest.raises(WorkflowValidationError) as info:
+        workflow_cls()
+    return info.value
+
+
 def test_every_graph_problem_is_listed_in_one_error() -> None:
     """No start step, no stop step, an unconsumed and an unproduced event appear in one message."""
-
-    class BrokenGraph(Workflow):
-        @step
-        async def orphan(self, ev: Orphan) -> Leftover:
-            return Leftover()
-
-    with pytest.raises(WorkflowValidationError) as info:
-        BrokenGraph()
-    message = str(info.value)
+    error = validation_error(BrokenGraph)
+    message = str(error)
     assert "workflow BrokenGraph is invalid (4 problem(s))" in message
-    assert "no step accepts StartEvent" in message
-    assert "no step can return a StopEvent" in message
-    assert "event type Leftover is produced by 'orphan' but no step accepts it" in message
-    assert "event type Orphan is accepted by step 'orphan' but no step produces it" in message
-    assert len(info.value.problems) == 4
-    assert all(f"  - {p}" in message for p in info.value.problems)
+    for problem in GRAPH_PROBLEMS:
+        assert problem in message
+    assert len(error.problems) == 4
+    assert all(f"  - {p}" in message for p in error.problems)
 
 
 def test_signature_problems_of_every_step_are_listed_in_one_error() -> None:
     """Bad signatures in several steps are all reported together, each naming its step."""
-
-    class BadSignatures(Workflow):
-        @step
-        async def start(self, ev: StartEvent) -> StopEvent:
-            return StopEvent()
-
-        @step
-        async def no_event(self, ctx: Context[Any]) -> StopEvent:
-            return StopEvent()
-
-        @step
-        async def wrong_type(self, ev: int) -> StopEvent:
-            return StopEvent()
-
-        @step
-        async def no_return(self, ev: StartEvent):  # type: ignore[no-untyped-def]  # noqa: ANN202
-            return None
-
-    with pytest.raises(WorkflowValidationError) as info:
-        BadSignatures()
-    message = str(info.value)
+    message = str(validation_error(BadSignatures))
     assert "(3 problem(s))" in message
     assert "step 'no_event' has no event parameter" in message
     assert "step 'wrong_type': parameter 'ev' is annotated with int" in message
@@ -151,24 +173,10 @@ def test_signature_problems_of_every_step_are_listed_in_one_error() -> None:
 
 def test_signature_and_graph_problems_are_listed_in_one_error() -> None:
     """A step without an event parameter is reported together with the graph's own problems."""
-
-    class Everything(Workflow):
-        @step
-        async def orphan(self, ev: Orphan) -> Leftover:
-            return Leftover()
-
-        @step
-        async def lonely(self, ctx: Context[Any]) -> None:
-            return None
-
-    with pytest.raises(WorkflowValidationError) as info:
-        Everything()
-    message = str(info.value)
+    message = str(validation_error(BrokenEverywhere))
     assert "step 'lonely' has no event parameter" in message
-    assert "no step accepts StartEvent" in message
-    assert "no step can return a StopEvent" in message
-    assert "event type Leftover is produced by 'orphan' but no step accepts it" in message
-    assert "event type Orphan is accepted by step 'orphan' but no step produces it" in message
+    for problem in GRAPH_PROBLEMS:
+        assert problem in message
 
 
 def test_invalid_workflow_fails_on_every_instantiation() -> None:
@@ -200,23 +208,9 @@ def test_input_required_and_human_response_subclasses_are_exempt() -> None:
 async def test_human_in_the_loop_workflow_is_valid_and_runs() -> None:
     """A workflow emitting InputRequiredEvent and taking HumanResponseEvent validates and runs."""
 
-    class HumanLoop(Workflow):
-        @step
-        async def ask(self, ev: StartEvent) -> InputRequiredEvent:
-            return InputRequiredEvent(prefix="name?")
-
-        @step
-        async def answer(self, ev: HumanResponseEvent) -> StopEvent:
-            return StopEvent(result=ev["response"])
-
     handler = HumanLoop(timeout=5).run()
-    prompts = 0
-    async with asyncio.timeout(2):
-        async for ev in handler.stream_events():
-            if isinstance(ev, InputRequiredEvent):
-                prompts += 1
-                handler.ctx.send_event(HumanResponseEvent(response="Ada"))
-    assert prompts == 1
+    events = await answer_prompts(handler, HumanResponseEvent(response="Ada"))
+    assert len([ev for ev in events if isinstance(ev, InputRequiredEvent)]) == 1
     assert await handler == "Ada"
 
 
