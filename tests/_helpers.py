@@ -223,6 +223,15 @@ class Slow(Workflow):
         return StopEvent(result="late")
 
 
+class StepTimeout(Workflow):
+    """Its step has a 0.05 s @step timeout and sleeps longer."""
+
+    @step(timeout=0.05)
+    async def dawdle(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+        await asyncio.sleep(10)
+        return StopEvent(result="late")
+
+
 # -- workflows with a fault: checked at instantiation (defining a class checks nothing) --
 
 

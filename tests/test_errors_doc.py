@@ -48,6 +48,8 @@ from _helpers import (
     NoStop,
     Other,
     RaisesCancelled,
+    Slow,
+    StepTimeout,
     StrAnnotated,
     Targeted,
     TwoEventParams,
@@ -213,20 +215,6 @@ class CollectsWrong(Workflow):
         return StopEvent()
 
 
-class SlowRun(Workflow):
-    @step
-    async def crawl(self, ev: StartEvent) -> StopEvent:
-        await asyncio.sleep(5)
-        return StopEvent()
-
-
-class SlowStep(Workflow):
-    @step(timeout=0.05)
-    async def dawdle(self, ev: StartEvent) -> StopEvent:
-        await asyncio.sleep(5)
-        return StopEvent()
-
-
 class Asks(Workflow):
     @step
     async def ask(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
@@ -375,10 +363,10 @@ RUNNING: dict[str, Callable[[], object]] = {
     (
         "workflow <Workflow> timed out after <timeout>s; steps still active: <steps>. Raise "
         "Workflow(timeout=...) or pass timeout=None"
-    ): lambda: run_to_end(SlowRun(timeout=0.05)),
+    ): lambda: run_to_end(Slow(timeout=0.05)),
     (
         "step '<step>' timed out after <timeout>s (its @step timeout); steps still active: <steps>"
-    ): lambda: run_to_end(SlowStep(timeout=5)),
+    ): lambda: run_to_end(StepTimeout(timeout=5)),
     (
         "step '<step>' waited <timeout>s for <Event> and none arrived; send it with "
         "ctx.send_event(...) or raise the timeout"

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from _helpers import run_span_name
+from _helpers import Failing, run_span_name
 from stepstream import (
     Context,
     Event,
@@ -166,15 +166,7 @@ async def test_never_iterating_buffers_every_event() -> None:
 @pytest.mark.asyncio
 async def test_never_iterating_nor_awaiting_a_failed_run_is_quiet(tel: CapturedTelemetry) -> None:
     """A failing run nobody reads or awaits logs no 'exception was never retrieved'."""
-
-    class Fails(Workflow):
-        @step
-        async def fail(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-            ctx.write_event_to_stream(Tick(n=0))
-            msg = "nobody listens"
-            raise ValueError(msg)
-
-    handler = Fails(timeout=5).run()
+    handler = Failing(timeout=5).run()
     async with asyncio.timeout(5):
         while not handler.done():  # noqa: ASYNC110 - polling the public done()
             await asyncio.sleep(0.01)

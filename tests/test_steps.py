@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from _future_annotations_wf import FutureWorkflow, make_local_workflow
-from _helpers import drain
+from _helpers import StepTimeout, drain
 from stepstream import (
     ConstantDelayRetryPolicy,
     Context,
@@ -236,17 +236,11 @@ async def test_num_workers_bounds_concurrent_invocations(
 @pytest.mark.asyncio
 async def test_step_timeout_ends_run_with_timeout_error_naming_the_step() -> None:
     """@step(timeout=...) ends a too-slow invocation's run with WorkflowTimeoutError."""
-
-    class SlowWorkflow(Workflow):
-        @step(timeout=0.05)
-        async def slow(self, ev: StartEvent) -> StopEvent:
-            await asyncio.sleep(5)
-            return StopEvent(result="never")
-
-    handler = SlowWorkflow(timeout=5).run()
+    handler = StepTimeout(timeout=5).run()
     started = time.monotonic()
     streamed = await drain(handler)
-    with pytest.raises(WorkflowTimeoutError, match=r"step 'slow' timed out after 0\.05s") as info:
+    expected = r"step 'dawdle' timed out after 0\.05s"
+    with pytest.raises(WorkflowTimeoutError, match=expected) as info:
         await handler
     assert time.monotonic() - started < 1
     assert info.value.timeout == 0.05

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from _helpers import EXAMPLES, drain, run_command
+from _helpers import EXAMPLES, Slow, StepTimeout, drain, run_command
 from stepstream import (
     Context,
     Event,
@@ -127,24 +127,6 @@ class Exploding(Keeping):
         error = ValueError("bad input 42")
         self.kept.append(error)
         raise error
-
-
-class SlowRun(Workflow):
-    """A step far slower than the workflow's 0.1 s timeout."""
-
-    @step
-    async def crawl(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-        await asyncio.sleep(5)
-        return StopEvent(result="too late")
-
-
-class SlowStep(Workflow):
-    """A step far slower than its own 0.1 s @step timeout."""
-
-    @step(timeout=0.1)
-    async def dawdle(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-        await asyncio.sleep(5)
-        return StopEvent(result="too late")
 
 
 class Cancellable(Keeping):
@@ -456,17 +438,18 @@ async def test_await_handler_raises_the_steps_own_exception() -> None:
 
 
 @pytest.mark.parametrize(
-    ("make", "step_name"),
+    ("make", "timeout"),
     [
-        pytest.param(lambda: SlowRun(timeout=0.1), "crawl", id="workflow-timeout"),
-        pytest.param(lambda: SlowStep(timeout=10), "dawdle", id="step-timeout"),
+        pytest.param(lambda: Slow(timeout=0.1), 0.1, id="workflow-timeout"),
+        pytest.param(lambda: StepTimeout(timeout=10), 0.05, id="step-timeout"),
     ],
 )
 @pytest.mark.asyncio
 async def test_timeout_ends_the_run_naming_the_slow_step(
-    make: Callable[[], Workflow], step_name: str
+    make: Callable[[], Workflow], timeout: float
 ) -> None:
     """A run or step timeout ends the stream with WorkflowTimedOutEvent naming the step."""
+    step_name = "dawdle"
     wf = make()
     began = time.monotonic()
     handler = wf.run()
@@ -475,7 +458,7 @@ async def test_timeout_ends_the_run_naming_the_slow_step(
     assert isinstance(last, WorkflowTimedOutEvent)
     assert step_name in last.active_steps
     assert step_name in last.message
-    assert last.timeout == pytest.approx(0.1)
+    assert last.timeout == pytest.approx(timeout)
     with pytest.raises(WorkflowTimeoutError) as exc_info:
         await handler
     assert step_name in str(exc_info.value)

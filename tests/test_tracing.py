@@ -21,6 +21,7 @@ from _helpers import (
     MyWorkflow,
     ProgressEvent,
     Slow,
+    StepTimeout,
     Task,
     answer_prompts,
     attr,
@@ -95,15 +96,6 @@ class FanOut(Workflow):
         if results is None:
             return None
         return StopEvent(result=sorted(r["index"] for r in results))
-
-
-class StepTimeout(Workflow):
-    """Its step has a 0.05 s @step timeout and sleeps longer."""
-
-    @step(timeout=0.05)
-    async def dawdle(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-        await asyncio.sleep(10)
-        return StopEvent(result="late")
 
 
 class Asker(Workflow):
