@@ -73,6 +73,15 @@ async def outcome(handler: WorkflowHandler) -> BaseException | None:
     return None
 
 
+async def sleep_unless_cancelled(seconds: float, cancelled: asyncio.Event) -> None:
+    """Sleep ``seconds``; if cancelled meanwhile, set ``cancelled`` and let the cancellation on."""
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        cancelled.set()
+        raise
+
+
 async def answer_prompts(
     handler: WorkflowHandler, *answers: HumanResponseEvent, timeout: float = 2
 ) -> list[Event]:
@@ -483,6 +492,12 @@ def assert_clean(tel: CapturedTelemetry) -> None:
     assert tel.spans, "no span was recorded"
     assert tel.all_spans_ended_once(), [s.name for s in tel.spans]
     assert tel.metric_sum(attrs.METRIC_RUNS_ACTIVE) == 0
+
+
+def assert_ended(tel: CapturedTelemetry, status: str) -> None:
+    """The one run ended with ``status``; every span ended exactly once; no run is active."""
+    assert attr(run_span(tel), attrs.RUN_STATUS) == status
+    assert_clean(tel)
 
 
 def attr(span: ReadableSpan, key: str) -> Any:

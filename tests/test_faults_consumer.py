@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from _helpers import Failing, run_span_name
+from _helpers import Failing, run_span_name, sleep_unless_cancelled
 from stepstream import (
     Context,
     Event,
@@ -280,11 +280,7 @@ async def test_cancelling_the_task_awaiting_the_handler_cancels_the_run(
         async def work(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
             ctx.write_event_to_stream(Tick(n=0))
             started.set()
-            try:
-                await asyncio.sleep(60)
-            except asyncio.CancelledError:
-                cancelled.set()
-                raise
+            await sleep_unless_cancelled(60, cancelled)
             return StopEvent()
 
     handler = Long(timeout=120).run()

@@ -15,7 +15,15 @@ from typing import Any
 import pytest
 from opentelemetry.trace import StatusCode
 
-from _helpers import assert_clean, attr, drain, run_span, step_spans
+from _helpers import (
+    assert_clean,
+    assert_ended,
+    attr,
+    drain,
+    run_span,
+    sleep_unless_cancelled,
+    step_spans,
+)
 from stepstream import (
     ConstantDelayRetryPolicy,
     Context,
@@ -83,8 +91,7 @@ async def test_exception_in_async_step_fails_the_run(tel: CapturedTelemetry) -> 
     (span,) = step_spans(tel, "boom")
     assert span.status.status_code is StatusCode.ERROR
     assert attr(span, attrs.STEP_STATUS) == "error"
-    assert attr(run_span(tel), attrs.RUN_STATUS) == "error"
-    assert_clean(tel)
+    assert_ended(tel, "error")
 
 
 @pytest.mark.asyncio
@@ -230,8 +237,7 @@ async def test_retried_step_that_finally_succeeds(tel: CapturedTelemetry) -> Non
     assert [attr(s, attrs.STEP_ATTEMPT) for s in spans] == [1, 2, 3]
     assert [attr(s, attrs.STEP_STATUS) for s in spans] == ["error", "error", "ok"]
     assert tel.metric_sum(attrs.METRIC_STEP_RETRIES) == 2
-    assert attr(run_span(tel), attrs.RUN_STATUS) == "ok"
-    assert_clean(tel)
+    assert_ended(tel, "ok")
 
 
 @pytest.mark.asyncio
@@ -250,8 +256,7 @@ async def test_retried_step_that_finally_fails(tel: CapturedTelemetry) -> None:
     assert [attr(s, attrs.STEP_ATTEMPT) for s in spans] == [1, 2, 3]
     assert all(s.status.status_code is StatusCode.ERROR for s in spans)
     assert tel.metric_sum(attrs.METRIC_STEP_RETRIES) == 2
-    assert attr(run_span(tel), attrs.RUN_STATUS) == "error"
-    assert_clean(tel)
+    assert_ended(tel, "error")
 
 
 # -- CancelledError raised by user code ---------------------------------------------------------
@@ -286,8 +291,7 @@ async def test_cancelled_error_raised_by_step_code_fails_the_run(
     assert (terminal.step, terminal.exception_type) == ("rogue", "WorkflowRuntimeError")
     (span,) = step_spans(tel, "rogue")
     assert attr(span, attrs.STEP_STATUS) == "error"
-    assert attr(run_span(tel), attrs.RUN_STATUS) == "error"
-    assert_clean(tel)
+    assert_ended(tel, "error")
 
 
 @pytest.mark.asyncio
@@ -303,11 +307,7 @@ async def test_cancelled_error_in_one_branch_cancels_its_siblings(tel: CapturedT
 
         @step
         async def sibling(self, ev: Next) -> StopEvent:
-            try:
-                await asyncio.sleep(10)
-            except asyncio.CancelledError:
-                sibling_cancelled.set()
-                raise
+            await sleep_unless_cancelled(10, sibling_cancelled)
             return StopEvent()
 
     handler = Branches(timeout=5).run()
@@ -383,8 +383,7 @@ async def test_step_that_never_returns_hits_its_step_timeout(tel: CapturedTeleme
     (span,) = step_spans(tel, "hang")
     assert attr(span, attrs.STEP_STATUS) == "timeout"
     assert span.status.status_code is StatusCode.ERROR
-    assert attr(run_span(tel), attrs.RUN_STATUS) == "timeout"
-    assert_clean(tel)
+    assert_ended(tel, "timeout")
 
 
 # -- steps that swallow cancellation ------------------------------------------------------
