@@ -41,19 +41,6 @@ HEX32 = r"[0-9a-f]{32}"
 HEX16 = r"[0-9a-f]{16}"
 
 
-def import_file(path: Path, name: str) -> ModuleType:
-    """Import the Python file at ``path`` as module ``name``, once (later calls return it)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 # -- streams and outcomes ----------------------------------------------------------------
 
 
@@ -545,9 +532,22 @@ def recorded_stream(span_events: Sequence[Mapping[str, Any]]) -> list[tuple[str,
     return [(e[attrs.EVENT_TYPE], e[attrs.EVENT_SEQ], e[attrs.EVENT_PAYLOAD]) for e in span_events]
 
 
-# -- subprocesses -----------------------------------------------------------------------
+# -- subprocesses and files -------------------------------------------------------------
 
 SCRIPT_NAME = "script.py"
+
+
+def import_file(path: Path, name: str) -> ModuleType:
+    """Import the Python file at ``path`` as module ``name``, once (later calls return it)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_command(
