@@ -10,14 +10,16 @@ reaches the datasource.
 import json
 import re
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from _helpers import ROOT, command_problem
+from _helpers import ROOT
+from _helpers import command_problem
 
 DASHBOARDS = ROOT / "dashboards"
 DEPLOY = ROOT / "deploy"

@@ -11,14 +11,12 @@ from typing import Any
 
 # Context and StartEvent are imported at runtime on purpose: stepstream resolves these
 # string annotations when the workflow is instantiated.
-from stepstream import (
-    Context,
-    Event,
-    StartEvent,
-    StopEvent,
-    Workflow,
-    step,
-)
+from stepstream import Context
+from stepstream import Event
+from stepstream import StartEvent
+from stepstream import StopEvent
+from stepstream import Workflow
+from stepstream import step
 
 
 class FutureWorkflow(Workflow):

@@ -12,27 +12,27 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from stepstream import (
-    ConstantDelayRetryPolicy,
-    Context,
-    Event,
-    HumanResponseEvent,
-    InputRequiredEvent,
-    StartEvent,
-    StopEvent,
-    Workflow,
-    WorkflowHandler,
-    step,
-)
+from stepstream import ConstantDelayRetryPolicy
+from stepstream import Context
+from stepstream import Event
+from stepstream import HumanResponseEvent
+from stepstream import InputRequiredEvent
+from stepstream import StartEvent
+from stepstream import StopEvent
+from stepstream import Workflow
+from stepstream import WorkflowHandler
+from stepstream import step
 from stepstream.telemetry import attributes as attrs
-from stepstream.testing import CapturedTelemetry, FakeStreamingLLM
+from stepstream.testing import CapturedTelemetry
+from stepstream.testing import FakeStreamingLLM
 
 TESTS_DIR = Path(__file__).resolve().parent
 ROOT = TESTS_DIR.parent

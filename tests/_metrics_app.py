@@ -23,7 +23,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import start_http_server
 
-from _helpers import ROOT, import_file
+from _helpers import ROOT
+from _helpers import import_file
 
 SERVICE_NAME = "stepstream-test"
 

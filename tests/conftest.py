@@ -5,7 +5,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from stepstream.testing import CapturedTelemetry, capture_telemetry
+from stepstream.testing import CapturedTelemetry
+from stepstream.testing import capture_telemetry
 
 
 @pytest.fixture

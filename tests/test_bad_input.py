@@ -5,37 +5,33 @@ from typing import Any
 
 import pytest
 
-from _helpers import (
-    BadReturn,
-    BadReturnAnnotation,
-    JobStart,
-    JobWorkflow,
-    Middle,
-    Minimal,
-    MissingKey,
-    NonEvent,
-    Other,
-    StrAnnotated,
-    Targeted,
-    Unannotated,
-    UnionAnnotated,
-    Unresolvable,
-    Unrouted,
-    drain,
-)
-from stepstream import (
-    ConstantDelayRetryPolicy,
-    StartEvent,
-    StopEvent,
-    Workflow,
-    WorkflowCancelledError,
-    WorkflowError,
-    WorkflowFailedEvent,
-    WorkflowRuntimeError,
-    WorkflowTimeoutError,
-    WorkflowValidationError,
-    step,
-)
+from _helpers import BadReturn
+from _helpers import BadReturnAnnotation
+from _helpers import JobStart
+from _helpers import JobWorkflow
+from _helpers import Middle
+from _helpers import Minimal
+from _helpers import MissingKey
+from _helpers import NonEvent
+from _helpers import Other
+from _helpers import StrAnnotated
+from _helpers import Targeted
+from _helpers import Unannotated
+from _helpers import UnionAnnotated
+from _helpers import Unresolvable
+from _helpers import Unrouted
+from _helpers import drain
+from stepstream import ConstantDelayRetryPolicy
+from stepstream import StartEvent
+from stepstream import StopEvent
+from stepstream import Workflow
+from stepstream import WorkflowCancelledError
+from stepstream import WorkflowError
+from stepstream import WorkflowFailedEvent
+from stepstream import WorkflowRuntimeError
+from stepstream import WorkflowTimeoutError
+from stepstream import WorkflowValidationError
+from stepstream import step
 
 
 async def fails_with(workflow: Workflow, match: str, **start: Any) -> None:

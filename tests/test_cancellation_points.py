@@ -19,24 +19,22 @@ import pytest
 from pydantic import BaseModel
 
 from _helpers import assert_ended
-from stepstream import (
-    ConstantDelayRetryPolicy,
-    Context,
-    Event,
-    HumanResponseEvent,
-    InputRequiredEvent,
-    StartEvent,
-    StopEvent,
-    Workflow,
-    WorkflowCancelledError,
-    WorkflowCancelledEvent,
-    WorkflowFailedEvent,
-    WorkflowHandler,
-    WorkflowRuntimeError,
-    WorkflowTimedOutEvent,
-    WorkflowTimeoutError,
-    step,
-)
+from stepstream import ConstantDelayRetryPolicy
+from stepstream import Context
+from stepstream import Event
+from stepstream import HumanResponseEvent
+from stepstream import InputRequiredEvent
+from stepstream import StartEvent
+from stepstream import StopEvent
+from stepstream import Workflow
+from stepstream import WorkflowCancelledError
+from stepstream import WorkflowCancelledEvent
+from stepstream import WorkflowFailedEvent
+from stepstream import WorkflowHandler
+from stepstream import WorkflowRuntimeError
+from stepstream import WorkflowTimedOutEvent
+from stepstream import WorkflowTimeoutError
+from stepstream import step
 from stepstream.testing import CapturedTelemetry
 
 #: The workflow timeout used by the timeout variant of each scenario.

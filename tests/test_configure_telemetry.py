@@ -13,15 +13,13 @@ from typing import Any
 
 import pytest
 
-from _helpers import (
-    SCRIPT_NAME,
-    last_json_line,
-    otlp_attrs,
-    otlp_metric_names,
-    otlp_spans,
-    read_json_lines,
-    run_script,
-)
+from _helpers import SCRIPT_NAME
+from _helpers import last_json_line
+from _helpers import otlp_attrs
+from _helpers import otlp_metric_names
+from _helpers import otlp_spans
+from _helpers import read_json_lines
+from _helpers import run_script
 from stepstream.telemetry import attributes as attrs
 
 ISO_UTC = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z"

@@ -4,22 +4,23 @@ import asyncio
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
+from pydantic import Field
 
-from _helpers import HumanLoop, answer_prompts, drain
-from stepstream import (
-    Context,
-    Event,
-    HumanResponseEvent,
-    InputRequiredEvent,
-    StartEvent,
-    StopEvent,
-    Workflow,
-    WorkflowFailedEvent,
-    WorkflowRuntimeError,
-    WorkflowTimeoutError,
-    step,
-)
+from _helpers import HumanLoop
+from _helpers import answer_prompts
+from _helpers import drain
+from stepstream import Context
+from stepstream import Event
+from stepstream import HumanResponseEvent
+from stepstream import InputRequiredEvent
+from stepstream import StartEvent
+from stepstream import StopEvent
+from stepstream import Workflow
+from stepstream import WorkflowFailedEvent
+from stepstream import WorkflowRuntimeError
+from stepstream import WorkflowTimeoutError
+from stepstream import step
 
 # -- helpers ----------------------------------------------------------------------------
 

@@ -17,15 +17,13 @@ from typing import Any
 
 import pytest
 
-from _dashboard_queries import (
-    DATASOURCE_VARIABLES,
-    EXPECTED,
-    dashboard_queries,
-    iter_panels,
-    load_dashboards,
-    variable_query,
-    variables,
-)
+from _dashboard_queries import DATASOURCE_VARIABLES
+from _dashboard_queries import EXPECTED
+from _dashboard_queries import dashboard_queries
+from _dashboard_queries import iter_panels
+from _dashboard_queries import load_dashboards
+from _dashboard_queries import variable_query
+from _dashboard_queries import variables
 
 #: Grafana's unit ids, as enumerated by dashboard-linter's panel-units-rule (subset we
 #: allow: the ones that make sense for run, step and event metrics, logs and traces).

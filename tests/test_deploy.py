@@ -14,22 +14,29 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
-from typing import Any, ClassVar
+from typing import Any
+from typing import ClassVar
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
-)
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from _dashboard_queries import COMPOSE_DIR, DASHBOARDS, DATASOURCES_FILE, DEPLOY, load_yaml
-from _helpers import ROOT, import_file, providers_of, run_command
+from _dashboard_queries import COMPOSE_DIR
+from _dashboard_queries import DASHBOARDS
+from _dashboard_queries import DATASOURCES_FILE
+from _dashboard_queries import DEPLOY
+from _dashboard_queries import load_yaml
+from _helpers import ROOT
+from _helpers import import_file
+from _helpers import providers_of
+from _helpers import run_command
 from stepstream.telemetry import attributes as attrs
 from stepstream.testing import CapturedTelemetry
 

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from _helpers import EXAMPLES, run_command, stepstream_cli
+from _helpers import EXAMPLES
+from _helpers import run_command
+from _helpers import stepstream_cli
 
 EXAMPLE = EXAMPLES / "streaming.py"
 STEPS = ("step_one", "step_two", "step_three")

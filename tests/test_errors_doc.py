@@ -19,10 +19,12 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,50 +33,46 @@ import pytest
 from opentelemetry import trace
 from pydantic import BaseModel
 
-from _helpers import (
-    AcceptsStop,
-    BadReturn,
-    BadReturnAnnotation,
-    Empty,
-    JobStart,
-    JobWorkflow,
-    Middle,
-    Minimal,
-    MissingKey,
-    NoEventParam,
-    NonEvent,
-    NoReturn,
-    NoStart,
-    NoStop,
-    Other,
-    RaisesCancelled,
-    Slow,
-    StepTimeout,
-    StrAnnotated,
-    Targeted,
-    TwoEventParams,
-    TwoStarts,
-    Unannotated,
-    Unconsumed,
-    Unproduced,
-    Unresolvable,
-    Unrouted,
-    run_command,
-    stepstream_cli,
-    without_otel,
-)
-from stepstream import (
-    ConstantDelayRetryPolicy,
-    Context,
-    Event,
-    HumanResponseEvent,
-    StartEvent,
-    StopEvent,
-    Workflow,
-    WorkflowError,
-    WorkflowHandler,
-    step,
-)
+from _helpers import AcceptsStop
+from _helpers import BadReturn
+from _helpers import BadReturnAnnotation
+from _helpers import Empty
+from _helpers import JobStart
+from _helpers import JobWorkflow
+from _helpers import Middle
+from _helpers import Minimal
+from _helpers import MissingKey
+from _helpers import NoEventParam
+from _helpers import NonEvent
+from _helpers import NoReturn
+from _helpers import NoStart
+from _helpers import NoStop
+from _helpers import Other
+from _helpers import RaisesCancelled
+from _helpers import Slow
+from _helpers import StepTimeout
+from _helpers import StrAnnotated
+from _helpers import Targeted
+from _helpers import TwoEventParams
+from _helpers import TwoStarts
+from _helpers import Unannotated
+from _helpers import Unconsumed
+from _helpers import Unproduced
+from _helpers import Unresolvable
+from _helpers import Unrouted
+from _helpers import run_command
+from _helpers import stepstream_cli
+from _helpers import without_otel
+from stepstream import ConstantDelayRetryPolicy
+from stepstream import Context
+from stepstream import Event
+from stepstream import HumanResponseEvent
+from stepstream import StartEvent
+from stepstream import StopEvent
+from stepstream import Workflow
+from stepstream import WorkflowError
+from stepstream import WorkflowHandler
+from stepstream import step
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
 TEMPLATE_LINE = re.compile(r"^> `` (.+) ``$")

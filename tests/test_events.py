@@ -5,19 +5,17 @@ from typing import Any
 import pydantic
 import pytest
 
-from stepstream import (
-    Context,
-    Event,
-    HumanResponseEvent,
-    InputRequiredEvent,
-    StartEvent,
-    StopEvent,
-    Workflow,
-    WorkflowCancelledEvent,
-    WorkflowFailedEvent,
-    WorkflowTimedOutEvent,
-    step,
-)
+from stepstream import Context
+from stepstream import Event
+from stepstream import HumanResponseEvent
+from stepstream import InputRequiredEvent
+from stepstream import StartEvent
+from stepstream import StopEvent
+from stepstream import Workflow
+from stepstream import WorkflowCancelledEvent
+from stepstream import WorkflowFailedEvent
+from stepstream import WorkflowTimedOutEvent
+from stepstream import step
 
 
 class Greeting(Event):

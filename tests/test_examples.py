@@ -9,25 +9,22 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import SpanKind
+from opentelemetry.trace import StatusCode
 
-from _helpers import (
-    EXAMPLES,
-    answer_prompts,
-    drain,
-    import_file,
-    parent_id,
-    run_command,
-    span_id,
-    trace_id,
-)
-from stepstream import (
-    Event,
-    HumanResponseEvent,
-    InputRequiredEvent,
-    StopEvent,
-    WorkflowHandler,
-)
+from _helpers import EXAMPLES
+from _helpers import answer_prompts
+from _helpers import drain
+from _helpers import import_file
+from _helpers import parent_id
+from _helpers import run_command
+from _helpers import span_id
+from _helpers import trace_id
+from stepstream import Event
+from stepstream import HumanResponseEvent
+from stepstream import InputRequiredEvent
+from stepstream import StopEvent
+from stepstream import WorkflowHandler
 from stepstream.telemetry import attributes as attrs
 from stepstream.testing import CapturedTelemetry
 

@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from _helpers import run_command, without_otel
+from _helpers import run_command
+from _helpers import without_otel
 
 #: Message the rate-limit filter appends to the first SDK log record of each kind.
 SUPPRESSION_NOTE = "[stepstream: repeats are suppressed"

@@ -16,20 +16,20 @@ from typing import Any
 
 import pytest
 
-from _helpers import Failing, run_span_name, sleep_unless_cancelled
-from stepstream import (
-    Context,
-    Event,
-    StartEvent,
-    StopEvent,
-    Workflow,
-    WorkflowCancelledError,
-    WorkflowCancelledEvent,
-    WorkflowFailedEvent,
-    WorkflowHandler,
-    WorkflowRuntimeError,
-    step,
-)
+from _helpers import Failing
+from _helpers import run_span_name
+from _helpers import sleep_unless_cancelled
+from stepstream import Context
+from stepstream import Event
+from stepstream import StartEvent
+from stepstream import StopEvent
+from stepstream import Workflow
+from stepstream import WorkflowCancelledError
+from stepstream import WorkflowCancelledEvent
+from stepstream import WorkflowFailedEvent
+from stepstream import WorkflowHandler
+from stepstream import WorkflowRuntimeError
+from stepstream import step
 from stepstream.telemetry import attributes as attrs
 from stepstream.testing import CapturedTelemetry
 

@@ -15,28 +15,24 @@ from typing import Any
 import pytest
 from opentelemetry.trace import StatusCode
 
-from _helpers import (
-    assert_clean,
-    assert_ended,
-    attr,
-    drain,
-    run_span,
-    sleep_unless_cancelled,
-    step_spans,
-)
-from stepstream import (
-    ConstantDelayRetryPolicy,
-    Context,
-    Event,
-    StartEvent,
-    StopEvent,
-    Workflow,
-    WorkflowFailedEvent,
-    WorkflowRuntimeError,
-    WorkflowTimedOutEvent,
-    WorkflowTimeoutError,
-    step,
-)
+from _helpers import assert_clean
+from _helpers import assert_ended
+from _helpers import attr
+from _helpers import drain
+from _helpers import run_span
+from _helpers import sleep_unless_cancelled
+from _helpers import step_spans
+from stepstream import ConstantDelayRetryPolicy
+from stepstream import Context
+from stepstream import Event
+from stepstream import StartEvent
+from stepstream import StopEvent
+from stepstream import Workflow
+from stepstream import WorkflowFailedEvent
+from stepstream import WorkflowRuntimeError
+from stepstream import WorkflowTimedOutEvent
+from stepstream import WorkflowTimeoutError
+from stepstream import step
 from stepstream.telemetry import attributes as attrs
 from stepstream.testing import CapturedTelemetry
 

@@ -22,14 +22,20 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
+from typing import TypeVar
 
 import pytest
 
-from _dashboard_queries import COMPOSE_DIR, DEPLOY, dashboard_queries, substitute
-from _helpers import command_problem, run_command
+from _dashboard_queries import COMPOSE_DIR
+from _dashboard_queries import DEPLOY
+from _dashboard_queries import dashboard_queries
+from _dashboard_queries import substitute
+from _helpers import command_problem
+from _helpers import run_command
 from stepstream.telemetry import attributes as attrs
 
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yaml"

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from _helpers import EXAMPLES, stepstream_cli
+from _helpers import EXAMPLES
+from _helpers import stepstream_cli
 
 EXAMPLE = EXAMPLES / "streaming.py"
 STEPS = ("step_one", "step_two", "step_three")

@@ -13,36 +13,32 @@ import structlog
 from opentelemetry.sdk.trace import ReadableSpan
 from structlog.typing import EventDict
 
-from _helpers import (
-    HEX16,
-    HEX32,
-    SEED_STEPS,
-    BigWriter,
-    Failing,
-    Flaky,
-    ProgressEvent,
-    Slow,
-    drain,
-    expected_stream,
-    outcome,
-    providers_of,
-    run_seed,
-    run_span_name,
-    span_id,
-    step_span_name,
-    stream_span_events,
-    trace_id,
-)
-from stepstream import (
-    Context,
-    Event,
-    StartEvent,
-    StopEvent,
-    Workflow,
-    WorkflowCancelledError,
-    WorkflowTimeoutError,
-    step,
-)
+from _helpers import HEX16
+from _helpers import HEX32
+from _helpers import SEED_STEPS
+from _helpers import BigWriter
+from _helpers import Failing
+from _helpers import Flaky
+from _helpers import ProgressEvent
+from _helpers import Slow
+from _helpers import drain
+from _helpers import expected_stream
+from _helpers import outcome
+from _helpers import providers_of
+from _helpers import run_seed
+from _helpers import run_span_name
+from _helpers import span_id
+from _helpers import step_span_name
+from _helpers import stream_span_events
+from _helpers import trace_id
+from stepstream import Context
+from stepstream import Event
+from stepstream import StartEvent
+from stepstream import StopEvent
+from stepstream import Workflow
+from stepstream import WorkflowCancelledError
+from stepstream import WorkflowTimeoutError
+from stepstream import step
 from stepstream.telemetry import add_correlation
 from stepstream.telemetry import attributes as attrs
 from stepstream.testing import CapturedTelemetry

@@ -22,18 +22,16 @@ from typing import Any
 
 import pytest
 
-from _dashboard_queries import (
-    DATASOURCES_FILE,
-    SAMPLE_RUN_ID,
-    SAMPLE_TRACE_ID,
-    Query,
-    dashboard_queries,
-    datasource_link_queries,
-    ensure_tool,
-    load_yaml,
-    substitute,
-    substitute_link,
-)
+from _dashboard_queries import DATASOURCES_FILE
+from _dashboard_queries import SAMPLE_RUN_ID
+from _dashboard_queries import SAMPLE_TRACE_ID
+from _dashboard_queries import Query
+from _dashboard_queries import dashboard_queries
+from _dashboard_queries import datasource_link_queries
+from _dashboard_queries import ensure_tool
+from _dashboard_queries import load_yaml
+from _dashboard_queries import substitute
+from _dashboard_queries import substitute_link
 from _helpers import ROOT
 from stepstream.telemetry import attributes as attrs
 

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable
+from collections.abc import Callable
+from collections.abc import Iterator
 
 import pytest
 
-from _helpers import MyWorkflow, drain, providers_of
-from stepstream import StopEvent, Workflow
+from _helpers import MyWorkflow
+from _helpers import drain
+from _helpers import providers_of
+from stepstream import StopEvent
+from stepstream import Workflow
 from stepstream.testing import CapturedTelemetry
 
 RUNS = 20

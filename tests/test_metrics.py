@@ -5,9 +5,17 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.metrics.export import Histogram, Metric, Sum
+from opentelemetry.sdk.metrics.export import Histogram
+from opentelemetry.sdk.metrics.export import Metric
+from opentelemetry.sdk.metrics.export import Sum
 
-from _helpers import Failing, Flaky, MyWorkflow, ProgressEvent, Slow, drain, outcome
+from _helpers import Failing
+from _helpers import Flaky
+from _helpers import MyWorkflow
+from _helpers import ProgressEvent
+from _helpers import Slow
+from _helpers import drain
+from _helpers import outcome
 from stepstream import WorkflowHandler
 from stepstream.telemetry import attributes as attrs
 from stepstream.testing import CapturedTelemetry

@@ -18,8 +18,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from _helpers import EXAMPLES, run_command, without_otel
-from phoenix_fixture import PhoenixServer, phoenix_server  # noqa: F401 - the fixture "phoenix"
+from _helpers import EXAMPLES
+from _helpers import run_command
+from _helpers import without_otel
+from phoenix_fixture import PhoenixServer
+from phoenix_fixture import phoenix_server  # noqa: F401 - the fixture "phoenix"
 
 RUN_SPAN = "invoke_workflow MyWorkflow"
 STEPS = ("step_one", "step_two", "step_three")

@@ -32,14 +32,12 @@ from typing import Any
 
 import pytest
 
-from _dashboard_queries import (
-    Query,
-    dashboard_queries,
-    datasource_link_queries,
-    ensure_tool,
-    substitute,
-    substitute_link,
-)
+from _dashboard_queries import Query
+from _dashboard_queries import dashboard_queries
+from _dashboard_queries import datasource_link_queries
+from _dashboard_queries import ensure_tool
+from _dashboard_queries import substitute
+from _dashboard_queries import substitute_link
 from _helpers import ROOT
 
 APP = Path(__file__).resolve().parent / "_metrics_app.py"

@@ -15,32 +15,37 @@ import asyncio
 import functools
 import json
 import operator
-from collections.abc import Callable, Coroutine, Iterator, MutableMapping
+from collections.abc import Callable
+from collections.abc import Coroutine
+from collections.abc import Iterator
+from collections.abc import MutableMapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 
 import hypothesis
 import pydantic
 import pytest
 import structlog
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NoOpTracerProvider
 from structlog.testing import capture_logs
 
-from stepstream import (
-    Context,
-    Event,
-    StartEvent,
-    StopEvent,
-    Workflow,
-    WorkflowValidationError,
-    step,
-)
+from stepstream import Context
+from stepstream import Event
+from stepstream import StartEvent
+from stepstream import StopEvent
+from stepstream import Workflow
+from stepstream import WorkflowValidationError
+from stepstream import step
 from stepstream.telemetry import attributes as attrs
 
 SETTINGS = settings(

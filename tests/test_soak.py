@@ -21,26 +21,30 @@ import gc
 import logging
 import os
 import tracemalloc
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable
+from collections.abc import Callable
+from collections.abc import Iterator
+from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
 import structlog
 from opentelemetry.context import Context as OtelContext
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import Span
+from opentelemetry.sdk.trace import SpanProcessor
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from stepstream import (
-    Context,
-    Event,
-    StartEvent,
-    StopEvent,
-    Workflow,
-    WorkflowFailedEvent,
-    WorkflowHandler,
-    step,
-)
+from stepstream import Context
+from stepstream import Event
+from stepstream import StartEvent
+from stepstream import StopEvent
+from stepstream import Workflow
+from stepstream import WorkflowFailedEvent
+from stepstream import WorkflowHandler
+from stepstream import step
 from stepstream.telemetry import attributes as attrs
 from stepstream.testing import CapturedTelemetry
 

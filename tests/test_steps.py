@@ -8,20 +8,20 @@ from typing import Any
 
 import pytest
 
-from _future_annotations_wf import FutureWorkflow, make_local_workflow
-from _helpers import StepTimeout, drain
-from stepstream import (
-    ConstantDelayRetryPolicy,
-    Context,
-    Event,
-    RetryPolicy,
-    StartEvent,
-    StopEvent,
-    Workflow,
-    WorkflowTimedOutEvent,
-    WorkflowTimeoutError,
-    step,
-)
+from _future_annotations_wf import FutureWorkflow
+from _future_annotations_wf import make_local_workflow
+from _helpers import StepTimeout
+from _helpers import drain
+from stepstream import ConstantDelayRetryPolicy
+from stepstream import Context
+from stepstream import Event
+from stepstream import RetryPolicy
+from stepstream import StartEvent
+from stepstream import StopEvent
+from stepstream import Workflow
+from stepstream import WorkflowTimedOutEvent
+from stepstream import WorkflowTimeoutError
+from stepstream import step
 
 
 class EvA(Event):

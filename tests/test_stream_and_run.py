@@ -5,26 +5,29 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
+from typing import ClassVar
 
 import pytest
 
-from _helpers import EXAMPLES, Slow, StepTimeout, drain, run_command
-from stepstream import (
-    Context,
-    Event,
-    StartEvent,
-    StopEvent,
-    Workflow,
-    WorkflowCancelledError,
-    WorkflowCancelledEvent,
-    WorkflowFailedEvent,
-    WorkflowHandler,
-    WorkflowRuntimeError,
-    WorkflowTimedOutEvent,
-    WorkflowTimeoutError,
-    step,
-)
+from _helpers import EXAMPLES
+from _helpers import Slow
+from _helpers import StepTimeout
+from _helpers import drain
+from _helpers import run_command
+from stepstream import Context
+from stepstream import Event
+from stepstream import StartEvent
+from stepstream import StopEvent
+from stepstream import Workflow
+from stepstream import WorkflowCancelledError
+from stepstream import WorkflowCancelledEvent
+from stepstream import WorkflowFailedEvent
+from stepstream import WorkflowHandler
+from stepstream import WorkflowRuntimeError
+from stepstream import WorkflowTimedOutEvent
+from stepstream import WorkflowTimeoutError
+from stepstream import step
 from stepstream.testing import FakeStreamingLLM
 
 EXAMPLE = EXAMPLES / "streaming.py"

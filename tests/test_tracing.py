@@ -4,54 +4,53 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanKind, StatusCode, Tracer
+from opentelemetry.trace import SpanKind
+from opentelemetry.trace import StatusCode
+from opentelemetry.trace import Tracer
 
-from _helpers import (
-    SEED_STEPS,
-    Big,
-    BigWriter,
-    Failing,
-    Flaky,
-    MyWorkflow,
-    ProgressEvent,
-    Slow,
-    StepTimeout,
-    Task,
-    answer_prompts,
-    attr,
-    cancel_after,
-    drain,
-    expected_stream,
-    failure_of,
-    outcome,
-    parent_id,
-    recorded_stream,
-    run_seed,
-    run_span_name,
-    span_id,
-    step_span_name,
-    stream_span_events,
-    trace_id,
-)
-from stepstream import (
-    Context,
-    Event,
-    HumanResponseEvent,
-    InputRequiredEvent,
-    StartEvent,
-    StopEvent,
-    Workflow,
-    WorkflowCancelledError,
-    WorkflowHandler,
-    WorkflowTimeoutError,
-    step,
-)
+from _helpers import SEED_STEPS
+from _helpers import Big
+from _helpers import BigWriter
+from _helpers import Failing
+from _helpers import Flaky
+from _helpers import MyWorkflow
+from _helpers import ProgressEvent
+from _helpers import Slow
+from _helpers import StepTimeout
+from _helpers import Task
+from _helpers import answer_prompts
+from _helpers import attr
+from _helpers import cancel_after
+from _helpers import drain
+from _helpers import expected_stream
+from _helpers import failure_of
+from _helpers import outcome
+from _helpers import parent_id
+from _helpers import recorded_stream
+from _helpers import run_seed
+from _helpers import run_span_name
+from _helpers import span_id
+from _helpers import step_span_name
+from _helpers import stream_span_events
+from _helpers import trace_id
+from stepstream import Context
+from stepstream import Event
+from stepstream import HumanResponseEvent
+from stepstream import InputRequiredEvent
+from stepstream import StartEvent
+from stepstream import StopEvent
+from stepstream import Workflow
+from stepstream import WorkflowCancelledError
+from stepstream import WorkflowHandler
+from stepstream import WorkflowTimeoutError
+from stepstream import step
 from stepstream.telemetry import attributes as attrs
 from stepstream.testing import CapturedTelemetry
 

@@ -5,35 +5,31 @@ from typing import Any
 
 import pytest
 
-from _helpers import (
-    AcceptsStop,
-    Empty,
-    HumanLoop,
-    Leftover,
-    Minimal,
-    NoEventParam,
-    NoReturn,
-    NoStart,
-    NoStop,
-    Orphan,
-    TwoEventParams,
-    TwoStarts,
-    Unconsumed,
-    Unproduced,
-    answer_prompts,
-    drain,
-)
-from stepstream import (
-    Context,
-    Event,
-    HumanResponseEvent,
-    InputRequiredEvent,
-    StartEvent,
-    StopEvent,
-    Workflow,
-    WorkflowValidationError,
-    step,
-)
+from _helpers import AcceptsStop
+from _helpers import Empty
+from _helpers import HumanLoop
+from _helpers import Leftover
+from _helpers import Minimal
+from _helpers import NoEventParam
+from _helpers import NoReturn
+from _helpers import NoStart
+from _helpers import NoStop
+from _helpers import Orphan
+from _helpers import TwoEventParams
+from _helpers import TwoStarts
+from _helpers import Unconsumed
+from _helpers import Unproduced
+from _helpers import answer_prompts
+from _helpers import drain
+from stepstream import Context
+from stepstream import Event
+from stepstream import HumanResponseEvent
+from stepstream import InputRequiredEvent
+from stepstream import StartEvent
+from stepstream import StopEvent
+from stepstream import Workflow
+from stepstream import WorkflowValidationError
+from stepstream import step
 
 
 class Progress(Event):
