@@ -23,7 +23,7 @@ from stepstream._routing import Router, RunState, Waiter
 from stepstream._steps import work
 from stepstream.context import Context
 from stepstream.errors import WorkflowRuntimeError, WorkflowTimeoutError
-from stepstream.events import Event, require_event
+from stepstream.events import Event
 
 if TYPE_CHECKING:
     from stepstream._graph import Graph
@@ -39,6 +39,13 @@ _get_ident = threading.get_ident
 CANCEL_GRACE_SECONDS = 2.0
 
 Caller = Callable[[Context[Any], Event], Any]
+
+
+def _require_event(value: object, where: str) -> None:
+    """Raise WorkflowRuntimeError naming ``where`` unless ``value`` is an Event."""
+    if not isinstance(value, Event):
+        msg = f"{where} takes an Event instance, got {type(value).__name__} ({value!r:.80})"
+        raise WorkflowRuntimeError(msg)
 
 
 class Run:
@@ -197,7 +204,7 @@ class Run:
     def stream_write(self, event: Event) -> None:
         """``ctx.write_event_to_stream``: the hot path, then the thread hop."""
         if not isinstance(event, Event):
-            require_event(event, "write_event_to_stream")  # type: ignore[unreachable]
+            _require_event(event, "write_event_to_stream")  # type: ignore[unreachable]
         if _get_ident() == self.thread_id:
             if not self.observed:  # nothing observes the run: only the stream needs it
                 if self.router.state is RunState.RUNNING:
@@ -219,7 +226,7 @@ class Run:
 
     def send(self, event: Event, target: str | None) -> None:
         """``ctx.send_event``: refuse what cannot be delivered, else route it."""
-        require_event(event, "send_event")
+        _require_event(event, "send_event")
         problem = self.router.send_problem(event, target)
         if problem is not None:
             raise WorkflowRuntimeError(problem)

@@ -6,8 +6,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from stepstream.errors import WorkflowRuntimeError
-
 __all__ = [
     "Event",
     "HumanResponseEvent",
@@ -94,9 +92,3 @@ class WorkflowCancelledEvent(StopEvent):
 
     message: str
 
-
-def require_event(value: object, where: str) -> None:
-    """Raise WorkflowRuntimeError naming ``where`` unless ``value`` is an Event."""
-    if not isinstance(value, Event):
-        msg = f"{where} takes an Event instance, got {type(value).__name__} ({value!r:.80})"
-        raise WorkflowRuntimeError(msg)

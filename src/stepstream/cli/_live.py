@@ -13,6 +13,7 @@ from rich.text import Text
 
 from stepstream.events import Event, StopEvent
 from stepstream.telemetry import Observer, RunInfo, Status, StepInfo
+from stepstream.telemetry import attributes as attrs
 
 if TYPE_CHECKING:
     from stepstream.workflow import Workflow
@@ -111,7 +112,7 @@ class LiveModel(Observer):
         row = self.rows[inv.step]
         row.duration_ms = (time.monotonic() - row.started) * 1000
         row.state = "retrying" if will_retry else status
-        row.error = f"{type(error).__name__}: {error}" if status != "cancelled" else ""
+        row.error = f"{type(error).__name__}: {error}" if status != attrs.STATUS_CANCELLED else ""
 
     def step_retry(self, inv: StepInfo, delay: float) -> None:
         """Count a retry."""
@@ -177,11 +178,11 @@ def _render_row(row: _StepRow) -> tuple[RenderableType, RenderableType, Renderab
         took = f"{ms:.1f} ms" if ms < 1000 else f"{ms / 1000:.2f} s"  # noqa: PLR2004
         detail = f"done in {took}{runs}{retries}"
         return Text("✓", style="green"), name, Text(detail, style="green")
-    if row.state in {"error", "timeout"}:
+    if row.state in {attrs.STATUS_ERROR, attrs.STATUS_TIMEOUT}:
         return Text("✗", style="red"), name, Text(f"{row.state}: {row.error}{retries}", style="red")
     if row.state == "retrying":
         return Text("↻", style="magenta"), name, Text(f"retrying: {row.error}", style="magenta")
-    if row.state == "cancelled":
+    if row.state == attrs.STATUS_CANCELLED:
         return Text("-", style="dim"), name, Text("cancelled", style="dim")
     return Text("·", style="dim"), name, Text("waiting", style="dim")
 
