@@ -36,6 +36,7 @@ from stepstream import (
     Context,
     Event,
     HumanResponseEvent,
+    InputRequiredEvent,
     StartEvent,
     StopEvent,
     Workflow,
@@ -515,6 +516,31 @@ def _unrouted() -> Produced:
             return StopEvent()
 
     return outcome(Unrouted(timeout=5))
+
+
+@trigger(
+    "<Event> does not meet the requirements of the step waiting for it (<requirements>) and no "
+    "step of workflow <Workflow> accepts it; send a <Event> whose fields match"
+)
+def _fails_requirements() -> Produced:
+    class Picky(Workflow):
+        @step
+        async def ask(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+            answer = await ctx.wait_for_event(
+                HumanResponseEvent, waiter_event=InputRequiredEvent(), requirements={"user": "ada"}
+            )
+            return StopEvent(result=answer)
+
+    async def main() -> None:
+        handler = Picky(timeout=5).run()
+        async for ev in handler.stream_events():
+            if isinstance(ev, InputRequiredEvent):
+                try:
+                    handler.ctx.send_event(HumanResponseEvent(user="bob"))
+                finally:
+                    await handler.cancel_run()
+
+    return raised(lambda: asyncio.run(main()))
 
 
 @trigger(
