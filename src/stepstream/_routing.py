@@ -21,12 +21,15 @@ from stepstream.errors import WorkflowRuntimeError
 from stepstream.events import Event, InputRequiredEvent, StopEvent
 from stepstream.retry_policy import RetryPolicy
 
-__all__ = ["Action", "Router", "RunState", "Waiter", "result_action", "retry_delay"]
+__all__ = ["QUEUED", "Action", "Router", "RunState", "Waiter", "result_action", "retry_delay"]
 
 OriginT = TypeVar("OriginT")
 TokenT = TypeVar("TokenT")
 
 _ABSENT: Any = object()
+
+#: The worker slot :meth:`Router.deliver` gives a step that got the event in its backlog.
+QUEUED = -1
 
 
 class RunState(enum.Enum):
@@ -55,14 +58,19 @@ class Action(enum.Enum):
 class Waiter(Generic[TokenT]):
     """A ``wait_for_event`` registration; ``token`` is the run's, opaque here."""
 
-    __slots__ = ("event_type", "requirements", "token")
+    __slots__ = ("event_type", "requirements", "token", "waiter_id")
 
     def __init__(
-        self, event_type: type[Event], requirements: Mapping[str, Any], token: TokenT
+        self,
+        event_type: type[Event],
+        requirements: Mapping[str, Any],
+        token: TokenT,
+        waiter_id: str | None = None,
     ) -> None:
         self.event_type = event_type
         self.requirements = dict(requirements)
         self.token = token
+        self.waiter_id = waiter_id
 
     def matches(self, event: Event) -> bool:
         """Tell whether ``event`` is of the awaited type and meets every requirement."""
@@ -83,6 +91,7 @@ class Router(Generic[OriginT, TokenT]):
         "_collectors",
         "_free",
         "graph",
+        "held",
         "run_id",
         "state",
         "waiters",
@@ -95,6 +104,8 @@ class Router(Generic[OriginT, TokenT]):
         self.run_id = run_id
         self.state = RunState.RUNNING
         self.waiters: list[Waiter[TokenT]] = []
+        # Events from the caller that nothing took yet, for waiters that register later.
+        self.held: list[Event] = []
         # Free worker slots per step, popped from the end: slot 0 is used first.
         self._free = [list(range(s.num_workers - 1, -1, -1)) for s in graph.specs]
         # Created on first use: most steps never have a backlog (and parked runs are many).
@@ -126,8 +137,15 @@ class Router(Generic[OriginT, TokenT]):
 
     # -- routing --------------------------------------------------------------------
 
-    def send_problem(self, event: Event, target: str | None) -> str | None:
-        """Why ``event`` sent now (to ``target``) could not be delivered; None if it can."""
+    def send_problem(
+        self, event: Event, target: str | None, from_caller: bool = False
+    ) -> str | None:
+        """Why ``event`` sent now (to ``target``) could not be delivered; None if it can.
+
+        An event from the caller (not a step) that nothing takes yet is no problem: it
+        is held for a waiter that registers later, unless a waiter for its type is
+        already there and the event fails its requirements.
+        """
         name = type(event).__name__
         if self.state is not RunState.RUNNING:
             # One answer from the moment the outcome is decided: the ending phase too.
@@ -150,6 +168,8 @@ class Router(Generic[OriginT, TokenT]):
                 f"({wanted}) and no step of workflow {self.workflow} accepts it; send a "
                 f"{name} whose fields match"
             )
+        if from_caller:
+            return None
         return (
             f"no step of workflow {self.workflow} accepts {name} and no step is waiting "
             f"for it; add a step that takes {name}, or wait for it with ctx.wait_for_event"
@@ -173,13 +193,15 @@ class Router(Generic[OriginT, TokenT]):
         return None
 
     def deliver(
-        self, event: Event, origin: OriginT, target: str | None
-    ) -> Waiter[TokenT] | list[tuple[int, int]]:
+        self, event: Event, origin: OriginT, target: str | None, hold: bool = False
+    ) -> Waiter[TokenT] | list[tuple[int, int]] | None:
         """Decide where ``event`` goes.
 
-        Returns the waiter it answers (now removed), or the (step index, worker slot)
-        invocations to start now; steps with no free slot get it in their backlog.
-        Raises WorkflowRuntimeError when nothing can take it.
+        Returns the waiter it answers (now removed), or one (step index, worker slot)
+        pair per accepting step: a slot to start an invocation in now, or ``QUEUED``
+        when the step had no free slot and got the event in its backlog. When nothing
+        takes it: with ``hold``, keeps it for a later waiter and returns None;
+        otherwise raises WorkflowRuntimeError.
         """
         if target is not None:
             indices: tuple[int, ...] = (self.graph.index[target],)
@@ -191,6 +213,9 @@ class Router(Generic[OriginT, TokenT]):
                         return waiter
             indices = self.graph.route(type(event))
             if not indices:
+                if hold:
+                    self.held.append(event)
+                    return None
                 raise WorkflowRuntimeError(self.send_problem(event, None))
         starts: list[tuple[int, int]] = []
         for i in indices:
@@ -202,7 +227,18 @@ class Router(Generic[OriginT, TokenT]):
                 if backlog is None:
                     backlog = self._backlogs[i] = deque()
                 backlog.append((event, origin))
+                starts.append((i, QUEUED))
         return starts
+
+    def in_flight(self) -> int:
+        """How many step invocations hold a worker slot."""
+        return sum(
+            s.num_workers - len(free) for s, free in zip(self.graph.specs, self._free, strict=True)
+        )
+
+    def has_backlog(self) -> bool:
+        """Whether any step has events waiting for a free worker slot."""
+        return any(self._backlogs)
 
     def next_job(self, index: int) -> tuple[Event, OriginT] | None:
         """The next queued event for a worker of step ``index`` that just finished one."""
@@ -218,12 +254,24 @@ class Router(Generic[OriginT, TokenT]):
     # -- waiters and joins ----------------------------------------------------------
 
     def add_waiter(
-        self, event_type: type[Event], requirements: Mapping[str, Any], token: TokenT
-    ) -> Waiter[TokenT]:
-        """Register a waiter for ``event_type`` events meeting ``requirements``."""
-        waiter = Waiter(event_type, requirements, token)
+        self,
+        event_type: type[Event],
+        requirements: Mapping[str, Any],
+        token: TokenT,
+        waiter_id: str | None = None,
+    ) -> tuple[Waiter[TokenT], Event | None]:
+        """Register a waiter for ``event_type`` events meeting ``requirements``.
+
+        Returns it with the held event it takes at once (then it is not registered),
+        or with None.
+        """
+        waiter = Waiter(event_type, requirements, token, waiter_id)
+        for event in self.held:
+            if waiter.matches(event):
+                self.held.remove(event)
+                return waiter, event
         self.waiters.append(waiter)
-        return waiter
+        return waiter, None
 
     def remove_waiter(self, waiter: Waiter[TokenT]) -> None:
         """Forget ``waiter`` (answered, timed out or cancelled); no-op if already gone."""

@@ -17,12 +17,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from stepstream import _internal_events as internal
 from stepstream import _outcome
 from stepstream._instrument import NOOP, Observer, RunInfo, StepInfo, current_step
-from stepstream._routing import Router, RunState, Waiter
-from stepstream._steps import work
+from stepstream._routing import QUEUED, Router, RunState, Waiter
+from stepstream._steps import CANCEL_GRACE_SECONDS, stop_steps, wait_for_event, work
 from stepstream.context import Context
-from stepstream.errors import WorkflowRuntimeError, WorkflowTimeoutError
+from stepstream.errors import WorkflowRuntimeError
 from stepstream.events import Event
 
 if TYPE_CHECKING:
@@ -35,8 +36,6 @@ __all__ = ["CANCEL_GRACE_SECONDS", "Caller", "Run"]
 _log = logging.getLogger("stepstream")
 _get_ident = threading.get_ident
 
-#: How long a run waits for cancelled steps to stop before publishing its outcome.
-CANCEL_GRACE_SECONDS = 2.0
 
 Caller = Callable[[Context[Any], Event], Any]
 
@@ -58,6 +57,7 @@ class Run:
         "_tg",
         "callers",
         "ctx",
+        "expose_internal",
         "info",
         "instrument",
         "loop",
@@ -67,6 +67,7 @@ class Run:
         "stream",
         "thread_id",
         "timeout",
+        "waiting",
     )
 
     def __init__(  # noqa: PLR0917 - built in one place, by Workflow.run()
@@ -101,6 +102,10 @@ class Run:
         self._collect_lock = threading.Lock()
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: dict[asyncio.Task[None], str] = {}
+        # Set by stream_events(expose_internal=True): the runtime's internal events are
+        # made only from then on (they cost nothing otherwise).
+        self.expose_internal = False
+        self.waiting = 0  # step invocations suspended in wait_for_event
 
     # -- the run's task -------------------------------------------------------------
 
@@ -120,10 +125,10 @@ class Run:
                     outcome = await self._wait()
                 except asyncio.CancelledError:
                     self.router.end()
-                    await self._stop_steps()
+                    await stop_steps(self._tasks, self.info.run_id)
                     self._close(_outcome.cancelled("the run's task was cancelled"))
                     raise
-                await self._stop_steps()
+                await stop_steps(self._tasks, self.info.run_id)
                 self._close(outcome)
         except asyncio.CancelledError:
             self._close(_outcome.cancelled("the run's task was cancelled"))
@@ -151,30 +156,21 @@ class Run:
             self.end(outcome)
             return outcome
 
-    async def _stop_steps(self) -> None:
-        """Cancel in-flight step invocations and give them a grace period to stop."""
-        tasks = [t for t in self._tasks if not t.done()]
-        if not tasks:
-            return
-        for task in tasks:
-            task.cancel()
-        _, pending = await asyncio.wait(tasks, timeout=CANCEL_GRACE_SECONDS)
-        if pending:
-            names = sorted({self._tasks.get(t, "?") for t in pending})
-            _log.warning(
-                "stepstream: step(s) %s of run %s ignored cancellation for %.0fs; the run "
-                "has ended without them (a step must not swallow asyncio.CancelledError)",
-                ", ".join(names),
-                self.info.run_id,
-                CANCEL_GRACE_SECONDS,
-            )
-
     def _close(self, outcome: Outcome) -> None:
         self.router.end()
         if not self.router.close():
             return
         self.outcome.set_result(outcome)
         self.stream.close(outcome.terminal)
+        if self.router.held:
+            _log.warning(
+                "stepstream: run %s of %s ended with %d event(s) sent by the caller that no "
+                "step took and no wait_for_event matched: %s",
+                self.info.run_id,
+                self.info.workflow,
+                len(self.router.held),
+                ", ".join(type(e).__name__ for e in self.router.held),
+            )
         self.instrument.run_finished(
             self.info,
             outcome.status,
@@ -227,13 +223,14 @@ class Run:
     def send(self, event: Event, target: str | None) -> None:
         """``ctx.send_event``: refuse what cannot be delivered, else route it."""
         _require_event(event, "send_event")
-        problem = self.router.send_problem(event, target)
+        origin = self.caller()
+        problem = self.router.send_problem(event, target, from_caller=origin is None)
         if problem is not None:
             raise WorkflowRuntimeError(problem)
         if _get_ident() == self.thread_id:
-            self.dispatch(event, self.caller(), target)
+            self.dispatch(event, origin, target)
         else:
-            self.loop.call_soon_threadsafe(self.dispatch, event, self.caller(), target)
+            self.loop.call_soon_threadsafe(self.dispatch, event, origin, target)
 
     def dispatch(self, event: Event, origin: StepInfo | None, target: str | None) -> None:
         """Deliver ``event`` where the router decides."""
@@ -241,17 +238,33 @@ class Run:
         if router.state is not RunState.RUNNING:
             return
         self.instrument.event_sent(self.info, origin, event, target)
-        decision = router.deliver(event, origin, target)
+        # The caller's events that nothing takes yet are held for a later waiter.
+        decision = router.deliver(event, origin, target, hold=origin is None)
         if isinstance(decision, Waiter):
             if not decision.token.done():
                 decision.token.set_result(event)
             return
+        if decision is None:
+            if self.expose_internal:
+                unhandled = internal.unhandled(event, idle=self.idle())
+                if unhandled is not None:
+                    self.stream.push_internal(unhandled)
+            return
         tg = self._tg
         assert tg is not None  # noqa: S101 - dispatch runs inside main()
         for index, worker in decision:
+            if worker == QUEUED:
+                if self.expose_internal:
+                    self.stream.push_internal(internal.queued(router.graph.names[index], event))
+                continue
             task = tg.create_task(work(self, index, worker, event, origin))
             self._tasks[task] = router.graph.names[index]
             task.add_done_callback(self._tasks.pop)
+
+    def idle(self) -> bool:
+        """No queued work, and every invocation in flight waits for an event."""
+        router = self.router
+        return not router.has_backlog() and router.in_flight() == self.waiting
 
     def collect(self, event: Event, expected: Sequence[type[Event]]) -> list[Event] | None:
         """``ctx.collect_events``: the join's events once complete (any thread)."""
@@ -268,27 +281,11 @@ class Run:
         self,
         event_type: type[Event],
         waiter_event: Event | None,
+        waiter_id: str | None,
         requirements: Mapping[str, Any] | None,
         timeout: float | None,
     ) -> Event:
         """``ctx.wait_for_event``: register, then write ``waiter_event``, then suspend."""
-        inv = self.caller()
-        waiter = self.router.add_waiter(event_type, requirements or {}, self.loop.create_future())
-        try:
-            if waiter_event is not None:
-                self.stream_write(waiter_event)
-            self.instrument.step_waiting(self.info, inv, event_type)
-            try:
-                async with asyncio.timeout(timeout):
-                    event = await waiter.token
-            except TimeoutError:
-                where = f"step {inv.step!r}" if inv is not None else "the caller"
-                msg = (
-                    f"{where} waited {timeout}s for {event_type.__name__} and none "
-                    "arrived; send it with ctx.send_event(...) or raise the timeout"
-                )
-                raise WorkflowTimeoutError(msg, timeout=timeout) from None
-        finally:
-            self.router.remove_waiter(waiter)
-        self.instrument.step_resumed(self.info, inv, event)
-        return event
+        return await wait_for_event(
+            self, event_type, waiter_event, waiter_id, requirements, timeout
+        )

@@ -7,27 +7,41 @@ user code; the decisions (retry or fail, route or stop) come from the routing co
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from stepstream import _internal_events as internal
 from stepstream import _outcome
 from stepstream._instrument import StepInfo, current_step
 from stepstream._routing import Action, RunState, result_action, retry_delay
-from stepstream.errors import WorkflowRuntimeError
+from stepstream.errors import WorkflowRuntimeError, WorkflowTimeoutError
 from stepstream.events import Event, StopEvent
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from stepstream._runtime import Run
 
-__all__ = ["work"]
+_log = logging.getLogger("stepstream")
+
+#: How long a run waits for cancelled steps to stop before publishing its outcome.
+CANCEL_GRACE_SECONDS = 2.0
+
+__all__ = ["CANCEL_GRACE_SECONDS", "stop_steps", "wait_for_event", "work"]
 
 
 async def work(run: Run, index: int, worker: int, event: Event, origin: StepInfo | None) -> None:
     """Invoke step ``index`` on ``event``, then on its backlog, in worker slot ``worker``."""
     router = run.router
+    name = router.graph.names[index]
     try:
         while True:
-            await _invoke(run, index, worker, event, origin)
+            if run.expose_internal:
+                run.stream.push_internal(internal.started(name, worker, event))
+            result = await _invoke(run, index, worker, event, origin)
+            if run.expose_internal:
+                run.stream.push_internal(internal.ended(name, worker, event, result))
             job = router.next_job(index)
             if job is None:
                 return
@@ -35,7 +49,9 @@ async def work(run: Run, index: int, worker: int, event: Event, origin: StepInfo
     finally:
         router.release(index, worker)
 
-async def _invoke(run: Run, index: int, worker: int, event: Event, origin: StepInfo | None) -> None:
+
+async def _invoke(run: Run, index: int, worker: int, event: Event, origin: StepInfo | None) -> Any:
+    """Run the attempts of one invocation; return what the step returned (None if it failed)."""
     spec = run.router.graph.specs[index]
     ins = run.instrument
     first = time.monotonic()
@@ -55,7 +71,7 @@ async def _invoke(run: Run, index: int, worker: int, event: Event, origin: StepI
                 f"steps still active: {', '.join(active)}"
             )
             run.end(_outcome.timed_out(msg, spec.timeout, active, inv))
-            return
+            return None
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
             if run.router.state is not RunState.RUNNING or task is None or task.cancelling():
@@ -68,7 +84,7 @@ async def _invoke(run: Run, index: int, worker: int, event: Event, origin: StepI
             )
             error.__cause__ = exc
             _fail(run, inv, error)
-            return
+            return None
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # noqa: BLE001 - a step's error ends the run as a value
@@ -79,13 +95,14 @@ async def _invoke(run: Run, index: int, worker: int, event: Event, origin: StepI
             )
             if delay is None:
                 _fail(run, inv, exc)
-                return
+                return None
             ins.step_failed(inv, exc, "error", True)
             ins.step_retry(inv, delay)
             await asyncio.sleep(delay)
             continue
         _handle_result(run, inv, result)
-        return
+        return result
+
 
 async def _call(run: Run, index: int, event: Event) -> Any:
     spec = run.router.graph.specs[index]
@@ -107,9 +124,11 @@ async def _call(run: Run, index: int, event: Event) -> Any:
             raise _StepTimedOut(exc) from exc
         raise
 
+
 def _fail(run: Run, inv: StepInfo, error: BaseException) -> None:
     run.instrument.step_failed(inv, error, "error", False)
     run.end(_outcome.failed(inv.step, error, inv))
+
 
 def _handle_result(run: Run, inv: StepInfo, result: Any) -> None:
     action = result_action(result, run.router.state)
@@ -131,6 +150,67 @@ def _handle_result(run: Run, inv: StepInfo, result: Any) -> None:
             run.dispatch(result, inv, None)
         except WorkflowRuntimeError as exc:
             run.end(_outcome.failed(inv.step, exc, inv))
+
+
+async def wait_for_event(  # noqa: PLR0917 - mirrors ctx.wait_for_event
+    run: Run,
+    event_type: type[Event],
+    waiter_event: Event | None,
+    waiter_id: str | None,
+    requirements: Mapping[str, Any] | None,
+    timeout: float | None,
+) -> Event:
+    """``ctx.wait_for_event``: register, then write ``waiter_event``, then suspend."""
+    inv = run.caller()
+    waiter, held = run.router.add_waiter(
+        event_type, requirements or {}, run.loop.create_future(), waiter_id
+    )
+    if held is not None:  # the answer came first: it was held for this waiter
+        run.instrument.step_resumed(run.info, inv, held)
+        return held
+    if inv is not None:
+        run.waiting += 1
+    try:
+        if waiter_event is not None:
+            run.stream_write(waiter_event)
+        run.instrument.step_waiting(run.info, inv, event_type)
+        if run.expose_internal and run.idle():
+            run.stream.push_internal(internal.idle())
+        try:
+            async with asyncio.timeout(timeout):
+                event = await waiter.token
+        except TimeoutError:
+            where = f"step {inv.step!r}" if inv is not None else "the caller"
+            msg = (
+                f"{where} waited {timeout}s for {event_type.__name__} and none "
+                "arrived; send it with ctx.send_event(...) or raise the timeout"
+            )
+            raise WorkflowTimeoutError(msg, timeout=timeout) from None
+    finally:
+        run.router.remove_waiter(waiter)
+        if inv is not None:
+            run.waiting -= 1
+    run.instrument.step_resumed(run.info, inv, event)
+    return event
+
+
+async def stop_steps(tasks: dict[asyncio.Task[None], str], run_id: str) -> None:
+    """Cancel in-flight step invocations and give them a grace period to stop."""
+    running = [t for t in tasks if not t.done()]
+    if not running:
+        return
+    for task in running:
+        task.cancel()
+    _, pending = await asyncio.wait(running, timeout=CANCEL_GRACE_SECONDS)
+    if pending:
+        names = sorted({tasks.get(t, "?") for t in pending})
+        _log.warning(
+            "stepstream: step(s) %s of run %s ignored cancellation for %.0fs; the run "
+            "has ended without them (a step must not swallow asyncio.CancelledError)",
+            ", ".join(names),
+            run_id,
+            CANCEL_GRACE_SECONDS,
+        )
 
 
 class _StepTimedOut(Exception):  # noqa: N818 - internal signal carrying the TimeoutError

@@ -88,6 +88,7 @@ class RunPort(Protocol):
         self,
         event_type: type[Event],
         waiter_event: Event | None,
+        waiter_id: str | None,
         requirements: Mapping[str, Any] | None,
         timeout: float | None,
     ) -> Event:
@@ -128,16 +129,20 @@ class Context(Generic[StateT]):
         self,
         event_type: type[EventT],
         waiter_event: Event | None = None,
+        waiter_id: str | None = None,
         requirements: Mapping[str, Any] | None = None,
-        timeout: float | None = None,
+        timeout: float | None = 2000,
     ) -> EventT:
         """Suspend this step until an event of ``event_type`` arrives, and return it.
 
         The waiter is registered first, then ``waiter_event`` (if any) is written to
-        the stream, so an answer sent in reaction to it is never missed. Only events
+        the stream, so an answer sent in reaction to it is never missed; an answer the
+        caller sent before is held for the waiter and returned at once. Only events
         whose fields equal ``requirements`` match. The step body is not run again.
+        ``waiter_id`` names the wait (it survives a saved and restored context);
+        ``timeout`` is in seconds (None: wait forever) and raises WorkflowTimeoutError.
         """
         # The run matched the event with isinstance(event, event_type).
         return await self._run.wait_for(  # type: ignore[return-value]
-            event_type, waiter_event, requirements, timeout
+            event_type, waiter_event, waiter_id, requirements, timeout
         )

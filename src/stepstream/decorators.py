@@ -100,5 +100,3 @@ def _caller_namespaces() -> dict[str, Any]:
         if f is not None and f.f_code.co_name != "<module>":
             ns.update(f.f_locals)
     return ns
-
-

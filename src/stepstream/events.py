@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -10,10 +11,15 @@ __all__ = [
     "Event",
     "HumanResponseEvent",
     "InputRequiredEvent",
+    "InternalDispatchEvent",
     "StartEvent",
+    "StepState",
+    "StepStateChanged",
     "StopEvent",
+    "UnhandledEvent",
     "WorkflowCancelledEvent",
     "WorkflowFailedEvent",
+    "WorkflowIdleEvent",
     "WorkflowTimedOutEvent",
 ]
 
@@ -92,3 +98,37 @@ class WorkflowCancelledEvent(StopEvent):
 
     message: str
 
+
+class InternalDispatchEvent(Event):
+    """Base of the runtime's internal events, streamed only with ``expose_internal=True``."""
+
+
+class StepState(enum.StrEnum):
+    """Where a step invocation is, in ``StepStateChanged``."""
+
+    PREPARING = "preparing"
+    RUNNING = "running"
+    NOT_RUNNING = "not_running"
+
+
+class StepStateChanged(InternalDispatchEvent):
+    """A step invocation was queued (PREPARING), started (RUNNING) or ended (NOT_RUNNING)."""
+
+    name: str
+    step_state: StepState
+    worker_id: str
+    input_event_name: str
+    output_event_name: str | None = None
+
+
+class WorkflowIdleEvent(InternalDispatchEvent):
+    """The run has no queued or running work and at least one step waits for an event."""
+
+
+class UnhandledEvent(InternalDispatchEvent):
+    """An event matched no waiter and no step (stepstream holds a caller's for a waiter)."""
+
+    event_type: str
+    qualified_name: str
+    step_name: str | None = None
+    idle: bool
