@@ -14,11 +14,24 @@ from stepstream.events import (
     StopEvent,
 )
 
-__all__ = ["graph_problems"]
+__all__ = ["GRAPH_CHECKS", "NO_VALIDATION", "graph_problems"]
 
 
-def graph_problems(specs: Sequence[StepSpec]) -> list[str]:
-    """Return one line per problem in the graph the steps form; empty when valid."""
+#: Names of the checks a workflow may skip (LlamaIndex's ``skip_graph_checks``):
+#: ``terminal_event``, events produced but never consumed; ``reachability``, events
+#: consumed but never produced; ``dead_end`` is accepted and has no stepstream check.
+GRAPH_CHECKS = frozenset({"dead_end", "reachability", "terminal_event"})
+#: Skips every check that ``disable_validation=True`` turns off (the flow checks).
+NO_VALIDATION = "<disable_validation>"
+
+
+def graph_problems(specs: Sequence[StepSpec], skip: frozenset[str] = frozenset()) -> list[str]:
+    """Return one line per problem in the graph the steps form; empty when valid.
+
+    ``skip`` names checks to leave out (:data:`GRAPH_CHECKS`, or :data:`NO_VALIDATION`
+    for all of them); a start event and the state type are always checked, since a run
+    cannot begin without them.
+    """
     problems: list[str] = []
     accepts_known = all(s.accepts_known for s in specs)
     returns_known = all(s.returns_known for s in specs)
@@ -27,7 +40,7 @@ def graph_problems(specs: Sequence[StepSpec]) -> list[str]:
         for t in spec.accepts:
             if issubclass(t, StartEvent):
                 starts.setdefault(t, []).append(spec.name)
-            if issubclass(t, StopEvent):
+            if issubclass(t, StopEvent) and NO_VALIDATION not in skip:
                 problems.append(
                     f"step {spec.name!r} accepts {t.__name__}, a StopEvent: a StopEvent "
                     "ends the run and is never delivered to a step"
@@ -48,7 +61,15 @@ def graph_problems(specs: Sequence[StepSpec]) -> list[str]:
             "no step can return a StopEvent; annotate the last step's return type with "
             "StopEvent (or a StopEvent subclass)"
         )
-    problems.extend(_flow_problems(specs, accepts_known, returns_known))
+    if NO_VALIDATION in skip:
+        skip = GRAPH_CHECKS
+    problems.extend(
+        _flow_problems(
+            specs,
+            accepts_known and "terminal_event" not in skip,
+            returns_known and "reachability" not in skip,
+        )
+    )
     problems.extend(_state_problems(specs))
     return problems
 
