@@ -83,3 +83,12 @@ class Collector(Generic[OriginT]):
             origins.append(origin)
         self._ready = sum(1 for t, n in self._need.items() if len(self._queues[t]) >= n)
         return events, origins
+
+    def pending(self) -> list[Event]:
+        """The buffered events of an incomplete join, in arrival order within each type."""
+        return [event for t in self._need for event, _ in self._queues[t]]
+
+    @property
+    def expected(self) -> tuple[type[Event], ...]:
+        """The expected event types, in the caller's order."""
+        return self._expected

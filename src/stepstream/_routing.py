@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from stepstream._collect import Collector
@@ -21,7 +22,19 @@ from stepstream.errors import WorkflowRuntimeError
 from stepstream.events import Event, InputRequiredEvent, StopEvent
 from stepstream.retry_policy import RetryPolicy
 
-__all__ = ["QUEUED", "Action", "Router", "RunState", "Waiter", "result_action", "retry_delay"]
+__all__ = [
+    "QUEUED",
+    "Action",
+    "Router",
+    "RunState",
+    "Snapshot",
+    "Waiter",
+    "default_waiter_id",
+    "restore_snapshot",
+    "result_action",
+    "retry_delay",
+    "take_snapshot",
+]
 
 OriginT = TypeVar("OriginT")
 TokenT = TypeVar("TokenT")
@@ -56,9 +69,13 @@ class Action(enum.Enum):
 
 
 class Waiter(Generic[TokenT]):
-    """A ``wait_for_event`` registration; ``token`` is the run's, opaque here."""
+    """A ``wait_for_event`` registration; ``token`` is the run's, opaque here.
 
-    __slots__ = ("event_type", "requirements", "token", "waiter_id")
+    ``restored`` is True when the registration was saved with the run's context and
+    is now taken up again by the re-run step (its waiter event was already streamed).
+    """
+
+    __slots__ = ("event_type", "requirements", "restored", "token", "waiter_id")
 
     def __init__(
         self,
@@ -71,6 +88,7 @@ class Waiter(Generic[TokenT]):
         self.requirements = dict(requirements)
         self.token = token
         self.waiter_id = waiter_id
+        self.restored = False
 
     def matches(self, event: Event) -> bool:
         """Tell whether ``event`` is of the awaited type and meets every requirement."""
@@ -90,6 +108,7 @@ class Router(Generic[OriginT, TokenT]):
         "_backlogs",
         "_collectors",
         "_free",
+        "dormant",
         "graph",
         "held",
         "run_id",
@@ -106,6 +125,8 @@ class Router(Generic[OriginT, TokenT]):
         self.waiters: list[Waiter[TokenT]] = []
         # Events from the caller that nothing took yet, for waiters that register later.
         self.held: list[Event] = []
+        # Waiters saved with a context, by waiter id, until their step waits again.
+        self.dormant: dict[str, tuple[type[Event], dict[str, Any]]] = {}
         # Free worker slots per step, popped from the end: slot 0 is used first.
         self._free = [list(range(s.num_workers - 1, -1, -1)) for s in graph.specs]
         # Created on first use: most steps never have a backlog (and parked runs are many).
@@ -213,7 +234,7 @@ class Router(Generic[OriginT, TokenT]):
                         return waiter
             indices = self.graph.route(type(event))
             if not indices:
-                if hold:
+                if hold or self._dormant_match(event):
                     self.held.append(event)
                     return None
                 raise WorkflowRuntimeError(self.send_problem(event, None))
@@ -266,12 +287,20 @@ class Router(Generic[OriginT, TokenT]):
         or with None.
         """
         waiter = Waiter(event_type, requirements, token, waiter_id)
+        if waiter_id is not None and self.dormant.pop(waiter_id, None) is not None:
+            waiter.restored = True
         for event in self.held:
             if waiter.matches(event):
                 self.held.remove(event)
                 return waiter, event
         self.waiters.append(waiter)
         return waiter, None
+
+    def _dormant_match(self, event: Event) -> bool:
+        return any(
+            isinstance(event, t) and all(event.get(k, _ABSENT) == v for k, v in r.items())
+            for t, r in self.dormant.values()
+        )
 
     def remove_waiter(self, waiter: Waiter[TokenT]) -> None:
         """Forget ``waiter`` (answered, timed out or cancelled); no-op if already gone."""
@@ -320,3 +349,57 @@ def retry_delay(
     if policy is None or state is not RunState.RUNNING or not isinstance(error, Exception):
         return None
     return policy.next(elapsed, attempt, error)
+
+
+def default_waiter_id(
+    step: str | None, event_type: type[Event], requirements: Mapping[str, Any]
+) -> str:
+    """The id of a wait that names none: stable across processes, so a saved wait is found."""
+    wanted = ",".join(f"{k}={v!r}" for k, v in sorted(requirements.items()))
+    return f"{step or '<caller>'}:{event_type.__module__}.{event_type.__qualname__}:{wanted}"
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """What a run's routing core holds, as plain objects (a context serializes it).
+
+    ``queue`` is the work to do on resuming, in order: the events of the invocations in
+    flight when it was taken (they run again from the top), then the steps' backlogs.
+    """
+
+    queue: list[tuple[str, Event]] = field(default_factory=list)
+    held: list[Event] = field(default_factory=list)
+    waiters: list[tuple[str, type[Event], dict[str, Any]]] = field(default_factory=list)
+    joins: list[tuple[str | None, tuple[type[Event], ...], list[Event]]] = field(
+        default_factory=list
+    )
+
+
+def take_snapshot(router: Router[Any, Any], in_flight: Sequence[tuple[int, Event]]) -> Snapshot:
+    """The state of ``router`` with the events of the invocations ``in_flight``."""
+    names = router.graph.names
+    snap = Snapshot()
+    snap.queue = [(names[i], event) for i, event in in_flight]
+    for i, backlog in enumerate(router._backlogs):  # noqa: SLF001 - the core's own module
+        snap.queue.extend((names[i], event) for event, _ in backlog or ())
+    snap.held = list(router.held)
+    for w in router.waiters:
+        if w.waiter_id is not None:
+            snap.waiters.append((w.waiter_id, w.event_type, dict(w.requirements)))
+    snap.waiters.extend((wid, t, dict(r)) for wid, (t, r) in router.dormant.items())
+    for key, collectors in router._collectors.items():  # noqa: SLF001
+        for c in collectors:
+            if c.pending():
+                snap.joins.append((key[0], c.expected, c.pending()))
+    return snap
+
+
+def restore_snapshot(router: Router[Any, Any], snap: Snapshot) -> list[tuple[str, Event]]:
+    """Load ``snap`` into a new ``router``; return the work to start, as (step, event)."""
+    router.held.extend(snap.held)
+    for waiter_id, event_type, requirements in snap.waiters:
+        router.dormant[waiter_id] = (event_type, requirements)
+    for step, expected, events in snap.joins:
+        for event in events:
+            router.collect(step, event, None, expected)
+    return [(step, event) for step, event in snap.queue if step in router.graph.index]

@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING, Any
 from stepstream import _internal_events as internal
 from stepstream import _outcome
 from stepstream._instrument import NOOP, Observer, RunInfo, StepInfo, current_step
-from stepstream._routing import QUEUED, Router, RunState, Waiter
+from stepstream._routing import (
+    QUEUED,
+    Router,
+    RunState,
+    Snapshot,
+    Waiter,
+    restore_snapshot,
+    take_snapshot,
+)
 from stepstream._steps import CANCEL_GRACE_SECONDS, stop_steps, wait_for_event, work
 from stepstream.context import Context
 from stepstream.errors import WorkflowRuntimeError
@@ -47,12 +55,25 @@ def _require_event(value: object, where: str) -> None:
         raise WorkflowRuntimeError(msg)
 
 
+
+def _warn_held(info: RunInfo, held: list[Event]) -> None:
+    _log.warning(
+        "stepstream: run %s of %s ended with %d event(s) sent by the caller that no "
+        "step took and no wait_for_event matched: %s",
+        info.run_id,
+        info.workflow,
+        len(held),
+        ", ".join(type(e).__name__ for e in held),
+    )
+
+
 class Run:
     """One run of a workflow; ``Context`` is its public facade (see ``RunPort``)."""
 
     __slots__ = (
         "_collect_lock",
         "_decided",
+        "_resume",
         "_tasks",
         "_tg",
         "callers",
@@ -101,7 +122,9 @@ class Run:
         self.outcome: asyncio.Future[Outcome] = loop.create_future()
         self._collect_lock = threading.Lock()
         self._tg: asyncio.TaskGroup | None = None
-        self._tasks: dict[asyncio.Task[None], str] = {}
+        # Each step task's [step index, event it is handling] (for stopping and saving).
+        self._tasks: dict[asyncio.Task[None], list[Any]] = {}
+        self._resume: list[tuple[str, Event]] | None = None
         # Set by stream_events(expose_internal=True): the runtime's internal events are
         # made only from then on (they cost nothing otherwise).
         self.expose_internal = False
@@ -121,14 +144,18 @@ class Run:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 try:
-                    self.dispatch(start_event, None, None)
+                    if self._resume is None:
+                        self.dispatch(start_event, None, None)
+                    else:  # continuing a saved run: its pending work, not a new start
+                        for step, event in self._resume:
+                            self.dispatch(event, None, step)
                     outcome = await self._wait()
                 except asyncio.CancelledError:
                     self.router.end()
-                    await stop_steps(self._tasks, self.info.run_id)
+                    await stop_steps(self._tasks, self.router.graph.names, self.info.run_id)
                     self._close(_outcome.cancelled("the run's task was cancelled"))
                     raise
-                await stop_steps(self._tasks, self.info.run_id)
+                await stop_steps(self._tasks, self.router.graph.names, self.info.run_id)
                 self._close(outcome)
         except asyncio.CancelledError:
             self._close(_outcome.cancelled("the run's task was cancelled"))
@@ -163,14 +190,7 @@ class Run:
         self.outcome.set_result(outcome)
         self.stream.close(outcome.terminal)
         if self.router.held:
-            _log.warning(
-                "stepstream: run %s of %s ended with %d event(s) sent by the caller that no "
-                "step took and no wait_for_event matched: %s",
-                self.info.run_id,
-                self.info.workflow,
-                len(self.router.held),
-                ", ".join(type(e).__name__ for e in self.router.held),
-            )
+            _warn_held(self.info, self.router.held)
         self.instrument.run_finished(
             self.info,
             outcome.status,
@@ -179,6 +199,15 @@ class Run:
             self.stream.seq - 1,
             outcome.source,
         )
+
+    def snapshot(self) -> Snapshot:
+        """What a saved context needs of this run's routing state (on the loop's thread)."""
+        in_flight = [(job[0], job[1]) for task, job in self._tasks.items() if not task.done()]
+        return take_snapshot(self.router, in_flight)
+
+    def restore(self, snap: Snapshot) -> None:
+        """Continue the saved run ``snap`` instead of starting from a start event."""
+        self._resume = restore_snapshot(self.router, snap)
 
     def end(self, outcome: Outcome) -> None:
         """Decide the run's outcome (RUNNING -> ENDING) unless it is already decided."""
@@ -257,8 +286,9 @@ class Run:
                 if self.expose_internal:
                     self.stream.push_internal(internal.queued(router.graph.names[index], event))
                 continue
-            task = tg.create_task(work(self, index, worker, event, origin))
-            self._tasks[task] = router.graph.names[index]
+            job: list[Any] = [index, event]
+            task = tg.create_task(work(self, index, worker, event, origin, job))
+            self._tasks[task] = job
             task.add_done_callback(self._tasks.pop)
 
     def idle(self) -> bool:

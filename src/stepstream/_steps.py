@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from stepstream import _internal_events as internal
 from stepstream import _outcome
 from stepstream._instrument import StepInfo, current_step
-from stepstream._routing import Action, RunState, result_action, retry_delay
+from stepstream._routing import Action, RunState, default_waiter_id, result_action, retry_delay
 from stepstream.errors import WorkflowRuntimeError, WorkflowTimeoutError
 from stepstream.events import Event, StopEvent
 
@@ -31,8 +31,13 @@ CANCEL_GRACE_SECONDS = 2.0
 __all__ = ["CANCEL_GRACE_SECONDS", "stop_steps", "wait_for_event", "work"]
 
 
-async def work(run: Run, index: int, worker: int, event: Event, origin: StepInfo | None) -> None:
-    """Invoke step ``index`` on ``event``, then on its backlog, in worker slot ``worker``."""
+async def work(  # noqa: PLR0917 - started once per invocation chain, by dispatch
+    run: Run, index: int, worker: int, event: Event, origin: StepInfo | None, job: list[Any]
+) -> None:
+    """Invoke step ``index`` on ``event``, then on its backlog, in worker slot ``worker``.
+
+    ``job`` is the run's record of this task: [step index, event being handled].
+    """
     router = run.router
     name = router.graph.names[index]
     try:
@@ -42,10 +47,11 @@ async def work(run: Run, index: int, worker: int, event: Event, origin: StepInfo
             result = await _invoke(run, index, worker, event, origin)
             if run.expose_internal:
                 run.stream.push_internal(internal.ended(name, worker, event, result))
-            job = router.next_job(index)
-            if job is None:
+            nxt = router.next_job(index)
+            if nxt is None:
                 return
-            event, origin = job
+            event, origin = nxt
+            job[1] = event
     finally:
         router.release(index, worker)
 
@@ -162,16 +168,18 @@ async def wait_for_event(  # noqa: PLR0917 - mirrors ctx.wait_for_event
 ) -> Event:
     """``ctx.wait_for_event``: register, then write ``waiter_event``, then suspend."""
     inv = run.caller()
-    waiter, held = run.router.add_waiter(
-        event_type, requirements or {}, run.loop.create_future(), waiter_id
-    )
+    wanted = requirements or {}
+    if waiter_id is None:
+        waiter_id = default_waiter_id(inv.step if inv else None, event_type, wanted)
+    waiter, held = run.router.add_waiter(event_type, wanted, run.loop.create_future(), waiter_id)
     if held is not None:  # the answer came first: it was held for this waiter
         run.instrument.step_resumed(run.info, inv, held)
         return held
     if inv is not None:
         run.waiting += 1
     try:
-        if waiter_event is not None:
+        # A wait restored from a saved context streamed its waiter event before.
+        if waiter_event is not None and not waiter.restored:
             run.stream_write(waiter_event)
         run.instrument.step_waiting(run.info, inv, event_type)
         if run.expose_internal and run.idle():
@@ -194,7 +202,9 @@ async def wait_for_event(  # noqa: PLR0917 - mirrors ctx.wait_for_event
     return event
 
 
-async def stop_steps(tasks: dict[asyncio.Task[None], str], run_id: str) -> None:
+async def stop_steps(
+    tasks: dict[asyncio.Task[None], list[Any]], names: tuple[str, ...], run_id: str
+) -> None:
     """Cancel in-flight step invocations and give them a grace period to stop."""
     running = [t for t in tasks if not t.done()]
     if not running:
@@ -203,11 +213,11 @@ async def stop_steps(tasks: dict[asyncio.Task[None], str], run_id: str) -> None:
         task.cancel()
     _, pending = await asyncio.wait(running, timeout=CANCEL_GRACE_SECONDS)
     if pending:
-        names = sorted({tasks.get(t, "?") for t in pending})
+        stuck = sorted({names[tasks[t][0]] if t in tasks else "?" for t in pending})
         _log.warning(
             "stepstream: step(s) %s of run %s ignored cancellation for %.0fs; the run "
             "has ended without them (a step must not swallow asyncio.CancelledError)",
-            ", ".join(names),
+            ", ".join(stuck),
             run_id,
             CANCEL_GRACE_SECONDS,
         )
