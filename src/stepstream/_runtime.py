@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from stepstream._graph import Graph
     from stepstream._outcome import Outcome
     from stepstream._stream import EventStream
+    from stepstream.resource import ResourceManager
 
 __all__ = ["CANCEL_GRACE_SECONDS", "Caller", "Run"]
 
@@ -38,7 +39,9 @@ _get_ident = threading.get_ident
 #: How long a run waits for cancelled steps to stop before publishing its outcome.
 CANCEL_GRACE_SECONDS = 2.0
 
-Caller = Callable[[Context[Any], Event], Any]
+#: Calls a step: ``(ctx, event)``, plus ``**resources`` by keyword for a step that has
+#: resource parameters.
+Caller = Callable[..., Any]
 
 
 def _require_event(value: object, where: str) -> None:
@@ -63,6 +66,7 @@ class Run:
         "loop",
         "observed",
         "outcome",
+        "resources",
         "router",
         "stream",
         "thread_id",
@@ -78,6 +82,7 @@ class Run:
         stream: EventStream,
         timeout: float | None,
         loop: asyncio.AbstractEventLoop,
+        resources: ResourceManager,
     ) -> None:
         self.info = info
         self.router: Router[StepInfo | None, asyncio.Future[Event]] = Router(
@@ -90,6 +95,8 @@ class Run:
         self.stream = stream
         self.timeout = timeout
         self.loop = loop
+        # The workflow instance's: cached resource values outlive the run.
+        self.resources = resources
         self.thread_id = _get_ident()
         # Released when the run ends (the handler keeps its own reference): without the
         # Run <-> Context cycle a finished run is freed at once by reference counting.

@@ -17,9 +17,11 @@ from stepstream._instrument import RunInfo
 from stepstream._runtime import Caller, Run
 from stepstream._spec import StepConfig, StepSpec
 from stepstream._stream import EventStream
+from stepstream.context import Context
 from stepstream.errors import WorkflowRuntimeError, WorkflowValidationError
-from stepstream.events import StartEvent
+from stepstream.events import Event, StartEvent
 from stepstream.handler import WorkflowHandler
+from stepstream.resource import ResourceManager
 from stepstream.telemetry._observers import WorkflowObservers
 
 __all__ = ["Workflow"]
@@ -34,7 +36,9 @@ class Workflow:
     is listed in one WorkflowValidationError. ``timeout`` (seconds, or None) bounds a
     whole run; ``verbose=True`` prints a line per step start, step end and streamed
     event to stderr. Spans and metrics go to the global OpenTelemetry providers unless
-    ``tracer_provider`` / ``meter_provider`` are given.
+    ``tracer_provider`` / ``meter_provider`` are given. ``resource_manager`` keeps the
+    values of the steps' ``Annotated[T, Resource(...)]`` parameters; by default each
+    workflow instance has its own (see :mod:`stepstream.resource`).
     """
 
     _stepstream_free_steps: ClassVar[dict[str, StepConfig]]
@@ -44,6 +48,7 @@ class Workflow:
         timeout: float | None = 45.0,
         verbose: bool = False,
         *,
+        resource_manager: ResourceManager | None = None,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
     ) -> None:
@@ -53,8 +58,18 @@ class Workflow:
                 f"or None, got {timeout!r}"
             )
             raise WorkflowValidationError(msg)
+        if resource_manager is not None and not isinstance(resource_manager, ResourceManager):
+            msg = (  # type: ignore[unreachable]
+                f"{type(self).__name__}(resource_manager=...) must be a "
+                "stepstream.resource.ResourceManager (or None for a new one), got "
+                f"{type(resource_manager).__name__}"
+            )
+            raise WorkflowValidationError(msg)
         self.timeout = timeout
         self.verbose = verbose
+        self._resource_manager = (
+            resource_manager if resource_manager is not None else ResourceManager()
+        )
         self._graph = compiled_graph(type(self))
         self._callers = tuple(_make_caller(spec, self) for spec in self._graph.specs)
         self._observers = WorkflowObservers(tracer_provider, meter_provider, verbose)
@@ -95,6 +110,7 @@ class Workflow:
             EventStream(loop),
             self.timeout,
             loop,
+            self._resource_manager,
         )
         task = loop.create_task(run.main(event), name=f"stepstream {name} {info.run_id}")
         # The loop keeps only weak references to tasks: hold the run until it ends, so
@@ -141,6 +157,8 @@ class Workflow:
 def _make_caller(spec: StepSpec, wf: Workflow) -> Caller:
     fn: Callable[..., Any] = spec.fn.__get__(wf) if spec.is_method else spec.fn
     order = spec.arg_order
+    if spec.resources or spec.keyword_args:
+        return _keyword_caller(fn, order, spec.keyword_args)
     if order == ("ctx", "ev"):
         return fn
     if order == ("ev",):
@@ -148,3 +166,23 @@ def _make_caller(spec: StepSpec, wf: Workflow) -> Caller:
     if order == ("ev", "ctx"):
         return lambda ctx, ev: fn(ev, ctx)
     return lambda ctx, ev: fn(*(ctx if a == "ctx" else ev for a in order))
+
+
+def _keyword_caller(
+    fn: Callable[..., Any], order: tuple[str, ...], keyword_args: tuple[tuple[str, str], ...]
+) -> Caller:
+    """A caller that also passes ``**resources`` (and keyword context/event parameters)."""
+    if not keyword_args:
+        if order == ("ctx", "ev"):
+            return fn
+        if order == ("ev",):
+            return lambda _ctx, ev, **resources: fn(ev, **resources)
+        if order == ("ev", "ctx"):
+            return lambda ctx, ev, **resources: fn(ev, ctx, **resources)
+
+    def call(ctx: Context[Any], ev: Event, **resources: Any) -> Any:
+        args = (ctx if a == "ctx" else ev for a in order)
+        named = {name: ctx if a == "ctx" else ev for name, a in keyword_args}
+        return fn(*args, **named, **resources)
+
+    return call
