@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from opentelemetry import trace
@@ -44,6 +44,7 @@ from stepstream import (
     WorkflowHandler,
     step,
 )
+from stepstream.resource import Resource, ResourceConfig, ResourceManager
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
 TEMPLATE_LINE = re.compile(r"^> `` (.+) ``$")
@@ -110,7 +111,8 @@ def raised(action: Callable[[], object]) -> Produced:
     """Call ``action`` and report the exception it raises: class name, message, problems."""
     try:
         action()
-    except (WorkflowError, KeyError) as exc:
+    # The builtin classes: the resource errors LlamaIndex raises keep theirs.
+    except (WorkflowError, KeyError, ValueError, TypeError, OSError) as exc:
         problems = list(getattr(exc, "problems", ()))
         text = exc.args[0] if isinstance(exc, KeyError) else str(exc)
         return type(exc).__name__, [text.split("\n")[0], text, *problems]
@@ -644,6 +646,175 @@ def _collect_wrong_type() -> Produced:
 @trigger("<Event> has no field '<key>'")
 def _event_has_no_field() -> Produced:
     return raised(lambda: Middle()["missing"])
+
+
+# ---- resources
+
+
+class Port(BaseModel):
+    port: int
+
+
+class Opaque:
+    """A plain class: pydantic has no schema for it."""
+
+
+@contextmanager
+def json_file(data: str) -> Iterator[str]:
+    """The path of a temporary file ``app.json`` holding ``data`` (text)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "app.json"
+        path.write_text(data, encoding="utf-8")
+        yield str(path)
+
+
+def run_with_resource(annotation: Any) -> Produced:
+    """Run a one-step workflow whose step has a parameter annotated ``annotation``."""
+
+    async def start(ev: StartEvent, value: Any) -> StopEvent:
+        return StopEvent(result=value)
+
+    start.__annotations__["value"] = annotation
+
+    class Resourced(Workflow):
+        pass
+
+    step(workflow=Resourced)(start)
+    return outcome(Resourced(timeout=5))
+
+
+@trigger(
+    "Resource(factory) takes a callable that returns the resource, got <type> (<value>); pass "
+    "the function itself, e.g. Resource(make_client), not Resource(make_client())"
+)
+def _resource_not_callable() -> Produced:
+    return raised(lambda: Resource(42))  # type: ignore[arg-type]
+
+
+@trigger(
+    "Only JSON files can be used to load Pydantic-based resources. ResourceConfig got "
+    "config_file=<file>; give the path of a .json file"
+)
+def _config_not_json() -> Produced:
+    return raised(lambda: ResourceConfig("app.yaml"))
+
+
+@trigger(
+    "ResourceConfig(<file>, path_selector=<selector>): the selector has an empty key; give "
+    "dot-separated keys such as 'db.primary'"
+)
+def _config_empty_key() -> Produced:
+    return raised(lambda: ResourceConfig("app.json", path_selector="db..primary"))
+
+
+@trigger(
+    "step '<step>': resource parameter '<parameter>' is positional-only, but resources are "
+    "passed by keyword; move it after the '/'"
+)
+def _positional_only_resource() -> Produced:
+    class PositionalOnly(Workflow):
+        @step
+        async def start(self, port: Annotated[int, Resource(int)], /, ev: StartEvent) -> StopEvent:
+            return StopEvent()
+
+    return raised(instantiate(PositionalOnly))
+
+
+@trigger(
+    "<Workflow>(resource_manager=...) must be a stepstream.resource.ResourceManager (or None "
+    "for a new one), got <type>"
+)
+def _resource_manager_type() -> Produced:
+    return raised(lambda: Minimal(resource_manager={}))  # type: ignore[arg-type]
+
+
+@trigger(
+    "No such file: <path> (ResourceConfig(<file>); a relative path is read from the current "
+    "directory, <cwd>); create the file or correct the path"
+)
+def _config_missing() -> Produced:
+    return run_with_resource(Annotated[Port, ResourceConfig("no-such-config.json")])
+
+
+@trigger("<reason> in <path> (ResourceConfig(<file>)): line <line> column <column> (char <char>)")
+def _config_not_valid_json() -> Produced:
+    with json_file('{"port": 1,}') as path:
+        return run_with_resource(Annotated[Port, ResourceConfig(path)])
+
+
+@trigger("Expected dictionary for configuration from <file> at path <path>, got: <what>; <fix>")
+def _config_selector() -> Produced:
+    with json_file('{"db": {"port": 1}}') as path:
+        return run_with_resource(Annotated[Port, ResourceConfig(path, "db.port")])
+
+
+@trigger("<n> validation error<s> for <Model> from <path><at selector>")
+def _config_does_not_validate() -> Produced:
+    with json_file('{"db": {"port": "eighty"}}') as path:
+        return run_with_resource(Annotated[Port, ResourceConfig(path, "db")])
+
+
+@trigger(
+    "ResourceConfig(<file>) cannot validate into <type>: pydantic has no schema for it; "
+    "annotate the parameter with a pydantic model"
+)
+def _config_no_schema() -> Produced:
+    with json_file('{"port": 1}') as path:
+        return run_with_resource(Annotated[Opaque, ResourceConfig(path)])
+
+
+def make_a(b: "Annotated[int, Resource(make_b)]") -> int:
+    return b
+
+
+def make_b(a: "Annotated[int, Resource(make_a)]") -> int:
+    return a
+
+
+@trigger(
+    "Circular resource dependency detected: <chain>; a resource cannot depend on itself: "
+    "remove one of these Annotated[..., Resource(...)] factory parameters"
+)
+def _resource_cycle() -> Produced:
+    return run_with_resource(Annotated[int, Resource(make_a)])
+
+
+@trigger(
+    "two different resources are named <name> (<first> and <second>); a ResourceManager keeps "
+    "values by name, so one would get the other's value: give each factory its own name (a "
+    "def rather than a lambda), or use a separate ResourceManager"
+)
+def _resource_name_clash() -> Produced:
+    manager = ResourceManager()
+
+    async def resolve_both() -> None:
+        await manager.get(Resource(lambda: 1))
+        await manager.get(Resource(lambda: 2))
+
+    return raised(lambda: asyncio.run(resolve_both()))
+
+
+@trigger(
+    "resource factory <factory> cannot be called: required parameter(s) <parameters> get no "
+    "value; annotate each with Annotated[T, Resource(...)] or Annotated[T, "
+    "ResourceConfig(...)], or give it a default"
+)
+def _factory_parameter_without_value() -> Produced:
+    def make_port(port: int) -> int:
+        return port
+
+    return run_with_resource(Annotated[int, Resource(make_port)])
+
+
+@trigger(
+    "resource factory <factory> cannot be called: resource parameter(s) <parameters> are "
+    "positional-only, but resources are passed by keyword; move them after the '/'"
+)
+def _factory_positional_only_resource() -> Produced:
+    def make_port(port: Annotated[int, Resource(int)], /) -> int:
+        return port
+
+    return run_with_resource(Annotated[int, Resource(make_port)])
 
 
 # ---- timeouts

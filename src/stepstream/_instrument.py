@@ -175,6 +175,13 @@ class Observer:
     def step_retry(self, inv: StepInfo, delay: float) -> None:
         """The failed attempt ``inv`` will be retried after ``delay`` seconds."""
 
+    def resources_resolved(self, inv: StepInfo, names: Sequence[str], seconds: float) -> None:
+        """The attempt ``inv`` resolved its resources ``names`` in ``seconds``.
+
+        Called before the step's code runs, only for steps with resource parameters
+        (not when resolving raised: that is the attempt's failure).
+        """
+
     def step_waiting(self, run: RunInfo, inv: StepInfo | None, event_type: type[Event]) -> None:
         """A step suspended in wait_for_event for ``event_type``."""
 

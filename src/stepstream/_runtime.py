@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from stepstream._graph import Graph
     from stepstream._outcome import Outcome
     from stepstream._stream import EventStream
+    from stepstream.resource import ResourceManager
 
 __all__ = ["CANCEL_GRACE_SECONDS", "Caller", "Run"]
 
@@ -45,7 +46,9 @@ _log = logging.getLogger("stepstream")
 _get_ident = threading.get_ident
 
 
-Caller = Callable[[Context[Any], Event], Any]
+#: Calls a step: ``(ctx, event)``, plus ``**resources`` by keyword for a step that has
+#: resource parameters.
+Caller = Callable[..., Any]
 
 
 def _require_event(value: object, where: str) -> None:
@@ -53,7 +56,6 @@ def _require_event(value: object, where: str) -> None:
     if not isinstance(value, Event):
         msg = f"{where} takes an Event instance, got {type(value).__name__} ({value!r:.80})"
         raise WorkflowRuntimeError(msg)
-
 
 
 def _warn_held(info: RunInfo, held: list[Event]) -> None:
@@ -84,6 +86,7 @@ class Run:
         "loop",
         "observed",
         "outcome",
+        "resources",
         "router",
         "stream",
         "thread_id",
@@ -100,6 +103,7 @@ class Run:
         stream: EventStream,
         timeout: float | None,
         loop: asyncio.AbstractEventLoop,
+        resources: ResourceManager,
     ) -> None:
         self.info = info
         self.router: Router[StepInfo | None, asyncio.Future[Event]] = Router(
@@ -112,6 +116,8 @@ class Run:
         self.stream = stream
         self.timeout = timeout
         self.loop = loop
+        # The workflow instance's: cached resource values outlive the run.
+        self.resources = resources
         self.thread_id = _get_ident()
         # Released when the run ends (the handler keeps its own reference): without the
         # Run <-> Context cycle a finished run is freed at once by reference counting.

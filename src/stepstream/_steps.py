@@ -17,11 +17,14 @@ from stepstream._instrument import StepInfo, current_step
 from stepstream._routing import Action, RunState, default_waiter_id, result_action, retry_delay
 from stepstream.errors import WorkflowRuntimeError, WorkflowTimeoutError
 from stepstream.events import Event, StopEvent
+from stepstream.resource import _resolve_step_resources
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from stepstream._runtime import Run
+    from stepstream._runtime import Caller, Run
+    from stepstream._spec import StepSpec
+    from stepstream.context import Context
 
 _log = logging.getLogger("stepstream")
 
@@ -115,6 +118,8 @@ async def _call(run: Run, index: int, event: Event) -> Any:
     call = run.callers[index]
     ctx = run.ctx
     assert ctx is not None  # noqa: S101 - steps run inside main(), before the release
+    if spec.resources:
+        return await _call_with_resources(run, spec, call, ctx, event)
     if spec.timeout is None:
         if spec.is_async:
             return await call(ctx, event)
@@ -125,6 +130,32 @@ async def _call(run: Run, index: int, event: Event) -> Any:
             if spec.is_async:
                 return await call(ctx, event)
             return await asyncio.to_thread(call, ctx, event)
+    except TimeoutError as exc:
+        if scope.expired():
+            raise _StepTimedOut(exc) from exc
+        raise
+
+
+async def _call_with_resources(
+    run: Run, spec: StepSpec, call: Caller, ctx: Context[Any], event: Event
+) -> Any:
+    """Resolve the step's resources (one scope), then call it with them by keyword.
+
+    Resolution is part of the attempt: it counts against the step's timeout, and what
+    a factory raises fails the attempt (and is retried like any step error).
+    """
+    scope = asyncio.timeout(spec.timeout)
+    try:
+        async with scope:
+            started = time.perf_counter()
+            resources = await _resolve_step_resources(run.resources, spec.resources, spec.name)
+            inv = current_step.get()
+            if inv is not None:
+                names = tuple(d.resource.name for d in spec.resources)
+                run.instrument.resources_resolved(inv, names, time.perf_counter() - started)
+            if spec.is_async:
+                return await call(ctx, event, **resources)
+            return await asyncio.to_thread(call, ctx, event, **resources)
     except TimeoutError as exc:
         if scope.expired():
             raise _StepTimedOut(exc) from exc

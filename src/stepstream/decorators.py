@@ -47,6 +47,8 @@ def step(
     event parameter's annotation decides which events the step receives; the return
     annotation declares what it may emit. ``workflow=Cls`` attaches a free function
     (no ``self``) to a workflow class. Plain ``def`` steps run in a worker thread.
+    Parameters annotated ``Annotated[T, Resource(...)]`` or ``Annotated[T,
+    ResourceConfig(...)]`` receive resources (:mod:`stepstream.resource`).
     """
     problems = _check_options(num_workers, retry_policy, timeout)
     # The frames above hold the class body (and, for classes defined in a function,

@@ -24,6 +24,7 @@ from stepstream.context import Context
 from stepstream.errors import WorkflowRuntimeError, WorkflowValidationError
 from stepstream.events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
 from stepstream.handler import WorkflowHandler
+from stepstream.resource import ResourceManager
 from stepstream.telemetry._observers import WorkflowObservers
 
 __all__ = ["Workflow"]
@@ -40,8 +41,10 @@ class Workflow:
     None) bounds a whole run; ``verbose=True`` prints a line per step start, step end
     and streamed event to stderr; ``num_concurrent_runs`` bounds how many runs of this
     instance execute at once (the others wait their turn); ``workflow_name`` names the
-    workflow (also in telemetry). Spans and metrics go to the global OpenTelemetry
-    providers unless ``tracer_provider`` / ``meter_provider`` are given.
+    workflow (also in telemetry). ``resource_manager`` keeps the values of the steps'
+    ``Annotated[T, Resource(...)]`` parameters; by default each workflow instance has
+    its own (see :mod:`stepstream.resource`). Spans and metrics go to the global
+    OpenTelemetry providers unless ``tracer_provider`` / ``meter_provider`` are given.
     """
 
     _stepstream_free_steps: ClassVar[dict[str, StepConfig]]
@@ -51,6 +54,7 @@ class Workflow:
         timeout: float | None = 45.0,
         disable_validation: bool = False,
         verbose: bool = False,
+        resource_manager: ResourceManager | None = None,
         num_concurrent_runs: int | None = None,
         runtime: object | None = None,
         workflow_name: str | None = None,
@@ -61,8 +65,18 @@ class Workflow:
     ) -> None:
         cls_name = type(self).__name__
         _check_options(cls_name, timeout, num_concurrent_runs, runtime, skip_graph_checks)
+        if resource_manager is not None and not isinstance(resource_manager, ResourceManager):
+            msg = (  # type: ignore[unreachable]
+                f"{cls_name}(resource_manager=...) must be a "
+                "stepstream.resource.ResourceManager (or None for a new one), got "
+                f"{type(resource_manager).__name__}"
+            )
+            raise WorkflowValidationError(msg)
         self.timeout = timeout
         self.verbose = verbose
+        self._resource_manager = (
+            resource_manager if resource_manager is not None else ResourceManager()
+        )
         self._skip = frozenset(skip_graph_checks or ())
         if disable_validation:
             self._skip |= {NO_VALIDATION}
@@ -183,6 +197,7 @@ class Workflow:
             EventStream(loop),
             self.timeout,
             loop,
+            self._resource_manager,
         )
         body = run.main(event) if self._num_concurrent_runs is None else self._queued(run, event)
         task = loop.create_task(body, name=f"stepstream {name} {info.run_id}")
@@ -239,6 +254,8 @@ class Workflow:
 def _make_caller(spec: StepSpec, wf: Workflow) -> Caller:
     fn: Callable[..., Any] = spec.fn.__get__(wf) if spec.is_method else spec.fn
     order = spec.arg_order
+    if spec.resources or spec.keyword_args:
+        return _keyword_caller(fn, order, spec.keyword_args)
     if order == ("ctx", "ev"):
         return fn
     if order == ("ev",):
@@ -279,3 +296,23 @@ def _check_options(
     if problems:
         msg = f"{name}(...) options are invalid"
         raise WorkflowValidationError(msg, problems)
+
+
+def _keyword_caller(
+    fn: Callable[..., Any], order: tuple[str, ...], keyword_args: tuple[tuple[str, str], ...]
+) -> Caller:
+    """A caller that also passes ``**resources`` (and keyword context/event parameters)."""
+    if not keyword_args:
+        if order == ("ctx", "ev"):
+            return fn
+        if order == ("ev",):
+            return lambda _ctx, ev, **resources: fn(ev, **resources)
+        if order == ("ev", "ctx"):
+            return lambda ctx, ev, **resources: fn(ev, ctx, **resources)
+
+    def call(ctx: Context[Any], ev: Event, **resources: Any) -> Any:
+        args = (ctx if a == "ctx" else ev for a in order)
+        named = {name: ctx if a == "ctx" else ev for name, a in keyword_args}
+        return fn(*args, **named, **resources)
+
+    return call

@@ -336,6 +336,15 @@ class TelemetrySink(Observer):
             line = self._event_fields(fields, event, seq, payload)
             log.emit("info", attrs.LOG_STREAM_EVENT, line, span)
 
+    def resources_resolved(self, inv: StepInfo, names: Sequence[str], seconds: float) -> None:
+        """Mark on the step span which resources were resolved, and how long it took."""
+        span = inv.get(self._step_key).span
+        if span.is_recording():
+            span.add_event(
+                attrs.RESOURCES_EVENT,
+                {attrs.RESOURCE_NAMES: list(names), attrs.RESOURCE_SECONDS: seconds},
+            )
+
     def step_waiting(self, run: RunInfo, inv: StepInfo | None, event_type: type[Event]) -> None:
         """Mark the start of a wait_for_event on the step span."""
         if inv is not None:

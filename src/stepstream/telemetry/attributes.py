@@ -22,6 +22,9 @@ STREAM_EVENT: Final = "stepstream.event"
 #: Span event names on a step span around ``wait_for_event``.
 WAIT_EVENT: Final = "stepstream.wait"
 RESUME_EVENT: Final = "stepstream.resume"
+#: Span event name on a step span once the step's resources are resolved (steps with
+#: ``Annotated[T, Resource(...)]`` parameters only), before its code runs.
+RESOURCES_EVENT: Final = "stepstream.resources"
 
 GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
 GEN_AI_OPERATION_INVOKE_WORKFLOW: Final = "invoke_workflow"
@@ -42,6 +45,10 @@ EVENT_TYPE: Final = "stepstream.event.type"
 EVENT_SEQ: Final = "stepstream.event.seq"
 EVENT_PAYLOAD: Final = "stepstream.event.payload"
 WAIT_EVENT_TYPE: Final = "stepstream.wait.event_type"
+#: On ``stepstream.resources``: the resource names (factory ``__qualname__``, config
+#: file[.path_selector]) in parameter order, and how long resolving them all took.
+RESOURCE_NAMES: Final = "stepstream.resource.names"
+RESOURCE_SECONDS: Final = "stepstream.resource.seconds"
 
 #: Values of ``stepstream.run.status`` and ``stepstream.step.status`` (and of the
 #: metrics' status attribute and the log lines' ``status`` key): :data:`STATUSES`.
