@@ -63,7 +63,14 @@ class Collector(Generic[OriginT]):
         try:
             slot = self._slot_of[event_type]
         except KeyError:
-            slot = next((t for t in self._need if issubclass(event_type, t)), None)
+            # The most specific expected type, nearest in the event type's MRO: with
+            # [Base, Sub] expected, a Sub fills the Sub slot, not Base's (then Sub's never would).
+            mro = event_type.__mro__
+            slot = min(
+                (t for t in self._need if issubclass(event_type, t)),
+                key=lambda t: mro.index(t) if t in mro else len(mro),
+                default=None,
+            )
             self._slot_of[event_type] = slot
         if slot is None:
             names = ", ".join(t.__name__ for t in self._expected)
