@@ -36,7 +36,18 @@ from stepstream._collect import Collector
 from stepstream._graph import Graph, compiled_graph
 from stepstream._instrument import RunInfo, StepInfo
 from stepstream._outcome import Outcome, cancelled, failed, succeeded, timed_out
-from stepstream._routing import Action, Router, RunState, Waiter, result_action, retry_delay
+from stepstream._routing import (
+    QUEUED,
+    Action,
+    Router,
+    RunState,
+    Waiter,
+    default_waiter_id,
+    restore_snapshot,
+    result_action,
+    retry_delay,
+    take_snapshot,
+)
 from stepstream._spec import StepSpec
 
 # -- events and a small workflow ------------------------------------------------------------
@@ -90,7 +101,7 @@ class Fan(Workflow):
 
 BEGIN, ON_PARENT, ON_PING, ON_CHILD = range(4)
 
-Decision = Waiter[str] | list[tuple[int, int]]
+Decision = Waiter[str] | list[tuple[int, int]] | None
 
 
 def fan_router() -> Router[str, str]:
@@ -112,9 +123,12 @@ def state_of(router: Router[str, str]) -> RunState:
 
 
 def starts(decision: Decision) -> list[tuple[int, int]]:
-    """The invocations a ``deliver`` decision starts (failing if a waiter took the event)."""
+    """The invocations a ``deliver`` decision starts now (failing if a waiter took the event).
+
+    Steps that got the event in their backlog (slot ``QUEUED``) are left out.
+    """
     assert isinstance(decision, list)
-    return decision
+    return [(i, w) for i, w in decision if w != QUEUED]
 
 
 # -- the graph under test -----------------------------------------------------------------
@@ -334,7 +348,7 @@ def test_a_targeted_delivery_to_a_busy_step_is_queued_there_only() -> None:
 def test_a_targeted_delivery_bypasses_waiters() -> None:
     """A targeted event goes to its step even when a waiter would match it."""
     router = fan_router()
-    waiter = router.add_waiter(Ping, {}, "tok")
+    waiter, _ = router.add_waiter(Ping, {}, "tok")
     assert starts(router.deliver(Ping(), "o", "on_ping")) == [(ON_PING, 0)]
     assert router.waiters == [waiter]
 
@@ -360,7 +374,7 @@ def test_deliver_of_an_event_no_step_accepts_raises_the_send_problem() -> None:
 def test_a_matching_waiter_takes_the_event_before_any_step() -> None:
     """A waiter of the type whose requirements all hold gets the event; no step starts."""
     router = fan_router()
-    waiter = router.add_waiter(Ping, {"n": 1, "tag": "x"}, "tok")
+    waiter, _ = router.add_waiter(Ping, {"n": 1, "tag": "x"}, "tok")
     ev = Ping(n=1, tag="x")
     assert router.deliver(ev, "o", None) is waiter
     assert waiter.token == "tok"  # noqa: S105 - a waiter token, not a password
@@ -379,15 +393,15 @@ def test_an_answered_waiter_is_gone_so_the_next_event_goes_to_steps() -> None:
 def test_a_waiter_for_a_base_class_takes_a_subclass_event() -> None:
     """A waiter for a base class matches an event of a subclass."""
     router = fan_router()
-    waiter = router.add_waiter(Parent, {}, "tok")
+    waiter, _ = router.add_waiter(Parent, {}, "tok")
     assert router.deliver(Child(), "o", None) is waiter
 
 
 def test_the_first_registered_matching_waiter_wins() -> None:
     """Of several matching waiters, the one registered first takes the event."""
     router = fan_router()
-    first = router.add_waiter(Ping, {}, "a")
-    second = router.add_waiter(Ping, {}, "b")
+    first, _ = router.add_waiter(Ping, {}, "a")
+    second, _ = router.add_waiter(Ping, {}, "b")
     assert router.deliver(Ping(), "o", None) is first
     assert router.waiters == [second]
 
@@ -395,7 +409,7 @@ def test_the_first_registered_matching_waiter_wins() -> None:
 def test_a_waiter_takes_an_event_no_step_accepts() -> None:
     """A waiter for a type no step accepts takes it instead of the delivery failing."""
     router = fan_router()
-    waiter = router.add_waiter(Stray, {"n": 2}, "tok")
+    waiter, _ = router.add_waiter(Stray, {"n": 2}, "tok")
     ev = Stray(n=2)
     assert router.send_problem(ev, None) is None
     assert router.deliver(ev, "o", None) is waiter
@@ -414,7 +428,7 @@ def test_a_waiter_takes_an_event_no_step_accepts() -> None:
 def test_a_waiter_failing_one_requirement_does_not_match(event: Event) -> None:
     """An event failing the type or any one requirement is not the waiter's; steps get it."""
     router = fan_router()
-    waiter = router.add_waiter(Ping, {"n": 1, "tag": "x"}, "tok")
+    waiter, _ = router.add_waiter(Ping, {"n": 1, "tag": "x"}, "tok")
     assert not waiter.matches(event)
     decision = router.deliver(event, "o", None)
     assert isinstance(decision, list)
@@ -440,7 +454,7 @@ def test_waiter_copies_its_requirements() -> None:
 def test_remove_waiter_forgets_it_and_ignores_one_already_gone() -> None:
     """remove_waiter drops a waiter, and is a no-op for a waiter no longer registered."""
     router = fan_router()
-    waiter = router.add_waiter(Ping, {}, "tok")
+    waiter, _ = router.add_waiter(Ping, {}, "tok")
     router.remove_waiter(waiter)
     assert router.waiters == []
     router.remove_waiter(waiter)
@@ -1061,8 +1075,7 @@ def do_deliver(router: Router[str, str], model: Model, op: Deliver) -> None:
     assert problem is None
     model.events.append(event)
     indices = (graph.index[target],) if target is not None else takers
-    decision = router.deliver(event, f"o{number}", target)
-    assert isinstance(decision, list)
+    decision = starts(router.deliver(event, f"o{number}", target))
     expected_starts = [i for i in indices if len(model.running[i]) < graph.specs[i].num_workers]
     assert [i for i, _ in decision] == expected_starts
     for i, slot in decision:
@@ -1155,11 +1168,10 @@ def test_random_graphs_free_every_slot_after_draining(
         target = graph.names[i]
         slots: list[int] = []
         for _ in range(shape.num_workers):
-            decision = router.deliver(shape.accepts[0](), "probe", target)
-            assert isinstance(decision, list)
+            decision = starts(router.deliver(shape.accepts[0](), "probe", target))
             slots.extend(slot for _, slot in decision)
         assert sorted(slots) == list(range(shape.num_workers))
-        assert router.deliver(shape.accepts[0](), "probe", target) == []
+        assert router.deliver(shape.accepts[0](), "probe", target) == [(i, QUEUED)]
 
 
 @settings(max_examples=200, deadline=None)
@@ -1203,3 +1215,64 @@ def test_random_joins_complete_on_the_last_event_of_each_expected_type(
     want = [arrivals[t].pop(0) for t in expected]
     assert [ev["k"] for ev in done[0]] == want
     assert done[1] == [f"o{i}" for i in want]
+
+
+# -- held events, saved waits, snapshots ------------------------------------------------
+
+
+def test_a_caller_event_nobody_takes_is_held_and_given_to_the_next_matching_waiter() -> None:
+    """deliver(hold=True) keeps an untaken event; a waiter registered later takes it at once."""
+    router = fan_router()
+    stray = Stray(n=1)
+    assert router.send_problem(stray, None, from_caller=True) is None
+    assert router.deliver(stray, "caller", None, hold=True) is None
+    assert router.held == [stray]
+    other, taken = router.add_waiter(Stray, {"n": 2}, "tok")
+    assert taken is None
+    assert router.waiters == [other]
+    waiter, taken = router.add_waiter(Stray, {"n": 1}, "tok")
+    assert taken is stray
+    assert waiter not in router.waiters
+    assert router.held == []
+
+
+def test_a_queued_delivery_is_reported_with_the_queued_slot() -> None:
+    """A step with every worker busy is reported as (index, QUEUED)."""
+    router = fan_router()
+    assert starts(router.deliver(Parent(), "o", "on_parent")) == [(ON_PARENT, 0)]
+    assert router.deliver(Parent(), "o", "on_parent") == [(ON_PARENT, QUEUED)]
+
+
+def test_a_snapshot_round_trips_pending_work_held_events_waits_and_joins() -> None:
+    """take_snapshot then restore_snapshot gives a new router the same pending state."""
+    router = fan_router()
+    starts(router.deliver(Parent(), "o", "on_parent"))
+    queued = Parent()
+    router.deliver(queued, "o", "on_parent")
+    held = Stray(n=5)
+    router.deliver(held, "caller", None, hold=True)
+    router.add_waiter(Ping, {"n": 1}, "tok", "wait-1")
+    first = Ping(n=7)
+    assert router.collect("on_ping", first, "o", [Ping, Ping]) is None
+    running = Parent()
+    snap = take_snapshot(router, [(ON_PARENT, running)])
+    assert snap.queue == [("on_parent", running), ("on_parent", queued)]
+    assert snap.held == [held]
+    assert snap.waiters == [("wait-1", Ping, {"n": 1})]
+    assert snap.joins == [("on_ping", (Ping, Ping), [first])]
+
+    restored = fan_router()
+    assert restore_snapshot(restored, snap) == snap.queue
+    assert restored.held == [held]
+    waiter, taken = restored.add_waiter(Ping, {"n": 1}, "tok", "wait-1")
+    assert (waiter.restored, taken) == (True, None)
+    second = Ping(n=8)
+    assert restored.collect("on_ping", second, "o", [Ping, Ping]) == ([first, second], [None, "o"])
+
+
+def test_default_waiter_ids_are_stable_and_distinguish_requirements() -> None:
+    """default_waiter_id depends only on the step, the event type and the requirements."""
+    one = default_waiter_id("ask", Ping, {"n": 1, "tag": "x"})
+    assert one == default_waiter_id("ask", Ping, {"tag": "x", "n": 1})
+    assert one == "ask:test_routing.Ping:n=1,tag='x'"
+    assert default_waiter_id(None, Ping, {}) == "<caller>:test_routing.Ping:"
