@@ -23,7 +23,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from stepstream import (
-    ConstantDelayRetryPolicy,
     Context,
     Event,
     StartEvent,
@@ -32,6 +31,7 @@ from stepstream import (
     WorkflowHandler,
     step,
 )
+from stepstream.retry_policy import retry_policy, stop_after_attempt, wait_fixed
 from stepstream.telemetry import attributes as attrs
 from stepstream.testing import FakeStreamingLLM
 
@@ -333,7 +333,7 @@ class Flaky(Workflow):
     async def begin(self, ctx: Context[Any], ev: StartEvent) -> Task:
         return Task()
 
-    @step(retry_policy=ConstantDelayRetryPolicy(delay=0, maximum_attempts=3))
+    @step(retry_policy=retry_policy(wait=wait_fixed(0), stop=stop_after_attempt(3)))
     async def flaky(self, ctx: Context[Any], ev: Task) -> StopEvent:
         tries: int = await ctx.store.get("tries", 0) + 1
         await ctx.store.set("tries", tries)

@@ -408,13 +408,23 @@ def test_bad_step_options_are_rejected_at_decoration(
 @pytest.mark.parametrize(
     ("kwargs", "expected"),
     [
-        pytest.param({"delay": -1}, r"delay must be >= 0, got -1", id="negative-delay"),
         pytest.param(
-            {"maximum_attempts": 0}, r"maximum_attempts must be >= 1, got 0", id="zero-attempts"
+            {"delay": "soon"},
+            r"ConstantDelayRetryPolicy\(delay=\.\.\.\) must be a number of seconds or a "
+            r"timedelta, got 'soon'",
+            id="delay-not-a-number",
+        ),
+        pytest.param(
+            {"maximum_attempts": None},
+            r"ConstantDelayRetryPolicy\(maximum_attempts=\.\.\.\) must be a number, got None",
+            id="attempts-not-a-number",
         ),
     ],
 )
 def test_bad_retry_policy_arguments_are_rejected(kwargs: dict[str, Any], expected: str) -> None:
-    """ConstantDelayRetryPolicy rejects a negative delay and fewer than one attempt."""
-    with pytest.raises(WorkflowValidationError, match=expected):
+    """ConstantDelayRetryPolicy warns it is deprecated, then rejects values that cannot work."""
+    with (
+        pytest.deprecated_call(),
+        pytest.raises(WorkflowValidationError, match=expected),
+    ):
         ConstantDelayRetryPolicy(**kwargs)

@@ -21,7 +21,6 @@ from pydantic import BaseModel
 
 from _fault_harness import BaseTelemetry, SpanCounter
 from stepstream import (
-    ConstantDelayRetryPolicy,
     Context,
     Event,
     HumanResponseEvent,
@@ -38,6 +37,7 @@ from stepstream import (
     WorkflowTimeoutError,
     step,
 )
+from stepstream.retry_policy import retry_policy, stop_after_attempt, wait_fixed
 from stepstream.telemetry import attributes as attrs
 
 #: The workflow timeout used by the timeout variant of each scenario.
@@ -140,7 +140,7 @@ def parked_in_retry_delay(**kwargs: Any) -> Scenario:
     reached = asyncio.Event()
 
     class Retries(Workflow):
-        @step(retry_policy=ConstantDelayRetryPolicy(delay=5, maximum_attempts=3))
+        @step(retry_policy=retry_policy(wait=wait_fixed(5), stop=stop_after_attempt(3)))
         async def flaky(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
             reached.set()
             msg = "transient"

@@ -134,9 +134,8 @@ class Beta(Workflow):
 """
 
 FLAKY = """
-from stepstream import (
-    ConstantDelayRetryPolicy, Context, Event, StartEvent, StopEvent, Workflow, step,
-)
+from stepstream import Context, Event, StartEvent, StopEvent, Workflow, step
+from stepstream.retry_policy import retry_policy, stop_after_attempt, wait_fixed
 
 
 class Note(Event):
@@ -144,7 +143,7 @@ class Note(Event):
 
 
 class Flaky(Workflow):
-    @step(retry_policy=ConstantDelayRetryPolicy(delay=0.8, maximum_attempts=2))
+    @step(retry_policy=retry_policy(wait=wait_fixed(0.8), stop=stop_after_attempt(2)))
     async def flaky(self, ctx: Context, ev: StartEvent) -> StopEvent:
         ctx.write_event_to_stream(Note(msg="trying"))
         raise ValueError("flaky failure")

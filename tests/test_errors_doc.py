@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -45,6 +46,16 @@ from stepstream import (
     step,
 )
 from stepstream.resource import Resource, ResourceConfig, ResourceManager
+from stepstream.retry_policy import (
+    ExponentialBackoffRetryPolicy,
+    retry_any,
+    retry_if_exception_message,
+    retry_if_exception_type,
+    retry_policy,
+    stop_after_attempt,
+    wait_chain,
+    wait_fixed,
+)
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
 TEMPLATE_LINE = re.compile(r"^> `` (.+) ``$")
@@ -111,13 +122,22 @@ def raised(action: Callable[[], object]) -> Produced:
     """Call ``action`` and report the exception it raises: class name, message, problems."""
     try:
         action()
-    # The builtin classes: the resource errors LlamaIndex raises keep theirs.
+    # The builtin classes: the resource and retry errors LlamaIndex raises keep theirs.
     except (WorkflowError, KeyError, ValueError, TypeError, OSError) as exc:
         problems = list(getattr(exc, "problems", ()))
         text = exc.args[0] if isinstance(exc, KeyError) else str(exc)
         return type(exc).__name__, [text.split("\n")[0], text, *problems]
     msg = "the trigger raised nothing"
     raise AssertionError(msg)
+
+
+def warned(action: Callable[[], object]) -> Produced:
+    """Call ``action`` and report the warnings it emits: the first one's class, the messages."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        action()
+    assert caught, "the trigger warned nothing"
+    return caught[0].category.__name__, [str(w.message) for w in caught]
 
 
 def instantiate(workflow_cls: type[Workflow]) -> Callable[[], object]:
@@ -193,14 +213,68 @@ def _step_timeout_option() -> Produced:
     return decorate_with(timeout=-1)
 
 
-@trigger("ConstantDelayRetryPolicy delay must be >= 0, got <delay>")
-def _retry_delay() -> Produced:
-    return raised(lambda: ConstantDelayRetryPolicy(delay=-1))
+@trigger("<name>(<arg>=...) must be a number of seconds or a timedelta, got <value>")
+def _retry_duration() -> Produced:
+    return raised(lambda: wait_fixed("soon"))  # type: ignore[arg-type]
 
 
-@trigger("ConstantDelayRetryPolicy maximum_attempts must be >= 1, got <n>")
-def _retry_attempts() -> Produced:
-    return raised(lambda: ConstantDelayRetryPolicy(maximum_attempts=0))
+@trigger("<name>(<arg>=...) must be a number, got <value>")
+def _retry_number() -> Produced:
+    return raised(lambda: stop_after_attempt(None))  # type: ignore[arg-type]
+
+
+@trigger("<name>(<arg>=...) must be callable, like <example>, got <value>")
+def _retry_part_not_callable() -> Produced:
+    return raised(lambda: retry_policy(wait=5))  # type: ignore[arg-type]
+
+
+@trigger("<name>() arguments must be callable, like <example>, got <value> as argument <n>")
+def _retry_combined_not_callable() -> Produced:
+    return raised(lambda: retry_any(retry_if_exception_type(OSError), "busy"))  # type: ignore[arg-type]
+
+
+@trigger(
+    "<name>(exception_types=...) must be an exception class or a tuple of exception classes, "
+    "got <value>"
+)
+def _retry_exception_types() -> Produced:
+    return raised(lambda: retry_if_exception_type([OSError]))  # type: ignore[arg-type]
+
+
+@trigger("<name>(match=...) must be a str or a compiled str pattern (re.Pattern[str]), got <value>")
+def _retry_match() -> Produced:
+    return raised(lambda: retry_if_exception_message(match=42))  # type: ignore[arg-type]
+
+
+@trigger("retry_if_exception_message() missing 1 required argument 'message' or 'match'")
+def _retry_message_missing() -> Produced:
+    return raised(retry_if_exception_message)
+
+
+@trigger("retry_if_exception_message() takes either 'message' or 'match', not both")
+def _retry_message_both() -> Produced:
+    return raised(lambda: retry_if_exception_message("busy", match="busy"))
+
+
+@trigger("wait_chain requires at least one strategy")
+def _wait_chain_empty() -> Produced:
+    return raised(wait_chain)
+
+
+@trigger(
+    "ConstantDelayRetryPolicy is deprecated, use retry_policy(wait=wait_fixed(delay), "
+    "stop=stop_after_attempt(n)) instead"
+)
+def _constant_delay_deprecated() -> Produced:
+    return warned(ConstantDelayRetryPolicy)
+
+
+@trigger(
+    "ExponentialBackoffRetryPolicy is deprecated, use retry_policy(wait=wait_exponential(...), "
+    "stop=stop_after_attempt(n)) instead"
+)
+def _exponential_backoff_deprecated() -> Produced:
+    return warned(ExponentialBackoffRetryPolicy)
 
 
 @trigger("<Workflow>(timeout=...) must be a positive number of seconds or None, got <value>")

@@ -20,7 +20,6 @@ from opentelemetry.trace import StatusCode
 from _fault_harness import BaseTelemetry, SpanCounter
 from _streams import drain
 from stepstream import (
-    ConstantDelayRetryPolicy,
     Context,
     Event,
     StartEvent,
@@ -32,6 +31,7 @@ from stepstream import (
     WorkflowTimeoutError,
     step,
 )
+from stepstream.retry_policy import retry_policy, stop_after_attempt, wait_fixed
 from stepstream.telemetry import attributes as attrs
 
 #: stepstream's grace period for steps that ignore cancellation (CANCEL_GRACE_SECONDS in
@@ -263,7 +263,7 @@ class Flaky(Workflow):
         self.failures = failures
         self.attempts = 0
 
-    @step(retry_policy=ConstantDelayRetryPolicy(delay=0.01, maximum_attempts=3))
+    @step(retry_policy=retry_policy(wait=wait_fixed(0.01), stop=stop_after_attempt(3)))
     async def flaky(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
         self.attempts += 1
         ctx.write_event_to_stream(Progress(n=self.attempts))

@@ -71,7 +71,7 @@ def test_spec_name_is_exported(name: str) -> None:
 
 
 def test_spec_names_have_the_expected_kinds() -> None:
-    """Event types are pydantic Event subclasses, errors WorkflowErrors, and step a decorator."""
+    """Event types are pydantic Event subclasses, errors WorkflowErrors, and step a function."""
     for name in ("StartEvent", "StopEvent", "InputRequiredEvent", "HumanResponseEvent"):
         assert issubclass(getattr(stepstream, name), stepstream.Event)
     assert issubclass(stepstream.Event, pydantic.BaseModel)
@@ -82,10 +82,13 @@ def test_spec_names_have_the_expected_kinds() -> None:
         "WorkflowCancelledError",
     ):
         assert issubclass(getattr(stepstream, name), stepstream.WorkflowError)
-    for name in ("Workflow", "Context", "WorkflowHandler", "ConstantDelayRetryPolicy"):
+    for name in ("Workflow", "Context", "WorkflowHandler"):
         assert inspect.isclass(getattr(stepstream, name))
     assert inspect.isfunction(stepstream.step)
-    assert isinstance(stepstream.ConstantDelayRetryPolicy(), stepstream.RetryPolicy)
+    # A deprecated function returning a RetryPolicy, as in LlamaIndex (no longer a class).
+    assert inspect.isfunction(stepstream.ConstantDelayRetryPolicy)
+    with pytest.deprecated_call():
+        assert isinstance(stepstream.ConstantDelayRetryPolicy(), stepstream.RetryPolicy)
 
 
 def test_testing_module_exports_its_classes() -> None:

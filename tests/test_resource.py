@@ -12,7 +12,6 @@ import pytest
 
 from _streams import drain
 from stepstream import (
-    ConstantDelayRetryPolicy,
     Context,
     Event,
     StartEvent,
@@ -30,6 +29,7 @@ from stepstream.resource import (
     ResourceDescriptor,
     ResourceManager,
 )
+from stepstream.retry_policy import retry_policy, stop_after_attempt, wait_fixed
 from stepstream.telemetry import attributes as attrs
 from stepstream.testing import capture_telemetry
 
@@ -516,7 +516,7 @@ async def test_failing_factory_is_retried_under_the_steps_retry_policy() -> None
         return Client("second try")
 
     class Flow(Workflow):
-        @step(retry_policy=ConstantDelayRetryPolicy(delay=0, maximum_attempts=2))
+        @step(retry_policy=retry_policy(wait=wait_fixed(0), stop=stop_after_attempt(2)))
         async def go(
             self, ev: StartEvent, db: Annotated[Client, Resource(make_client)]
         ) -> StopEvent:

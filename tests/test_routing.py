@@ -17,7 +17,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stepstream import (
-    ConstantDelayRetryPolicy,
     Event,
     HumanResponseEvent,
     InputRequiredEvent,
@@ -49,6 +48,7 @@ from stepstream._routing import (
     take_snapshot,
 )
 from stepstream._spec import StepSpec
+from stepstream.retry_policy import retry_policy, stop_after_attempt, wait_fixed
 
 # -- events and a small workflow ------------------------------------------------------------
 
@@ -742,7 +742,9 @@ class RecordingPolicy:
     delay: float | None
     calls: list[tuple[float, int, Exception]] = field(default_factory=list)
 
-    def next(self, elapsed_time: float, attempts: int, error: Exception) -> float | None:
+    def next(
+        self, elapsed_time: float, attempts: int, error: Exception, *, seed: int | None = None
+    ) -> float | None:
         """Record the call; return ``delay``."""
         self.calls.append((elapsed_time, attempts, error))
         return self.delay
@@ -775,7 +777,7 @@ def test_retry_delay_passes_on_the_policy_giving_up() -> None:
 
 def test_retry_delay_with_a_constant_policy_counts_attempts() -> None:
     """A constant-delay policy of three attempts retries after attempts 1 and 2 only."""
-    policy = ConstantDelayRetryPolicy(delay=0.5, maximum_attempts=3)
+    policy = retry_policy(wait=wait_fixed(0.5), stop=stop_after_attempt(3))
     delays = [retry_delay(policy, RunState.RUNNING, 0.0, n, ValueError("x")) for n in (1, 2, 3)]
     assert delays == [0.5, 0.5, None]
 

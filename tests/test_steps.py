@@ -22,6 +22,7 @@ from stepstream import (
     WorkflowTimeoutError,
     step,
 )
+from stepstream.retry_policy import retry_policy, stop_after_attempt, wait_fixed
 
 
 class EvA(Event):
@@ -274,7 +275,7 @@ async def test_all_step_options_together() -> None:
     class OptionsWorkflow(Workflow):
         @step(
             num_workers=2,
-            retry_policy=ConstantDelayRetryPolicy(delay=0.0, maximum_attempts=2),
+            retry_policy=retry_policy(wait=wait_fixed(0), stop=stop_after_attempt(2)),
             timeout=2.0,
         )
         async def flaky(self, ev: StartEvent) -> StopEvent:
@@ -530,11 +531,13 @@ async def test_bare_context_annotation_is_accepted() -> None:
 
 @pytest.mark.asyncio
 async def test_step_failing_twice_then_succeeding_completes_with_constant_delay_retries() -> None:
-    """Under ConstantDelayRetryPolicy(maximum_attempts=3) a step failing twice then completes."""
+    """The deprecated ConstantDelayRetryPolicy(maximum_attempts=3) still retries to success."""
     attempts: list[float] = []
+    with pytest.deprecated_call():
+        policy = ConstantDelayRetryPolicy(delay=0.05, maximum_attempts=3)
 
     class FlakyWorkflow(Workflow):
-        @step(retry_policy=ConstantDelayRetryPolicy(delay=0.05, maximum_attempts=3))
+        @step(retry_policy=policy)
         async def flaky(self, ev: StartEvent) -> StopEvent:
             attempts.append(time.monotonic())
             if len(attempts) < 3:
@@ -550,11 +553,11 @@ async def test_step_failing_twice_then_succeeding_completes_with_constant_delay_
 
 @pytest.mark.asyncio
 async def test_step_always_failing_raises_original_error_after_maximum_attempts() -> None:
-    """A step that always fails is tried maximum_attempts times, then its own error is raised."""
+    """A step that always fails runs stop_after_attempt(n) times, then its own error is raised."""
     raised: list[Exception] = []
 
     class DoomedWorkflow(Workflow):
-        @step(retry_policy=ConstantDelayRetryPolicy(delay=0.0, maximum_attempts=3))
+        @step(retry_policy=retry_policy(wait=wait_fixed(0), stop=stop_after_attempt(3)))
         async def doomed(self, ev: StartEvent) -> StopEvent:
             err = ConnectionError(f"attempt {len(raised) + 1} failed")
             raised.append(err)
@@ -590,7 +593,7 @@ async def test_retry_policy_applies_to_sync_steps() -> None:
     calls = 0
 
     class SyncFlakyWorkflow(Workflow):
-        @step(retry_policy=ConstantDelayRetryPolicy(delay=0.0, maximum_attempts=2))
+        @step(retry_policy=retry_policy(wait=wait_fixed(0), stop=stop_after_attempt(2)))
         def flaky(self, ev: StartEvent) -> StopEvent:
             nonlocal calls
             calls += 1
@@ -609,7 +612,9 @@ class RecordingPolicy:
         self.limit = limit
         self.calls: list[tuple[float, int, Exception]] = []
 
-    def next(self, elapsed_time: float, attempts: int, error: Exception) -> float | None:
+    def next(
+        self, elapsed_time: float, attempts: int, error: Exception, *, seed: int | None = None
+    ) -> float | None:
         """Return 0 (retry now) for a ValueError while attempts < limit, else None."""
         self.calls.append((elapsed_time, attempts, error))
         if isinstance(error, ValueError) and attempts < self.limit:
@@ -620,7 +625,7 @@ class RecordingPolicy:
 def test_custom_policy_satisfies_the_retry_policy_protocol() -> None:
     """An object with a next(elapsed_time, attempts, error) method is a RetryPolicy."""
     assert isinstance(RecordingPolicy(1), RetryPolicy)
-    assert isinstance(ConstantDelayRetryPolicy(), RetryPolicy)
+    assert isinstance(retry_policy(), RetryPolicy)
     assert not isinstance(object(), RetryPolicy)
 
 
