@@ -22,7 +22,11 @@ from stepstream._instrument import NOOP, Observer, RunInfo, StepInfo, current_st
 from stepstream._routing import Router, RunState, Waiter
 from stepstream._steps import work
 from stepstream.context import Context
-from stepstream.errors import WorkflowRuntimeError, WorkflowTimeoutError
+from stepstream.errors import (
+    WorkflowRuntimeError,
+    WorkflowStepDoesNotExistError,
+    WorkflowTimeoutError,
+)
 from stepstream.events import Event
 
 if TYPE_CHECKING:
@@ -229,7 +233,12 @@ class Run:
         _require_event(event, "send_event")
         problem = self.router.send_problem(event, target)
         if problem is not None:
-            raise WorkflowRuntimeError(problem)
+            unknown = (
+                target is not None
+                and self.router.state is RunState.RUNNING
+                and self.router.graph.spec(target) is None
+            )
+            raise (WorkflowStepDoesNotExistError if unknown else WorkflowRuntimeError)(problem)
         if _get_ident() == self.thread_id:
             self.dispatch(event, self.caller(), target)
         else:

@@ -31,10 +31,11 @@ class Workflow:
     """Subclass it, decorate methods with ``@step``, then ``handler = wf.run(...)``.
 
     The step graph is validated when the class is first instantiated; every problem
-    is listed in one WorkflowValidationError. ``timeout`` (seconds, or None) bounds a
-    whole run; ``verbose=True`` prints a line per step start, step end and streamed
-    event to stderr. Spans and metrics go to the global OpenTelemetry providers unless
-    ``tracer_provider`` / ``meter_provider`` are given.
+    is listed in one WorkflowConfigurationError (a WorkflowValidationError).
+    ``timeout`` (seconds, or None) bounds a whole run; ``verbose=True`` prints a line
+    per step start, step end and streamed event to stderr. Spans and metrics go to the
+    global OpenTelemetry providers unless ``tracer_provider`` / ``meter_provider`` are
+    given.
     """
 
     _stepstream_free_steps: ClassVar[dict[str, StepConfig]]
