@@ -333,6 +333,8 @@ _NORMALISE: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\b\d\d:\d\d:\d\d\.\d{3}\b"), "<TIME>"),
     (re.compile(r"\d[\d,]*\.\d+ ms\b"), "<MS>"),
     (re.compile(r"\b(duration_ms)=[\d.]+"), r"\1=<N>"),
+    # WorkflowFailedEvent payloads carry the failed step's time since its first attempt.
+    (re.compile(r'("elapsed_seconds":)[\d.e+-]+'), r"\1<N>"),
     # Column widths follow the normalised values: collapse padding and rules.
     (re.compile(r"█+"), "█"),
     (re.compile(r"([━─ ])\1+"), r"\1"),

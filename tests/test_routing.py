@@ -709,7 +709,7 @@ RESULTS: list[tuple[str, Any, Action]] = [
     ("event-class", Ping, Action.INVALID),
     ("stop", StopEvent(result=1), Action.STOP),
     ("stop-subclass", Verdict(label="x"), Action.STOP),
-    ("failed-event", WorkflowFailedEvent(step="s", exception_type="E", message="m"), Action.STOP),
+    ("failed-event", WorkflowFailedEvent(step_name="s", exception=ValueError("m")), Action.STOP),
     ("input-required", InputRequiredEvent(prompt="?"), Action.STREAM),
     ("event", Ping(), Action.ROUTE),
     ("start", StartEvent(), Action.ROUTE),

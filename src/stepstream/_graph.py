@@ -12,7 +12,7 @@ from typing import Any
 
 from stepstream._spec import STEP_ATTR, StepConfig, StepSpec, read_spec
 from stepstream._validation import graph_problems
-from stepstream.errors import WorkflowValidationError
+from stepstream.errors import WorkflowConfigurationError
 from stepstream.events import Event, StartEvent
 
 __all__ = ["Graph", "add_free_step", "compiled_graph", "step_names"]
@@ -90,7 +90,7 @@ def compiled_graph(cls: type[Any], skip: frozenset[str] = frozenset()) -> Graph:
         problems.extend(graph_problems(specs, skip))
     if problems:
         msg = f"workflow {cls.__name__} is invalid ({len(problems)} problem(s)):"
-        raise WorkflowValidationError(msg, problems)
+        raise WorkflowConfigurationError(msg, problems)
     graph = Graph(specs)
     cache[skip] = graph
     return graph

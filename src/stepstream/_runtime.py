@@ -31,7 +31,10 @@ from stepstream._routing import (
 )
 from stepstream._steps import CANCEL_GRACE_SECONDS, stop_steps, wait_for_event, work
 from stepstream.context import Context
-from stepstream.errors import WorkflowRuntimeError
+from stepstream.errors import (
+    WorkflowRuntimeError,
+    WorkflowStepDoesNotExistError,
+)
 from stepstream.events import Event
 
 if TYPE_CHECKING:
@@ -261,7 +264,12 @@ class Run:
         origin = self.caller()
         problem = self.router.send_problem(event, target, from_caller=origin is None)
         if problem is not None:
-            raise WorkflowRuntimeError(problem)
+            unknown = (
+                target is not None
+                and self.router.state is RunState.RUNNING
+                and self.router.graph.spec(target) is None
+            )
+            raise (WorkflowStepDoesNotExistError if unknown else WorkflowRuntimeError)(problem)
         if _get_ident() == self.thread_id:
             self.dispatch(event, origin, target)
         else:

@@ -92,7 +92,7 @@ async def _invoke(run: Run, index: int, worker: int, event: Event, origin: StepI
                 "cancelled; raise an ordinary exception to fail a step"
             )
             error.__cause__ = exc
-            _fail(run, inv, error)
+            _fail(run, inv, error, first)
             return None
         except (KeyboardInterrupt, SystemExit):
             raise
@@ -103,13 +103,13 @@ async def _invoke(run: Run, index: int, worker: int, event: Event, origin: StepI
                 spec.retry_policy, run.router.state, time.monotonic() - first, attempt, exc
             )
             if delay is None:
-                _fail(run, inv, exc)
+                _fail(run, inv, exc, first)
                 return None
             ins.step_failed(inv, exc, "error", True)
             ins.step_retry(inv, delay)
             await asyncio.sleep(delay)
             continue
-        _handle_result(run, inv, result)
+        _handle_result(run, inv, result, first)
         return result
 
 
@@ -162,19 +162,24 @@ async def _call_with_resources(
         raise
 
 
-def _fail(run: Run, inv: StepInfo, error: BaseException) -> None:
+def _fail(run: Run, inv: StepInfo, error: BaseException, first: float) -> None:
+    """End the run with ``error``: attempt ``inv.attempt`` of an invocation begun at ``first``."""
     run.instrument.step_failed(inv, error, "error", False)
-    run.end(_outcome.failed(inv.step, error, inv))
+    run.end(_failed(inv, error, first))
 
 
-def _handle_result(run: Run, inv: StepInfo, result: Any) -> None:
+def _failed(inv: StepInfo, error: BaseException, first: float) -> _outcome.Outcome:
+    return _outcome.failed(inv.step, error, inv, inv.attempt, time.monotonic() - first)
+
+
+def _handle_result(run: Run, inv: StepInfo, result: Any, first: float) -> None:
     action = result_action(result, run.router.state)
     if action is Action.INVALID:
         msg = (
             f"step {inv.step!r} returned {type(result).__name__} ({result!r:.80}); steps "
             "must return an Event instance or None"
         )
-        _fail(run, inv, WorkflowRuntimeError(msg))
+        _fail(run, inv, WorkflowRuntimeError(msg), first)
         return
     run.instrument.step_finished(inv, result)
     if action is Action.STOP:
@@ -186,7 +191,7 @@ def _handle_result(run: Run, inv: StepInfo, result: Any) -> None:
         try:
             run.dispatch(result, inv, None)
         except WorkflowRuntimeError as exc:
-            run.end(_outcome.failed(inv.step, exc, inv))
+            run.end(_failed(inv, exc, first))
 
 
 async def wait_for_event(  # noqa: PLR0917 - mirrors ctx.wait_for_event

@@ -18,15 +18,25 @@ from stepstream.telemetry import attributes as attrs
 if TYPE_CHECKING:
     from stepstream.workflow import Workflow
 
-__all__ = ["LiveModel", "compact", "plain_line", "result_text", "text_of"]
+__all__ = ["LiveModel", "compact", "fields_of", "plain_line", "result_text", "text_of"]
 
 _MAX_TEXT = 1500
 _MAX_LINES = 12
 
 
+def fields_of(event: Event) -> dict[str, Any]:
+    """The event's fields, declared and dynamic alike, in one dict.
+
+    ``model_dump()`` nests the dynamic ones under ``"_data"``.
+    """
+    data = event.model_dump()
+    data.update(data.pop("_data", None) or {})
+    return data
+
+
 def text_of(event: Event) -> str | None:
     """The text of an event with exactly one field, a string (a text delta candidate)."""
-    data = event.model_dump()
+    data = fields_of(event)
     if len(data) == 1:
         (value,) = data.values()
         if isinstance(value, str):
@@ -36,7 +46,7 @@ def text_of(event: Event) -> str | None:
 
 def compact(event: Event, limit: int = 160) -> str:
     """One line: the event type and its fields as key=value."""
-    fields = " ".join(f"{k}={v!r}" for k, v in event.model_dump().items())
+    fields = " ".join(f"{k}={v!r}" for k, v in fields_of(event).items())
     line = f"{type(event).__name__} {fields}".rstrip()
     return line if len(line) <= limit else line[: limit - 1] + "…"
 

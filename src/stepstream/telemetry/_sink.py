@@ -21,7 +21,7 @@ from opentelemetry.trace import Status as SpanStatus
 from structlog.contextvars import bind_contextvars
 
 from stepstream._instrument import Key, Observer, RunInfo, Status, StepInfo
-from stepstream.events import Event, StopEvent
+from stepstream.events import _FLAT_CONTEXT, Event, StopEvent
 from stepstream.telemetry import _settings
 from stepstream.telemetry import attributes as attrs
 from stepstream.telemetry._logging import CORRELATION_KEYS
@@ -34,8 +34,12 @@ _ERROR_STATUSES = (attrs.STATUS_ERROR, attrs.STATUS_TIMEOUT)
 
 
 def encode_payload(event: Event) -> str:
-    """Return ``event`` as JSON; values pydantic cannot serialise are rendered by ``repr``."""
-    return event.model_dump_json(fallback=repr, warnings=False)
+    """Return ``event`` as JSON; values pydantic cannot serialise are rendered by ``repr``.
+
+    Dynamic fields appear beside the declared ones (``{"msg": "hi"}``), not under the
+    ``"_data"`` key of ``model_dump()``.
+    """
+    return event.model_dump_json(fallback=repr, warnings=False, context=_FLAT_CONTEXT)
 
 
 def truncate(text: str, limit: int) -> str:
