@@ -22,15 +22,13 @@ from enum import Enum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final, TypeAlias
 
+import pydantic_core
 from pydantic import (
     BaseModel,
     ConfigDict,
     PlainSerializer,
     PlainValidator,
-    SerializationInfo,
     SerializeAsAny,
-    SerializerFunctionWrapHandler,
-    model_serializer,
 )
 from pydantic.fields import FieldInfo
 
@@ -81,6 +79,22 @@ def _dynamic(model: BaseModel) -> dict[str, Any]:
     return data
 
 
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def _peek(model: BaseModel) -> Mapping[str, Any]:
+    """``model``'s dynamic fields for reading (an empty mapping when it has none)."""
+    private = model.__pydantic_private__
+    data = private.get("_data") if private is not None else None
+    return data if data is not None else _EMPTY
+
+
+def _set_private(model: BaseModel) -> dict[str, Any]:
+    """``model``'s private state without empty entries (for equality)."""
+    private = model.__pydantic_private__ or {}
+    return {k: v for k, v in private.items() if v is not None and v != {}}
+
+
 def _is_alias(fields: Mapping[str, FieldInfo], key: str) -> bool:
     return any(key in (f.alias, f.validation_alias) for f in fields.values())
 
@@ -95,9 +109,10 @@ class DictLikeModel(BaseModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    # Private state kept in pydantic's __pydantic_private__ (so equality, copies and
-    # pickling include it) without declaring PrivateAttr: pydantic's initialisation of
-    # declared private attributes would cost more than the rest of building an event.
+    # Private state kept in pydantic's __pydantic_private__ (so copies and pickling
+    # include it) without declaring PrivateAttr, and made only when first written:
+    # pydantic's initialisation of private attributes (or a model_post_init) would cost
+    # more than the rest of building an event, and events are built on the hot path.
     _own_private: ClassVar[frozenset[str]] = frozenset({"_data"})
 
     def __init__(self, **params: Any) -> None:
@@ -125,13 +140,16 @@ class DictLikeModel(BaseModel):
         if dynamic:
             _dynamic(self).update(dynamic)
 
-    def model_post_init(self, context: Any, /) -> None:
-        """Give the new model its (empty) dynamic fields; run after every validation."""
-        private = self.__pydantic_private__
-        if private is None:
-            object.__setattr__(self, "__pydantic_private__", {"_data": {}})
-        else:  # a subclass declares private attributes of its own
-            private["_data"] = {}
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, BaseModel):
+            return NotImplemented
+        return (
+            type(self) is type(other)
+            and self.__dict__ == other.__dict__
+            and _set_private(self) == _set_private(other)
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as every pydantic model
 
     @property
     def _data(self) -> dict[str, Any]:
@@ -166,7 +184,7 @@ class DictLikeModel(BaseModel):
 
     def __getitem__(self, key: str) -> Any:
         """Return the dynamic field ``key`` (else a declared field); KeyError if neither."""
-        data = _dynamic(self)
+        data = _peek(self)
         if key in data:
             return data[key]
         if key in type(self).__pydantic_fields__:
@@ -180,7 +198,7 @@ class DictLikeModel(BaseModel):
 
     def __contains__(self, key: object) -> bool:
         """Tell whether ``key`` is a dynamic field (as ``key in ev.keys()``)."""
-        return key in _dynamic(self)
+        return key in _peek(self)
 
     def get(self, key: str, default: Any = None) -> Any:
         """Return ``ev[key]`` (a dynamic, else a declared field), or ``default``."""
@@ -191,21 +209,21 @@ class DictLikeModel(BaseModel):
 
     def keys(self) -> KeysView[str]:
         """The names of the dynamic fields."""
-        return _dynamic(self).keys()
+        return _peek(self).keys()
 
     def values(self) -> ValuesView[Any]:
         """The values of the dynamic fields."""
-        return _dynamic(self).values()
+        return _peek(self).values()
 
     def items(self) -> ItemsView[str, Any]:
         """The (name, value) pairs of the dynamic fields."""
-        return _dynamic(self).items()
+        return _peek(self).items()
 
     def __len__(self) -> int:
-        return len(_dynamic(self))
+        return len(_peek(self))
 
     def __iter__(self) -> Iterator[str]:  # type: ignore[override] # the dynamic field names
-        return iter(_dynamic(self))
+        return iter(_peek(self))
 
     def __bool__(self) -> bool:
         return True  # an event without dynamic fields is still an event
@@ -220,20 +238,44 @@ class DictLikeModel(BaseModel):
         """Private state a subclass adds to its dump (after the declared fields)."""
         return {}
 
-    @model_serializer(mode="wrap")
-    def _serialize(
-        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
-    ) -> dict[str, Any]:
-        dumped: dict[str, Any] = handler(self)
-        dumped.update(self._dumped_private())
-        data = _dynamic(self)
+    def _dump_extra(self, context: object) -> dict[str, Any]:
+        """What a dump adds to the declared fields: private state, dynamic fields."""
+        extra = self._dumped_private()
+        data = _peek(self)
         if data:
-            context = info.context
             if isinstance(context, Mapping) and context.get(_FLAT_KEY):
-                dumped.update(data)
+                extra.update(data)
             else:
-                dumped["_data"] = dict(data)
+                extra["_data"] = dict(data)
+        return extra
+
+    # Dumps add the extra keys in Python only when there are any: a model_serializer
+    # would put every dump of every event through Python (the per-event telemetry path).
+    # Events nested in another model's fields dump their declared fields only.
+
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        """Dump the declared fields, then the private state and dynamic fields (``_data``)."""
+        dumped = super().model_dump(**kwargs)
+        if self.__pydantic_private__ is None:
+            return dumped
+        extra = self._dump_extra(kwargs.get("context"))
+        if extra:
+            if kwargs.get("mode") == "json":
+                extra = pydantic_core.to_jsonable_python(
+                    extra, fallback=kwargs.get("fallback"), serialize_unknown=True
+                )
+            dumped.update(extra)
         return dumped
+
+    def model_dump_json(self, **kwargs: Any) -> str:
+        """``model_dump`` as JSON (pydantic's own encoder, with its options)."""
+        # No private state at all (the common case): nothing to add, no Python work.
+        if self.__pydantic_private__ is None or not self._dump_extra(kwargs.get("context")):
+            return super().model_dump_json(**kwargs)
+        indent = kwargs.pop("indent", None)
+        fallback = kwargs.get("fallback")
+        dumped = self.model_dump(mode="json", **kwargs)
+        return pydantic_core.to_json(dumped, indent=indent, fallback=fallback).decode()
 
 
 class Event(DictLikeModel):
@@ -266,19 +308,11 @@ class StopEvent(Event):
         if result is not None:
             _private(self)["_result"] = result
 
-    def model_post_init(self, context: Any, /) -> None:
-        """Give the new model its (empty) dynamic fields and no result."""
-        private = self.__pydantic_private__
-        if private is None:
-            object.__setattr__(self, "__pydantic_private__", {"_data": {}, "_result": None})
-        else:  # a subclass declares private attributes of its own
-            private["_data"] = {}
-            private["_result"] = None
-
     @property
     def _result(self) -> Any:
         """The ``result=`` given (what ``_get_result()`` returns by default)."""
-        return _private(self).get("_result")
+        private = self.__pydantic_private__
+        return private.get("_result") if private is not None else None
 
     def _get_result(self) -> Any:
         """What ``result`` returns (the ``result=`` given, by default)."""
@@ -296,7 +330,7 @@ class StopEvent(Event):
         return str(self._result)
 
     def __repr__(self) -> str:
-        fields = {**_dynamic(self), **self.model_dump()}
+        fields = {**_peek(self), **self.model_dump()}
         inner = ", ".join(f"{k}={v!r}" for k, v in fields.items())
         return f"{type(self).__name__}({inner})"
 
