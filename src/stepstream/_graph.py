@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from stepstream._spec import STEP_ATTR, StepConfig, StepSpec, read_spec
-from stepstream._validation import graph_problems
+from stepstream._validation import catchers, graph_problems
 from stepstream.errors import WorkflowConfigurationError
 from stepstream.events import Event, StartEvent
 
@@ -29,6 +29,8 @@ class Graph:
         self.names: tuple[str, ...] = tuple(s.name for s in self.specs)
         self.index: dict[str, int] = {name: i for i, name in enumerate(self.names)}
         self._routes: dict[type[Event], tuple[int, ...]] = {}
+        # The @catch_error handler covering each step (its index), if any.
+        self.catcher: tuple[int | None, ...] = catchers(self.specs)
         starts = [t for s in self.specs for t in s.accepts if issubclass(t, StartEvent)]
         self.start_event_type: type[StartEvent] = starts[0] if starts else StartEvent
         states = [s.state_type for s in self.specs if s.state_type is not None]

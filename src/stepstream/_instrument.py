@@ -109,6 +109,7 @@ class StepInfo(_Stash):
         "attempt",
         "event",
         "origin",
+        "retry",
         "run",
         "start_ns",
         "step",
@@ -135,6 +136,8 @@ class StepInfo(_Stash):
         self.origin = origin
         self.start_ns = start_ns
         self.streamed = 0
+        # On a retried attempt: (first attempt's start ns, the last error, when it failed).
+        self.retry: tuple[int, BaseException, int] | None = None
 
 
 class Observer:

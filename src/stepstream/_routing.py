@@ -11,6 +11,8 @@ same decisions can be unit-tested without a loop, and journaled and replayed.
 from __future__ import annotations
 
 import enum
+import hashlib
+import inspect
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -342,13 +344,42 @@ def result_action(result: Any, state: RunState) -> Action:
     return Action.ROUTE
 
 
-def retry_delay(
-    policy: RetryPolicy | None, state: RunState, elapsed: float, attempt: int, error: BaseException
+def retry_delay(  # noqa: PLR0917 - one decision, all of its inputs
+    policy: RetryPolicy | None,
+    state: RunState,
+    elapsed: float,
+    attempt: int,
+    error: BaseException,
+    seed_key: str | None = None,
 ) -> float | None:
-    """Seconds to wait before retrying a failed attempt, or None to fail the step."""
+    """Seconds to wait before retrying a failed attempt, or None to fail the step.
+
+    A policy whose ``next`` takes ``seed`` gets one derived from ``seed_key`` (run id
+    and step) and the attempt, so its jitter is the same when a run is replayed.
+    """
     if policy is None or state is not RunState.RUNNING or not isinstance(error, Exception):
         return None
+    if seed_key is not None and _takes_seed(policy):
+        digest = hashlib.sha256(f"{seed_key}:{attempt}".encode()).hexdigest()
+        return policy.next(elapsed, attempt, error, seed=int(digest, 16) & 0xFFFFFFFF)
     return policy.next(elapsed, attempt, error)
+
+
+_SEEDED: dict[type, bool] = {}
+
+
+def _takes_seed(policy: RetryPolicy) -> bool:
+    kind = type(policy)
+    takes = _SEEDED.get(kind)
+    if takes is None:
+        try:
+            params = inspect.signature(policy.next).parameters
+        except (TypeError, ValueError):  # a builtin or C callable: pass no seed
+            params = {}  # type: ignore[assignment]
+        takes = _SEEDED[kind] = "seed" in params or any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
+        )
+    return takes
 
 
 def default_waiter_id(

@@ -20,9 +20,17 @@ from stepstream.events import Event
 from stepstream.resource import ResourceDefinition, ResourceDescriptor, _descriptor_of
 from stepstream.retry_policy import RetryPolicy
 
-__all__ = ["STEP_ATTR", "StepConfig", "StepSpec", "read_spec"]
+__all__ = ["STEP_ATTR", "Catch", "StepConfig", "StepSpec", "read_spec"]
 
 STEP_ATTR = "__stepstream_step__"
+
+
+@dataclass(frozen=True, slots=True)
+class Catch:
+    """What ``@catch_error`` recorded: the steps covered (None: every other step)."""
+
+    for_steps: tuple[str, ...] | None
+    max_recoveries: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +44,8 @@ class StepConfig:
     timeout: float | None
     is_method: bool
     localns: dict[str, Any]
+    # Set by @catch_error: which steps' failures this step handles.
+    catch: Catch | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +74,8 @@ class StepSpec:
     # The context and event parameters passed by keyword, as (name, "ctx" or "ev"):
     # keyword-only ones, and those after a resource parameter.
     keyword_args: tuple[tuple[str, str], ...] = ()
+    # Set for a @catch_error handler: which steps' failures it handles.
+    catch: Catch | None = None
 
     def accepts_type(self, event_type: type[Event]) -> bool:
         """Tell whether an event of ``event_type`` is routed to this step."""
@@ -124,6 +136,7 @@ def read_spec(config: StepConfig, problems: list[str]) -> StepSpec:
         timeout=config.timeout,
         resources=tuple(params_read.resources),
         keyword_args=tuple(params_read.keyword_args),
+        catch=config.catch,
     )
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from stepstream import _internal_events as internal
@@ -16,7 +18,7 @@ from stepstream import _outcome
 from stepstream._instrument import StepInfo, current_step
 from stepstream._routing import Action, RunState, default_waiter_id, result_action, retry_delay
 from stepstream.errors import WorkflowRuntimeError, WorkflowTimeoutError
-from stepstream.events import Event, StopEvent
+from stepstream.events import Event, StepFailedEvent, StopEvent
 from stepstream.resource import _resolve_step_resources
 
 if TYPE_CHECKING:
@@ -64,10 +66,13 @@ async def _invoke(run: Run, index: int, worker: int, event: Event, origin: StepI
     spec = run.router.graph.specs[index]
     ins = run.instrument
     first = time.monotonic()
+    first_ns = time.time_ns()
+    retry: tuple[int, BaseException, int] | None = None
     attempt = 0
     while True:
         attempt += 1
         inv = StepInfo(run.info, spec.name, attempt, worker, event, origin, time.time_ns())
+        inv.retry = retry  # what ctx.retry_info() tells a retried attempt
         current_step.set(inv)
         ins.step_started(inv)
         try:
@@ -99,12 +104,25 @@ async def _invoke(run: Run, index: int, worker: int, event: Event, origin: StepI
         except BaseException as exc:  # noqa: BLE001 - a step's error ends the run as a value
             # BaseException too: pytest.fail() or a framework's abort inside a step is
             # still that step's failure, not a cancellation of the run.
-            delay = retry_delay(
-                spec.retry_policy, run.router.state, time.monotonic() - first, attempt, exc
-            )
+            try:
+                delay = retry_delay(
+                    spec.retry_policy,
+                    run.router.state,
+                    time.monotonic() - first,
+                    attempt,
+                    exc,
+                    f"{run.info.run_id}:{spec.name}",
+                )
+            except Exception as policy_error:  # noqa: BLE001 - the policy's own failure
+                # A policy that raises decides to stop; its error (caused by the step's)
+                # is what ends the step.
+                policy_error.__cause__ = exc
+                _fail(run, inv, policy_error, first)
+                return None
             if delay is None:
                 _fail(run, inv, exc, first)
                 return None
+            retry = (first_ns, exc, time.time_ns())
             ins.step_failed(inv, exc, "error", True)
             ins.step_retry(inv, delay)
             await asyncio.sleep(delay)
@@ -163,9 +181,38 @@ async def _call_with_resources(
 
 
 def _fail(run: Run, inv: StepInfo, error: BaseException, first: float) -> None:
-    """End the run with ``error``: attempt ``inv.attempt`` of an invocation begun at ``first``."""
+    """Step attempt ``inv`` failed for good: its @catch_error handler takes over, or the run ends.
+
+    The handler gets a StepFailedEvent unless it already recovered the chain of events
+    that led here ``max_recoveries`` times (counted along the producers of the events).
+    """
     run.instrument.step_failed(inv, error, "error", False)
+    graph = run.router.graph
+    catcher = graph.catcher[graph.index[inv.step]]
+    if catcher is not None and run.router.state is RunState.RUNNING:
+        handler = graph.specs[catcher]
+        assert handler.catch is not None  # noqa: S101 - catchers() picks handlers only
+        recovered = sum(1 for origin in _lineage(inv) if origin.step == handler.name)
+        if recovered < handler.catch.max_recoveries:
+            failed = StepFailedEvent(
+                step_name=inv.step,
+                input_event=inv.event,
+                exception=error,
+                attempts=inv.attempt,
+                elapsed_seconds=time.monotonic() - first,
+                failed_at=datetime.now(UTC),
+            )
+            run.dispatch(failed, inv, handler.name)
+            return
     run.end(_failed(inv, error, first))
+
+
+def _lineage(inv: StepInfo) -> Iterator[StepInfo]:
+    """The step attempts whose events led to ``inv``, nearest first."""
+    origin = inv.origin
+    while origin is not None:
+        yield origin
+        origin = origin.origin
 
 
 def _failed(inv: StepInfo, error: BaseException, first: float) -> _outcome.Outcome:

@@ -11,10 +11,11 @@ from stepstream.events import (
     HumanResponseEvent,
     InputRequiredEvent,
     StartEvent,
+    StepFailedEvent,
     StopEvent,
 )
 
-__all__ = ["GRAPH_CHECKS", "NO_VALIDATION", "graph_problems"]
+__all__ = ["GRAPH_CHECKS", "NO_VALIDATION", "catch_problems", "catchers", "graph_problems"]
 
 
 #: Names of the checks a workflow may skip (LlamaIndex's ``skip_graph_checks``):
@@ -71,11 +72,16 @@ def graph_problems(specs: Sequence[StepSpec], skip: frozenset[str] = frozenset()
         )
     )
     problems.extend(_state_problems(specs))
+    problems.extend(catch_problems(specs))
     return problems
 
 
 def _related(a: type[Event], b: type[Event]) -> bool:
     return issubclass(a, b) or issubclass(b, a)
+
+
+# Events that come from outside the graph or end it: exempt from the flow checks.
+_BOUNDARY = (StartEvent, StopEvent, HumanResponseEvent, InputRequiredEvent, StepFailedEvent)
 
 
 def _flow_problems(
@@ -97,7 +103,13 @@ def _flow_problems(
             )
     for spec in specs:
         for t in spec.accepts:
-            exempt = (StartEvent, StopEvent, HumanResponseEvent, InputRequiredEvent)
+            exempt = (
+                StartEvent,
+                StopEvent,
+                HumanResponseEvent,
+                InputRequiredEvent,
+                StepFailedEvent,
+            )
             if issubclass(t, exempt) or not returns_known:
                 continue
             if not any(_related(t, p) for p in producers):
@@ -120,3 +132,71 @@ def _state_problems(specs: Sequence[StepSpec]) -> list[str]:
         f"{getattr(t, '__name__', repr(t))} in {', '.join(names)}" for t, names in states.items()
     )
     return [f"steps disagree on the Context state type ({listed}); use one state model"]
+
+
+def catch_problems(specs: Sequence[StepSpec]) -> list[str]:
+    """Problems with the @catch_error handlers: their event and the steps they cover."""
+    problems: list[str] = []
+    handlers = [s for s in specs if s.catch is not None]
+    names = {s.name for s in specs}
+    handler_names = {s.name for s in handlers}
+    problems.extend(
+        f"@catch_error handler {h.name!r} must accept StepFailedEvent as its event "
+        "parameter; annotate it `ev: StepFailedEvent`"
+        for h in handlers
+        if h.accepts_known and h.accepts != (StepFailedEvent,)
+    )
+    wildcards = [h.name for h in handlers if h.catch is not None and h.catch.for_steps is None]
+    if len(wildcards) > 1:
+        problems.append(
+            f"only one @catch_error handler without for_steps is allowed per workflow, found "
+            f"{len(wildcards)}: {', '.join(wildcards)}; name the steps of the others with "
+            "for_steps=[...]"
+        )
+    claimed: dict[str, str] = {}
+    for h in handlers:
+        for target in (h.catch.for_steps if h.catch is not None else None) or ():
+            if target not in names:
+                problems.append(
+                    f"@catch_error handler {h.name!r} lists unknown step {target!r} in "
+                    f"for_steps; the workflow's steps are {', '.join(sorted(names))}"
+                )
+            elif target in handler_names:
+                problems.append(
+                    f"@catch_error handler {h.name!r} cannot cover another handler step "
+                    f"{target!r}; a handler's own failure ends the run"
+                )
+            elif target in claimed:
+                problems.append(
+                    f"step {target!r} is claimed by two @catch_error handlers: "
+                    f"{claimed[target]!r} and {h.name!r}; keep it in one for_steps"
+                )
+            else:
+                claimed[target] = h.name
+    return problems
+
+
+def catchers(specs: Sequence[StepSpec]) -> tuple[int | None, ...]:
+    """For each step, the index of the @catch_error handler covering it (None: none).
+
+    Handlers naming the step in ``for_steps`` come first; the handler without
+    ``for_steps`` covers every other step that is not itself a handler.
+    """
+    index = {s.name: i for i, s in enumerate(specs)}
+    covered: list[int | None] = [None] * len(specs)
+    wildcard = None
+    for i, s in enumerate(specs):
+        if s.catch is None:
+            continue
+        if s.catch.for_steps is None:
+            wildcard = i if wildcard is None else wildcard
+            continue
+        for target in s.catch.for_steps:
+            j = index.get(target)
+            if j is not None and covered[j] is None and specs[j].catch is None:
+                covered[j] = i
+    if wildcard is not None:
+        for j, s in enumerate(specs):
+            if covered[j] is None and s.catch is None:
+                covered[j] = wildcard
+    return tuple(covered)

@@ -10,14 +10,14 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from stepstream._spec import STEP_ATTR, StepConfig
+from stepstream._spec import STEP_ATTR, Catch, StepConfig
 from stepstream.errors import WorkflowValidationError
 from stepstream.retry_policy import RetryPolicy
 
 if TYPE_CHECKING:
     from stepstream.workflow import Workflow
 
-__all__ = ["step"]
+__all__ = ["catch_error", "step"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -102,3 +102,62 @@ def _caller_namespaces() -> dict[str, Any]:
         if f is not None and f.f_code.co_name != "<module>":
             ns.update(f.f_locals)
     return ns
+
+
+@overload
+def catch_error(func: F, /) -> F: ...
+@overload
+def catch_error(
+    *, for_steps: list[str] | None = None, max_recoveries: int = 1
+) -> Callable[[F], F]: ...
+def catch_error(
+    func: F | None = None,
+    /,
+    *,
+    for_steps: list[str] | None = None,
+    max_recoveries: int = 1,
+) -> F | Callable[[F], F]:
+    """Mark a step as the handler of other steps' failures.
+
+    When a step covered by the handler fails (after its retries), the run does not end:
+    the handler receives a ``StepFailedEvent`` (the step, its input event, the
+    exception, the attempts) and may emit any event, a StopEvent included, to go on.
+    ``for_steps`` names the steps covered (default: every step no other handler names);
+    ``max_recoveries`` bounds how often the handler may recover one chain of events.
+    The handler's event parameter must be annotated ``StepFailedEvent``.
+    """
+    problems = []
+    if (
+        isinstance(max_recoveries, bool)
+        or not isinstance(max_recoveries, int)
+        or max_recoveries < 1
+    ):
+        problems.append(f"max_recoveries must be an integer >= 1, got {max_recoveries!r}")
+    steps: object = for_steps  # checked as the untyped value callers may pass
+    if steps is not None and (
+        not isinstance(steps, list | tuple) or not all(isinstance(s, str) for s in steps)
+    ):
+        problems.append(f"for_steps must be None or a list of step names, got {for_steps!r}")
+    localns = _caller_namespaces()
+
+    def decorate(fn: F) -> F:
+        name = getattr(fn, "__name__", repr(fn))
+        if problems:
+            msg = f"@catch_error options for step {name!r} are invalid"
+            raise WorkflowValidationError(msg, problems)
+        config = StepConfig(
+            name=name,
+            fn=fn,
+            num_workers=1,
+            retry_policy=None,
+            timeout=None,
+            is_method=True,
+            localns=localns,
+            catch=Catch(tuple(for_steps) if for_steps is not None else None, max_recoveries),
+        )
+        setattr(fn, STEP_ATTR, config)
+        return fn
+
+    if func is not None:
+        return decorate(func)
+    return decorate
