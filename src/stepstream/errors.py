@@ -1,7 +1,9 @@
 """Errors raised by stepstream.
 
 Every error stepstream raises derives from :class:`WorkflowError`, and each also
-derives from the builtin a caller would naturally catch::
+derives from the builtin a caller would naturally catch (the state store and the
+serializers of :mod:`stepstream.context` raise plain builtins, ``ValueError`` and
+``TypeError`` mostly, as LlamaIndex Workflows does)::
 
     WorkflowError (Exception)
     ├── WorkflowValidationError (ValueError)   a workflow definition or start input is wrong

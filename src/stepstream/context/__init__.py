@@ -1,5 +1,11 @@
-"""``stepstream.context``: the Context a step receives (laid out as ``workflows.context``)."""
+"""``stepstream.context``: the Context a step receives, its state store, and serializers.
 
-from stepstream.context.context import Context, RunPort, Store
+Laid out as ``workflows.context`` in LlamaIndex: :mod:`stepstream.context.context`
+(``Context``), :mod:`stepstream.context.state_store` (``DictState``,
+``InMemoryStateStore``) and :mod:`stepstream.context.serializers`.
+"""
 
-__all__ = ["Context", "RunPort", "Store"]
+from stepstream.context.context import Context
+from stepstream.context.serializers import BaseSerializer, JsonSerializer, PickleSerializer
+
+__all__ = ["BaseSerializer", "Context", "JsonSerializer", "PickleSerializer"]
