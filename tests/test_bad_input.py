@@ -288,8 +288,11 @@ async def test_missing_store_key_without_default_names_the_key() -> None:
             await ctx.store.set("other", 1)
             return StopEvent(result=await ctx.store.get("api_key"))
 
-    expected = r"the run's store has no key 'api_key' \(keys: 'other'\)"
-    with pytest.raises(WorkflowRuntimeError, match=expected):
+    expected = (
+        r"path 'api_key' not found in the state: the state has no key 'api_key' "
+        r"\(keys: 'other'\)"
+    )
+    with pytest.raises(ValueError, match=expected):
         await MissingKey(timeout=5).run()
 
 

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +31,7 @@ from typing import Annotated, Any
 
 import pytest
 from opentelemetry import trace
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from stepstream import (
     ConstantDelayRetryPolicy,
@@ -45,6 +46,8 @@ from stepstream import (
     WorkflowHandler,
     step,
 )
+from stepstream.context import JsonSerializer, PickleSerializer
+from stepstream.context.state_store import DictState, InMemoryStateStore
 from stepstream.resource import Resource, ResourceConfig, ResourceManager
 from stepstream.retry_policy import (
     ExponentialBackoffRetryPolicy,
@@ -122,8 +125,18 @@ def raised(action: Callable[[], object]) -> Produced:
     """Call ``action`` and report the exception it raises: class name, message, problems."""
     try:
         action()
-    # The builtin classes: the resource and retry errors LlamaIndex raises keep theirs.
-    except (WorkflowError, KeyError, ValueError, TypeError, OSError) as exc:
+    except (
+        WorkflowError,
+        KeyError,
+        # the resources, retry policies, state store and serializers raise builtins, as
+        # LlamaIndex does
+        ValueError,
+        TypeError,
+        OSError,
+        RuntimeError,
+        ImportError,
+        AttributeError,
+    ) as exc:
         problems = list(getattr(exc, "problems", ()))
         text = exc.args[0] if isinstance(exc, KeyError) else str(exc)
         return type(exc).__name__, [text.split("\n")[0], text, *problems]
@@ -484,7 +497,11 @@ class StateB(BaseModel):
     m: int = 0
 
 
-@trigger("steps disagree on the Context state type (<states and steps>); use one state model")
+@trigger(
+    "steps disagree on the Context state type (<states and steps>); the state types must form "
+    "one inheritance chain (each a subclass of the next), whose most derived type is the "
+    "state of every step: use one model, or derive one from the other"
+)
 def _state_types() -> Produced:
     class TwoStates(Workflow):
         @step
@@ -496,6 +513,42 @@ def _state_types() -> Produced:
             return StopEvent()
 
     return raised(instantiate(TwoStates))
+
+
+@dataclass
+class PlainState:
+    n: int = 0
+
+
+@trigger(
+    "the Context state type <type> of <steps> is not a pydantic model; declare the state as "
+    "a BaseModel subclass whose fields have defaults, e.g. `class MyState(BaseModel): count: "
+    "int = 0`"
+)
+def _state_not_a_model() -> Produced:
+    class PlainStateFlow(Workflow):
+        @step
+        async def start(self, ctx: Context[PlainState], ev: StartEvent) -> StopEvent:  # type: ignore[type-var]
+            return StopEvent()
+
+    return raised(instantiate(PlainStateFlow))
+
+
+class NeedsName(BaseModel):
+    name: str
+
+
+@trigger(
+    "the Context state type <State> cannot be created without arguments: field(s) <fields> "
+    "have no default; give every field a default (each run starts from <State>())"
+)
+def _state_without_defaults() -> Produced:
+    class RequiredState(Workflow):
+        @step
+        async def start(self, ctx: Context[NeedsName], ev: StartEvent) -> StopEvent:
+            return StopEvent()
+
+    return raised(instantiate(RequiredState))
 
 
 # ---- starting a run
@@ -664,32 +717,6 @@ def _step_raised_cancelled() -> Produced:
             raise asyncio.CancelledError
 
     return outcome(Rogue(timeout=5))
-
-
-@trigger(
-    "the run's store has no key '<key>' (keys: <keys>); set it first with "
-    "`await ctx.store.set('<key>', value)` or pass `default=`"
-)
-def _missing_key() -> Produced:
-    class MissingKey(Workflow):
-        @step
-        async def start(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-            return StopEvent(result=await ctx.store.get("api_key"))
-
-    return outcome(MissingKey(timeout=5))
-
-
-@trigger(
-    "this workflow has no typed state; annotate a step's context parameter with the state "
-    "model, e.g. `ctx: Context[MyState]`"
-)
-def _no_typed_state() -> Produced:
-    class Untyped(Workflow):
-        @step
-        async def start(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-            return StopEvent(result=await ctx.store.get_state())
-
-    return outcome(Untyped(timeout=5))
 
 
 @trigger("collect_events needs at least one expected event type")
@@ -1028,6 +1055,225 @@ def _second_consumer() -> Produced:
             await asyncio.gather(first, return_exceptions=True)
 
     return raised(lambda: asyncio.run(main()))
+
+
+# ---- the state store and serializers
+
+
+def in_a_step(body: Callable[[Context[Any]], Any]) -> Produced:
+    """Run a one-step workflow whose step awaits ``body(ctx)``; report what the run raises."""
+
+    class OneStep(Workflow):
+        @step
+        async def start(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+            return StopEvent(result=await body(ctx))
+
+    return outcome(OneStep(timeout=5))
+
+
+@trigger(
+    "path '<path>' not found in the state: <where> <what is missing>; check the path, set it "
+    "first with `await ctx.store.set('<path>', value)`, or pass `default=`"
+)
+def _path_not_found() -> Produced:
+    return in_a_step(lambda ctx: ctx.store.get("api_key"))
+
+
+@trigger(
+    "path cannot be empty: ctx.store.set(path, value) needs a dot-separated path such as "
+    "'count' or 'user.name'; use set_state(...) to replace the whole state"
+)
+def _empty_path() -> Produced:
+    return in_a_step(lambda ctx: ctx.store.set("", 1))
+
+
+@trigger("path has <n> segments, more than MAX_DEPTH (1000); use a shorter path")
+def _path_too_long() -> Produced:
+    return in_a_step(lambda ctx: ctx.store.get(".".join(["a"] * 1001), default=None))
+
+
+@trigger("cannot set path '<path>': <where> <what is wrong>; <fix>")
+def _path_cannot_be_set() -> Produced:
+    class TypedSet(Workflow):
+        @step
+        async def start(self, ctx: Context[StateA], ev: StartEvent) -> StopEvent:
+            await ctx.store.set("missing.field", 1)
+            return StopEvent()
+
+    return outcome(TypedSet(timeout=5))
+
+
+@trigger(
+    "set_state got a <Type>, but the state is a <State>; pass a <State> (or an instance of "
+    "one of its parent classes, whose fields are merged in)"
+)
+def _set_state_unrelated() -> Produced:
+    return in_a_step(lambda ctx: ctx.store.set_state(StateA()))
+
+
+@trigger(
+    "cannot reset the state: <State>() fails without arguments (required fields: <fields>; "
+    "<n> error(s)); give every field of the state model a default"
+)
+def _clear_without_defaults() -> Produced:
+    store = InMemoryStateStore(NeedsName(name="Ada"))
+    return raised(lambda: asyncio.run(store.clear()))
+
+
+@trigger("writer called inside edit_state: mutate the yielded state instead")
+def _writer_inside_edit() -> Produced:
+    async def nested(ctx: Context[Any]) -> None:
+        async with ctx.store.edit_state():
+            await ctx.store.set("k", 1)
+
+    return in_a_step(nested)
+
+
+@trigger(
+    "cannot serialize a value of type <type> to JSON (<reason>; value: <value>); store JSON "
+    "data (dict, list, str, int, float, bool, None) or a pydantic model, or use "
+    "PickleSerializer() for any picklable object"
+)
+def _not_json() -> Produced:
+    return raised(lambda: JsonSerializer().serialize({1, 2}))
+
+
+@trigger(
+    "cannot serialize a value of type <type>: it is not JSON data (<reason>) and cannot be "
+    "pickled (<error>); store plain data or a pydantic model instead, or leave it out of the "
+    "state"
+)
+def _not_picklable() -> Produced:
+    return raised(lambda: PickleSerializer().serialize(threading.Lock()))
+
+
+def snapshot_of(**values: Any) -> Callable[[], object]:
+    """An action that snapshots a DictState store holding ``values`` with JsonSerializer."""
+    store = InMemoryStateStore(DictState(**values))
+    return lambda: store.to_dict(JsonSerializer())
+
+
+@trigger("cannot serialize state key '<key>': <error>")
+def _state_key_unserializable() -> Produced:
+    return raised(snapshot_of(tags={"a", "b"}))
+
+
+class HoldsAnything(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    thing: Any = None
+
+
+@trigger("cannot serialize the state (<State>): <error>")
+def _typed_state_unserializable() -> Produced:
+    store = InMemoryStateStore(HoldsAnything(thing=object()))
+    return raised(lambda: store.to_dict(JsonSerializer()))
+
+
+@trigger(
+    "state key '<key>' cannot be serialized and is left out of the snapshot (<error>); set it "
+    "again after restoring the state"
+)
+def _known_unserializable_key() -> Produced:
+    return warned(snapshot_of(memory=threading.Lock()))
+
+
+def restore(payload: dict[str, Any]) -> Produced:
+    """Restore an InMemoryStateStore from ``payload`` with JsonSerializer; report the error."""
+    return raised(lambda: InMemoryStateStore.from_dict(payload, JsonSerializer()))
+
+
+@trigger(
+    "cannot restore an InMemoryStateStore from store_type '<type>'; pass the payload to the "
+    "from_dict() of the store that wrote it"
+)
+def _other_store_type() -> Produced:
+    return restore({"store_type": "durable", "state_data": None})
+
+
+@trigger(
+    "cannot deserialize state key '<key>': <error>; read the snapshot with the serializer "
+    "that wrote it"
+)
+def _state_key_unreadable() -> Produced:
+    return restore({"store_type": "in_memory", "state_data": {"_data": {"k": "not json"}}})
+
+
+@trigger(
+    "cannot restore the state: its data holds a <type>, not a state model; pass the 'state' "
+    "dict that InMemoryStateStore.to_dict() returned"
+)
+def _state_data_not_a_model() -> Produced:
+    return restore({"store_type": "in_memory", "state_data": "[1, 2]"})
+
+
+@trigger(
+    "class <module.Class> is not in the serializer's allowed types, so a payload naming it is "
+    "refused; allow it with JsonSerializer(allowed_types=[..., <Class>]) (the class, or the "
+    "string '<module.Class>'), or use JsonSerializer() to resolve classes by import"
+)
+def _not_allowed() -> Produced:
+    payload = JsonSerializer().serialize(StateA())
+    return raised(lambda: JsonSerializer(allowed_types=[StateB]).deserialize(payload))
+
+
+@trigger(
+    "allowed_types entries must be classes or 'module.Class' strings, got <entry> (<type>); "
+    "pass the class itself, e.g. JsonSerializer(allowed_types=[MyState])"
+)
+def _allowed_entry_not_a_class() -> Produced:
+    return raised(lambda: JsonSerializer(allowed_types=[list[int]]))
+
+
+def _local_state() -> type[BaseModel]:
+    class Dup(BaseModel):
+        n: int = 0
+
+    return Dup
+
+
+@trigger(
+    "allowed_types has two classes written under the name <module.Class>: <class> and "
+    "<class>; a payload cannot tell them apart, so allow only one of them (or rename or move "
+    "the other)"
+)
+def _two_allowed_with_one_name() -> Produced:
+    return raised(lambda: JsonSerializer(allowed_types=[_local_state(), _local_state()]))
+
+
+def payload_naming(qualified_name: str) -> str:
+    """A JsonSerializer payload of a model whose class is ``qualified_name``."""
+    return json.dumps({"__is_pydantic": True, "value": {}, "qualified_name": qualified_name})
+
+
+@trigger(
+    "cannot import module '<module>' to rebuild <module.Class> named by a payload (<error>); "
+    "make that module importable where the payload is read, or pass the class in "
+    "JsonSerializer(allowed_types=[...])"
+)
+def _module_not_importable() -> Produced:
+    payload = payload_naming("stepstream_no_such_module.State")
+    return raised(lambda: JsonSerializer().deserialize(payload))
+
+
+@trigger(
+    "module '<module>' has no attribute '<Class>', so <module.Class> named by a payload cannot "
+    "be rebuilt; a class defined inside a function cannot be imported: define it at module "
+    "level, or pass the class in JsonSerializer(allowed_types=[...])"
+)
+def _class_not_in_module() -> Produced:
+    payload = JsonSerializer().serialize(_local_state()())
+    return raised(lambda: JsonSerializer().deserialize(payload))
+
+
+@trigger("<module.name> named by a payload is a <type>, not a class; only classes are rebuilt")
+def _name_not_a_class() -> Produced:
+    return raised(lambda: JsonSerializer().deserialize(payload_naming("json.dumps")))
+
+
+@trigger("cannot resolve class '<name>' named by a payload: expected 'module.Class'")
+def _name_without_module() -> Produced:
+    return raised(lambda: JsonSerializer().deserialize(payload_naming("State")))
+
 
 
 # ---- logged diagnostics

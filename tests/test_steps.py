@@ -519,7 +519,7 @@ async def test_bare_context_annotation_is_accepted() -> None:
 
     class BareContextWorkflow(Workflow):
         @step
-        async def only(self, ctx: Context, ev: StartEvent) -> StopEvent:  # type: ignore[type-arg]
+        async def only(self, ctx: Context, ev: StartEvent) -> StopEvent:
             await ctx.store.set("k", "v")
             return StopEvent(result=await ctx.store.get("k"))
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import BaseModel
+
 from stepstream._spec import STEP_ATTR, StepConfig, StepSpec, read_spec
-from stepstream._validation import catchers, graph_problems
+from stepstream._validation import catchers, graph_problems, state_type
 from stepstream.errors import WorkflowConfigurationError
 from stepstream.events import Event, StartEvent
 
@@ -33,8 +35,7 @@ class Graph:
         self.catcher: tuple[int | None, ...] = catchers(self.specs)
         starts = [t for s in self.specs for t in s.accepts if issubclass(t, StartEvent)]
         self.start_event_type: type[StartEvent] = starts[0] if starts else StartEvent
-        states = [s.state_type for s in self.specs if s.state_type is not None]
-        self.state_type: type[Any] | None = states[0] if states else None
+        self.state_type: type[BaseModel] = state_type(self.specs)
 
     def spec(self, name: str) -> StepSpec | None:
         """Return the spec of step ``name``, or None."""

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from stepstream._spec import StepSpec
+from stepstream.context.state_store import DictState
 from stepstream.events import (
     Event,
     HumanResponseEvent,
@@ -15,7 +18,14 @@ from stepstream.events import (
     StopEvent,
 )
 
-__all__ = ["GRAPH_CHECKS", "NO_VALIDATION", "catch_problems", "catchers", "graph_problems"]
+__all__ = [
+    "GRAPH_CHECKS",
+    "NO_VALIDATION",
+    "catch_problems",
+    "catchers",
+    "graph_problems",
+    "state_type",
+]
 
 
 #: Names of the checks a workflow may skip (LlamaIndex's ``skip_graph_checks``):
@@ -121,17 +131,79 @@ def _flow_problems(
     return problems
 
 
-def _state_problems(specs: Sequence[StepSpec]) -> list[str]:
+def state_type(specs: Sequence[StepSpec]) -> type[BaseModel]:
+    """The run's state model: the most derived ``Context[T]`` type of the steps.
+
+    Steps without a state type (``Context``, ``Context[Any]``, ``Context[DictState]``)
+    do not count; with none declared the state is a :class:`DictState`. Call it on
+    steps that passed :func:`graph_problems` (whose state types form one chain).
+    """
+    models = [t for t in _declared_states(specs) if _is_model(t)]
+    return _most_derived(models) or DictState
+
+
+def _declared_states(specs: Sequence[StepSpec]) -> dict[Any, list[str]]:
+    """The state types the steps declare, each with the steps declaring it."""
     states: dict[Any, list[str]] = {}
     for spec in specs:
-        if spec.state_type is not None:
-            states.setdefault(spec.state_type, []).append(spec.name)
-    if len(states) <= 1:
-        return []
-    listed = "; ".join(
-        f"{getattr(t, '__name__', repr(t))} in {', '.join(names)}" for t, names in states.items()
-    )
-    return [f"steps disagree on the Context state type ({listed}); use one state model"]
+        t = spec.state_type
+        if t is None or t is DictState or isinstance(t, TypeVar):
+            continue
+        states.setdefault(t, []).append(spec.name)
+    return states
+
+
+def _is_model(t: Any) -> bool:
+    return isinstance(t, type) and issubclass(t, BaseModel)
+
+
+def _most_derived(models: Sequence[type[BaseModel]]) -> type[BaseModel] | None:
+    """The model that is a subclass of all the others; None when there is none."""
+    for candidate in models:
+        if all(issubclass(candidate, other) for other in models):
+            return candidate
+    return None
+
+
+def _state_problems(specs: Sequence[StepSpec]) -> list[str]:
+    problems: list[str] = []
+    states = _declared_states(specs)
+    for t, names in states.items():
+        if not _is_model(t):
+            problems.append(
+                f"the Context state type {_name(t)} of {_steps(names)} is not a pydantic "
+                "model; declare the state as a BaseModel subclass whose fields have "
+                "defaults, e.g. `class MyState(BaseModel): count: int = 0`"
+            )
+    models = {t: names for t, names in states.items() if _is_model(t)}
+    if not models:
+        return problems
+    chosen = _most_derived(list(models))
+    if chosen is None:
+        listed = "; ".join(f"{_name(t)} in {', '.join(names)}" for t, names in models.items())
+        problems.append(
+            f"steps disagree on the Context state type ({listed}); the state types must "
+            "form one inheritance chain (each a subclass of the next), whose most derived "
+            "type is the state of every step: use one model, or derive one from the other"
+        )
+        return problems
+    required = [name for name, field in chosen.model_fields.items() if field.is_required()]
+    if required:
+        problems.append(
+            f"the Context state type {chosen.__name__} cannot be created without "
+            f"arguments: field(s) {', '.join(map(repr, required))} have no default; give "
+            f"every field a default (each run starts from {chosen.__name__}())"
+        )
+    return problems
+
+
+def _name(t: Any) -> str:
+    return str(getattr(t, "__name__", repr(t)))
+
+
+def _steps(names: Sequence[str]) -> str:
+    listed = ", ".join(map(repr, names))
+    return f"step {listed}" if len(names) == 1 else f"steps {listed}"
 
 
 def catch_problems(specs: Sequence[StepSpec]) -> list[str]:

@@ -1,7 +1,9 @@
 """Errors raised by stepstream.
 
 Every error stepstream raises derives from :class:`WorkflowError`, and each also
-derives from the builtin a caller would naturally catch. The names of LlamaIndex
+derives from the builtin a caller would naturally catch (the state store and the
+serializers of :mod:`stepstream.context` raise plain builtins, ``ValueError`` and
+``TypeError`` mostly, as LlamaIndex Workflows does). The names of LlamaIndex
 Workflows' ``workflows.errors`` are all here, arranged so that an ``except`` clause
 written for LlamaIndex catches what stepstream raises in the same situation, also
 where stepstream finds the problem earlier::

@@ -6,67 +6,15 @@ the small :class:`RunPort` interface, so this module does not import the runtime
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
-from typing import Any, Generic, Protocol, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any, Generic, Protocol, TypeVar, cast
 
-from stepstream.errors import WorkflowRuntimeError
+from stepstream.context.state_store import MODEL_T, DictState, InMemoryStateStore
 from stepstream.events import Event
 
-__all__ = ["Context", "RunPort", "Store"]
+__all__ = ["Context", "RunPort"]
 
-StateT = TypeVar("StateT")
 EventT = TypeVar("EventT", bound=Event)
-_MISSING: Any = object()
-
-
-class Store(Generic[StateT]):
-    """Key-value store and typed state shared by the steps of one run."""
-
-    def __init__(self, state_type: type[StateT] | None) -> None:
-        self._data: dict[str, Any] = {}
-        self._state: StateT | None = state_type() if state_type is not None else None
-        self._lock: asyncio.Lock | None = None  # created by the first edit_state()
-
-    async def get(self, key: str, default: Any = _MISSING) -> Any:
-        """Return the value stored under ``key``, or ``default`` when given and absent."""
-        try:
-            return self._data[key]
-        except KeyError:
-            if default is not _MISSING:
-                return default
-            known = ", ".join(map(repr, sorted(self._data))) or "none"
-            msg = (
-                f"the run's store has no key {key!r} (keys: {known}); set it first with "
-                f"`await ctx.store.set({key!r}, value)` or pass `default=`"
-            )
-            raise WorkflowRuntimeError(msg) from None
-
-    async def set(self, key: str, value: Any) -> None:
-        """Store ``value`` under ``key``."""
-        self._data[key] = value
-
-    async def get_state(self) -> StateT:
-        """Return the run's typed state (declared with ``ctx: Context[MyState]``)."""
-        return self._require_state()
-
-    @asynccontextmanager
-    async def edit_state(self) -> AsyncIterator[StateT]:
-        """Lock the typed state for a read-modify-write; other editors wait."""
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            yield self._require_state()
-
-    def _require_state(self) -> StateT:
-        if self._state is None:
-            msg = (
-                "this workflow has no typed state; annotate a step's context parameter "
-                "with the state model, e.g. `ctx: Context[MyState]`"
-            )
-            raise WorkflowRuntimeError(msg)
-        return self._state
 
 
 class RunPort(Protocol):
@@ -96,7 +44,7 @@ class RunPort(Protocol):
         ...
 
 
-class Context(Generic[StateT]):
+class Context(Generic[MODEL_T]):
     """The run as a step sees it: send, collect, wait for and stream events; a store.
 
     One Context exists per run; ``handler.ctx`` is the same object, so the caller can
@@ -105,9 +53,10 @@ class Context(Generic[StateT]):
 
     __slots__ = ("_run", "store")
 
-    def __init__(self, run: RunPort, state_type: type[StateT] | None) -> None:
+    def __init__(self, run: RunPort, state_type: type[MODEL_T] | None) -> None:
         self._run = run
-        self.store: Store[StateT] = Store(state_type)
+        initial = state_type() if state_type is not None else cast("MODEL_T", DictState())
+        self.store: InMemoryStateStore[MODEL_T] = InMemoryStateStore(initial)
 
     def write_event_to_stream(self, ev: Event) -> None:
         """Append ``ev`` to the run's stream, read by ``handler.stream_events()``."""
