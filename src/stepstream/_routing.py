@@ -15,11 +15,11 @@ import hashlib
 import inspect
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from stepstream._collect import Collector
 from stepstream._graph import Graph
+from stepstream.context._snapshot import Snapshot
 from stepstream.errors import WorkflowRuntimeError
 from stepstream.events import Event, InputRequiredEvent, StopEvent
 from stepstream.retry_policy import RetryPolicy
@@ -388,22 +388,6 @@ def default_waiter_id(
     """The id of a wait that names none: stable across processes, so a saved wait is found."""
     wanted = ",".join(f"{k}={v!r}" for k, v in sorted(requirements.items()))
     return f"{step or '<caller>'}:{event_type.__module__}.{event_type.__qualname__}:{wanted}"
-
-
-@dataclass(slots=True)
-class Snapshot:
-    """What a run's routing core holds, as plain objects (a context serializes it).
-
-    ``queue`` is the work to do on resuming, in order: the events of the invocations in
-    flight when it was taken (they run again from the top), then the steps' backlogs.
-    """
-
-    queue: list[tuple[str, Event]] = field(default_factory=list)
-    held: list[Event] = field(default_factory=list)
-    waiters: list[tuple[str, type[Event], dict[str, Any]]] = field(default_factory=list)
-    joins: list[tuple[str | None, tuple[type[Event], ...], list[Event]]] = field(
-        default_factory=list
-    )
 
 
 def take_snapshot(router: Router[Any, Any], in_flight: Sequence[tuple[int, Event]]) -> Snapshot:

@@ -29,19 +29,21 @@ from stepstream._routing import (
     restore_snapshot,
     take_snapshot,
 )
-from stepstream._steps import CANCEL_GRACE_SECONDS, stop_steps, wait_for_event, work
+from stepstream._steps import CANCEL_GRACE_SECONDS, retry_info, stop_steps, wait_for_event, work
 from stepstream.context import Context
 from stepstream.errors import (
+    ContextStateError,
     WorkflowRuntimeError,
     WorkflowStepDoesNotExistError,
 )
-from stepstream.events import Event
+from stepstream.events import Event, StopEvent
 
 if TYPE_CHECKING:
     from stepstream._graph import Graph
     from stepstream._outcome import Outcome
     from stepstream._stream import EventStream
     from stepstream.resource import ResourceManager
+    from stepstream.retry_policy import RetryInfo
 
 __all__ = ["CANCEL_GRACE_SECONDS", "Caller", "Run"]
 
@@ -107,6 +109,7 @@ class Run:
         timeout: float | None,
         loop: asyncio.AbstractEventLoop,
         resources: ResourceManager,
+        ctx: Context[Any],
     ) -> None:
         self.info = info
         self.router: Router[StepInfo | None, asyncio.Future[Event]] = Router(
@@ -124,7 +127,7 @@ class Run:
         self.thread_id = _get_ident()
         # Released when the run ends (the handler keeps its own reference): without the
         # Run <-> Context cycle a finished run is freed at once by reference counting.
-        self.ctx: Context[Any] | None = Context(self, graph.state_type)
+        self.ctx: Context[Any] | None = ctx
         # Set by whatever decides the outcome (a step, a timeout, cancel_run()).
         self._decided: asyncio.Future[Outcome] = loop.create_future()
         # Set once the outcome is published: the stream is closed, telemetry recorded.
@@ -141,7 +144,7 @@ class Run:
 
     # -- the run's task -------------------------------------------------------------
 
-    async def main(self, start_event: Event) -> None:
+    async def main(self, start_event: Event | None) -> None:
         """Run to completion; the outcome lands on ``self.outcome``, never raised here.
 
         The outcome is published once in-flight steps have stopped, or after a grace
@@ -153,10 +156,10 @@ class Run:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 try:
-                    if self._resume is None:
+                    if start_event is not None:
                         self.dispatch(start_event, None, None)
                     else:  # continuing a saved run: its pending work, not a new start
-                        for step, event in self._resume:
+                        for step, event in self._resume or ():
                             self.dispatch(event, None, step)
                     outcome = await self._wait()
                 except asyncio.CancelledError:
@@ -209,10 +212,37 @@ class Run:
             outcome.source,
         )
 
-    def snapshot(self) -> Snapshot:
-        """What a saved context needs of this run's routing state (on the loop's thread)."""
+    def save(self) -> tuple[bool, int, Snapshot]:
+        """Whether the run is running, its next stream position and its routing state."""
         in_flight = [(job[0], job[1]) for task, job in self._tasks.items() if not task.done()]
-        return take_snapshot(self.router, in_flight)
+        return self.is_running(), self.stream.seq, take_snapshot(self.router, in_flight)
+
+    def is_running(self) -> bool:
+        """Whether the run has not ended (its outcome is not published yet)."""
+        return self.router.state is not RunState.ENDED
+
+    def active_steps(self) -> list[str]:
+        """The steps with an invocation in flight."""
+        return self.router.active_steps()
+
+    def result(self) -> StopEvent | None:
+        """The StopEvent the run ended with; None while running or after a failure."""
+        outcome = self.outcome
+        if not outcome.done() or outcome.result().error is not None:
+            return None
+        return outcome.result().terminal
+
+    def in_own_step(self) -> bool:
+        """Whether the calling code is a step of this run."""
+        return self.caller() is not None
+
+    def retry_info(self) -> RetryInfo:
+        """``ctx.retry_info()``: where the calling step stands in its retries."""
+        inv = self.caller()
+        if inv is None:
+            msg = "retry_info is only available from within step functions"
+            raise ContextStateError(msg)
+        return retry_info(inv)
 
     def restore(self, snap: Snapshot) -> None:
         """Continue the saved run ``snap`` instead of starting from a start event."""

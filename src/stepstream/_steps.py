@@ -17,9 +17,11 @@ from stepstream import _internal_events as internal
 from stepstream import _outcome
 from stepstream._instrument import StepInfo, current_step
 from stepstream._routing import Action, RunState, default_waiter_id, result_action, retry_delay
+from stepstream.context.context import current_context
 from stepstream.errors import WorkflowRuntimeError, WorkflowTimeoutError
 from stepstream.events import Event, StepFailedEvent, StopEvent
 from stepstream.resource import _resolve_step_resources
+from stepstream.retry_policy import RetryInfo
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -33,7 +35,7 @@ _log = logging.getLogger("stepstream")
 #: How long a run waits for cancelled steps to stop before publishing its outcome.
 CANCEL_GRACE_SECONDS = 2.0
 
-__all__ = ["CANCEL_GRACE_SECONDS", "stop_steps", "wait_for_event", "work"]
+__all__ = ["CANCEL_GRACE_SECONDS", "retry_info", "stop_steps", "wait_for_event", "work"]
 
 
 async def work(  # noqa: PLR0917 - started once per invocation chain, by dispatch
@@ -45,6 +47,7 @@ async def work(  # noqa: PLR0917 - started once per invocation chain, by dispatc
     """
     router = run.router
     name = router.graph.names[index]
+    current_context.set(run.ctx)
     try:
         while True:
             if run.expose_internal:
@@ -310,3 +313,16 @@ class _StepTimedOut(Exception):  # noqa: N818 - internal signal carrying the Tim
     def __init__(self, error: TimeoutError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+def retry_info(inv: StepInfo) -> RetryInfo:
+    """What ``ctx.retry_info()`` tells the step attempt ``inv``."""
+    if inv.retry is None:
+        return RetryInfo(0, 0.0, None, None)
+    first_ns, error, failed_ns = inv.retry
+    return RetryInfo(
+        retry_number=inv.attempt - 1,
+        elapsed_seconds=max(0.0, (time.time_ns() - first_ns) / 1e9),
+        last_exception=error if isinstance(error, Exception) else None,
+        last_failed_at=datetime.fromtimestamp(failed_ns / 1e9, UTC),
+    )

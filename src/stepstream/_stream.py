@@ -22,14 +22,14 @@ class EventStream:
 
     __slots__ = ("buf", "consumed", "loop", "seq", "terminal", "waiter")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, seq: int = 0) -> None:
         self.loop = loop
         # Created by the first push: a parked run that streamed nothing costs no deque.
         self.buf: deque[Event] | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.terminal: StopEvent | None = None
         self.consumed = False
-        self.seq = 0
+        self.seq = seq  # the position of the next event (a continued run goes on counting)
 
     def push(self, event: Event) -> int:
         """Append ``event`` and return its 0-based position in the stream."""

@@ -21,7 +21,7 @@ from stepstream._spec import STEP_ATTR, StepConfig, StepSpec
 from stepstream._stream import EventStream
 from stepstream._validation import GRAPH_CHECKS, NO_VALIDATION, graph_problems
 from stepstream.context import Context
-from stepstream.errors import WorkflowRuntimeError, WorkflowValidationError
+from stepstream.errors import ContextStateError, WorkflowRuntimeError, WorkflowValidationError
 from stepstream.events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
 from stepstream.handler import WorkflowHandler
 from stepstream.resource import ResourceManager
@@ -170,12 +170,6 @@ class Workflow:
         Keyword arguments become fields of the start event; or pass ``start_event=``.
         """
         name = type(self).__name__
-        if ctx is not None:
-            msg = (
-                f"{name}.run(ctx=...): continuing a run from a Context is not supported "
-                "yet; start a new run without ctx="
-            )
-            raise WorkflowRuntimeError(msg)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -184,21 +178,34 @@ class Workflow:
                 "code, e.g. `async def main(): handler = wf.run(...)` with asyncio.run(main())"
             )
             raise WorkflowRuntimeError(msg) from None
-        event = self._start_event(start_event, kwargs)
+        run_id = kwargs.pop("run_id", None)
+        ctx = self._context_for(ctx)
+        saved = ctx._begin()  # noqa: SLF001 - the workflow is the context's friend
+        # A continued run sends no start event: it picks up its saved work.
+        event = self._start_event(start_event, kwargs) if saved is None else None
+        if saved is not None:
+            run_id = saved.run_id
         # 128 random bits as hex, like a trace id. random (reseeded after fork) rather
         # than uuid4: os.urandom is a syscall, and every GIL release on the loop thread
         # can wait a switch interval behind a busy export thread.
-        info = RunInfo(self._run_name, f"{random.getrandbits(128):032x}", time.time_ns())
+        info = RunInfo(self._run_name, run_id or f"{random.getrandbits(128):032x}", time.time_ns())
         run = Run(
             info,
             self._graph,
             self._callers,
             self._observers.for_run(),
-            EventStream(loop),
+            EventStream(loop, saved.stream_seq if saved is not None else 0),
             self.timeout,
             loop,
             self._resource_manager,
+            ctx,
         )
+        ctx._attach(run)  # noqa: SLF001
+        if saved is not None:
+            info.attempt = saved.attempt + 1
+            if saved.trace_id is not None and saved.span_id is not None:
+                info.resumed = (saved.trace_id, saved.span_id)
+            run.restore(saved.routing)
         body = run.main(event) if self._num_concurrent_runs is None else self._queued(run, event)
         task = loop.create_task(body, name=f"stepstream {name} {info.run_id}")
         # The loop keeps only weak references to tasks: hold the run until it ends, so
@@ -207,7 +214,23 @@ class Workflow:
         task.add_done_callback(_RUNNING.discard)
         return WorkflowHandler(run, task)
 
-    async def _queued(self, run: Run, event: StartEvent) -> None:
+    def _context_for(self, ctx: Context[Any] | None) -> Context[Any]:
+        if ctx is None:
+            return Context(self)
+        owner = ctx._workflow  # noqa: SLF001 - the workflow is the context's friend
+        if not isinstance(self, type(owner)):
+            msg = (
+                f"{type(self).__name__}.run(ctx=...): this context belongs to workflow "
+                f"{type(owner).__name__}; pass a Context made for {type(self).__name__}"
+            )
+            raise ContextStateError(msg)
+        return ctx
+
+    def _context_spec(self) -> tuple[str, type[Any] | None]:
+        """What a Context needs of its workflow: its name and its state type."""
+        return self.workflow_name, self._graph.state_type
+
+    async def _queued(self, run: Run, event: StartEvent | None) -> None:
         """Run once one of the ``num_concurrent_runs`` slots (per event loop) is free."""
         loop = asyncio.get_running_loop()
         slots = self._slots.get(loop)

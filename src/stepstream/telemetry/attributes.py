@@ -34,6 +34,9 @@ ERROR_TYPE: Final = "error.type"
 WORKFLOW: Final = "stepstream.workflow"
 RUN_ID: Final = "stepstream.run_id"
 RUN_STATUS: Final = "stepstream.run.status"
+#: On a run continued from a saved context: True, and how many runs the work took.
+RUN_RESUMED: Final = "stepstream.run.resumed"
+RUN_ATTEMPT: Final = "stepstream.run.attempt"
 STEP: Final = "stepstream.step"
 STEP_ATTEMPT: Final = "stepstream.step.attempt"
 STEP_WORKER: Final = "stepstream.step.worker"
@@ -90,6 +93,9 @@ KEY_DURATION_MS: Final = "duration_ms"
 KEY_ERROR_TYPE: Final = "error_type"
 KEY_ERROR: Final = "error"
 KEY_DELAY_S: Final = "delay_s"
+#: On the lines of a run continued from a saved context.
+KEY_RESUMED: Final = "resumed"
+KEY_RUN_ATTEMPT: Final = "run_attempt"
 
 # -- metrics ---------------------------------------------------------------------------
 METRIC_RUN_DURATION: Final = "stepstream.run.duration"
