@@ -27,23 +27,21 @@ from stepstream._routing import (
     Snapshot,
     Waiter,
     restore_snapshot,
-    take_snapshot,
 )
-from stepstream._steps import CANCEL_GRACE_SECONDS, retry_info, stop_steps, wait_for_event, work
+from stepstream._run_queries import RunQueries
+from stepstream._steps import CANCEL_GRACE_SECONDS, stop_steps, wait_for_event, work
 from stepstream.context import Context
 from stepstream.errors import (
-    ContextStateError,
     WorkflowRuntimeError,
     WorkflowStepDoesNotExistError,
 )
-from stepstream.events import Event, StopEvent
+from stepstream.events import Event
 
 if TYPE_CHECKING:
     from stepstream._graph import Graph
     from stepstream._outcome import Outcome
     from stepstream._stream import EventStream
     from stepstream.resource import ResourceManager
-    from stepstream.retry_policy import RetryInfo
 
 __all__ = ["CANCEL_GRACE_SECONDS", "Caller", "Run"]
 
@@ -74,13 +72,12 @@ def _warn_held(info: RunInfo, held: list[Event]) -> None:
     )
 
 
-class Run:
+class Run(RunQueries):
     """One run of a workflow; ``Context`` is its public facade (see ``RunPort``)."""
 
     __slots__ = (
         "_collect_lock",
         "_decided",
-        "_resume",
         "_tasks",
         "_tg",
         "callers",
@@ -136,7 +133,6 @@ class Run:
         self._tg: asyncio.TaskGroup | None = None
         # Each step task's [step index, event it is handling] (for stopping and saving).
         self._tasks: dict[asyncio.Task[None], list[Any]] = {}
-        self._resume: list[tuple[str, Event]] | None = None
         # Set by stream_events(expose_internal=True): the runtime's internal events are
         # made only from then on (they cost nothing otherwise).
         self.expose_internal = False
@@ -144,7 +140,7 @@ class Run:
 
     # -- the run's task -------------------------------------------------------------
 
-    async def main(self, start_event: Event | None) -> None:
+    async def main(self, start: Event | Snapshot) -> None:
         """Run to completion; the outcome lands on ``self.outcome``, never raised here.
 
         The outcome is published once in-flight steps have stopped, or after a grace
@@ -156,10 +152,10 @@ class Run:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 try:
-                    if start_event is not None:
-                        self.dispatch(start_event, None, None)
+                    if isinstance(start, Event):
+                        self.dispatch(start, None, None)
                     else:  # continuing a saved run: its pending work, not a new start
-                        for step, event in self._resume or ():
+                        for step, event in restore_snapshot(self.router, start):
                             self.dispatch(event, None, step)
                     outcome = await self._wait()
                 except asyncio.CancelledError:
@@ -211,42 +207,6 @@ class Run:
             self.stream.seq - 1,
             outcome.source,
         )
-
-    def save(self) -> tuple[bool, int, Snapshot]:
-        """Whether the run is running, its next stream position and its routing state."""
-        in_flight = [(job[0], job[1]) for task, job in self._tasks.items() if not task.done()]
-        return self.is_running(), self.stream.seq, take_snapshot(self.router, in_flight)
-
-    def is_running(self) -> bool:
-        """Whether the run has not ended (its outcome is not published yet)."""
-        return self.router.state is not RunState.ENDED
-
-    def active_steps(self) -> list[str]:
-        """The steps with an invocation in flight."""
-        return self.router.active_steps()
-
-    def result(self) -> StopEvent | None:
-        """The StopEvent the run ended with; None while running or after a failure."""
-        outcome = self.outcome
-        if not outcome.done() or outcome.result().error is not None:
-            return None
-        return outcome.result().terminal
-
-    def in_own_step(self) -> bool:
-        """Whether the calling code is a step of this run."""
-        return self.caller() is not None
-
-    def retry_info(self) -> RetryInfo:
-        """``ctx.retry_info()``: where the calling step stands in its retries."""
-        inv = self.caller()
-        if inv is None:
-            msg = "retry_info is only available from within step functions"
-            raise ContextStateError(msg)
-        return retry_info(inv)
-
-    def restore(self, snap: Snapshot) -> None:
-        """Continue the saved run ``snap`` instead of starting from a start event."""
-        self._resume = restore_snapshot(self.router, snap)
 
     def end(self, outcome: Outcome) -> None:
         """Decide the run's outcome (RUNNING -> ENDING) unless it is already decided."""
@@ -334,11 +294,6 @@ class Run:
             task = tg.create_task(work(self, index, worker, event, origin, job))
             self._tasks[task] = job
             task.add_done_callback(self._tasks.pop)
-
-    def idle(self) -> bool:
-        """No queued work, and every invocation in flight waits for an event."""
-        router = self.router
-        return not router.has_backlog() and router.in_flight() == self.waiting
 
     def collect(self, event: Event, expected: Sequence[type[Event]]) -> list[Event] | None:
         """``ctx.collect_events``: the join's events once complete (any thread)."""

@@ -21,6 +21,7 @@ from stepstream._spec import STEP_ATTR, StepConfig, StepSpec
 from stepstream._stream import EventStream
 from stepstream._validation import GRAPH_CHECKS, NO_VALIDATION, graph_problems
 from stepstream.context import Context
+from stepstream.context._snapshot import Snapshot
 from stepstream.errors import ContextStateError, WorkflowRuntimeError, WorkflowValidationError
 from stepstream.events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
 from stepstream.handler import WorkflowHandler
@@ -182,7 +183,7 @@ class Workflow:
         ctx = self._context_for(ctx)
         saved = ctx._begin()  # noqa: SLF001 - the workflow is the context's friend
         # A continued run sends no start event: it picks up its saved work.
-        event = self._start_event(start_event, kwargs) if saved is None else None
+        start = self._start_event(start_event, kwargs) if saved is None else saved.routing
         if saved is not None:
             run_id = saved.run_id
         # 128 random bits as hex, like a trace id. random (reseeded after fork) rather
@@ -205,8 +206,7 @@ class Workflow:
             info.attempt = saved.attempt + 1
             if saved.trace_id is not None and saved.span_id is not None:
                 info.resumed = (saved.trace_id, saved.span_id)
-            run.restore(saved.routing)
-        body = run.main(event) if self._num_concurrent_runs is None else self._queued(run, event)
+        body = run.main(start) if self._num_concurrent_runs is None else self._queued(run, start)
         task = loop.create_task(body, name=f"stepstream {name} {info.run_id}")
         # The loop keeps only weak references to tasks: hold the run until it ends, so
         # a caller that drops its handler does not get the run garbage-collected.
@@ -230,14 +230,14 @@ class Workflow:
         """What a Context needs of its workflow: its name and its state type."""
         return self.workflow_name, self._graph.state_type
 
-    async def _queued(self, run: Run, event: StartEvent | None) -> None:
+    async def _queued(self, run: Run, start: StartEvent | Snapshot) -> None:
         """Run once one of the ``num_concurrent_runs`` slots (per event loop) is free."""
         loop = asyncio.get_running_loop()
         slots = self._slots.get(loop)
         if slots is None:
             slots = self._slots[loop] = asyncio.Semaphore(self._num_concurrent_runs or 1)
         async with slots:
-            await run.main(event)
+            await run.main(start)
 
     def _start_event(self, given: StartEvent | None, kwargs: dict[str, Any]) -> StartEvent:
         start_type = self._graph.start_event_type
