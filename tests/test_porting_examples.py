@@ -1,6 +1,7 @@
 """The ports of LlamaIndex Workflows' documented examples, run as scripts and in-process."""
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -24,12 +25,11 @@ def load(name: str) -> ModuleType:
     return module
 
 
-def script(name: str, cwd: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    """Run examples/<name>.py as a script in ``cwd``."""
+def script(name: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run examples/<name>.py as a script in ``cwd`` with ``args``."""
     return subprocess.run(
-        [sys.executable, str(EXAMPLES / f"{name}.py")],
+        [sys.executable, str(EXAMPLES / f"{name}.py"), *args],
         cwd=cwd,
-        input=stdin,
         capture_output=True,
         text=True,
         timeout=60,
@@ -64,3 +64,32 @@ async def test_resources_are_resolved_once_and_recorded_on_each_step_span() -> N
         ["get_memory"],
         ["get_memory"],
     ]
+
+
+def test_hitl_saved_context_continues_in_a_second_process(tmp_path: Path) -> None:
+    """examples/hitl_saved_context.py: one process asks and saves, another continues."""
+    ask = script("hitl_saved_context", tmp_path, "ask")
+    assert ask.returncode == 0, ask.stderr
+    assert ask.stdout == "Enter a number: \n"
+    saved = json.loads((tmp_path / "hitl-run-123.json").read_text())
+    assert saved["is_running"] is True
+    answer = script("hitl_saved_context", tmp_path, "answer", "42")
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout == "Result: 42\n"
+
+
+@pytest.mark.asyncio
+async def test_hitl_saved_context_is_one_trace_across_both_requests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both requests' run spans share a trace; the second links to the first."""
+    monkeypatch.chdir(tmp_path)
+    mod = load("hitl_saved_context")
+    with capture_telemetry() as tel:
+        assert await mod.first_request() == "Enter a number: "
+        assert await mod.second_request("7") == "7"
+    first, second = tel.named("invoke_workflow NumberWorkflow")
+    assert first.context is not None
+    assert second.context is not None
+    assert first.context.trace_id == second.context.trace_id
+    assert [link.context.span_id for link in second.links] == [first.context.span_id]

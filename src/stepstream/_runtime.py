@@ -14,7 +14,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from stepstream import _internal_events as internal
@@ -78,6 +78,7 @@ class Run(RunQueries):
     __slots__ = (
         "_collect_lock",
         "_decided",
+        "_early",
         "_tasks",
         "_tg",
         "callers",
@@ -130,6 +131,8 @@ class Run(RunQueries):
         # Set once the outcome is published: the stream is closed, telemetry recorded.
         self.outcome: asyncio.Future[Outcome] = loop.create_future()
         self._collect_lock = threading.Lock()
+        # Sent by the caller before the run's task started: delivered once it has.
+        self._early: list[tuple[Event, StepInfo | None, str | None]] = []
         self._tg: asyncio.TaskGroup | None = None
         # Each step task's [step index, event it is handling] (for stopping and saving).
         self._tasks: dict[asyncio.Task[None], list[Any]] = {}
@@ -157,6 +160,8 @@ class Run(RunQueries):
                     else:  # continuing a saved run: its pending work, not a new start
                         for step, event in restore_snapshot(self.router, start):
                             self.dispatch(event, None, step)
+                    for early in self._early:
+                        self.dispatch(*early)
                     outcome = await self._wait()
                 except asyncio.CancelledError:
                     self.router.end()
@@ -260,7 +265,9 @@ class Run(RunQueries):
                 and self.router.graph.spec(target) is None
             )
             raise (WorkflowStepDoesNotExistError if unknown else WorkflowRuntimeError)(problem)
-        if _get_ident() == self.thread_id:
+        if self._tg is None:  # the run's task has not started yet
+            self._early.append((event, origin, target))
+        elif _get_ident() == self.thread_id:
             self.dispatch(event, origin, target)
         else:
             self.loop.call_soon_threadsafe(self.dispatch, event, origin, target)
@@ -306,15 +313,5 @@ class Run(RunQueries):
         self.instrument.events_collected(self.info, inv, done[1])
         return done[0]
 
-    async def wait_for(
-        self,
-        event_type: type[Event],
-        waiter_event: Event | None,
-        waiter_id: str | None,
-        requirements: Mapping[str, Any] | None,
-        timeout: float | None,
-    ) -> Event:
-        """``ctx.wait_for_event``: register, then write ``waiter_event``, then suspend."""
-        return await wait_for_event(
-            self, event_type, waiter_event, waiter_id, requirements, timeout
-        )
+    # ``ctx.wait_for_event``: register, write the waiter event, suspend (see _steps).
+    wait_for = wait_for_event
