@@ -33,12 +33,15 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 __all__ = [
+    "CollectionReleaseEvent",
     "DictLikeModel",
     "Event",
     "EventType",
     "HumanResponseEvent",
+    "IdleReleasedEvent",
     "InputRequiredEvent",
     "InternalDispatchEvent",
+    "SerializableEvent",
     "SerializableException",
     "StartEvent",
     "StepFailedEvent",
@@ -479,6 +482,22 @@ class StepFailedEvent(Event):
     attempts: int
     elapsed_seconds: float
     failed_at: datetime
+
+
+#: An event field that dumps as the event's own class (not as the declared base).
+SerializableEvent: TypeAlias = SerializeAsAny[Event]
+
+
+class IdleReleasedEvent(StopEvent):
+    """LlamaIndex's result of a run released while idle by a durable runtime (not streamed)."""
+
+
+class CollectionReleaseEvent(Event):
+    """The events a fan-in released together (LlamaIndex's ``list[E]`` steps)."""
+
+    events: list[SerializableEvent] = []
+    stream_id: str = ""
+    binding_id: str = ""
 
 
 class InternalDispatchEvent(Event):
