@@ -93,3 +93,34 @@ async def test_hitl_saved_context_is_one_trace_across_both_requests(
     assert second.context is not None
     assert first.context.trace_id == second.context.trace_id
     assert [link.context.span_id for link in second.links] == [first.context.span_id]
+
+
+def test_error_handling_script_retries_then_recovers(tmp_path: Path) -> None:
+    """examples/error_handling.py: three attempts, then the handler's cached answer."""
+    proc = script("error_handling", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "attempt 1",
+        "attempt 2",
+        "attempt 3",
+        "fetch failed after 3 attempts: service unavailable (attempt 3)",
+        "Result: cached answer",
+    ]
+
+
+@pytest.mark.asyncio
+async def test_error_handling_records_each_attempt_and_links_the_handler() -> None:
+    """Three ERROR spans for fetch; the handler's span links to the last; the run is ok."""
+    mod = load("error_handling")
+    with capture_telemetry() as tel:
+        assert await mod.ResilientWorkflow(timeout=10).run() == "cached answer"
+    attempts = tel.named("run_step fetch")
+    assert [s.status.status_code.name for s in attempts] == ["ERROR", "ERROR", "ERROR"]
+    assert len(tel.lines("step_retry")) == 2
+    handler = tel.one("run_step recover")
+    last = attempts[-1].context
+    assert last is not None
+    assert [link.context.span_id for link in handler.links] == [last.span_id]
+    run = tel.one("invoke_workflow ResilientWorkflow")
+    assert run.attributes is not None
+    assert run.attributes["stepstream.run.status"] == "ok"
