@@ -46,6 +46,10 @@ class StepConfig:
     localns: dict[str, Any]
     # Set by @catch_error: which steps' failures this step handles.
     catch: Catch | None = None
+    # @step(accept_event_subclasses=False): only exactly the annotated types.
+    exact: bool = False
+    # @step(skip_graph_checks=[...]).
+    skip: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +80,13 @@ class StepSpec:
     keyword_args: tuple[tuple[str, str], ...] = ()
     # Set for a @catch_error handler: which steps' failures it handles.
     catch: Catch | None = None
+    exact: bool = False
+    skip: frozenset[str] = frozenset()
 
     def accepts_type(self, event_type: type[Event]) -> bool:
         """Tell whether an event of ``event_type`` is routed to this step."""
+        if self.exact:
+            return event_type in self.accepts
         return issubclass(event_type, self.accepts)
 
 
@@ -137,6 +145,8 @@ def read_spec(config: StepConfig, problems: list[str]) -> StepSpec:
         resources=tuple(params_read.resources),
         keyword_args=tuple(params_read.keyword_args),
         catch=config.catch,
+        exact=config.exact,
+        skip=config.skip,
     )
 
 

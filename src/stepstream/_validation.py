@@ -120,7 +120,7 @@ def _flow_problems(
                 InputRequiredEvent,
                 StepFailedEvent,
             )
-            if issubclass(t, exempt) or not returns_known:
+            if issubclass(t, exempt) or not returns_known or "reachability" in spec.skip:
                 continue
             if not any(_related(t, p) for p in producers):
                 problems.append(

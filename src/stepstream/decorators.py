@@ -21,6 +21,9 @@ __all__ = ["catch_error", "step"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: The graph checks one step may skip (LlamaIndex's per-step ``skip_graph_checks``).
+STEP_GRAPH_CHECKS = frozenset({"dead_end", "reachability"})
+
 
 @overload
 def step(func: F, /) -> F: ...
@@ -31,6 +34,8 @@ def step(
     retry_policy: RetryPolicy | None = None,
     timeout: float | None = None,
     workflow: type[Workflow] | None = None,
+    skip_graph_checks: list[str] | None = None,
+    accept_event_subclasses: bool = True,
 ) -> Callable[[F], F]: ...
 def step(
     func: F | None = None,
@@ -40,6 +45,8 @@ def step(
     retry_policy: RetryPolicy | None = None,
     timeout: float | None = None,
     workflow: type[Workflow] | None = None,
+    skip_graph_checks: list[str] | None = None,
+    accept_event_subclasses: bool = True,
 ) -> F | Callable[[F], F]:
     """Mark a function as a workflow step.
 
@@ -49,8 +56,17 @@ def step(
     (no ``self``) to a workflow class. Plain ``def`` steps run in a worker thread.
     Parameters annotated ``Annotated[T, Resource(...)]`` or ``Annotated[T,
     ResourceConfig(...)]`` receive resources (:mod:`stepstream.resource`).
+    ``accept_event_subclasses=False`` routes only events of exactly the annotated types
+    to the step (by default subclasses too); ``skip_graph_checks=["reachability"]``
+    exempts its event types from the consumed-but-never-produced check.
     """
     problems = _check_options(num_workers, retry_policy, timeout)
+    unknown = sorted(set(skip_graph_checks or ()) - STEP_GRAPH_CHECKS)
+    if unknown:
+        problems.append(
+            f"unknown graph check name(s) in skip_graph_checks: {', '.join(unknown)}; valid "
+            f"names are {', '.join(sorted(STEP_GRAPH_CHECKS))}"
+        )
     # The frames above hold the class body (and, for classes defined in a function,
     # that function's locals), where string annotations may point.
     localns = _caller_namespaces()
@@ -68,6 +84,8 @@ def step(
             timeout=timeout,
             is_method=workflow is None,
             localns=localns,
+            exact=not accept_event_subclasses,
+            skip=frozenset(skip_graph_checks or ()),
         )
         setattr(fn, STEP_ATTR, config)
         if workflow is not None:

@@ -20,7 +20,7 @@ from stepstream._runtime import Caller, Run
 from stepstream._spec import STEP_ATTR, StepConfig, StepSpec
 from stepstream._stream import EventStream
 from stepstream._validation import GRAPH_CHECKS, NO_VALIDATION, graph_problems
-from stepstream.context import Context
+from stepstream.context import BaseSerializer, Context
 from stepstream.context._snapshot import Snapshot
 from stepstream.errors import ContextStateError, WorkflowRuntimeError, WorkflowValidationError
 from stepstream.events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
@@ -60,6 +60,7 @@ class Workflow:
         runtime: object | None = None,
         workflow_name: str | None = None,
         skip_graph_checks: set[str] | None = None,
+        serializer: BaseSerializer | None = None,
         *,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
@@ -85,6 +86,7 @@ class Workflow:
         self._callers = tuple(_make_caller(spec, self) for spec in self._graph.specs)
         self._observers = WorkflowObservers(tracer_provider, meter_provider, verbose)
         self._name = workflow_name
+        self._serializer = serializer
         # The name runs carry in telemetry: the explicit name, else the class name.
         self._run_name = workflow_name or cls_name
         self._num_concurrent_runs = num_concurrent_runs
@@ -226,9 +228,14 @@ class Workflow:
             raise ContextStateError(msg)
         return ctx
 
-    def _context_spec(self) -> tuple[str, type[Any] | None]:
-        """What a Context needs of its workflow: its name and its state type."""
-        return self.workflow_name, self._graph.state_type
+    def _context_spec(self) -> tuple[str, type[Any] | None, BaseSerializer | None]:
+        """What a Context needs of its workflow: name, state type, default serializer."""
+        return self.workflow_name, self._graph.state_type, self._serializer
+
+    @property
+    def serializer(self) -> BaseSerializer | None:
+        """The serializer a Context of this workflow saves with (None: JSON)."""
+        return self._serializer
 
     async def _queued(self, run: Run, start: StartEvent | Snapshot) -> None:
         """Run once one of the ``num_concurrent_runs`` slots (per event loop) is free."""

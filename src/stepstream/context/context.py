@@ -110,8 +110,8 @@ class Context(Generic[MODEL_T]):
     ) -> None:
         self._workflow = workflow
         self._run: RunPort | None = None
-        self._serializer = serializer if serializer is not None else JsonSerializer()
-        name, state_type = workflow._context_spec()  # noqa: SLF001 - the workflow's friend
+        name, state_type, default = workflow._context_spec()  # noqa: SLF001 - a friend
+        self._serializer = serializer or default or JsonSerializer()
         self._saved: SavedRun | None = None
         if previous_context is None:
             self.store: InMemoryStateStore[MODEL_T] = _fresh_store(state_type)
@@ -169,7 +169,7 @@ class Context(Generic[MODEL_T]):
     def _current(self) -> SavedRun:
         """The run as it stands now, or as it was restored (before it runs again)."""
         run = self._run
-        name, _ = self._workflow._context_spec()  # noqa: SLF001 - the workflow's friend
+        name, _, _ = self._workflow._context_spec()  # noqa: SLF001 - the workflow's friend
         if run is None:
             saved = self._saved
             return SavedRun(workflow=name) if saved is None else _copy(saved)
