@@ -48,15 +48,9 @@ class EventStream:
 
     def push_internal(self, event: Event) -> None:
         """Append a runtime-internal event: it takes no position in the stream (``seq``)."""
-        buf = self.buf
-        if buf is None:
-            buf = self.buf = deque()
-        buf.append(event)
-        waiter = self.waiter
-        if waiter is not None:
-            self.waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        seq = self.seq
+        self.push(event)  # (push stays free of an extra call: it is the hot path)
+        self.seq = seq
 
     def close(self, terminal: StopEvent) -> None:
         """Append the terminal event; nothing is pushed after it."""

@@ -71,12 +71,8 @@ def step(
     # that function's locals), where string annotations may point.
     localns = _caller_namespaces()
 
-    def decorate(fn: F) -> F:
-        name = getattr(fn, "__name__", repr(fn))
-        if problems:
-            msg = f"@step options for step {name!r} are invalid"
-            raise WorkflowValidationError(msg, problems)
-        config = StepConfig(
+    def build(name: str, fn: Callable[..., Any]) -> StepConfig:
+        return StepConfig(
             name=name,
             fn=fn,
             num_workers=num_workers,
@@ -87,13 +83,30 @@ def step(
             exact=not accept_event_subclasses,
             skip=frozenset(skip_graph_checks or ()),
         )
+
+    decorate: Callable[[F], F] = _recorder("step", problems, build, workflow)
+    return decorate(func) if func is not None else decorate
+
+
+def _recorder(
+    kind: str,
+    problems: list[str],
+    build: Callable[[str, Callable[..., Any]], StepConfig],
+    workflow: type[Workflow] | None = None,
+) -> Callable[[F], F]:
+    """The decorator that records ``build``'s config on a function (or reports problems)."""
+
+    def decorate(fn: F) -> F:
+        name = getattr(fn, "__name__", repr(fn))
+        if problems:
+            msg = f"@{kind} options for step {name!r} are invalid"
+            raise WorkflowValidationError(msg, problems)
+        config = build(name, fn)
         setattr(fn, STEP_ATTR, config)
         if workflow is not None:
             workflow._add_free_step(config)  # noqa: SLF001 - the decorator is the friend API
         return fn
 
-    if func is not None:
-        return decorate(func)
     return decorate
 
 
@@ -158,12 +171,8 @@ def catch_error(
         problems.append(f"for_steps must be None or a list of step names, got {for_steps!r}")
     localns = _caller_namespaces()
 
-    def decorate(fn: F) -> F:
-        name = getattr(fn, "__name__", repr(fn))
-        if problems:
-            msg = f"@catch_error options for step {name!r} are invalid"
-            raise WorkflowValidationError(msg, problems)
-        config = StepConfig(
+    def build(name: str, fn: Callable[..., Any]) -> StepConfig:
+        return StepConfig(
             name=name,
             fn=fn,
             num_workers=1,
@@ -173,9 +182,6 @@ def catch_error(
             localns=localns,
             catch=Catch(tuple(for_steps) if for_steps is not None else None, max_recoveries),
         )
-        setattr(fn, STEP_ATTR, config)
-        return fn
 
-    if func is not None:
-        return decorate(func)
-    return decorate
+    decorate: Callable[[F], F] = _recorder("catch_error", problems, build)
+    return decorate(func) if func is not None else decorate
