@@ -49,7 +49,6 @@ from pydantic import Field
 
 import stepstream
 from stepstream import (
-    ConstantDelayRetryPolicy,
     Context,
     Event,
     HumanResponseEvent,
@@ -59,6 +58,7 @@ from stepstream import (
     Workflow,
     step,
 )
+from stepstream.retry_policy import retry_policy, stop_after_attempt, wait_fixed
 
 __all__ = [
     "DeadlineWorkflow",
@@ -107,7 +107,7 @@ class ToolAnswer(Event):
 class ToolCallWorkflow(Workflow):
     """Calls a flaky tool (three attempts at most), then summarises its answer."""
 
-    @step(retry_policy=ConstantDelayRetryPolicy(delay=0.02, maximum_attempts=3))
+    @step(retry_policy=retry_policy(wait=wait_fixed(0.02), stop=stop_after_attempt(3)))
     async def call_tool(self, ctx: Context[Any], ev: ToolCallStart) -> ToolAnswer:
         """Fail the first ``failures`` attempts with a ConnectionError."""
         attempt: int = await ctx.store.get("attempt", 0) + 1

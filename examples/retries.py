@@ -1,11 +1,12 @@
 """Retries: a flaky step fails twice, then succeeds on its third attempt.
 
-``fetch`` is decorated with ``@step(retry_policy=ConstantDelayRetryPolicy(delay=0.05,
-maximum_attempts=4))``. It counts its attempts in the run's ``ctx.store`` (which lives
-as long as the run, across attempts), so the failures are deterministic: attempts 1 and
-2 raise ``ConnectionError``, attempt 3 returns. Each attempt streams a line, and each
-attempt is its own step span (``run_step fetch`` with ``stepstream.step.attempt`` = 1, 2,
-3; the failed ones have status ERROR).
+``fetch`` is decorated with ``@step(retry_policy=retry_policy(wait=wait_fixed(0.05),
+stop=stop_after_attempt(4)))``: up to 4 attempts, 0.05 s apart. It counts its attempts
+in the run's ``ctx.store`` (which lives as long as the run, across attempts), so the
+failures are deterministic: attempts 1 and 2 raise ``ConnectionError``, attempt 3
+returns. Each attempt streams a line, and each attempt is its own step span
+(``run_step fetch`` with ``stepstream.step.attempt`` = 1, 2, 3; the failed ones have
+status ERROR).
 
 Run it::
 
@@ -17,7 +18,6 @@ import asyncio
 from typing import Any
 
 from stepstream import (
-    ConstantDelayRetryPolicy,
     Context,
     Event,
     StartEvent,
@@ -25,6 +25,7 @@ from stepstream import (
     Workflow,
     step,
 )
+from stepstream.retry_policy import retry_policy, stop_after_attempt, wait_fixed
 
 FAILURES = 2  # the first FAILURES attempts of each run fail
 
@@ -37,7 +38,7 @@ class AttemptEvent(Event):
 class FlakyWorkflow(Workflow):
     """Fetches a value from a service that fails the first two times it is asked."""
 
-    @step(retry_policy=ConstantDelayRetryPolicy(delay=0.05, maximum_attempts=4))
+    @step(retry_policy=retry_policy(wait=wait_fixed(0.05), stop=stop_after_attempt(4)))
     async def fetch(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
         attempt: int = await ctx.store.get("attempts", 0) + 1
         await ctx.store.set("attempts", attempt)

@@ -20,7 +20,6 @@ from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from stepstream import ConstantDelayRetryPolicy
 from stepstream import Context
 from stepstream import Event
 from stepstream import HumanResponseEvent
@@ -30,6 +29,9 @@ from stepstream import StopEvent
 from stepstream import Workflow
 from stepstream import WorkflowHandler
 from stepstream import step
+from stepstream.retry_policy import retry_policy
+from stepstream.retry_policy import stop_after_attempt
+from stepstream.retry_policy import wait_fixed
 from stepstream.telemetry import attributes as attrs
 from stepstream.testing import CapturedTelemetry
 from stepstream.testing import FakeStreamingLLM
@@ -176,7 +178,7 @@ class Flaky(Workflow):
     async def begin(self, ctx: Context[Any], ev: StartEvent) -> Task:
         return Task()
 
-    @step(retry_policy=ConstantDelayRetryPolicy(delay=0, maximum_attempts=3))
+    @step(retry_policy=retry_policy(wait=wait_fixed(0), stop=stop_after_attempt(3)))
     async def flaky(self, ctx: Context[Any], ev: Task) -> StopEvent:
         tries: int = await ctx.store.get("tries", 0) + 1
         await ctx.store.set("tries", tries)

@@ -34,9 +34,15 @@ from stepstream import WorkflowValidationError
 from stepstream import step
 
 
-async def fails_with(workflow: Workflow, match: str, **start: Any) -> None:
-    """Check that a run of ``workflow`` fails with a WorkflowRuntimeError matching ``match``."""
-    with pytest.raises(WorkflowRuntimeError, match=match):
+async def fails_with(
+    workflow: Workflow,
+    match: str,
+    *,
+    error: type[Exception] = WorkflowRuntimeError,
+    **start: Any,
+) -> None:
+    """Check that a run of ``workflow`` fails with an ``error`` matching ``match``."""
+    with pytest.raises(error, match=match):
         await workflow.run(**start)
 
 
@@ -238,9 +244,11 @@ async def test_iterating_a_fully_consumed_stream_is_rejected() -> None:
 @pytest.mark.asyncio
 async def test_missing_store_key_without_default_names_the_key() -> None:
     """ctx.store.get(key) for a key never set, without default, raises naming the key."""
-    await fails_with(
-        MissingKey(timeout=5), r"the run's store has no key 'api_key' \(keys: 'other'\)"
+    expected = (
+        r"path 'api_key' not found in the state: the state has no key 'api_key' "
+        r"\(keys: 'other'\)"
     )
+    await fails_with(MissingKey(timeout=5), expected, error=ValueError)
 
 
 # --- step definitions --------------------------------------------------------------------------
@@ -312,13 +320,23 @@ def test_bad_step_options_are_rejected_at_decoration(
 @pytest.mark.parametrize(
     ("kwargs", "expected"),
     [
-        pytest.param({"delay": -1}, r"delay must be >= 0, got -1", id="negative-delay"),
         pytest.param(
-            {"maximum_attempts": 0}, r"maximum_attempts must be >= 1, got 0", id="zero-attempts"
+            {"delay": "soon"},
+            r"ConstantDelayRetryPolicy\(delay=\.\.\.\) must be a number of seconds or a "
+            r"timedelta, got 'soon'",
+            id="delay-not-a-number",
+        ),
+        pytest.param(
+            {"maximum_attempts": None},
+            r"ConstantDelayRetryPolicy\(maximum_attempts=\.\.\.\) must be a number, got None",
+            id="attempts-not-a-number",
         ),
     ],
 )
 def test_bad_retry_policy_arguments_are_rejected(kwargs: dict[str, Any], expected: str) -> None:
-    """ConstantDelayRetryPolicy rejects a negative delay and fewer than one attempt."""
-    with pytest.raises(WorkflowValidationError, match=expected):
+    """ConstantDelayRetryPolicy warns it is deprecated, then rejects values that cannot work."""
+    with (
+        pytest.deprecated_call(),
+        pytest.raises(WorkflowValidationError, match=expected),
+    ):
         ConstantDelayRetryPolicy(**kwargs)

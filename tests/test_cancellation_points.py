@@ -19,7 +19,6 @@ import pytest
 from pydantic import BaseModel
 
 from _helpers import assert_ended
-from stepstream import ConstantDelayRetryPolicy
 from stepstream import Context
 from stepstream import Event
 from stepstream import HumanResponseEvent
@@ -35,6 +34,9 @@ from stepstream import WorkflowRuntimeError
 from stepstream import WorkflowTimedOutEvent
 from stepstream import WorkflowTimeoutError
 from stepstream import step
+from stepstream.retry_policy import retry_policy
+from stepstream.retry_policy import stop_after_attempt
+from stepstream.retry_policy import wait_fixed
 from stepstream.testing import CapturedTelemetry
 
 #: The workflow timeout used by the timeout variant of each scenario.
@@ -105,7 +107,7 @@ def parked_in_retry_delay(timeout: float) -> Scenario:
     reached = asyncio.Event()
 
     class Retries(Workflow):
-        @step(retry_policy=ConstantDelayRetryPolicy(delay=5, maximum_attempts=3))
+        @step(retry_policy=retry_policy(wait=wait_fixed(5), stop=stop_after_attempt(3)))
         async def flaky(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
             reached.set()
             msg = "transient"

@@ -138,9 +138,8 @@ class Beta(Workflow):
 """
 
 FLAKY = """
-from stepstream import (
-    ConstantDelayRetryPolicy, Context, Event, StartEvent, StopEvent, Workflow, step,
-)
+from stepstream import Context, Event, StartEvent, StopEvent, Workflow, step
+from stepstream.retry_policy import retry_policy, stop_after_attempt, wait_fixed
 
 
 class Note(Event):
@@ -148,7 +147,7 @@ class Note(Event):
 
 
 class Flaky(Workflow):
-    @step(retry_policy=ConstantDelayRetryPolicy(delay=0.8, maximum_attempts=2))
+    @step(retry_policy=retry_policy(wait=wait_fixed(0.8), stop=stop_after_attempt(2)))
     async def flaky(self, ctx: Context, ev: StartEvent) -> StopEvent:
         ctx.write_event_to_stream(Note(msg="trying"))
         raise ValueError("flaky failure")
@@ -338,6 +337,8 @@ _NORMALISE: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\b\d\d:\d\d:\d\d\.\d{3}\b"), "<TIME>"),
     (re.compile(r"\d[\d,]*\.\d+ ms\b"), "<MS>"),
     (re.compile(r"\b(duration_ms)=[\d.]+"), r"\1=<N>"),
+    # WorkflowFailedEvent payloads carry the failed step's time since its first attempt.
+    (re.compile(r'("elapsed_seconds":)[\d.e+-]+'), r"\1<N>"),
     # Column widths follow the normalised values: collapse padding and rules.
     (re.compile(r"█+"), "█"),
     (re.compile(r"([━─ ])\1+"), r"\1"),

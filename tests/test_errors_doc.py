@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
+import warnings
 from collections.abc import Callable
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,11 +29,13 @@ from dataclasses import dataclass
 from dataclasses import field
 from functools import partial
 from pathlib import Path
+from typing import Annotated
 from typing import Any
 
 import pytest
 from opentelemetry import trace
 from pydantic import BaseModel
+from pydantic import ConfigDict
 
 from _helpers import AcceptsStop
 from _helpers import BadReturn
@@ -60,6 +64,7 @@ from _helpers import Unconsumed
 from _helpers import Unproduced
 from _helpers import Unresolvable
 from _helpers import Unrouted
+from _helpers import answer_prompts
 from _helpers import run_command
 from _helpers import stepstream_cli
 from _helpers import without_otel
@@ -67,12 +72,28 @@ from stepstream import ConstantDelayRetryPolicy
 from stepstream import Context
 from stepstream import Event
 from stepstream import HumanResponseEvent
+from stepstream import InputRequiredEvent
 from stepstream import StartEvent
 from stepstream import StopEvent
 from stepstream import Workflow
 from stepstream import WorkflowError
 from stepstream import WorkflowHandler
 from stepstream import step
+from stepstream.context import JsonSerializer
+from stepstream.context import PickleSerializer
+from stepstream.context.state_store import DictState
+from stepstream.context.state_store import InMemoryStateStore
+from stepstream.resource import Resource
+from stepstream.resource import ResourceConfig
+from stepstream.resource import ResourceManager
+from stepstream.retry_policy import ExponentialBackoffRetryPolicy
+from stepstream.retry_policy import retry_any
+from stepstream.retry_policy import retry_if_exception_message
+from stepstream.retry_policy import retry_if_exception_type
+from stepstream.retry_policy import retry_policy
+from stepstream.retry_policy import stop_after_attempt
+from stepstream.retry_policy import wait_chain
+from stepstream.retry_policy import wait_fixed
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
 TEMPLATE_LINE = re.compile(r"^> `` (.+) ``$")
@@ -139,12 +160,37 @@ def raised(action: Callable[[], object]) -> Produced:
     """Call ``action`` and report the exception it raises: class name, message, problems."""
     try:
         action()
-    except (WorkflowError, KeyError) as exc:
+    except (
+        WorkflowError,
+        KeyError,
+        # the resources, retry policies, state store and serializers raise builtins, as
+        # LlamaIndex does
+        ValueError,
+        TypeError,
+        OSError,
+        RuntimeError,
+        ImportError,
+        AttributeError,
+    ) as exc:
         problems = list(getattr(exc, "problems", ()))
         text = exc.args[0] if isinstance(exc, KeyError) else str(exc)
         return type(exc).__name__, [text.split("\n")[0], text, *problems]
     msg = "the trigger raised nothing"
     raise AssertionError(msg)
+
+
+def warned(action: Callable[[], object]) -> Produced:
+    """Call ``action`` and report the warnings it emits: the first one's class, the messages."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        action()
+    assert caught, "the trigger warned nothing"
+    return caught[0].category.__name__, [str(w.message) for w in caught]
+
+
+def wrong(value: object) -> Any:
+    """``value`` typed as Any: an argument of the wrong type, which mypy would refuse."""
+    return value
 
 
 def run_to_end(workflow: Workflow, **start: Any) -> None:
@@ -193,10 +239,84 @@ class TwoStates(Workflow):
         return StopEvent()
 
 
-class Untyped(Workflow):
+@dataclass
+class PlainState:
+    n: int = 0
+
+
+class PlainStateFlow(Workflow):
     @step
-    async def start(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-        return StopEvent(result=await ctx.store.get_state())
+    async def start(self, ctx: Context[PlainState], ev: StartEvent) -> StopEvent:  # type: ignore[type-var]
+        return StopEvent()
+
+
+class NeedsName(BaseModel):
+    name: str
+
+
+class RequiredState(Workflow):
+    @step
+    async def start(self, ctx: Context[NeedsName], ev: StartEvent) -> StopEvent:
+        return StopEvent()
+
+
+class TypedSet(Workflow):
+    @step
+    async def start(self, ctx: Context[StateA], ev: StartEvent) -> StopEvent:
+        await ctx.store.set("missing.field", 1)
+        return StopEvent()
+
+
+class HoldsAnything(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    thing: Any = None
+
+
+def run_in_a_step(body: Callable[[Context[Any]], Any]) -> None:
+    """Run a one-step workflow whose step awaits ``body(ctx)``."""
+
+    class OneStep(Workflow):
+        @step
+        async def start(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+            return StopEvent(result=await body(ctx))
+
+    run_to_end(OneStep(timeout=5))
+
+
+async def set_inside_edit(ctx: Context[Any]) -> None:
+    """Call a store writer inside ``edit_state()``."""
+    async with ctx.store.edit_state():
+        await ctx.store.set("k", 1)
+
+
+def snapshot_of(**values: Any) -> Callable[[], object]:
+    """An action that snapshots a DictState store holding ``values`` with JsonSerializer."""
+    store = InMemoryStateStore(DictState(**values))
+    return lambda: store.to_dict(JsonSerializer())
+
+
+def restore(payload: dict[str, Any]) -> object:
+    """Restore an InMemoryStateStore from ``payload`` with JsonSerializer."""
+    return InMemoryStateStore.from_dict(payload, JsonSerializer())
+
+
+def local_state() -> type[BaseModel]:
+    """A new model class ``Dup``, defined inside this function (so it cannot be imported)."""
+
+    class Dup(BaseModel):
+        n: int = 0
+
+    return Dup
+
+
+def payload_naming(qualified_name: str) -> str:
+    """A JsonSerializer payload of a model whose class is ``qualified_name``."""
+    return json.dumps({"__is_pydantic": True, "value": {}, "qualified_name": qualified_name})
+
+
+def deserialize(payload: str) -> object:
+    """Read ``payload`` with a default JsonSerializer."""
+    return JsonSerializer().deserialize(payload)
 
 
 class CollectsNothing(Workflow):
@@ -220,6 +340,77 @@ class Asks(Workflow):
         return StopEvent()
 
 
+class Picky(Workflow):
+    """Waits for a HumanResponseEvent from user 'ada' only."""
+
+    @step
+    async def ask(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+        answer = await ctx.wait_for_event(
+            HumanResponseEvent, waiter_event=InputRequiredEvent(), requirements={"user": "ada"}
+        )
+        return StopEvent(result=answer)
+
+
+class PositionalOnly(Workflow):
+    @step
+    async def start(self, port: Annotated[int, Resource(int)], /, ev: StartEvent) -> StopEvent:
+        return StopEvent()
+
+
+class Port(BaseModel):
+    port: int
+
+
+class Opaque:
+    """A plain class: pydantic has no schema for it."""
+
+
+def make_a(b: "Annotated[int, Resource(make_b)]") -> int:
+    return b
+
+
+def make_b(a: "Annotated[int, Resource(make_a)]") -> int:
+    return a
+
+
+def port_from_nowhere(port: int) -> int:
+    return port
+
+
+def port_positional(port: Annotated[int, Resource(int)], /) -> int:
+    return port
+
+
+def run_resourced(annotation: Any) -> None:
+    """Run a one-step workflow whose step has a parameter annotated ``annotation``."""
+
+    async def start(ev: StartEvent, value: Any) -> StopEvent:
+        return StopEvent(result=value)
+
+    start.__annotations__["value"] = annotation
+
+    class Resourced(Workflow):
+        pass
+
+    step(workflow=Resourced)(start)
+    run_to_end(Resourced(timeout=5))
+
+
+def run_configured(data: str, model: type, *selector: str) -> None:
+    """run_resourced() with a ``model`` read by ResourceConfig from a JSON file holding ``data``."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "app.json"
+        path.write_text(data, encoding="utf-8")
+        run_resourced(Annotated[model, ResourceConfig(str(path), *selector)])
+
+
+async def resolve_two_named_alike() -> None:
+    """Resolve two different lambda resources through one ResourceManager."""
+    manager = ResourceManager()
+    await manager.get(Resource(lambda: 1))
+    await manager.get(Resource(lambda: 2))
+
+
 #: Messages raised while a workflow is defined or instantiated, and what raises them.
 DEFINING: dict[str, Callable[[], object]] = {
     "@step options for step '<step>' are invalid": partial(decorate, num_workers=0, timeout=0),
@@ -230,12 +421,30 @@ DEFINING: dict[str, Callable[[], object]] = {
     "timeout must be a positive number of seconds or None, got <value>": partial(
         decorate, timeout=-1
     ),
-    "ConstantDelayRetryPolicy delay must be >= 0, got <delay>": partial(
-        ConstantDelayRetryPolicy, delay=-1
+    "<name>(<arg>=...) must be a number of seconds or a timedelta, got <value>": partial(
+        wait_fixed, wrong("soon")
     ),
-    "ConstantDelayRetryPolicy maximum_attempts must be >= 1, got <n>": partial(
-        ConstantDelayRetryPolicy, maximum_attempts=0
+    "<name>(<arg>=...) must be a number, got <value>": partial(stop_after_attempt, wrong(None)),
+    "<name>(<arg>=...) must be callable, like <example>, got <value>": partial(
+        retry_policy, wait=wrong(5)
     ),
+    ("<name>() arguments must be callable, like <example>, got <value> as argument <n>"): lambda: (
+        retry_any(retry_if_exception_type(OSError), wrong("busy"))
+    ),
+    (
+        "<name>(exception_types=...) must be an exception class or a tuple of exception classes, "
+        "got <value>"
+    ): partial(retry_if_exception_type, wrong([OSError])),
+    (
+        "<name>(match=...) must be a str or a compiled str pattern (re.Pattern[str]), got <value>"
+    ): partial(retry_if_exception_message, match=wrong(42)),
+    (
+        "retry_if_exception_message() missing 1 required argument 'message' or 'match'"
+    ): retry_if_exception_message,
+    "retry_if_exception_message() takes either 'message' or 'match', not both": partial(
+        retry_if_exception_message, "busy", match="busy"
+    ),
+    "wait_chain requires at least one strategy": wait_chain,
     ("<Workflow>(timeout=...) must be a positive number of seconds or None, got <value>"): partial(
         Minimal, timeout=0
     ),
@@ -293,8 +502,57 @@ DEFINING: dict[str, Callable[[], object]] = {
         "event type <Event> is accepted by step '<step>' but no step produces it; add <Event> to "
         "the return annotation of the step that sends it"
     ): Unproduced,
-    "steps disagree on the Context state type (<states and steps>); use one state model": TwoStates,
+    (
+        "steps disagree on the Context state type (<states and steps>); the state types must form "
+        "one inheritance chain (each a subclass of the next), whose most derived type is the "
+        "state of every step: use one model, or derive one from the other"
+    ): TwoStates,
+    (
+        "the Context state type <type> of <steps> is not a pydantic model; declare the state as "
+        "a BaseModel subclass whose fields have defaults, e.g. `class MyState(BaseModel): count: "
+        "int = 0`"
+    ): PlainStateFlow,
+    (
+        "the Context state type <State> cannot be created without arguments: field(s) <fields> "
+        "have no default; give every field a default (each run starts from <State>())"
+    ): RequiredState,
     "<Event> has no field '<key>'": lambda: Middle()["missing"],
+    (
+        "Resource(factory) takes a callable that returns the resource, got <type> (<value>); pass "
+        "the function itself, e.g. Resource(make_client), not Resource(make_client())"
+    ): partial(Resource, wrong(42)),
+    (
+        "Only JSON files can be used to load Pydantic-based resources. ResourceConfig got "
+        "config_file=<file>; give the path of a .json file"
+    ): partial(ResourceConfig, "app.yaml"),
+    (
+        "ResourceConfig(<file>, path_selector=<selector>): the selector has an empty key; give "
+        "dot-separated keys such as 'db.primary'"
+    ): partial(ResourceConfig, "app.json", path_selector="db..primary"),
+    (
+        "step '<step>': resource parameter '<parameter>' is positional-only, but resources are "
+        "passed by keyword; move it after the '/'"
+    ): PositionalOnly,
+    (
+        "<Workflow>(resource_manager=...) must be a stepstream.resource.ResourceManager (or None "
+        "for a new one), got <type>"
+    ): partial(Minimal, resource_manager=wrong({})),
+}
+
+#: Messages warned (DeprecationWarning and the like), and what warns them.
+WARNING: dict[str, Callable[[], object]] = {
+    (
+        "ConstantDelayRetryPolicy is deprecated, use retry_policy(wait=wait_fixed(delay), "
+        "stop=stop_after_attempt(n)) instead"
+    ): ConstantDelayRetryPolicy,
+    (
+        "ExponentialBackoffRetryPolicy is deprecated, use retry_policy(wait=wait_exponential(...), "
+        "stop=stop_after_attempt(n)) instead"
+    ): ExponentialBackoffRetryPolicy,
+    (
+        "state key '<key>' cannot be serialized and is left out of the snapshot (<error>); set it "
+        "again after restoring the state"
+    ): snapshot_of(memory=threading.Lock()),
 }
 
 #: Messages raised by run() itself, and the call.
@@ -344,13 +602,26 @@ RUNNING: dict[str, Callable[[], object]] = {
         "exception to fail a step"
     ): lambda: run_to_end(RaisesCancelled(timeout=5)),
     (
-        "the run's store has no key '<key>' (keys: <keys>); set it first with "
-        "`await ctx.store.set('<key>', value)` or pass `default=`"
+        "path '<path>' not found in the state: <where> <what is missing>; check the path, set it "
+        "first with `await ctx.store.set('<path>', value)`, or pass `default=`"
     ): lambda: run_to_end(MissingKey(timeout=5)),
     (
-        "this workflow has no typed state; annotate a step's context parameter with the state "
-        "model, e.g. `ctx: Context[MyState]`"
-    ): lambda: run_to_end(Untyped(timeout=5)),
+        "path cannot be empty: ctx.store.set(path, value) needs a dot-separated path such as "
+        "'count' or 'user.name'; use set_state(...) to replace the whole state"
+    ): partial(run_in_a_step, lambda ctx: ctx.store.set("", 1)),
+    "path has <n> segments, more than MAX_DEPTH (1000); use a shorter path": partial(
+        run_in_a_step, lambda ctx: ctx.store.get(".".join(["a"] * 1001), default=None)
+    ),
+    "cannot set path '<path>': <where> <what is wrong>; <fix>": lambda: run_to_end(
+        TypedSet(timeout=5)
+    ),
+    (
+        "set_state got a <Type>, but the state is a <State>; pass a <State> (or an instance of "
+        "one of its parent classes, whose fields are merged in)"
+    ): partial(run_in_a_step, lambda ctx: ctx.store.set_state(StateA())),
+    "writer called inside edit_state: mutate the yielded state instead": partial(
+        run_in_a_step, set_inside_edit
+    ),
     "collect_events needs at least one expected event type": lambda: run_to_end(
         CollectsNothing(timeout=5)
     ),
@@ -369,10 +640,113 @@ RUNNING: dict[str, Callable[[], object]] = {
         "step '<step>' waited <timeout>s for <Event> and none arrived; send it with "
         "ctx.send_event(...) or raise the timeout"
     ): lambda: run_to_end(Asks(timeout=5)),
+    (
+        "No such file: <path> (ResourceConfig(<file>); a relative path is read from the current "
+        "directory, <cwd>); create the file or correct the path"
+    ): lambda: run_resourced(Annotated[Port, ResourceConfig("no-such-config.json")]),
+    (
+        "<reason> in <path> (ResourceConfig(<file>)): line <line> column <column> (char <char>)"
+    ): partial(run_configured, '{"port": 1,}', Port),
+    (
+        "Expected dictionary for configuration from <file> at path <path>, got: <what>; <fix>"
+    ): partial(run_configured, '{"db": {"port": 1}}', Port, "db.port"),
+    "<n> validation error<s> for <Model> from <path><at selector>": partial(
+        run_configured, '{"db": {"port": "eighty"}}', Port, "db"
+    ),
+    (
+        "ResourceConfig(<file>) cannot validate into <type>: pydantic has no schema for it; "
+        "annotate the parameter with a pydantic model"
+    ): partial(run_configured, '{"port": 1}', Opaque),
+    (
+        "Circular resource dependency detected: <chain>; a resource cannot depend on itself: "
+        "remove one of these Annotated[..., Resource(...)] factory parameters"
+    ): lambda: run_resourced(Annotated[int, Resource(make_a)]),
+    (
+        "two different resources are named <name> (<first> and <second>); a ResourceManager keeps "
+        "values by name, so one would get the other's value: give each factory its own name (a "
+        "def rather than a lambda), or use a separate ResourceManager"
+    ): lambda: asyncio.run(resolve_two_named_alike()),
+    (
+        "resource factory <factory> cannot be called: required parameter(s) <parameters> get no "
+        "value; annotate each with Annotated[T, Resource(...)] or Annotated[T, "
+        "ResourceConfig(...)], or give it a default"
+    ): lambda: run_resourced(Annotated[int, Resource(port_from_nowhere)]),
+    (
+        "resource factory <factory> cannot be called: resource parameter(s) <parameters> are "
+        "positional-only, but resources are passed by keyword; move them after the '/'"
+    ): lambda: run_resourced(Annotated[int, Resource(port_positional)]),
 }
 
-for _template, _action in (DEFINING | STARTING | RUNNING).items():
+#: Messages of the state store and serializers called directly, and the call.
+STATE: dict[str, Callable[[], object]] = {
+    (
+        "cannot reset the state: <State>() fails without arguments (required fields: <fields>; "
+        "<n> error(s)); give every field of the state model a default"
+    ): lambda: asyncio.run(InMemoryStateStore(NeedsName(name="Ada")).clear()),
+    (
+        "cannot serialize a value of type <type> to JSON (<reason>; value: <value>); store JSON "
+        "data (dict, list, str, int, float, bool, None) or a pydantic model, or use "
+        "PickleSerializer() for any picklable object"
+    ): lambda: JsonSerializer().serialize({1, 2}),
+    (
+        "cannot serialize a value of type <type>: it is not JSON data (<reason>) and cannot be "
+        "pickled (<error>); store plain data or a pydantic model instead, or leave it out of the "
+        "state"
+    ): lambda: PickleSerializer().serialize(threading.Lock()),
+    "cannot serialize state key '<key>': <error>": snapshot_of(tags={"a", "b"}),
+    "cannot serialize the state (<State>): <error>": lambda: InMemoryStateStore(
+        HoldsAnything(thing=object())
+    ).to_dict(JsonSerializer()),
+    (
+        "cannot restore an InMemoryStateStore from store_type '<type>'; pass the payload to the "
+        "from_dict() of the store that wrote it"
+    ): partial(restore, {"store_type": "durable", "state_data": None}),
+    (
+        "cannot deserialize state key '<key>': <error>; read the snapshot with the serializer "
+        "that wrote it"
+    ): partial(restore, {"store_type": "in_memory", "state_data": {"_data": {"k": "not json"}}}),
+    (
+        "cannot restore the state: its data holds a <type>, not a state model; pass the 'state' "
+        "dict that InMemoryStateStore.to_dict() returned"
+    ): partial(restore, {"store_type": "in_memory", "state_data": "[1, 2]"}),
+    (
+        "class <module.Class> is not in the serializer's allowed types, so a payload naming it is "
+        "refused; allow it with JsonSerializer(allowed_types=[..., <Class>]) (the class, or the "
+        "string '<module.Class>'), or use JsonSerializer() to resolve classes by import"
+    ): lambda: JsonSerializer(allowed_types=[StateB]).deserialize(
+        JsonSerializer().serialize(StateA())
+    ),
+    (
+        "allowed_types entries must be classes or 'module.Class' strings, got <entry> (<type>); "
+        "pass the class itself, e.g. JsonSerializer(allowed_types=[MyState])"
+    ): lambda: JsonSerializer(allowed_types=[list[int]]),
+    (
+        "allowed_types has two classes written under the name <module.Class>: <class> and "
+        "<class>; a payload cannot tell them apart, so allow only one of them (or rename or move "
+        "the other)"
+    ): lambda: JsonSerializer(allowed_types=[local_state(), local_state()]),
+    (
+        "cannot import module '<module>' to rebuild <module.Class> named by a payload (<error>); "
+        "make that module importable where the payload is read, or pass the class in "
+        "JsonSerializer(allowed_types=[...])"
+    ): partial(deserialize, payload_naming("stepstream_no_such_module.State")),
+    (
+        "module '<module>' has no attribute '<Class>', so <module.Class> named by a payload cannot "
+        "be rebuilt; a class defined inside a function cannot be imported: define it at module "
+        "level, or pass the class in JsonSerializer(allowed_types=[...])"
+    ): lambda: deserialize(JsonSerializer().serialize(local_state()())),
+    "<module.name> named by a payload is a <type>, not a class; only classes are rebuilt": partial(
+        deserialize, payload_naming("json.dumps")
+    ),
+    "cannot resolve class '<name>' named by a payload: expected 'module.Class'": partial(
+        deserialize, payload_naming("State")
+    ),
+}
+
+for _template, _action in (DEFINING | STARTING | RUNNING | STATE).items():
     trigger(_template)(partial(raised, _action))
+for _template, _action in WARNING.items():
+    trigger(_template)(partial(warned, _action))
 
 
 # ---- while a run is running
@@ -387,6 +761,21 @@ def _sent_after_the_end() -> Produced:
         handler = Minimal(timeout=5).run()
         await handler
         handler.ctx.send_event(Other())
+
+    return raised(lambda: asyncio.run(main()))
+
+
+@trigger(
+    "<Event> does not meet the requirements of the step waiting for it (<requirements>) and no "
+    "step of workflow <Workflow> accepts it; send a <Event> whose fields match"
+)
+def _fails_requirements() -> Produced:
+    async def main() -> None:
+        handler = Picky(timeout=5).run()
+        try:
+            await answer_prompts(handler, HumanResponseEvent(user="bob"))
+        finally:
+            await handler.cancel_run()
 
     return raised(lambda: asyncio.run(main()))
 

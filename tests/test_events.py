@@ -144,13 +144,13 @@ def test_base_event_extra_field_reads_as_attribute_item_and_membership() -> None
     assert "other" not in ev
 
 
-def test_declared_fields_read_by_item_and_membership() -> None:
-    """A subclass's declared fields are readable with ev[...] and found by `in`."""
+def test_declared_fields_read_by_item_but_not_members() -> None:
+    """A subclass's declared fields are readable with ev[...]; `in` sees dynamic fields only."""
     ev = Greeting(name="Ada", count=2)
     assert ev["name"] == "Ada"
     assert ev["count"] == 2
-    assert "name" in ev
-    assert "count" in ev
+    assert "name" not in ev
+    assert "count" not in ev
 
 
 def test_subclass_keeps_extra_keyword_fields() -> None:
@@ -192,6 +192,8 @@ def test_get_returns_value_or_default() -> None:
 
 
 def test_terminal_event_fields() -> None:
-    """WorkflowFailedEvent carries step, exception type and message next to result."""
-    ev = WorkflowFailedEvent(step="s", exception_type="ValueError", message="boom")
+    """WorkflowFailedEvent carries the step and the exception; step, type and message read too."""
+    error = ValueError("boom")
+    ev = WorkflowFailedEvent(step_name="s", exception=error)
+    assert (ev.step_name, ev.exception, ev.attempts, ev.elapsed_seconds) == ("s", error, None, None)
     assert (ev.step, ev.exception_type, ev.message, ev.result) == ("s", "ValueError", "boom", None)

@@ -22,7 +22,6 @@ from _helpers import drain
 from _helpers import run_span
 from _helpers import sleep_unless_cancelled
 from _helpers import step_spans
-from stepstream import ConstantDelayRetryPolicy
 from stepstream import Context
 from stepstream import Event
 from stepstream import StartEvent
@@ -33,6 +32,9 @@ from stepstream import WorkflowRuntimeError
 from stepstream import WorkflowTimedOutEvent
 from stepstream import WorkflowTimeoutError
 from stepstream import step
+from stepstream.retry_policy import retry_policy
+from stepstream.retry_policy import stop_after_attempt
+from stepstream.retry_policy import wait_fixed
 from stepstream.telemetry import attributes as attrs
 from stepstream.testing import CapturedTelemetry
 
@@ -210,7 +212,7 @@ class Flaky(Workflow):
         self.failures = failures
         self.attempts = 0
 
-    @step(retry_policy=ConstantDelayRetryPolicy(delay=0.01, maximum_attempts=3))
+    @step(retry_policy=retry_policy(wait=wait_fixed(0.01), stop=stop_after_attempt(3)))
     async def flaky(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
         self.attempts += 1
         ctx.write_event_to_stream(Progress(n=self.attempts))

@@ -488,7 +488,7 @@ class Echo(Workflow):
 
     @step
     async def echo(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-        ctx.write_event_to_stream(Event(**dict(ev.model_extra or {})))
+        ctx.write_event_to_stream(Event(**ev.to_dict()))
         return StopEvent(result="echoed")
 
 
@@ -542,4 +542,4 @@ def test_random_payload_never_breaks_an_untraced_run(fields: dict[str, tuple[Any
 
     streamed = run_coroutine(main)
     assert [type(ev) for ev in streamed] == [Event, StopEvent]
-    assert streamed[0].model_extra == values
+    assert streamed[0].to_dict() == values

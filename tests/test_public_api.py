@@ -1,6 +1,8 @@
 """The public API: `stepstream.__all__` is exact and holds every name the spec requires."""
 
+import importlib
 import inspect
+import pkgutil
 import types
 
 import pydantic
@@ -69,7 +71,7 @@ def test_spec_name_is_exported(name: str) -> None:
 
 
 def test_spec_names_have_the_expected_kinds() -> None:
-    """Event types are pydantic Event subclasses, errors WorkflowErrors, and step a decorator."""
+    """Event types are pydantic Event subclasses, errors WorkflowErrors, and step a function."""
     for name in ("StartEvent", "StopEvent", "InputRequiredEvent", "HumanResponseEvent"):
         assert issubclass(getattr(stepstream, name), stepstream.Event)
     assert issubclass(stepstream.Event, pydantic.BaseModel)
@@ -80,10 +82,13 @@ def test_spec_names_have_the_expected_kinds() -> None:
         "WorkflowCancelledError",
     ):
         assert issubclass(getattr(stepstream, name), stepstream.WorkflowError)
-    for name in ("Workflow", "Context", "WorkflowHandler", "ConstantDelayRetryPolicy"):
+    for name in ("Workflow", "Context", "WorkflowHandler"):
         assert inspect.isclass(getattr(stepstream, name))
     assert inspect.isfunction(stepstream.step)
-    assert isinstance(stepstream.ConstantDelayRetryPolicy(), stepstream.RetryPolicy)
+    # A deprecated function returning a RetryPolicy, as in LlamaIndex (no longer a class).
+    assert inspect.isfunction(stepstream.ConstantDelayRetryPolicy)
+    with pytest.deprecated_call():
+        assert isinstance(stepstream.ConstantDelayRetryPolicy(), stepstream.RetryPolicy)
 
 
 def test_testing_module_exports_its_classes() -> None:
@@ -99,3 +104,51 @@ def test_testing_module_exports_its_classes() -> None:
         and value.__module__ == module.__name__
     }
     assert defined_here - exported == set()
+
+
+def _public_modules() -> list[types.ModuleType]:
+    """Every module of the package whose dotted name has no private component."""
+    found = [stepstream]
+    for info in pkgutil.walk_packages(stepstream.__path__, "stepstream."):
+        parts = info.name.split(".")
+        if any(p.startswith("_") for p in parts):
+            continue
+        found.append(importlib.import_module(info.name))
+    return found
+
+
+PUBLIC_MODULES = _public_modules()
+
+
+def test_public_modules_include_the_peer_module_names() -> None:
+    """The public modules found include the LlamaIndex-compatible ones (so the walk walks)."""
+    names = {m.__name__ for m in PUBLIC_MODULES}
+    assert {
+        "stepstream.context",
+        "stepstream.decorators",
+        "stepstream.errors",
+        "stepstream.events",
+        "stepstream.handler",
+        "stepstream.retry_policy",
+        "stepstream.testing",
+        "stepstream.workflow",
+    } <= names
+
+
+@pytest.mark.parametrize("module", [pytest.param(m, id=m.__name__) for m in PUBLIC_MODULES])
+def test_public_module_all_is_exact(module: types.ModuleType) -> None:
+    """A public module's __all__ lists public names once, each bound, and every public
+    class or function the module defines."""
+    exported = getattr(module, "__all__", None)
+    assert exported is not None, f"{module.__name__} has no __all__"
+    assert len(exported) == len(set(exported))
+    assert [n for n in exported if n.startswith("_")] == []
+    assert [n for n in exported if not hasattr(module, n)] == []
+    defined_here = {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and (inspect.isclass(value) or inspect.isfunction(value))
+        and value.__module__ == module.__name__
+    }
+    assert defined_here - set(exported) == set()

@@ -22,6 +22,9 @@ from stepstream import Workflow
 from stepstream import WorkflowTimedOutEvent
 from stepstream import WorkflowTimeoutError
 from stepstream import step
+from stepstream.retry_policy import retry_policy
+from stepstream.retry_policy import stop_after_attempt
+from stepstream.retry_policy import wait_fixed
 
 
 class EvA(Event):
@@ -268,7 +271,7 @@ async def test_all_step_options_together() -> None:
     class OptionsWorkflow(Workflow):
         @step(
             num_workers=2,
-            retry_policy=ConstantDelayRetryPolicy(delay=0.0, maximum_attempts=2),
+            retry_policy=retry_policy(wait=wait_fixed(0), stop=stop_after_attempt(2)),
             timeout=2.0,
         )
         async def flaky(self, ev: StartEvent) -> StopEvent:
@@ -512,7 +515,7 @@ async def test_bare_context_annotation_is_accepted() -> None:
 
     class BareContextWorkflow(Workflow):
         @step
-        async def only(self, ctx: Context, ev: StartEvent) -> StopEvent:  # type: ignore[type-arg]
+        async def only(self, ctx: Context, ev: StartEvent) -> StopEvent:
             await ctx.store.set("k", "v")
             return StopEvent(result=await ctx.store.get("k"))
 
@@ -524,11 +527,13 @@ async def test_bare_context_annotation_is_accepted() -> None:
 
 @pytest.mark.asyncio
 async def test_step_failing_twice_then_succeeding_completes_with_constant_delay_retries() -> None:
-    """Under ConstantDelayRetryPolicy(maximum_attempts=3) a step failing twice then completes."""
+    """The deprecated ConstantDelayRetryPolicy(maximum_attempts=3) still retries to success."""
     attempts: list[float] = []
+    with pytest.deprecated_call():
+        policy = ConstantDelayRetryPolicy(delay=0.05, maximum_attempts=3)
 
     class FlakyWorkflow(Workflow):
-        @step(retry_policy=ConstantDelayRetryPolicy(delay=0.05, maximum_attempts=3))
+        @step(retry_policy=policy)
         async def flaky(self, ev: StartEvent) -> StopEvent:
             attempts.append(time.monotonic())
             if len(attempts) < 3:
@@ -544,11 +549,11 @@ async def test_step_failing_twice_then_succeeding_completes_with_constant_delay_
 
 @pytest.mark.asyncio
 async def test_step_always_failing_raises_original_error_after_maximum_attempts() -> None:
-    """A step that always fails is tried maximum_attempts times, then its own error is raised."""
+    """A step that always fails runs stop_after_attempt(n) times, then its own error is raised."""
     raised: list[Exception] = []
 
     class DoomedWorkflow(Workflow):
-        @step(retry_policy=ConstantDelayRetryPolicy(delay=0.0, maximum_attempts=3))
+        @step(retry_policy=retry_policy(wait=wait_fixed(0), stop=stop_after_attempt(3)))
         async def doomed(self, ev: StartEvent) -> StopEvent:
             err = ConnectionError(f"attempt {len(raised) + 1} failed")
             raised.append(err)
@@ -584,7 +589,7 @@ async def test_retry_policy_applies_to_sync_steps() -> None:
     calls = 0
 
     class SyncFlakyWorkflow(Workflow):
-        @step(retry_policy=ConstantDelayRetryPolicy(delay=0.0, maximum_attempts=2))
+        @step(retry_policy=retry_policy(wait=wait_fixed(0), stop=stop_after_attempt(2)))
         def flaky(self, ev: StartEvent) -> StopEvent:
             nonlocal calls
             calls += 1
@@ -603,7 +608,9 @@ class RecordingPolicy:
         self.limit = limit
         self.calls: list[tuple[float, int, Exception]] = []
 
-    def next(self, elapsed_time: float, attempts: int, error: Exception) -> float | None:
+    def next(
+        self, elapsed_time: float, attempts: int, error: Exception, *, seed: int | None = None
+    ) -> float | None:
         """Return 0 (retry now) for a ValueError while attempts < limit, else None."""
         self.calls.append((elapsed_time, attempts, error))
         if isinstance(error, ValueError) and attempts < self.limit:
@@ -614,7 +621,7 @@ class RecordingPolicy:
 def test_custom_policy_satisfies_the_retry_policy_protocol() -> None:
     """An object with a next(elapsed_time, attempts, error) method is a RetryPolicy."""
     assert isinstance(RecordingPolicy(1), RetryPolicy)
-    assert isinstance(ConstantDelayRetryPolicy(), RetryPolicy)
+    assert isinstance(retry_policy(), RetryPolicy)
     assert not isinstance(object(), RetryPolicy)
 
 

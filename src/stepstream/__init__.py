@@ -3,8 +3,9 @@
 import typing as _typing
 
 from stepstream import telemetry
-from stepstream.context import Context
-from stepstream.decorators import step
+from stepstream.context import Context, JsonSerializer
+from stepstream.context.serializers import JsonPickleSerializer
+from stepstream.decorators import catch_error, step
 from stepstream.drawing import draw_all_possible_flows
 from stepstream.errors import (
     WorkflowCancelledError,
@@ -36,6 +37,8 @@ __all__ = [
     "Event",
     "HumanResponseEvent",
     "InputRequiredEvent",
+    "JsonPickleSerializer",
+    "JsonSerializer",
     "RetryPolicy",
     "StartEvent",
     "StopEvent",
@@ -50,6 +53,7 @@ __all__ = [
     "WorkflowTimedOutEvent",
     "WorkflowTimeoutError",
     "WorkflowValidationError",
+    "catch_error",
     "configure_telemetry",
     "draw_all_possible_flows",
     "step",

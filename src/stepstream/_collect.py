@@ -63,7 +63,14 @@ class Collector(Generic[OriginT]):
         try:
             slot = self._slot_of[event_type]
         except KeyError:
-            slot = next((t for t in self._need if issubclass(event_type, t)), None)
+            # The most specific expected type, nearest in the event type's MRO: with
+            # [Base, Sub] expected, a Sub fills the Sub slot, not Base's (then Sub's never would).
+            mro = event_type.__mro__
+            slot = min(
+                (t for t in self._need if issubclass(event_type, t)),
+                key=lambda t: mro.index(t) if t in mro else len(mro),
+                default=None,
+            )
             self._slot_of[event_type] = slot
         if slot is None:
             names = ", ".join(t.__name__ for t in self._expected)
@@ -83,3 +90,12 @@ class Collector(Generic[OriginT]):
             origins.append(origin)
         self._ready = sum(1 for t, n in self._need.items() if len(self._queues[t]) >= n)
         return events, origins
+
+    def pending(self) -> list[Event]:
+        """The buffered events of an incomplete join, in arrival order within each type."""
+        return [event for t in self._need for event, _ in self._queues[t]]
+
+    @property
+    def expected(self) -> tuple[type[Event], ...]:
+        """The expected event types, in the caller's order."""
+        return self._expected

@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import BaseModel
+
 from stepstream._spec import STEP_ATTR, StepConfig, StepSpec, read_spec
-from stepstream._validation import graph_problems
-from stepstream.errors import WorkflowValidationError
+from stepstream._validation import catchers, graph_problems, state_type
+from stepstream.errors import WorkflowConfigurationError
 from stepstream.events import Event, StartEvent
 
-__all__ = ["Graph", "add_free_step", "compiled_graph"]
+__all__ = ["Graph", "add_free_step", "compiled_graph", "step_names"]
 
 _GRAPH_ATTR = "_stepstream_graph"
 _FREE_ATTR = "_stepstream_free_steps"
@@ -29,10 +31,11 @@ class Graph:
         self.names: tuple[str, ...] = tuple(s.name for s in self.specs)
         self.index: dict[str, int] = {name: i for i, name in enumerate(self.names)}
         self._routes: dict[type[Event], tuple[int, ...]] = {}
+        # The @catch_error handler covering each step (its index), if any.
+        self.catcher: tuple[int | None, ...] = catchers(self.specs)
         starts = [t for s in self.specs for t in s.accepts if issubclass(t, StartEvent)]
         self.start_event_type: type[StartEvent] = starts[0] if starts else StartEvent
-        states = [s.state_type for s in self.specs if s.state_type is not None]
-        self.state_type: type[Any] | None = states[0] if states else None
+        self.state_type: type[BaseModel] = state_type(self.specs)
 
     def spec(self, name: str) -> StepSpec | None:
         """Return the spec of step ``name``, or None."""
@@ -64,10 +67,22 @@ def add_free_step(cls: type[Any], config: StepConfig) -> None:
             delattr(klass, _GRAPH_ATTR)
 
 
-def compiled_graph(cls: type[Any]) -> Graph:
-    """Return the validated step graph of workflow class ``cls`` (compiled once, cached)."""
-    cached = cls.__dict__.get(_GRAPH_ATTR)
-    if isinstance(cached, Graph):
+def step_names(cls: type[Any]) -> set[str]:
+    """Names of the steps ``cls`` has (methods, inherited ones and attached functions)."""
+    return {c.name for c in _collect_configs(cls).values()}
+
+
+def compiled_graph(cls: type[Any], skip: frozenset[str] = frozenset()) -> Graph:
+    """Return the validated step graph of workflow class ``cls`` (compiled once, cached).
+
+    ``skip`` names graph checks to leave out (see ``_validation.graph_problems``).
+    """
+    cache: dict[frozenset[str], Graph] | None = cls.__dict__.get(_GRAPH_ATTR)
+    if cache is None:
+        cache = {}
+        setattr(cls, _GRAPH_ATTR, cache)
+    cached = cache.get(skip)
+    if cached is not None:
         return cached
     configs = _collect_configs(cls)
     problems: list[str] = []
@@ -75,12 +90,12 @@ def compiled_graph(cls: type[Any]) -> Graph:
         problems.append(f"workflow {cls.__name__} has no steps; decorate its methods with @step")
     specs = [read_spec(c, problems) for c in configs.values()]
     if specs:
-        problems.extend(graph_problems(specs))
+        problems.extend(graph_problems(specs, skip))
     if problems:
         msg = f"workflow {cls.__name__} is invalid ({len(problems)} problem(s)):"
-        raise WorkflowValidationError(msg, problems)
+        raise WorkflowConfigurationError(msg, problems)
     graph = Graph(specs)
-    setattr(cls, _GRAPH_ATTR, graph)
+    cache[skip] = graph
     return graph
 
 

@@ -85,11 +85,12 @@ class _Stash:
 class RunInfo(_Stash):
     """What observers know about a run; each keeps its own state on it (``put``/``get``).
 
-    ``trace_id`` (32 hex digits) is set once, by the first observer that traces the
-    run, when it opens the run span; the others may read it from any later call on.
+    ``trace_id`` (32 hex digits) and ``span_id`` are set once, by the first observer
+    that traces the run, when it opens the run span; the others may read them from any
+    later call on.
     """
 
-    __slots__ = ("run_id", "start_ns", "trace_id", "workflow")
+    __slots__ = ("attempt", "resumed", "run_id", "span_id", "start_ns", "trace_id", "workflow")
 
     def __init__(self, workflow: str, run_id: str, start_ns: int) -> None:
         super().__init__()
@@ -97,6 +98,13 @@ class RunInfo(_Stash):
         self.run_id = run_id
         self.start_ns = start_ns
         self.trace_id: str | None = None
+        #: The run span's id (16 hex digits), set with ``trace_id``.
+        self.span_id: str | None = None
+        #: 1, or how many times the run was restored from a saved context, plus one.
+        self.attempt = 1
+        #: For a run continued from a saved context: the (trace_id, span_id) of the run
+        #: span it was saved from, which the tracing observer links and parents to.
+        self.resumed: tuple[str, str] | None = None
 
 
 class StepInfo(_Stash):
@@ -109,6 +117,7 @@ class StepInfo(_Stash):
         "attempt",
         "event",
         "origin",
+        "retry",
         "run",
         "start_ns",
         "step",
@@ -135,6 +144,8 @@ class StepInfo(_Stash):
         self.origin = origin
         self.start_ns = start_ns
         self.streamed = 0
+        # On a retried attempt: (first attempt's start ns, the last error, when it failed).
+        self.retry: tuple[int, BaseException, int] | None = None
 
 
 class Observer:
@@ -174,6 +185,13 @@ class Observer:
 
     def step_retry(self, inv: StepInfo, delay: float) -> None:
         """The failed attempt ``inv`` will be retried after ``delay`` seconds."""
+
+    def resources_resolved(self, inv: StepInfo, names: Sequence[str], seconds: float) -> None:
+        """The attempt ``inv`` resolved its resources ``names`` in ``seconds``.
+
+        Called before the step's code runs, only for steps with resource parameters
+        (not when resolving raised: that is the attempt's failure).
+        """
 
     def step_waiting(self, run: RunInfo, inv: StepInfo | None, event_type: type[Event]) -> None:
         """A step suspended in wait_for_event for ``event_type``."""

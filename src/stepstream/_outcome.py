@@ -41,10 +41,16 @@ def succeeded(stop: StopEvent, source: StepInfo | None) -> Outcome:
     return Outcome("ok", stop, None, source)
 
 
-def failed(step: str, error: BaseException, source: StepInfo | None) -> Outcome:
-    """Step ``step`` raised ``error`` (after its retries)."""
+def failed(
+    step: str,
+    error: BaseException,
+    source: StepInfo | None,
+    attempts: int | None = None,
+    elapsed_seconds: float | None = None,
+) -> Outcome:
+    """Step ``step`` raised ``error`` (after ``attempts`` attempts over ``elapsed_seconds``)."""
     terminal = WorkflowFailedEvent(
-        step=step, exception_type=type(error).__name__, message=str(error)
+        step_name=step, exception=error, attempts=attempts, elapsed_seconds=elapsed_seconds
     )
     return Outcome("error", terminal, error, source)
 

@@ -11,22 +11,40 @@ same decisions can be unit-tested without a loop, and journaled and replayed.
 from __future__ import annotations
 
 import enum
+import hashlib
+import inspect
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from stepstream._collect import Collector
 from stepstream._graph import Graph
+from stepstream.context._snapshot import Snapshot
 from stepstream.errors import WorkflowRuntimeError
 from stepstream.events import Event, InputRequiredEvent, StopEvent
 from stepstream.retry_policy import RetryPolicy
 
-__all__ = ["Action", "Router", "RunState", "Waiter", "result_action", "retry_delay"]
+__all__ = [
+    "QUEUED",
+    "Action",
+    "Router",
+    "RunState",
+    "Snapshot",
+    "Waiter",
+    "default_waiter_id",
+    "restore_snapshot",
+    "result_action",
+    "retry_delay",
+    "take_snapshot",
+]
 
 OriginT = TypeVar("OriginT")
 TokenT = TypeVar("TokenT")
 
 _ABSENT: Any = object()
+
+#: The worker slot :meth:`Router.deliver` gives a step that got the event in its backlog.
+QUEUED = -1
 
 
 class RunState(enum.Enum):
@@ -53,16 +71,26 @@ class Action(enum.Enum):
 
 
 class Waiter(Generic[TokenT]):
-    """A ``wait_for_event`` registration; ``token`` is the run's, opaque here."""
+    """A ``wait_for_event`` registration; ``token`` is the run's, opaque here.
 
-    __slots__ = ("event_type", "requirements", "token")
+    ``restored`` is True when the registration was saved with the run's context and
+    is now taken up again by the re-run step (its waiter event was already streamed).
+    """
+
+    __slots__ = ("event_type", "requirements", "restored", "token", "waiter_id")
 
     def __init__(
-        self, event_type: type[Event], requirements: Mapping[str, Any], token: TokenT
+        self,
+        event_type: type[Event],
+        requirements: Mapping[str, Any],
+        token: TokenT,
+        waiter_id: str | None = None,
     ) -> None:
         self.event_type = event_type
         self.requirements = dict(requirements)
         self.token = token
+        self.waiter_id = waiter_id
+        self.restored = False
 
     def matches(self, event: Event) -> bool:
         """Tell whether ``event`` is of the awaited type and meets every requirement."""
@@ -82,7 +110,9 @@ class Router(Generic[OriginT, TokenT]):
         "_backlogs",
         "_collectors",
         "_free",
+        "dormant",
         "graph",
+        "held",
         "run_id",
         "state",
         "waiters",
@@ -95,6 +125,10 @@ class Router(Generic[OriginT, TokenT]):
         self.run_id = run_id
         self.state = RunState.RUNNING
         self.waiters: list[Waiter[TokenT]] = []
+        # Events from the caller that nothing took yet, for waiters that register later.
+        self.held: list[Event] = []
+        # Waiters saved with a context, by waiter id, until their step waits again.
+        self.dormant: dict[str, tuple[type[Event], dict[str, Any]]] = {}
         # Free worker slots per step, popped from the end: slot 0 is used first.
         self._free = [list(range(s.num_workers - 1, -1, -1)) for s in graph.specs]
         # Created on first use: most steps never have a backlog (and parked runs are many).
@@ -126,8 +160,15 @@ class Router(Generic[OriginT, TokenT]):
 
     # -- routing --------------------------------------------------------------------
 
-    def send_problem(self, event: Event, target: str | None) -> str | None:
-        """Why ``event`` sent now (to ``target``) could not be delivered; None if it can."""
+    def send_problem(
+        self, event: Event, target: str | None, from_caller: bool = False
+    ) -> str | None:
+        """Why ``event`` sent now (to ``target``) could not be delivered; None if it can.
+
+        An event from the caller (not a step) that nothing takes yet is no problem: it
+        is held for a waiter that registers later, unless a waiter for its type is
+        already there and the event fails its requirements.
+        """
         name = type(event).__name__
         if self.state is not RunState.RUNNING:
             # One answer from the moment the outcome is decided: the ending phase too.
@@ -150,6 +191,8 @@ class Router(Generic[OriginT, TokenT]):
                 f"({wanted}) and no step of workflow {self.workflow} accepts it; send a "
                 f"{name} whose fields match"
             )
+        if from_caller:
+            return None
         return (
             f"no step of workflow {self.workflow} accepts {name} and no step is waiting "
             f"for it; add a step that takes {name}, or wait for it with ctx.wait_for_event"
@@ -173,13 +216,15 @@ class Router(Generic[OriginT, TokenT]):
         return None
 
     def deliver(
-        self, event: Event, origin: OriginT, target: str | None
-    ) -> Waiter[TokenT] | list[tuple[int, int]]:
+        self, event: Event, origin: OriginT, target: str | None, hold: bool = False
+    ) -> Waiter[TokenT] | list[tuple[int, int]] | None:
         """Decide where ``event`` goes.
 
-        Returns the waiter it answers (now removed), or the (step index, worker slot)
-        invocations to start now; steps with no free slot get it in their backlog.
-        Raises WorkflowRuntimeError when nothing can take it.
+        Returns the waiter it answers (now removed), or one (step index, worker slot)
+        pair per accepting step: a slot to start an invocation in now, or ``QUEUED``
+        when the step had no free slot and got the event in its backlog. When nothing
+        takes it: with ``hold``, keeps it for a later waiter and returns None;
+        otherwise raises WorkflowRuntimeError.
         """
         if target is not None:
             indices: tuple[int, ...] = (self.graph.index[target],)
@@ -191,6 +236,9 @@ class Router(Generic[OriginT, TokenT]):
                         return waiter
             indices = self.graph.route(type(event))
             if not indices:
+                if hold or self._dormant_match(event):
+                    self.held.append(event)
+                    return None
                 raise WorkflowRuntimeError(self.send_problem(event, None))
         starts: list[tuple[int, int]] = []
         for i in indices:
@@ -202,7 +250,18 @@ class Router(Generic[OriginT, TokenT]):
                 if backlog is None:
                     backlog = self._backlogs[i] = deque()
                 backlog.append((event, origin))
+                starts.append((i, QUEUED))
         return starts
+
+    def in_flight(self) -> int:
+        """How many step invocations hold a worker slot."""
+        return sum(
+            s.num_workers - len(free) for s, free in zip(self.graph.specs, self._free, strict=True)
+        )
+
+    def has_backlog(self) -> bool:
+        """Whether any step has events waiting for a free worker slot."""
+        return any(self._backlogs)
 
     def next_job(self, index: int) -> tuple[Event, OriginT] | None:
         """The next queued event for a worker of step ``index`` that just finished one."""
@@ -218,12 +277,32 @@ class Router(Generic[OriginT, TokenT]):
     # -- waiters and joins ----------------------------------------------------------
 
     def add_waiter(
-        self, event_type: type[Event], requirements: Mapping[str, Any], token: TokenT
-    ) -> Waiter[TokenT]:
-        """Register a waiter for ``event_type`` events meeting ``requirements``."""
-        waiter = Waiter(event_type, requirements, token)
+        self,
+        event_type: type[Event],
+        requirements: Mapping[str, Any],
+        token: TokenT,
+        waiter_id: str | None = None,
+    ) -> tuple[Waiter[TokenT], Event | None]:
+        """Register a waiter for ``event_type`` events meeting ``requirements``.
+
+        Returns it with the held event it takes at once (then it is not registered),
+        or with None.
+        """
+        waiter = Waiter(event_type, requirements, token, waiter_id)
+        if waiter_id is not None and self.dormant.pop(waiter_id, None) is not None:
+            waiter.restored = True
+        for event in self.held:
+            if waiter.matches(event):
+                self.held.remove(event)
+                return waiter, event
         self.waiters.append(waiter)
-        return waiter
+        return waiter, None
+
+    def _dormant_match(self, event: Event) -> bool:
+        return any(
+            isinstance(event, t) and all(event.get(k, _ABSENT) == v for k, v in r.items())
+            for t, r in self.dormant.values()
+        )
 
     def remove_waiter(self, waiter: Waiter[TokenT]) -> None:
         """Forget ``waiter`` (answered, timed out or cancelled); no-op if already gone."""
@@ -265,10 +344,77 @@ def result_action(result: Any, state: RunState) -> Action:
     return Action.ROUTE
 
 
-def retry_delay(
-    policy: RetryPolicy | None, state: RunState, elapsed: float, attempt: int, error: BaseException
+def retry_delay(  # noqa: PLR0917 - one decision, all of its inputs
+    policy: RetryPolicy | None,
+    state: RunState,
+    elapsed: float,
+    attempt: int,
+    error: BaseException,
+    seed_key: str | None = None,
 ) -> float | None:
-    """Seconds to wait before retrying a failed attempt, or None to fail the step."""
+    """Seconds to wait before retrying a failed attempt, or None to fail the step.
+
+    A policy whose ``next`` takes ``seed`` gets one derived from ``seed_key`` (run id
+    and step) and the attempt, so its jitter is the same when a run is replayed.
+    """
     if policy is None or state is not RunState.RUNNING or not isinstance(error, Exception):
         return None
+    if seed_key is not None and _takes_seed(policy):
+        digest = hashlib.sha256(f"{seed_key}:{attempt}".encode()).hexdigest()
+        return policy.next(elapsed, attempt, error, seed=int(digest, 16) & 0xFFFFFFFF)
     return policy.next(elapsed, attempt, error)
+
+
+_SEEDED: dict[type, bool] = {}
+
+
+def _takes_seed(policy: RetryPolicy) -> bool:
+    kind = type(policy)
+    takes = _SEEDED.get(kind)
+    if takes is None:
+        try:
+            params = inspect.signature(policy.next).parameters
+        except (TypeError, ValueError):  # a builtin or C callable: pass no seed
+            params = {}  # type: ignore[assignment]
+        takes = _SEEDED[kind] = "seed" in params or any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
+        )
+    return takes
+
+
+def default_waiter_id(
+    step: str | None, event_type: type[Event], requirements: Mapping[str, Any]
+) -> str:
+    """The id of a wait that names none: stable across processes, so a saved wait is found."""
+    wanted = ",".join(f"{k}={v!r}" for k, v in sorted(requirements.items()))
+    return f"{step or '<caller>'}:{event_type.__module__}.{event_type.__qualname__}:{wanted}"
+
+
+def take_snapshot(router: Router[Any, Any], in_flight: Sequence[tuple[int, Event]]) -> Snapshot:
+    """The state of ``router`` with the events of the invocations ``in_flight``."""
+    names = router.graph.names
+    snap = Snapshot()
+    snap.queue = [(names[i], event) for i, event in in_flight]
+    for i, backlog in enumerate(router._backlogs):  # noqa: SLF001 - the core's own module
+        snap.queue.extend((names[i], event) for event, _ in backlog or ())
+    snap.held = list(router.held)
+    for w in router.waiters:
+        if w.waiter_id is not None:
+            snap.waiters.append((w.waiter_id, w.event_type, dict(w.requirements)))
+    snap.waiters.extend((wid, t, dict(r)) for wid, (t, r) in router.dormant.items())
+    for key, collectors in router._collectors.items():  # noqa: SLF001
+        for c in collectors:
+            if c.pending():
+                snap.joins.append((key[0], c.expected, c.pending()))
+    return snap
+
+
+def restore_snapshot(router: Router[Any, Any], snap: Snapshot) -> list[tuple[str, Event]]:
+    """Load ``snap`` into a new ``router``; return the work to start, as (step, event)."""
+    router.held.extend(snap.held)
+    for waiter_id, event_type, requirements in snap.waiters:
+        router.dormant[waiter_id] = (event_type, requirements)
+    for step, expected, events in snap.joins:
+        for event in events:
+            router.collect(step, event, None, expected)
+    return [(step, event) for step, event in snap.queue if step in router.graph.index]

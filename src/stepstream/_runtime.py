@@ -14,52 +14,87 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from stepstream import _internal_events as internal
 from stepstream import _outcome
 from stepstream._instrument import NOOP, Observer, RunInfo, StepInfo, current_step
-from stepstream._routing import Router, RunState, Waiter
-from stepstream._steps import work
+from stepstream._routing import (
+    QUEUED,
+    Router,
+    RunState,
+    Snapshot,
+    Waiter,
+    restore_snapshot,
+)
+from stepstream._run_queries import RunQueries
+from stepstream._steps import CANCEL_GRACE_SECONDS, stop_steps, wait_for_event, work
 from stepstream.context import Context
-from stepstream.errors import WorkflowRuntimeError, WorkflowTimeoutError
-from stepstream.events import Event, require_event
+from stepstream.errors import (
+    WorkflowRuntimeError,
+    WorkflowStepDoesNotExistError,
+)
+from stepstream.events import Event
 
 if TYPE_CHECKING:
     from stepstream._graph import Graph
     from stepstream._outcome import Outcome
     from stepstream._stream import EventStream
+    from stepstream.resource import ResourceManager
 
 __all__ = ["CANCEL_GRACE_SECONDS", "Caller", "Run"]
 
 _log = logging.getLogger("stepstream")
 _get_ident = threading.get_ident
 
-#: How long a run waits for cancelled steps to stop before publishing its outcome.
-CANCEL_GRACE_SECONDS = 2.0
 
-Caller = Callable[[Context[Any], Event], Any]
+#: Calls a step: ``(ctx, event)``, plus ``**resources`` by keyword for a step that has
+#: resource parameters.
+Caller = Callable[..., Any]
 
 
-class Run:
+def _require_event(value: object, where: str) -> None:
+    """Raise WorkflowRuntimeError naming ``where`` unless ``value`` is an Event."""
+    if not isinstance(value, Event):
+        msg = f"{where} takes an Event instance, got {type(value).__name__} ({value!r:.80})"
+        raise WorkflowRuntimeError(msg)
+
+
+def _warn_held(info: RunInfo, held: list[Event]) -> None:
+    _log.warning(
+        "stepstream: run %s of %s ended with %d event(s) sent by the caller that no "
+        "step took and no wait_for_event matched: %s",
+        info.run_id,
+        info.workflow,
+        len(held),
+        ", ".join(type(e).__name__ for e in held),
+    )
+
+
+class Run(RunQueries):
     """One run of a workflow; ``Context`` is its public facade (see ``RunPort``)."""
 
     __slots__ = (
         "_collect_lock",
         "_decided",
+        "_early",
         "_tasks",
         "_tg",
         "callers",
         "ctx",
+        "expose_internal",
         "info",
         "instrument",
         "loop",
         "observed",
         "outcome",
+        "resources",
         "router",
         "stream",
         "thread_id",
         "timeout",
+        "waiting",
     )
 
     def __init__(  # noqa: PLR0917 - built in one place, by Workflow.run()
@@ -71,6 +106,8 @@ class Run:
         stream: EventStream,
         timeout: float | None,
         loop: asyncio.AbstractEventLoop,
+        resources: ResourceManager,
+        ctx: Context[Any],
     ) -> None:
         self.info = info
         self.router: Router[StepInfo | None, asyncio.Future[Event]] = Router(
@@ -83,21 +120,30 @@ class Run:
         self.stream = stream
         self.timeout = timeout
         self.loop = loop
+        # The workflow instance's: cached resource values outlive the run.
+        self.resources = resources
         self.thread_id = _get_ident()
         # Released when the run ends (the handler keeps its own reference): without the
         # Run <-> Context cycle a finished run is freed at once by reference counting.
-        self.ctx: Context[Any] | None = Context(self, graph.state_type)
+        self.ctx: Context[Any] | None = ctx
         # Set by whatever decides the outcome (a step, a timeout, cancel_run()).
         self._decided: asyncio.Future[Outcome] = loop.create_future()
         # Set once the outcome is published: the stream is closed, telemetry recorded.
         self.outcome: asyncio.Future[Outcome] = loop.create_future()
         self._collect_lock = threading.Lock()
+        # Sent by the caller before the run's task started: delivered once it has.
+        self._early: list[tuple[Event, StepInfo | None, str | None]] = []
         self._tg: asyncio.TaskGroup | None = None
-        self._tasks: dict[asyncio.Task[None], str] = {}
+        # Each step task's [step index, event it is handling] (for stopping and saving).
+        self._tasks: dict[asyncio.Task[None], list[Any]] = {}
+        # Set by stream_events(expose_internal=True): the runtime's internal events are
+        # made only from then on (they cost nothing otherwise).
+        self.expose_internal = False
+        self.waiting = 0  # step invocations suspended in wait_for_event
 
     # -- the run's task -------------------------------------------------------------
 
-    async def main(self, start_event: Event) -> None:
+    async def main(self, start: Event | Snapshot) -> None:
         """Run to completion; the outcome lands on ``self.outcome``, never raised here.
 
         The outcome is published once in-flight steps have stopped, or after a grace
@@ -109,14 +155,20 @@ class Run:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 try:
-                    self.dispatch(start_event, None, None)
+                    if isinstance(start, Event):
+                        self.dispatch(start, None, None)
+                    else:  # continuing a saved run: its pending work, not a new start
+                        for step, event in restore_snapshot(self.router, start):
+                            self.dispatch(event, None, step)
+                    for early in self._early:
+                        self.dispatch(*early)
                     outcome = await self._wait()
                 except asyncio.CancelledError:
                     self.router.end()
-                    await self._stop_steps()
+                    await stop_steps(self._tasks, self.router.graph.names, self.info.run_id)
                     self._close(_outcome.cancelled("the run's task was cancelled"))
                     raise
-                await self._stop_steps()
+                await stop_steps(self._tasks, self.router.graph.names, self.info.run_id)
                 self._close(outcome)
         except asyncio.CancelledError:
             self._close(_outcome.cancelled("the run's task was cancelled"))
@@ -144,30 +196,14 @@ class Run:
             self.end(outcome)
             return outcome
 
-    async def _stop_steps(self) -> None:
-        """Cancel in-flight step invocations and give them a grace period to stop."""
-        tasks = [t for t in self._tasks if not t.done()]
-        if not tasks:
-            return
-        for task in tasks:
-            task.cancel()
-        _, pending = await asyncio.wait(tasks, timeout=CANCEL_GRACE_SECONDS)
-        if pending:
-            names = sorted({self._tasks.get(t, "?") for t in pending})
-            _log.warning(
-                "stepstream: step(s) %s of run %s ignored cancellation for %.0fs; the run "
-                "has ended without them (a step must not swallow asyncio.CancelledError)",
-                ", ".join(names),
-                self.info.run_id,
-                CANCEL_GRACE_SECONDS,
-            )
-
     def _close(self, outcome: Outcome) -> None:
         self.router.end()
         if not self.router.close():
             return
         self.outcome.set_result(outcome)
         self.stream.close(outcome.terminal)
+        if self.router.held:
+            _warn_held(self.info, self.router.held)
         self.instrument.run_finished(
             self.info,
             outcome.status,
@@ -197,7 +233,7 @@ class Run:
     def stream_write(self, event: Event) -> None:
         """``ctx.write_event_to_stream``: the hot path, then the thread hop."""
         if not isinstance(event, Event):
-            require_event(event, "write_event_to_stream")  # type: ignore[unreachable]
+            _require_event(event, "write_event_to_stream")  # type: ignore[unreachable]
         if _get_ident() == self.thread_id:
             if not self.observed:  # nothing observes the run: only the stream needs it
                 if self.router.state is RunState.RUNNING:
@@ -219,14 +255,22 @@ class Run:
 
     def send(self, event: Event, target: str | None) -> None:
         """``ctx.send_event``: refuse what cannot be delivered, else route it."""
-        require_event(event, "send_event")
-        problem = self.router.send_problem(event, target)
+        _require_event(event, "send_event")
+        origin = self.caller()
+        problem = self.router.send_problem(event, target, from_caller=origin is None)
         if problem is not None:
-            raise WorkflowRuntimeError(problem)
-        if _get_ident() == self.thread_id:
-            self.dispatch(event, self.caller(), target)
+            unknown = (
+                target is not None
+                and self.router.state is RunState.RUNNING
+                and self.router.graph.spec(target) is None
+            )
+            raise (WorkflowStepDoesNotExistError if unknown else WorkflowRuntimeError)(problem)
+        if self._tg is None:  # the run's task has not started yet
+            self._early.append((event, origin, target))
+        elif _get_ident() == self.thread_id:
+            self.dispatch(event, origin, target)
         else:
-            self.loop.call_soon_threadsafe(self.dispatch, event, self.caller(), target)
+            self.loop.call_soon_threadsafe(self.dispatch, event, origin, target)
 
     def dispatch(self, event: Event, origin: StepInfo | None, target: str | None) -> None:
         """Deliver ``event`` where the router decides."""
@@ -234,16 +278,28 @@ class Run:
         if router.state is not RunState.RUNNING:
             return
         self.instrument.event_sent(self.info, origin, event, target)
-        decision = router.deliver(event, origin, target)
+        # The caller's events that nothing takes yet are held for a later waiter.
+        decision = router.deliver(event, origin, target, hold=origin is None)
         if isinstance(decision, Waiter):
             if not decision.token.done():
                 decision.token.set_result(event)
             return
+        if decision is None:
+            if self.expose_internal:
+                unhandled = internal.unhandled(event, idle=self.idle())
+                if unhandled is not None:
+                    self.stream.push_internal(unhandled)
+            return
         tg = self._tg
         assert tg is not None  # noqa: S101 - dispatch runs inside main()
         for index, worker in decision:
-            task = tg.create_task(work(self, index, worker, event, origin))
-            self._tasks[task] = router.graph.names[index]
+            if worker == QUEUED:
+                if self.expose_internal:
+                    self.stream.push_internal(internal.queued(router.graph.names[index], event))
+                continue
+            job: list[Any] = [index, event]
+            task = tg.create_task(work(self, index, worker, event, origin, job))
+            self._tasks[task] = job
             task.add_done_callback(self._tasks.pop)
 
     def collect(self, event: Event, expected: Sequence[type[Event]]) -> list[Event] | None:
@@ -257,31 +313,5 @@ class Run:
         self.instrument.events_collected(self.info, inv, done[1])
         return done[0]
 
-    async def wait_for(
-        self,
-        event_type: type[Event],
-        waiter_event: Event | None,
-        requirements: Mapping[str, Any] | None,
-        timeout: float | None,
-    ) -> Event:
-        """``ctx.wait_for_event``: register, then write ``waiter_event``, then suspend."""
-        inv = self.caller()
-        waiter = self.router.add_waiter(event_type, requirements or {}, self.loop.create_future())
-        try:
-            if waiter_event is not None:
-                self.stream_write(waiter_event)
-            self.instrument.step_waiting(self.info, inv, event_type)
-            try:
-                async with asyncio.timeout(timeout):
-                    event = await waiter.token
-            except TimeoutError:
-                where = f"step {inv.step!r}" if inv is not None else "the caller"
-                msg = (
-                    f"{where} waited {timeout}s for {event_type.__name__} and none "
-                    "arrived; send it with ctx.send_event(...) or raise the timeout"
-                )
-                raise WorkflowTimeoutError(msg, timeout=timeout) from None
-        finally:
-            self.router.remove_waiter(waiter)
-        self.instrument.step_resumed(self.info, inv, event)
-        return event
+    # ``ctx.wait_for_event``: register, write the waiter event, suspend (see _steps).
+    wait_for = wait_for_event

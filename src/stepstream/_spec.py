@@ -12,16 +12,25 @@ import inspect
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from stepstream.context import Context
 from stepstream.events import Event
+from stepstream.resource import ResourceDefinition, ResourceDescriptor, _descriptor_of
 from stepstream.retry_policy import RetryPolicy
 
-__all__ = ["STEP_ATTR", "StepConfig", "StepSpec", "read_spec"]
+__all__ = ["STEP_ATTR", "Catch", "StepConfig", "StepSpec", "read_spec"]
 
 STEP_ATTR = "__stepstream_step__"
+
+
+@dataclass(frozen=True, slots=True)
+class Catch:
+    """What ``@catch_error`` recorded: the steps covered (None: every other step)."""
+
+    for_steps: tuple[str, ...] | None
+    max_recoveries: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +44,12 @@ class StepConfig:
     timeout: float | None
     is_method: bool
     localns: dict[str, Any]
+    # Set by @catch_error: which steps' failures this step handles.
+    catch: Catch | None = None
+    # @step(accept_event_subclasses=False): only exactly the annotated types.
+    exact: bool = False
+    # @step(skip_graph_checks=[...]).
+    skip: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +72,21 @@ class StepSpec:
     num_workers: int
     retry_policy: RetryPolicy | None
     timeout: float | None
+    # Parameters annotated ``Annotated[T, Resource(...)]`` (or another descriptor):
+    # resolved at each invocation and passed by keyword.
+    resources: tuple[ResourceDefinition, ...] = ()
+    # The context and event parameters passed by keyword, as (name, "ctx" or "ev"):
+    # keyword-only ones, and those after a resource parameter.
+    keyword_args: tuple[tuple[str, str], ...] = ()
+    # Set for a @catch_error handler: which steps' failures it handles.
+    catch: Catch | None = None
+    exact: bool = False
+    skip: frozenset[str] = frozenset()
 
     def accepts_type(self, event_type: type[Event]) -> bool:
         """Tell whether an event of ``event_type`` is routed to this step."""
+        if self.exact:
+            return event_type in self.accepts
         return issubclass(event_type, self.accepts)
 
 
@@ -72,23 +99,25 @@ def read_spec(config: StepConfig, problems: list[str]) -> StepSpec:
     name = config.name
     before = len(problems)
     hints: dict[str, Any] | None
+    extras: dict[str, Any] = {}
     try:
         hints = typing.get_type_hints(config.fn, localns=config.localns)
+        # With the Annotated metadata, where resources are declared.
+        extras = typing.get_type_hints(config.fn, localns=config.localns, include_extras=True)
     except NameError as exc:
         problems.append(
             f"step {name!r}: cannot resolve an annotation ({exc}); define that event "
             "class at module level or before the workflow class"
         )
         hints = None
-    arg_order: tuple[str, ...] = ()
-    accepts: tuple[type[Event], ...] = ()
-    state_type = None
+    params_read = _Params()
     returns: tuple[type[Event], ...] | None = None
     if hints is not None:
         params = list(inspect.signature(config.fn).parameters.values())
         if config.is_method:
             params = params[1:]
-        arg_order, accepts, state_type = _read_params(name, params, hints, problems)
+        params_read = _read_params(name, params, hints, extras, config.localns, problems)
+    accepts = params_read.accepts
     # A step with no event parameter is known to accept nothing; one with a bad
     # annotation might have meant anything.
     accepts_known = len(problems) == before
@@ -106,30 +135,59 @@ def read_spec(config: StepConfig, problems: list[str]) -> StepSpec:
         returns=returns or (),
         accepts_known=accepts_known,
         returns_known=returns is not None,
-        arg_order=arg_order,
+        arg_order=tuple(params_read.arg_order),
         is_method=config.is_method,
         is_async=inspect.iscoroutinefunction(config.fn),
-        state_type=state_type,
+        state_type=params_read.state_type,
         num_workers=config.num_workers,
         retry_policy=config.retry_policy,
         timeout=config.timeout,
+        resources=tuple(params_read.resources),
+        keyword_args=tuple(params_read.keyword_args),
+        catch=config.catch,
+        exact=config.exact,
+        skip=config.skip,
     )
 
 
-def _read_params(
-    name: str, params: list[inspect.Parameter], hints: dict[str, Any], problems: list[str]
-) -> tuple[tuple[str, ...], tuple[type[Event], ...], type[Any] | None]:
-    """Find the context and event parameters: (argument order, accepted types, state)."""
-    arg_order: list[str] = []
+@dataclass(slots=True)
+class _Params:
+    """What the (non-self) parameters of a step say."""
+
+    arg_order: list[str] = field(default_factory=list)
+    keyword_args: list[tuple[str, str]] = field(default_factory=list)
     accepts: tuple[type[Event], ...] = ()
     state_type: type[Any] | None = None
+    resources: list[ResourceDefinition] = field(default_factory=list)
+
+    def add_arg(self, param: inspect.Parameter, kind: str) -> None:
+        """Pass ``param`` the context or the event: positionally when it can be."""
+        if self.resources or param.kind is inspect.Parameter.KEYWORD_ONLY:
+            self.keyword_args.append((param.name, kind))
+        else:
+            self.arg_order.append(kind)
+
+
+def _read_params(  # noqa: PLR0917 - one call site
+    name: str,
+    params: list[inspect.Parameter],
+    hints: dict[str, Any],
+    extras: dict[str, Any],
+    localns: dict[str, Any],
+    problems: list[str],
+) -> _Params:
+    """Find the context, event and resource parameters."""
+    out = _Params()
     for param in params:
         ann = hints.get(param.name)
-        if ann is Context or typing.get_origin(ann) is Context:
-            arg_order.append("ctx")
+        resource = _descriptor_of(extras.get(param.name))
+        if resource is not None:
+            _add_resource(name, param, resource, localns, out, problems)
+        elif ann is Context or typing.get_origin(ann) is Context:
+            out.add_arg(param, "ctx")
             args = typing.get_args(ann)
             if args and args[0] is not Any:
-                state_type = args[0]
+                out.state_type = args[0]
         elif ann is None:
             problems.append(
                 f"step {name!r}: parameter {param.name!r} has no type annotation; "
@@ -141,15 +199,37 @@ def _read_params(
                 f"{_type_name(ann)}, which is not an Event type; annotate it with "
                 "the Event subclass(es) the step accepts"
             )
-        elif accepts:
+        elif out.accepts:
             problems.append(
                 f"step {name!r}: more than one event parameter ({param.name!r}); a step "
                 "takes one event parameter, annotated with a union for several types"
             )
         else:
-            accepts = tuple(_union_members(ann))
-            arg_order.append("ev")
-    return tuple(arg_order), accepts, state_type
+            out.accepts = tuple(_union_members(ann))
+            out.add_arg(param, "ev")
+    return out
+
+
+def _add_resource(  # noqa: PLR0917 - one call site
+    name: str,
+    param: inspect.Parameter,
+    found: tuple[Any, ResourceDescriptor],
+    localns: dict[str, Any],
+    out: _Params,
+    problems: list[str],
+) -> None:
+    if param.kind is inspect.Parameter.POSITIONAL_ONLY:
+        problems.append(
+            f"step {name!r}: resource parameter {param.name!r} is positional-only, but "
+            "resources are passed by keyword; move it after the '/'"
+        )
+        return
+    base, descriptor = found
+    descriptor.set_type_annotation(base)
+    descriptor.set_localns(localns)
+    out.resources.append(
+        ResourceDefinition(name=param.name, resource=descriptor, type_annotation=base)
+    )
 
 
 def _read_returns(

@@ -7,42 +7,75 @@ user code; the decisions (retry or fail, route or stop) come from the routing co
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from stepstream import _internal_events as internal
 from stepstream import _outcome
 from stepstream._instrument import StepInfo, current_step
-from stepstream._routing import Action, RunState, result_action, retry_delay
-from stepstream.errors import WorkflowRuntimeError
-from stepstream.events import Event, StopEvent
+from stepstream._routing import Action, RunState, default_waiter_id, result_action, retry_delay
+from stepstream.context.context import current_context
+from stepstream.errors import WorkflowRuntimeError, WorkflowTimeoutError
+from stepstream.events import Event, StepFailedEvent, StopEvent
+from stepstream.resource import _resolve_step_resources
+from stepstream.retry_policy import RetryInfo
 
 if TYPE_CHECKING:
-    from stepstream._runtime import Run
+    from collections.abc import Mapping
 
-__all__ = ["work"]
+    from stepstream._runtime import Caller, Run
+    from stepstream._spec import StepSpec
+    from stepstream.context import Context
+
+_log = logging.getLogger("stepstream")
+
+#: How long a run waits for cancelled steps to stop before publishing its outcome.
+CANCEL_GRACE_SECONDS = 2.0
+
+__all__ = ["CANCEL_GRACE_SECONDS", "retry_info", "stop_steps", "wait_for_event", "work"]
 
 
-async def work(run: Run, index: int, worker: int, event: Event, origin: StepInfo | None) -> None:
-    """Invoke step ``index`` on ``event``, then on its backlog, in worker slot ``worker``."""
+async def work(  # noqa: PLR0917 - started once per invocation chain, by dispatch
+    run: Run, index: int, worker: int, event: Event, origin: StepInfo | None, job: list[Any]
+) -> None:
+    """Invoke step ``index`` on ``event``, then on its backlog, in worker slot ``worker``.
+
+    ``job`` is the run's record of this task: [step index, event being handled].
+    """
     router = run.router
+    name = router.graph.names[index]
+    current_context.set(run.ctx)
     try:
         while True:
-            await _invoke(run, index, worker, event, origin)
-            job = router.next_job(index)
-            if job is None:
+            if run.expose_internal:
+                run.stream.push_internal(internal.started(name, worker, event))
+            result = await _invoke(run, index, worker, event, origin)
+            if run.expose_internal:
+                run.stream.push_internal(internal.ended(name, worker, event, result))
+            nxt = router.next_job(index)
+            if nxt is None:
                 return
-            event, origin = job
+            event, origin = nxt
+            job[1] = event
     finally:
         router.release(index, worker)
 
-async def _invoke(run: Run, index: int, worker: int, event: Event, origin: StepInfo | None) -> None:
+
+async def _invoke(run: Run, index: int, worker: int, event: Event, origin: StepInfo | None) -> Any:
+    """Run the attempts of one invocation; return what the step returned (None if it failed)."""
     spec = run.router.graph.specs[index]
     ins = run.instrument
     first = time.monotonic()
+    first_ns = time.time_ns()
+    retry: tuple[int, BaseException, int] | None = None
     attempt = 0
     while True:
         attempt += 1
         inv = StepInfo(run.info, spec.name, attempt, worker, event, origin, time.time_ns())
+        inv.retry = retry  # what ctx.retry_info() tells a retried attempt
         current_step.set(inv)
         ins.step_started(inv)
         try:
@@ -55,7 +88,7 @@ async def _invoke(run: Run, index: int, worker: int, event: Event, origin: StepI
                 f"steps still active: {', '.join(active)}"
             )
             run.end(_outcome.timed_out(msg, spec.timeout, active, inv))
-            return
+            return None
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
             if run.router.state is not RunState.RUNNING or task is None or task.cancelling():
@@ -67,31 +100,47 @@ async def _invoke(run: Run, index: int, worker: int, event: Event, origin: StepI
                 "cancelled; raise an ordinary exception to fail a step"
             )
             error.__cause__ = exc
-            _fail(run, inv, error)
-            return
+            _fail(run, inv, error, first)
+            return None
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # noqa: BLE001 - a step's error ends the run as a value
             # BaseException too: pytest.fail() or a framework's abort inside a step is
             # still that step's failure, not a cancellation of the run.
-            delay = retry_delay(
-                spec.retry_policy, run.router.state, time.monotonic() - first, attempt, exc
-            )
+            try:
+                delay = retry_delay(
+                    spec.retry_policy,
+                    run.router.state,
+                    time.monotonic() - first,
+                    attempt,
+                    exc,
+                    f"{run.info.run_id}:{spec.name}",
+                )
+            except Exception as policy_error:  # noqa: BLE001 - the policy's own failure
+                # A policy that raises decides to stop; its error (caused by the step's)
+                # is what ends the step.
+                policy_error.__cause__ = exc
+                _fail(run, inv, policy_error, first)
+                return None
             if delay is None:
-                _fail(run, inv, exc)
-                return
+                _fail(run, inv, exc, first)
+                return None
+            retry = (first_ns, exc, time.time_ns())
             ins.step_failed(inv, exc, "error", True)
             ins.step_retry(inv, delay)
             await asyncio.sleep(delay)
             continue
-        _handle_result(run, inv, result)
-        return
+        _handle_result(run, inv, result, first)
+        return result
+
 
 async def _call(run: Run, index: int, event: Event) -> Any:
     spec = run.router.graph.specs[index]
     call = run.callers[index]
     ctx = run.ctx
     assert ctx is not None  # noqa: S101 - steps run inside main(), before the release
+    if spec.resources:
+        return await _call_with_resources(run, spec, call, ctx, event)
     if spec.timeout is None:
         if spec.is_async:
             return await call(ctx, event)
@@ -107,18 +156,80 @@ async def _call(run: Run, index: int, event: Event) -> Any:
             raise _StepTimedOut(exc) from exc
         raise
 
-def _fail(run: Run, inv: StepInfo, error: BaseException) -> None:
-    run.instrument.step_failed(inv, error, "error", False)
-    run.end(_outcome.failed(inv.step, error, inv))
 
-def _handle_result(run: Run, inv: StepInfo, result: Any) -> None:
+async def _call_with_resources(
+    run: Run, spec: StepSpec, call: Caller, ctx: Context[Any], event: Event
+) -> Any:
+    """Resolve the step's resources (one scope), then call it with them by keyword.
+
+    Resolution is part of the attempt: it counts against the step's timeout, and what
+    a factory raises fails the attempt (and is retried like any step error).
+    """
+    scope = asyncio.timeout(spec.timeout)
+    try:
+        async with scope:
+            started = time.perf_counter()
+            resources = await _resolve_step_resources(run.resources, spec.resources, spec.name)
+            inv = current_step.get()
+            if inv is not None:
+                names = tuple(d.resource.name for d in spec.resources)
+                run.instrument.resources_resolved(inv, names, time.perf_counter() - started)
+            if spec.is_async:
+                return await call(ctx, event, **resources)
+            return await asyncio.to_thread(call, ctx, event, **resources)
+    except TimeoutError as exc:
+        if scope.expired():
+            raise _StepTimedOut(exc) from exc
+        raise
+
+
+def _fail(run: Run, inv: StepInfo, error: BaseException, first: float) -> None:
+    """Step attempt ``inv`` failed for good: its @catch_error handler takes over, or the run ends.
+
+    The handler gets a StepFailedEvent unless it already recovered the chain of events
+    that led here ``max_recoveries`` times (counted along the producers of the events).
+    """
+    run.instrument.step_failed(inv, error, "error", False)
+    graph = run.router.graph
+    catcher = graph.catcher[graph.index[inv.step]]
+    if catcher is not None and run.router.state is RunState.RUNNING:
+        handler = graph.specs[catcher]
+        assert handler.catch is not None  # noqa: S101 - catchers() picks handlers only
+        recovered = sum(1 for origin in _lineage(inv) if origin.step == handler.name)
+        if recovered < handler.catch.max_recoveries:
+            failed = StepFailedEvent(
+                step_name=inv.step,
+                input_event=inv.event,
+                exception=error,
+                attempts=inv.attempt,
+                elapsed_seconds=time.monotonic() - first,
+                failed_at=datetime.now(UTC),
+            )
+            run.dispatch(failed, inv, handler.name)
+            return
+    run.end(_failed(inv, error, first))
+
+
+def _lineage(inv: StepInfo) -> Iterator[StepInfo]:
+    """The step attempts whose events led to ``inv``, nearest first."""
+    origin = inv.origin
+    while origin is not None:
+        yield origin
+        origin = origin.origin
+
+
+def _failed(inv: StepInfo, error: BaseException, first: float) -> _outcome.Outcome:
+    return _outcome.failed(inv.step, error, inv, inv.attempt, time.monotonic() - first)
+
+
+def _handle_result(run: Run, inv: StepInfo, result: Any, first: float) -> None:
     action = result_action(result, run.router.state)
     if action is Action.INVALID:
         msg = (
             f"step {inv.step!r} returned {type(result).__name__} ({result!r:.80}); steps "
             "must return an Event instance or None"
         )
-        _fail(run, inv, WorkflowRuntimeError(msg))
+        _fail(run, inv, WorkflowRuntimeError(msg), first)
         return
     run.instrument.step_finished(inv, result)
     if action is Action.STOP:
@@ -130,10 +241,88 @@ def _handle_result(run: Run, inv: StepInfo, result: Any) -> None:
         try:
             run.dispatch(result, inv, None)
         except WorkflowRuntimeError as exc:
-            run.end(_outcome.failed(inv.step, exc, inv))
+            run.end(_failed(inv, exc, first))
+
+
+async def wait_for_event(  # noqa: PLR0917 - mirrors ctx.wait_for_event
+    run: Run,
+    event_type: type[Event],
+    waiter_event: Event | None,
+    waiter_id: str | None,
+    requirements: Mapping[str, Any] | None,
+    timeout: float | None,
+) -> Event:
+    """``ctx.wait_for_event``: register, then write ``waiter_event``, then suspend."""
+    inv = run.caller()
+    wanted = requirements or {}
+    if waiter_id is None:
+        waiter_id = default_waiter_id(inv.step if inv else None, event_type, wanted)
+    waiter, held = run.router.add_waiter(event_type, wanted, run.loop.create_future(), waiter_id)
+    if held is not None:  # the answer came first: it was held for this waiter
+        run.instrument.step_resumed(run.info, inv, held)
+        return held
+    if inv is not None:
+        run.waiting += 1
+    try:
+        # A wait restored from a saved context streamed its waiter event before.
+        if waiter_event is not None and not waiter.restored:
+            run.stream_write(waiter_event)
+        run.instrument.step_waiting(run.info, inv, event_type)
+        if run.expose_internal and run.idle():
+            run.stream.push_internal(internal.idle())
+        try:
+            async with asyncio.timeout(timeout):
+                event = await waiter.token
+        except TimeoutError:
+            where = f"step {inv.step!r}" if inv is not None else "the caller"
+            msg = (
+                f"{where} waited {timeout}s for {event_type.__name__} and none "
+                "arrived; send it with ctx.send_event(...) or raise the timeout"
+            )
+            raise WorkflowTimeoutError(msg, timeout=timeout) from None
+    finally:
+        run.router.remove_waiter(waiter)
+        if inv is not None:
+            run.waiting -= 1
+    run.instrument.step_resumed(run.info, inv, event)
+    return event
+
+
+async def stop_steps(
+    tasks: dict[asyncio.Task[None], list[Any]], names: tuple[str, ...], run_id: str
+) -> None:
+    """Cancel in-flight step invocations and give them a grace period to stop."""
+    running = [t for t in tasks if not t.done()]
+    if not running:
+        return
+    for task in running:
+        task.cancel()
+    _, pending = await asyncio.wait(running, timeout=CANCEL_GRACE_SECONDS)
+    if pending:
+        stuck = sorted({names[tasks[t][0]] if t in tasks else "?" for t in pending})
+        _log.warning(
+            "stepstream: step(s) %s of run %s ignored cancellation for %.0fs; the run "
+            "has ended without them (a step must not swallow asyncio.CancelledError)",
+            ", ".join(stuck),
+            run_id,
+            CANCEL_GRACE_SECONDS,
+        )
 
 
 class _StepTimedOut(Exception):  # noqa: N818 - internal signal carrying the TimeoutError
     def __init__(self, error: TimeoutError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+def retry_info(inv: StepInfo) -> RetryInfo:
+    """What ``ctx.retry_info()`` tells the step attempt ``inv``."""
+    if inv.retry is None:
+        return RetryInfo(0, 0.0, None, None)
+    first_ns, error, failed_ns = inv.retry
+    return RetryInfo(
+        retry_number=inv.attempt - 1,
+        elapsed_seconds=max(0.0, (time.time_ns() - first_ns) / 1e9),
+        last_exception=error if isinstance(error, Exception) else None,
+        last_failed_at=datetime.fromtimestamp(failed_ns / 1e9, UTC),
+    )

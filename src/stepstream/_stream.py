@@ -12,7 +12,7 @@ import asyncio
 from collections import deque
 
 from stepstream.errors import WorkflowRuntimeError
-from stepstream.events import Event, StopEvent
+from stepstream.events import Event, InternalDispatchEvent, StopEvent
 
 __all__ = ["EventStream"]
 
@@ -22,14 +22,14 @@ class EventStream:
 
     __slots__ = ("buf", "consumed", "loop", "seq", "terminal", "waiter")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, seq: int = 0) -> None:
         self.loop = loop
         # Created by the first push: a parked run that streamed nothing costs no deque.
         self.buf: deque[Event] | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.terminal: StopEvent | None = None
         self.consumed = False
-        self.seq = 0
+        self.seq = seq  # the position of the next event (a continued run goes on counting)
 
     def push(self, event: Event) -> int:
         """Append ``event`` and return its 0-based position in the stream."""
@@ -46,13 +46,19 @@ class EventStream:
                 waiter.set_result(None)
         return seq
 
+    def push_internal(self, event: Event) -> None:
+        """Append a runtime-internal event: it takes no position in the stream (``seq``)."""
+        seq = self.seq
+        self.push(event)  # (push stays free of an extra call: it is the hot path)
+        self.seq = seq
+
     def close(self, terminal: StopEvent) -> None:
         """Append the terminal event; nothing is pushed after it."""
         if self.terminal is None:
             self.push(terminal)
             self.terminal = terminal
 
-    def iterate(self) -> _StreamIterator:
+    def iterate(self, expose_internal: bool = False) -> _StreamIterator:
         """Return an iterator over the events not yet consumed."""
         if self.consumed:
             msg = (
@@ -60,15 +66,16 @@ class EventStream:
                 "iterate stream_events() once, or await the handler for the result"
             )
             raise WorkflowRuntimeError(msg)
-        return _StreamIterator(self)
+        return _StreamIterator(self, expose_internal)
 
 
 class _StreamIterator:
-    __slots__ = ("_done", "_stream")
+    __slots__ = ("_done", "_internal", "_stream")
 
-    def __init__(self, stream: EventStream) -> None:
+    def __init__(self, stream: EventStream, expose_internal: bool) -> None:
         self._stream = stream
         self._done = False
+        self._internal = expose_internal
 
     def __aiter__(self) -> _StreamIterator:
         return self
@@ -95,4 +102,6 @@ class _StreamIterator:
         if event is stream.terminal:
             stream.consumed = True
             self._done = True
+        elif not self._internal and isinstance(event, InternalDispatchEvent):
+            return await self.__anext__()  # shown only to iterators that asked for them
         return event

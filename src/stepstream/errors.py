@@ -1,13 +1,29 @@
 """Errors raised by stepstream.
 
 Every error stepstream raises derives from :class:`WorkflowError`, and each also
-derives from the builtin a caller would naturally catch::
+derives from the builtin a caller would naturally catch (the state store and the
+serializers of :mod:`stepstream.context` raise plain builtins, ``ValueError`` and
+``TypeError`` mostly, as LlamaIndex Workflows does). The names of LlamaIndex
+Workflows' ``workflows.errors`` are all here, arranged so that an ``except`` clause
+written for LlamaIndex catches what stepstream raises in the same situation, also
+where stepstream finds the problem earlier::
 
     WorkflowError (Exception)
-    ├── WorkflowValidationError (ValueError)   a workflow definition or start input is wrong
-    ├── WorkflowRuntimeError (RuntimeError)    the API was used wrongly while running
-    ├── WorkflowTimeoutError (TimeoutError)    the run or a step ran out of time
-    └── WorkflowCancelledError                 the run was cancelled with cancel_run()
+    ├── WorkflowValidationError (ValueError)     a workflow definition or start input is wrong
+    │   └── WorkflowConfigurationError           the step graph is wrong (found when the
+    │                                            workflow class is instantiated)
+    ├── WorkflowRuntimeError (RuntimeError)      the API was used wrongly while running
+    │   ├── WorkflowStepDoesNotExistError        send_event(..., step=...) names no step
+    │   └── ContextStateError                    a Context call that cannot work here
+    ├── WorkflowTimeoutError (TimeoutError)      the run or a step ran out of time
+    ├── WorkflowCancelledByUser                  the run was cancelled (LlamaIndex's name)
+    │   └── WorkflowCancelledError               what stepstream raises when it is
+    ├── ContextSerdeError (ValueError)           a Context could not be (de)serialised
+    └── WorkflowDone                             LlamaIndex's internal end-of-run signal
+
+``ContextSerdeError``, ``ContextStateError`` and ``WorkflowDone`` exist for code ported
+from LlamaIndex Workflows (``except ContextStateError:``); stepstream does not raise them
+yet.
 
 Messages name the step, event type, field or key at fault and say what to do.
 """
@@ -17,9 +33,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 __all__ = [
+    "ContextSerdeError",
+    "ContextStateError",
+    "WorkflowCancelledByUser",
     "WorkflowCancelledError",
+    "WorkflowConfigurationError",
+    "WorkflowDone",
     "WorkflowError",
     "WorkflowRuntimeError",
+    "WorkflowStepDoesNotExistError",
     "WorkflowTimeoutError",
     "WorkflowValidationError",
 ]
@@ -43,8 +65,41 @@ class WorkflowValidationError(WorkflowError, ValueError):
         super().__init__(message)
 
 
+class WorkflowConfigurationError(WorkflowValidationError):
+    """The workflow's step graph is invalid; raised when its class is instantiated.
+
+    LlamaIndex Workflows raises ``WorkflowConfigurationError`` at construction for a
+    missing or ambiguous start or stop event and for a workflow without steps, and
+    ``WorkflowValidationError`` from ``run()`` for the other graph problems. stepstream
+    checks the whole graph at construction and reports every problem in one error of
+    this class, so ``except WorkflowConfigurationError`` and ``except
+    WorkflowValidationError`` both catch it.
+    """
+
+
 class WorkflowRuntimeError(WorkflowError, RuntimeError):
     """The runtime API was used in a way that cannot work (named in the message)."""
+
+
+class WorkflowStepDoesNotExistError(WorkflowRuntimeError):
+    """A call addressed a step the workflow does not have: ``send_event(ev, step="x")``.
+
+    LlamaIndex Workflows raises ``WorkflowRuntimeError`` there, so this class derives
+    from it: ``except WorkflowRuntimeError`` and ``except WorkflowStepDoesNotExistError``
+    both catch it.
+    """
+
+
+class ContextStateError(WorkflowRuntimeError):
+    """A Context method was called where it cannot work (LlamaIndex: on the wrong face).
+
+    A ``WorkflowRuntimeError`` too: LlamaIndex documents some of these calls as raising
+    ``WorkflowRuntimeError``, so code written against either name catches it.
+    """
+
+
+class ContextSerdeError(WorkflowError, ValueError):
+    """A Context could not be serialised or restored from its serialised form."""
 
 
 class WorkflowTimeoutError(WorkflowError, TimeoutError):
@@ -61,5 +116,20 @@ class WorkflowTimeoutError(WorkflowError, TimeoutError):
         super().__init__(message)
 
 
-class WorkflowCancelledError(WorkflowError):
+class WorkflowCancelledByUser(WorkflowError):  # noqa: N818 - LlamaIndex Workflows' name
+    """The run was cancelled: what ``except`` clauses written for LlamaIndex catch.
+
+    stepstream raises its subclass :class:`WorkflowCancelledError` (with a message
+    saying how the run was cancelled) rather than an alias of this class: the class
+    name in tracebacks, logs and telemetry (``error_type``) stays stepstream's, while
+    ``except WorkflowCancelledByUser`` and ``except WorkflowCancelledError`` both catch
+    it.
+    """
+
+
+class WorkflowCancelledError(WorkflowCancelledByUser):
     """The run was cancelled by ``handler.cancel_run()`` or by cancelling its task."""
+
+
+class WorkflowDone(WorkflowError):  # noqa: N818 - LlamaIndex Workflows' name
+    """LlamaIndex Workflows' internal signal that a run has ended; never raised here."""

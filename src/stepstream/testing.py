@@ -20,9 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from stepstream.context import Context
+from stepstream.events import Event, StartEvent
+from stepstream.workflow import Workflow
 
 if TYPE_CHECKING:
     from stepstream.telemetry._capture import CapturedTelemetry, capture_telemetry
@@ -32,6 +37,8 @@ __all__ = [
     "CapturedTelemetry",
     "CompletionResponse",
     "FakeStreamingLLM",
+    "WorkflowTestResult",
+    "WorkflowTestRunner",
     "capture_telemetry",
 ]
 
@@ -110,3 +117,55 @@ class FakeStreamingLLM:
                 await asyncio.sleep(self.delay)
             text += word
             yield CompletionResponse(text=text, delta=word)
+
+
+@dataclass
+class WorkflowTestResult:
+    """What :meth:`WorkflowTestRunner.run` saw: the streamed events, their counts, the result."""
+
+    collected: list[Event]
+    event_types: dict[type[Event], int]
+    result: Any
+    ctx: Context[Any] = field(repr=False)
+
+
+class WorkflowTestRunner:
+    """Runs a workflow to its end and collects what it streams (as in LlamaIndex's testing).
+
+    ::
+
+        result = await WorkflowTestRunner(MyWorkflow()).run(StartEvent(topic="x"))
+        assert result.event_types[ProgressEvent] == 3
+    """
+
+    def __init__(self, workflow: Workflow) -> None:
+        self._workflow = workflow
+
+    async def run(
+        self,
+        start_event: StartEvent | None = None,
+        ctx: Context[Any] | None = None,
+        expose_internal: bool = True,
+        exclude_events: list[type[Event]] | None = None,
+    ) -> WorkflowTestResult:
+        """Run with ``start_event`` (default ``StartEvent()``), streaming internal events too.
+
+        Events whose exact type is in ``exclude_events`` are left out; what the run
+        raises propagates.
+        """
+        handler = self._workflow.run(
+            ctx=ctx, start_event=start_event if start_event is not None else StartEvent()
+        )
+        excluded = set(exclude_events or ())
+        collected = [
+            ev
+            async for ev in handler.stream_events(expose_internal=expose_internal)
+            if type(ev) not in excluded
+        ]
+        result = await handler
+        return WorkflowTestResult(
+            collected=collected,
+            event_types=dict(Counter(type(ev) for ev in collected)),
+            result=result,
+            ctx=handler.ctx,
+        )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -12,14 +14,18 @@ import pydantic
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
-from stepstream._graph import add_free_step, compiled_graph
+from stepstream._graph import add_free_step, compiled_graph, step_names
 from stepstream._instrument import RunInfo
 from stepstream._runtime import Caller, Run
-from stepstream._spec import StepConfig, StepSpec
+from stepstream._spec import STEP_ATTR, StepConfig, StepSpec
 from stepstream._stream import EventStream
-from stepstream.errors import WorkflowRuntimeError, WorkflowValidationError
-from stepstream.events import StartEvent
+from stepstream._validation import GRAPH_CHECKS, NO_VALIDATION, graph_problems
+from stepstream.context import BaseSerializer, Context
+from stepstream.context._snapshot import Snapshot
+from stepstream.errors import ContextStateError, WorkflowRuntimeError, WorkflowValidationError
+from stepstream.events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
 from stepstream.handler import WorkflowHandler
+from stepstream.resource import ResourceManager
 from stepstream.telemetry._observers import WorkflowObservers
 
 __all__ = ["Workflow"]
@@ -31,44 +37,137 @@ class Workflow:
     """Subclass it, decorate methods with ``@step``, then ``handler = wf.run(...)``.
 
     The step graph is validated when the class is first instantiated; every problem
-    is listed in one WorkflowValidationError. ``timeout`` (seconds, or None) bounds a
-    whole run; ``verbose=True`` prints a line per step start, step end and streamed
-    event to stderr. Spans and metrics go to the global OpenTelemetry providers unless
-    ``tracer_provider`` / ``meter_provider`` are given.
+    is listed in one WorkflowValidationError (``disable_validation=True`` skips the
+    event-flow checks, ``skip_graph_checks`` some of them). ``timeout`` (seconds, or
+    None) bounds a whole run; ``verbose=True`` prints a line per step start, step end
+    and streamed event to stderr; ``num_concurrent_runs`` bounds how many runs of this
+    instance execute at once (the others wait their turn); ``workflow_name`` names the
+    workflow (also in telemetry). ``resource_manager`` keeps the values of the steps'
+    ``Annotated[T, Resource(...)]`` parameters; by default each workflow instance has
+    its own (see :mod:`stepstream.resource`). Spans and metrics go to the global
+    OpenTelemetry providers unless ``tracer_provider`` / ``meter_provider`` are given.
     """
 
     _stepstream_free_steps: ClassVar[dict[str, StepConfig]]
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - the LlamaIndex Workflows signature, positional order too
         self,
         timeout: float | None = 45.0,
+        disable_validation: bool = False,
         verbose: bool = False,
+        resource_manager: ResourceManager | None = None,
+        num_concurrent_runs: int | None = None,
+        runtime: object | None = None,
+        workflow_name: str | None = None,
+        skip_graph_checks: set[str] | None = None,
+        serializer: BaseSerializer | None = None,
         *,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
     ) -> None:
-        if timeout is not None and not timeout > 0:
-            msg = (
-                f"{type(self).__name__}(timeout=...) must be a positive number of seconds "
-                f"or None, got {timeout!r}"
+        cls_name = type(self).__name__
+        _check_options(cls_name, timeout, num_concurrent_runs, runtime, skip_graph_checks)
+        if resource_manager is not None and not isinstance(resource_manager, ResourceManager):
+            msg = (  # type: ignore[unreachable]
+                f"{cls_name}(resource_manager=...) must be a "
+                "stepstream.resource.ResourceManager (or None for a new one), got "
+                f"{type(resource_manager).__name__}"
             )
             raise WorkflowValidationError(msg)
         self.timeout = timeout
         self.verbose = verbose
-        self._graph = compiled_graph(type(self))
+        self._resource_manager = (
+            resource_manager if resource_manager is not None else ResourceManager()
+        )
+        self._skip = frozenset(skip_graph_checks or ())
+        if disable_validation:
+            self._skip |= {NO_VALIDATION}
+        self._graph = compiled_graph(type(self), self._skip)
         self._callers = tuple(_make_caller(spec, self) for spec in self._graph.specs)
         self._observers = WorkflowObservers(tracer_provider, meter_provider, verbose)
+        self._name = workflow_name
+        self._serializer = serializer
+        # The name runs carry in telemetry: the explicit name, else the class name.
+        self._run_name = workflow_name or cls_name
+        self._num_concurrent_runs = num_concurrent_runs
+        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @classmethod
     def _add_free_step(cls, config: StepConfig) -> None:
         add_free_step(cls, config)
+
+    @classmethod
+    def add_step(cls, func: Callable[..., Any]) -> None:
+        """Attach the ``@step``-decorated free function ``func`` to this workflow class."""
+        config = getattr(func, STEP_ATTR, None)
+        name = getattr(func, "__name__", repr(func))
+        if not isinstance(config, StepConfig):
+            msg = (
+                f"{cls.__name__}.add_step({name}): {name} is missing the @step decorator; "
+                "decorate it with @step first"
+            )
+            raise WorkflowValidationError(msg)
+        if name in step_names(cls):
+            msg = (
+                f"{cls.__name__}.add_step({name}): workflow {cls.__name__} already has a step "
+                f"named {name!r}; rename the function"
+            )
+            raise WorkflowValidationError(msg)
+        add_free_step(cls, dataclasses.replace(config, is_method=False))
 
     @property
     def steps(self) -> tuple[str, ...]:
         """Names of this workflow's steps."""
         return self._graph.names
 
-    def run(self, *, start_event: StartEvent | None = None, **kwargs: Any) -> WorkflowHandler:
+    @property
+    def workflow_name(self) -> str:
+        """The name given as ``workflow_name=``, else ``module.ClassName``."""
+        cls = type(self)
+        return self._name or f"{cls.__module__}.{cls.__qualname__}"
+
+    @property
+    def events(self) -> list[type[Event]]:
+        """Every event type a step accepts or returns, in step order."""
+        found: dict[type[Event], None] = {}
+        for spec in self._graph.specs:
+            found.update(dict.fromkeys((*spec.accepts, *spec.returns)))
+        return list(found)
+
+    @property
+    def start_event_class(self) -> type[StartEvent]:
+        """The StartEvent type this workflow's start step accepts."""
+        return self._graph.start_event_type
+
+    @property
+    def stop_event_class(self) -> type[StopEvent]:
+        """The StopEvent type its steps return (the first one declared)."""
+        stops = [t for t in self.events if issubclass(t, StopEvent)]
+        return stops[0] if stops else StopEvent
+
+    def validate(self) -> bool:
+        """Check the whole graph again; True when the workflow asks for human input.
+
+        Raises WorkflowValidationError listing every problem. "Asks for human input"
+        means a step returns an InputRequiredEvent or accepts a HumanResponseEvent.
+        """
+        checks = self._skip - {NO_VALIDATION}
+        problems = graph_problems(self._graph.specs, frozenset(checks))
+        if problems:
+            msg = f"workflow {type(self).__name__} is invalid ({len(problems)} problem(s)):"
+            raise WorkflowValidationError(msg, problems)
+        return any(
+            issubclass(t, InputRequiredEvent) for s in self._graph.specs for t in s.returns
+        ) or any(issubclass(t, HumanResponseEvent) for s in self._graph.specs for t in s.accepts)
+
+    def run(
+        self,
+        ctx: Context[Any] | None = None,
+        start_event: StartEvent | None = None,
+        **kwargs: Any,
+    ) -> WorkflowHandler:
         """Start a run in the running event loop and return its handler at once.
 
         Keyword arguments become fields of the start event; or pass ``start_event=``.
@@ -82,26 +181,70 @@ class Workflow:
                 "code, e.g. `async def main(): handler = wf.run(...)` with asyncio.run(main())"
             )
             raise WorkflowRuntimeError(msg) from None
-        event = self._start_event(start_event, kwargs)
+        run_id = kwargs.pop("run_id", None)
+        ctx = self._context_for(ctx)
+        saved = ctx._begin()  # noqa: SLF001 - the workflow is the context's friend
+        # A continued run sends no start event: it picks up its saved work.
+        start = self._start_event(start_event, kwargs) if saved is None else saved.routing
+        if saved is not None:
+            run_id = saved.run_id
         # 128 random bits as hex, like a trace id. random (reseeded after fork) rather
         # than uuid4: os.urandom is a syscall, and every GIL release on the loop thread
         # can wait a switch interval behind a busy export thread.
-        info = RunInfo(name, f"{random.getrandbits(128):032x}", time.time_ns())
+        info = RunInfo(self._run_name, run_id or f"{random.getrandbits(128):032x}", time.time_ns())
         run = Run(
             info,
             self._graph,
             self._callers,
             self._observers.for_run(),
-            EventStream(loop),
+            EventStream(loop, saved.stream_seq if saved is not None else 0),
             self.timeout,
             loop,
+            self._resource_manager,
+            ctx,
         )
-        task = loop.create_task(run.main(event), name=f"stepstream {name} {info.run_id}")
+        ctx._attach(run)  # noqa: SLF001
+        if saved is not None:
+            info.attempt = saved.attempt + 1
+            if saved.trace_id is not None and saved.span_id is not None:
+                info.resumed = (saved.trace_id, saved.span_id)
+        body = run.main(start) if self._num_concurrent_runs is None else self._queued(run, start)
+        task = loop.create_task(body, name=f"stepstream {name} {info.run_id}")
         # The loop keeps only weak references to tasks: hold the run until it ends, so
         # a caller that drops its handler does not get the run garbage-collected.
         _RUNNING.add(task)
         task.add_done_callback(_RUNNING.discard)
         return WorkflowHandler(run, task)
+
+    def _context_for(self, ctx: Context[Any] | None) -> Context[Any]:
+        if ctx is None:
+            return Context(self)
+        owner = ctx._workflow  # noqa: SLF001 - the workflow is the context's friend
+        if not isinstance(self, type(owner)):
+            msg = (
+                f"{type(self).__name__}.run(ctx=...): this context belongs to workflow "
+                f"{type(owner).__name__}; pass a Context made for {type(self).__name__}"
+            )
+            raise ContextStateError(msg)
+        return ctx
+
+    def _context_spec(self) -> tuple[str, type[Any] | None, BaseSerializer | None]:
+        """What a Context needs of its workflow: name, state type, default serializer."""
+        return self.workflow_name, self._graph.state_type, self._serializer
+
+    @property
+    def serializer(self) -> BaseSerializer | None:
+        """The serializer a Context of this workflow saves with (None: JSON)."""
+        return self._serializer
+
+    async def _queued(self, run: Run, start: StartEvent | Snapshot) -> None:
+        """Run once one of the ``num_concurrent_runs`` slots (per event loop) is free."""
+        loop = asyncio.get_running_loop()
+        slots = self._slots.get(loop)
+        if slots is None:
+            slots = self._slots[loop] = asyncio.Semaphore(self._num_concurrent_runs or 1)
+        async with slots:
+            await run.main(start)
 
     def _start_event(self, given: StartEvent | None, kwargs: dict[str, Any]) -> StartEvent:
         start_type = self._graph.start_event_type
@@ -141,6 +284,8 @@ class Workflow:
 def _make_caller(spec: StepSpec, wf: Workflow) -> Caller:
     fn: Callable[..., Any] = spec.fn.__get__(wf) if spec.is_method else spec.fn
     order = spec.arg_order
+    if spec.resources or spec.keyword_args:
+        return _keyword_caller(fn, order, spec.keyword_args)
     if order == ("ctx", "ev"):
         return fn
     if order == ("ev",):
@@ -148,3 +293,56 @@ def _make_caller(spec: StepSpec, wf: Workflow) -> Caller:
     if order == ("ev", "ctx"):
         return lambda ctx, ev: fn(ev, ctx)
     return lambda ctx, ev: fn(*(ctx if a == "ctx" else ev for a in order))
+
+
+def _check_options(
+    name: str,
+    timeout: float | None,
+    num_concurrent_runs: int | None,
+    runtime: object | None,
+    skip_graph_checks: set[str] | None,
+) -> None:
+    if timeout is not None and not timeout > 0:
+        msg = f"{name}(timeout=...) must be a positive number of seconds or None, got {timeout!r}"
+        raise WorkflowValidationError(msg)
+    problems = []
+    if num_concurrent_runs is not None and (
+        isinstance(num_concurrent_runs, bool)
+        or not isinstance(num_concurrent_runs, int)
+        or num_concurrent_runs < 1
+    ):
+        problems.append(
+            f"num_concurrent_runs must be an integer greater than 0 or None, got "
+            f"{num_concurrent_runs!r}"
+        )
+    if runtime is not None:
+        problems.append("runtime= is not supported: stepstream has one runtime; leave it out")
+    unknown = sorted(set(skip_graph_checks or ()) - GRAPH_CHECKS)
+    if unknown:
+        problems.append(
+            f"unknown graph check name(s) in skip_graph_checks: {', '.join(unknown)}; valid "
+            f"names are {', '.join(sorted(GRAPH_CHECKS))}"
+        )
+    if problems:
+        msg = f"{name}(...) options are invalid"
+        raise WorkflowValidationError(msg, problems)
+
+
+def _keyword_caller(
+    fn: Callable[..., Any], order: tuple[str, ...], keyword_args: tuple[tuple[str, str], ...]
+) -> Caller:
+    """A caller that also passes ``**resources`` (and keyword context/event parameters)."""
+    if not keyword_args:
+        if order == ("ctx", "ev"):
+            return fn
+        if order == ("ev",):
+            return lambda _ctx, ev, **resources: fn(ev, **resources)
+        if order == ("ev", "ctx"):
+            return lambda ctx, ev, **resources: fn(ev, ctx, **resources)
+
+    def call(ctx: Context[Any], ev: Event, **resources: Any) -> Any:
+        args = (ctx if a == "ctx" else ev for a in order)
+        named = {name: ctx if a == "ctx" else ev for name, a in keyword_args}
+        return fn(*args, **named, **resources)
+
+    return call

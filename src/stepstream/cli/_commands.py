@@ -41,7 +41,7 @@ def traces() -> None:
 
 @traces.command("list")
 @click.option("--workflow", help="Only runs of this workflow class.")
-@click.option("--status", type=click.Choice(["ok", "error", "timeout", "cancelled"]))
+@click.option("--status", type=click.Choice(attrs.STATUSES))
 @click.option("--limit", type=int, default=20, show_default=True)
 @DIR_OPTION
 def list_runs(workflow: str | None, status: str | None, limit: int, telemetry_dir: Path) -> None:
@@ -61,7 +61,7 @@ def list_runs(workflow: str | None, status: str | None, limit: int, telemetry_di
         )
     for r in runs:
         start = datetime.fromtimestamp(r.span.start_ns / 1e9, UTC).strftime("%m-%d %H:%M:%S")
-        colour = "green" if r.status == "ok" else "red"
+        colour = "green" if r.status == attrs.STATUS_OK else "red"
         table.add_row(
             start,
             r.workflow,

@@ -15,7 +15,12 @@ from stepstream.telemetry import attributes as attrs
 
 __all__ = ["render_html"]
 
-_COLOURS = {"ok": "#16a34a", "error": "#dc2626", "timeout": "#ea580c", "cancelled": "#9ca3af"}
+_COLOURS: dict[str, str] = {
+    attrs.STATUS_OK: "#16a34a",
+    attrs.STATUS_ERROR: "#dc2626",
+    attrs.STATUS_TIMEOUT: "#ea580c",
+    attrs.STATUS_CANCELLED: "#9ca3af",
+}
 _GREY = "#64748b"
 _NAME_W, _DUR_W, _CHART_W, _ROW_H, _AXIS_H = 290, 90, 860, 26, 30
 _MAX_SPANS, _MAX_TICKS, _MAX_ROWS = 2000, 1000, 500  # timeline rows, ticks per row, table rows
@@ -38,6 +43,7 @@ vertical-align:top}th{color:#475569;background:#f8fafc;position:sticky;top:0}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}.note{color:#64748b;
 font-size:12px;margin:6px 0 0}
 """
+_WORST_FIRST: tuple[str, ...] = (attrs.STATUS_ERROR, attrs.STATUS_TIMEOUT, attrs.STATUS_CANCELLED)
 
 
 def _e(value: object) -> str:
@@ -69,8 +75,12 @@ def _svg(width: float, height: float, label: str, colour: str) -> str:
 
 def _status(span: Span, run: Run) -> str:
     """Return a span's status: the run's, a step's (its attribute), else from its error flag."""
-    status = run.status if span is run.span else str(span.attributes.get(attrs.STEP_STATUS, "ok"))
-    return "error" if span.error and status in {"ok", "unknown"} else status
+    status = (
+        run.status
+        if span is run.span
+        else str(span.attributes.get(attrs.STEP_STATUS, attrs.STATUS_OK))
+    )
+    return attrs.STATUS_ERROR if span.error and status in {attrs.STATUS_OK, "unknown"} else status
 
 
 def _axis(total_ns: int, x0: int, height: int) -> str:
@@ -99,7 +109,7 @@ def _tick(event: SpanEvent, x: float, y: int, t0: int) -> str:
             f"<title>{_e(title)}</title></line>"
         )
     details = "".join(f"\n{k} = {_cut(v, 200)}" for k, v in a.items())
-    colour = _COLOURS["error"] if event.name == "exception" else "#7c3aed"
+    colour = _COLOURS[attrs.STATUS_ERROR] if event.name == "exception" else "#7c3aed"
     return (
         f'<circle cx="{x:.1f}" cy="{y + _ROW_H / 2}" r="4" fill="{colour}" stroke="#fff">'
         f"<title>{_e(f'{event.name} at {at}{details}')}</title></circle>"
@@ -202,7 +212,7 @@ def _observed(run: Run) -> tuple[dict[tuple[str, str], int], dict[str, tuple[str
     summaries = {}
     for step, group in spans.items():
         statuses = [_status(s, run) for s in group]
-        worst = next((s for s in ("error", "timeout", "cancelled") if s in statuses), "ok")
+        worst = next((s for s in _WORST_FIRST if s in statuses), attrs.STATUS_OK)
         streamed = sum(int(s.attributes.get(attrs.EVENTS_STREAMED, 0)) for s in group)
         runs = f"{len(group)} attempt" + ("s" if len(group) > 1 else "")
         total = _ms(sum(s.duration_ns for s in group))

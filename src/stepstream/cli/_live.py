@@ -13,19 +13,30 @@ from rich.text import Text
 
 from stepstream.events import Event, StopEvent
 from stepstream.telemetry import Observer, RunInfo, Status, StepInfo
+from stepstream.telemetry import attributes as attrs
 
 if TYPE_CHECKING:
     from stepstream.workflow import Workflow
 
-__all__ = ["LiveModel", "compact", "plain_line", "result_text", "text_of"]
+__all__ = ["LiveModel", "compact", "fields_of", "plain_line", "result_text", "text_of"]
 
 _MAX_TEXT = 1500
 _MAX_LINES = 12
 
 
+def fields_of(event: Event) -> dict[str, Any]:
+    """The event's fields, declared and dynamic alike, in one dict.
+
+    ``model_dump()`` nests the dynamic ones under ``"_data"``.
+    """
+    data = event.model_dump()
+    data.update(data.pop("_data", None) or {})
+    return data
+
+
 def text_of(event: Event) -> str | None:
     """The text of an event with exactly one field, a string (a text delta candidate)."""
-    data = event.model_dump()
+    data = fields_of(event)
     if len(data) == 1:
         (value,) = data.values()
         if isinstance(value, str):
@@ -35,7 +46,7 @@ def text_of(event: Event) -> str | None:
 
 def compact(event: Event, limit: int = 160) -> str:
     """One line: the event type and its fields as key=value."""
-    fields = " ".join(f"{k}={v!r}" for k, v in event.model_dump().items())
+    fields = " ".join(f"{k}={v!r}" for k, v in fields_of(event).items())
     line = f"{type(event).__name__} {fields}".rstrip()
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
@@ -111,7 +122,7 @@ class LiveModel(Observer):
         row = self.rows[inv.step]
         row.duration_ms = (time.monotonic() - row.started) * 1000
         row.state = "retrying" if will_retry else status
-        row.error = f"{type(error).__name__}: {error}" if status != "cancelled" else ""
+        row.error = f"{type(error).__name__}: {error}" if status != attrs.STATUS_CANCELLED else ""
 
     def step_retry(self, inv: StepInfo, delay: float) -> None:
         """Count a retry."""
@@ -177,11 +188,11 @@ def _render_row(row: _StepRow) -> tuple[RenderableType, RenderableType, Renderab
         took = f"{ms:.1f} ms" if ms < 1000 else f"{ms / 1000:.2f} s"  # noqa: PLR2004
         detail = f"done in {took}{runs}{retries}"
         return Text("✓", style="green"), name, Text(detail, style="green")
-    if row.state in {"error", "timeout"}:
+    if row.state in {attrs.STATUS_ERROR, attrs.STATUS_TIMEOUT}:
         return Text("✗", style="red"), name, Text(f"{row.state}: {row.error}{retries}", style="red")
     if row.state == "retrying":
         return Text("↻", style="magenta"), name, Text(f"retrying: {row.error}", style="magenta")
-    if row.state == "cancelled":
+    if row.state == attrs.STATUS_CANCELLED:
         return Text("-", style="dim"), name, Text("cancelled", style="dim")
     return Text("·", style="dim"), name, Text("waiting", style="dim")
 

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.live import Live
 
 from stepstream.cli._common import EXIT_USAGE
-from stepstream.cli._live import LiveModel, plain_line, result_text
+from stepstream.cli._live import LiveModel, fields_of, plain_line, result_text
 from stepstream.cli._load import load_workflow
 from stepstream.errors import (
     WorkflowCancelledError,
@@ -140,7 +140,7 @@ async def _watch_plain(handler: WorkflowHandler, model: LiveModel, console: Cons
 
 
 async def _answer(handler: WorkflowHandler, event: InputRequiredEvent, console: Console) -> None:
-    data = event.model_dump()
+    data = fields_of(event)
     question = next((str(data[k]) for k in ("prefix", "prompt", "question") if k in data), None)
     prompt = (question or "input required").rstrip() + " "
     console.print(prompt, end="", markup=False, highlight=False)

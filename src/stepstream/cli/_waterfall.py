@@ -94,7 +94,7 @@ def waterfall(
     title = Text.assemble(
         (run.workflow, "bold"),
         f"  run_id {run.run_id}  trace_id {run.span.trace_id}  ",
-        (run.status, "green" if run.status == "ok" else "red"),
+        (run.status, "green" if run.status == attrs.STATUS_OK else "red"),
         f"  {_ms(run.span.duration_ns)}",
     )
     title.no_wrap = False

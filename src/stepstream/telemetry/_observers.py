@@ -44,7 +44,7 @@ def observe(*observers: Observer) -> Iterator[None]:
 class WorkflowObservers:
     """The observers of one workflow instance's runs."""
 
-    __slots__ = ("_dark", "_explicit", "_meter", "_observed", "_own", "_tracer")
+    __slots__ = ("_dark", "_explicit", "_last", "_meter", "_observed", "_own", "_tracer")
 
     def __init__(
         self,
@@ -61,6 +61,9 @@ class WorkflowObservers:
         # then skip it (see telemetry_active()).
         self._dark = combine(self._own)
         self._observed: Observer | None = None  # made by the first observed run
+        # The observer made for the last scoped observers seen: (base, scoped, combined).
+        # Runs started in one observe() block reuse it instead of making one each.
+        self._last: tuple[Observer, tuple[Observer, ...], Observer] | None = None
 
     def for_run(self) -> Observer:
         """The observer of a run starting now (in the caller's context)."""
@@ -68,7 +71,12 @@ class WorkflowObservers:
         base = self._telemetry() if self._explicit or telemetry_active() else self._dark
         if not scoped:
             return base
-        return combine([base, *scoped])
+        last = self._last
+        if last is not None and last[0] is base and last[1] is scoped:
+            return last[2]
+        combined = combine([base, *scoped])
+        self._last = (base, scoped, combined)
+        return combined
 
     def _telemetry(self) -> Observer:
         observed = self._observed

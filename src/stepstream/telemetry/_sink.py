@@ -16,12 +16,12 @@ import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.metrics import Meter
-from opentelemetry.trace import Link, Span, SpanKind, StatusCode, Tracer
+from opentelemetry.trace import Link, Span, SpanContext, SpanKind, StatusCode, TraceFlags, Tracer
 from opentelemetry.trace import Status as SpanStatus
 from structlog.contextvars import bind_contextvars
 
 from stepstream._instrument import Key, Observer, RunInfo, Status, StepInfo
-from stepstream.events import Event, StopEvent
+from stepstream.events import _FLAT_CONTEXT, Event, StopEvent
 from stepstream.telemetry import _settings
 from stepstream.telemetry import attributes as attrs
 from stepstream.telemetry._logging import CORRELATION_KEYS
@@ -34,8 +34,12 @@ _ERROR_STATUSES = (attrs.STATUS_ERROR, attrs.STATUS_TIMEOUT)
 
 
 def encode_payload(event: Event) -> str:
-    """Return ``event`` as JSON; values pydantic cannot serialise are rendered by ``repr``."""
-    return event.model_dump_json(fallback=repr, warnings=False)
+    """Return ``event`` as JSON; values pydantic cannot serialise are rendered by ``repr``.
+
+    Dynamic fields appear beside the declared ones (``{"msg": "hi"}``), not under the
+    ``"_data"`` key of ``model_dump()``.
+    """
+    return event.model_dump_json(fallback=repr, warnings=False, context=_FLAT_CONTEXT)
 
 
 def truncate(text: str, limit: int) -> str:
@@ -111,24 +115,43 @@ class TelemetrySink(Observer):
     # -- runs -----------------------------------------------------------------------
 
     def run_started(self, run: RunInfo) -> None:
-        """Open the run span (child of the caller's current span) and log run_started."""
+        """Open the run span (child of the caller's current span) and log run_started.
+
+        A run continued from a saved context goes on in the trace it was saved from: its
+        span is a child of, and links to, the run span it was saved from.
+        """
+        attributes: dict[str, Any] = {
+            attrs.GEN_AI_OPERATION_NAME: attrs.GEN_AI_OPERATION_INVOKE_WORKFLOW,
+            attrs.GEN_AI_WORKFLOW_NAME: run.workflow,
+            attrs.WORKFLOW: run.workflow,
+            attrs.RUN_ID: run.run_id,
+        }
+        parent = links = None
+        if run.resumed is not None:
+            saved = _remote_span(*run.resumed)
+            if saved is not None:
+                parent = trace.set_span_in_context(trace.NonRecordingSpan(saved))
+                links = [Link(saved)]
+            attributes[attrs.RUN_RESUMED] = True
+            attributes[attrs.RUN_ATTEMPT] = run.attempt
         span = self._tracer.start_span(
             f"{attrs.RUN_SPAN_PREFIX} {run.workflow}",
+            context=parent,
             kind=SpanKind.INTERNAL,
-            attributes={
-                attrs.GEN_AI_OPERATION_NAME: attrs.GEN_AI_OPERATION_INVOKE_WORKFLOW,
-                attrs.GEN_AI_WORKFLOW_NAME: run.workflow,
-                attrs.WORKFLOW: run.workflow,
-                attrs.RUN_ID: run.run_id,
-            },
+            attributes=attributes,
+            links=links,
             start_time=run.start_ns,
         )
         log = self._log if self._log is not None else current_target()
-        fields = {attrs.KEY_WORKFLOW: run.workflow, attrs.KEY_RUN_ID: run.run_id}
+        fields: dict[str, Any] = {attrs.KEY_WORKFLOW: run.workflow, attrs.KEY_RUN_ID: run.run_id}
+        if run.resumed is not None:
+            fields[attrs.KEY_RESUMED] = True
+            fields[attrs.KEY_RUN_ATTEMPT] = run.attempt
         state = _RunState(span, log, fields)
         run.put(self._run_key, state)
         if run.trace_id is None:
             run.trace_id = state.trace_id
+            run.span_id = state.span_id
         self._metrics.runs_active.add(1, self._label(attrs.WORKFLOW, run.workflow))
         if log is not None:
             log.emit("info", attrs.LOG_RUN_STARTED, self._run_fields(state), span)
@@ -336,6 +359,15 @@ class TelemetrySink(Observer):
             line = self._event_fields(fields, event, seq, payload)
             log.emit("info", attrs.LOG_STREAM_EVENT, line, span)
 
+    def resources_resolved(self, inv: StepInfo, names: Sequence[str], seconds: float) -> None:
+        """Mark on the step span which resources were resolved, and how long it took."""
+        span = inv.get(self._step_key).span
+        if span.is_recording():
+            span.add_event(
+                attrs.RESOURCES_EVENT,
+                {attrs.RESOURCE_NAMES: list(names), attrs.RESOURCE_SECONDS: seconds},
+            )
+
     def step_waiting(self, run: RunInfo, inv: StepInfo | None, event_type: type[Event]) -> None:
         """Mark the start of a wait_for_event on the step span."""
         if inv is not None:
@@ -391,3 +423,14 @@ class TelemetrySink(Observer):
 def _bind_contextvars(fields: dict[str, Any]) -> None:
     """Let the application's structlog lines inside the step carry the correlation keys."""
     bind_contextvars(**{k: fields[k] for k in CORRELATION_KEYS if k in fields})
+
+
+def _remote_span(trace_id: str, span_id: str) -> SpanContext | None:
+    """The saved run span, as a remote span context (None if the ids are malformed)."""
+    try:
+        ctx = SpanContext(
+            int(trace_id, 16), int(span_id, 16), is_remote=True, trace_flags=TraceFlags(1)
+        )
+    except (TypeError, ValueError):
+        return None
+    return ctx if ctx.is_valid else None

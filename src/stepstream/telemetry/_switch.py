@@ -12,13 +12,17 @@ import sys
 from typing import Any, Protocol
 
 from opentelemetry import metrics, trace
-from opentelemetry.metrics import NoOpMeterProvider
-from opentelemetry.metrics._internal import _ProxyMeterProvider
 
 __all__ = ["LogTarget", "current_target", "install_target", "telemetry_active"]
 
 _DARK_TRACERS = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
-_DARK_METERS = (_ProxyMeterProvider, NoOpMeterProvider)
+
+
+def _dark_meter_provider(provider: object) -> bool:
+    # The API package itself defines only the no-op provider and the (private) proxy
+    # that stands in until an SDK provider is set: any provider of its own records
+    # nothing. Checked by module, not by importing the private proxy class.
+    return type(provider).__module__.startswith("opentelemetry.metrics")
 
 
 class LogTarget(Protocol):
@@ -65,6 +69,6 @@ def telemetry_active() -> bool:
     """
     return (
         not isinstance(trace.get_tracer_provider(), _DARK_TRACERS)
-        or not isinstance(metrics.get_meter_provider(), _DARK_METERS)
+        or not _dark_meter_provider(metrics.get_meter_provider())
         or current_target() is not None
     )

@@ -22,6 +22,9 @@ STREAM_EVENT: Final = "stepstream.event"
 #: Span event names on a step span around ``wait_for_event``.
 WAIT_EVENT: Final = "stepstream.wait"
 RESUME_EVENT: Final = "stepstream.resume"
+#: Span event name on a step span once the step's resources are resolved (steps with
+#: ``Annotated[T, Resource(...)]`` parameters only), before its code runs.
+RESOURCES_EVENT: Final = "stepstream.resources"
 
 GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
 GEN_AI_OPERATION_INVOKE_WORKFLOW: Final = "invoke_workflow"
@@ -31,6 +34,9 @@ ERROR_TYPE: Final = "error.type"
 WORKFLOW: Final = "stepstream.workflow"
 RUN_ID: Final = "stepstream.run_id"
 RUN_STATUS: Final = "stepstream.run.status"
+#: On a run continued from a saved context: True, and how many runs the work took.
+RUN_RESUMED: Final = "stepstream.run.resumed"
+RUN_ATTEMPT: Final = "stepstream.run.attempt"
 STEP: Final = "stepstream.step"
 STEP_ATTEMPT: Final = "stepstream.step.attempt"
 STEP_WORKER: Final = "stepstream.step.worker"
@@ -42,6 +48,10 @@ EVENT_TYPE: Final = "stepstream.event.type"
 EVENT_SEQ: Final = "stepstream.event.seq"
 EVENT_PAYLOAD: Final = "stepstream.event.payload"
 WAIT_EVENT_TYPE: Final = "stepstream.wait.event_type"
+#: On ``stepstream.resources``: the resource names (factory ``__qualname__``, config
+#: file[.path_selector]) in parameter order, and how long resolving them all took.
+RESOURCE_NAMES: Final = "stepstream.resource.names"
+RESOURCE_SECONDS: Final = "stepstream.resource.seconds"
 
 #: Values of ``stepstream.run.status`` and ``stepstream.step.status`` (and of the
 #: metrics' status attribute and the log lines' ``status`` key): :data:`STATUSES`.
@@ -83,6 +93,9 @@ KEY_DURATION_MS: Final = "duration_ms"
 KEY_ERROR_TYPE: Final = "error_type"
 KEY_ERROR: Final = "error"
 KEY_DELAY_S: Final = "delay_s"
+#: On the lines of a run continued from a saved context.
+KEY_RESUMED: Final = "resumed"
+KEY_RUN_ATTEMPT: Final = "run_attempt"
 
 # -- metrics ---------------------------------------------------------------------------
 METRIC_RUN_DURATION: Final = "stepstream.run.duration"

@@ -1,0 +1,126 @@
+"""The ports of LlamaIndex Workflows' documented examples, run as scripts and in-process."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from stepstream.telemetry import attributes as attrs
+from stepstream.testing import capture_telemetry
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def load(name: str) -> ModuleType:
+    """Import examples/<name>.py as a module."""
+    spec = importlib.util.spec_from_file_location(f"porting_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def script(name: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run examples/<name>.py as a script in ``cwd`` with ``args``."""
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / f"{name}.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_resources_script_shares_the_cached_memory_between_steps(tmp_path: Path) -> None:
+    """examples/resources.py: the second step sees the message the first stored."""
+    proc = script("resources", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "Memory before step 1 0 message(s)",
+        "Memory after step 1 1 message(s)",
+        "Memory before step 2 1 message(s)",
+        "Memory after step 2 2 message(s)",
+        "Result: ['This is the first step', 'This is an input for step 2']",
+    ]
+
+
+@pytest.mark.asyncio
+async def test_resources_are_resolved_once_and_recorded_on_each_step_span() -> None:
+    """Both steps record a stepstream.resources span event naming get_memory."""
+    mod = load("resources")
+    with capture_telemetry() as tel:
+        result = await mod.WorkflowWithResource(timeout=10).run()
+    assert result == ["This is the first step", "This is an input for step 2"]
+    events = tel.span_events(attrs.RESOURCES_EVENT)
+    assert len(events) == 2
+    names = [e.attributes[attrs.RESOURCE_NAMES] for e in events if e.attributes]
+    assert [list(n) for n in names if isinstance(n, tuple | list)] == [
+        ["get_memory"],
+        ["get_memory"],
+    ]
+
+
+def test_hitl_saved_context_continues_in_a_second_process(tmp_path: Path) -> None:
+    """examples/hitl_saved_context.py: one process asks and saves, another continues."""
+    ask = script("hitl_saved_context", tmp_path, "ask")
+    assert ask.returncode == 0, ask.stderr
+    assert ask.stdout == "Enter a number: \n"
+    saved = json.loads((tmp_path / "hitl-run-123.json").read_text())
+    assert saved["is_running"] is True
+    answer = script("hitl_saved_context", tmp_path, "answer", "42")
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout == "Result: 42\n"
+
+
+@pytest.mark.asyncio
+async def test_hitl_saved_context_is_one_trace_across_both_requests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both requests' run spans share a trace; the second links to the first."""
+    monkeypatch.chdir(tmp_path)
+    mod = load("hitl_saved_context")
+    with capture_telemetry() as tel:
+        assert await mod.first_request() == "Enter a number: "
+        assert await mod.second_request("7") == "7"
+    first, second = tel.named("invoke_workflow NumberWorkflow")
+    assert first.context is not None
+    assert second.context is not None
+    assert first.context.trace_id == second.context.trace_id
+    assert [link.context.span_id for link in second.links] == [first.context.span_id]
+
+
+def test_error_handling_script_retries_then_recovers(tmp_path: Path) -> None:
+    """examples/error_handling.py: three attempts, then the handler's cached answer."""
+    proc = script("error_handling", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "attempt 1",
+        "attempt 2",
+        "attempt 3",
+        "fetch failed after 3 attempts: service unavailable (attempt 3)",
+        "Result: cached answer",
+    ]
+
+
+@pytest.mark.asyncio
+async def test_error_handling_records_each_attempt_and_links_the_handler() -> None:
+    """Three ERROR spans for fetch; the handler's span links to the last; the run is ok."""
+    mod = load("error_handling")
+    with capture_telemetry() as tel:
+        assert await mod.ResilientWorkflow(timeout=10).run() == "cached answer"
+    attempts = tel.named("run_step fetch")
+    assert [s.status.status_code.name for s in attempts] == ["ERROR", "ERROR", "ERROR"]
+    assert len(tel.lines("step_retry")) == 2
+    handler = tel.one("run_step recover")
+    last = attempts[-1].context
+    assert last is not None
+    assert [link.context.span_id for link in handler.links] == [last.span_id]
+    run = tel.one("invoke_workflow ResilientWorkflow")
+    assert run.attributes is not None
+    assert run.attributes["stepstream.run.status"] == "ok"
