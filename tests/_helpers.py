@@ -7,6 +7,7 @@ hand providers to a Workflow itself uses the ``sdk`` fixture with ``providers_of
 
 import asyncio
 import importlib.util
+import inspect
 import json
 import os
 import subprocess
@@ -221,6 +222,47 @@ class Slow(Workflow):
         return StopEvent(result="late")
 
 
+class Parked(Workflow):
+    """A step that waits for a HumanResponseEvent for up to a minute."""
+
+    @step
+    async def park(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+        answer = await ctx.wait_for_event(HumanResponseEvent, timeout=60)
+        return StopEvent(result=answer.get("response"))
+
+
+class Job(Event):
+    i: int
+
+
+class JobDone(Event):
+    i: int
+
+
+class SendsJobs(Workflow):
+    """Its start step sends ``jobs`` Job events, i = 0, 1, ...; subclasses take them."""
+
+    jobs = 3
+
+    @step
+    async def start(self, ctx: Context[Any], ev: StartEvent) -> Job | None:
+        for i in range(self.jobs):
+            ctx.send_event(Job(i=i))
+        return None
+
+
+class FanOutJobs(SendsJobs):
+    """A join collects ``jobs`` JobDone events and ends the run with their i, sorted;
+    subclasses add the step turning a Job into a JobDone."""
+
+    @step
+    async def join(self, ctx: Context[Any], ev: JobDone) -> StopEvent | None:
+        done = ctx.collect_events(ev, [JobDone] * self.jobs)
+        if done is None:
+            return None
+        return StopEvent(result=sorted(d.i for d in done if isinstance(d, JobDone)))
+
+
 class StepTimeout(Workflow):
     """Its step has a 0.05 s @step timeout and sleeps longer."""
 
@@ -295,9 +337,11 @@ class NoStop(Workflow):
 
 
 class Unconsumed(Workflow):
+    """Declares Leftover, which no step accepts; runs (to "ran") only without the checks."""
+
     @step
     async def start(self, ev: StartEvent) -> StopEvent | Leftover:
-        return StopEvent()
+        return StopEvent(result="ran")
 
 
 class Unproduced(Workflow):
@@ -421,12 +465,20 @@ class NonEvent(Workflow):
         return StopEvent()
 
 
-class BadReturn(Workflow):
-    """Its step returns the start event's ``value`` instead of an event."""
+class Returns(Workflow):
+    """Its step returns the start event's ``value``: a StopEvent ends the run, others fail it."""
 
     @step
     async def produce(self, ev: StartEvent) -> StopEvent:
         return ev["value"]  # type: ignore[no-any-return]
+
+
+class Raises(Workflow):
+    """Its step raises the start event's ``error``."""
+
+    @step
+    async def explode(self, ev: StartEvent) -> StopEvent:
+        raise ev["error"]
 
 
 class MissingKey(Workflow):
@@ -552,6 +604,22 @@ def import_file(path: Path, name: str) -> ModuleType:
     return module
 
 
+def load_example(name: str) -> ModuleType:
+    """Import ``examples/<name>.py`` from its path (once per test session)."""
+    return import_file(EXAMPLES / f"{name}.py", f"_example_{name}")
+
+
+def defined_here(module: ModuleType) -> set[str]:
+    """The public classes and functions ``module`` defines itself (not the ones it imports)."""
+    return {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and (inspect.isclass(value) or inspect.isfunction(value))
+        and value.__module__ == module.__name__
+    }
+
+
 def run_command(
     *args: str | Path,
     cwd: Path | None = None,
@@ -599,6 +667,13 @@ def stepstream_cli(
     """Run ``python -m stepstream ARGS`` in ``cwd`` (no OTEL_* settings inherited by default)."""
     env = without_otel() if env is None else env
     return run_command(sys.executable, "-m", "stepstream", *args, cwd=cwd, env=env, timeout=timeout)
+
+
+def example_output(name: str, cwd: Path, *args: str, stdin: str = "") -> str:
+    """Run ``python examples/<name>.py ARGS`` in ``cwd``, which must succeed; what it printed."""
+    proc = run_command(sys.executable, EXAMPLES / f"{name}.py", *args, cwd=cwd, stdin=stdin)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
 
 
 def script_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

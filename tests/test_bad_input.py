@@ -5,7 +5,6 @@ from typing import Any
 
 import pytest
 
-from _helpers import BadReturn
 from _helpers import BadReturnAnnotation
 from _helpers import JobStart
 from _helpers import JobWorkflow
@@ -14,6 +13,7 @@ from _helpers import Minimal
 from _helpers import MissingKey
 from _helpers import NonEvent
 from _helpers import Other
+from _helpers import Returns
 from _helpers import StrAnnotated
 from _helpers import Targeted
 from _helpers import Unannotated
@@ -93,7 +93,7 @@ def test_validation_error_lists_its_problems() -> None:
 @pytest.mark.asyncio
 async def test_step_returning_a_non_event_fails_the_run(value: object, type_name: str) -> None:
     """A step returning a non-Event fails the run with an error naming the step and the type."""
-    handler = BadReturn(timeout=5).run(value=value)
+    handler = Returns(timeout=5).run(value=value)
     streamed = await drain(handler)
     expected = rf"step 'produce' returned {type_name} .*must return an Event instance or None"
     with pytest.raises(WorkflowRuntimeError, match=expected):

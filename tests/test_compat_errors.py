@@ -12,8 +12,15 @@ from typing import Any
 import pytest
 
 import stepstream.errors
-from stepstream import Context
-from stepstream import Event
+from _helpers import Middle
+from _helpers import Minimal
+from _helpers import NoStart
+from _helpers import NoStop
+from _helpers import Parked
+from _helpers import Raises
+from _helpers import Targeted
+from _helpers import TwoStarts
+from _helpers import Unconsumed
 from stepstream import HumanResponseEvent
 from stepstream import StartEvent
 from stepstream import StopEvent
@@ -42,23 +49,6 @@ PEER_ERRORS = (
     "ContextSerdeError",
     "ContextStateError",
 )
-
-
-class Middle(Event):
-    pass
-
-
-class JobStart(StartEvent):
-    pass
-
-
-class Parked(Workflow):
-    """A step that waits for a HumanResponseEvent for up to a minute."""
-
-    @step
-    async def park(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-        await ctx.wait_for_event(HumanResponseEvent, timeout=60)
-        return StopEvent()
 
 
 # -- the names and the hierarchy --------------------------------------------------------
@@ -104,24 +94,12 @@ def test_bare_workflow_raises_configuration_error() -> None:
 
 def test_workflow_without_start_step_raises_configuration_error() -> None:
     """No step accepting StartEvent raises WorkflowConfigurationError at instantiation."""
-
-    class NoStart(Workflow):
-        @step
-        async def middle(self, ev: Middle) -> StopEvent:
-            return StopEvent()
-
     with pytest.raises(WorkflowConfigurationError, match="no step accepts StartEvent"):
         NoStart()
 
 
 def test_workflow_without_start_step_is_also_a_validation_error() -> None:
     """The same error is caught by `except WorkflowValidationError` (and ValueError)."""
-
-    class NoStart(Workflow):
-        @step
-        async def middle(self, ev: Middle) -> StopEvent:
-            return StopEvent()
-
     with pytest.raises(WorkflowValidationError) as caught:
         NoStart()
     assert isinstance(caught.value, ValueError)
@@ -129,28 +107,12 @@ def test_workflow_without_start_step_is_also_a_validation_error() -> None:
 
 def test_two_start_event_types_raise_configuration_error() -> None:
     """More than one StartEvent type raises WorkflowConfigurationError at instantiation."""
-
-    class TwoStarts(Workflow):
-        @step
-        async def plain(self, ev: StartEvent) -> StopEvent:
-            return StopEvent()
-
-        @step
-        async def job(self, ev: JobStart) -> StopEvent:
-            return StopEvent()
-
     with pytest.raises(WorkflowConfigurationError, match="more than one StartEvent type"):
         TwoStarts()
 
 
 def test_workflow_without_stop_step_raises_configuration_error() -> None:
     """No step returning a StopEvent raises WorkflowConfigurationError at instantiation."""
-
-    class NoStop(Workflow):
-        @step
-        async def start(self, ev: StartEvent) -> None:
-            return None
-
     with pytest.raises(WorkflowConfigurationError, match="no step can return a StopEvent"):
         NoStop()
 
@@ -158,14 +120,8 @@ def test_workflow_without_stop_step_raises_configuration_error() -> None:
 def test_graph_problems_the_peer_finds_at_run_are_caught_as_validation_errors() -> None:
     """An event produced but never consumed (the peer: at run()) raises here at construction,
     and `except WorkflowValidationError` catches it as it would the peer's."""
-
-    class Dangling(Workflow):
-        @step
-        async def start(self, ev: StartEvent) -> StopEvent | Middle:
-            return StopEvent()
-
     with pytest.raises(WorkflowValidationError, match="no step accepts it"):
-        Dangling()
+        Unconsumed()
 
 
 def test_step_option_errors_stay_plain_validation_errors() -> None:
@@ -226,18 +182,10 @@ async def test_run_timeout_raises_workflow_timeout_error() -> None:
 @pytest.mark.asyncio
 async def test_step_exception_is_raised_itself() -> None:
     """await handler raises the step's own exception object, not a wrapper."""
-    raised: list[Exception] = []
-
-    class Failing(Workflow):
-        @step
-        async def explode(self, ev: StartEvent) -> StopEvent:
-            error = KeyError("k")
-            raised.append(error)
-            raise error
-
+    error = KeyError("k")
     with pytest.raises(KeyError) as caught:
-        await Failing(timeout=5).run()
-    assert caught.value is raised[0]
+        await Raises(timeout=5).run(error=error)
+    assert caught.value is error
 
 
 # -- send_event to a step -------------------------------------------------------------------------
@@ -265,19 +213,8 @@ async def test_send_event_to_unknown_step_is_caught_by_either_class() -> None:
 async def test_send_event_from_a_step_to_unknown_step_fails_the_run_with_it() -> None:
     """Inside a step, send_event(step="nope") raises WorkflowStepDoesNotExistError (uncaught: the
     run fails with it)."""
-
-    class Sender(Workflow):
-        @step
-        async def start(self, ctx: Context[Any], ev: StartEvent) -> StopEvent | Middle:
-            ctx.send_event(Middle(), step="nope")
-            return StopEvent()
-
-        @step
-        async def middle(self, ev: Middle) -> None:
-            return None
-
     with pytest.raises(WorkflowStepDoesNotExistError, match="has no step 'nope'"):
-        await Sender(timeout=5).run()
+        await Targeted(timeout=5).run(target="nope")
 
 
 @pytest.mark.asyncio
@@ -296,13 +233,7 @@ async def test_send_event_to_a_step_not_accepting_it_is_a_plain_runtime_error() 
 @pytest.mark.asyncio
 async def test_send_event_after_the_run_ended_reports_the_end() -> None:
     """Once the run has ended, any send_event raises the 'has ended' WorkflowRuntimeError."""
-
-    class Quick(Workflow):
-        @step
-        async def only(self, ev: StartEvent) -> StopEvent:
-            return StopEvent()
-
-    handler = Quick(timeout=5).run()
+    handler = Minimal(timeout=5).run()
     await handler
     with pytest.raises(WorkflowRuntimeError, match="has ended") as caught:
         handler.ctx.send_event(HumanResponseEvent(), step="nope")

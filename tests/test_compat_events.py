@@ -19,10 +19,12 @@ import pydantic
 import pytest
 
 import stepstream.events
+from _helpers import Failing
+from _helpers import Parked
+from _helpers import Returns
+from _helpers import Slow
 from _helpers import drain
-from stepstream import Context
 from stepstream import Event
-from stepstream import HumanResponseEvent
 from stepstream import StartEvent
 from stepstream import StopEvent
 from stepstream import Workflow
@@ -290,25 +292,13 @@ def test_stop_event_result_can_be_overridden_with_get_result() -> None:
 @pytest.mark.asyncio
 async def test_awaiting_a_plain_stop_event_run_returns_the_result() -> None:
     """await handler returns .result when the run ends with exactly StopEvent."""
-
-    class Plain(Workflow):
-        @step
-        async def finish(self, ev: StartEvent) -> StopEvent:
-            return StopEvent(result={"v": 1})
-
-    assert await Plain(timeout=5).run() == {"v": 1}
+    assert await Returns(timeout=5).run(value=StopEvent(result={"v": 1})) == {"v": 1}
 
 
 @pytest.mark.asyncio
 async def test_awaiting_a_stop_event_subclass_run_returns_the_event() -> None:
     """await handler returns the StopEvent subclass instance itself, with its overridden result."""
-
-    class Sub(Workflow):
-        @step
-        async def finish(self, ev: StartEvent) -> OverriddenStop:
-            return OverriddenStop(result=1)
-
-    out = await Sub(timeout=5).run()
+    out = await Returns(timeout=5).run(value=OverriddenStop(result=1))
     assert isinstance(out, OverriddenStop)
     assert out.result == "from _get_result"
 
@@ -348,42 +338,28 @@ async def test_failed_run_ends_with_workflow_failed_event_carrying_the_peer_fiel
 @pytest.mark.asyncio
 async def test_failed_event_of_a_step_without_retries_counts_one_attempt() -> None:
     """Without a retry policy the failure happens on attempt 1; builtins dump as builtins.X."""
-
-    class Once(Workflow):
-        @step
-        async def explode(self, ev: StartEvent) -> StopEvent:
-            msg = "bad"
-            raise ValueError(msg)
-
-    handler = Once(timeout=5).run()
+    handler = Failing(timeout=5).run()
     streamed = await drain(handler)
-    with pytest.raises(ValueError, match="bad"):
+    with pytest.raises(ValueError, match="boom"):
         await handler
     terminal = streamed[-1]
     assert isinstance(terminal, WorkflowFailedEvent)
     assert terminal.attempts == 1
     assert terminal.model_dump()["exception"] == {
         "exception_type": "builtins.ValueError",
-        "exception_message": "bad",
+        "exception_message": "boom",
     }
 
 
 @pytest.mark.asyncio
 async def test_timed_out_run_ends_with_timeout_and_active_steps() -> None:
     """A run exceeding its timeout ends with WorkflowTimedOutEvent(timeout, active_steps)."""
-
-    class Slow(Workflow):
-        @step
-        async def crawl(self, ev: StartEvent) -> StopEvent:
-            await asyncio.sleep(30)
-            return StopEvent()
-
     handler = Slow(timeout=0.1).run()
     streamed = await drain(handler)
     terminal = streamed[-1]
     assert isinstance(terminal, WorkflowTimedOutEvent)
     assert terminal.timeout == 0.1
-    assert terminal.active_steps == ["crawl"]
+    assert terminal.active_steps == ["dawdle"]
     assert "timed out" in terminal.message
     assert terminal.result is None
 
@@ -391,13 +367,6 @@ async def test_timed_out_run_ends_with_timeout_and_active_steps() -> None:
 @pytest.mark.asyncio
 async def test_cancelled_run_ends_with_workflow_cancelled_event() -> None:
     """cancel_run() ends the stream with a WorkflowCancelledEvent, a StopEvent without result."""
-
-    class Parked(Workflow):
-        @step
-        async def park(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-            await ctx.wait_for_event(HumanResponseEvent, timeout=60)
-            return StopEvent()
-
     handler = Parked(timeout=5).run()
     await asyncio.sleep(0.01)
     await handler.cancel_run()

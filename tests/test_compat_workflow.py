@@ -5,71 +5,37 @@ from typing import Any
 
 import pytest
 
+from _helpers import FirstEvent
+from _helpers import HumanLoop
+from _helpers import Middle
+from _helpers import Minimal
+from _helpers import MyWorkflow
+from _helpers import SecondEvent
+from _helpers import Unconsumed
 from stepstream import Context
-from stepstream import Event
-from stepstream import HumanResponseEvent
-from stepstream import InputRequiredEvent
 from stepstream import StartEvent
 from stepstream import StopEvent
 from stepstream import Workflow
 from stepstream import WorkflowValidationError
 from stepstream import step
-from stepstream.testing import capture_telemetry
-
-
-class Middle(Event):
-    pass
-
-
-class Orphan(Event):
-    pass
-
-
-class Simple(Workflow):
-    @step
-    async def start(self, ev: StartEvent) -> Middle:
-        return Middle()
-
-    @step
-    async def finish(self, ev: Middle) -> StopEvent:
-        return StopEvent(result="ok")
-
-
-class WithOrphan(Workflow):
-    """Declares an event nobody accepts: invalid unless the flow checks are skipped."""
-
-    @step
-    async def start(self, ev: StartEvent) -> StopEvent | Orphan:
-        return StopEvent(result="ran")
-
-
-class Human(Workflow):
-    @step
-    async def ask(self, ev: StartEvent) -> InputRequiredEvent:
-        return InputRequiredEvent()
-
-    @step
-    async def answer(self, ev: HumanResponseEvent) -> StopEvent:
-        return StopEvent(result=ev.get("response"))
-
+from stepstream.testing import CapturedTelemetry
 
 ORPHAN_PROBLEM = (
-    "event type Orphan is produced by 'start' but no step accepts it; add a step that takes "
-    "Orphan, or remove it from the return annotation"
+    "event type Leftover is produced by 'start' but no step accepts it; add a step that takes "
+    "Leftover, or remove it from the return annotation"
 )
 
 
 def test_workflow_name_defaults_to_the_qualified_class_name() -> None:
     """workflow_name is module.QualName unless given."""
-    assert Simple().workflow_name == f"{__name__}.Simple"
-    assert Simple(workflow_name="simple").workflow_name == "simple"
+    assert Minimal().workflow_name == "_helpers.Minimal"
+    assert Minimal(workflow_name="simple").workflow_name == "simple"
 
 
 @pytest.mark.asyncio
-async def test_an_explicit_workflow_name_names_the_run_in_telemetry() -> None:
-    """A run of Simple(workflow_name=...) is recorded under that name."""
-    with capture_telemetry() as tel:
-        await Simple(workflow_name="checkout").run()
+async def test_an_explicit_workflow_name_names_the_run_in_telemetry(tel: CapturedTelemetry) -> None:
+    """A run of Minimal(workflow_name=...) is recorded under that name."""
+    await Minimal(workflow_name="checkout").run()
     span = tel.one("invoke_workflow checkout")
     assert span.attributes is not None
     assert span.attributes["stepstream.workflow"] == "checkout"
@@ -78,25 +44,25 @@ async def test_an_explicit_workflow_name_names_the_run_in_telemetry() -> None:
 
 def test_events_and_start_and_stop_classes() -> None:
     """events lists every accepted or returned type; the start and stop classes are found."""
-    wf = Simple()
-    assert set(wf.events) == {StartEvent, Middle, StopEvent}
+    wf = MyWorkflow()
+    assert set(wf.events) == {StartEvent, FirstEvent, SecondEvent, StopEvent}
     assert wf.start_event_class is StartEvent
     assert wf.stop_event_class is StopEvent
 
 
 def test_validate_tells_whether_the_workflow_asks_for_human_input() -> None:
     """validate() is True for a human-in-the-loop workflow and False otherwise."""
-    assert Human().validate() is True
-    assert Simple().validate() is False
+    assert HumanLoop().validate() is True
+    assert Minimal().validate() is False
 
 
 @pytest.mark.asyncio
 async def test_disable_validation_lets_a_flow_problem_through() -> None:
     """disable_validation=True constructs and runs a workflow with an orphan event."""
     with pytest.raises(WorkflowValidationError) as info:
-        WithOrphan()
+        Unconsumed()
     assert info.value.problems == (ORPHAN_PROBLEM,)
-    wf = WithOrphan(disable_validation=True)
+    wf = Unconsumed(disable_validation=True)
     assert await wf.run() == "ran"
     with pytest.raises(WorkflowValidationError) as again:
         wf.validate()
@@ -105,15 +71,15 @@ async def test_disable_validation_lets_a_flow_problem_through() -> None:
 
 def test_skip_graph_checks_skips_the_named_check() -> None:
     """skip_graph_checks={'terminal_event'} skips the produced-but-never-consumed check."""
-    wf = WithOrphan(skip_graph_checks={"terminal_event"})
+    wf = Unconsumed(skip_graph_checks={"terminal_event"})
     assert wf.validate() is False
 
 
 def test_invalid_options_are_listed_together() -> None:
     """Bad num_concurrent_runs, a runtime and unknown check names are reported at once."""
     with pytest.raises(WorkflowValidationError) as info:
-        Simple(num_concurrent_runs=0, runtime=object(), skip_graph_checks={"nope"})
-    assert str(info.value).splitlines()[0] == "Simple(...) options are invalid"
+        Minimal(num_concurrent_runs=0, runtime=object(), skip_graph_checks={"nope"})
+    assert str(info.value).splitlines()[0] == "Minimal(...) options are invalid"
     assert info.value.problems == (
         "num_concurrent_runs must be an integer greater than 0 or None, got 0",
         "runtime= is not supported: stepstream has one runtime; leave it out",
@@ -128,7 +94,7 @@ def test_invalid_options_are_listed_together() -> None:
 def test_num_concurrent_runs_must_be_a_positive_int(bad: object) -> None:
     """num_concurrent_runs rejects booleans and non-integers."""
     with pytest.raises(WorkflowValidationError, match="num_concurrent_runs must be an integer"):
-        Simple(num_concurrent_runs=bad)  # type: ignore[arg-type]
+        Minimal(num_concurrent_runs=bad)  # type: ignore[arg-type]
 
 
 class Gate(Workflow):
@@ -186,7 +152,7 @@ def test_add_step_attaches_a_decorated_free_function() -> None:
 @pytest.mark.asyncio
 async def test_positional_arguments_follow_the_llamaindex_order() -> None:
     """Workflow(timeout, disable_validation, verbose) positionally, as in LlamaIndex."""
-    wf = WithOrphan(10, True, False)
+    wf = Unconsumed(10, True, False)
     assert wf.timeout == 10
     assert await wf.run() == "ran"
 

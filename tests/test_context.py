@@ -7,7 +7,11 @@ import pytest
 from pydantic import BaseModel
 from pydantic import Field
 
+from _helpers import FanOutJobs
 from _helpers import HumanLoop
+from _helpers import Job
+from _helpers import JobDone
+from _helpers import SendsJobs
 from _helpers import answer_prompts
 from _helpers import drain
 from stepstream import Context
@@ -162,66 +166,43 @@ async def test_collect_events_returns_in_expected_order(b_first: bool, arrivals:
     assert result[1] is wf.sent[1]
 
 
-class Result(Event):
-    i: int
+class Five(SendsJobs):
+    """Sends five Job events to a join expecting ``[Job] * 5``."""
 
-
-class Five(Workflow):
-    """Sends five Result events to a join expecting ``[Result] * 5``."""
+    jobs = 5
 
     def __init__(self) -> None:
         super().__init__(timeout=5)
         self.nones = 0
 
-    @step
-    async def start(self, ctx: Context[Any], ev: StartEvent) -> Result | None:
-        for i in range(5):
-            ctx.send_event(Result(i=i))
-        return None
-
     @step(num_workers=1)
-    async def join(self, ctx: Context[Any], ev: Result) -> StopEvent | None:
-        got = ctx.collect_events(ev, [Result] * 5)
+    async def join(self, ctx: Context[Any], ev: Job) -> StopEvent | None:
+        got = ctx.collect_events(ev, [Job] * 5)
         if got is None:
             self.nones += 1
             return None
-        return StopEvent(result=[e.i for e in got if isinstance(e, Result)])
+        return StopEvent(result=[e.i for e in got if isinstance(e, Job)])
 
 
 @pytest.mark.asyncio
 async def test_collect_events_waits_for_repeated_types() -> None:
-    """collect_events with [Result] * 5 returns None four times, then all five events."""
+    """collect_events with [Job] * 5 returns None four times, then all five events."""
     wf = Five()
     assert await wf.run() == [0, 1, 2, 3, 4]
     assert wf.nones == 4
 
 
-class Work(Event):
-    i: int
-
-
 FAN = 10_000
 
 
-class FanIn(Workflow):
+class FanIn(FanOutJobs):
     """Fans 10,000 events out through an 8-worker step and back in with one join."""
 
-    @step
-    async def start(self, ctx: Context[Any], ev: StartEvent) -> Work | None:
-        for i in range(FAN):
-            ctx.send_event(Work(i=i))
-        return None
+    jobs = FAN
 
     @step(num_workers=8)
-    async def worker(self, ctx: Context[Any], ev: Work) -> Result:
-        return Result(i=ev.i)
-
-    @step
-    async def join(self, ctx: Context[Any], ev: Result) -> StopEvent | None:
-        got = ctx.collect_events(ev, [Result] * FAN)
-        if got is None:
-            return None
-        return StopEvent(result=sorted(e.i for e in got if isinstance(e, Result)))
+    async def worker(self, ctx: Context[Any], ev: Job) -> JobDone:
+        return JobDone(i=ev.i)
 
 
 @pytest.mark.asyncio

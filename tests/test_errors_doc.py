@@ -38,7 +38,6 @@ from pydantic import BaseModel
 from pydantic import ConfigDict
 
 from _helpers import AcceptsStop
-from _helpers import BadReturn
 from _helpers import BadReturnAnnotation
 from _helpers import Empty
 from _helpers import JobStart
@@ -52,7 +51,9 @@ from _helpers import NoReturn
 from _helpers import NoStart
 from _helpers import NoStop
 from _helpers import Other
+from _helpers import Parked
 from _helpers import RaisesCancelled
+from _helpers import Returns
 from _helpers import Slow
 from _helpers import StepTimeout
 from _helpers import StrAnnotated
@@ -596,7 +597,7 @@ RUNNING: dict[str, Callable[[], object]] = {
     ),
     (
         "step '<step>' returned <type> (<value>); steps must return an Event instance or None"
-    ): lambda: run_to_end(BadReturn(timeout=5), value="not an event"),
+    ): lambda: run_to_end(Returns(timeout=5), value="not an event"),
     (
         "step '<step>' raised asyncio.CancelledError without being cancelled; raise an ordinary "
         "exception to fail a step"
@@ -781,15 +782,6 @@ def _fails_requirements() -> Produced:
 
 
 # ---- timeouts
-
-
-class Parked(Workflow):
-    """A step that waits for a HumanResponseEvent for up to a minute."""
-
-    @step
-    async def park(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-        answer = await ctx.wait_for_event(HumanResponseEvent, timeout=60)
-        return StopEvent(result=answer.get("response"))
 
 
 @trigger(

@@ -5,6 +5,7 @@ from typing import Any
 import pydantic
 import pytest
 
+from _helpers import Returns
 from stepstream import Context
 from stepstream import Event
 from stepstream import HumanResponseEvent
@@ -111,25 +112,13 @@ def test_stop_event_result_defaults_to_none_and_holds_any_value() -> None:
 @pytest.mark.asyncio
 async def test_awaiting_handler_returns_stop_event_result() -> None:
     """Awaiting the handler of a run ending with a plain StopEvent returns its result."""
-
-    class ResultWorkflow(Workflow):
-        @step
-        async def finish(self, ev: StartEvent) -> StopEvent:
-            return StopEvent(result={"value": 42})
-
-    assert await ResultWorkflow(timeout=5).run() == {"value": 42}
+    assert await Returns(timeout=5).run(value=StopEvent(result={"value": 42})) == {"value": 42}
 
 
 @pytest.mark.asyncio
 async def test_awaiting_handler_returns_stop_event_subclass_itself() -> None:
     """Awaiting the handler of a run ending with a StopEvent subclass returns that event."""
-
-    class ScoreWorkflow(Workflow):
-        @step
-        async def finish(self, ev: StartEvent) -> Outcome:
-            return Outcome(score=0.5, result="r")
-
-    out = await ScoreWorkflow(timeout=5).run()
+    out = await Returns(timeout=5).run(value=Outcome(score=0.5, result="r"))
     assert isinstance(out, Outcome)
     assert out.score == 0.5
     assert out.result == "r"

@@ -2,8 +2,6 @@
 
 import asyncio
 import json
-import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -12,12 +10,11 @@ import pytest
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace import StatusCode
 
-from _helpers import EXAMPLES
 from _helpers import answer_prompts
 from _helpers import drain
-from _helpers import import_file
+from _helpers import example_output
+from _helpers import load_example
 from _helpers import parent_id
-from _helpers import run_command
 from _helpers import span_id
 from _helpers import trace_id
 from stepstream import Event
@@ -29,11 +26,6 @@ from stepstream.telemetry import attributes as attrs
 from stepstream.testing import CapturedTelemetry
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-def load_example(name: str) -> ModuleType:
-    """Import ``examples/<name>.py`` from its path (once per test session)."""
-    return import_file(EXAMPLES / f"{name}.py", f"_example_{name}")
 
 
 async def run_example(
@@ -48,19 +40,12 @@ async def run_example(
     return mod, events, await handler
 
 
-def run_script(name: str, cwd: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    """Run ``python examples/<name>.py`` in ``cwd`` and return the finished process."""
-    return run_command(sys.executable, EXAMPLES / f"{name}.py", cwd=cwd, stdin=stdin)
-
-
 # -- fan_out ----------------------------------------------------------------------------
 
 
 def test_fan_out_script_prints_progress_and_sum(tmp_path: Path) -> None:
     """Running examples/fan_out.py prints a line per item and the sum of the squares."""
-    proc = run_script("fan_out", tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
+    out = example_output("fan_out", tmp_path)
     assert "dispatched 8 items" in out
     for i in range(8):
         assert f"item {i}: {i} squared is {i * i}" in out
@@ -105,10 +90,9 @@ async def test_human_in_the_loop_answered_from_the_stream() -> None:
 
 def test_human_in_the_loop_script_reads_the_answer_from_stdin(tmp_path: Path) -> None:
     """Running examples/human_in_the_loop.py with "Ada" on stdin greets Ada."""
-    proc = run_script("human_in_the_loop", tmp_path, stdin="Ada\n")
-    assert proc.returncode == 0, proc.stderr
-    assert "What is your name? " in proc.stdout
-    assert "Hello, Ada!" in proc.stdout
+    out = example_output("human_in_the_loop", tmp_path, stdin="Ada\n")
+    assert "What is your name? " in out
+    assert "Hello, Ada!" in out
 
 
 # -- retries ----------------------------------------------------------------------------
@@ -116,9 +100,7 @@ def test_human_in_the_loop_script_reads_the_answer_from_stdin(tmp_path: Path) ->
 
 def test_retries_script_prints_a_line_per_attempt(tmp_path: Path) -> None:
     """Running examples/retries.py prints two failed attempts, a successful third, the result."""
-    proc = run_script("retries", tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == [
+    assert example_output("retries", tmp_path).splitlines() == [
         "attempt 1: service unavailable",
         "attempt 2: service unavailable",
         "attempt 3: ok",
@@ -154,9 +136,7 @@ async def test_retries_record_one_span_per_attempt(sdk: CapturedTelemetry) -> No
 
 def test_nested_script_relays_inner_progress(tmp_path: Path) -> None:
     """Running examples/nested.py prints the outer and the relayed inner progress in order."""
-    proc = run_script("nested", tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
+    lines = example_output("nested", tmp_path).splitlines()
     assert lines[:6] == [
         "[outer] researching whales",
         "[inner] outlined whales: habitat, diet, behaviour",

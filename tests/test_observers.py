@@ -18,6 +18,7 @@ from stepstream.telemetry import Status
 from stepstream.telemetry import StepInfo
 from stepstream.telemetry import attributes
 from stepstream.telemetry import observe
+from stepstream.testing import CapturedTelemetry
 from stepstream.testing import capture_telemetry
 
 
@@ -136,10 +137,12 @@ async def test_a_raising_observer_never_breaks_the_run_or_the_others(
 
 
 @pytest.mark.asyncio
-async def test_trace_id_is_on_the_run_for_other_observers_once_traced() -> None:
+async def test_trace_id_is_on_the_run_for_other_observers_once_traced(
+    tel: CapturedTelemetry,
+) -> None:
     """A run recorded by a tracing observer carries its 32-hex trace id to the others."""
     recorder = Recorder()
-    with capture_telemetry() as tel, observe(recorder):
+    with observe(recorder):
         await Noting().run()
     run_span = tel.one(f"{attributes.RUN_SPAN_PREFIX} Noting")
     assert run_span.context is not None
@@ -254,11 +257,11 @@ async def test_send_event_is_refused_during_the_grace_period_as_after_the_end() 
 
 
 @pytest.mark.asyncio
-async def test_writes_during_the_grace_period_do_not_reach_the_stream() -> None:
+async def test_writes_during_the_grace_period_do_not_reach_the_stream(
+    tel: CapturedTelemetry,
+) -> None:
     """A step writing to the stream while being cancelled writes into the void."""
-    wf = Stubborn()
-    with capture_telemetry() as tel:
-        handler = wf.run()
+    handler = Stubborn().run()
     events = [ev async for ev in handler.stream_events()]
     assert [type(ev).__name__ for ev in events] == ["StopEvent"]
     assert [line["event_type"] for line in tel.lines("stream_event")] == ["StopEvent"]

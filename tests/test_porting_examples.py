@@ -1,47 +1,19 @@
 """The ports of LlamaIndex Workflows' documented examples, run as scripts and in-process."""
 
-import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from _helpers import example_output
+from _helpers import load_example
 from stepstream.telemetry import attributes as attrs
-from stepstream.testing import capture_telemetry
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def load(name: str) -> ModuleType:
-    """Import examples/<name>.py as a module."""
-    spec = importlib.util.spec_from_file_location(f"porting_{name}", EXAMPLES / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def script(name: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run examples/<name>.py as a script in ``cwd`` with ``args``."""
-    return subprocess.run(
-        [sys.executable, str(EXAMPLES / f"{name}.py"), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+from stepstream.testing import CapturedTelemetry
 
 
 def test_resources_script_shares_the_cached_memory_between_steps(tmp_path: Path) -> None:
     """examples/resources.py: the second step sees the message the first stored."""
-    proc = script("resources", tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == [
+    assert example_output("resources", tmp_path).splitlines() == [
         "Memory before step 1 0 message(s)",
         "Memory after step 1 1 message(s)",
         "Memory before step 2 1 message(s)",
@@ -51,11 +23,12 @@ def test_resources_script_shares_the_cached_memory_between_steps(tmp_path: Path)
 
 
 @pytest.mark.asyncio
-async def test_resources_are_resolved_once_and_recorded_on_each_step_span() -> None:
+async def test_resources_are_resolved_once_and_recorded_on_each_step_span(
+    tel: CapturedTelemetry,
+) -> None:
     """Both steps record a stepstream.resources span event naming get_memory."""
-    mod = load("resources")
-    with capture_telemetry() as tel:
-        result = await mod.WorkflowWithResource(timeout=10).run()
+    mod = load_example("resources")
+    result = await mod.WorkflowWithResource(timeout=10).run()
     assert result == ["This is the first step", "This is an input for step 2"]
     events = tel.span_events(attrs.RESOURCES_EVENT)
     assert len(events) == 2
@@ -68,26 +41,21 @@ async def test_resources_are_resolved_once_and_recorded_on_each_step_span() -> N
 
 def test_hitl_saved_context_continues_in_a_second_process(tmp_path: Path) -> None:
     """examples/hitl_saved_context.py: one process asks and saves, another continues."""
-    ask = script("hitl_saved_context", tmp_path, "ask")
-    assert ask.returncode == 0, ask.stderr
-    assert ask.stdout == "Enter a number: \n"
+    assert example_output("hitl_saved_context", tmp_path, "ask") == "Enter a number: \n"
     saved = json.loads((tmp_path / "hitl-run-123.json").read_text())
     assert saved["is_running"] is True
-    answer = script("hitl_saved_context", tmp_path, "answer", "42")
-    assert answer.returncode == 0, answer.stderr
-    assert answer.stdout == "Result: 42\n"
+    assert example_output("hitl_saved_context", tmp_path, "answer", "42") == "Result: 42\n"
 
 
 @pytest.mark.asyncio
 async def test_hitl_saved_context_is_one_trace_across_both_requests(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tel: CapturedTelemetry
 ) -> None:
     """Both requests' run spans share a trace; the second links to the first."""
     monkeypatch.chdir(tmp_path)
-    mod = load("hitl_saved_context")
-    with capture_telemetry() as tel:
-        assert await mod.first_request() == "Enter a number: "
-        assert await mod.second_request("7") == "7"
+    mod = load_example("hitl_saved_context")
+    assert await mod.first_request() == "Enter a number: "
+    assert await mod.second_request("7") == "7"
     first, second = tel.named("invoke_workflow NumberWorkflow")
     assert first.context is not None
     assert second.context is not None
@@ -97,9 +65,7 @@ async def test_hitl_saved_context_is_one_trace_across_both_requests(
 
 def test_error_handling_script_retries_then_recovers(tmp_path: Path) -> None:
     """examples/error_handling.py: three attempts, then the handler's cached answer."""
-    proc = script("error_handling", tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == [
+    assert example_output("error_handling", tmp_path).splitlines() == [
         "attempt 1",
         "attempt 2",
         "attempt 3",
@@ -109,11 +75,12 @@ def test_error_handling_script_retries_then_recovers(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
-async def test_error_handling_records_each_attempt_and_links_the_handler() -> None:
+async def test_error_handling_records_each_attempt_and_links_the_handler(
+    tel: CapturedTelemetry,
+) -> None:
     """Three ERROR spans for fetch; the handler's span links to the last; the run is ok."""
-    mod = load("error_handling")
-    with capture_telemetry() as tel:
-        assert await mod.ResilientWorkflow(timeout=10).run() == "cached answer"
+    mod = load_example("error_handling")
+    assert await mod.ResilientWorkflow(timeout=10).run() == "cached answer"
     attempts = tel.named("run_step fetch")
     assert [s.status.status_code.name for s in attempts] == ["ERROR", "ERROR", "ERROR"]
     assert len(tel.lines("step_retry")) == 2

@@ -10,6 +10,7 @@ import pytest
 
 import stepstream
 import stepstream.testing
+from _helpers import defined_here
 
 SPEC_NAMES = (
     "Event",
@@ -97,13 +98,7 @@ def test_testing_module_exports_its_classes() -> None:
     exported = set(module.__all__)
     assert {"FakeStreamingLLM", "CompletionResponse"} <= exported
     assert all(hasattr(module, name) for name in exported)
-    defined_here = {
-        name
-        for name in _public_names(module)
-        if (inspect.isclass(value := getattr(module, name)) or inspect.isfunction(value))
-        and value.__module__ == module.__name__
-    }
-    assert defined_here - exported == set()
+    assert defined_here(module) - exported == set()
 
 
 def _public_modules() -> list[types.ModuleType]:
@@ -144,11 +139,4 @@ def test_public_module_all_is_exact(module: types.ModuleType) -> None:
     assert len(exported) == len(set(exported))
     assert [n for n in exported if n.startswith("_")] == []
     assert [n for n in exported if not hasattr(module, n)] == []
-    defined_here = {
-        name
-        for name, value in vars(module).items()
-        if not name.startswith("_")
-        and (inspect.isclass(value) or inspect.isfunction(value))
-        and value.__module__ == module.__name__
-    }
-    assert defined_here - set(exported) == set()
+    assert defined_here(module) - set(exported) == set()

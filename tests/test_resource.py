@@ -11,9 +11,11 @@ from typing import Any
 import pydantic
 import pytest
 
+from _helpers import FanOutJobs
+from _helpers import Job
+from _helpers import JobDone
 from _helpers import drain
 from stepstream import Context
-from stepstream import Event
 from stepstream import StartEvent
 from stepstream import StopEvent
 from stepstream import Workflow
@@ -30,15 +32,7 @@ from stepstream.retry_policy import retry_policy
 from stepstream.retry_policy import stop_after_attempt
 from stepstream.retry_policy import wait_fixed
 from stepstream.telemetry import attributes as attrs
-from stepstream.testing import capture_telemetry
-
-
-class Job(Event):
-    i: int
-
-
-class Done(Event):
-    value: Any
+from stepstream.testing import CapturedTelemetry
 
 
 class DbConfig(pydantic.BaseModel):
@@ -252,27 +246,17 @@ async def test_concurrent_invocations_wait_for_one_factory_call() -> None:
         await asyncio.sleep(0.02)
         return Client()
 
-    class Flow(Workflow):
-        @step
-        async def start(self, ctx: Context[Any], ev: StartEvent) -> Job | None:
-            for i in range(4):
-                ctx.send_event(Job(i=i))
-            return None
+    class Flow(FanOutJobs):
+        jobs = 4
 
         @step(num_workers=4)
-        async def work(self, ev: Job, db: Annotated[Client, Resource(make_client)]) -> Done:
-            return Done(value=id(db))
-
-        @step
-        async def join(self, ctx: Context[Any], ev: Done) -> StopEvent | None:
-            done = ctx.collect_events(ev, [Done] * 4)
-            if done is None:
-                return None
-            return StopEvent(result={d.value for d in done if isinstance(d, Done)})
+        async def work(self, ev: Job, db: Annotated[Client, Resource(make_client)]) -> JobDone:
+            return JobDone(i=id(db))
 
     ids = await Flow().run()
     assert calls["client"] == 1
-    assert len(ids) == 1
+    assert len(ids) == 4
+    assert len(set(ids)) == 1
 
 
 # --- dependencies ------------------------------------------------------------------------
@@ -600,7 +584,7 @@ def test_descriptors_and_definitions_have_the_peer_shape() -> None:
 
 
 @pytest.mark.asyncio
-async def test_resolution_is_a_span_event_on_the_step_span() -> None:
+async def test_resolution_is_a_span_event_on_the_step_span(tel: CapturedTelemetry) -> None:
     """A step with resources gets one stepstream.resources event per attempt; others get none."""
 
     def make_client() -> Client:
@@ -615,8 +599,7 @@ async def test_resolution_is_a_span_event_on_the_step_span() -> None:
         async def second(self, ev: Job, db: Annotated[Client, Resource(make_client)]) -> StopEvent:
             return StopEvent(result="ok")
 
-    with capture_telemetry() as tel:
-        await Flow().run()
+    await Flow().run()
     (event,) = tel.span_events(attrs.RESOURCES_EVENT)
     assert event.name == "stepstream.resources"
     assert event.attributes is not None

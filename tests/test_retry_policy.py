@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 import stepstream
+from _helpers import defined_here
 from stepstream import StartEvent
 from stepstream import StopEvent
 from stepstream import Workflow
@@ -161,14 +162,7 @@ def test_every_name_in_all_is_defined_here() -> None:
 
 def test_every_public_class_and_function_is_in_all() -> None:
     """No class or function the module defines is public without being in __all__."""
-    defined = {
-        name
-        for name, value in vars(module).items()
-        if not name.startswith("_")
-        and (inspect.isclass(value) or inspect.isfunction(value))
-        and value.__module__ == module.__name__
-    }
-    assert defined - set(module.__all__) == set()
+    assert defined_here(module) - set(module.__all__) == set()
 
 
 def test_top_level_package_does_not_add_the_composable_names() -> None:

@@ -11,6 +11,9 @@ from typing import ClassVar
 import pytest
 
 from _helpers import EXAMPLES
+from _helpers import FanOutJobs
+from _helpers import Job
+from _helpers import JobDone
 from _helpers import Slow
 from _helpers import StepTimeout
 from _helpers import drain
@@ -66,14 +69,6 @@ class RightEvent(Event):
 
 class Done(Event):
     side: str
-
-
-class Job(Event):
-    i: int
-
-
-class JobDone(Event):
-    i: int
 
 
 class Middle(Event):
@@ -236,19 +231,15 @@ class StopWins(Forks):
         return StopEvent(result="sibling won")
 
 
-class Bounded(Workflow):
+class Bounded(FanOutJobs):
     """Six jobs through a step limited to two concurrent invocations."""
+
+    jobs = 6
 
     def __init__(self) -> None:
         super().__init__(timeout=5)
         self.current = 0
         self.max_seen = 0
-
-    @step
-    async def start(self, ctx: Context[Any], ev: StartEvent) -> Job | None:
-        for i in range(6):
-            ctx.send_event(Job(i=i))
-        return None
 
     @step(num_workers=2)
     async def worker(self, ctx: Context[Any], ev: Job) -> JobDone:
@@ -259,13 +250,6 @@ class Bounded(Workflow):
         finally:
             self.current -= 1
         return JobDone(i=ev.i)
-
-    @step
-    async def join(self, ctx: Context[Any], ev: JobDone) -> StopEvent | None:
-        done = ctx.collect_events(ev, [JobDone] * 6)
-        if done is None:
-            return None
-        return StopEvent(result=sorted(e.i for e in done if isinstance(e, JobDone)))
 
 
 class TwoStep(Workflow):

@@ -19,7 +19,10 @@ from _helpers import SEED_STEPS
 from _helpers import Big
 from _helpers import BigWriter
 from _helpers import Failing
+from _helpers import FanOutJobs
 from _helpers import Flaky
+from _helpers import Job
+from _helpers import JobDone
 from _helpers import MyWorkflow
 from _helpers import ProgressEvent
 from _helpers import Slow
@@ -41,7 +44,6 @@ from _helpers import step_span_name
 from _helpers import stream_span_events
 from _helpers import trace_id
 from stepstream import Context
-from stepstream import Event
 from stepstream import HumanResponseEvent
 from stepstream import InputRequiredEvent
 from stepstream import StartEvent
@@ -57,14 +59,6 @@ from stepstream.testing import CapturedTelemetry
 # -- events and workflows ---------------------------------------------------------------
 
 
-class Work(Event):
-    index: int
-
-
-class Result(Event):
-    index: int
-
-
 class TracedStart(StartEvent):
     """Carries the test's tracer (from the captured telemetry's provider) into a step."""
 
@@ -75,26 +69,13 @@ class NestedStart(StartEvent):
     inner: Workflow
 
 
-class FanOut(Workflow):
-    """Sends three Work events; three workers each return a Result; a join collects them."""
-
-    @step
-    async def start(self, ctx: Context[Any], ev: StartEvent) -> Work | None:
-        for i in range(3):
-            ctx.send_event(Work(index=i))
-        return None
+class FanOut(FanOutJobs):
+    """Sends three Jobs; three workers each return a JobDone; a join collects them."""
 
     @step(num_workers=3)
-    async def worker(self, ctx: Context[Any], ev: Work) -> Result:
+    async def worker(self, ctx: Context[Any], ev: Job) -> JobDone:
         await asyncio.sleep(0.02)
-        return Result(index=ev.index)
-
-    @step
-    async def join(self, ctx: Context[Any], ev: Result) -> StopEvent | None:
-        results = ctx.collect_events(ev, [Result] * 3)
-        if results is None:
-            return None
-        return StopEvent(result=sorted(r["index"] for r in results))
+        return JobDone(i=ev.i)
 
 
 class Asker(Workflow):
@@ -112,13 +93,13 @@ class Racing(Workflow):
     """A fast step ends the run while its slow sibling is still in flight."""
 
     @step
-    async def start(self, ctx: Context[Any], ev: StartEvent) -> Work | Task | None:
-        ctx.send_event(Work(index=0))
+    async def start(self, ctx: Context[Any], ev: StartEvent) -> Job | Task | None:
+        ctx.send_event(Job(i=0))
         ctx.send_event(Task())
         return None
 
     @step
-    async def slow(self, ctx: Context[Any], ev: Work) -> StopEvent:
+    async def slow(self, ctx: Context[Any], ev: Job) -> StopEvent:
         await asyncio.sleep(10)
         return StopEvent(result="slow")
 
