@@ -18,8 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from typing import Never
 
 from opentelemetry.sdk.trace import ReadableSpan
+from pydantic import BaseModel
 
 from stepstream import Context
 from stepstream import Event
@@ -199,6 +201,32 @@ class Failing(Workflow):
         raise ValueError(msg)
 
 
+class BoomError(Exception):
+    pass
+
+
+def boom(n: int) -> BoomError:
+    """A BoomError numbered ``n``: its message is "boom <n>"."""
+    msg = f"boom {n}"
+    return BoomError(msg)
+
+
+def raise_next(raised: list[BoomError]) -> Never:
+    """Raise the next numbered BoomError (one more than ``raised`` holds), recording it there."""
+    error = boom(len(raised) + 1)
+    raised.append(error)
+    raise error
+
+
+class KeepsComplex(Workflow):
+    """Stores complex(1, 2), which JSON cannot hold, in the run's store under 'value'."""
+
+    @step
+    async def keep(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+        await ctx.store.set("value", complex(1, 2))
+        return StopEvent()
+
+
 class Big(Event):
     text: str
 
@@ -229,6 +257,24 @@ class Parked(Workflow):
     async def park(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
         answer = await ctx.wait_for_event(HumanResponseEvent, timeout=60)
         return StopEvent(result=answer.get("response"))
+
+
+class A(Event):
+    pass
+
+
+class B(Event):
+    pass
+
+
+class FansOut(Workflow):
+    """Its start step sends one A and one B."""
+
+    @step
+    async def fan_out(self, ctx: Context[Any], ev: StartEvent) -> A | B | None:
+        ctx.send_event(A())
+        ctx.send_event(B())
+        return None
 
 
 class Job(Event):
@@ -423,6 +469,18 @@ class BadReturnAnnotation(Workflow):
     @step
     async def start(self, ev: StartEvent) -> str:
         return "x"
+
+
+class Required(BaseModel):
+    """A state model with a field without default: no run can start from Required()."""
+
+    name: str
+
+
+class NeedsArgs(Workflow):
+    @step
+    async def start(self, ctx: Context[Required], ev: StartEvent) -> StopEvent:
+        return StopEvent()
 
 
 class Unresolvable(Workflow):

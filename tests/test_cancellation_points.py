@@ -18,6 +18,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from _helpers import A
+from _helpers import B
+from _helpers import FansOut
 from _helpers import assert_ended
 from stepstream import Context
 from stepstream import Event
@@ -48,30 +51,12 @@ PROMPT = 0.5
 # -- scenarios --------------------------------------------------------------------------------
 
 
-class A(Event):
-    pass
-
-
-class B(Event):
-    pass
-
-
 class Note(Event):
     text: str
 
 
 class Counted(BaseModel):
     n: int = 0
-
-
-class FansOut(Workflow):
-    """Its start step sends one A and one B."""
-
-    @step
-    async def fan_out(self, ctx: Context[Any], ev: StartEvent) -> A | B | None:
-        ctx.send_event(A())
-        ctx.send_event(B())
-        return None
 
 
 @dataclass

@@ -14,6 +14,9 @@ from typing import Any
 
 import pytest
 
+from _helpers import BoomError
+from _helpers import boom
+from _helpers import raise_next
 from stepstream import Context
 from stepstream import Event
 from stepstream import StartEvent
@@ -42,22 +45,12 @@ class Uncovered(Event):
     pass
 
 
-class BoomError(Exception):
-    pass
-
-
 class OtherError(Exception):
     pass
 
 
 class HandlerBrokeError(Exception):
     pass
-
-
-def boom(n: int) -> BoomError:
-    """A BoomError numbered ``n``."""
-    msg = f"boom {n}"
-    return BoomError(msg)
 
 
 class Recovering(Workflow):
@@ -77,9 +70,7 @@ class Recovering(Workflow):
 
     @step(retry_policy=retry_policy(wait=wait_none(), stop=stop_after_attempt(3)))
     async def work(self, ev: Work) -> StopEvent:
-        error = boom(len(self.raised) + 1)
-        self.raised.append(error)
-        raise error
+        raise_next(self.raised)
 
     @catch_error
     async def on_error(self, ev: StepFailedEvent) -> StopEvent:
@@ -122,9 +113,7 @@ class Looping(Workflow):
 
     @step
     async def work(self, ev: Work) -> StopEvent:
-        error = boom(len(self.raised) + 1)
-        self.raised.append(error)
-        raise error
+        raise_next(self.raised)
 
 
 def resend(ev: StepFailedEvent) -> Work:
@@ -156,9 +145,7 @@ class RestartingOnce(Workflow):
 
     @step
     async def start(self, ev: StartEvent) -> StopEvent:
-        error = boom(len(self.raised) + 1)
-        self.raised.append(error)
-        raise error
+        raise_next(self.raised)
 
     @catch_error(max_recoveries=1)
     async def on_error(self, ev: StepFailedEvent) -> StartEvent:

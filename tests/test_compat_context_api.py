@@ -14,6 +14,11 @@ from typing import cast
 
 import pytest
 
+from _helpers import A
+from _helpers import B
+from _helpers import BoomError
+from _helpers import FansOut
+from _helpers import raise_next
 from stepstream import Context
 from stepstream import Event
 from stepstream import HumanResponseEvent
@@ -32,30 +37,12 @@ from stepstream.retry_policy import stop_after_attempt
 from stepstream.retry_policy import wait_fixed
 
 
-class FlakyError(Exception):
-    pass
-
-
 class PolicyBrokeError(Exception):
     pass
 
 
 class Progress(Event):
     n: int
-
-
-class Left(Event):
-    pass
-
-
-class Right(Event):
-    pass
-
-
-def flaky(n: int) -> FlakyError:
-    """A FlakyError numbered ``n``."""
-    msg = f"flaky {n}"
-    return FlakyError(msg)
 
 
 def peer_seed(run_id: str, step_name: str, failures: int) -> int:
@@ -78,15 +65,13 @@ class RetriedOnce(Workflow):
     def __init__(self) -> None:
         super().__init__(timeout=5)
         self.infos: list[RetryInfo] = []
-        self.raised: list[FlakyError] = []
+        self.raised: list[BoomError] = []
 
     @step(retry_policy=retry_policy(wait=wait_fixed(0.01), stop=stop_after_attempt(2)))
     async def work(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
         self.infos.append(ctx.retry_info())
         if not self.raised:
-            error = flaky(1)
-            self.raised.append(error)
-            raise error
+            raise_next(self.raised)
         return StopEvent(result="done")
 
 
@@ -154,16 +139,14 @@ class RaisingPolicy:
         raise PolicyBrokeError(msg)
 
 
-def always_failing(policy: RetryPolicy) -> tuple[Workflow, list[FlakyError]]:
+def always_failing(policy: RetryPolicy) -> tuple[Workflow, list[BoomError]]:
     """A workflow whose one step ``work`` (retried by ``policy``) always fails, and its errors."""
-    raised: list[FlakyError] = []
+    raised: list[BoomError] = []
 
     class AlwaysFailing(Workflow):
         @step(retry_policy=policy)
         async def work(self, ev: StartEvent) -> StopEvent:
-            error = flaky(len(raised) + 1)
-            raised.append(error)
-            raise error
+            raise_next(raised)
 
     return AlwaysFailing(timeout=5), raised
 
@@ -175,9 +158,9 @@ async def test_a_policy_taking_seed_gets_the_peers_replay_stable_seed() -> None:
     for run_id in ("fixed", "fixed", "other"):
         policy = SeedRecorder()
         wf, raised = always_failing(policy)
-        with pytest.raises(FlakyError) as info:
+        with pytest.raises(BoomError) as info:
             await wf.run(run_id=run_id)
-        assert str(info.value) == "flaky 3"
+        assert str(info.value) == "boom 3"
         assert len(raised) == 3
         assert all(type(s) is int for s in policy.seeds)
         assert policy.seeds == [peer_seed(run_id, "work", n) for n in (1, 2, 3)]
@@ -194,7 +177,7 @@ async def test_a_policy_without_a_seed_parameter_still_works() -> None:
     policy = Seedless()
     # The RetryPolicy protocol declares seed; the run checks next()'s signature instead.
     wf, raised = always_failing(cast("RetryPolicy", policy))
-    with pytest.raises(FlakyError) as info:
+    with pytest.raises(BoomError) as info:
         await wf.run(run_id="fixed")
     assert info.value is raised[-1]
     assert policy.calls == [1, 2, 3]
@@ -207,7 +190,7 @@ async def test_a_policy_that_raises_fails_the_run_with_its_error_caused_by_the_s
     wf, raised = always_failing(RaisingPolicy())
     with pytest.raises(PolicyBrokeError) as info:
         await wf.run()
-    assert str(info.value) == "policy broke on flaky 1"
+    assert str(info.value) == "policy broke on boom 1"
     assert len(raised) == 1
     assert info.value.__cause__ is raised[0]
 
@@ -378,8 +361,8 @@ async def test_write_event_to_stream_ignores_none() -> None:
     assert await handler == "done"
 
 
-class Joining(Workflow):
-    """``start`` sends a Right then a Left; ``join`` collects them as [Left, Right]."""
+class Joining(FansOut):
+    """The start step sends an A then a B; ``join`` collects them as [B, A]."""
 
     def __init__(self, buffer_id: str | None) -> None:
         super().__init__(timeout=5)
@@ -387,14 +370,8 @@ class Joining(Workflow):
         self.pending: list[None] = []
 
     @step
-    async def start(self, ctx: Context[Any], ev: StartEvent) -> Left | Right | None:
-        ctx.send_event(Right())
-        ctx.send_event(Left())
-        return None
-
-    @step
-    async def join(self, ctx: Context[Any], ev: Left | Right) -> StopEvent | None:
-        events = ctx.collect_events(ev, [Left, Right], buffer_id=self.buffer_id)
+    async def join(self, ctx: Context[Any], ev: A | B) -> StopEvent | None:
+        events = ctx.collect_events(ev, [B, A], buffer_id=self.buffer_id)
         if events is None:
             self.pending.append(None)
             return None
@@ -404,9 +381,9 @@ class Joining(Workflow):
 @pytest.mark.asyncio
 @pytest.mark.parametrize("buffer_id", [None, "x"])
 async def test_collect_events_with_a_buffer_id_works_as_without(buffer_id: str | None) -> None:
-    """collect_events(ev, [Left, Right], buffer_id='x') joins as it does without buffer_id."""
+    """collect_events(ev, [B, A], buffer_id='x') joins as it does without buffer_id."""
     wf = Joining(buffer_id)
-    assert await wf.run() == ["Left", "Right"]
+    assert await wf.run() == ["B", "A"]
     assert wf.pending == [None]
 
 

@@ -18,7 +18,6 @@ from typing import Any
 import pydantic
 import pytest
 
-import stepstream.events
 from _helpers import Failing
 from _helpers import Parked
 from _helpers import Returns
@@ -478,27 +477,3 @@ def test_event_type_alias_and_dict_like_base() -> None:
     assert EventType == type[Event]
     assert issubclass(Event, DictLikeModel)
     assert issubclass(DictLikeModel, pydantic.BaseModel)
-
-
-def test_events_module_exports_the_peer_names() -> None:
-    """stepstream.events lists the public names of workflows.events that stepstream defines."""
-    assert {
-        "DictLikeModel",
-        "Event",
-        "EventType",
-        "HumanResponseEvent",
-        "InputRequiredEvent",
-        "InternalDispatchEvent",
-        "SerializableException",
-        "StartEvent",
-        "StepFailedEvent",
-        "StepState",
-        "StepStateChanged",
-        "StopEvent",
-        "UnhandledEvent",
-        "UnreconstructedException",
-        "WorkflowCancelledEvent",
-        "WorkflowFailedEvent",
-        "WorkflowIdleEvent",
-        "WorkflowTimedOutEvent",
-    } <= set(stepstream.events.__all__)

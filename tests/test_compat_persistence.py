@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from _helpers import KeepsComplex
 from stepstream import Context
 from stepstream import Event
 from stepstream import HumanResponseEvent
@@ -249,20 +250,13 @@ def test_a_damaged_saved_context_names_the_problem() -> None:
 @pytest.mark.asyncio
 async def test_include_state_false_and_a_pickle_serializer() -> None:
     """include_state=False leaves the state out; PickleSerializer keeps non-JSON values."""
-
-    class Keeps(Workflow):
-        @step
-        async def keep(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-            await ctx.store.set("when", complex(1, 2))
-            return StopEvent()
-
-    wf = Keeps(timeout=5)
+    wf = KeepsComplex(timeout=5)
     handler = wf.run()
     await handler
     assert handler.ctx.to_dict(include_state=False)["state"] == {}
     saved = handler.ctx.to_dict(serializer=PickleSerializer())
     restored = Context.from_dict(wf, saved, serializer=PickleSerializer())
-    assert await restored.store.get("when") == complex(1, 2)
+    assert await restored.store.get("value") == complex(1, 2)
 
 
 def test_send_event_before_the_run_is_refused() -> None:

@@ -4,6 +4,7 @@ from typing import Any
 
 import pytest
 
+from _helpers import KeepsComplex
 from stepstream import Context
 from stepstream import Event
 from stepstream import StartEvent
@@ -92,16 +93,9 @@ def test_unknown_step_graph_checks_are_refused() -> None:
 @pytest.mark.asyncio
 async def test_the_workflow_serializer_is_the_contexts_default() -> None:
     """Workflow(serializer=PickleSerializer()) saves contexts with it by default."""
-
-    class Keeps(Workflow):
-        @step
-        async def keep(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
-            await ctx.store.set("value", complex(0, 1))
-            return StopEvent()
-
-    wf = Keeps(serializer=PickleSerializer())
+    wf = KeepsComplex(serializer=PickleSerializer())
     assert isinstance(wf.serializer, PickleSerializer)
     handler = wf.run()
     await handler
     restored = Context.from_dict(wf, handler.ctx.to_dict())
-    assert await restored.store.get("value") == complex(0, 1)
+    assert await restored.store.get("value") == complex(1, 2)

@@ -112,9 +112,10 @@ LLAMA_INDEX_CORE_WORKFLOW = (
     ("module", "names"), [pytest.param(m, n, id=m) for m, n in PEER_MODULES.items()]
 )
 def test_each_peer_module_has_its_public_names(module: str, names: tuple[str, ...]) -> None:
-    """stepstream.<module> binds every public name of workflows.<module>."""
+    """stepstream.<module> binds every public name of workflows.<module> and exports it."""
     mod = importlib.import_module(module)
     assert [n for n in names if not hasattr(mod, n)] == []
+    assert [n for n in names if n not in mod.__all__] == []
 
 
 def test_llama_index_core_workflow_names_import_from_stepstream() -> None:

@@ -45,6 +45,7 @@ from _helpers import JobWorkflow
 from _helpers import Middle
 from _helpers import Minimal
 from _helpers import MissingKey
+from _helpers import NeedsArgs
 from _helpers import NoEventParam
 from _helpers import NonEvent
 from _helpers import NoReturn
@@ -53,6 +54,7 @@ from _helpers import NoStop
 from _helpers import Other
 from _helpers import Parked
 from _helpers import RaisesCancelled
+from _helpers import Required
 from _helpers import Returns
 from _helpers import Slow
 from _helpers import StepTimeout
@@ -248,16 +250,6 @@ class PlainState:
 class PlainStateFlow(Workflow):
     @step
     async def start(self, ctx: Context[PlainState], ev: StartEvent) -> StopEvent:  # type: ignore[type-var]
-        return StopEvent()
-
-
-class NeedsName(BaseModel):
-    name: str
-
-
-class RequiredState(Workflow):
-    @step
-    async def start(self, ctx: Context[NeedsName], ev: StartEvent) -> StopEvent:
         return StopEvent()
 
 
@@ -516,7 +508,7 @@ DEFINING: dict[str, Callable[[], object]] = {
     (
         "the Context state type <State> cannot be created without arguments: field(s) <fields> "
         "have no default; give every field a default (each run starts from <State>())"
-    ): RequiredState,
+    ): NeedsArgs,
     "<Event> has no field '<key>'": lambda: Middle()["missing"],
     (
         "Resource(factory) takes a callable that returns the resource, got <type> (<value>); pass "
@@ -683,7 +675,7 @@ STATE: dict[str, Callable[[], object]] = {
     (
         "cannot reset the state: <State>() fails without arguments (required fields: <fields>; "
         "<n> error(s)); give every field of the state model a default"
-    ): lambda: asyncio.run(InMemoryStateStore(NeedsName(name="Ada")).clear()),
+    ): lambda: asyncio.run(InMemoryStateStore(Required(name="Ada")).clear()),
     (
         "cannot serialize a value of type <type> to JSON (<reason>; value: <value>); store JSON "
         "data (dict, list, str, int, float, bool, None) or a pydantic model, or use "

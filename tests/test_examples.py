@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import textwrap
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -100,12 +101,14 @@ def test_human_in_the_loop_script_reads_the_answer_from_stdin(tmp_path: Path) ->
 
 def test_retries_script_prints_a_line_per_attempt(tmp_path: Path) -> None:
     """Running examples/retries.py prints two failed attempts, a successful third, the result."""
-    assert example_output("retries", tmp_path).splitlines() == [
-        "attempt 1: service unavailable",
-        "attempt 2: service unavailable",
-        "attempt 3: ok",
-        "fetched after 3 attempts",
-    ]
+    assert example_output("retries", tmp_path) == textwrap.dedent(
+        """\
+        attempt 1: service unavailable
+        attempt 2: service unavailable
+        attempt 3: ok
+        fetched after 3 attempts
+        """
+    )
 
 
 @pytest.mark.asyncio

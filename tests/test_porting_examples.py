@@ -1,6 +1,7 @@
 """The ports of LlamaIndex Workflows' documented examples, run as scripts and in-process."""
 
 import json
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -13,13 +14,15 @@ from stepstream.testing import CapturedTelemetry
 
 def test_resources_script_shares_the_cached_memory_between_steps(tmp_path: Path) -> None:
     """examples/resources.py: the second step sees the message the first stored."""
-    assert example_output("resources", tmp_path).splitlines() == [
-        "Memory before step 1 0 message(s)",
-        "Memory after step 1 1 message(s)",
-        "Memory before step 2 1 message(s)",
-        "Memory after step 2 2 message(s)",
-        "Result: ['This is the first step', 'This is an input for step 2']",
-    ]
+    assert example_output("resources", tmp_path) == textwrap.dedent(
+        """\
+        Memory before step 1 0 message(s)
+        Memory after step 1 1 message(s)
+        Memory before step 2 1 message(s)
+        Memory after step 2 2 message(s)
+        Result: ['This is the first step', 'This is an input for step 2']
+        """
+    )
 
 
 @pytest.mark.asyncio
@@ -65,13 +68,15 @@ async def test_hitl_saved_context_is_one_trace_across_both_requests(
 
 def test_error_handling_script_retries_then_recovers(tmp_path: Path) -> None:
     """examples/error_handling.py: three attempts, then the handler's cached answer."""
-    assert example_output("error_handling", tmp_path).splitlines() == [
-        "attempt 1",
-        "attempt 2",
-        "attempt 3",
-        "fetch failed after 3 attempts: service unavailable (attempt 3)",
-        "Result: cached answer",
-    ]
+    assert example_output("error_handling", tmp_path) == textwrap.dedent(
+        """\
+        attempt 1
+        attempt 2
+        attempt 3
+        fetch failed after 3 attempts: service unavailable (attempt 3)
+        Result: cached answer
+        """
+    )
 
 
 @pytest.mark.asyncio

@@ -10,6 +10,8 @@ import pytest
 from pydantic import BaseModel
 from pydantic import Field
 
+from _helpers import NeedsArgs
+from _helpers import Required
 from stepstream import Context
 from stepstream import Event
 from stepstream import StartEvent
@@ -45,10 +47,6 @@ class MoreState(AppState):
 
 class Unrelated(BaseModel):
     other: int = 0
-
-
-class Required(BaseModel):
-    name: str
 
 
 class Tagged(DictState):
@@ -729,14 +727,18 @@ async def test_each_run_starts_from_a_fresh_state() -> None:
     assert first == second
 
 
+class StartsAsChild(Workflow):
+    """Its start step has Context[Child]; subclasses add a step with another state type."""
+
+    @step
+    async def start(self, ctx: Context[Child], ev: StartEvent) -> Next:
+        return Next()
+
+
 def test_unrelated_state_types_are_a_validation_problem() -> None:
     """Steps whose state types are not one inheritance chain make the workflow invalid."""
 
-    class Clash(Workflow):
-        @step
-        async def start(self, ctx: Context[Child], ev: StartEvent) -> Next:
-            return Next()
-
+    class Clash(StartsAsChild):
         @step
         async def end(self, ctx: Context[Unrelated], ev: Next) -> StopEvent:
             return StopEvent()
@@ -759,11 +761,7 @@ def test_siblings_of_one_base_are_not_a_chain() -> None:
     class Sibling(Base):
         other: int = 0
 
-    class Siblings(Workflow):
-        @step
-        async def start(self, ctx: Context[Child], ev: StartEvent) -> Next:
-            return Next()
-
+    class Siblings(StartsAsChild):
         @step
         async def end(self, ctx: Context[Sibling], ev: Next) -> StopEvent:
             return StopEvent()
@@ -774,12 +772,6 @@ def test_siblings_of_one_base_are_not_a_chain() -> None:
 
 def test_state_type_with_required_fields_is_a_validation_problem() -> None:
     """A state model that cannot be built without arguments makes the workflow invalid."""
-
-    class NeedsArgs(Workflow):
-        @step
-        async def start(self, ctx: Context[Required], ev: StartEvent) -> StopEvent:
-            return StopEvent()
-
     with pytest.raises(WorkflowValidationError) as info:
         NeedsArgs()
     assert info.value.problems == (
