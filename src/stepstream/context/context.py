@@ -100,7 +100,7 @@ class Context(Generic[MODEL_T]):
     (what ``to_dict()`` returned) continues a saved run instead.
     """
 
-    __slots__ = ("_run", "_saved", "_serializer", "_workflow", "store")
+    __slots__ = ("_run", "_saved", "_serializer", "_store", "_workflow")
 
     def __init__(
         self,
@@ -110,13 +110,17 @@ class Context(Generic[MODEL_T]):
     ) -> None:
         self._workflow = workflow
         self._run: RunPort | None = None
-        name, state_type, default = workflow._context_spec()  # noqa: SLF001 - a friend
-        self._serializer = serializer or default or JsonSerializer()
+        # Made when first needed: most runs never save their context or touch the state.
+        self._serializer = serializer
+        self._store: InMemoryStateStore[MODEL_T] | None = None
         self._saved: SavedRun | None = None
-        if previous_context is None:
-            self.store: InMemoryStateStore[MODEL_T] = _fresh_store(state_type)
-            return
-        saved = from_payload(previous_context, self._serializer)
+        if previous_context is not None:
+            self._restore(previous_context)
+
+    def _restore(self, previous_context: Mapping[str, Any]) -> None:
+        name, _, _ = self._workflow._context_spec()  # noqa: SLF001 - the workflow's friend
+        ser = self._default_serializer()
+        saved = from_payload(previous_context, ser)
         if saved.workflow != name:
             msg = (
                 f"this context was saved from workflow {saved.workflow}, not {name}; restore "
@@ -124,14 +128,25 @@ class Context(Generic[MODEL_T]):
             )
             raise ContextSerdeError(msg)
         self._saved = saved
-        self.store = (
-            cast(
-                "InMemoryStateStore[MODEL_T]",
-                InMemoryStateStore.from_dict(saved.state, self._serializer),
-            )
-            if saved.state
-            else _fresh_store(state_type)
-        )
+        if saved.state:
+            restored = InMemoryStateStore.from_dict(saved.state, ser)
+            self._store = cast("InMemoryStateStore[MODEL_T]", restored)
+
+    def _default_serializer(self) -> BaseSerializer:
+        """The serializer given, else the workflow's, else JSON."""
+        if self._serializer is None:
+            _, _, default = self._workflow._context_spec()  # noqa: SLF001 - a friend
+            self._serializer = default or JsonSerializer()
+        return self._serializer
+
+    @property
+    def store(self) -> InMemoryStateStore[MODEL_T]:
+        """The run's state: ``await ctx.store.get("key")``, ``set``, ``edit_state()``..."""
+        store = self._store
+        if store is None:
+            _, state_type, _ = self._workflow._context_spec()  # noqa: SLF001 - a friend
+            store = self._store = _fresh_store(state_type)
+        return store
 
     @classmethod
     def from_dict(
@@ -161,7 +176,7 @@ class Context(Generic[MODEL_T]):
                 "call it on handler.ctx"
             )
             raise ContextStateError(msg)
-        ser = serializer if serializer is not None else self._serializer
+        ser = serializer if serializer is not None else self._default_serializer()
         saved = self._current()
         saved.state = self.store.to_dict(ser) if include_state else {}
         return to_payload(saved, ser)

@@ -259,10 +259,15 @@ class InMemoryStateStore(Generic[MODEL_T]):
             ValueError: Nothing is at ``path`` and no ``default`` was given (the message
                 names the segment that failed), or the path is longer than MAX_DEPTH.
         """
+        state = self._state
+        if isinstance(state, DictState) and "." not in path:  # the common case: a plain key
+            data = state._data  # noqa: SLF001 - DictState is this module's own
+            if path in data:
+                return data[path]
         segments = _split(path)
         if not segments:
-            return self._state.model_copy()
-        value: Any = self._state
+            return state.model_copy()
+        value: Any = state
         for i, segment in enumerate(segments):
             value = _child(value, segment)
             if isinstance(value, _Miss):
