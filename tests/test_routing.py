@@ -47,10 +47,8 @@ from stepstream._routing import Router
 from stepstream._routing import RunState
 from stepstream._routing import Waiter
 from stepstream._routing import default_waiter_id
-from stepstream._routing import restore_snapshot
 from stepstream._routing import result_action
 from stepstream._routing import retry_delay
-from stepstream._routing import take_snapshot
 from stepstream._spec import StepSpec
 from stepstream.retry_policy import retry_policy
 from stepstream.retry_policy import stop_after_attempt
@@ -1252,7 +1250,7 @@ def test_a_queued_delivery_is_reported_with_the_queued_slot() -> None:
 
 
 def test_a_snapshot_round_trips_pending_work_held_events_waits_and_joins() -> None:
-    """take_snapshot then restore_snapshot gives a new router the same pending state."""
+    """Router.snapshot then Router.restore gives a new router the same pending state."""
     router = fan_router()
     starts(router.deliver(Parent(), "o", "on_parent"))
     queued = Parent()
@@ -1263,19 +1261,22 @@ def test_a_snapshot_round_trips_pending_work_held_events_waits_and_joins() -> No
     first = Ping(n=7)
     assert router.collect("on_ping", first, "o", [Ping, Ping]) is None
     running = Parent()
-    snap = take_snapshot(router, [(ON_PARENT, running)])
+    snap = router.snapshot([(ON_PARENT, running)])
     assert snap.queue == [("on_parent", running), ("on_parent", queued)]
     assert snap.held == [held]
     assert snap.waiters == [("wait-1", Ping, {"n": 1})]
     assert snap.joins == [("on_ping", (Ping, Ping), [first])]
 
     restored = fan_router()
-    assert restore_snapshot(restored, snap) == snap.queue
+    assert restored.restore(snap, "saved") == snap.queue
     assert restored.held == [held]
     waiter, taken = restored.add_waiter(Ping, {"n": 1}, "tok", "wait-1")
     assert (waiter.restored, taken) == (True, None)
     second = Ping(n=8)
-    assert restored.collect("on_ping", second, "o", [Ping, Ping]) == ([first, second], [None, "o"])
+    assert restored.collect("on_ping", second, "o", [Ping, Ping]) == (
+        [first, second],
+        ["saved", "o"],
+    )
 
 
 def test_default_waiter_ids_are_stable_and_distinguish_requirements() -> None:

@@ -32,10 +32,8 @@ __all__ = [
     "Snapshot",
     "Waiter",
     "default_waiter_id",
-    "restore_snapshot",
     "result_action",
     "retry_delay",
-    "take_snapshot",
 ]
 
 OriginT = TypeVar("OriginT")
@@ -328,6 +326,39 @@ class Router(Generic[OriginT, TokenT]):
             candidates.append(collector)
         return collector.add(event, origin)
 
+    # -- saving and continuing --------------------------------------------------------
+
+    def snapshot(self, in_flight: Sequence[tuple[int, Event]]) -> Snapshot:
+        """What a saved context needs: with the events of the invocations ``in_flight``."""
+        names = self.graph.names
+        snap = Snapshot()
+        snap.queue = [(names[i], event) for i, event in in_flight]
+        for i, backlog in enumerate(self._backlogs):
+            snap.queue.extend((names[i], event) for event, _ in backlog or ())
+        snap.held = list(self.held)
+        for w in self.waiters:
+            if w.waiter_id is not None:
+                snap.waiters.append((w.waiter_id, w.event_type, dict(w.requirements)))
+        snap.waiters.extend((wid, t, dict(r)) for wid, (t, r) in self.dormant.items())
+        for key, collectors in self._collectors.items():
+            for c in collectors:
+                if c.pending():
+                    snap.joins.append((key[0], c.expected, c.pending()))
+        return snap
+
+    def restore(self, snap: Snapshot, origin: OriginT) -> list[tuple[str, Event]]:
+        """Load ``snap`` into this new router; return the work to start, as (step, event).
+
+        ``origin`` stands for the producer of the restored joins' events (not saved).
+        """
+        self.held.extend(snap.held)
+        for waiter_id, event_type, requirements in snap.waiters:
+            self.dormant[waiter_id] = (event_type, requirements)
+        for step, expected, events in snap.joins:
+            for event in events:
+                self.collect(step, event, origin, expected)
+        return [(step, event) for step, event in snap.queue if step in self.graph.index]
+
 
 def result_action(result: Any, state: RunState) -> Action:
     """What to do with ``result``, returned by a step while the run is in ``state``."""
@@ -388,33 +419,3 @@ def default_waiter_id(
     """The id of a wait that names none: stable across processes, so a saved wait is found."""
     wanted = ",".join(f"{k}={v!r}" for k, v in sorted(requirements.items()))
     return f"{step or '<caller>'}:{event_type.__module__}.{event_type.__qualname__}:{wanted}"
-
-
-def take_snapshot(router: Router[Any, Any], in_flight: Sequence[tuple[int, Event]]) -> Snapshot:
-    """The state of ``router`` with the events of the invocations ``in_flight``."""
-    names = router.graph.names
-    snap = Snapshot()
-    snap.queue = [(names[i], event) for i, event in in_flight]
-    for i, backlog in enumerate(router._backlogs):  # noqa: SLF001 - the core's own module
-        snap.queue.extend((names[i], event) for event, _ in backlog or ())
-    snap.held = list(router.held)
-    for w in router.waiters:
-        if w.waiter_id is not None:
-            snap.waiters.append((w.waiter_id, w.event_type, dict(w.requirements)))
-    snap.waiters.extend((wid, t, dict(r)) for wid, (t, r) in router.dormant.items())
-    for key, collectors in router._collectors.items():  # noqa: SLF001
-        for c in collectors:
-            if c.pending():
-                snap.joins.append((key[0], c.expected, c.pending()))
-    return snap
-
-
-def restore_snapshot(router: Router[Any, Any], snap: Snapshot) -> list[tuple[str, Event]]:
-    """Load ``snap`` into a new ``router``; return the work to start, as (step, event)."""
-    router.held.extend(snap.held)
-    for waiter_id, event_type, requirements in snap.waiters:
-        router.dormant[waiter_id] = (event_type, requirements)
-    for step, expected, events in snap.joins:
-        for event in events:
-            router.collect(step, event, None, expected)
-    return [(step, event) for step, event in snap.queue if step in router.graph.index]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from stepstream._routing import Router, RunState, take_snapshot
+from stepstream._routing import Router, RunState
 from stepstream._steps import retry_info
 from stepstream.errors import ContextStateError
 
@@ -42,7 +42,7 @@ class RunQueries:
     def save(self) -> tuple[bool, int, Snapshot]:
         """Whether the run is running, its next stream position and its routing state."""
         in_flight = [(job[0], job[1]) for task, job in self._tasks.items() if not task.done()]
-        return self.is_running(), self.stream.seq, take_snapshot(self.router, in_flight)
+        return self.is_running(), self.stream.seq, self.router.snapshot(in_flight)
 
     def is_running(self) -> bool:
         """Whether the run has not ended (its outcome is not published yet)."""

@@ -26,7 +26,6 @@ from stepstream._routing import (
     RunState,
     Snapshot,
     Waiter,
-    restore_snapshot,
 )
 from stepstream._run_queries import RunQueries
 from stepstream._steps import CANCEL_GRACE_SECONDS, stop_steps, wait_for_event, work
@@ -158,7 +157,7 @@ class Run(RunQueries):
                     if isinstance(start, Event):
                         self.dispatch(start, None, None)
                     else:  # continuing a saved run: its pending work, not a new start
-                        for step, event in restore_snapshot(self.router, start):
+                        for step, event in self.router.restore(start, None):
                             self.dispatch(event, None, step)
                     for early in self._early:
                         self.dispatch(*early)
