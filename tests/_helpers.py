@@ -442,6 +442,12 @@ class TwoEventParams(Workflow):
         return StopEvent()
 
 
+class ListParam(Workflow):
+    @step
+    async def start(self, ev: StartEvent, items: list[Middle]) -> StopEvent:
+        return StopEvent()
+
+
 class Empty(Workflow):
     def not_a_step(self, ev: StartEvent) -> StopEvent:
         return StopEvent()

@@ -12,6 +12,9 @@ from stepstream import StartEvent
 from stepstream import StopEvent
 from stepstream import Workflow
 from stepstream import step
+from stepstream.collect import All
+from stepstream.collect import Collect
+from stepstream.collect import Take
 from stepstream.events import StepStateChanged
 from stepstream.testing import WorkflowTestRunner
 
@@ -88,6 +91,7 @@ PEER_MODULES: dict[str, tuple[str, ...]] = {
         "ResourceManager",
     ),
     "stepstream.testing": ("WorkflowTestResult", "WorkflowTestRunner"),
+    "stepstream.collect": ("All", "Cardinality", "Collect", "Take"),
 }
 
 # What llama_index.core.workflow re-exports from workflows: importable from stepstream.
@@ -152,3 +156,12 @@ async def test_workflow_test_runner_excludes_and_hides_on_request() -> None:
         expose_internal=False, exclude_events=[StopEvent]
     )
     assert result.event_types == {Progress: 2}
+
+
+@pytest.mark.parametrize("bad", [pytest.param(0, id="zero"), pytest.param(True, id="bool")])
+def test_take_requires_a_positive_integer(bad: int) -> None:
+    """collect.Take(n) refuses n < 1 and non-integers, as in LlamaIndex."""
+    with pytest.raises(ValueError, match=r"^Take\(n\) requires an integer n >= 1, got "):
+        Take(bad)
+    assert Collect(Take(2)).cardinality == Take(2)
+    assert Collect().cardinality == All()

@@ -42,6 +42,7 @@ from _helpers import BadReturnAnnotation
 from _helpers import Empty
 from _helpers import JobStart
 from _helpers import JobWorkflow
+from _helpers import ListParam
 from _helpers import Middle
 from _helpers import Minimal
 from _helpers import MissingKey
@@ -463,6 +464,11 @@ DEFINING: dict[str, Callable[[], object]] = {
         "step '<step>': more than one event parameter ('<parameter>'); a step takes one event "
         "parameter, annotated with a union for several types"
     ): TwoEventParams,
+    (
+        "step '<step>': parameter '<parameter>' is annotated with <type>, a LlamaIndex fan-in, "
+        "which stepstream does not support yet; take one event and join with "
+        "`ctx.collect_events(ev, [E] * n)`"
+    ): ListParam,
     (
         "step '<step>' has no return annotation; annotate it with the Event type(s) it may emit, "
         "or None"

@@ -193,6 +193,12 @@ def _read_params(  # noqa: PLR0917 - one call site
                 f"step {name!r}: parameter {param.name!r} has no type annotation; "
                 "annotate it with the Event type(s) the step accepts, e.g. `ev: StartEvent`"
             )
+        elif _is_event_list(ann):
+            problems.append(
+                f"step {name!r}: parameter {param.name!r} is annotated with "
+                f"{_type_name(ann)}, a LlamaIndex fan-in, which stepstream does not support "
+                "yet; take one event and join with `ctx.collect_events(ev, [E] * n)`"
+            )
         elif not all(isinstance(m, type) and issubclass(m, Event) for m in _union_members(ann)):
             problems.append(
                 f"step {name!r}: parameter {param.name!r} is annotated with "
@@ -208,6 +214,18 @@ def _read_params(  # noqa: PLR0917 - one call site
             out.accepts = tuple(_union_members(ann))
             out.add_arg(param, "ev")
     return out
+
+
+def _is_event_list(ann: Any) -> bool:
+    """Whether ``ann`` is ``list[E]`` (or ``Annotated[list[E], ...]``) of an Event type."""
+    if typing.get_origin(ann) is typing.Annotated:
+        ann = typing.get_args(ann)[0]
+    args = typing.get_args(ann)
+    return (
+        typing.get_origin(ann) is list
+        and len(args) == 1
+        and all(isinstance(m, type) and issubclass(m, Event) for m in _union_members(args[0]))
+    )
 
 
 def _add_resource(  # noqa: PLR0917 - one call site
