@@ -611,3 +611,28 @@ async def test_resolution_is_a_span_event_on_the_step_span(tel: CapturedTelemetr
     assert seconds >= 0
     assert event in tel.one("run_step second").events
     assert not [e for e in tel.one("run_step first").events if e.name == attrs.RESOURCES_EVENT]
+
+
+def test_validate_loads_every_resource_config(tmp_path: Path) -> None:
+    """validate() reports a ResourceConfig whose file is missing; it can be told not to load."""
+
+    class Db(pydantic.BaseModel):
+        url: str
+
+    missing = tmp_path / "missing.json"
+
+    class NeedsDb(Workflow):
+        @step
+        async def start(
+            self, ev: StartEvent, db: Annotated[Db, ResourceConfig(str(missing))]
+        ) -> StopEvent:
+            return StopEvent()
+
+    wf = NeedsDb()
+    assert wf.validate(validate_resource_configs=False) is False
+    with pytest.raises(WorkflowValidationError) as info:
+        wf.validate()
+    assert len(info.value.problems) == 1
+    assert info.value.problems[0].startswith(
+        f"step 'start', parameter 'db': FileNotFoundError: No such file: {missing}"
+    )

@@ -25,7 +25,7 @@ from stepstream.context._snapshot import Snapshot
 from stepstream.errors import ContextStateError, WorkflowRuntimeError, WorkflowValidationError
 from stepstream.events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
 from stepstream.handler import WorkflowHandler
-from stepstream.resource import ResourceManager
+from stepstream.resource import ResourceManager, _check_resource_configs
 from stepstream.telemetry._observers import WorkflowObservers
 
 __all__ = ["Workflow"]
@@ -147,14 +147,18 @@ class Workflow:
         stops = [t for t in self.events if issubclass(t, StopEvent)]
         return stops[0] if stops else StopEvent
 
-    def validate(self) -> bool:
+    def validate(self, *, validate_resource_configs: bool = True) -> bool:
         """Check the whole graph again; True when the workflow asks for human input.
 
         Raises WorkflowValidationError listing every problem. "Asks for human input"
         means a step returns an InputRequiredEvent or accepts a HumanResponseEvent.
+        With ``validate_resource_configs`` every ``ResourceConfig`` is loaded and the
+        resource factories' parameters are checked (no factory is called).
         """
         checks = self._skip - {NO_VALIDATION}
         problems = graph_problems(self._graph.specs, frozenset(checks))
+        if validate_resource_configs:
+            problems.extend(_check_resource_configs(self._graph.specs))
         if problems:
             msg = f"workflow {type(self).__name__} is invalid ({len(problems)} problem(s)):"
             raise WorkflowValidationError(msg, problems)
