@@ -40,6 +40,7 @@ from stepstream import step
 from stepstream.retry_policy import retry_policy
 from stepstream.retry_policy import stop_after_attempt
 from stepstream.retry_policy import wait_fixed
+from stepstream.telemetry import attributes as attrs
 from stepstream.testing import CapturedTelemetry
 
 #: The workflow timeout used by the timeout variant of each scenario.
@@ -257,7 +258,13 @@ async def test_cancel_run_at_await_point(tel: CapturedTelemetry, scenario: str) 
     with pytest.raises(WorkflowCancelledError, match=r"cancelled with cancel_run\(\)"):
         await handler
     parked.settle()
+    await asyncio.sleep(0.05)  # the worker thread's late write hops to the loop first
     assert not any(isinstance(ev, Note) and ev.text == "after the end" for ev in streamed)
+    # The stream was read before the late write: telemetry, which records every
+    # accepted write, shows whether it was accepted afterwards.
+    assert not [
+        line for line in tel.lines(attrs.LOG_STREAM_EVENT) if "after the end" in str(line)
+    ]
     assert_ended(tel, "cancelled")
 
 
