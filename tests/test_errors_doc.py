@@ -46,6 +46,7 @@ from _helpers import ListParam
 from _helpers import Middle
 from _helpers import Minimal
 from _helpers import MissingKey
+from _helpers import MyWorkflow
 from _helpers import NeedsArgs
 from _helpers import NoEventParam
 from _helpers import NonEvent
@@ -845,6 +846,28 @@ def _consumed() -> Produced:
         handler.stream_events()
 
     return raised(lambda: asyncio.run(main()))
+
+
+@trigger(
+    "run <run_id> of workflow <Workflow>: <n> streamed events are unread, the bound set by "
+    "Workflow(stream_limit=<n>); read handler.stream_events() while the run goes, raise "
+    "stream_limit, or pass stream_overflow='drop_oldest' to drop the oldest unread events"
+)
+def _stream_overflow() -> Produced:
+    return raised(lambda: run_to_end(MyWorkflow(timeout=5, stream_limit=2)))
+
+
+@trigger(
+    "<Workflow>(stream_limit=...) must be a positive integer (the most unread events a run's "
+    "stream holds) or None for no bound, got <value>"
+)
+def _bad_stream_limit() -> Produced:
+    return raised(lambda: MyWorkflow(stream_limit=-1))
+
+
+@trigger("<Workflow>(stream_overflow=...) must be 'fail' or 'drop_oldest', got <value>")
+def _bad_stream_overflow() -> Produced:
+    return raised(lambda: MyWorkflow(stream_limit=5, stream_overflow="newest"))  # type: ignore[arg-type]
 
 
 @trigger(

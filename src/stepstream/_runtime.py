@@ -33,6 +33,7 @@ from stepstream.context import Context
 from stepstream.errors import (
     WorkflowRuntimeError,
     WorkflowStepDoesNotExistError,
+    WorkflowStreamOverflowError,
 )
 from stepstream.events import Event
 
@@ -240,7 +241,7 @@ class Run(RunQueries):
                 return
             self.write(event, self.caller())
         else:
-            self.loop.call_soon_threadsafe(self.write, event, self.caller(), time.time_ns())
+            self.loop.call_soon_threadsafe(self._write_hopped, event, self.caller(), time.time_ns())
 
     def write(self, event: Event, inv: StepInfo | None, written_ns: int | None = None) -> None:
         """Append ``event`` to the stream; dropped once the run is no longer running."""
@@ -251,6 +252,13 @@ class Run(RunQueries):
             inv.streamed += 1
         if self.observed:
             self.instrument.event_streamed(self.info, inv, event, seq, written_ns)
+
+    def _write_hopped(self, event: Event, inv: StepInfo | None, written_ns: int) -> None:
+        """``write`` for a step's thread: a bounded stream's refusal fails the run here."""
+        try:
+            self.write(event, inv, written_ns)
+        except WorkflowStreamOverflowError as exc:
+            self.end(_outcome.failed(inv.step if inv is not None else "<caller>", exc, inv))
 
     def send(self, event: Event, target: str | None) -> None:
         """``ctx.send_event``: refuse what cannot be delivered, else route it."""

@@ -18,7 +18,11 @@ from stepstream import _outcome
 from stepstream._instrument import StepInfo, current_step
 from stepstream._routing import Action, RunState, default_waiter_id, result_action, retry_delay
 from stepstream.context.context import current_context
-from stepstream.errors import WorkflowRuntimeError, WorkflowTimeoutError
+from stepstream.errors import (
+    WorkflowRuntimeError,
+    WorkflowStreamOverflowError,
+    WorkflowTimeoutError,
+)
 from stepstream.events import Event, StepFailedEvent, StopEvent
 from stepstream.resource import _resolve_step_resources
 from stepstream.retry_policy import RetryInfo
@@ -236,7 +240,10 @@ def _handle_result(run: Run, inv: StepInfo, result: Any, first: float) -> None:
         assert isinstance(result, StopEvent)  # noqa: S101 - result_action checked it
         run.end(_outcome.succeeded(result, inv))
     elif action is Action.STREAM:
-        run.write(result, inv)
+        try:
+            run.write(result, inv)
+        except WorkflowStreamOverflowError as exc:
+            run.end(_failed(inv, exc, first))
     elif action is Action.ROUTE:
         try:
             run.dispatch(result, inv, None)

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from typing import Literal
 
-from stepstream.errors import WorkflowRuntimeError
-from stepstream.events import Event, InternalDispatchEvent, StopEvent
+from stepstream.errors import WorkflowRuntimeError, WorkflowStreamOverflowError
+from stepstream.events import Event, EventsDroppedEvent, InternalDispatchEvent, StopEvent
 
-__all__ = ["EventStream"]
+__all__ = ["BoundedEventStream", "EventStream", "Overflow"]
+
+#: What a bounded stream does when its caller does not keep up.
+Overflow = Literal["fail", "drop_oldest"]
 
 
 class EventStream:
@@ -55,7 +59,7 @@ class EventStream:
     def close(self, terminal: StopEvent) -> None:
         """Append the terminal event; nothing is pushed after it."""
         if self.terminal is None:
-            self.push(terminal)
+            EventStream.push(self, terminal)  # never refused, whatever the bound
             self.terminal = terminal
 
     def iterate(self, expose_internal: bool = False) -> _StreamIterator:
@@ -67,6 +71,54 @@ class EventStream:
             )
             raise WorkflowRuntimeError(msg)
         return _StreamIterator(self, expose_internal)
+
+
+class BoundedEventStream(EventStream):
+    """A stream holding at most ``limit`` unread events (``Workflow(stream_limit=...)``).
+
+    A separate class so that unbounded streams, the default, pay nothing for the check.
+    At the bound, ``overflow="fail"`` refuses the write with WorkflowStreamOverflowError;
+    ``"drop_oldest"`` drops the oldest unread event and counts it in the
+    EventsDroppedEvent marker at the head of the buffer (one marker per gap, beside at
+    most ``limit`` events).
+    """
+
+    __slots__ = ("limit", "overflow", "where")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        seq: int,
+        limit: int,
+        overflow: Overflow,
+        where: str,
+    ) -> None:
+        super().__init__(loop, seq)
+        self.limit = limit
+        self.overflow = overflow
+        self.where = where  # "run <id> of workflow <name>", for the error message
+
+    def push(self, event: Event) -> int:
+        """Append ``event`` unless the bound refuses it; make room if told to."""
+        buf = self.buf
+        if buf is not None and len(buf) >= self.limit:
+            head = buf[0]
+            if self.overflow == "fail":
+                msg = (
+                    f"{self.where}: {len(buf)} streamed events are unread, the bound set "
+                    f"by Workflow(stream_limit={self.limit}); read handler.stream_events() "
+                    "while the run goes, raise stream_limit, or pass "
+                    "stream_overflow='drop_oldest' to drop the oldest unread events"
+                )
+                raise WorkflowStreamOverflowError(msg)
+            if type(head) is EventsDroppedEvent:
+                if len(buf) > 1:
+                    del buf[1]
+                    head.dropped += 1
+            else:
+                buf.popleft()
+                buf.appendleft(EventsDroppedEvent(dropped=1, stream_limit=self.limit))
+        return super().push(event)
 
 
 class _StreamIterator:

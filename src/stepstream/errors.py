@@ -42,6 +42,7 @@ __all__ = [
     "WorkflowError",
     "WorkflowRuntimeError",
     "WorkflowStepDoesNotExistError",
+    "WorkflowStreamOverflowError",
     "WorkflowTimeoutError",
     "WorkflowValidationError",
 ]
@@ -88,6 +89,10 @@ class WorkflowStepDoesNotExistError(WorkflowRuntimeError):
     from it: ``except WorkflowRuntimeError`` and ``except WorkflowStepDoesNotExistError``
     both catch it.
     """
+
+
+class WorkflowStreamOverflowError(WorkflowRuntimeError):
+    """A run's unread stream reached ``Workflow(stream_limit=...)`` (overflow "fail")."""
 
 
 class ContextStateError(WorkflowRuntimeError):

@@ -37,6 +37,7 @@ __all__ = [
     "DictLikeModel",
     "Event",
     "EventType",
+    "EventsDroppedEvent",
     "HumanResponseEvent",
     "IdleReleasedEvent",
     "InputRequiredEvent",
@@ -498,6 +499,18 @@ class CollectionReleaseEvent(Event):
     events: list[SerializableEvent] = []
     stream_id: str = ""
     binding_id: str = ""
+
+
+class EventsDroppedEvent(Event):
+    """Stands in the stream for unread events dropped by ``Workflow(stream_limit=...)``.
+
+    With ``stream_overflow="drop_oldest"``, a run whose caller does not keep up drops
+    its oldest unread events; this marker takes their place, once per gap, saying how
+    many were dropped. Telemetry still records every event.
+    """
+
+    dropped: int
+    stream_limit: int
 
 
 class InternalDispatchEvent(Event):

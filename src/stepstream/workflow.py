@@ -18,7 +18,7 @@ from stepstream._graph import add_free_step, compiled_graph, step_names
 from stepstream._instrument import RunInfo
 from stepstream._runtime import Caller, Run
 from stepstream._spec import STEP_ATTR, StepConfig, StepSpec
-from stepstream._stream import EventStream
+from stepstream._stream import BoundedEventStream, EventStream, Overflow
 from stepstream._validation import GRAPH_CHECKS, NO_VALIDATION, graph_problems
 from stepstream.context import BaseSerializer, Context
 from stepstream.context._snapshot import Snapshot
@@ -64,9 +64,13 @@ class Workflow:
         *,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
+        stream_limit: int | None = None,
+        stream_overflow: Overflow = "fail",
     ) -> None:
         cls_name = type(self).__name__
         _check_options(cls_name, timeout, num_concurrent_runs, runtime, skip_graph_checks)
+        _check_stream_bound(cls_name, stream_limit, stream_overflow)
+        self._stream_bound = (stream_limit, stream_overflow)
         if resource_manager is not None and not isinstance(resource_manager, ResourceManager):
             msg = (  # type: ignore[unreachable]
                 f"{cls_name}(resource_manager=...) must be a "
@@ -201,7 +205,7 @@ class Workflow:
             self._graph,
             self._callers,
             self._observers.for_run(),
-            EventStream(loop, saved.stream_seq if saved is not None else 0),
+            self._stream(loop, info, saved.stream_seq if saved is not None else 0),
             self.timeout,
             loop,
             self._resource_manager,
@@ -219,6 +223,13 @@ class Workflow:
         _RUNNING.add(task)
         task.add_done_callback(_RUNNING.discard)
         return WorkflowHandler(run, task)
+
+    def _stream(self, loop: asyncio.AbstractEventLoop, info: RunInfo, seq: int) -> EventStream:
+        limit, overflow = self._stream_bound
+        if limit is None:
+            return EventStream(loop, seq)
+        where = f"run {info.run_id} of workflow {info.workflow}"
+        return BoundedEventStream(loop, seq, limit, overflow, where)
 
     def _context_for(self, ctx: Context[Any] | None) -> Context[Any]:
         if ctx is None:
@@ -297,6 +308,18 @@ def _make_caller(spec: StepSpec, wf: Workflow) -> Caller:
     if order == ("ev", "ctx"):
         return lambda ctx, ev: fn(ev, ctx)
     return lambda ctx, ev: fn(*(ctx if a == "ctx" else ev for a in order))
+
+
+def _check_stream_bound(name: str, limit: int | None, overflow: object) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        msg = (
+            f"{name}(stream_limit=...) must be a positive integer (the most unread events "
+            f"a run's stream holds) or None for no bound, got {limit!r}"
+        )
+        raise WorkflowValidationError(msg)
+    if overflow not in {"fail", "drop_oldest"}:
+        msg = f"{name}(stream_overflow=...) must be 'fail' or 'drop_oldest', got {overflow!r}"
+        raise WorkflowValidationError(msg)
 
 
 def _check_options(
