@@ -146,6 +146,25 @@ WORKFLOWS = {
                     raise Unprintable()
                 return StopEvent(result=Odd())
         """,
+    "draw.py": """
+        from stepstream import Event, StartEvent, StopEvent, Workflow, step
+
+        Crafted = type(
+            'X"]\\n    click step_work href "javascript:alert(1)"\\n    %%',
+            (Event,),
+            {"__module__": __name__},
+        )
+
+
+        class Draw(Workflow):
+            @step
+            async def work(self, ev: StartEvent) -> Crafted:
+                return Crafted()
+
+            @step
+            async def done(self, ev: Crafted) -> StopEvent:
+                return StopEvent()
+        """,
 }
 
 
@@ -413,6 +432,27 @@ def test_error_messages_quote_the_input_literally(
     assert_clean(proc.stdout, proc.stderr)
     assert proc.stderr.startswith("error: "), proc.stderr
     assert "[/x]\\x1b" in proc.stderr, proc.stderr
+
+
+# -- stepstream draw ---------------------------------------------------------------------
+
+MERMAID_LINE = re.compile(
+    r'^    (?:\w+(?:\["[^"]*"\]|\(\["[^"]*"\]\)|\{\{"human"\}\})|\w+ --> \w+)$'
+)
+
+
+def test_draw_mermaid_escapes_names(recorded: Recorded) -> None:
+    """A crafted event class name stays inside its node label; it adds no Mermaid line."""
+    proc = stepstream("draw", "draw.py", "--mermaid", cwd=recorded.cwd)
+    assert proc.returncode == 0, proc.stderr
+    assert_clean(proc.stdout, proc.stderr)
+    header, *lines = proc.stdout.splitlines()
+    assert header == "flowchart LR"
+    assert all(MERMAID_LINE.match(line) for line in lines), proc.stdout
+    assert len(lines) == 3 + 2 + 4  # three event nodes, two step nodes, four edges
+    quoted = [m[1] for line in lines if (m := re.search(r'"(.*)"', line))]
+    labels = [re.sub(r"#(\d+);", lambda m: chr(int(m[1])), label) for label in quoted]
+    assert 'X"]\n    click step_work href "javascript:alert(1)"\n    %%' in labels, labels
 
 
 # -- the rule itself, over any text ------------------------------------------------------
