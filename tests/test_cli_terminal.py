@@ -23,6 +23,12 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from stepstream import Context
+from stepstream import Event
+from stepstream import StartEvent
+from stepstream import StopEvent
+from stepstream import Workflow
+from stepstream import step
 from stepstream.cli import main
 from test_cli import IDS_LINE
 from test_cli import flat
@@ -453,6 +459,31 @@ def test_draw_mermaid_escapes_names(recorded: Recorded) -> None:
     quoted = [m[1] for line in lines if (m := re.search(r'"(.*)"', line))]
     labels = [re.sub(r"#(\d+);", lambda m: chr(int(m[1])), label) for label in quoted]
     assert 'X"]\n    click step_work href "javascript:alert(1)"\n    %%' in labels, labels
+
+
+# -- Workflow(verbose=True) --------------------------------------------------------------
+
+
+class Tock(Event):
+    msg: str
+
+
+class Loud(Workflow):
+    @step
+    async def work(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+        ctx.write_event_to_stream(Tock(msg=NASTY))
+        raise ValueError(NASTY)
+
+
+@pytest.mark.asyncio
+async def test_verbose_lines_show_escapes(capsys: pytest.CaptureFixture[str]) -> None:
+    """verbose=True prints a step error holding escape sequences with the escapes visible."""
+    handler = Loud(verbose=True).run()
+    with pytest.raises(ValueError, match="expected one of"):
+        await handler
+    err = capsys.readouterr().err
+    assert_clean(err)
+    assert f"[stepstream] step work error: ValueError: {SHOWN}" in err.splitlines(), err
 
 
 # -- the rule itself, over any text ------------------------------------------------------
