@@ -294,6 +294,17 @@ def test_run_prints_a_start_input_error_literally(recorded: Recorded) -> None:
     assert "'[/x]\\x1b]0;t\\x07'" in proc.stderr, proc.stderr
 
 
+def test_run_names_an_import_error_that_cannot_be_printed(recorded: Recorded) -> None:
+    """A file raising an exception whose str() raises at import gives one error line."""
+    source = "class Weird(Exception):\n    def __str__(self):\n        raise RuntimeError\n"
+    (recorded.cwd / "weird.py").write_text(source + "raise Weird()\n", encoding="utf-8")
+    proc = stepstream("run", "weird.py", cwd=recorded.cwd)
+    assert proc.returncode == 2, proc.stderr
+    assert_clean(proc.stdout, proc.stderr)
+    expected = "error: cannot import weird.py: Weird: <Weird that cannot be shown: RuntimeError>"
+    assert proc.stderr.splitlines() == [expected], proc.stderr
+
+
 # -- stepstream run, live in a terminal --------------------------------------------------
 
 
