@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["visible"]
+__all__ = ["unshowable", "visible"]
 
 _ALWAYS = "\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff"
 _UNSAFE_LINE = re.compile(f"[\x00-\x0a{_ALWAYS}]")
@@ -26,13 +26,18 @@ def _escape(match: re.Match[str]) -> str:
     return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")  # noqa: PLR2004
 
 
+def unshowable(value: object, error: BaseException) -> str:
+    """The placeholder for ``value`` when its ``str()`` or ``repr()`` raised ``error``."""
+    return f"<{type(value).__name__} that cannot be shown: {type(error).__name__}>"
+
+
 def _text_of(value: object) -> str:
     if isinstance(value, str):
         return value
     try:
         return str(value)
     except Exception as exc:  # noqa: BLE001 - a user's __str__ must not break printing
-        return f"<{type(value).__name__} that cannot be shown: {type(exc).__name__}>"
+        return unshowable(value, exc)
 
 
 def visible(value: object, *, multiline: bool = False) -> str:

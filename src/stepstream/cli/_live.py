@@ -11,7 +11,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from stepstream._visible import visible
+from stepstream._visible import unshowable, visible
 from stepstream.events import Event, StopEvent
 from stepstream.telemetry import Observer, RunInfo, Status, StepInfo
 from stepstream.telemetry import attributes as attrs
@@ -224,4 +224,4 @@ def result_text(value: Any) -> str:
     try:
         return repr(value)
     except Exception as exc:  # noqa: BLE001 - a user's __repr__ must not lose the run's end
-        return f"<{type(value).__name__} that cannot be shown: {type(exc).__name__}>"
+        return unshowable(value, exc)
