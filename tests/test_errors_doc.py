@@ -1218,6 +1218,55 @@ for _template in CLI_CASES:
     TRIGGERS[_template] = functools.partial(lambda t: ("cli", cli_results()[t]), _template)
 
 
+UNSHOWABLE_FILE = """
+from typing import Any
+
+from stepstream import Context, Event, StartEvent, StopEvent, Workflow, step
+
+
+class Opaque(Event):
+    def model_dump(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise RuntimeError("cannot dump")
+
+
+class Odd:
+    def __repr__(self) -> str:
+        raise RuntimeError("cannot repr")
+
+
+class Unshowable(Workflow):
+    @step
+    async def work(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        ctx.write_event_to_stream(Opaque())
+        return StopEvent(result=Odd())
+"""
+
+
+@functools.cache
+def unshowable_run() -> list[str]:
+    """What `stepstream run` printed for an event and a result it cannot show.
+
+    Each event line's text after the time and step, and the result after ``Result: ``.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "unshowable.py").write_text(UNSHOWABLE_FILE, encoding="utf-8")
+        proc = cli(Path(tmp), "run", "unshowable.py")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    events = [line.split(maxsplit=2)[2] for line in lines if re.match(r" *\d+\.\d+s ", line)]
+    return events + [line.removeprefix("Result: ") for line in lines if line.startswith("Result")]
+
+
+@trigger("<EventType> <fields cannot be shown: <ErrorType>: <message>>")
+def _event_unshowable() -> Produced:
+    return "cli", unshowable_run()
+
+
+@trigger("<<Type> that cannot be shown: <ErrorType>>")
+def _value_unshowable() -> Produced:
+    return "cli", unshowable_run()
+
+
 # -- tests ----------------------------------------------------------------------------------
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 
 from stepstream._graph import compiled_graph
+from stepstream._visible import visible
 from stepstream.events import Event, InputRequiredEvent, StartEvent, StopEvent
 from stepstream.workflow import Workflow
 
@@ -34,16 +36,37 @@ def _edges(workflow: type[Workflow] | Workflow) -> tuple[list[str], list[tuple[s
     return nodes, edges
 
 
+_MERMAID_ID = re.compile(r"[A-Za-z0-9_]+")
+_MERMAID_UNSAFE = re.compile(r"[^\w .-]")
+
+
+def _mermaid_label(name: str) -> str:
+    """``name`` for a quoted Mermaid label.
+
+    Everything but letters, digits, ``_``, ``.``, ``-`` and spaces becomes an entity code
+    (``#34;``), so no name can end its label or start a line of its own.
+    """
+    return _MERMAID_UNSAFE.sub(lambda m: f"#{ord(m.group())};", name)
+
+
 def to_mermaid(workflow: type[Workflow] | Workflow) -> str:
-    """Return a Mermaid ``flowchart`` of the workflow's steps and events."""
+    """Return a Mermaid ``flowchart`` of the workflow's steps and events.
+
+    Node ids are ``kind_name`` for names of ASCII letters, digits and ``_`` (``kind``
+    then a number otherwise); labels hold the names with entity codes for anything else.
+    """
     nodes, edges = _edges(workflow)
+    idents: dict[str, str] = {}
     lines = ["flowchart LR"]
-    for node in nodes:
+    for number, node in enumerate(nodes):
         kind, name = node.split(":", 1)
-        ident = node.replace(":", "_")
-        shape = {"step": f'["{name}"]', "event": f'(["{name}"])', "actor": '{{"human"}}'}[kind]
+        ident = idents[node] = (
+            f"{kind}_{name}" if _MERMAID_ID.fullmatch(name) else f"{kind}{number}"
+        )
+        label = _mermaid_label(name)
+        shape = {"step": f'["{label}"]', "event": f'(["{label}"])', "actor": '{{"human"}}'}[kind]
         lines.append(f"    {ident}{shape}")
-    lines.extend(f"    {a.replace(':', '_')} --> {b.replace(':', '_')}" for a, b in edges)
+    lines.extend(f"    {idents[a]} --> {idents[b]}" for a, b in edges)
     return "\n".join(lines) + "\n"
 
 
@@ -115,14 +138,14 @@ def draw_all_possible_flows(
             fill = "#dcfce7"
         radius = 4 if kind == "step" else 18
         parts.append(
-            f'<g><title>{kind}: {html.escape(name)}</title><rect x="{x}" y="{y}" '
+            f'<g><title>{kind}: {html.escape(visible(name))}</title><rect x="{x}" y="{y}" '
             f'width="{_BOX_W}" height="{_BOX_H}" rx="{radius}" fill="{fill}" stroke="#333"/>'
             f'<text x="{x + _BOX_W // 2}" y="{y + 23}" text-anchor="middle">'
-            f"{html.escape(name)}</text></g>"
+            f"{html.escape(visible(name))}</text></g>"
         )
     parts.append("</svg>")
     cls = workflow if isinstance(workflow, type) else type(workflow)
-    title = html.escape(cls.__name__)
+    title = html.escape(visible(cls.__name__))
     page = (
         f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title></head>"
         f"<body><h1 style='font-family:sans-serif'>{title}: all possible flows</h1>"

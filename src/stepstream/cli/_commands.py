@@ -14,8 +14,10 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from stepstream.cli._common import DIR_OPTION, err_console, fail
+from stepstream._visible import visible
+from stepstream.cli._common import DIR_OPTION, err_console, fail, labelled, shown
 from stepstream.cli._load import LoadError, load_workflow
 from stepstream.cli._store import Store, StoreError
 from stepstream.cli._waterfall import run_to_json, waterfall
@@ -29,7 +31,7 @@ __all__ = ["draw", "logs", "traces"]
 def _store(directory: Path) -> Store:
     err = err_console()
     try:
-        return Store(directory, lambda m: err.print(f"[yellow]warning[/]: {m}", highlight=False))
+        return Store(directory, lambda m: err.print(labelled("warning", "yellow", m)))
     except StoreError as exc:
         fail(str(exc))
 
@@ -63,13 +65,13 @@ def list_runs(workflow: str | None, status: str | None, limit: int, telemetry_di
         start = datetime.fromtimestamp(r.span.start_ns / 1e9, UTC).strftime("%m-%d %H:%M:%S")
         colour = "green" if r.status == attrs.STATUS_OK else "red"
         table.add_row(
-            start,
-            r.workflow,
-            r.run_id[:12],
-            f"[{colour}]{r.status}[/]",
-            f"{r.span.duration_ns / 1e6:,.1f} ms",
-            str(len(r.steps)),
-            str(r.streamed),
+            Text(start),
+            shown(r.workflow),
+            shown(r.run_id[:12]),
+            shown(r.status, colour),
+            Text(f"{r.span.duration_ns / 1e6:,.1f} ms"),
+            Text(str(len(r.steps))),
+            Text(str(r.streamed)),
         )
     Console().print(table)
 
@@ -118,7 +120,7 @@ def export(ref: str, html_file: Path, telemetry_dir: Path) -> None:
         html_file.write_text(render_html(run), encoding="utf-8")
     except OSError as exc:
         fail(f"cannot write {html_file}: {exc.strerror}")
-    err_console().print(f"wrote {html_file}", highlight=False)
+    err_console().print(Text.assemble("wrote ", shown(html_file)))
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -209,7 +211,7 @@ def logs(
     try:
         for line in _lines(store, follow):
             if _matches(line, filters, cutoff):
-                click.echo(json.dumps(line) if as_json else format_log_line(line))
+                click.echo(json.dumps(line) if as_json else visible(format_log_line(line)))
     except StoreError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
@@ -269,6 +271,6 @@ def draw(target: str, output: Path | None, mermaid: bool) -> None:
         else:
             assert output is not None  # noqa: S101 - checked above
             draw_all_possible_flows(cls, filename=output)
-            err_console().print(f"wrote {output}", highlight=False)
+            err_console().print(Text.assemble("wrote ", shown(output)))
     except (LoadError, WorkflowValidationError) as exc:
         fail(str(exc))

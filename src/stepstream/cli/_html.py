@@ -10,6 +10,7 @@ import html
 import math
 from datetime import UTC, datetime
 
+from stepstream._visible import visible
 from stepstream.cli._store import Run, Span, SpanEvent
 from stepstream.telemetry import attributes as attrs
 
@@ -47,8 +48,11 @@ _WORST_FIRST: tuple[str, ...] = (attrs.STATUS_ERROR, attrs.STATUS_TIMEOUT, attrs
 
 
 def _e(value: object) -> str:
-    """Return ``str(value)`` escaped for HTML text and attribute values."""
-    return html.escape(str(value), quote=True)
+    """Return ``str(value)`` escaped for HTML text and attribute values.
+
+    Control characters and lone surrogates (which no encoder writes) show as escapes.
+    """
+    return html.escape(visible(value, multiline=True), quote=True)
 
 
 def _ms(ns: float) -> str:

@@ -11,6 +11,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
+from stepstream._visible import unshowable, visible
 from stepstream.events import Event, StopEvent
 from stepstream.telemetry import Observer, RunInfo, Status, StepInfo
 from stepstream.telemetry import attributes as attrs
@@ -25,10 +26,18 @@ _MAX_LINES = 12
 
 
 def fields_of(event: Event) -> dict[str, Any]:
-    """The event's fields, declared and dynamic alike, in one dict.
+    """The event's fields, declared and dynamic alike, in one dict (empty if it cannot say).
 
-    ``model_dump()`` nests the dynamic ones under ``"_data"``.
+    ``model_dump()`` nests the dynamic ones under ``"_data"``. An event whose
+    ``model_dump()`` raises has no fields to show; :func:`compact` says why.
     """
+    try:
+        return _fields(event)
+    except Exception:  # noqa: BLE001 - a user's model_dump must not end the command
+        return {}
+
+
+def _fields(event: Event) -> dict[str, Any]:
     data = event.model_dump()
     data.update(data.pop("_data", None) or {})
     return data
@@ -45,9 +54,12 @@ def text_of(event: Event) -> str | None:
 
 
 def compact(event: Event, limit: int = 160) -> str:
-    """One line: the event type and its fields as key=value."""
-    fields = " ".join(f"{k}={v!r}" for k, v in fields_of(event).items())
-    line = f"{type(event).__name__} {fields}".rstrip()
+    """One line, safe to print: the event type and its fields as key=value."""
+    try:
+        fields = " ".join(f"{k}={v!r}" for k, v in _fields(event).items())
+    except Exception as exc:  # noqa: BLE001 - a user's model_dump or __repr__: shown, not raised
+        fields = f"<fields cannot be shown: {type(exc).__name__}: {visible(exc)}>"
+    line = visible(f"{type(event).__name__} {fields}".rstrip())
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
@@ -122,7 +134,8 @@ class LiveModel(Observer):
         row = self.rows[inv.step]
         row.duration_ms = (time.monotonic() - row.started) * 1000
         row.state = "retrying" if will_retry else status
-        row.error = f"{type(error).__name__}: {error}" if status != attrs.STATUS_CANCELLED else ""
+        cancelled = status == attrs.STATUS_CANCELLED
+        row.error = "" if cancelled else f"{type(error).__name__}: {visible(error)}"
 
     def step_retry(self, inv: StepInfo, delay: float) -> None:
         """Count a retry."""
@@ -151,9 +164,9 @@ class LiveModel(Observer):
     def __rich__(self) -> RenderableType:
         elapsed = time.monotonic() - self.started
         header = Text.assemble(
-            (self.workflow, "bold"),
+            (visible(self.workflow), "bold"),
             "  run ",
-            (self.run_id[:12] or "…", "cyan"),
+            (visible(self.run_id[:12]) or "…", "cyan"),
             f"  elapsed {elapsed:5.1f}s",
         )
         table = Table(show_header=False, box=None, pad_edge=False)
@@ -171,7 +184,7 @@ class LiveModel(Observer):
                 text = "".join(block.texts)
                 if len(text) > _MAX_TEXT:
                     text = "…" + text[-_MAX_TEXT:]
-                out.append(Text(text))
+                out.append(Text(visible(text, multiline=True)))
             else:
                 out.append(Text(block.line, style="dim"))
         return out
@@ -179,7 +192,7 @@ class LiveModel(Observer):
 
 def _render_row(row: _StepRow) -> tuple[RenderableType, RenderableType, RenderableType]:
     retries = f"  ({row.retries} retr{'y' if row.retries == 1 else 'ies'})" if row.retries else ""
-    name = Text(row.name, style="bold")
+    name = Text(visible(row.name), style="bold")
     if row.state == "running":
         return Spinner("dots", style="yellow"), name, Text("running" + retries, style="yellow")
     if row.state == "done":
@@ -189,9 +202,10 @@ def _render_row(row: _StepRow) -> tuple[RenderableType, RenderableType, Renderab
         detail = f"done in {took}{runs}{retries}"
         return Text("✓", style="green"), name, Text(detail, style="green")
     if row.state in {attrs.STATUS_ERROR, attrs.STATUS_TIMEOUT}:
-        return Text("✗", style="red"), name, Text(f"{row.state}: {row.error}{retries}", style="red")
+        detail = visible(f"{row.state}: {row.error}{retries}")
+        return Text("✗", style="red"), name, Text(detail, style="red")
     if row.state == "retrying":
-        return Text("↻", style="magenta"), name, Text(f"retrying: {row.error}", style="magenta")
+        return Text("↻", style="magenta"), name, Text(visible(f"retrying: {row.error}"), "magenta")
     if row.state == attrs.STATUS_CANCELLED:
         return Text("-", style="dim"), name, Text("cancelled", style="dim")
     return Text("·", style="dim"), name, Text("waiting", style="dim")
@@ -199,10 +213,15 @@ def _render_row(row: _StepRow) -> tuple[RenderableType, RenderableType, Renderab
 
 def plain_line(console: Console, elapsed: float, step: str, event: Event) -> None:
     """Print one plain line for a streamed event (stdout is not a terminal)."""
-    line = f"{elapsed:8.3f}s {step or '-':<16} {compact(event, 400)}"
-    console.print(line, markup=False, highlight=False, soft_wrap=True)
+    line = f"{elapsed:8.3f}s {visible(step) or '-':<16} {compact(event, 400)}"
+    console.print(Text(line), soft_wrap=True)
 
 
 def result_text(value: Any) -> str:
-    """How a run's result is printed."""
-    return value if isinstance(value, str) else repr(value)
+    """How a run's result is printed (before its control characters are escaped)."""
+    if isinstance(value, str):
+        return value
+    try:
+        return repr(value)
+    except Exception as exc:  # noqa: BLE001 - a user's __repr__ must not lose the run's end
+        return unshowable(value, exc)

@@ -7,6 +7,7 @@ import inspect
 import sys
 from pathlib import Path
 
+from stepstream._visible import visible
 from stepstream.errors import WorkflowError
 from stepstream.workflow import Workflow
 
@@ -41,7 +42,7 @@ def load_workflow(target: str) -> type[Workflow]:
         msg = f"cannot import {path}: {exc}"
         raise LoadError(msg) from exc
     except Exception as exc:
-        msg = f"cannot import {path}: {type(exc).__name__}: {exc}"
+        msg = f"cannot import {path}: {type(exc).__name__}: {visible(exc, multiline=True)}"
         raise LoadError(msg) from exc
     finally:
         sys.path.remove(str(path.resolve().parent))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -11,8 +12,10 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.text import Text
 
-from stepstream.cli._common import EXIT_USAGE
+from stepstream._visible import visible
+from stepstream.cli._common import EXIT_USAGE, WarningLines, labelled, shown
 from stepstream.cli._live import LiveModel, fields_of, plain_line, result_text
 from stepstream.cli._load import load_workflow
 from stepstream.errors import (
@@ -80,16 +83,20 @@ def run_file(  # noqa: PLR0917 - the command's options, passed through
 ) -> int:
     """Run the workflow in ``target`` and return the process exit code."""
     cls = load_workflow(target)
+    # Telemetry reports its own failures on the stepstream logger: one line each, no traceback.
+    warnings = WarningLines()
+    logging.getLogger("stepstream").addHandler(warnings)
     handle = configure_telemetry(directory=telemetry_dir)
     try:
         return asyncio.run(_main(cls, inputs, timeout, console, err))
     except KeyboardInterrupt:
-        err.print("[red]interrupted[/]: the run was cancelled")
+        err.print(labelled("interrupted", "red", "the run was cancelled"))
         return EXIT_INTERRUPTED
     finally:
         handle.shutdown()
+        logging.getLogger("stepstream").removeHandler(warnings)
         where = handle.endpoint or (str(handle.directory) if handle.directory else "nowhere")
-        err.print(f"telemetry: {where}", highlight=False)
+        err.print(Text.assemble("telemetry: ", shown(where)))
 
 
 async def _main(
@@ -101,7 +108,7 @@ async def _main(
         with observe(model):
             handler: WorkflowHandler = workflow.run(**inputs)
     except WorkflowValidationError as exc:
-        err.print(f"[red]error[/]: {exc}", highlight=False)
+        err.print(labelled("error", "red", exc))
         return EXIT_USAGE
     try:
         if console.is_terminal:
@@ -115,9 +122,9 @@ async def _main(
         result = await handler
     except (WorkflowError, Exception) as exc:  # noqa: BLE001 - reported, mapped to an exit code
         return _report_failure(exc, model, err)
-    shown = result.result if type(result) is StopEvent else result
-    console.print(f"Result: {result_text(shown)}", markup=False, highlight=False)
-    console.print(_ids(model), markup=False, highlight=False, soft_wrap=True)
+    value = result.result if type(result) is StopEvent else result
+    console.print(Text.assemble("Result: ", shown(result_text(value), multiline=True)))
+    console.print(_ids(model), soft_wrap=True)
     return 0
 
 
@@ -141,9 +148,9 @@ async def _watch_plain(handler: WorkflowHandler, model: LiveModel, console: Cons
 
 async def _answer(handler: WorkflowHandler, event: InputRequiredEvent, console: Console) -> None:
     data = fields_of(event)
-    question = next((str(data[k]) for k in ("prefix", "prompt", "question") if k in data), None)
-    prompt = (question or "input required").rstrip() + " "
-    console.print(prompt, end="", markup=False, highlight=False)
+    keys = [k for k in ("prefix", "prompt", "question") if k in data]
+    prompt = visible(data[keys[0]], multiline=True).rstrip() if keys else ""
+    console.print(Text((prompt or "input required") + " "), end="")
     line = await asyncio.to_thread(sys.stdin.readline)
     if not line:
         console.print("\nno answer on standard input; cancelling the run", markup=False)
@@ -154,13 +161,13 @@ async def _answer(handler: WorkflowHandler, event: InputRequiredEvent, console: 
     handler.ctx.send_event(HumanResponseEvent(response=line.rstrip("\n")))
 
 
-def _ids(model: LiveModel) -> str:
-    return f"run_id {model.run_id}  trace_id {model.trace_id or '-'}"
+def _ids(model: LiveModel) -> Text:
+    return shown(f"run_id {model.run_id}  trace_id {model.trace_id or '-'}")
 
 
 def _report_failure(error: BaseException, model: LiveModel, err: Console) -> int:
-    err.print(f"[red]{type(error).__name__}[/]: {error}", highlight=False)
-    err.print(_ids(model), markup=False, highlight=False, soft_wrap=True)
+    err.print(labelled(visible(type(error).__name__), "red", error))
+    err.print(_ids(model), soft_wrap=True)
     if isinstance(error, WorkflowTimeoutError):
         return EXIT_TIMEOUT
     if isinstance(error, WorkflowCancelledError):

@@ -9,6 +9,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from stepstream._visible import visible
 from stepstream.cli._store import Run, Span
 from stepstream.telemetry import attributes as attrs
 
@@ -32,7 +33,7 @@ def _bar(span: Span, run: Run) -> Text:
 
 
 def _payload(event_attrs: dict[str, Any], limit: int = 70) -> str:
-    text = str(event_attrs.get(attrs.EVENT_PAYLOAD, ""))
+    text = visible(event_attrs.get(attrs.EVENT_PAYLOAD, ""))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -41,7 +42,8 @@ def waterfall(
 ) -> RenderableType:
     """Render ``run``: one row per span (tree order), its events, links and errors.
 
-    ``events`` caps the span events listed under each span (None: all).
+    ``events`` caps the span events listed under each span (None: all). Every string read
+    from the trace file is shown with its control characters escaped.
     """
     names = {s.span_id: s.name for s in run.spans}
     depth = {run.span.span_id: 0}
@@ -55,18 +57,20 @@ def waterfall(
         level = depth.get(span.parent_id or "", -1) + 1 if span is not run.span else 0
         depth[span.span_id] = level
         indent = "  " * level
-        label = Text(indent + span.name, style="bold red" if span.error else "bold")
+        label = Text(indent + visible(span.name), style="bold red" if span.error else "bold")
         table.add_row(
             label, _ms(span.start_ns - run.span.start_ns), _ms(span.duration_ns), _bar(span, run)
         )
         for _, span_id in span.links:
             cause = names.get(span_id, span_id)
-            table.add_row(Text(f"{indent}  caused by {cause}", style="blue"), "", "", "")
+            table.add_row(Text(f"{indent}  caused by {visible(cause)}", style="blue"), "", "", "")
         if span.error:
-            table.add_row(Text(f"{indent}  ✗ {_exception(span)}", style="red"), "", "", "")
+            error = visible(_exception(span))
+            table.add_row(Text(f"{indent}  ✗ {error}", style="red"), "", "", "")
         if show_attributes:
             for key, value in sorted(span.attributes.items()):
-                table.add_row(Text(f"{indent}  {key} = {value!r}", style="dim"), "", "", "")
+                line = visible(f"{indent}  {key} = {value!r}")
+                table.add_row(Text(line, style="dim"), "", "", "")
         stream = [e for e in span.events if e.name != "exception"]
         shown = stream if events is None else stream[:events]
         for event in shown:
@@ -80,7 +84,7 @@ def waterfall(
                 if event.name == attrs.STREAM_EVENT
                 else f"{indent}  · {event.name} {kind}"
             )
-            table.add_row(Text(body, style="dim"), offset, "", "")
+            table.add_row(Text(visible(body), style="dim"), offset, "", "")
         if len(shown) < len(stream):
             table.add_row(
                 Text(
@@ -92,9 +96,9 @@ def waterfall(
                 "",
             )
     title = Text.assemble(
-        (run.workflow, "bold"),
-        f"  run_id {run.run_id}  trace_id {run.span.trace_id}  ",
-        (run.status, "green" if run.status == attrs.STATUS_OK else "red"),
+        (visible(run.workflow), "bold"),
+        visible(f"  run_id {run.run_id}  trace_id {run.span.trace_id}  "),
+        (visible(run.status), "green" if run.status == attrs.STATUS_OK else "red"),
         f"  {_ms(run.span.duration_ns)}",
     )
     title.no_wrap = False

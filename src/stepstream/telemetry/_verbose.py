@@ -1,4 +1,8 @@
-"""``Workflow(verbose=True)``: one concise stderr line per step start, step end and event."""
+r"""``Workflow(verbose=True)``: one concise stderr line per step start, step end and event.
+
+Names and error messages are user data: each line is printed with its control characters
+shown as escapes (``\x1b``), so a payload cannot drive the terminal.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import sys
 import time
 
 from stepstream._instrument import Observer, RunInfo, Status, StepInfo
+from stepstream._visible import visible
 from stepstream.events import Event
 
 __all__ = ["VerbosePrinter"]
@@ -30,7 +35,7 @@ class VerbosePrinter(Observer):
     ) -> None:
         """Print ``step NAME failed: Error: message`` (and whether it is retried)."""
         then = " (will retry)" if will_retry else ""
-        self._print(f"step {inv.step} {status}: {type(error).__name__}: {error}{then}")
+        self._print(f"step {inv.step} {status}: {type(error).__name__}: {visible(error)}{then}")
 
     def event_streamed(
         self, run: RunInfo, inv: StepInfo | None, event: Event, seq: int, written_ns: int | None
@@ -41,4 +46,4 @@ class VerbosePrinter(Observer):
 
     @staticmethod
     def _print(line: str) -> None:
-        print(f"[stepstream] {line}", file=sys.stderr, flush=True)  # noqa: T201 - verbose mode
+        print(f"[stepstream] {visible(line)}", file=sys.stderr, flush=True)  # noqa: T201 - verbose mode
