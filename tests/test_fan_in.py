@@ -1,14 +1,21 @@
 """Fan-out (``-> list[E]``), fan-in (``list[E]`` parameters) and several-parameter steps."""
 
 import asyncio
+import json
 import logging
 from typing import Annotated
+from typing import Any
 
 import pytest
 
+from _helpers import attr
 from _helpers import drain
+from _helpers import span_id
+from _helpers import step_span_name
 from stepstream import Context
 from stepstream import Event
+from stepstream import HumanResponseEvent
+from stepstream import InputRequiredEvent
 from stepstream import StartEvent
 from stepstream import StopEvent
 from stepstream import Workflow
@@ -20,6 +27,8 @@ from stepstream.collect import Collect
 from stepstream.collect import Take
 from stepstream.events import CollectionReleaseEvent
 from stepstream.events import StepFailedEvent
+from stepstream.telemetry import attributes as attrs
+from stepstream.testing import CapturedTelemetry
 
 
 class Task(Event):
@@ -826,3 +835,86 @@ async def test_a_fan_out_run_streams_like_any_other() -> None:
     """The stream of a fan-out run ends with its StopEvent; nothing internal leaks in."""
     events = await drain(Squares(timeout=5).run())
     assert [type(e) for e in events] == [StopEvent]
+
+
+@pytest.mark.asyncio
+async def test_the_join_span_links_to_the_span_that_produced_each_collected_event(
+    tel: CapturedTelemetry,
+) -> None:
+    """The join's step span has a link to every worker span whose Done it collected."""
+    assert await Squares(timeout=5).run(start_event=StartEvent(count=3)) == [2, 1, 0]
+    workers = tel.named(step_span_name("work"))
+    join = tel.one(step_span_name("join"))
+    assert sorted(link.context.span_id for link in join.links) == sorted(
+        span_id(w) for w in workers
+    )
+    assert attr(join, attrs.EVENT_IN) == "CollectionReleaseEvent"
+
+
+# -- saving a run in the middle of a fan-out ---------------------------------------------
+
+
+class Asks(Workflow):
+    """Two tasks finish at once; two ask a human first: the save happens in between."""
+
+    @step
+    async def fan_out(self, ev: StartEvent) -> list[Task]:
+        return [Task(n=i) for i in range(4)]
+
+    @step(num_workers=4)
+    async def work(self, ctx: Context, ev: Task) -> Done:
+        if ev.n < 2:
+            return Done(n=ev.n)
+        answer = await ctx.wait_for_event(
+            HumanResponseEvent,
+            waiter_event=InputRequiredEvent(prefix=str(ev.n)),
+            waiter_id=f"ask-{ev.n}",
+            requirements={"step": str(ev.n)},
+        )
+        return Done(n=10 * ev.n + int(answer["response"]))
+
+    @step
+    async def join(self, events: list[Done]) -> StopEvent:
+        return StopEvent(result=sorted(e.n for e in events))
+
+
+@pytest.mark.asyncio
+async def test_a_run_saved_mid_fan_out_keeps_its_batch_and_what_the_join_collected() -> None:
+    """Saved while two branches wait, the continued run's join sees all four results."""
+    handler = Asks(timeout=5).run()
+    asked = 0
+    saved: dict[str, Any] = {}
+    async with asyncio.timeout(5):
+        async for ev in handler.stream_events():
+            if isinstance(ev, InputRequiredEvent):
+                asked += 1
+                if asked == 2:
+                    saved = json.loads(json.dumps(handler.ctx.to_dict()))
+                    await handler.cancel_run()
+                    break
+    [batch] = saved["batches"]
+    assert (batch["batch_id"], batch["producer"]) == ("fan_out#0", "fan_out")
+    assert len(batch["buffers"]["join"]) == 2
+    assert sorted(tuple(q["scope"]) for q in saved["queue"]) == [("fan_out#0",)] * 2
+
+    wf = Asks(timeout=5)
+    resumed = wf.run(ctx=Context.from_dict(wf, saved))
+    await resumed.send_event(HumanResponseEvent(response="1", step="2"))
+    await resumed.send_event(HumanResponseEvent(response="2", step="3"))
+    assert await resumed == [0, 1, 21, 32]
+
+
+@pytest.mark.asyncio
+async def test_a_context_saved_by_the_earlier_format_still_loads() -> None:
+    """A version 1 saved context (no batches) is read as before."""
+    handler = Asks(timeout=5).run()
+    async with asyncio.timeout(5):
+        async for ev in handler.stream_events():
+            if isinstance(ev, InputRequiredEvent):
+                break
+    saved = handler.ctx.to_dict()
+    await handler.cancel_run()
+    old = {k: v for k, v in saved.items() if k not in {"batches", "batch_seq", "slots"}}
+    old["version"] = 1
+    old["queue"] = [{"step": q["step"], "event": q["event"]} for q in saved["queue"]]
+    assert Context.from_dict(Asks(), old).is_running
