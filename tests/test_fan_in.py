@@ -918,3 +918,30 @@ async def test_a_context_saved_by_the_earlier_format_still_loads() -> None:
     old["version"] = 1
     old["queue"] = [{"step": q["step"], "event": q["event"]} for q in saved["queue"]]
     assert Context.from_dict(Asks(), old).is_running
+
+
+@pytest.mark.asyncio
+async def test_collect_events_inside_a_batch_returns_into_the_batch() -> None:
+    """A step of the batch joining with ctx.collect_events: its result is collected."""
+
+    class Summed(Event):
+        total: int
+
+    class Gathers(Workflow):
+        @step
+        async def fan_out(self, ev: StartEvent) -> list[Task]:
+            return [Task(n=i) for i in range(3)]
+
+        @step
+        async def gather(self, ctx: Context, ev: Task) -> Summed | None:
+            await asyncio.sleep(0.01)
+            tasks = ctx.collect_events(ev, [Task] * 3)
+            if tasks is None:
+                return None
+            return Summed(total=sum(t.n for t in tasks if isinstance(t, Task)))
+
+        @step
+        async def join(self, events: list[Summed]) -> StopEvent:
+            return StopEvent(result=[e.total for e in events])
+
+    assert await Gathers(timeout=5).run() == [3]
