@@ -26,11 +26,12 @@ from typing import Any
 
 from stepstream._collect import Collector
 from stepstream._routing import QUEUED, Router, Scope, Ticket, Waiter
+from stepstream._spec import StepSpec
 from stepstream.context._snapshot import SavedBatch, Snapshot
 from stepstream.errors import WorkflowRuntimeError
 from stepstream.events import CollectionReleaseEvent, Event
 
-__all__ = ["Batch", "FanRouter", "Start"]
+__all__ = ["Batch", "FanRouter", "Start", "bare_problem", "fan_out_problem"]
 
 #: One invocation to begin: (step index, worker slot or QUEUED, event, origin, ticket).
 Start = tuple[int, int, Event, Any, Ticket | None]
@@ -281,3 +282,36 @@ class FanRouter(Router[Any, Any]):
             outer = self._batches.get(batch.parent[-1]) if batch.parent else None
             if outer is not None:
                 outer.live += 1
+
+
+def fan_out_problem(spec: StepSpec | None, result: list[Any]) -> str | None:
+    """Why the list ``result`` returned by step ``spec`` cannot fan out; None if it can."""
+    name = spec.name if spec is not None else "?"
+    if spec is None or not spec.fan_out:
+        return (
+            f"step {name!r} returned a list ({result!r:.80}), but its return annotation "
+            "declares no list[E]; annotate it `-> list[E]` to fan out, or return one Event"
+        )
+    for item in result:
+        if not isinstance(item, Event):
+            return (
+                f"step {name!r} returned a list holding {type(item).__name__} "
+                f"({item!r:.80}); a fan-out returns a list of Event instances"
+            )
+    return None
+
+
+def bare_problem(spec: StepSpec | None, event: Event) -> str | None:
+    """Why fan-out step ``spec`` may not return ``event`` bare; None if it may.
+
+    A type a step lists only inside ``list[...]`` is returned in a list: a bare one is
+    a mistake (``-> list[A] | A`` declares the bare ``A`` too).
+    """
+    if spec is None or not isinstance(event, spec.fan_out) or isinstance(event, spec.single):
+        return None
+    kind = type(event).__name__
+    return (
+        f"step {spec.name!r} returned a bare {kind}, but its return annotation lists "
+        f"{kind} only inside list[...]; return [event] (a batch of one), or add {kind} "
+        "to the annotation"
+    )

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from stepstream import _internal_events as internal
 from stepstream import _outcome
-from stepstream._fanrouter import FanRouter, Start
-from stepstream._routing import QUEUED, Action, RunState, Scope, Snapshot, Waiter, bare_problem
+from stepstream._fanrouter import FanRouter, Start, bare_problem
+from stepstream._routing import QUEUED, Action, RunState, Scope, Snapshot, Waiter
 from stepstream._routing import result_action as _action
 from stepstream._runtime import Run
 from stepstream._steps import work

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from stepstream import _internal_events as internal
 from stepstream import _outcome
+from stepstream._fanrouter import fan_out_problem
 from stepstream._instrument import StepInfo, current_step
 from stepstream._routing import (
     Action,
     RunState,
     Ticket,
     default_waiter_id,
-    fan_out_problem,
     result_action,
     retry_delay,
 )
