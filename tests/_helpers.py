@@ -436,12 +436,6 @@ class NoReturn(Workflow):
         return StopEvent()
 
 
-class TwoEventParams(Workflow):
-    @step
-    async def start(self, ev: StartEvent, other: Middle) -> StopEvent:
-        return StopEvent()
-
-
 class ListParam(Workflow):
     @step
     async def start(self, ev: StartEvent, items: list[Middle]) -> StopEvent:

@@ -223,7 +223,7 @@ def test_a_context_belongs_to_its_workflow() -> None:
         pytest.param(
             {"version": 2, "state": {}},
             "this dict is not a context saved by stepstream (format None, version 2; expected "
-            "'stepstream.context', 1); pass what ctx.to_dict() returned",
+            "'stepstream.context', 2); pass what ctx.to_dict() returned",
             id="foreign",
         ),
     ],

@@ -37,6 +37,7 @@ from opentelemetry import trace
 from pydantic import BaseModel
 from pydantic import ConfigDict
 
+import _fan_helpers as fan
 from _helpers import AcceptsStop
 from _helpers import BadReturnAnnotation
 from _helpers import Empty
@@ -62,7 +63,6 @@ from _helpers import Slow
 from _helpers import StepTimeout
 from _helpers import StrAnnotated
 from _helpers import Targeted
-from _helpers import TwoEventParams
 from _helpers import TwoStarts
 from _helpers import Unannotated
 from _helpers import Unconsumed
@@ -462,21 +462,46 @@ DEFINING: dict[str, Callable[[], object]] = {
         "type; annotate it with the Event subclass(es) the step accepts"
     ): StrAnnotated,
     (
-        "step '<step>': more than one event parameter ('<parameter>'); a step takes one event "
-        "parameter, annotated with a union for several types"
-    ): TwoEventParams,
-    (
-        "step '<step>': parameter '<parameter>' is annotated with <type>, a LlamaIndex fan-in, "
-        "which stepstream does not support yet; take one event and join with "
-        "`ctx.collect_events(ev, [E] * n)`"
+        "step '<step>': parameter '<parameter>' is a list[E] fan-in, which must be the step's "
+        "only event parameter; join the other events in a step of their own"
     ): ListParam,
+    (
+        "step '<step>': parameter '<parameter>' is annotated with <types>, but a step with "
+        "several event parameters fires once one event of each has arrived, so each takes a "
+        "single event type; split the union into parameters of their own, or take one "
+        "parameter annotated with the union"
+    ): fan.UnionSlots,
+    (
+        "step '<step>': parameter '<parameter>' is marked Collect(...), which applies only to "
+        "a list[E] fan-in parameter; annotate it `Annotated[list[<Event>], Collect(...)]` or "
+        "drop the marker"
+    ): fan.CollectOnEvent,
+    (
+        "step '<step>': parameter '<parameter>' is marked <cardinality> without Collect; wrap "
+        "it: `Annotated[list[E], Collect(<cardinality>)]`"
+    ): fan.TakeWithoutCollect,
+    (
+        "step '<step>': parameter '<parameter>' is marked Collect(<cardinality>); Collect takes "
+        "All() or Take(n)"
+    ): fan.WeirdCardinality,
+    (
+        "step '<step>': parameter '<parameter>' takes list[<types>], a fan-in, but no step "
+        "returns a list (a fan-out) whose events lead to <types>; return `list[...]` from the "
+        "step that starts the batch, or take one event and join with "
+        "ctx.collect_events(ev, [E] * n)"
+    ): fan.UnboundJoin,
+    (
+        "step '<step>' is an async generator: a fan-out returns its events as one list "
+        "(annotate `-> list[E]` and `return [...]`); to emit events while it runs, use "
+        "ctx.send_event"
+    ): fan.AsyncGenerator,
     (
         "step '<step>' has no return annotation; annotate it with the Event type(s) it may emit, "
         "or None"
     ): NoReturn,
     (
         "step '<step>': return annotation <annotation> includes <types>, which is not an Event "
-        "type; steps return Event instances or None"
+        "type; steps return Event instances, a list of them (a fan-out), or None"
     ): BadReturnAnnotation,
     (
         "step '<step>' accepts <Event>, a StopEvent: a StopEvent ends the run and is never "
@@ -601,6 +626,23 @@ RUNNING: dict[str, Callable[[], object]] = {
         "step '<step>' raised asyncio.CancelledError without being cancelled; raise an ordinary "
         "exception to fail a step"
     ): lambda: run_to_end(RaisesCancelled(timeout=5)),
+    (
+        "step '<step>' returned a list (<value>), but its return annotation declares no "
+        "list[E]; annotate it `-> list[E]` to fan out, or return one Event"
+    ): lambda: run_to_end(Returns(timeout=5), value=[StopEvent()]),
+    (
+        "step '<step>' returned a list holding <type> (<value>); a fan-out returns a list of "
+        "Event instances"
+    ): lambda: run_to_end(fan.ReturnsNonEvents(timeout=5)),
+    (
+        "step '<step>' returned a bare <Event>, but its return annotation lists <Event> only "
+        "inside list[...]; return [event] (a batch of one), or add <Event> to the annotation"
+    ): lambda: run_to_end(fan.ReturnsBare(timeout=5)),
+    (
+        "send_event(<Event>, step='<step>'): step '<step>' takes list[<types>], a fan-in that "
+        "collects only the events returned inside a fan-out batch; return the event from a "
+        "step of the batch instead"
+    ): lambda: run_to_end(fan.SendsToJoin(timeout=5)),
     (
         "path '<path>' not found in the state: <where> <what is missing>; check the path, set it "
         "first with `await ctx.store.set('<path>', value)`, or pass `default=`"
@@ -945,6 +987,17 @@ def _swallowed_cancellation() -> Produced:
 
     with logged("stepstream") as messages:
         asyncio.run(main())
+    return "log", messages
+
+
+@trigger(
+    "stepstream: run <run_id> of <Workflow>: <Event> was not collected by step '<step>', "
+    "because <reason>; a list[E] step collects only the events returned inside a fan-out "
+    "batch (further such events are not reported)"
+)
+def _not_collected() -> Produced:
+    with logged("stepstream") as messages:
+        run_to_end(fan.SendsIntoBatch(timeout=5))
     return "log", messages
 
 

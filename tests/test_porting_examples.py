@@ -96,3 +96,27 @@ async def test_error_handling_records_each_attempt_and_links_the_handler(
     run = tel.one("invoke_workflow ResilientWorkflow")
     assert run.attributes is not None
     assert run.attributes["stepstream.run.status"] == "ok"
+
+
+def test_fan_in_script_runs_the_concurrent_execution_guide(tmp_path: Path) -> None:
+    """examples/fan_in.py: whole-batch join, Take(1), nested joins, a three-parameter step."""
+    assert example_output("fan_in", tmp_path) == textwrap.dedent(
+        """\
+        concurrent: {'finished': [3, 2, 1, 0], 'sorted': [0, 1, 2, 3]}
+        fastest: 3
+        nested: [(0, 2), (1, 2), (2, 2)]
+        assemble: ['Query 1', 'Query 2', 'Query 3']
+        """
+    )
+
+
+@pytest.mark.asyncio
+async def test_fan_in_join_span_links_the_worker_spans(tel: CapturedTelemetry) -> None:
+    """The join of ConcurrentFlow links to the four workers whose Done it collected."""
+    mod = load_example("fan_in")
+    assert (await mod.ConcurrentFlow(timeout=10).run())["sorted"] == [0, 1, 2, 3]
+    join = tel.one("run_step join")
+    workers = {s.context.span_id: s for s in tel.named("run_step work") if s.context}
+    linked = [link.context.span_id for link in join.links]
+    assert len(linked) == len(set(linked)) == 4
+    assert set(linked) <= set(workers)

@@ -250,7 +250,7 @@ def test_a_step_with_every_slot_busy_gets_the_event_in_its_backlog() -> None:
         router.deliver(Ping(n=i), "o", None)
     late = Ping(n=3)
     assert starts(router.deliver(late, "late", None)) == []
-    assert router.next_job(ON_PING) == (late, "late")
+    assert router.next_job(ON_PING) == (late, "late", None)
     assert router.next_job(ON_PING) is None
 
 
@@ -261,7 +261,7 @@ def test_a_busy_step_queues_while_other_takers_start() -> None:
     router.deliver(first, "o1", None)
     decision = starts(router.deliver(second, "o2", None))
     assert decision == [(ON_PING, 1), (ON_CHILD, 1)]
-    assert router.next_job(ON_PARENT) == (second, "o2")
+    assert router.next_job(ON_PARENT) == (second, "o2", None)
     assert router.next_job(ON_PING) is None
     assert router.next_job(ON_CHILD) is None
 
@@ -274,7 +274,7 @@ def test_next_job_pops_the_backlog_first_in_first_out() -> None:
     for i, ev in enumerate(queued):
         assert starts(router.deliver(ev, f"o{i}", None)) == []
     popped = [router.next_job(ON_PARENT) for _ in range(5)]
-    assert popped == [(ev, f"o{i}") for i, ev in enumerate(queued)]
+    assert popped == [(ev, f"o{i}", None) for i, ev in enumerate(queued)]
     assert all(job is not None and job[0] is ev for job, ev in zip(popped, queued, strict=True))
     assert router.next_job(ON_PARENT) is None
 
@@ -344,7 +344,7 @@ def test_a_targeted_delivery_to_a_busy_step_is_queued_there_only() -> None:
     router.deliver(Parent(), "o", None)
     child = Child()
     assert starts(router.deliver(child, "t", "on_parent")) == []
-    assert router.next_job(ON_PARENT) == (child, "t")
+    assert router.next_job(ON_PARENT) == (child, "t", None)
     assert router.next_job(ON_PING) is None
     assert router.active_steps() == ["on_parent"]
 
@@ -1261,7 +1261,7 @@ def test_a_snapshot_round_trips_pending_work_held_events_waits_and_joins() -> No
     first = Ping(n=7)
     assert router.collect("on_ping", first, "o", [Ping, Ping]) is None
     running = Parent()
-    snap = router.snapshot([(ON_PARENT, running)])
+    snap = router.snapshot([(ON_PARENT, running, None)])
     assert snap.queue == [("on_parent", running), ("on_parent", queued)]
     assert snap.held == [held]
     assert snap.waiters == [("wait-1", Ping, {"n": 1})]

@@ -9,13 +9,13 @@ from _helpers import AcceptsStop
 from _helpers import Empty
 from _helpers import HumanLoop
 from _helpers import Leftover
+from _helpers import ListParam
 from _helpers import Minimal
 from _helpers import NoEventParam
 from _helpers import NoReturn
 from _helpers import NoStart
 from _helpers import NoStop
 from _helpers import Orphan
-from _helpers import TwoEventParams
 from _helpers import TwoStarts
 from _helpers import Unconsumed
 from _helpers import Unproduced
@@ -77,9 +77,10 @@ class AnswerEvent(HumanResponseEvent):
         ),
         pytest.param(NoReturn, r"step 'start' has no return annotation", id="no-return-annotation"),
         pytest.param(
-            TwoEventParams,
-            r"step 'start': more than one event parameter \('other'\)",
-            id="two-event-parameters",
+            ListParam,
+            r"step 'start': parameter 'items' is a list\[E\] fan-in, which must be the step's "
+            r"only event parameter",
+            id="list-beside-another-event-parameter",
         ),
         pytest.param(Empty, r"workflow Empty has no steps", id="no-steps"),
     ],

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from stepstream._levels import bindings
 from stepstream._spec import STEP_ATTR, StepConfig, StepSpec, read_spec
 from stepstream._validation import catchers, graph_problems, state_type
 from stepstream.errors import WorkflowConfigurationError
@@ -36,6 +37,11 @@ class Graph:
         starts = [t for s in self.specs for t in s.accepts if issubclass(t, StartEvent)]
         self.start_event_type: type[StartEvent] = starts[0] if starts else StartEvent
         self.state_type: type[BaseModel] = state_type(self.specs)
+        # Fan-out, fan-in and several-parameter steps: a run of this graph tracks
+        # batches and slots (stepstream._fanrun); other graphs pay nothing for them.
+        self.fan = any(s.fan_out or s.fan_in is not None or s.slots for s in self.specs)
+        # For each fan-out step, the indices of the list[E] steps its batches release.
+        self.bindings: tuple[tuple[int, ...], ...] = bindings(self.specs, self.catcher)
 
     def spec(self, name: str) -> StepSpec | None:
         """Return the spec of step ``name``, or None."""

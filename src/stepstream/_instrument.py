@@ -119,6 +119,7 @@ class StepInfo(_Stash):
         "origin",
         "retry",
         "run",
+        "scope",
         "start_ns",
         "step",
         "streamed",
@@ -146,6 +147,8 @@ class StepInfo(_Stash):
         self.streamed = 0
         # On a retried attempt: (first attempt's start ns, the last error, when it failed).
         self.retry: tuple[int, BaseException, int] | None = None
+        # The fan-out batches this attempt works in (ids, outermost first); empty outside.
+        self.scope: tuple[str, ...] = ()
 
 
 class Observer:

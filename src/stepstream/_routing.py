@@ -29,7 +29,9 @@ __all__ = [
     "Action",
     "Router",
     "RunState",
+    "Scope",
     "Snapshot",
+    "Ticket",
     "Waiter",
     "default_waiter_id",
     "result_action",
@@ -43,6 +45,31 @@ _ABSENT: Any = object()
 
 #: The worker slot :meth:`Router.deliver` gives a step that got the event in its backlog.
 QUEUED = -1
+
+#: The fan-out batches a delivery belongs to, outermost first (empty: none).
+Scope = tuple[str, ...]
+
+
+class Ticket:
+    """What a delivery carries besides its event, in a run with fan-out or fan-in steps.
+
+    ``scope``: the batches the invocation works in (what it returns joins them too);
+    ``args``: for a step with several event parameters, one event per parameter;
+    ``origins``: the producers of the events a join collected (for span links).
+    Plain deliveries carry no ticket (None).
+    """
+
+    __slots__ = ("args", "origins", "scope")
+
+    def __init__(
+        self,
+        scope: Scope,
+        args: tuple[Event, ...] | None = None,
+        origins: tuple[Any, ...] = (),
+    ) -> None:
+        self.scope = scope
+        self.args = args
+        self.origins = origins
 
 
 class RunState(enum.Enum):
@@ -65,6 +92,7 @@ class Action(enum.Enum):
     STOP = "stop"  # a StopEvent: the run ends with it
     STREAM = "stream"  # an InputRequiredEvent: written to the stream for the caller
     ROUTE = "route"  # any other event: delivered to a waiter or the steps that accept it
+    FAN_OUT = "fan_out"  # a list: each element routed, as one batch
     INVALID = "invalid"  # not an Event: the step fails
 
 
@@ -130,7 +158,9 @@ class Router(Generic[OriginT, TokenT]):
         # Free worker slots per step, popped from the end: slot 0 is used first.
         self._free = [list(range(s.num_workers - 1, -1, -1)) for s in graph.specs]
         # Created on first use: most steps never have a backlog (and parked runs are many).
-        self._backlogs: list[deque[tuple[Event, OriginT]] | None] = [None] * len(graph.specs)
+        self._backlogs: list[deque[tuple[Event, OriginT, Ticket | None]] | None] = [None] * len(
+            graph.specs
+        )
         self._collectors: dict[tuple[Any, ...], list[Collector[OriginT]]] = {}
 
     # -- lifecycle ------------------------------------------------------------------
@@ -204,6 +234,13 @@ class Router(Generic[OriginT, TokenT]):
                 f"send_event(..., step={target!r}): workflow {self.workflow} has no "
                 f"step {target!r}; its steps are {', '.join(self.graph.names)}"
             )
+        if spec.fan_in is not None and spec.accepts_type(type(event)):
+            listed = " | ".join(t.__name__ for t in spec.accepts)
+            return (
+                f"send_event({name}, step={target!r}): step {target!r} takes "
+                f"list[{listed}], a fan-in that collects only the events returned inside "
+                "a fan-out batch; return the event from a step of the batch instead"
+            )
         if not spec.accepts_type(type(event)):
             accepted = ", ".join(t.__name__ for t in spec.accepts)
             takers = ", ".join(self.graph.takers(type(event))) or "none"
@@ -247,7 +284,7 @@ class Router(Generic[OriginT, TokenT]):
                 backlog = self._backlogs[i]
                 if backlog is None:
                     backlog = self._backlogs[i] = deque()
-                backlog.append((event, origin))
+                backlog.append((event, origin, None))
                 starts.append((i, QUEUED))
         return starts
 
@@ -261,7 +298,7 @@ class Router(Generic[OriginT, TokenT]):
         """Whether any step has events waiting for a free worker slot."""
         return any(self._backlogs)
 
-    def next_job(self, index: int) -> tuple[Event, OriginT] | None:
+    def next_job(self, index: int) -> tuple[Event, OriginT, Ticket | None] | None:
         """The next queued event for a worker of step ``index`` that just finished one."""
         backlog = self._backlogs[index]
         if not backlog or self.state is not RunState.RUNNING:
@@ -328,13 +365,17 @@ class Router(Generic[OriginT, TokenT]):
 
     # -- saving and continuing --------------------------------------------------------
 
-    def snapshot(self, in_flight: Sequence[tuple[int, Event]]) -> Snapshot:
+    def snapshot(self, in_flight: Sequence[tuple[int, Event, Ticket | None]]) -> Snapshot:
         """What a saved context needs: with the events of the invocations ``in_flight``."""
         names = self.graph.names
         snap = Snapshot()
-        snap.queue = [(names[i], event) for i, event in in_flight]
+        work = [*in_flight]
         for i, backlog in enumerate(self._backlogs):
-            snap.queue.extend((names[i], event) for event, _ in backlog or ())
+            work.extend((i, event, ticket) for event, _, ticket in backlog or ())
+        for i, event, ticket in work:
+            if ticket is not None:
+                snap.tickets[len(snap.queue)] = (ticket.scope, ticket.args)
+            snap.queue.append((names[i], event))
         snap.held = list(self.held)
         for w in self.waiters:
             if w.waiter_id is not None:
@@ -365,7 +406,8 @@ def result_action(result: Any, state: RunState) -> Action:
     if result is None:
         return Action.NOTHING
     if not isinstance(result, Event):
-        return Action.INVALID
+        running = state is RunState.RUNNING
+        return Action.FAN_OUT if isinstance(result, list) and running else Action.INVALID
     if state is not RunState.RUNNING:
         return Action.NOTHING
     if isinstance(result, StopEvent):

@@ -41,7 +41,9 @@ class RunQueries:
 
     def save(self) -> tuple[bool, int, Snapshot]:
         """Whether the run is running, its next stream position and its routing state."""
-        in_flight = [(job[0], job[1]) for task, job in self._tasks.items() if not task.done()]
+        in_flight = [
+            (job[0], job[1], job[2]) for task, job in self._tasks.items() if not task.done()
+        ]
         return self.is_running(), self.stream.seq, self.router.snapshot(in_flight)
 
     def is_running(self) -> bool:

@@ -24,6 +24,7 @@ from stepstream._routing import (
     QUEUED,
     Router,
     RunState,
+    Scope,
     Snapshot,
     Waiter,
 )
@@ -158,8 +159,7 @@ class Run(RunQueries):
                     if isinstance(start, Event):
                         self.dispatch(start, None, None)
                     else:  # continuing a saved run: its pending work, not a new start
-                        for step, event in self.router.restore(start, None):
-                            self.dispatch(event, None, step)
+                        self.resume(start)
                     for early in self._early:
                         self.dispatch(*early)
                     outcome = await self._wait()
@@ -212,6 +212,11 @@ class Run(RunQueries):
             self.stream.seq - 1,
             outcome.source,
         )
+
+    def resume(self, snap: Snapshot) -> None:
+        """Take up the work of a saved run (the invocations in flight re-run)."""
+        for step, event in self.router.restore(snap, None):
+            self.dispatch(event, None, step)
 
     def end(self, outcome: Outcome) -> None:
         """Decide the run's outcome (RUNNING -> ENDING) unless it is already decided."""
@@ -279,8 +284,18 @@ class Run(RunQueries):
         else:
             self.loop.call_soon_threadsafe(self.dispatch, event, origin, target)
 
-    def dispatch(self, event: Event, origin: StepInfo | None, target: str | None) -> None:
-        """Deliver ``event`` where the router decides."""
+    def dispatch(
+        self,
+        event: Event,
+        origin: StepInfo | None,
+        target: str | None,
+        scope: Scope | None = None,
+    ) -> None:
+        """Deliver ``event`` where the router decides.
+
+        ``scope`` is that of the step attempt that returned ``event`` (None for a sent
+        one); only a graph with fan-out steps (``FanRun``) has use for it.
+        """
         router = self.router
         if router.state is not RunState.RUNNING:
             return
@@ -304,8 +319,8 @@ class Run(RunQueries):
                 if self.expose_internal:
                     self.stream.push_internal(internal.queued(router.graph.names[index], event))
                 continue
-            job: list[Any] = [index, event]
-            task = tg.create_task(work(self, index, worker, event, origin, job))
+            job: list[Any] = [index, event, None]
+            task = tg.create_task(work(self, index, worker, event, origin, job, None))
             self._tasks[task] = job
             task.add_done_callback(self._tasks.pop)
 
@@ -319,6 +334,14 @@ class Run(RunQueries):
             return None
         self.instrument.events_collected(self.info, inv, done[1])
         return done[0]
+
+    def fan_out(self, inv: StepInfo, events: list[Any]) -> None:
+        """Route the list step attempt ``inv`` returned, as one batch (``FanRun``)."""
+        msg = f"step {inv.step!r} returned a list, which only a fan-out graph routes"
+        raise WorkflowRuntimeError(msg)  # unreachable: fan-out graphs run as FanRun
+
+    def finished(self, scope: Scope) -> None:
+        """An invocation in ``scope`` is done (only ``FanRun`` keeps count)."""
 
     # ``ctx.wait_for_event``: register, write the waiter event, suspend (see _steps).
     wait_for = wait_for_event

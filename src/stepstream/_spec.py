@@ -8,6 +8,7 @@ together.
 
 from __future__ import annotations
 
+import collections.abc
 import inspect
 import types
 import typing
@@ -15,12 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from stepstream.collect import All, Cardinality, Collect, Take
 from stepstream.context import Context
 from stepstream.events import Event
 from stepstream.resource import ResourceDefinition, ResourceDescriptor, _descriptor_of
 from stepstream.retry_policy import RetryPolicy
 
-__all__ = ["STEP_ATTR", "Catch", "StepConfig", "StepSpec", "read_spec"]
+__all__ = ["STEP_ATTR", "Catch", "FanIn", "StepConfig", "StepSpec", "read_spec"]
 
 STEP_ATTR = "__stepstream_step__"
 
@@ -31,6 +33,15 @@ class Catch:
 
     for_steps: tuple[str, ...] | None
     max_recoveries: int
+
+
+@dataclass(frozen=True, slots=True)
+class FanIn:
+    """A ``list[E]`` step parameter: a join fired once per batch of a fan-out."""
+
+    param: str
+    # Take(n): release on the n-th arrival with the first n; None: the whole batch.
+    take: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +93,15 @@ class StepSpec:
     catch: Catch | None = None
     exact: bool = False
     skip: frozenset[str] = frozenset()
+    # The element types of a ``-> list[E]`` return (a fan-out step); ``returns`` holds
+    # them too, with the types the step may return bare (``single``).
+    fan_out: tuple[type[Event], ...] = ()
+    single: tuple[type[Event], ...] = ()
+    # A ``list[E]`` parameter: the step is a join of fan-out batches.
+    fan_in: FanIn | None = None
+    # Several event parameters, one type each (in parameter order): the step fires
+    # once one event of each has arrived; ``arg_order`` names them "ev0", "ev1", ...
+    slots: tuple[type[Event], ...] = ()
 
     def accepts_type(self, event_type: type[Event]) -> bool:
         """Tell whether an event of ``event_type`` is routed to this step."""
@@ -126,8 +146,12 @@ def read_spec(config: StepConfig, problems: list[str]) -> StepSpec:
             f"step {name!r} has no event parameter; add one annotated with the Event "
             "type it accepts, e.g. `ev: StartEvent`"
         )
-    if hints is not None:
-        returns = _read_returns(name, hints, problems)
+    returned = _Returns()
+    if inspect.isasyncgenfunction(config.fn):
+        problems.append(_async_fan_out(name))
+    elif hints is not None:
+        returned = _read_returns(name, hints, problems)
+        returns = returned.all
     return StepSpec(
         name=name,
         fn=config.fn,
@@ -147,6 +171,10 @@ def read_spec(config: StepConfig, problems: list[str]) -> StepSpec:
         catch=config.catch,
         exact=config.exact,
         skip=config.skip,
+        fan_out=returned.listed,
+        single=returned.single,
+        fan_in=params_read.fan_in,
+        slots=params_read.slots,
     )
 
 
@@ -159,6 +187,12 @@ class _Params:
     accepts: tuple[type[Event], ...] = ()
     state_type: type[Any] | None = None
     resources: list[ResourceDefinition] = field(default_factory=list)
+    fan_in: FanIn | None = None
+    slots: tuple[type[Event], ...] = ()
+    # The event parameters: (name, annotation members, is a list[E]).
+    events: list[tuple[inspect.Parameter, tuple[type[Event], ...], bool]] = field(
+        default_factory=list
+    )
 
     def add_arg(self, param: inspect.Parameter, kind: str) -> None:
         """Pass ``param`` the context or the event: positionally when it can be."""
@@ -193,39 +227,116 @@ def _read_params(  # noqa: PLR0917 - one call site
                 f"step {name!r}: parameter {param.name!r} has no type annotation; "
                 "annotate it with the Event type(s) the step accepts, e.g. `ev: StartEvent`"
             )
-        elif _is_event_list(ann):
-            problems.append(
-                f"step {name!r}: parameter {param.name!r} is annotated with "
-                f"{_type_name(ann)}, a LlamaIndex fan-in, which stepstream does not support "
-                "yet; take one event and join with `ctx.collect_events(ev, [E] * n)`"
-            )
-        elif not all(isinstance(m, type) and issubclass(m, Event) for m in _union_members(ann)):
-            problems.append(
-                f"step {name!r}: parameter {param.name!r} is annotated with "
-                f"{_type_name(ann)}, which is not an Event type; annotate it with "
-                "the Event subclass(es) the step accepts"
-            )
-        elif out.accepts:
-            problems.append(
-                f"step {name!r}: more than one event parameter ({param.name!r}); a step "
-                "takes one event parameter, annotated with a union for several types"
-            )
         else:
-            out.accepts = tuple(_union_members(ann))
-            out.add_arg(param, "ev")
+            _add_event_param(name, param, ann, extras.get(param.name), out, problems)
+    _settle_events(name, out, problems)
     return out
 
 
-def _is_event_list(ann: Any) -> bool:
-    """Whether ``ann`` is ``list[E]`` (or ``Annotated[list[E], ...]``) of an Event type."""
-    if typing.get_origin(ann) is typing.Annotated:
-        ann = typing.get_args(ann)[0]
-    args = typing.get_args(ann)
-    return (
-        typing.get_origin(ann) is list
-        and len(args) == 1
-        and all(isinstance(m, type) and issubclass(m, Event) for m in _union_members(args[0]))
-    )
+def _add_event_param(  # noqa: PLR0917 - one call site
+    name: str,
+    param: inspect.Parameter,
+    ann: Any,
+    extra: Any,
+    out: _Params,
+    problems: list[str],
+) -> None:
+    """Record an event parameter (``E``, ``A | B`` or ``list[E]``) in ``out``."""
+    element = _event_list(ann)
+    marker = _collect_marker(name, param.name, extra, problems)
+    if element is None and not _all_events(_union_members(ann)):
+        problems.append(
+            f"step {name!r}: parameter {param.name!r} is annotated with "
+            f"{_type_name(ann)}, which is not an Event type; annotate it with "
+            "the Event subclass(es) the step accepts"
+        )
+        return
+    if element is None and marker is not None:
+        problems.append(
+            f"step {name!r}: parameter {param.name!r} is marked Collect(...), which "
+            "applies only to a list[E] fan-in parameter; annotate it "
+            f"`Annotated[list[{_type_name(ann)}], Collect(...)]` or drop the marker"
+        )
+    if element is not None and marker is not None and out.fan_in is None:
+        card = marker.cardinality
+        out.fan_in = FanIn(param.name, card.n if isinstance(card, Take) else None)
+    members = element if element is not None else tuple(_union_members(ann))
+    out.events.append((param, members, element is not None))
+    out.add_arg(param, f"ev{len(out.events) - 1}")
+
+
+def _settle_events(name: str, out: _Params, problems: list[str]) -> None:
+    """Decide what the event parameters make of the step: one event, a join, or slots."""
+    events = out.events
+    if not events:
+        return
+    lists = [param.name for param, _, is_list in events if is_list]
+    if len(events) == 1:
+        param, members, is_list = events[0]
+        out.accepts = members
+        if is_list and out.fan_in is None:
+            out.fan_in = FanIn(param.name)
+        _rename_arg(out, "ev0", "ev")
+        return
+    if lists:
+        problems.append(
+            f"step {name!r}: parameter {lists[0]!r} is a list[E] fan-in, which must be the "
+            "step's only event parameter; join the other events in a step of their own"
+        )
+        return
+    for param, members, _ in events:
+        if len(members) > 1:
+            problems.append(
+                f"step {name!r}: parameter {param.name!r} is annotated with "
+                f"{' | '.join(_type_name(m) for m in members)}, but a step with several "
+                "event parameters fires once one event of each has arrived, so each "
+                "takes a single event type; split the union into parameters of their "
+                "own, or take one parameter annotated with the union"
+            )
+    out.slots = tuple(members[0] for _, members, _ in events)
+    out.accepts = tuple(dict.fromkeys(out.slots))
+
+
+def _rename_arg(out: _Params, old: str, new: str) -> None:
+    out.arg_order = [new if a == old else a for a in out.arg_order]
+    out.keyword_args = [(n, new if a == old else a) for n, a in out.keyword_args]
+
+
+def _event_list(ann: Any) -> tuple[type[Event], ...] | None:
+    """The element types of ``list[E]`` (or ``list[A | B]``, ``list[E] | None``), else None."""
+    members = [m for m in _union_members(ann) if m is not type(None)]
+    if len(members) != 1 or typing.get_origin(members[0]) is not list:
+        return None
+    args = typing.get_args(members[0])
+    if len(args) != 1:
+        return None
+    elements = _union_members(args[0])
+    return tuple(elements) if _all_events(elements) else None
+
+
+def _all_events(members: list[Any]) -> bool:
+    return all(isinstance(m, type) and issubclass(m, Event) for m in members)
+
+
+def _collect_marker(name: str, param: str, extra: Any, problems: list[str]) -> Collect | None:
+    """The ``Collect(...)`` in an ``Annotated`` parameter's metadata, checked."""
+    if typing.get_origin(extra) is not typing.Annotated:
+        return None
+    for meta in typing.get_args(extra)[1:]:
+        if isinstance(meta, Cardinality):
+            problems.append(
+                f"step {name!r}: parameter {param!r} is marked {meta!r} without Collect; "
+                f"wrap it: `Annotated[list[E], Collect({meta!r})]`"
+            )
+        elif isinstance(meta, Collect):
+            if not isinstance(meta.cardinality, All | Take):
+                problems.append(
+                    f"step {name!r}: parameter {param!r} is marked Collect"
+                    f"({meta.cardinality!r}); Collect takes All() or Take(n)"
+                )
+                return None
+            return meta
+    return None
 
 
 def _add_resource(  # noqa: PLR0917 - one call site
@@ -250,25 +361,62 @@ def _add_resource(  # noqa: PLR0917 - one call site
     )
 
 
-def _read_returns(
-    name: str, hints: dict[str, Any], problems: list[str]
-) -> tuple[type[Event], ...] | None:
+@dataclass(slots=True)
+class _Returns:
+    """What a return annotation says: every type (None: unreadable), listed and bare ones."""
+
+    all: tuple[type[Event], ...] | None = None
+    listed: tuple[type[Event], ...] = ()
+    single: tuple[type[Event], ...] = ()
+
+
+_ASYNC_ITERATORS = (
+    collections.abc.AsyncIterator,
+    collections.abc.AsyncIterable,
+    collections.abc.AsyncGenerator,
+)
+
+
+def _read_returns(name: str, hints: dict[str, Any], problems: list[str]) -> _Returns:
     if "return" not in hints:
         problems.append(
             f"step {name!r} has no return annotation; annotate it with the Event "
             "type(s) it may emit, or None"
         )
-        return None
-    members = [m for m in _union_members(hints["return"]) if m is not type(None)]
-    bad = [m for m in members if not (isinstance(m, type) and issubclass(m, Event))]
+        return _Returns()
+    ann = hints["return"]
+    listed: list[type[Event]] = []
+    single: list[Any] = []
+    for member in _union_members(ann):
+        elements = _event_list(member)
+        if elements is not None:
+            listed.extend(elements)
+        elif typing.get_origin(member) in _ASYNC_ITERATORS:
+            problems.append(_async_fan_out(name))
+            return _Returns()
+        elif member is not type(None):
+            single.append(member)
+    bad = [m for m in single if not (isinstance(m, type) and issubclass(m, Event))]
     if bad:
         problems.append(
-            f"step {name!r}: return annotation {_type_name(hints['return'])} includes "
+            f"step {name!r}: return annotation {_type_name(ann)} includes "
             f"{', '.join(_type_name(b) for b in bad)}, which is not an Event type; "
-            "steps return Event instances or None"
+            "steps return Event instances, a list of them (a fan-out), or None"
         )
-        return None
-    return tuple(members)
+        return _Returns()
+    return _Returns(
+        all=tuple(dict.fromkeys((*single, *listed))),
+        listed=tuple(dict.fromkeys(listed)),
+        single=tuple(single),
+    )
+
+
+def _async_fan_out(name: str) -> str:
+    return (
+        f"step {name!r} is an async generator: a fan-out returns its events as one "
+        "list (annotate `-> list[E]` and `return [...]`); to emit events while it "
+        "runs, use ctx.send_event"
+    )
 
 
 def _union_members(ann: Any) -> list[Any]:

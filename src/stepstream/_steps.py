@@ -15,8 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 from stepstream import _internal_events as internal
 from stepstream import _outcome
+from stepstream._fanrouter import fan_out_problem
 from stepstream._instrument import StepInfo, current_step
-from stepstream._routing import Action, RunState, default_waiter_id, result_action, retry_delay
+from stepstream._routing import (
+    Action,
+    RunState,
+    Ticket,
+    default_waiter_id,
+    result_action,
+    retry_delay,
+)
 from stepstream.context.context import current_context
 from stepstream.errors import (
     WorkflowRuntimeError,
@@ -43,11 +51,19 @@ __all__ = ["CANCEL_GRACE_SECONDS", "retry_info", "stop_steps", "wait_for_event",
 
 
 async def work(  # noqa: PLR0917 - started once per invocation chain, by dispatch
-    run: Run, index: int, worker: int, event: Event, origin: StepInfo | None, job: list[Any]
+    run: Run,
+    index: int,
+    worker: int,
+    event: Event,
+    origin: StepInfo | None,
+    job: list[Any],
+    ticket: Ticket | None,
 ) -> None:
     """Invoke step ``index`` on ``event``, then on its backlog, in worker slot ``worker``.
 
-    ``job`` is the run's record of this task: [step index, event being handled].
+    ``job`` is the run's record of this task: [step index, event being handled, its
+    ticket]. ``ticket`` (None for a plain delivery) carries a fan-out scope or a
+    several-parameter step's events.
     """
     router = run.router
     name = router.graph.names[index]
@@ -56,19 +72,29 @@ async def work(  # noqa: PLR0917 - started once per invocation chain, by dispatc
         while True:
             if run.expose_internal:
                 run.stream.push_internal(internal.started(name, worker, event))
-            result = await _invoke(run, index, worker, event, origin)
+            result = await _invoke(run, index, worker, event, origin, ticket)
             if run.expose_internal:
                 run.stream.push_internal(internal.ended(name, worker, event, result))
+            if ticket is not None and ticket.scope:
+                run.finished(ticket.scope)
             nxt = router.next_job(index)
             if nxt is None:
                 return
-            event, origin = nxt
+            event, origin, ticket = nxt
             job[1] = event
+            job[2] = ticket
     finally:
         router.release(index, worker)
 
 
-async def _invoke(run: Run, index: int, worker: int, event: Event, origin: StepInfo | None) -> Any:
+async def _invoke(  # noqa: PLR0917 - one call site
+    run: Run,
+    index: int,
+    worker: int,
+    event: Event,
+    origin: StepInfo | None,
+    ticket: Ticket | None,
+) -> Any:
     """Run the attempts of one invocation; return what the step returned (None if it failed)."""
     spec = run.router.graph.specs[index]
     ins = run.instrument
@@ -82,8 +108,9 @@ async def _invoke(run: Run, index: int, worker: int, event: Event, origin: StepI
         inv.retry = retry  # what ctx.retry_info() tells a retried attempt
         current_step.set(inv)
         ins.step_started(inv)
+        arg = event if ticket is None else _ticketed(run, inv, event, ticket)
         try:
-            result = await _call(run, index, event)
+            result = await _call(run, index, arg)
         except _StepTimedOut as exc:
             ins.step_failed(inv, exc.error, "timeout", False)
             active = run.router.active_steps()
@@ -138,7 +165,15 @@ async def _invoke(run: Run, index: int, worker: int, event: Event, origin: StepI
         return result
 
 
-async def _call(run: Run, index: int, event: Event) -> Any:
+def _ticketed(run: Run, inv: StepInfo, event: Event, ticket: Ticket) -> Any:
+    """Set up attempt ``inv`` from its ticket; return what the step is called with."""
+    inv.scope = ticket.scope
+    if ticket.origins:  # a join: link its span to the producer of each collected event
+        run.instrument.events_collected(run.info, inv, ticket.origins)
+    return event if ticket.args is None else ticket.args
+
+
+async def _call(run: Run, index: int, event: Any) -> Any:
     spec = run.router.graph.specs[index]
     call = run.callers[index]
     ctx = run.ctx
@@ -162,7 +197,7 @@ async def _call(run: Run, index: int, event: Event) -> Any:
 
 
 async def _call_with_resources(
-    run: Run, spec: StepSpec, call: Caller, ctx: Context[Any], event: Event
+    run: Run, spec: StepSpec, call: Caller, ctx: Context[Any], event: Any
 ) -> Any:
     """Resolve the step's resources (one scope), then call it with them by keyword.
 
@@ -209,7 +244,7 @@ def _fail(run: Run, inv: StepInfo, error: BaseException, first: float) -> None:
                 elapsed_seconds=time.monotonic() - first,
                 failed_at=datetime.now(UTC),
             )
-            run.dispatch(failed, inv, handler.name)
+            run.dispatch(failed, inv, handler.name, inv.scope)  # the handler works in its scope
             return
     run.end(_failed(inv, error, first))
 
@@ -228,6 +263,17 @@ def _failed(inv: StepInfo, error: BaseException, first: float) -> _outcome.Outco
 
 def _handle_result(run: Run, inv: StepInfo, result: Any, first: float) -> None:
     action = result_action(result, run.router.state)
+    if action is Action.FAN_OUT:
+        problem = fan_out_problem(run.router.graph.spec(inv.step), result)
+        if problem is not None:
+            _fail(run, inv, WorkflowRuntimeError(problem), first)
+            return
+        run.instrument.step_finished(inv, None)
+        try:
+            run.fan_out(inv, result)
+        except WorkflowRuntimeError as exc:
+            run.end(_failed(inv, exc, first))
+        return
     if action is Action.INVALID:
         msg = (
             f"step {inv.step!r} returned {type(result).__name__} ({result!r:.80}); steps "
@@ -246,7 +292,7 @@ def _handle_result(run: Run, inv: StepInfo, result: Any, first: float) -> None:
             run.end(_failed(inv, exc, first))
     elif action is Action.ROUTE:
         try:
-            run.dispatch(result, inv, None)
+            run.dispatch(result, inv, None, inv.scope)
         except WorkflowRuntimeError as exc:
             run.end(_failed(inv, exc, first))
 

@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from stepstream._levels import unbound_joins
 from stepstream._spec import StepSpec
 from stepstream.context.state_store import DictState
 from stepstream.events import (
@@ -83,6 +84,8 @@ def graph_problems(specs: Sequence[StepSpec], skip: frozenset[str] = frozenset()
     )
     problems.extend(_state_problems(specs))
     problems.extend(catch_problems(specs))
+    if accepts_known and returns_known:
+        problems.extend(unbound_joins(specs, catchers(specs)))
     return problems
 
 

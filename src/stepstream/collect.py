@@ -1,10 +1,19 @@
-"""``stepstream.collect``: the names of LlamaIndex's ``workflows.collect``.
+"""``stepstream.collect``: how a ``list[E]`` fan-in step releases (LlamaIndex's names).
 
-LlamaIndex marks a ``list[E]`` fan-in step parameter with
-``Annotated[list[E], Collect(Take(n))]``. stepstream defines these names so that such
-code imports, but does not run ``list[E]`` parameters yet: a workflow with one is
-reported when it is instantiated, with the stepstream way to join events
-(``ctx.collect_events(ev, [E] * n)``).
+A step returning ``list[E]`` fans out: each element runs as its own event, and the list
+is one *batch*. A step taking ``events: list[E]`` is a join: it fires once per batch, with
+every ``E`` the batch's steps returned, in the order they finished. Mark the parameter
+``Annotated[list[E], Collect(...)]`` to choose when:
+
+- ``Collect()`` or ``Collect(All())`` (the same as a bare ``list[E]``): once the batch's
+  work is done, with everything.
+- ``Collect(Take(n))``: at the n-th arrival, with the first n; later arrivals never reach
+  the join (the other branches still run). If the batch ends with fewer, it fires then
+  with what arrived.
+
+A batch with no elements (``return []``) fires its joins once with ``[]``; a branch whose
+step returns None is dropped. Events sent with ``ctx.send_event`` are not members of a
+batch (join those with ``ctx.collect_events``).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import pydantic
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
+from stepstream._fanrun import FanRun
 from stepstream._graph import add_free_step, compiled_graph, step_names
 from stepstream._instrument import RunInfo
 from stepstream._runtime import Caller, Run
@@ -200,7 +201,7 @@ class Workflow:
         # than uuid4: os.urandom is a syscall, and every GIL release on the loop thread
         # can wait a switch interval behind a busy export thread.
         info = RunInfo(self._run_name, run_id or f"{random.getrandbits(128):032x}", time.time_ns())
-        run = Run(
+        run = (FanRun if self._graph.fan else Run)(
             info,
             self._graph,
             self._callers,
@@ -298,6 +299,30 @@ class Workflow:
 
 def _make_caller(spec: StepSpec, wf: Workflow) -> Caller:
     fn: Callable[..., Any] = spec.fn.__get__(wf) if spec.is_method else spec.fn
+    if spec.slots:
+        return _slots_caller(fn, spec)
+    call = _event_caller(fn, spec)
+    if spec.fan_in is not None:  # the join's event is the CollectionReleaseEvent
+        return lambda ctx, ev, **resources: call(ctx, list(ev.events), **resources)
+    return call
+
+
+def _slots_caller(fn: Callable[..., Any], spec: StepSpec) -> Caller:
+    """The caller of a step with several event parameters: ``ev`` is one event per slot."""
+    order = spec.arg_order
+
+    def pick(ctx: Context[Any], evs: tuple[Event, ...], kind: str) -> Any:
+        return ctx if kind == "ctx" else evs[int(kind[2:])]
+
+    def call(ctx: Context[Any], evs: tuple[Event, ...], **resources: Any) -> Any:
+        args = (pick(ctx, evs, a) for a in order)
+        named = {name: pick(ctx, evs, a) for name, a in spec.keyword_args}
+        return fn(*args, **named, **resources)
+
+    return call
+
+
+def _event_caller(fn: Callable[..., Any], spec: StepSpec) -> Caller:
     order = spec.arg_order
     if spec.resources or spec.keyword_args:
         return _keyword_caller(fn, order, spec.keyword_args)

@@ -16,11 +16,30 @@ from stepstream.context.serializers import BaseSerializer
 from stepstream.errors import ContextSerdeError
 from stepstream.events import Event
 
-__all__ = ["FORMAT", "SavedRun", "Snapshot", "from_payload", "to_payload"]
+__all__ = ["FORMAT", "SavedBatch", "SavedRun", "Snapshot", "from_payload", "to_payload"]
 
-#: The ``format`` key of a saved context, and its version.
+#: The ``format`` key of a saved context, and its version. Version 2 added the fan-out
+#: batches (``batches``, ``batch_seq``), the several-parameter steps' partial joins
+#: (``slots``) and a queue entry's ``scope`` and ``args``; version 1 is read as before.
 FORMAT = "stepstream.context"
-VERSION = 1
+VERSION = 2
+_READABLE = (1, 2)
+
+
+@dataclass(slots=True)
+class SavedBatch:
+    """An open fan-out batch: the step that returned the list and what its joins hold.
+
+    ``parent`` is the scope the producing invocation ran in; ``buffers`` the events
+    each join (by step name) has collected so far; ``released`` the joins that
+    already fired (a ``Take(n)`` reached).
+    """
+
+    batch_id: str
+    producer: str
+    parent: tuple[str, ...] = ()
+    buffers: dict[str, list[Event]] = field(default_factory=dict)
+    released: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -37,6 +56,15 @@ class Snapshot:
     joins: list[tuple[str | None, tuple[type[Event], ...], list[Event]]] = field(
         default_factory=list
     )
+    # Fan-out and fan-in: by position in ``queue``, the (scope, args) of an entry that
+    # carries more than its event; the open batches; the next batch number; and the
+    # events of several-parameter steps' incomplete joins, by step.
+    tickets: dict[int, tuple[tuple[str, ...], tuple[Event, ...] | None]] = field(
+        default_factory=dict
+    )
+    batches: list[SavedBatch] = field(default_factory=list)
+    batch_seq: int = 0
+    slots: list[tuple[str, list[Event]]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -66,7 +94,10 @@ def to_payload(saved: SavedRun, serializer: BaseSerializer) -> dict[str, Any]:
         "is_running": saved.is_running,
         "state": saved.state,
         "stream_seq": saved.stream_seq,
-        "queue": [{"step": step, "event": ser(event)} for step, event in routing.queue],
+        "queue": [
+            _queue_entry(step, event, routing.tickets.get(n), ser)
+            for n, (step, event) in enumerate(routing.queue)
+        ],
         "held": [ser(event) for event in routing.held],
         "waiters": [
             {"waiter_id": wid, "event_type": _name(t), "requirements": ser(req)}
@@ -80,9 +111,36 @@ def to_payload(saved: SavedRun, serializer: BaseSerializer) -> dict[str, Any]:
             }
             for step, expected, events in routing.joins
         ],
+        "batches": [
+            {
+                "batch_id": b.batch_id,
+                "producer": b.producer,
+                "parent": list(b.parent),
+                "buffers": {step: [ser(e) for e in evs] for step, evs in b.buffers.items()},
+                "released": list(b.released),
+            }
+            for b in routing.batches
+        ],
+        "batch_seq": routing.batch_seq,
+        "slots": [{"step": step, "events": [ser(e) for e in evs]} for step, evs in routing.slots],
         "trace": {"trace_id": saved.trace_id, "span_id": saved.span_id},
         "attempt": saved.attempt,
     }
+
+
+def _queue_entry(
+    step: str,
+    event: Event,
+    ticket: tuple[tuple[str, ...], tuple[Event, ...] | None] | None,
+    ser: Any,
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {"step": step, "event": ser(event)}
+    if ticket is not None:
+        scope, args = ticket
+        entry["scope"] = list(scope)
+        if args is not None:
+            entry["args"] = [ser(a) for a in args]
+    return entry
 
 
 def from_payload(data: object, serializer: BaseSerializer) -> SavedRun:
@@ -90,7 +148,7 @@ def from_payload(data: object, serializer: BaseSerializer) -> SavedRun:
     if not isinstance(data, Mapping):
         msg = f"a saved context is a dict (from ctx.to_dict()), got {type(data).__name__}"
         raise ContextSerdeError(msg)
-    if data.get("format") != FORMAT or data.get("version") != VERSION:
+    if data.get("format") != FORMAT or data.get("version") not in _READABLE:
         msg = (
             f"this dict is not a context saved by stepstream (format {data.get('format')!r}, "
             f"version {data.get('version')!r}; expected {FORMAT!r}, {VERSION}); pass what "
@@ -111,8 +169,9 @@ def from_payload(data: object, serializer: BaseSerializer) -> SavedRun:
 
 def _read(data: Mapping[str, Any], serializer: BaseSerializer) -> SavedRun:
     trace = data.get("trace") or {}
+    queue = data["queue"]
     routing = Snapshot(
-        queue=[(str(q["step"]), _event(serializer, q["event"])) for q in data["queue"]],
+        queue=[(str(q["step"]), _event(serializer, q["event"])) for q in queue],
         held=[_event(serializer, e) for e in data["held"]],
         waiters=[
             (
@@ -129,6 +188,32 @@ def _read(data: Mapping[str, Any], serializer: BaseSerializer) -> SavedRun:
                 [_event(serializer, e) for e in j["events"]],
             )
             for j in data["joins"]
+        ],
+        tickets={
+            n: (
+                tuple(str(b) for b in q["scope"]),
+                tuple(_event(serializer, a) for a in q["args"]) if "args" in q else None,
+            )
+            for n, q in enumerate(queue)
+            if "scope" in q
+        },
+        batches=[
+            SavedBatch(
+                batch_id=str(b["batch_id"]),
+                producer=str(b["producer"]),
+                parent=tuple(str(p) for p in b["parent"]),
+                buffers={
+                    str(step): [_event(serializer, e) for e in evs]
+                    for step, evs in b["buffers"].items()
+                },
+                released=[str(r) for r in b["released"]],
+            )
+            for b in data.get("batches", ())
+        ],
+        batch_seq=int(data.get("batch_seq", 0)),
+        slots=[
+            (str(s["step"]), [_event(serializer, e) for e in s["events"]])
+            for s in data.get("slots", ())
         ],
     )
     return SavedRun(
