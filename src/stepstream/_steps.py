@@ -17,6 +17,7 @@ from stepstream import _internal_events as internal
 from stepstream import _outcome
 from stepstream._instrument import StepInfo, current_step
 from stepstream._routing import Action, RunState, default_waiter_id, result_action, retry_delay
+from stepstream._text import safe_repr
 from stepstream.context.context import current_context
 from stepstream.errors import WorkflowRuntimeError, WorkflowTimeoutError
 from stepstream.events import Event, StepFailedEvent, StopEvent
@@ -226,7 +227,7 @@ def _handle_result(run: Run, inv: StepInfo, result: Any, first: float) -> None:
     action = result_action(result, run.router.state)
     if action is Action.INVALID:
         msg = (
-            f"step {inv.step!r} returned {type(result).__name__} ({result!r:.80}); steps "
+            f"step {inv.step!r} returned {type(result).__name__} ({safe_repr(result, 80)}); steps "
             "must return an Event instance or None"
         )
         _fail(run, inv, WorkflowRuntimeError(msg), first)
