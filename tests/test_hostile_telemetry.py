@@ -337,3 +337,18 @@ async def test_returned_non_event_whose_repr_raises_fails_the_step(
     assert (tel.one("run_step explode").attributes or {})[attrs.STEP_STATUS] == "error"
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert tel.all_spans_ended_once()
+
+
+@pytest.mark.asyncio
+async def test_verbose_line_for_an_error_whose_str_raises(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """verbose=True prints the failure with a placeholder for the message; no sink fails."""
+    with pytest.raises(UnprintableError):
+        await FailsUnprintably(timeout=5, verbose=True).run()
+    failed = [line for line in capsys.readouterr().err.splitlines() if "explode error" in line]
+    assert failed == [
+        "[stepstream] step explode error: UnprintableError: "
+        "<unprintable UnprintableError: str() raised RuntimeError: no str for you>"
+    ]
+    assert sink_failures(caplog) == []

@@ -6,6 +6,7 @@ import sys
 import time
 
 from stepstream._instrument import Observer, RunInfo, Status, StepInfo
+from stepstream._text import error_text
 from stepstream.events import Event
 
 __all__ = ["VerbosePrinter"]
@@ -30,7 +31,8 @@ class VerbosePrinter(Observer):
     ) -> None:
         """Print ``step NAME failed: Error: message`` (and whether it is retried)."""
         then = " (will retry)" if will_retry else ""
-        self._print(f"step {inv.step} {status}: {type(error).__name__}: {error}{then}")
+        text = error_text(error)  # str(error) may raise
+        self._print(f"step {inv.step} {status}: {type(error).__name__}: {text}{then}")
 
     def event_streamed(
         self, run: RunInfo, inv: StepInfo | None, event: Event, seq: int, written_ns: int | None
