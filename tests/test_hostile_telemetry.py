@@ -348,7 +348,9 @@ async def test_verbose_line_for_an_error_whose_str_raises(
         await FailsUnprintably(timeout=5, verbose=True).run()
     failed = [line for line in capsys.readouterr().err.splitlines() if "explode error" in line]
     assert failed == [
-        "[stepstream] step explode error: UnprintableError: "
-        "<unprintable UnprintableError: str() raised RuntimeError: no str for you>"
+        (
+            "[stepstream] step explode error: UnprintableError: "
+            "<unprintable UnprintableError: str() raised RuntimeError: no str for you>"
+        )
     ]
     assert sink_failures(caplog) == []
