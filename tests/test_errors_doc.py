@@ -446,8 +446,8 @@ DEFINING: dict[str, Callable[[], object]] = {
     ("<call>(redact=...) must be a function (event, payload) -> payload or None, got <type>"): (
         partial(Minimal, redact=wrong("password"))
     ),
-    "class <Event>(Event, telemetry_payload=...) must be True or False, got <value>": lambda: (
-        type("Secretive", (Event,), {}, telemetry_payload=wrong("no"))
+    "class <Event>(Event, telemetry_payload=...) must be True or False, got <value>": lambda: type(
+        "Secretive", (Event,), {}, telemetry_payload=wrong("no")
     ),
     (
         "configure_telemetry(<option>=...) must be a whole number of characters, 0 or more, or "
