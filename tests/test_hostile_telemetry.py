@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from opentelemetry.trace import StatusCode
 from pydantic import field_serializer
@@ -266,6 +267,24 @@ async def test_surrogates_in_a_payload_are_escaped(
     assert json.loads(span_event[attrs.EVENT_PAYLOAD]) == expected
     assert json.loads(line["payload"]) == expected
     assert sink_failures(caplog) == []
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda: Payload(value=float("nan")), id="declared-field"),
+        pytest.param(lambda: Event(value=float("inf")), id="dynamic-field"),
+    ],
+)
+@pytest.mark.asyncio
+async def test_non_finite_floats_are_recorded_as_strict_json(
+    tel: CapturedTelemetry, make: Any
+) -> None:
+    """NaN and infinity become null, as pydantic dumps declared fields: the payload is JSON."""
+    assert await Streams(timeout=10).run(make=make) == "done"
+    span_event, line = streamed(tel, 0)
+    for payload in (span_event[attrs.EVENT_PAYLOAD], line["payload"]):
+        assert orjson.loads(payload) == {"value": None}
 
 
 # -- exceptions and results that cannot be printed ------------------------------------------------

@@ -282,7 +282,11 @@ class DictLikeModel(BaseModel):
         indent = kwargs.pop("indent", None)
         fallback = kwargs.get("fallback")
         dumped = self.model_dump(mode="json", **kwargs)
-        return pydantic_core.to_json(dumped, indent=indent, fallback=fallback).decode()
+        # NaN and infinity as null, as pydantic's encoder writes declared fields (its
+        # ser_json_inf_nan default): the result stays JSON.
+        return pydantic_core.to_json(
+            dumped, indent=indent, fallback=fallback, inf_nan_mode="null"
+        ).decode()
 
 
 class Event(DictLikeModel):

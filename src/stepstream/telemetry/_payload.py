@@ -49,8 +49,8 @@ def encode_payload(event: Event) -> str | None:
         return None
     try:
         return event.model_dump_json(fallback=repr, warnings=False, context=_FLAT_CONTEXT)
-    except Exception as exc:  # noqa: BLE001 - the slow path: telemetry must record it anyway
-        return _salvage(event, exc)
+    except Exception:  # noqa: BLE001 - the slow path: telemetry must record it anyway
+        return _salvage(event)
 
 
 def redacting_encoder(redactors: Sequence[Redactor]) -> Encoder:
@@ -66,7 +66,7 @@ def redacting_encoder(redactors: Sequence[Redactor]) -> Encoder:
         if not type(event)._telemetry_payload:  # noqa: SLF001 - the class's own opt-out
             return None
         try:
-            data: Mapping[str, Any] | None = _dump(event)
+            data: Mapping[str, Any] | None = _data(event)
         except Exception as exc:  # noqa: BLE001 - named by its type only: redaction is on
             return _placeholder(attrs.UNSERIALISABLE_MARKER, type_name(exc))
         for hook in hooks:
@@ -92,37 +92,46 @@ def safe_json(value: Any) -> str:
     except Exception:  # noqa: BLE001, S110 - the slow path follows
         pass
     try:
-        cleaned = _clean(value, 0, lenient=True)
+        cleaned = _clean(value, lenient=True)
         return json.dumps(cleaned, ensure_ascii=False, separators=(",", ":"))
     except Exception as exc:  # noqa: BLE001 - e.g. nesting too deep: say so instead
         return _placeholder(attrs.UNSERIALISABLE_MARKER, _reason(exc))
 
 
-def _dump(event: Event, mode: str = "json") -> dict[str, Any]:
+def _dump(event: Event, mode: str) -> dict[str, Any]:
     """The payload as Python data (JSON-ready in ``json`` mode; strings not yet made safe)."""
     return event.model_dump(mode=mode, fallback=repr, warnings=False, context=_FLAT_CONTEXT)
 
 
-def _salvage(event: Event, error: Exception) -> str:
-    """The payload of an event pydantic's encoder refused: escaped, or a placeholder.
+def _data(event: Event) -> dict[str, Any]:
+    """The payload as JSON-ready data; raises where the fast path's encoder would.
 
-    The ``python`` mode dump is the second try: pydantic's ``json`` mode refuses lone
-    surrogates in dict keys too.
+    The ``python`` mode dump, cleaned, is the second try: pydantic's ``json`` mode refuses
+    lone surrogates in dict keys, not only its JSON encoder. When both fail, the second
+    error is raised: with the surrogates out of the way, it names what is left.
     """
-    for mode in ("json", "python"):
-        try:
-            cleaned = _clean(_dump(event, mode), 0)
-            return json.dumps(cleaned, ensure_ascii=False, separators=(",", ":"))
-        except Exception:  # noqa: BLE001, S112 - the slow path: the next try, or the placeholder
-            continue
-    return _placeholder(attrs.UNSERIALISABLE_MARKER, _reason(error))
+    try:
+        return _dump(event, "json")
+    except Exception:  # noqa: BLE001 - the second try raises if this one was right to
+        cleaned: dict[str, Any] = _clean(_dump(event, "python"))
+        return cleaned
 
 
-def _clean(value: Any, depth: int, *, lenient: bool = False) -> Any:  # noqa: PLR0911
+def _salvage(event: Event) -> str:
+    """The payload of an event pydantic's encoder refused: escaped, or a placeholder."""
+    try:
+        cleaned = _clean(_data(event))
+        return json.dumps(cleaned, ensure_ascii=False, separators=(",", ":"))
+    except Exception as exc:  # noqa: BLE001 - named: what is left once surrogates are escaped
+        return _placeholder(attrs.UNSERIALISABLE_MARKER, _reason(exc))
+
+
+def _clean(value: Any, *, lenient: bool = False, _path: tuple[int, ...] = ()) -> Any:  # noqa: PLR0911
     """``value`` as JSON-ready data with every string (and key) made safe.
 
-    A value the fast path could not encode either raises, unless ``lenient``: then it
-    is replaced by its repr.
+    A value the fast path could not encode either (a cycle, nesting too deep, bytes
+    that are not UTF-8, a ``repr`` that raises) raises, unless ``lenient``: then it is
+    replaced by its repr. ``_path`` holds the containers above ``value``.
     """
     if isinstance(value, str):
         return safe_text(value)
@@ -130,13 +139,8 @@ def _clean(value: Any, depth: int, *, lenient: bool = False) -> Any:  # noqa: PL
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
-    if depth >= _MAX_DEPTH:
-        msg = f"nesting deeper than {_MAX_DEPTH} levels"
-        raise ValueError(msg)
-    if isinstance(value, Mapping):
-        return {_key(k): _clean(v, depth + 1, lenient=lenient) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v, depth + 1, lenient=lenient) for v in value]
+    if isinstance(value, Mapping | list | tuple):
+        return _clean_container(value, lenient, _path)
     # A value the python mode dump kept as it is (a datetime, a set, bytes...): as the
     # fast path would encode it, raising where it would (invalid UTF-8 bytes).
     try:
@@ -147,7 +151,20 @@ def _clean(value: Any, depth: int, *, lenient: bool = False) -> Any:  # noqa: PL
         return safe_repr(value)
     if converted is value:
         return safe_repr(value)
-    return _clean(converted, depth + 1, lenient=lenient)
+    return _clean(converted, lenient=lenient, _path=_path)
+
+
+def _clean_container(value: Any, lenient: bool, above: tuple[int, ...]) -> Any:
+    if id(value) in above:
+        msg = "Circular reference detected"
+        raise ValueError(msg)
+    if len(above) >= _MAX_DEPTH:
+        msg = f"nesting deeper than {_MAX_DEPTH} levels"
+        raise ValueError(msg)
+    path = (*above, id(value))
+    if isinstance(value, Mapping):
+        return {_key(k): _clean(v, lenient=lenient, _path=path) for k, v in value.items()}
+    return [_clean(v, lenient=lenient, _path=path) for v in value]
 
 
 def _key(key: object) -> str:
