@@ -30,6 +30,8 @@ from stepstream import Workflow
 from stepstream import WorkflowRuntimeError
 from stepstream import step
 from stepstream.telemetry import attributes as attrs
+from stepstream.telemetry import error_text
+from stepstream.telemetry import safe_text
 from stepstream.testing import CapturedTelemetry
 
 #: What os.fsdecode makes of a Latin-1 file name on a UTF-8 system: a lone surrogate.
@@ -373,3 +375,35 @@ async def test_verbose_line_for_an_error_whose_str_raises(
         )
     ]
     assert sink_failures(caplog) == []
+
+
+# -- the helpers observers use --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "text"),
+    [
+        pytest.param(
+            ValueError(f"cannot read {UNREADABLE_NAME}"),
+            f"cannot read {ESCAPED_NAME}",
+            id="surrogate",
+        ),
+        pytest.param(
+            UnprintableError(),
+            "<unprintable UnprintableError: str() raised RuntimeError: no str for you>",
+            id="str-raises",
+        ),
+        pytest.param(KeyError("k"), "'k'", id="ordinary"),
+    ],
+)
+def test_error_text_never_raises_and_is_always_encodable(error: BaseException, text: str) -> None:
+    """stepstream.telemetry.error_text: str(error), made safe for any encoder."""
+    assert error_text(error) == text
+    error_text(error).encode("utf-8")
+
+
+def test_safe_text_escapes_lone_surrogates_only() -> None:
+    """safe_text leaves valid text alone (the same object) and escapes lone surrogates."""
+    text = "naïve 🐍"
+    assert safe_text(text) is text
+    assert safe_text(UNREADABLE_NAME) == ESCAPED_NAME
