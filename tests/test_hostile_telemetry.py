@@ -146,6 +146,50 @@ def test_surrogate_error_returns_the_gauge_and_stays_quiet(
     assert runs_active(folder / "metrics.jsonl") == 0
 
 
+USER_SPAN = """
+import asyncio
+import os
+
+from opentelemetry import trace
+
+import stepstream
+from stepstream import StartEvent, StopEvent, Workflow, step
+
+
+class Lists(Workflow):
+    @step
+    async def scan(self, ev: StartEvent) -> StopEvent:
+        name = os.fsdecode(b"caf\\xe9.txt")
+        with trace.get_tracer("app").start_as_current_span(f"open {name}") as span:
+            span.set_attribute("app.path", name)
+            span.set_attribute("app.paths", [name, "ok"])
+        return StopEvent(result="listed")
+
+
+async def main() -> None:
+    handle = stepstream.configure_telemetry(directory="tel")
+    assert await Lists(timeout=5).run() == "listed"
+    handle.shutdown()
+
+
+asyncio.run(main())
+"""
+
+
+def test_user_span_with_a_surrogate_is_exported_escaped(tmp_path: Path) -> None:
+    """A step's own span with a lone surrogate neither fails the step nor leaves the file."""
+    proc = run_script(tmp_path, USER_SPAN)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    spans = {span["name"]: span for span in otlp_spans(tmp_path / "tel" / "traces.jsonl")}
+    assert set(spans) == {"invoke_workflow Lists", "run_step scan", f"open {ESCAPED_NAME}"}
+    mine = spans[f"open {ESCAPED_NAME}"]
+    assert otlp_attrs(mine)["app.path"] == ESCAPED_NAME
+    assert mine["attributes"][1]["value"]["arrayValue"]["values"][0] == {
+        "stringValue": ESCAPED_NAME
+    }
+
+
 # -- events pydantic cannot serialise ------------------------------------------------------------
 
 
