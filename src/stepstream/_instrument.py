@@ -3,6 +3,12 @@
 The runtime calls one :class:`Observer` per run. Sinks (verbose printing, tracing,
 logging, metrics) subclass it and override what they need; :func:`combine` fans out
 to several and isolates their failures, so telemetry can never break a run.
+
+Observers receive what the run holds as it is: names, errors and events from user
+code. Text from them may not print or encode (an error whose ``__str__`` raises, a lone
+surrogate from ``os.fsdecode``); observers make it safe once, where they record it,
+with :mod:`stepstream._text` (public as ``stepstream.telemetry.error_text`` and
+``safe_text``), and payloads go through the telemetry sink's encoder, which never fails.
 """
 
 from __future__ import annotations

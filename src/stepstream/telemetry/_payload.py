@@ -66,17 +66,18 @@ def redacting_encoder(redactors: Sequence[Redactor]) -> Encoder:
         if not type(event)._telemetry_payload:  # noqa: SLF001 - the class's own opt-out
             return None
         try:
-            data: Mapping[str, Any] | None = _data(event)
+            payload: Mapping[str, Any] = _data(event)
         except Exception as exc:  # noqa: BLE001 - named by its type only: redaction is on
             return _placeholder(attrs.UNSERIALISABLE_MARKER, type_name(exc))
         for hook in hooks:
             try:
-                data = hook(event, dict(data))  # type: ignore[arg-type]  # not None here
+                redacted = hook(event, dict(payload))
             except Exception as exc:  # noqa: BLE001 - a broken hook must not leak the payload
                 return _placeholder(attrs.REDACT_FAILED_MARKER, type_name(exc))
-            if data is None:
+            if redacted is None:
                 return None
-        return safe_json(data)
+            payload = redacted
+        return safe_json(payload)
 
     return encode
 
