@@ -262,9 +262,7 @@ async def test_cancel_run_at_await_point(tel: CapturedTelemetry, scenario: str) 
     assert not any(isinstance(ev, Note) and ev.text == "after the end" for ev in streamed)
     # The stream was read before the late write: telemetry, which records every
     # accepted write, shows whether it was accepted afterwards.
-    assert not [
-        line for line in tel.lines(attrs.LOG_STREAM_EVENT) if "after the end" in str(line)
-    ]
+    assert not [line for line in tel.lines(attrs.LOG_STREAM_EVENT) if "after the end" in str(line)]
     assert_ended(tel, "cancelled")
 
 

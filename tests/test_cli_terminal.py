@@ -262,7 +262,7 @@ def test_run_shows_an_event_whose_model_dump_raises(recorded: Recorded) -> None:
         pytest.param(
             ("--input", "fail=true"),
             1,
-            "Unprintable: <Unprintable that cannot be shown: RuntimeError>",
+            "Unprintable: <unprintable Unprintable: str() raised RuntimeError: no str for you>",
             id="error",
         ),
     ],
@@ -301,7 +301,9 @@ def test_run_names_an_import_error_that_cannot_be_printed(recorded: Recorded) ->
     proc = stepstream("run", "weird.py", cwd=recorded.cwd)
     assert proc.returncode == 2, proc.stderr
     assert_clean(proc.stdout, proc.stderr)
-    expected = "error: cannot import weird.py: Weird: <Weird that cannot be shown: RuntimeError>"
+    expected = (
+        "error: cannot import weird.py: Weird: <unprintable Weird: str() raised RuntimeError>"
+    )
     assert proc.stderr.splitlines() == [expected], proc.stderr
 
 

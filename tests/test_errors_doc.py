@@ -99,6 +99,7 @@ from stepstream.retry_policy import retry_policy
 from stepstream.retry_policy import stop_after_attempt
 from stepstream.retry_policy import wait_chain
 from stepstream.retry_policy import wait_fixed
+from stepstream.telemetry import configure_telemetry
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
 TEMPLATE_LINE = re.compile(r"^> `` (.+) ``$")
@@ -443,6 +444,16 @@ DEFINING: dict[str, Callable[[], object]] = {
     ("<Workflow>(timeout=...) must be a positive number of seconds or None, got <value>"): partial(
         Minimal, timeout=0
     ),
+    ("<call>(redact=...) must be a function (event, payload) -> payload or None, got <type>"): (
+        partial(Minimal, redact=wrong("password"))
+    ),
+    "class <Event>(Event, telemetry_payload=...) must be True or False, got <value>": lambda: type(
+        "Secretive", (Event,), {}, telemetry_payload=wrong("no")
+    ),
+    (
+        "configure_telemetry(<option>=...) must be a whole number of characters, 0 or more, or "
+        "None; got <value>"
+    ): partial(configure_telemetry, payload_limit=-1),
     "workflow <Workflow> is invalid (<n> problem(s)):": NoStop,
     "workflow <Workflow> has no steps; decorate its methods with @step": Empty,
     (

@@ -3,12 +3,18 @@
 The runtime calls one :class:`Observer` per run. Sinks (verbose printing, tracing,
 logging, metrics) subclass it and override what they need; :func:`combine` fans out
 to several and isolates their failures, so telemetry can never break a run.
+
+Observers receive what the run holds as it is: names, errors and events from user
+code. Text from them may not print or encode (an error whose ``__str__`` raises, a lone
+surrogate from ``os.fsdecode``); observers make it safe once, where they record it,
+with :mod:`stepstream._text` (public as ``stepstream.telemetry.error_text`` and
+``safe_text``), and payloads go through the telemetry sink's encoder, which never fails.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, Generic, Literal, TypeVar, get_args
 
@@ -19,6 +25,7 @@ __all__ = [
     "STATUSES",
     "Key",
     "Observer",
+    "Redactor",
     "RunInfo",
     "Status",
     "StepInfo",
@@ -33,6 +40,11 @@ _log = logging.getLogger("stepstream")
 #: How a run or a step attempt ended; the same values in spans, logs, metrics and the CLI.
 Status = Literal["ok", "error", "timeout", "cancelled"]
 STATUSES: tuple[Status, ...] = get_args(Status)
+
+#: A ``redact`` hook: gets an event and its payload (a fresh dict, JSON-ready), returns
+#: the payload to record (the same dict changed, or another mapping), or None to
+#: record the event's type and seq only.
+Redactor = Callable[[Event, dict[str, Any]], Mapping[str, Any] | None]
 
 
 class Key(Generic[T]):
@@ -90,7 +102,16 @@ class RunInfo(_Stash):
     later call on.
     """
 
-    __slots__ = ("attempt", "resumed", "run_id", "span_id", "start_ns", "trace_id", "workflow")
+    __slots__ = (
+        "attempt",
+        "redact",
+        "resumed",
+        "run_id",
+        "span_id",
+        "start_ns",
+        "trace_id",
+        "workflow",
+    )
 
     def __init__(self, workflow: str, run_id: str, start_ns: int) -> None:
         super().__init__()
@@ -105,6 +126,8 @@ class RunInfo(_Stash):
         #: For a run continued from a saved context: the (trace_id, span_id) of the run
         #: span it was saved from, which the tracing observer links and parents to.
         self.resumed: tuple[str, str] | None = None
+        #: The workflow's ``redact`` hook (``Workflow(redact=...)``), or None.
+        self.redact: Redactor | None = None
 
 
 class StepInfo(_Stash):

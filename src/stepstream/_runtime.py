@@ -30,6 +30,7 @@ from stepstream._routing import (
 )
 from stepstream._run_queries import RunQueries
 from stepstream._steps import CANCEL_GRACE_SECONDS, stop_steps, wait_for_event, work
+from stepstream._text import safe_repr
 from stepstream.context import Context
 from stepstream.errors import (
     WorkflowRuntimeError,
@@ -58,7 +59,8 @@ Caller = Callable[..., Any]
 def _require_event(value: object, where: str) -> None:
     """Raise WorkflowRuntimeError naming ``where`` unless ``value`` is an Event."""
     if not isinstance(value, Event):
-        msg = f"{where} takes an Event instance, got {type(value).__name__} ({value!r:.80})"
+        shown = safe_repr(value, 80)
+        msg = f"{where} takes an Event instance, got {type(value).__name__} ({shown})"
         raise WorkflowRuntimeError(msg)
 
 

@@ -25,6 +25,7 @@ from stepstream._routing import (
     result_action,
     retry_delay,
 )
+from stepstream._text import safe_repr
 from stepstream.context.context import current_context
 from stepstream.errors import (
     WorkflowRuntimeError,
@@ -276,7 +277,7 @@ def _handle_result(run: Run, inv: StepInfo, result: Any, first: float) -> None:
         return
     if action is Action.INVALID:
         msg = (
-            f"step {inv.step!r} returned {type(result).__name__} ({result!r:.80}); steps "
+            f"step {inv.step!r} returned {type(result).__name__} ({safe_repr(result, 80)}); steps "
             "must return an Event instance or None"
         )
         _fail(run, inv, WorkflowRuntimeError(msg), first)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 
+from stepstream._text import error_text
+
 __all__ = ["unshowable", "visible"]
 
 _ALWAYS = "\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff"
@@ -34,6 +36,8 @@ def unshowable(value: object, error: BaseException) -> str:
 def _text_of(value: object) -> str:
     if isinstance(value, str):
         return value
+    if isinstance(value, BaseException):
+        return error_text(value)  # the placeholder telemetry records for it, too
     try:
         return str(value)
     except Exception as exc:  # noqa: BLE001 - a user's __str__ must not break printing

@@ -28,9 +28,13 @@ from pydantic import (
     ConfigDict,
     PlainSerializer,
     PlainValidator,
+    SerializationInfo,
     SerializeAsAny,
 )
 from pydantic.fields import FieldInfo
+
+from stepstream._text import error_text, safe_text
+from stepstream.errors import WorkflowValidationError
 
 __all__ = [
     "CollectionReleaseEvent",
@@ -279,7 +283,11 @@ class DictLikeModel(BaseModel):
         indent = kwargs.pop("indent", None)
         fallback = kwargs.get("fallback")
         dumped = self.model_dump(mode="json", **kwargs)
-        return pydantic_core.to_json(dumped, indent=indent, fallback=fallback).decode()
+        # NaN and infinity as null, as pydantic's encoder writes declared fields (its
+        # ser_json_inf_nan default): the result stays JSON.
+        return pydantic_core.to_json(
+            dumped, indent=indent, fallback=fallback, inf_nan_mode="null"
+        ).decode()
 
 
 class Event(DictLikeModel):
@@ -287,7 +295,27 @@ class Event(DictLikeModel):
 
     Subclasses declare typed fields. Any other keyword argument is a dynamic field
     (``Event(msg="hi").msg``, ``ev["msg"]``, ``"msg" in ev``).
+
+    ``class Login(Event, telemetry_payload=False)`` keeps the payload of ``Login`` events
+    (and of its subclasses, unless they say ``telemetry_payload=True``) out of every
+    telemetry signal: span events and log lines record their type and seq only.
     """
+
+    # Read once per streamed event by the telemetry sink: a plain class attribute.
+    _telemetry_payload: ClassVar[bool] = True
+
+    def __init_subclass__(cls, *, telemetry_payload: bool | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        given: object = telemetry_payload  # checked: a class statement is not type-checked
+        if given is None:
+            return
+        if not isinstance(given, bool):
+            msg = (
+                f"class {cls.__name__}(Event, telemetry_payload=...) must be True or False, "
+                f"got {given!r}"
+            )
+            raise WorkflowValidationError(msg)
+        cls._telemetry_payload = given
 
 
 EventType: TypeAlias = type[Event]
@@ -372,8 +400,17 @@ def _qualified_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _serialize_exception(exc: BaseException) -> dict[str, str]:
-    return {"exception_type": _qualified_name(type(exc)), "exception_message": str(exc)}
+def _serialize_exception(exc: BaseException, info: SerializationInfo) -> dict[str, str]:
+    # Dumping an event never fails because of the exception it holds: an unprintable
+    # one is described, and JSON gets its text with lone surrogates escaped.
+    kind = _qualified_name(type(exc))
+    try:
+        message = str(exc)
+    except Exception:  # noqa: BLE001 - str() raising: a placeholder naming the failure
+        message = error_text(exc)
+    if info.mode_is_json():
+        kind, message = safe_text(kind), safe_text(message)
+    return {"exception_type": kind, "exception_message": message}
 
 
 def _resolve(qualified: str) -> object:

@@ -16,7 +16,7 @@ from opentelemetry.trace import TracerProvider
 
 from stepstream._fanrun import FanRun
 from stepstream._graph import add_free_step, compiled_graph, step_names
-from stepstream._instrument import RunInfo
+from stepstream._instrument import Redactor, RunInfo
 from stepstream._runtime import Caller, Run
 from stepstream._spec import STEP_ATTR, StepConfig, StepSpec
 from stepstream._stream import BoundedEventStream, EventStream, Overflow
@@ -47,6 +47,9 @@ class Workflow:
     ``Annotated[T, Resource(...)]`` parameters; by default each workflow instance has
     its own (see :mod:`stepstream.resource`). Spans and metrics go to the global
     OpenTelemetry providers unless ``tracer_provider`` / ``meter_provider`` are given.
+    ``redact(event, payload)`` is applied to each event's payload (a fresh dict) before
+    any span event, log line or OTLP record is built: return the payload to record, or
+    None to record the event's type and seq only.
     """
 
     _stepstream_free_steps: ClassVar[dict[str, StepConfig]]
@@ -67,11 +70,19 @@ class Workflow:
         meter_provider: MeterProvider | None = None,
         stream_limit: int | None = None,
         stream_overflow: Overflow = "fail",
+        redact: Redactor | None = None,
     ) -> None:
         cls_name = type(self).__name__
         _check_options(cls_name, timeout, num_concurrent_runs, runtime, skip_graph_checks)
         _check_stream_bound(cls_name, stream_limit, stream_overflow)
         self._stream_bound = (stream_limit, stream_overflow)
+        if redact is not None and not callable(redact):
+            msg = (  # type: ignore[unreachable]
+                f"{cls_name}(redact=...) must be a function (event, payload) -> payload or "
+                f"None, got {type(redact).__name__}"
+            )
+            raise WorkflowValidationError(msg)
+        self._redact = redact
         if resource_manager is not None and not isinstance(resource_manager, ResourceManager):
             msg = (  # type: ignore[unreachable]
                 f"{cls_name}(resource_manager=...) must be a "
@@ -201,6 +212,7 @@ class Workflow:
         # than uuid4: os.urandom is a syscall, and every GIL release on the loop thread
         # can wait a switch interval behind a busy export thread.
         info = RunInfo(self._run_name, run_id or f"{random.getrandbits(128):032x}", time.time_ns())
+        info.redact = self._redact
         run = (FanRun if self._graph.fan else Run)(
             info,
             self._graph,

@@ -9,6 +9,8 @@ structlog and orjson stay out of a process that never records anything.
 An :class:`Observer` sees a run's lifecycle (run and step starts and ends, every
 streamed event); ``with observe(my_observer): wf.run(...)`` adds one to the runs
 started in the block. ``stepstream.testing.capture_telemetry()`` is built on it.
+Observers that print or record text from user code use :func:`error_text` and
+:func:`safe_text`: they never raise and escape lone surrogates.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from stepstream._instrument import Key, Observer, RunInfo, Status, StepInfo
+from stepstream._instrument import Key, Observer, Redactor, RunInfo, Status, StepInfo
+from stepstream._text import error_text, safe_text
 from stepstream.telemetry import attributes
 from stepstream.telemetry._observers import observe
 
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Key",
     "Observer",
+    "Redactor",
     "RunInfo",
     "Status",
     "StepInfo",
@@ -35,7 +39,9 @@ __all__ = [
     "add_correlation",
     "attributes",
     "configure_telemetry",
+    "error_text",
     "observe",
+    "safe_text",
 ]
 
 _LAZY = {

@@ -23,6 +23,7 @@ from structlog.typing import EventDict, WrappedLogger
 
 from stepstream._instrument import current_step
 from stepstream.telemetry import attributes as attrs
+from stepstream.telemetry._payload import safe_json
 from stepstream.telemetry._switch import LogTarget
 
 __all__ = [
@@ -81,18 +82,18 @@ class JsonLinesWriter:
         self._lock = threading.Lock()
 
     def emit(self, level: str, message: str, fields: dict[str, Any], span: Any) -> None:
-        """Encode and write one line."""
-        line = orjson.dumps(
-            {
-                attrs.KEY_TIMESTAMP: self._clock.now(),
-                attrs.KEY_LEVEL: level,
-                attrs.KEY_LOGGER: attrs.LOGGER_NAME,
-                attrs.KEY_EVENT: message,
-                **fields,
-            },
-            default=_default,
-            option=orjson.OPT_APPEND_NEWLINE,
-        )
+        """Encode and write one line (always valid JSON, whatever the fields hold)."""
+        record = {
+            attrs.KEY_TIMESTAMP: self._clock.now(),
+            attrs.KEY_LEVEL: level,
+            attrs.KEY_LOGGER: attrs.LOGGER_NAME,
+            attrs.KEY_EVENT: message,
+            **fields,
+        }
+        try:
+            line = orjson.dumps(record, default=_default, option=orjson.OPT_APPEND_NEWLINE)
+        except Exception:  # noqa: BLE001 - the slow path: a value orjson refuses, made safe
+            line = safe_json(record).encode() + b"\n"
         with self._lock:
             self._stream.write(line)
 

@@ -29,6 +29,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
 
+from stepstream._text import safe_text
+from stepstream.telemetry._payload import safe_json
+
 __all__ = [
     "EncodedSpan",
     "EncodingBatchSpanProcessor",
@@ -94,6 +97,14 @@ def _attributes(attributes: Any) -> list[dict[str, Any]]:
         else:
             out.append({"key": key, "value": _value(value)})
     return out
+
+
+def _safe_dumps(value: Any) -> bytes:
+    """Encode ``value`` with orjson, or (text it refuses) safely."""
+    try:
+        return _dumps(value)
+    except Exception:  # noqa: BLE001 - the slow path, once per resource or scope and batch
+        return safe_json(value).encode()
 
 
 def _attributes_json(attributes: Any) -> bytes:
@@ -173,6 +184,66 @@ def _link_json(link: Any) -> bytes:
     )
 
 
+def _encode_span(span: ReadableSpan) -> bytes:
+    """One span as OTLP/JSON bytes, whatever text it holds.
+
+    orjson refuses lone surrogates (in an attribute a step's own code set, say): such
+    a span, and only such a span, is encoded again from a copy with its text made safe.
+    """
+    try:
+        return _span(span)
+    except Exception:  # noqa: BLE001 - the slow path
+        return _span(_SafeSpan(span))  # type: ignore[arg-type]  # duck-typed span
+
+
+class _SafeSpan:
+    """What :func:`_span` reads of a span, with every string made safe."""
+
+    def __init__(self, span: ReadableSpan) -> None:
+        self.context = span.context
+        self.parent = span.parent
+        self.kind = span.kind
+        self.start_time = span.start_time
+        self.end_time = span.end_time
+        self.name = safe_text(span.name)
+        self.attributes = _safe_attributes(span.attributes)
+        self.dropped_attributes = span.dropped_attributes
+        self.events = [
+            _Item(name=safe_text(e.name), timestamp=e.timestamp, attrs=e.attributes)
+            for e in span.events
+        ]
+        self.dropped_events = span.dropped_events
+        self.links = [_Item(context=link.context, attrs=link.attributes) for link in span.links]
+        self.dropped_links = span.dropped_links
+        description = span.status.description
+        self.status = _Item(
+            status_code=span.status.status_code,
+            description=safe_text(description) if description else description,
+        )
+
+
+class _Item:
+    """A span event, link or status for :class:`_SafeSpan` (``attrs`` made safe)."""
+
+    def __init__(self, attrs: Any = None, **fields: Any) -> None:
+        self.attributes = _safe_attributes(attrs)
+        self.__dict__.update(fields)
+
+
+def _safe_attributes(attributes: Any) -> dict[str, Any]:
+    if not attributes:
+        return {}
+    return {safe_text(k): _safe_value(v) for k, v in attributes.items()}
+
+
+def _safe_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return safe_text(value)
+    if isinstance(value, list | tuple):
+        return [safe_text(v) if isinstance(v, str) else v for v in value]
+    return value
+
+
 class EncodedSpan:
     """A span already encoded to OTLP/JSON, with what grouping it in a request needs."""
 
@@ -182,7 +253,7 @@ class EncodedSpan:
         self.context = span.context
         self.resource = span.resource
         self.instrumentation_scope = span.instrumentation_scope
-        self.json = _span(span)
+        self.json = _encode_span(span)
 
 
 def encode_spans(spans: Sequence[ReadableSpan | EncodedSpan]) -> list[bytes]:
@@ -197,14 +268,15 @@ def encode_spans(spans: Sequence[ReadableSpan | EncodedSpan]) -> list[bytes]:
             resources[key] = (span.resource, {})
         scope = span.instrumentation_scope
         scope_key = (scope.name, scope.version) if scope is not None else ("", None)
-        encoded = span.json if isinstance(span, EncodedSpan) else _span(span)
+        encoded = span.json if isinstance(span, EncodedSpan) else _encode_span(span)
         resources[key][1].setdefault(scope_key, []).append(encoded)
     pieces = [b'{"resourceSpans":[']
     for i, (resource, scopes) in enumerate(resources.values()):
-        resource_json = _dumps({"attributes": _attributes(resource.attributes)})
+        resource_json = _safe_dumps({"attributes": _attributes(resource.attributes)})
         pieces.append(b'%b{"resource":%b,"scopeSpans":[' % (b"," if i else b"", resource_json))
         for j, ((name, version), jsons) in enumerate(scopes.items()):
-            scope_json = _dumps({"name": name, "version": version} if version else {"name": name})
+            named = {"name": name, "version": version} if version else {"name": name}
+            scope_json = _safe_dumps(named)
             pieces.append(b'%b{"scope":%b,"spans":[' % (b"," if j else b"", scope_json))
             for k, span_json in enumerate(jsons):
                 pieces.append(b"," + span_json if k else span_json)

@@ -3,91 +3,45 @@
 One sink does all three so that the per-event work shared by them (the payload JSON,
 the trace and span ids) is done once. Only the OpenTelemetry API is used; with no SDK
 configured, spans are non-recording and nothing is encoded.
+
+Whatever a run hands it, the sink records it: names are made safe once (lone
+surrogates escaped) where it builds a run's or a step's record, error texts when an
+error is recorded, payloads by :mod:`._payload`; and every span it starts is ended
+(and the active-runs gauge put back) even if recording the rest fails.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from contextvars import Token
 from typing import Any
 
-import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.metrics import Meter
-from opentelemetry.trace import Link, Span, SpanContext, SpanKind, StatusCode, TraceFlags, Tracer
-from opentelemetry.trace import Status as SpanStatus
+from opentelemetry.trace import Link, SpanKind, Tracer
 from structlog.contextvars import bind_contextvars
 
 from stepstream._instrument import Key, Observer, RunInfo, Status, StepInfo
-from stepstream.events import _FLAT_CONTEXT, Event, StopEvent
+from stepstream._text import error_text, safe_text, type_name
+from stepstream.events import Event, StopEvent
 from stepstream.telemetry import _settings
 from stepstream.telemetry import attributes as attrs
 from stepstream.telemetry._logging import CORRELATION_KEYS
 from stepstream.telemetry._metrics import Instruments
+from stepstream.telemetry._records import (
+    RunState,
+    StepState,
+    record_error,
+    remote_span,
+    run_encoder,
+    truncate,
+)
 from stepstream.telemetry._switch import LogTarget, current_target
 
-__all__ = ["TelemetrySink", "encode_payload", "truncate"]
+__all__ = ["TelemetrySink"]
 
 _ERROR_STATUSES = (attrs.STATUS_ERROR, attrs.STATUS_TIMEOUT)
-
-
-def encode_payload(event: Event) -> str:
-    """Return ``event`` as JSON; values pydantic cannot serialise are rendered by ``repr``.
-
-    Dynamic fields appear beside the declared ones (``{"msg": "hi"}``), not under the
-    ``"_data"`` key of ``model_dump()``.
-    """
-    return event.model_dump_json(fallback=repr, warnings=False, context=_FLAT_CONTEXT)
-
-
-def truncate(text: str, limit: int) -> str:
-    """Cut ``text`` to ``limit`` characters with a visible marker (span attributes only)."""
-    if len(text) > limit:
-        return text[:limit] + attrs.TRUNCATED_MARKER.format(n=len(text) - limit)
-    return text
-
-
-class _RunState:
-    __slots__ = (
-        "bind",
-        "counts",
-        "fields",
-        "log",
-        "parent",
-        "span",
-        "span_id",
-        "trace_id",
-        "traced",
-    )
-
-    def __init__(self, span: Span, log: LogTarget | None, fields: dict[str, Any]) -> None:
-        self.span = span
-        self.parent = trace.set_span_in_context(span)
-        self.log = log
-        ctx = span.get_span_context()
-        # With no SDK the run span is the invalid no-op span: skip step spans entirely.
-        self.traced = ctx.is_valid
-        self.trace_id = format(ctx.trace_id, "032x") if ctx.is_valid else None
-        self.span_id = format(ctx.span_id, "016x") if ctx.is_valid else None
-        self.fields = fields
-        # Bind the correlation keys for the application's structlog lines only when the
-        # application uses structlog.
-        self.bind = log is not None and structlog.is_configured()
-        # Streamed events per type, added to the counter once when the run ends.
-        self.counts: dict[str, int] = {}
-
-
-class _StepState:
-    __slots__ = ("fields", "span", "token")
-
-    def __init__(
-        self, span: Span, token: Token[otel_context.Context] | None, fields: dict[str, Any]
-    ) -> None:
-        self.span = span
-        self.token = token
-        self.fields = fields
 
 
 class TelemetrySink(Observer):
@@ -98,8 +52,8 @@ class TelemetrySink(Observer):
         # Where lines go: ``log`` when given, else the target current when a run starts.
         self._log = log
         # This sink's own state on each run and step attempt.
-        self._run_key: Key[_RunState] = Key("telemetry run")
-        self._step_key: Key[_StepState] = Key("telemetry step")
+        self._run_key: Key[RunState] = Key("telemetry run")
+        self._step_key: Key[StepState] = Key("telemetry step")
         self._metrics = Instruments(meter)
         # Metric attribute dicts are few and reused: built once per combination.
         self._labels: dict[tuple[str, ...], dict[str, str]] = {}
@@ -120,22 +74,23 @@ class TelemetrySink(Observer):
         A run continued from a saved context goes on in the trace it was saved from: its
         span is a child of, and links to, the run span it was saved from.
         """
+        workflow, run_id = safe_text(run.workflow), safe_text(run.run_id)
         attributes: dict[str, Any] = {
             attrs.GEN_AI_OPERATION_NAME: attrs.GEN_AI_OPERATION_INVOKE_WORKFLOW,
-            attrs.GEN_AI_WORKFLOW_NAME: run.workflow,
-            attrs.WORKFLOW: run.workflow,
-            attrs.RUN_ID: run.run_id,
+            attrs.GEN_AI_WORKFLOW_NAME: workflow,
+            attrs.WORKFLOW: workflow,
+            attrs.RUN_ID: run_id,
         }
         parent = links = None
         if run.resumed is not None:
-            saved = _remote_span(*run.resumed)
+            saved = remote_span(*run.resumed)
             if saved is not None:
                 parent = trace.set_span_in_context(trace.NonRecordingSpan(saved))
                 links = [Link(saved)]
             attributes[attrs.RUN_RESUMED] = True
             attributes[attrs.RUN_ATTEMPT] = run.attempt
         span = self._tracer.start_span(
-            f"{attrs.RUN_SPAN_PREFIX} {run.workflow}",
+            f"{attrs.RUN_SPAN_PREFIX} {workflow}",
             context=parent,
             kind=SpanKind.INTERNAL,
             attributes=attributes,
@@ -143,16 +98,16 @@ class TelemetrySink(Observer):
             start_time=run.start_ns,
         )
         log = self._log if self._log is not None else current_target()
-        fields: dict[str, Any] = {attrs.KEY_WORKFLOW: run.workflow, attrs.KEY_RUN_ID: run.run_id}
+        fields: dict[str, Any] = {attrs.KEY_WORKFLOW: workflow, attrs.KEY_RUN_ID: run_id}
         if run.resumed is not None:
             fields[attrs.KEY_RESUMED] = True
             fields[attrs.KEY_RUN_ATTEMPT] = run.attempt
-        state = _RunState(span, log, fields)
+        state = RunState(span, log, fields, run_encoder(run), workflow, run_id)
         run.put(self._run_key, state)
         if run.trace_id is None:
             run.trace_id = state.trace_id
             run.span_id = state.span_id
-        self._metrics.runs_active.add(1, self._label(attrs.WORKFLOW, run.workflow))
+        self._metrics.runs_active.add(1, self._label(attrs.WORKFLOW, workflow))
         if log is not None:
             log.emit("info", attrs.LOG_RUN_STARTED, self._run_fields(state), span)
 
@@ -168,20 +123,14 @@ class TelemetrySink(Observer):
         """Record the terminal event and status on the run span, end it, log, measure."""
         state = run.get(self._run_key)
         span = state.span
-        payload = None
-        if span.is_recording():
-            payload = encode_payload(terminal)
-            cut = truncate(payload, _settings.payload_limit)
-            span.add_event(attrs.STREAM_EVENT, self._event_attrs(terminal, seq, cut))
-            span.set_attribute(attrs.RUN_STATUS, status)
-            if status in _ERROR_STATUSES and error is not None:
-                span.set_attribute(attrs.ERROR_TYPE, type(error).__qualname__)
-                span.record_exception(error)
-                span.set_status(SpanStatus(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-        span.end()
+        workflow = state.workflow
+        try:
+            payload = self._record_run_end(state, status, error, terminal, seq)
+        finally:
+            # Whatever failed above, the span ends and the gauge goes back down.
+            span.end()
+            self._metrics.runs_active.add(-1, self._label(attrs.WORKFLOW, workflow))
         duration = (time.time_ns() - run.start_ns) / 1e9
-        workflow = run.workflow
-        self._metrics.runs_active.add(-1, self._label(attrs.WORKFLOW, workflow))
         # Recorded in the run span's context, so exemplars point at this trace.
         self._metrics.run_duration.record(
             duration,
@@ -189,7 +138,7 @@ class TelemetrySink(Observer):
             state.parent,
         )
         counts = state.counts
-        terminal_type = type(terminal).__name__
+        terminal_type = type_name(terminal)
         counts[terminal_type] = counts.get(terminal_type, 0) + 1
         for event_type, n in counts.items():
             self._metrics.events_streamed.add(
@@ -198,33 +147,52 @@ class TelemetrySink(Observer):
         log = state.log
         if log is not None:
             fields = self._run_fields(state)
-            if payload is None:
-                payload = encode_payload(terminal)
-            line = self._event_fields(fields, terminal, seq, payload)
+            line = self._event_fields(fields, terminal_type, seq, payload, state.log_limit)
             # The terminal line names the step that ended the run (null when none did).
-            line[attrs.KEY_STEP] = source.step if source is not None else None
+            line[attrs.KEY_STEP] = _step_name(source)
             line[attrs.KEY_ATTEMPT] = source.attempt if source is not None else None
             log.emit("info", attrs.LOG_STREAM_EVENT, line, span)
             fields[attrs.KEY_STATUS] = status
             fields[attrs.KEY_DURATION_MS] = round(duration * 1000, 3)
             if error is not None:
-                fields[attrs.KEY_ERROR_TYPE] = type(error).__qualname__
-                fields[attrs.KEY_ERROR] = str(error)
+                fields[attrs.KEY_ERROR_TYPE] = safe_text(type(error).__qualname__)
+                fields[attrs.KEY_ERROR] = error_text(error)
             level = "info" if status == attrs.STATUS_OK else "error"
             log.emit(level, attrs.LOG_RUN_FINISHED, fields, span)
+
+    def _record_run_end(
+        self,
+        state: RunState,
+        status: Status,
+        error: BaseException | None,
+        terminal: StopEvent,
+        seq: int,
+    ) -> str | None:
+        """Put the terminal event and the status on the run span; return the payload."""
+        span = state.span
+        recording = span.is_recording()
+        payload = state.encode(terminal) if recording or state.log is not None else None
+        if recording:
+            event_attrs = self._event_attrs(type_name(terminal), seq, payload)
+            span.add_event(attrs.STREAM_EVENT, event_attrs)
+            span.set_attribute(attrs.RUN_STATUS, status)
+            if status in _ERROR_STATUSES and error is not None:
+                record_error(span, error)
+        return payload
 
     # -- steps ----------------------------------------------------------------------
 
     def step_started(self, inv: StepInfo) -> None:
         """Open the step span, linked to the producer of its event, and make it current."""
         run_state = inv.run.get(self._run_key)
+        name = safe_text(inv.step)
         fields = {
             **run_state.fields,
-            attrs.KEY_STEP: inv.step,
+            attrs.KEY_STEP: name,
             attrs.KEY_ATTEMPT: inv.attempt,
         }
         if not run_state.traced:
-            inv.put(self._step_key, _StepState(trace.INVALID_SPAN, None, fields))
+            inv.put(self._step_key, StepState(trace.INVALID_SPAN, None, fields, name))
             if run_state.bind:
                 _bind_contextvars(fields)
             if run_state.log is not None:
@@ -236,17 +204,17 @@ class TelemetrySink(Observer):
         if made is not None:
             links = [Link(made.span.get_span_context())]
         span = self._tracer.start_span(
-            f"{attrs.STEP_SPAN_PREFIX} {inv.step}",
+            f"{attrs.STEP_SPAN_PREFIX} {name}",
             context=run_state.parent,
             kind=SpanKind.INTERNAL,
             links=links,
             attributes={
-                attrs.RUN_ID: inv.run.run_id,
-                attrs.WORKFLOW: inv.run.workflow,
-                attrs.STEP: inv.step,
+                attrs.RUN_ID: run_state.run_id,
+                attrs.WORKFLOW: run_state.workflow,
+                attrs.STEP: name,
                 attrs.STEP_ATTEMPT: inv.attempt,
                 attrs.STEP_WORKER: inv.worker,
-                attrs.EVENT_IN: type(inv.event).__name__,
+                attrs.EVENT_IN: type_name(inv.event),
             },
             start_time=inv.start_ns,
         )
@@ -255,7 +223,7 @@ class TelemetrySink(Observer):
         if ctx.is_valid:
             fields[attrs.KEY_TRACE_ID] = format(ctx.trace_id, "032x")
             fields[attrs.KEY_SPAN_ID] = format(ctx.span_id, "016x")
-        inv.put(self._step_key, _StepState(span, token, fields))
+        inv.put(self._step_key, StepState(span, token, fields, name))
         if run_state.bind:
             _bind_contextvars(fields)
         if run_state.log is not None:
@@ -263,29 +231,25 @@ class TelemetrySink(Observer):
 
     def step_finished(self, inv: StepInfo, result: Event | None) -> None:
         """End the step span with what it returned, and measure it."""
-        out = type(result).__name__ if result is not None else "None"
+        out = type_name(result) if result is not None else "None"
         self._end_step(inv, attrs.STATUS_OK, None, attrs.LOG_STEP_FINISHED, "info", out)
 
     def step_failed(
         self, inv: StepInfo, error: BaseException, status: Status, will_retry: bool
     ) -> None:
         """End the step span as failed (ERROR for errors and timeouts)."""
-        span = inv.get(self._step_key).span
-        if status in _ERROR_STATUSES and span.is_recording():
-            span.set_attribute(attrs.ERROR_TYPE, type(error).__qualname__)
-            span.record_exception(error)
-            span.set_status(SpanStatus(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
         level = "warning" if will_retry or status == attrs.STATUS_CANCELLED else "error"
         self._end_step(inv, status, error, attrs.LOG_STEP_FAILED, level)
 
     def step_retry(self, inv: StepInfo, delay: float) -> None:
         """Count the retry and log step_retry."""
+        state = inv.get(self._step_key)
+        run_state = inv.run.get(self._run_key)
         self._metrics.step_retries.add(
-            1, self._label(attrs.WORKFLOW, inv.run.workflow, attrs.STEP, inv.step)
+            1, self._label(attrs.WORKFLOW, run_state.workflow, attrs.STEP, state.name)
         )
-        log = inv.run.get(self._run_key).log
+        log = run_state.log
         if log is not None:
-            state = inv.get(self._step_key)
             fields = {**state.fields, attrs.KEY_DELAY_S: delay}
             log.emit("warning", attrs.LOG_STEP_RETRY, fields, state.span)
 
@@ -300,28 +264,40 @@ class TelemetrySink(Observer):
     ) -> None:
         state = inv.get(self._step_key)
         span = state.span
-        if span.is_recording():
-            ending: dict[str, str | int] = {
-                attrs.EVENTS_STREAMED: inv.streamed,
-                attrs.STEP_STATUS: status,
-            }
-            if out is not None:
-                ending[attrs.EVENT_OUT] = out
-            span.set_attributes(ending)
-        span.end()
-        if state.token is not None:
-            otel_context.detach(state.token)
-            # The token refers to the step task's contextvars, which refer to this
-            # step (current_step): dropping it breaks the cycle, so a finished step is
-            # freed at once rather than by the garbage collector.
-            state.token = None
-        workflow = inv.run.workflow
+        try:
+            if span.is_recording():
+                if error is not None and status in _ERROR_STATUSES:
+                    record_error(span, error)
+                ending: dict[str, str | int] = {
+                    attrs.EVENTS_STREAMED: inv.streamed,
+                    attrs.STEP_STATUS: status,
+                }
+                if out is not None:
+                    ending[attrs.EVENT_OUT] = out
+                span.set_attributes(ending)
+        finally:
+            # Whatever failed above, the span ends and stops being the current one.
+            span.end()
+            if state.token is not None:
+                otel_context.detach(state.token)
+                # The token refers to the step task's contextvars, which refer to this
+                # step (current_step): dropping it breaks the cycle, so a finished step
+                # is freed at once rather than by the garbage collector.
+                state.token = None
+        run_state = inv.run.get(self._run_key)
         duration = (time.time_ns() - inv.start_ns) / 1e9
         self._metrics.step_duration.record(
             duration,
-            self._label(attrs.WORKFLOW, workflow, attrs.STEP, inv.step, attrs.STEP_STATUS, status),
+            self._label(
+                attrs.WORKFLOW,
+                run_state.workflow,
+                attrs.STEP,
+                state.name,
+                attrs.STEP_STATUS,
+                status,
+            ),
         )
-        log = inv.run.get(self._run_key).log
+        log = run_state.log
         if log is not None:
             fields = {
                 **state.fields,
@@ -329,8 +305,8 @@ class TelemetrySink(Observer):
                 attrs.KEY_DURATION_MS: round(duration * 1000, 3),
             }
             if error is not None:
-                fields[attrs.KEY_ERROR_TYPE] = type(error).__qualname__
-                fields[attrs.KEY_ERROR] = str(error)
+                fields[attrs.KEY_ERROR_TYPE] = safe_text(type(error).__qualname__)
+                fields[attrs.KEY_ERROR] = error_text(error)
             log.emit(level, message, fields, span)
 
     # -- events ---------------------------------------------------------------------
@@ -342,21 +318,21 @@ class TelemetrySink(Observer):
         state = run.get(self._run_key)
         step = inv.find(self._step_key) if inv is not None else None
         span = step.span if step is not None else state.span
-        payload = None
-        if span.is_recording():
-            payload = encode_payload(event)
-            cut = truncate(payload, _settings.payload_limit)
-            span.add_event(attrs.STREAM_EVENT, self._event_attrs(event, seq, cut), written_ns)
-        counts = state.counts
         name = type(event).__name__
+        if not name.isascii():
+            name = safe_text(name)
+        counts = state.counts
         counts[name] = counts.get(name, 0) + 1
-        fields = step.fields if step is not None else self._run_fields(state)
+        recording = span.is_recording()
         log = state.log
+        if not recording and log is None:
+            return
+        payload = state.encode(event)
+        if recording:
+            span.add_event(attrs.STREAM_EVENT, self._event_attrs(name, seq, payload), written_ns)
         if log is not None:
-            if payload is None:
-                payload = encode_payload(event)
-            # Logs are the complete record: the payload is never cut there.
-            line = self._event_fields(fields, event, seq, payload)
+            fields = step.fields if step is not None else self._run_fields(state)
+            line = self._event_fields(fields, name, seq, payload, state.log_limit)
             log.emit("info", attrs.LOG_STREAM_EVENT, line, span)
 
     def resources_resolved(self, inv: StepInfo, names: Sequence[str], seconds: float) -> None:
@@ -365,20 +341,23 @@ class TelemetrySink(Observer):
         if span.is_recording():
             span.add_event(
                 attrs.RESOURCES_EVENT,
-                {attrs.RESOURCE_NAMES: list(names), attrs.RESOURCE_SECONDS: seconds},
+                {
+                    attrs.RESOURCE_NAMES: [safe_text(n) for n in names],
+                    attrs.RESOURCE_SECONDS: seconds,
+                },
             )
 
     def step_waiting(self, run: RunInfo, inv: StepInfo | None, event_type: type[Event]) -> None:
         """Mark the start of a wait_for_event on the step span."""
         if inv is not None:
             span = inv.get(self._step_key).span
-            span.add_event(attrs.WAIT_EVENT, {attrs.WAIT_EVENT_TYPE: event_type.__name__})
+            span.add_event(attrs.WAIT_EVENT, {attrs.WAIT_EVENT_TYPE: type_name(event_type)})
 
     def step_resumed(self, run: RunInfo, inv: StepInfo | None, event: Event) -> None:
         """Mark the end of a wait_for_event on the step span."""
         if inv is not None:
             span = inv.get(self._step_key).span
-            span.add_event(attrs.RESUME_EVENT, {attrs.EVENT_TYPE: type(event).__name__})
+            span.add_event(attrs.RESUME_EVENT, {attrs.EVENT_TYPE: type_name(event)})
 
     def events_collected(
         self, run: RunInfo, inv: StepInfo | None, origins: Sequence[StepInfo | None]
@@ -395,24 +374,27 @@ class TelemetrySink(Observer):
     # -- helpers --------------------------------------------------------------------
 
     @staticmethod
-    def _event_attrs(event: Event, seq: int, payload: str) -> dict[str, Any]:
+    def _event_attrs(name: str, seq: int, payload: str | None) -> dict[str, Any]:
+        if payload is None:  # the event's class keeps its payload out of telemetry
+            return {attrs.EVENT_TYPE: name, attrs.EVENT_SEQ: seq}
         return {
-            attrs.EVENT_TYPE: type(event).__name__,
+            attrs.EVENT_TYPE: name,
             attrs.EVENT_SEQ: seq,
-            attrs.EVENT_PAYLOAD: payload,
+            attrs.EVENT_PAYLOAD: truncate(payload, _settings.payload_limit),
         }
 
     @staticmethod
-    def _event_fields(base: dict[str, Any], event: Event, seq: int, payload: str) -> dict[str, Any]:
-        return {
-            **base,
-            attrs.KEY_EVENT_TYPE: type(event).__name__,
-            attrs.KEY_SEQ: seq,
-            attrs.KEY_PAYLOAD: payload,
-        }
+    def _event_fields(
+        base: dict[str, Any], name: str, seq: int, payload: str | None, limit: int | None
+    ) -> dict[str, Any]:
+        line = {**base, attrs.KEY_EVENT_TYPE: name, attrs.KEY_SEQ: seq}
+        if payload is not None:
+            # Logs are the complete record unless configure_telemetry(log_payload_limit=...).
+            line[attrs.KEY_PAYLOAD] = payload if limit is None else truncate(payload, limit)
+        return line
 
     @staticmethod
-    def _run_fields(state: _RunState) -> dict[str, Any]:
+    def _run_fields(state: RunState) -> dict[str, Any]:
         fields = dict(state.fields)
         if state.trace_id is not None:
             fields[attrs.KEY_TRACE_ID] = state.trace_id
@@ -420,17 +402,10 @@ class TelemetrySink(Observer):
         return fields
 
 
+def _step_name(inv: StepInfo | None) -> str | None:
+    return safe_text(inv.step) if inv is not None else None
+
+
 def _bind_contextvars(fields: dict[str, Any]) -> None:
     """Let the application's structlog lines inside the step carry the correlation keys."""
     bind_contextvars(**{k: fields[k] for k in CORRELATION_KEYS if k in fields})
-
-
-def _remote_span(trace_id: str, span_id: str) -> SpanContext | None:
-    """The saved run span, as a remote span context (None if the ids are malformed)."""
-    try:
-        ctx = SpanContext(
-            int(trace_id, 16), int(span_id, 16), is_remote=True, trace_flags=TraceFlags(1)
-        )
-    except (TypeError, ValueError):
-        return None
-    return ctx if ctx.is_valid else None

@@ -62,8 +62,12 @@ STATUS_CANCELLED: Final[Status] = "cancelled"
 
 #: Marker appended to a truncated payload: ``...[truncated N chars]``.
 TRUNCATED_MARKER: Final = "...[truncated {n} chars]"
-#: Default maximum payload length (characters) in span attributes and log lines.
+#: Default maximum payload length (characters) in span attributes (log lines: complete).
 DEFAULT_PAYLOAD_LIMIT: Final = 4096
+#: Payload (a JSON string) of an event that cannot be encoded: its type and seq are kept.
+UNSERIALISABLE_MARKER: Final = "<unserialisable: {reason}>"
+#: Payload (a JSON string) of an event whose ``redact`` hook raised (``{reason}``: its type).
+REDACT_FAILED_MARKER: Final = "<redact failed: {reason}>"
 
 # -- log lines (structlog, flat top-level keys) ----------------------------------------
 LOGGER_NAME: Final = "stepstream"

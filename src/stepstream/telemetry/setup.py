@@ -28,6 +28,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
+from stepstream._instrument import Redactor
 from stepstream.telemetry import _settings
 from stepstream.telemetry._logging import FanoutTarget, JsonLinesWriter
 from stepstream.telemetry._otlp_json import (
@@ -127,6 +128,8 @@ def configure_telemetry(
     endpoint: str | None = None,
     logs: Literal["auto", "file", "stdout", "none"] = "auto",
     payload_limit: int | None = None,
+    log_payload_limit: int | None = None,
+    redact: Redactor | None = None,
 ) -> TelemetryHandle:
     """Set up tracing, metrics and JSON log lines for stepstream runs; idempotent.
 
@@ -137,12 +140,18 @@ def configure_telemetry(
     OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_EXPORTER_OTLP_PROTOCOL and
     _HEADERS, OTEL_{TRACES,METRICS,LOGS}_EXPORTER (otlp | console | none) and
     OTEL_SDK_DISABLED. A provider the application already set is kept, with a warning.
+
+    ``payload_limit`` cuts event payloads in span events (default 4096 characters),
+    ``log_payload_limit`` in log lines (default: complete). ``redact(event, payload)``
+    is applied to every run's payloads (after a ``Workflow(redact=...)`` hook) before
+    any span event, log line or OTLP record is built: return the payload to record,
+    or None to record the event's type and seq only.
     """
     global _handle  # noqa: PLW0603 - one configuration per process
+    _settings.check(payload_limit=payload_limit, log_payload_limit=log_payload_limit, redact=redact)
     if _handle is not None:
         return _handle
-    if payload_limit is not None:
-        _settings.payload_limit = payload_limit
+    _settings.apply(span_limit=payload_limit, log_limit=log_payload_limit, hook=redact)
     if _env_true("OTEL_SDK_DISABLED"):
         _handle = TelemetryHandle()
         return _handle
