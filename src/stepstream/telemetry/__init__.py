@@ -22,7 +22,12 @@ from stepstream.telemetry._observers import observe
 
 if TYPE_CHECKING:
     from stepstream.telemetry._logging import add_correlation
-    from stepstream.telemetry.setup import TelemetryHandle, TelemetryWarning, configure_telemetry
+    from stepstream.telemetry.setup import (
+        TelemetryFileError,
+        TelemetryHandle,
+        TelemetryWarning,
+        configure_telemetry,
+    )
 
 __all__ = [
     "Key",
@@ -30,6 +35,7 @@ __all__ = [
     "RunInfo",
     "Status",
     "StepInfo",
+    "TelemetryFileError",
     "TelemetryHandle",
     "TelemetryWarning",
     "add_correlation",
@@ -39,6 +45,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "TelemetryFileError": "stepstream.telemetry.setup",
     "TelemetryHandle": "stepstream.telemetry.setup",
     "TelemetryWarning": "stepstream.telemetry.setup",
     "configure_telemetry": "stepstream.telemetry.setup",

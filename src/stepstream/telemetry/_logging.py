@@ -11,8 +11,11 @@ The target is chosen once per run (``_switch.current_target``), never per line:
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -23,6 +26,7 @@ from structlog.typing import EventDict, WrappedLogger
 
 from stepstream._instrument import current_step
 from stepstream.telemetry import attributes as attrs
+from stepstream.telemetry._files import Flusher
 from stepstream.telemetry._switch import LogTarget
 
 __all__ = [
@@ -43,6 +47,8 @@ class _StructlogTarget:
 
 
 STRUCTLOG_TARGET = _StructlogTarget()
+
+_log = logging.getLogger("stepstream")
 
 
 class _UtcClock:
@@ -68,17 +74,47 @@ def _default(value: object) -> str:
 
 
 class JsonLinesWriter:
-    """Writes each line as one orjson-encoded JSON object to a text stream.
+    """Writes each line as one orjson-encoded JSON object to a binary stream.
 
     Keys: ``timestamp``, ``level``, ``logger``, ``event`` (the message), then the fields.
-    Writes are buffered by the stream; :meth:`flush` pushes them out.
+    Writes are buffered by the stream (a line is one buffered append); :meth:`flush`
+    pushes them out. With ``flush_interval``, a :class:`Flusher` thread of the writer's
+    own flushes every that many seconds, so that a line reaches the file (and survives
+    the process being killed) at most that long after it was written.
     """
 
-    def __init__(self, stream: IO[bytes], *, close: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        stream: IO[bytes],
+        *,
+        close: Callable[[], None] | None = None,
+        flush_interval: float | None = None,
+        name: str = "the log stream",
+    ) -> None:
         self._stream = stream
         self._close = close
         self._clock = _UtcClock()
         self._lock = threading.Lock()
+        self._closed = False
+        self._name = name
+        self._failing = False
+        self._interval = flush_interval
+        self._flusher: Flusher | None = None
+        if flush_interval is not None:
+            self._start_flusher()
+            # A forked child has no threads but the forking one: it gets a flusher of its own.
+            ref = weakref.WeakMethod(self._after_fork)
+            os.register_at_fork(after_in_child=lambda: (m := ref()) is not None and m())
+
+    def _start_flusher(self) -> None:
+        assert self._interval is not None  # noqa: S101 - only called with an interval
+        self._flusher = Flusher(self._timed_flush, self._interval, name="stepstream-log-flush")
+        self._flusher.start()
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()  # it may have been held by a thread the child lacks
+        if not self._closed:
+            self._start_flusher()
 
     def emit(self, level: str, message: str, fields: dict[str, Any], span: Any) -> None:
         """Encode and write one line."""
@@ -99,13 +135,36 @@ class JsonLinesWriter:
     def flush(self) -> None:
         """Flush buffered lines to the stream's file."""
         with self._lock:
-            self._stream.flush()
+            if not self._closed:
+                self._stream.flush()
+
+    def _timed_flush(self) -> None:
+        """The flusher's call: flush, and report a failure once (until a flush succeeds)."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                self._stream.flush()
+            except (OSError, ValueError) as exc:
+                if not self._failing:
+                    _log.error("stepstream: cannot write %s: %s", self._name, exc)
+                self._failing = True
+            else:
+                self._failing = False
 
     def close(self) -> None:
-        """Flush, and close the file if this writer opened it."""
-        self.flush()
-        if self._close is not None:
-            self._close()
+        """Stop the flusher, flush, and close the file if this writer opened it; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._flusher is not None:
+                self._flusher.stop()
+            try:
+                self._stream.flush()
+            finally:
+                if self._close is not None:
+                    self._close()
 
 
 class FanoutTarget:
