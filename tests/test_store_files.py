@@ -311,6 +311,18 @@ def test_the_cli_reads_across_rotated_files_in_order(tmp_path: Path) -> None:
     assert stamps == sorted(stamps)
 
 
+def test_a_failed_rotation_is_logged_and_writing_goes_on(tmp_path: Path) -> None:
+    """When the full file cannot be renamed, it grows on: no line is lost, nothing raised."""
+    (tmp_path / "tele" / "logs.1.jsonl" / "in-the-way").mkdir(parents=True)
+    proc = run_script(tmp_path, CHATTY + ROTATING.format(limit=5_000, keep=3, runs=3))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("stepstream: cannot rotate") == 1, proc.stderr
+    files = [p for p in (tmp_path / "tele").glob("logs*.jsonl") if p.is_file()]
+    events = [event for path in files for event in log_events(path)]
+    assert events.count("stream_event") == 3 * 41
+    assert (tmp_path / "tele" / "logs.jsonl").stat().st_size > 5_000  # no longer rotated
+
+
 @pytest.mark.parametrize(
     ("argument", "message"),
     [

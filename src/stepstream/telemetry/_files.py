@@ -59,39 +59,39 @@ def make_directory(folder: Path) -> None:
     """Create ``folder`` (and its parents) for the store files; the folder itself 0700."""
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except FileExistsError as exc:
-        msg = (
-            f"cannot create telemetry directory {folder}: a file of that name exists; "
-            f"remove it, or {_OTHER_DIRECTORY}"
-        )
-        raise TelemetryFileError(msg) from exc
     except OSError as exc:
-        msg = f"cannot create telemetry directory {folder}: {exc.strerror}; {_OTHER_DIRECTORY}"
+        if isinstance(exc, FileExistsError):
+            reason, fix = "a file of that name exists", "remove it"
+        elif exc.errno in {errno.EACCES, errno.EPERM}:
+            reason, fix = str(exc.strerror), "give this user access to its parent"
+        else:
+            reason, fix = str(exc.strerror or exc), "fix the path"
+        msg = f"cannot create telemetry directory {folder}: {reason}; {fix}, or {_OTHER_DIRECTORY}"
         raise TelemetryFileError(msg) from exc
 
 
-def _what_is_wrong(path: Path, error: OSError | None) -> str:
-    """Why ``path`` cannot be a store file, and what to do, for the error message."""
+def _what_is_wrong(path: Path, error: OSError | None) -> tuple[str, str]:
+    """Why ``path`` cannot be a store file, and what to do."""
     try:
         mode = path.lstat().st_mode
     except OSError:
-        mode = None
-    if mode is not None and stat.S_ISLNK(mode):
-        return "it is a symbolic link, which stepstream does not follow; remove it"
-    if mode is not None and stat.S_ISDIR(mode):
-        return "it is a directory; remove it"
-    if mode is not None and not stat.S_ISREG(mode):
-        return f"it is not a regular file ({_KINDS.get(stat.S_IFMT(mode), 'unknown')}); remove it"
+        mode = 0
+    if stat.S_ISLNK(mode):
+        return "it is a symbolic link, which stepstream does not follow", "remove it"
+    if stat.S_ISDIR(mode):
+        return "it is a directory", "remove it"
+    if mode and not stat.S_ISREG(mode):
+        kind = _KINDS.get(stat.S_IFMT(mode), "an unknown kind")
+        return f"it is not a regular file ({kind})", "remove it"
     if error is not None and error.errno in {errno.EACCES, errno.EPERM}:
-        return f"{error.strerror}; give this user read and write access to it"
-    if error is None:
-        return "it cannot be used"
-    return error.strerror or str(error)
+        return str(error.strerror), "give this user read and write access to it"
+    return (str(error.strerror or error) if error else "it cannot be used"), "fix the path"
 
 
 def _refused(path: Path, error: OSError | None) -> TelemetryFileError:
-    reason = _what_is_wrong(path, error)
-    return TelemetryFileError(f"cannot open telemetry file {path}: {reason}, or {_OTHER_DIRECTORY}")
+    reason, fix = _what_is_wrong(path, error)
+    msg = f"cannot open telemetry file {path}: {reason}; {fix}, or {_OTHER_DIRECTORY}"
+    return TelemetryFileError(msg)
 
 
 def open_append(path: Path) -> int:
@@ -185,6 +185,9 @@ class StoreFile(io.RawIOBase):
             self._size += total
             return total
         while rest:
+            if self._max is None:  # a rotation failed: no more rotation
+                self._put(rest)
+                break
             rest = self._write_some(rest, self._max)
         return total
 

@@ -132,39 +132,49 @@ class JsonLinesWriter:
         with self._lock:
             self._stream.write(line)
 
-    def flush(self) -> None:
-        """Flush buffered lines to the stream's file."""
+    def flush(self) -> bool:
+        """Flush buffered lines to the stream's file; False if that failed (it is logged)."""
         with self._lock:
-            if not self._closed:
-                self._stream.flush()
+            return self._closed or self._flush_or_report()
 
     def _timed_flush(self) -> None:
-        """The flusher's call: flush, and report a failure once (until a flush succeeds)."""
+        """The flusher's call: flush what was written since the last one."""
         with self._lock:
-            if self._closed:
-                return
-            try:
-                self._stream.flush()
-            except (OSError, ValueError) as exc:
-                if not self._failing:
-                    _log.error("stepstream: cannot write %s: %s", self._name, exc)
-                self._failing = True
-            else:
-                self._failing = False
+            if not self._closed:
+                self._flush_or_report()
+
+    def _flush_or_report(self) -> bool:
+        """Flush; report a failure once (until a flush succeeds), never raise it."""
+        try:
+            self._stream.flush()
+        except (OSError, ValueError) as exc:
+            self._report(exc)
+            return False
+        self._failing = False
+        return True
+
+    def _report(self, error: Exception) -> None:
+        if not self._failing:
+            _log.error("stepstream: cannot write %s: %s", self._name, error)
+        self._failing = True
 
     def close(self) -> None:
-        """Stop the flusher, flush, and close the file if this writer opened it; idempotent."""
+        """Stop the flusher, flush, and close the file if this writer opened it; idempotent.
+
+        A failure to write is logged, not raised: shutting telemetry down never fails.
+        """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             if self._flusher is not None:
                 self._flusher.stop()
-            try:
-                self._stream.flush()
-            finally:
-                if self._close is not None:
+            self._flush_or_report()
+            if self._close is not None:
+                try:
                     self._close()
+                except (OSError, ValueError) as exc:  # the buffer's last flush failed again
+                    self._report(exc)
 
 
 class FanoutTarget:

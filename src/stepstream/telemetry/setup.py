@@ -93,7 +93,7 @@ class TelemetryHandle:
             if provider is not None:
                 ok = bool(provider.force_flush(timeout_millis)) and ok
         if self.log_writer is not None:
-            self.log_writer.flush()
+            ok = self.log_writer.flush() and ok
         return ok
 
     async def aflush(self, timeout: float = 30.0) -> bool:
