@@ -13,25 +13,33 @@ from __future__ import annotations
 import errno
 import io
 import logging
+import math
 import os
 import stat
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from typing_extensions import Buffer
 
-from stepstream.errors import WorkflowError
+from stepstream.errors import WorkflowError, WorkflowValidationError
 
 __all__ = [
     "Flusher",
+    "Rotation",
     "StoreFile",
     "TelemetryFileError",
+    "check_file_options",
     "check_store_file",
     "make_directory",
     "open_append",
+    "open_log_file",
     "rotated_path",
 ]
+
+LOG_BUFFER_BYTES = 1 << 20
 
 _log = logging.getLogger("stepstream")
 
@@ -180,15 +188,12 @@ class StoreFile(io.RawIOBase):
         """Append ``data`` (any chunk of lines); rotate between lines when the file is full."""
         rest = bytes(data)
         total = len(rest)
-        if self._max is None:
-            _write_all(self._fd, [rest])
-            self._size += total
-            return total
         while rest:
-            if self._max is None:  # a rotation failed: no more rotation
+            limit = self._max
+            if limit is None:  # no rotation (asked for, or since a rotation failed)
                 self._put(rest)
                 break
-            rest = self._write_some(rest, self._max)
+            rest = self._write_some(rest, limit)
         return total
 
     def _write_some(self, data: bytes, limit: int) -> bytes:
@@ -245,6 +250,43 @@ class StoreFile(io.RawIOBase):
         if not self.closed:
             os.close(self._fd)
         super().close()
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """Size-based rotation: off when ``max_bytes`` is None; ``keep`` rotated files."""
+
+    max_bytes: int | None
+    keep: int
+
+
+def check_file_options(interval: float, max_bytes: int | None, keep: int) -> None:
+    """Raise WorkflowValidationError for a bad flush interval or rotation option."""
+    if not (isinstance(interval, int | float) and interval > 0 and math.isfinite(interval)):
+        msg = (
+            f"configure_telemetry(log_flush_interval={interval!r}): give a positive number "
+            "of seconds"
+        )
+        raise WorkflowValidationError(msg)
+    if max_bytes is not None and not (isinstance(max_bytes, int) and max_bytes > 0):
+        msg = (
+            f"configure_telemetry(max_file_bytes={max_bytes!r}): give a positive number of "
+            "bytes, or None (no rotation)"
+        )
+        raise WorkflowValidationError(msg)
+    if not (isinstance(keep, int) and keep >= 1):
+        msg = f"configure_telemetry(rotated_files={keep!r}): keep at least 1 rotated file"
+        raise WorkflowValidationError(msg)
+
+
+def open_log_file(path: Path, rotation: Rotation) -> IO[bytes]:
+    """The log file as a buffered binary stream (over a rotating StoreFile if asked)."""
+    # A large buffer: each flush is a write() that releases the GIL, and a busy export
+    # thread may then hold it for a whole switch interval (5 ms).
+    if rotation.max_bytes is None:
+        return open(open_append(path), "ab", buffering=LOG_BUFFER_BYTES)
+    raw = StoreFile(path, rotation.max_bytes, rotation.keep)
+    return io.BufferedWriter(raw, buffer_size=LOG_BUFFER_BYTES)
 
 
 class Flusher(threading.Thread):

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import io
-import math
 import os
 import sys
 import threading
@@ -17,7 +15,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
@@ -30,14 +28,14 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
-from stepstream.errors import WorkflowValidationError
 from stepstream.telemetry import _settings
 from stepstream.telemetry._files import (
-    StoreFile,
+    Rotation,
     TelemetryFileError,
+    check_file_options,
     check_store_file,
     make_directory,
-    open_append,
+    open_log_file,
     rotated_path,
 )
 from stepstream.telemetry._logging import FanoutTarget, JsonLinesWriter
@@ -64,7 +62,6 @@ METRICS_FILE = "metrics.jsonl"
 DEFAULT_SPAN_EVENT_LIMIT = 10_000
 DEFAULT_SPAN_QUEUE = 65_536
 ENCODED_BATCH = 2_048
-LOG_BUFFER_BYTES = 1 << 20
 DEFAULT_LOG_FLUSH_INTERVAL = 1.0
 DEFAULT_ROTATED_FILES = 5
 
@@ -168,7 +165,7 @@ def configure_telemetry(
     link or not a regular file raises :class:`TelemetryFileError`.
     """
     global _handle  # noqa: PLW0603 - one configuration per process
-    _check_file_options(log_flush_interval, max_file_bytes, rotated_files)
+    check_file_options(log_flush_interval, max_file_bytes, rotated_files)
     if _handle is not None:
         return _handle
     if payload_limit is not None:
@@ -178,7 +175,7 @@ def configure_telemetry(
         return _handle
     endpoint = endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None
     folder = None if endpoint else Path(directory or DEFAULT_DIRECTORY)
-    rotation = _Rotation(max_file_bytes, rotated_files)
+    rotation = Rotation(max_file_bytes, rotated_files)
     if folder is not None:
         make_directory(folder)
         # Refuse an unusable file before anything is set up, not half-way through.
@@ -194,7 +191,7 @@ def configure_telemetry(
         if mode == "stdout" or folder is None:
             stream, close, name = sys.stdout.buffer, None, "stdout"
         else:
-            stream = _open(folder / LOGS_FILE, rotation)
+            stream = open_log_file(folder / LOGS_FILE, rotation)
             close, name = stream.close, str(folder / LOGS_FILE)
         handle.log_writer = JsonLinesWriter(
             stream, close=close, flush_interval=log_flush_interval, name=name
@@ -231,39 +228,6 @@ def _env_true(name: str) -> bool:
 
 def _exporter_choice(variable: str) -> str:
     return os.environ.get(variable, "otlp").split(",")[0].strip().lower() or "otlp"
-
-
-@dataclass(frozen=True)
-class _Rotation:
-    max_bytes: int | None
-    keep: int
-
-
-def _check_file_options(interval: float, max_bytes: int | None, keep: int) -> None:
-    if not (isinstance(interval, int | float) and interval > 0 and math.isfinite(interval)):
-        msg = (
-            f"configure_telemetry(log_flush_interval={interval!r}): give a positive number "
-            "of seconds"
-        )
-        raise WorkflowValidationError(msg)
-    if max_bytes is not None and not (isinstance(max_bytes, int) and max_bytes > 0):
-        msg = (
-            f"configure_telemetry(max_file_bytes={max_bytes!r}): give a positive number of "
-            "bytes, or None (no rotation)"
-        )
-        raise WorkflowValidationError(msg)
-    if not (isinstance(keep, int) and keep >= 1):
-        msg = f"configure_telemetry(rotated_files={keep!r}): keep at least 1 rotated file"
-        raise WorkflowValidationError(msg)
-
-
-def _open(path: Path, rotation: _Rotation) -> IO[bytes]:
-    # A large buffer: each flush is a write() that releases the GIL, and a busy export
-    # thread may then hold it for a whole switch interval (5 ms).
-    if rotation.max_bytes is None:
-        return open(open_append(path), "ab", buffering=LOG_BUFFER_BYTES)  # noqa: PTH123 - a descriptor
-    raw = StoreFile(path, rotation.max_bytes, rotation.keep)
-    return io.BufferedWriter(raw, buffer_size=LOG_BUFFER_BYTES)
 
 
 def store_paths(directory: Path, name: str) -> list[Path]:
@@ -303,7 +267,7 @@ def _protocol() -> str:
 
 
 def _tracing(
-    resource: Resource, endpoint: str | None, folder: Path | None, rotation: _Rotation
+    resource: Resource, endpoint: str | None, folder: Path | None, rotation: Rotation
 ) -> TracerProvider | None:
     current = trace.get_tracer_provider()
     if not isinstance(current, trace.ProxyTracerProvider):
@@ -344,7 +308,7 @@ def _tracing(
     return provider
 
 
-def _span_exporter(endpoint: str | None, folder: Path | None, rotation: _Rotation) -> SpanExporter:
+def _span_exporter(endpoint: str | None, folder: Path | None, rotation: Rotation) -> SpanExporter:
     if folder is not None:
         return OtlpJsonFileSpanExporter(folder / TRACES_FILE, rotation.max_bytes, rotation.keep)
     if _protocol() == "grpc":
@@ -361,7 +325,7 @@ def _span_exporter(endpoint: str | None, folder: Path | None, rotation: _Rotatio
 
 
 def _metrics(
-    resource: Resource, endpoint: str | None, folder: Path | None, rotation: _Rotation
+    resource: Resource, endpoint: str | None, folder: Path | None, rotation: Rotation
 ) -> MeterProvider | None:
     from opentelemetry.metrics._internal import _ProxyMeterProvider  # noqa: PLC0415
 
