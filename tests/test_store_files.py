@@ -247,6 +247,24 @@ def test_a_store_directory_that_is_a_file_is_refused(tmp_path: Path) -> None:
     )
 
 
+def test_a_line_left_unfinished_by_a_killed_process_is_ended_first(tmp_path: Path) -> None:
+    """The next process's first line is whole even if the last one was cut short."""
+    (tmp_path / "tele").mkdir()
+    (tmp_path / "tele" / "logs.jsonl").write_text(
+        '{"event": "run_started"}\n{"event": "cut', "utf-8"
+    )
+    body = """
+handle = configure_telemetry(directory="tele")
+asyncio.run(run_chatty(2))
+handle.shutdown()
+"""
+    proc = run_script(tmp_path, CHATTY + body)
+    assert proc.returncode == 0, proc.stderr
+    lines = (tmp_path / "tele" / "logs.jsonl").read_text(encoding="utf-8").splitlines()
+    assert lines[1] == '{"event": "cut'
+    assert [json.loads(line)["event"] for line in lines[2:]][:1] == ["run_started"]
+
+
 # -- size-based rotation -------------------------------------------------------------------
 
 

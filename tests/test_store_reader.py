@@ -481,3 +481,14 @@ def test_follow_skips_a_damaged_line_with_its_line_number(tele: Path, follow: Pa
     assert printed(follow, 2) == ["first", "third"]
     warned = (follow.parent / "err.txt").read_text(encoding="utf-8")
     assert warned == f"warning: {logs}:2: damaged line skipped (not valid JSON)\n"
+
+
+def test_follow_starts_again_when_the_file_is_truncated(tele: Path, follow: Path) -> None:
+    """A log file emptied while followed is read again from its start."""
+    logs = tele / "logs.jsonl"
+    write(logs, log_line("first"), log_line("second"))
+    assert printed(follow, 2) == ["first", "second"]
+    logs.write_bytes(b"")
+    time.sleep(0.5)
+    append(logs, (log_line("after") + "\n").encode())
+    assert printed(follow, 3) == ["first", "second", "after"]
