@@ -1123,6 +1123,117 @@ def _repeats_reported() -> Produced:
     return "log", telemetry_script()["logged"]
 
 
+# ---- the embedded telemetry files
+
+FILES_SCRIPT = textwrap.dedent(
+    """
+    import asyncio
+    import json
+    import logging
+    import os
+    import resource
+    import signal
+    import sys
+
+    from stepstream import StartEvent, StopEvent, Workflow, step
+    from stepstream.telemetry import TelemetryFileError, configure_telemetry
+
+
+    class Hello(Workflow):
+        @step
+        async def hello(self, ev: StartEvent) -> StopEvent:
+            return StopEvent(result="hello " * 400)
+
+
+    messages = []
+
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+
+    logging.getLogger("stepstream").addHandler(Collect())
+    case, options = sys.argv[1], {}
+    if case == "symlink":
+        os.mkdir("tele")
+        os.symlink(os.devnull, "tele/logs.jsonl")
+    elif case == "not-a-directory":
+        open("tele", "w").close()
+    elif case == "rotate":
+        os.makedirs("tele/logs.1.jsonl/in-the-way")
+        options = {"max_file_bytes": 1000}
+    try:
+        handle = configure_telemetry(directory="tele", **options)
+    except TelemetryFileError as exc:
+        print(json.dumps({"raised": [type(exc).__name__, str(exc)]}))
+        sys.exit()
+    if case == "full":
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write fails (EFBIG) instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
+    async def main():
+        for _ in range(3):
+            await Hello(timeout=5).run()
+
+
+    asyncio.run(main())
+    handle.force_flush()
+    handle.shutdown()
+    print(json.dumps({"logged": messages}))
+    """
+)
+
+
+@functools.cache
+def files_script(case: str) -> dict[str, Any]:
+    """Run configure_telemetry() over a damaged telemetry directory, in its own process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "files.py"
+        script.write_text(FILES_SCRIPT, encoding="utf-8")
+        proc = run_command(sys.executable, script, case, cwd=Path(tmp), env=without_otel())
+    assert proc.returncode == 0, proc.stderr
+    result: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])
+    return result
+
+
+@trigger("cannot open telemetry file <path>: <reason>; <fix>, or pass another directory")
+def _store_file_refused() -> Produced:
+    kind, message = files_script("symlink")["raised"]
+    return kind, [message]
+
+
+@trigger("cannot create telemetry directory <dir>: <reason>; <fix>, or pass another directory")
+def _store_directory_refused() -> Produced:
+    kind, message = files_script("not-a-directory")["raised"]
+    return kind, [message]
+
+
+@trigger("stepstream: cannot write <path>: <reason>")
+def _store_write_failed() -> Produced:
+    return "log", files_script("full")["logged"]
+
+
+@trigger("stepstream: cannot rotate <path>: <reason>; it grows on without rotation")
+def _store_rotation_failed() -> Produced:
+    return "log", files_script("rotate")["logged"]
+
+
+FILE_OPTIONS: dict[str, Callable[[], object]] = {
+    "configure_telemetry(log_flush_interval=<value>): give a positive number of seconds": (
+        lambda: configure_telemetry(log_flush_interval=-1)
+    ),
+    (
+        "configure_telemetry(max_file_bytes=<value>): give a positive number of bytes, or None "
+        "(no rotation)"
+    ): lambda: configure_telemetry(max_file_bytes=0),
+    "configure_telemetry(rotated_files=<value>): keep at least 1 rotated file": (
+        lambda: configure_telemetry(rotated_files=0)
+    ),
+}
+for _template, _action in FILE_OPTIONS.items():
+    trigger(_template)(partial(raised, _action))
+
+
 # ---- the command line
 
 
@@ -1166,9 +1277,17 @@ class CliCase:
     files: dict[str, str] = field(default_factory=dict)
     # Commands run first (e.g. `run hello.py` to record runs).
     before: tuple[tuple[str, ...], ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
 
 
 RECORDED = (("run", "hello.py", "--telemetry-dir", "t"),) * 2
+
+# One span batch line: the span's name and extra keys go in the %s.
+SPAN_LINE = (
+    '{"resourceSpans":[{"resource":{},"scopeSpans":[{"scope":{},"spans":[{'
+    '"traceId":"4bf92f3577b34da6a3ce929d0e0e4736","spanId":"00f067aa0ba902b7","name":%s%s,'
+    '"kind":1,"startTimeUnixNano":"1","endTimeUnixNano":"2","status":{}}]}]}]}\n'
+)
 
 CLI_CASES: dict[str, CliCase] = {
     "cannot read <path>: no such file": CliCase(("run", "nope.py")),
@@ -1242,13 +1361,38 @@ CLI_CASES: dict[str, CliCase] = {
     "<path>:<line>: damaged line skipped (not an OTLP span batch)": CliCase(
         ("traces", "list", "--telemetry-dir", "t"), {"t/traces.jsonl": "[1, 2]\n"}
     ),
+    "<path>:<line>: damaged span skipped (<reason>)": CliCase(
+        ("traces", "list", "--telemetry-dir", "t"), {"t/traces.jsonl": SPAN_LINE % (5, "")}
+    ),
+    (
+        "<path>:<line>: span <span_id> is its own ancestor (a parentSpanId loop); its parent "
+        "link is ignored"
+    ): CliCase(
+        ("traces", "list", "--telemetry-dir", "t"),
+        {"t/traces.jsonl": SPAN_LINE % ('"run_step x"', ',"parentSpanId":"00f067aa0ba902b7"')},
+    ),
+    (
+        "<path>:<line>: damaged line skipped (longer than <n> bytes; set "
+        "STEPSTREAM_MAX_LINE_BYTES to read longer lines)"
+    ): CliCase(
+        ("logs", "--telemetry-dir", "t"),
+        {"t/logs.jsonl": '{"event": "' + "x" * 200 + '"}\n'},
+        env={"STEPSTREAM_MAX_LINE_BYTES": "100"},
+    ),
+    "STEPSTREAM_MAX_LINE_BYTES must be a positive number of bytes, got '<value>'": CliCase(
+        ("logs", "--telemetry-dir", "t"),
+        {"t/logs.jsonl": ""},
+        env={"STEPSTREAM_MAX_LINE_BYTES": "lots"},
+    ),
 }
 
 
-def cli(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(
+    directory: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the stepstream command in ``directory`` (no OTLP, wide plain output)."""
-    env = without_otel({"COLUMNS": "400", "NO_COLOR": "1", "TERM": "dumb"})
-    return stepstream_cli(*args, cwd=directory, env=env, timeout=60)
+    full = without_otel({"COLUMNS": "400", "NO_COLOR": "1", "TERM": "dumb", **(env or {})})
+    return stepstream_cli(*args, cwd=directory, env=full, timeout=60)
 
 
 def run_cli_case(case: CliCase) -> list[str]:
@@ -1262,7 +1406,7 @@ def run_cli_case(case: CliCase) -> list[str]:
         for before in case.before:
             done = cli(root, *before)
             assert done.returncode == 0, done.stderr
-        proc = cli(root, *case.args)
+        proc = cli(root, *case.args, env=case.env)
     stderr = proc.stderr
     messages = [stderr.split("error: ", 1)[1].rstrip("\n")] if "error: " in stderr else []
     warnings = [line for line in stderr.splitlines() if "warning: " in line]

@@ -11,6 +11,7 @@ from rich.console import Console
 from stepstream.cli._common import DIR_OPTION, err_console, fail
 from stepstream.cli._load import LoadError
 from stepstream.cli._run import UsageError, parse_inputs, run_file
+from stepstream.telemetry.setup import TelemetryFileError
 
 __all__ = ["main"]
 
@@ -46,7 +47,7 @@ def run(
     try:
         inputs = parse_inputs(pairs, input_json)
         code = run_file(target, inputs, timeout, telemetry_dir, Console(), err_console())
-    except (LoadError, UsageError) as exc:
+    except (LoadError, UsageError, TelemetryFileError) as exc:
         fail(str(exc))
     sys.exit(code)
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,6 +27,11 @@ __all__ = ["draw", "logs", "traces"]
 
 def _store(directory: Path) -> Store:
     err = err_console()
+
+    def warn(message: str) -> None:
+        # A Text, not markup: messages quote file names and damaged data.
+        err.print(Text.assemble(("warning", "yellow"), ": ", message), highlight=False)
+
     try:
         return Store(directory, lambda m: err.print(labelled("warning", "yellow", m)))
     except StoreError as exc:
@@ -116,8 +118,9 @@ def export(ref: str, html_file: Path, telemetry_dir: Path) -> None:
         run = _store(telemetry_dir).find(ref)
     except StoreError as exc:
         fail(str(exc))
+    page = render_html(run)  # before the write: only the write's errors are "cannot write"
     try:
-        html_file.write_text(render_html(run), encoding="utf-8")
+        html_file.write_text(page, encoding="utf-8")
     except OSError as exc:
         fail(f"cannot write {html_file}: {exc.strerror}")
     err_console().print(Text.assemble("wrote ", shown(html_file)))
@@ -154,6 +157,8 @@ def _matches(line: dict[str, Any], filters: dict[str, str | None], since: dateti
             stamp = datetime.fromisoformat(str(line.get(attrs.KEY_TIMESTAMP, "")))
         except ValueError:
             return False
+        if stamp.tzinfo is None:  # a time without a zone: UTC, as stepstream writes it
+            stamp = stamp.replace(tzinfo=UTC)
         if stamp < since:
             return False
     return True
@@ -209,46 +214,13 @@ def logs(
     filters = {"run_id": run_id, "step": step, "event_type": event_type, "level": level}
     cutoff = _since(since)
     try:
-        for line in _lines(store, follow):
+        for line in store.log_lines(follow=follow):
             if _matches(line, filters, cutoff):
                 click.echo(json.dumps(line) if as_json else visible(format_log_line(line)))
     except StoreError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         return
-
-
-def _lines(store: Store, follow: bool) -> Iterator[dict[str, Any]]:
-    path = store.directory / "logs.jsonl"
-    # Where following starts is fixed before the first read: a line appended while the
-    # existing ones are printed is printed once, by the follow loop.
-    position = path.stat().st_size if path.exists() else 0
-    yield from store.log_lines()
-    if not follow:
-        return
-    while True:
-        time.sleep(0.2)
-        if not path.exists():
-            continue
-        size = path.stat().st_size
-        if size < position:
-            position = 0
-        if size == position:
-            continue
-        with path.open(encoding="utf-8", errors="replace") as handle:
-            handle.seek(position)
-            chunk = handle.read()
-        complete, _, _ = chunk.rpartition("\n")
-        position += len(complete.encode("utf-8")) + (1 if complete else 0)
-        for raw in complete.splitlines():
-            try:
-                item = json.loads(raw)
-            except ValueError:
-                err_console().print("[yellow]warning[/]: damaged log line skipped", highlight=False)
-                continue
-            if isinstance(item, dict):
-                yield item
-        sys.stdout.flush()
 
 
 @click.command()

@@ -1,59 +1,24 @@
 """Read the embedded telemetry directory: OTLP/JSON trace lines and JSON log lines.
 
-Damaged lines are skipped with a warning naming the file and line number; they never
-stop a listing.
+Damaged lines and spans are skipped with a warning naming the file and line number;
+they never stop a listing. Rotated files (``traces.1.jsonl``, ...) are read too, oldest
+first. Files are read safely (see ``_jsonl``) and spans checked field by field (see
+``_spans``); the span tree is built without recursion and with parent loops broken.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stepstream.cli._jsonl import StoreError, Warn, json_lines, max_line_bytes
+from stepstream.cli._spans import NotABatchError, Span, SpanEvent, shown, spans_of_batch
 from stepstream.telemetry import attributes as attrs
 from stepstream.telemetry.setup import LOGS_FILE, TRACES_FILE
 
 __all__ = ["Run", "Span", "SpanEvent", "Store", "StoreError"]
-
-_STATUS_ERROR = {2, "STATUS_CODE_ERROR"}
-
-
-class StoreError(Exception):
-    """The telemetry directory or a requested run cannot be read (message says why)."""
-
-
-@dataclass(frozen=True, slots=True)
-class SpanEvent:
-    """One span event: name, time and attributes."""
-
-    name: str
-    time_ns: int
-    attributes: dict[str, Any]
-
-
-@dataclass(slots=True)
-class Span:
-    """One span read back from OTLP/JSON."""
-
-    trace_id: str
-    span_id: str
-    parent_id: str | None
-    name: str
-    start_ns: int
-    end_ns: int
-    attributes: dict[str, Any]
-    events: list[SpanEvent]
-    links: list[tuple[str, str]]
-    error: bool
-    status_message: str
-    children: list[Span] = field(default_factory=list)
-
-    @property
-    def duration_ns(self) -> int:
-        """End minus start, in nanoseconds."""
-        return self.end_ns - self.start_ns
 
 
 @dataclass(slots=True)
@@ -93,66 +58,6 @@ class Run:
         return total + 1
 
 
-def _value(v: dict[str, Any]) -> Any:
-    if "stringValue" in v:
-        return v["stringValue"]
-    if "intValue" in v:
-        return int(v["intValue"])
-    if "doubleValue" in v:
-        return float(v["doubleValue"])
-    if "boolValue" in v:
-        return bool(v["boolValue"])
-    if "arrayValue" in v:
-        return [_value(x) for x in v["arrayValue"].get("values", [])]
-    return None
-
-
-def _attributes(items: list[dict[str, Any]] | None) -> dict[str, Any]:
-    return {a["key"]: _value(a.get("value", {})) for a in items or []}
-
-
-def _span(raw: dict[str, Any]) -> Span:
-    status = raw.get("status") or {}
-    return Span(
-        trace_id=raw["traceId"],
-        span_id=raw["spanId"],
-        parent_id=raw.get("parentSpanId") or None,
-        name=raw["name"],
-        start_ns=int(raw["startTimeUnixNano"]),
-        end_ns=int(raw["endTimeUnixNano"]),
-        attributes=_attributes(raw.get("attributes")),
-        events=[
-            SpanEvent(e["name"], int(e["timeUnixNano"]), _attributes(e.get("attributes")))
-            for e in raw.get("events") or []
-        ],
-        links=[(link["traceId"], link["spanId"]) for link in raw.get("links") or []],
-        error=status.get("code") in _STATUS_ERROR,
-        status_message=status.get("message", ""),
-    )
-
-
-Warn = Callable[[str], None]
-
-
-def _json_lines(path: Path, warn: Warn) -> Iterator[tuple[int, Any]]:
-    """Yield (line number, parsed JSON) for each non-blank line; warn on damaged ones."""
-    try:
-        handle = path.open(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        msg = f"cannot read {path}: {exc.strerror}"
-        raise StoreError(msg) from exc
-    with handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                yield number, json.loads(line)
-            except ValueError:
-                warn(f"{path}:{number}: damaged line skipped (not valid JSON)")
-
-
 class Store:
     """The runs and log lines recorded under one telemetry directory."""
 
@@ -165,26 +70,28 @@ class Store:
             raise StoreError(msg)
         self.directory = directory
         self._warn = warn
+        max_line_bytes()  # a bad STEPSTREAM_MAX_LINE_BYTES is reported before any output
 
     def spans(self) -> list[Span]:
-        """Every span in traces.jsonl."""
-        path = self.directory / TRACES_FILE
+        """Every span in traces.jsonl and its rotated files, oldest first."""
         out: list[Span] = []
-        for number, batch in _json_lines(path, self._warn):
+        for where, batch in json_lines(self.directory, TRACES_FILE, self._warn):
             try:
-                for rs in batch.get("resourceSpans", []):
-                    for ss in rs.get("scopeSpans", []):
-                        out.extend(_span(raw) for raw in ss.get("spans", []))
-            except (AttributeError, KeyError, TypeError, ValueError):
-                self._warn(f"{path}:{number}: damaged line skipped (not an OTLP span batch)")
+                spans, damaged = spans_of_batch(batch, where)
+            except NotABatchError:
+                self._warn(f"{where}: damaged line skipped (not an OTLP span batch)")
+                continue
+            out.extend(spans)
+            for reason in damaged:
+                self._warn(f"{where}: damaged span skipped ({reason})")
         return out
 
     def runs(self) -> list[Run]:
         """Every recorded run, most recent first."""
         spans = self.spans()
-        by_id = {s.span_id: s for s in spans}
+        parents = _parents(spans, self._warn)
         for s in spans:
-            parent = by_id.get(s.parent_id) if s.parent_id else None
+            parent = parents.get(id(s))
             if parent is not None:
                 parent.children.append(s)
         runs = [
@@ -211,17 +118,52 @@ class Store:
         msg = f"{ref!r} matches {len(hits)} runs; give more characters of the id"
         raise StoreError(msg)
 
-    def log_lines(self) -> Iterator[dict[str, Any]]:
-        """Every JSON object in logs.jsonl, in file order."""
-        path = self.directory / LOGS_FILE
-        for number, item in _json_lines(path, self._warn):
+    def log_lines(self, *, follow: bool = False) -> Iterator[dict[str, Any]]:
+        """Every JSON object in logs.jsonl (and its rotated files), in file order.
+
+        With ``follow``, go on with the lines appended later (the caller stops iterating).
+        """
+        for where, item in json_lines(self.directory, LOGS_FILE, self._warn, follow=follow):
             if isinstance(item, dict):
                 yield item
             else:
-                self._warn(f"{path}:{number}: damaged line skipped (not a JSON object)")
+                self._warn(f"{where}: damaged line skipped (not a JSON object)")
+
+
+def _parents(spans: list[Span], warn: Warn) -> dict[int, Span]:
+    """Each span's parent span (by ``id()``), with every parentSpanId loop broken.
+
+    A span found to be its own ancestor loses its parent link, with a warning.
+    """
+    by_id = {s.span_id: s for s in spans}
+    parents = {
+        id(s): by_id[s.parent_id] for s in spans if s.parent_id is not None and s.parent_id in by_id
+    }
+    settled: set[int] = set()  # spans whose chain of ancestors is known to end
+    for span in spans:
+        chain: list[Span] = []
+        on_chain: set[int] = set()
+        current: Span | None = span
+        while current is not None and id(current) not in settled:
+            if id(current) in on_chain:  # the last span of the chain closes the loop
+                looping = chain[-1]
+                del parents[id(looping)]
+                warn(
+                    f"{looping.source}: span {shown(looping.span_id)} is its own ancestor "
+                    "(a parentSpanId loop); its parent link is ignored"
+                )
+                break
+            chain.append(current)
+            on_chain.add(id(current))
+            current = parents.get(id(current))
+        settled.update(on_chain)
+    return parents
 
 
 def _walk(span: Span) -> Iterator[Span]:
-    yield span
-    for child in sorted(span.children, key=lambda s: s.start_ns):
-        yield from _walk(child)
+    """``span`` and its descendants, depth first, children by start time (no recursion)."""
+    stack = [span]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(sorted(current.children, key=lambda s: s.start_ns, reverse=True))

@@ -25,7 +25,12 @@ from stepstream.telemetry._observers import observe
 
 if TYPE_CHECKING:
     from stepstream.telemetry._logging import add_correlation
-    from stepstream.telemetry.setup import TelemetryHandle, TelemetryWarning, configure_telemetry
+    from stepstream.telemetry.setup import (
+        TelemetryFileError,
+        TelemetryHandle,
+        TelemetryWarning,
+        configure_telemetry,
+    )
 
 __all__ = [
     "Key",
@@ -34,6 +39,7 @@ __all__ = [
     "RunInfo",
     "Status",
     "StepInfo",
+    "TelemetryFileError",
     "TelemetryHandle",
     "TelemetryWarning",
     "add_correlation",
@@ -45,6 +51,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "TelemetryFileError": "stepstream.telemetry.setup",
     "TelemetryHandle": "stepstream.telemetry.setup",
     "TelemetryWarning": "stepstream.telemetry.setup",
     "configure_telemetry": "stepstream.telemetry.setup",

@@ -11,8 +11,11 @@ The target is chosen once per run (``_switch.current_target``), never per line:
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -23,6 +26,7 @@ from structlog.typing import EventDict, WrappedLogger
 
 from stepstream._instrument import current_step
 from stepstream.telemetry import attributes as attrs
+from stepstream.telemetry._files import Flusher
 from stepstream.telemetry._payload import safe_json
 from stepstream.telemetry._switch import LogTarget
 
@@ -44,6 +48,8 @@ class _StructlogTarget:
 
 
 STRUCTLOG_TARGET = _StructlogTarget()
+
+_log = logging.getLogger("stepstream")
 
 
 class _UtcClock:
@@ -69,17 +75,47 @@ def _default(value: object) -> str:
 
 
 class JsonLinesWriter:
-    """Writes each line as one orjson-encoded JSON object to a text stream.
+    """Writes each line as one orjson-encoded JSON object to a binary stream.
 
     Keys: ``timestamp``, ``level``, ``logger``, ``event`` (the message), then the fields.
-    Writes are buffered by the stream; :meth:`flush` pushes them out.
+    Writes are buffered by the stream (a line is one buffered append); :meth:`flush`
+    pushes them out. With ``flush_interval``, a :class:`Flusher` thread of the writer's
+    own flushes every that many seconds, so that a line reaches the file (and survives
+    the process being killed) at most that long after it was written.
     """
 
-    def __init__(self, stream: IO[bytes], *, close: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        stream: IO[bytes],
+        *,
+        close: Callable[[], None] | None = None,
+        flush_interval: float | None = None,
+        name: str = "the log stream",
+    ) -> None:
         self._stream = stream
         self._close = close
         self._clock = _UtcClock()
         self._lock = threading.Lock()
+        self._closed = False
+        self._name = name
+        self._failing = False
+        self._interval = flush_interval
+        self._flusher: Flusher | None = None
+        if flush_interval is not None:
+            self._start_flusher()
+            # A forked child has no threads but the forking one: it gets a flusher of its own.
+            ref = weakref.WeakMethod(self._after_fork)
+            os.register_at_fork(after_in_child=lambda: (m := ref()) is not None and m())
+
+    def _start_flusher(self) -> None:
+        assert self._interval is not None  # noqa: S101 - only called with an interval
+        self._flusher = Flusher(self._timed_flush, self._interval, name="stepstream-log-flush")
+        self._flusher.start()
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()  # it may have been held by a thread the child lacks
+        if not self._closed:
+            self._start_flusher()
 
     def emit(self, level: str, message: str, fields: dict[str, Any], span: Any) -> None:
         """Encode and write one line (always valid JSON, whatever the fields hold)."""
@@ -97,16 +133,49 @@ class JsonLinesWriter:
         with self._lock:
             self._stream.write(line)
 
-    def flush(self) -> None:
-        """Flush buffered lines to the stream's file."""
+    def flush(self) -> bool:
+        """Flush buffered lines to the stream's file; False if that failed (it is logged)."""
         with self._lock:
+            return self._closed or self._flush_or_report()
+
+    def _timed_flush(self) -> None:
+        """The flusher's call: flush what was written since the last one."""
+        with self._lock:
+            if not self._closed:
+                self._flush_or_report()
+
+    def _flush_or_report(self) -> bool:
+        """Flush; report a failure once (until a flush succeeds), never raise it."""
+        try:
             self._stream.flush()
+        except (OSError, ValueError) as exc:
+            self._report(exc)
+            return False
+        self._failing = False
+        return True
+
+    def _report(self, error: Exception) -> None:
+        if not self._failing:
+            _log.error("stepstream: cannot write %s: %s", self._name, error)
+        self._failing = True
 
     def close(self) -> None:
-        """Flush, and close the file if this writer opened it."""
-        self.flush()
-        if self._close is not None:
-            self._close()
+        """Stop the flusher, flush, and close the file if this writer opened it; idempotent.
+
+        A failure to write is logged, not raised: shutting telemetry down never fails.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._flusher is not None:
+                self._flusher.stop()
+            self._flush_or_report()
+            if self._close is not None:
+                try:
+                    self._close()
+                except (OSError, ValueError) as exc:  # the buffer's last flush failed again
+                    self._report(exc)
 
 
 class FanoutTarget:

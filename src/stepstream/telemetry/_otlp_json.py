@@ -11,7 +11,6 @@ protobuf encoder and protobuf's JSON mapping.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
 
 from stepstream._text import safe_text
+from stepstream.telemetry._files import StoreFile
 from stepstream.telemetry._payload import safe_json
 
 __all__ = [
@@ -301,64 +301,77 @@ class EncodingBatchSpanProcessor(BatchSpanProcessor):
             super().on_end(EncodedSpan(span))  # type: ignore[arg-type]  # duck-typed span
 
 
-_IOV_MAX = 1024  # buffers per writev() call: the Linux limit
-
-
 class _LineFile:
-    """An append-only file written one complete line per export, under a lock.
+    """A store file written one complete line per call, under a lock.
 
     Lines are written with ``os.writev`` from their pieces: no copy of a whole batch
     (big temporary buffers in the export thread fragment its malloc arena), and a
     handful of system calls (each releases the GIL, and taking it back behind a busy
-    event loop can take a switch interval).
+    event loop can take a switch interval). A write failure is logged once, until a
+    write succeeds again.
     """
 
-    def __init__(self, path: Path) -> None:
-        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    def __init__(self, path: Path, max_bytes: int | None, keep: int) -> None:
+        self._file: StoreFile | None = StoreFile(path, max_bytes, keep)
         self._lock = threading.Lock()
+        self._failing = False
         self.path = path
 
-    def write(self, pieces: Sequence[bytes]) -> bool:
+    def write(self, lines: Sequence[Sequence[bytes]]) -> bool:
         with self._lock:
-            if self._fd is None:
+            if self._file is None:
                 return False
             try:
-                for start in range(0, len(pieces), _IOV_MAX):
-                    _write_all(self._fd, list(pieces[start : start + _IOV_MAX]))
-            except OSError:
-                _log.exception("stepstream: cannot write %s", self.path)
+                for pieces in lines:
+                    self._file.write_line(pieces)
+            except OSError as exc:
+                if not self._failing:
+                    _log.error("stepstream: cannot write %s: %s", self.path, exc)
+                self._failing = True
                 return False
+            self._failing = False
             return True
 
     def close(self) -> None:
         with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+            if self._file is not None:
+                self._file.close()
+                self._file = None
 
 
-def _write_all(fd: int, buffers: list[bytes]) -> None:
-    """writev() until every byte is written (a regular file rarely takes less)."""
-    while buffers:
-        written = os.writev(fd, buffers)
-        while buffers and written >= len(buffers[0]):
-            written -= len(buffers[0])
-            buffers.pop(0)
-        if buffers and written:
-            buffers[0] = buffers[0][written:]
+#: Spans are split into several lines (requests) of at most about this many bytes, so
+#: that a reader can bound the length of a line (one span larger than this is one line).
+LINE_TARGET_BYTES = 8 << 20
+
+
+def _line_groups(spans: Sequence[ReadableSpan | EncodedSpan]) -> list[list[EncodedSpan]]:
+    """``spans`` (encoded) in groups of at most LINE_TARGET_BYTES of span JSON each."""
+    groups: list[list[EncodedSpan]] = [[]]
+    size = 0
+    for span in spans:
+        encoded = span if isinstance(span, EncodedSpan) else EncodedSpan(span)
+        if groups[-1] and size + len(encoded.json) > LINE_TARGET_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append(encoded)
+        size += len(encoded.json)
+    return groups
 
 
 class OtlpJsonFileSpanExporter(SpanExporter):
-    """Appends each batch of spans to ``path`` as one OTLP/JSON line."""
+    """Appends each batch of spans to ``path`` as OTLP/JSON lines (one, unless huge).
 
-    def __init__(self, path: Path) -> None:
-        self._out = _LineFile(path)
+    With ``max_bytes``, the file is rotated when full, ``keep`` rotated files kept.
+    """
+
+    def __init__(self, path: Path, max_bytes: int | None = None, keep: int = 1) -> None:
+        self._out = _LineFile(path, max_bytes, keep)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Write one line for the batch (of spans, or of EncodedSpans)."""
+        """Write the batch (of spans, or of EncodedSpans): a line per 8 MiB or so."""
         if not spans:
             return SpanExportResult.SUCCESS
-        ok = self._out.write(encode_spans(spans))
+        ok = self._out.write([encode_spans(group) for group in _line_groups(spans)])
         return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
 
     def shutdown(self) -> None:
@@ -372,11 +385,14 @@ class OtlpJsonFileSpanExporter(SpanExporter):
 
 
 class OtlpJsonFileMetricExporter(MetricExporter):
-    """Appends each metrics collection to ``path`` as one OTLP/JSON line."""
+    """Appends each metrics collection to ``path`` as one OTLP/JSON line.
 
-    def __init__(self, path: Path) -> None:
+    With ``max_bytes``, the file is rotated when full, ``keep`` rotated files kept.
+    """
+
+    def __init__(self, path: Path, max_bytes: int | None = None, keep: int = 1) -> None:
         super().__init__(preferred_temporality={}, preferred_aggregation={})
-        self._out = _LineFile(path)
+        self._out = _LineFile(path, max_bytes, keep)
 
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
@@ -391,7 +407,7 @@ class OtlpJsonFileMetricExporter(MetricExporter):
         )
 
         body = MessageToDict(encode_metrics(metrics_data))
-        ok = self._out.write([orjson.dumps(body, option=orjson.OPT_APPEND_NEWLINE)])
+        ok = self._out.write([[orjson.dumps(body, option=orjson.OPT_APPEND_NEWLINE)]])
         return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:

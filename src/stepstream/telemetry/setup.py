@@ -15,7 +15,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
@@ -30,6 +30,15 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 
 from stepstream._instrument import Redactor
 from stepstream.telemetry import _settings
+from stepstream.telemetry._files import (
+    Rotation,
+    TelemetryFileError,
+    check_file_options,
+    check_store_file,
+    make_directory,
+    open_log_file,
+    rotated_path,
+)
 from stepstream.telemetry._logging import FanoutTarget, JsonLinesWriter
 from stepstream.telemetry._otlp_json import (
     EncodingBatchSpanProcessor,
@@ -39,7 +48,13 @@ from stepstream.telemetry._otlp_json import (
 from stepstream.telemetry._ratelimit import OncePerWindow
 from stepstream.telemetry._switch import LogTarget, install_target
 
-__all__ = ["TelemetryHandle", "TelemetryWarning", "configure_telemetry"]
+__all__ = [
+    "TelemetryFileError",
+    "TelemetryHandle",
+    "TelemetryWarning",
+    "configure_telemetry",
+    "store_paths",
+]
 
 DEFAULT_DIRECTORY = ".stepstream"
 TRACES_FILE = "traces.jsonl"
@@ -48,7 +63,8 @@ METRICS_FILE = "metrics.jsonl"
 DEFAULT_SPAN_EVENT_LIMIT = 10_000
 DEFAULT_SPAN_QUEUE = 65_536
 ENCODED_BATCH = 2_048
-LOG_BUFFER_BYTES = 1 << 20
+DEFAULT_LOG_FLUSH_INTERVAL = 1.0
+DEFAULT_ROTATED_FILES = 5
 
 
 class TelemetryWarning(UserWarning):
@@ -75,7 +91,7 @@ class TelemetryHandle:
             if provider is not None:
                 ok = bool(provider.force_flush(timeout_millis)) and ok
         if self.log_writer is not None:
-            self.log_writer.flush()
+            ok = self.log_writer.flush() and ok
         return ok
 
     async def aflush(self, timeout: float = 30.0) -> bool:
@@ -130,6 +146,9 @@ def configure_telemetry(
     payload_limit: int | None = None,
     log_payload_limit: int | None = None,
     redact: Redactor | None = None,
+    log_flush_interval: float = DEFAULT_LOG_FLUSH_INTERVAL,
+    max_file_bytes: int | None = None,
+    rotated_files: int = DEFAULT_ROTATED_FILES,
 ) -> TelemetryHandle:
     """Set up tracing, metrics and JSON log lines for stepstream runs; idempotent.
 
@@ -146,9 +165,17 @@ def configure_telemetry(
     is applied to every run's payloads (after a ``Workflow(redact=...)`` hook) before
     any span event, log line or OTLP record is built: return the payload to record,
     or None to record the event's type and seq only.
+
+    Log lines reach their file (or stdout) at most ``log_flush_interval`` seconds after
+    they are written. With ``max_file_bytes``, each file of the embedded default is
+    rotated when it would grow past that size (``traces.jsonl`` becomes
+    ``traces.1.jsonl``, ...), and ``rotated_files`` rotated files of each are kept.
+    The directory is created 0700 and the files 0600; a store file that is a symbolic
+    link or not a regular file raises :class:`TelemetryFileError`.
     """
     global _handle  # noqa: PLW0603 - one configuration per process
     _settings.check(payload_limit=payload_limit, log_payload_limit=log_payload_limit, redact=redact)
+    check_file_options(log_flush_interval, max_file_bytes, rotated_files)
     if _handle is not None:
         return _handle
     _settings.apply(span_limit=payload_limit, log_limit=log_payload_limit, hook=redact)
@@ -157,20 +184,27 @@ def configure_telemetry(
         return _handle
     endpoint = endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None
     folder = None if endpoint else Path(directory or DEFAULT_DIRECTORY)
+    rotation = Rotation(max_file_bytes, rotated_files)
     if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
+        make_directory(folder)
+        # Refuse an unusable file before anything is set up, not half-way through.
+        for name in (TRACES_FILE, METRICS_FILE, LOGS_FILE):
+            check_store_file(folder / name)
     resource = _resource(service_name)
     handle = TelemetryHandle(directory=folder, endpoint=endpoint)
-    handle.tracer_provider = _tracing(resource, endpoint, folder)
-    handle.meter_provider = _metrics(resource, endpoint, folder)
+    handle.tracer_provider = _tracing(resource, endpoint, folder, rotation)
+    handle.meter_provider = _metrics(resource, endpoint, folder, rotation)
     targets: list[LogTarget] = []
     mode = logs if logs != "auto" else ("none" if endpoint else "file")
     if mode != "none":
-        stream: IO[bytes] = (
-            sys.stdout.buffer if mode == "stdout" or folder is None else _open(folder / LOGS_FILE)
+        if mode == "stdout" or folder is None:
+            stream, close, name = sys.stdout.buffer, None, "stdout"
+        else:
+            stream = open_log_file(folder / LOGS_FILE, rotation)
+            close, name = stream.close, str(folder / LOGS_FILE)
+        handle.log_writer = JsonLinesWriter(
+            stream, close=close, flush_interval=log_flush_interval, name=name
         )
-        close = None if stream is sys.stdout.buffer else stream.close
-        handle.log_writer = JsonLinesWriter(stream, close=close)
         targets.append(handle.log_writer)
     if endpoint and _exporter_choice("OTEL_LOGS_EXPORTER") != "none":
         from stepstream.telemetry._otlp_logs import (  # noqa: PLC0415 - experimental SDK
@@ -205,10 +239,29 @@ def _exporter_choice(variable: str) -> str:
     return os.environ.get(variable, "otlp").split(",")[0].strip().lower() or "otlp"
 
 
-def _open(path: Path) -> IO[bytes]:
-    # A large buffer: each flush is a write() that releases the GIL, and a busy export
-    # thread may then hold it for a whole switch interval (5 ms).
-    return path.open("ab", buffering=LOG_BUFFER_BYTES)
+def store_paths(directory: Path, name: str) -> list[Path]:
+    """The files holding one kind of embedded telemetry, oldest first.
+
+    ``store_paths(d, "traces.jsonl")`` is ``[d/traces.<n>.jsonl, ..., d/traces.1.jsonl,
+    d/traces.jsonl]`` for the rotated files that exist, whether the last one exists or not.
+    """
+    current = directory / name
+    prefix, suffix = current.stem + ".", current.suffix
+    indexes = []
+    try:
+        entries = [entry.name for entry in directory.iterdir()]
+    except OSError:
+        entries = []
+    for entry in entries:
+        middle = entry[len(prefix) : len(entry) - len(suffix)]
+        if (
+            entry.startswith(prefix)
+            and entry.endswith(suffix)
+            and middle.isdecimal()
+            and rotated_path(current, int(middle)).name == entry  # no leading zeros
+        ):
+            indexes.append(int(middle))
+    return [rotated_path(current, i) for i in sorted(indexes, reverse=True)] + [current]
 
 
 def _resource(service_name: str | None) -> Resource:
@@ -223,7 +276,7 @@ def _protocol() -> str:
 
 
 def _tracing(
-    resource: Resource, endpoint: str | None, folder: Path | None
+    resource: Resource, endpoint: str | None, folder: Path | None, rotation: Rotation
 ) -> TracerProvider | None:
     current = trace.get_tracer_provider()
     if not isinstance(current, trace.ProxyTracerProvider):
@@ -239,7 +292,7 @@ def _tracing(
     if choice == "console":
         exporter = ConsoleSpanExporter()
     elif choice != "none":
-        exporter = _span_exporter(endpoint, folder)
+        exporter = _span_exporter(endpoint, folder, rotation)
     limits = None
     if "OTEL_SPAN_EVENT_COUNT_LIMIT" not in os.environ:
         limits = SpanLimits(max_events=DEFAULT_SPAN_EVENT_LIMIT)
@@ -264,9 +317,9 @@ def _tracing(
     return provider
 
 
-def _span_exporter(endpoint: str | None, folder: Path | None) -> SpanExporter:
+def _span_exporter(endpoint: str | None, folder: Path | None, rotation: Rotation) -> SpanExporter:
     if folder is not None:
-        return OtlpJsonFileSpanExporter(folder / TRACES_FILE)
+        return OtlpJsonFileSpanExporter(folder / TRACES_FILE, rotation.max_bytes, rotation.keep)
     if _protocol() == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
             OTLPSpanExporter as GrpcSpanExporter,
@@ -280,7 +333,9 @@ def _span_exporter(endpoint: str | None, folder: Path | None) -> SpanExporter:
     return OTLPSpanExporter(endpoint=_signal_url(endpoint, "traces"))
 
 
-def _metrics(resource: Resource, endpoint: str | None, folder: Path | None) -> MeterProvider | None:
+def _metrics(
+    resource: Resource, endpoint: str | None, folder: Path | None, rotation: Rotation
+) -> MeterProvider | None:
     from opentelemetry.metrics._internal import _ProxyMeterProvider  # noqa: PLC0415
 
     current = metrics.get_meter_provider()
@@ -299,7 +354,9 @@ def _metrics(resource: Resource, endpoint: str | None, folder: Path | None) -> M
         if choice == "console":
             exporter = ConsoleMetricExporter()
         elif folder is not None:
-            exporter = OtlpJsonFileMetricExporter(folder / METRICS_FILE)
+            exporter = OtlpJsonFileMetricExporter(
+                folder / METRICS_FILE, rotation.max_bytes, rotation.keep
+            )
         elif _protocol() == "grpc":
             from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (  # noqa: PLC0415
                 OTLPMetricExporter as GrpcMetricExporter,
