@@ -40,6 +40,8 @@ class HandlerRecord:
     run_id: str
     log: RunLog
     handler: WorkflowHandler | None = None
+    #: The workflow's name on its spans and log lines (the class name unless renamed).
+    traced_name: str = ""
     trace_id: str | None = None
     status: HandlerStatus = "running"
     started_at: datetime = field(default_factory=now)

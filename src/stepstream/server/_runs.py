@@ -41,7 +41,8 @@ def correlation(record: HandlerRecord | None = None) -> dict[str, Any]:
     if record is not None:
         keys["handler_id"] = record.handler_id
         keys["run_id"] = record.run_id
-        keys["workflow"] = record.workflow_name
+        keys["workflow"] = record.traced_name  # as on the run's own spans and lines
+        keys["workflow_name"] = record.workflow_name  # the name it is served under
     return keys
 
 
@@ -55,6 +56,13 @@ def _outcome(handler: WorkflowHandler) -> tuple[HandlerStatus, StopEvent | None,
     if isinstance(error, WorkflowTimeoutError):
         return "failed", None, str(error)
     return "failed", None, f"{type(error).__name__}: {error}"
+
+
+def _traced_name(workflow: Workflow) -> str:
+    """The name a run of ``workflow`` carries in telemetry: ``workflow_name=``, else the class."""
+    cls = type(workflow)
+    name = workflow.workflow_name
+    return cls.__name__ if name == f"{cls.__module__}.{cls.__qualname__}" else name
 
 
 class Runs:
@@ -95,6 +103,7 @@ class Runs:
             run_id=handler.run_id,
             log=RunLog(self.event_log_limit),
             handler=handler,
+            traced_name=_traced_name(workflow),
             trace_id=format(ctx.trace_id, "032x") if ctx.is_valid else None,
         )
         self.store.add(record)

@@ -209,17 +209,23 @@ class WorkflowServer:
         config.setdefault("lifespan", "on")
         return uvicorn.Config(self, host=host, port=port, **config)
 
-    async def serve(self, host: str = "127.0.0.1", port: int = 8000, **config: Any) -> None:
-        """Serve with uvicorn until stopped (Ctrl-C, SIGTERM); ``config``: ``uvicorn.Config``."""
+    def uvicorn_server(self, host: str = "127.0.0.1", port: int = 8000, **config: Any) -> Any:
+        """A ``uvicorn.Server`` for this server: on shutdown the runs end first.
+
+        So their streams and the ``/run`` requests waiting for them complete, and
+        uvicorn's wait for open connections is short.
+        """
         import uvicorn  # noqa: PLC0415
 
         server = self
 
         class _Uvicorn(uvicorn.Server):
             async def shutdown(self, sockets: Any = None) -> None:
-                # Runs end first, so their streams and waiting /run requests complete
-                # and uvicorn's wait for open connections is short.
                 await server.aclose()
                 await super().shutdown(sockets)
 
-        await _Uvicorn(self.uvicorn_config(host, port, **config)).serve()
+        return _Uvicorn(self.uvicorn_config(host, port, **config))
+
+    async def serve(self, host: str = "127.0.0.1", port: int = 8000, **config: Any) -> None:
+        """Serve with uvicorn until stopped (Ctrl-C, SIGTERM); ``config``: ``uvicorn.Config``."""
+        await self.uvicorn_server(host, port, **config).serve()
