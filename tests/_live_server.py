@@ -28,7 +28,9 @@ _RUNNING = re.compile(r"Uvicorn running on (http://127\.0\.0\.1:\d+)")
 class ServeProcess:
     """``python -m stepstream serve TARGET --port 0 ARGS`` and the lines it writes on stderr."""
 
-    def __init__(self, target: Path, *args: str, cwd: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, target: Path, *args: str, cwd: Path, env: dict[str, str] | None = None
+    ) -> None:
         child_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
         child_env.update(env or {})
         self.proc = subprocess.Popen(
@@ -79,7 +81,9 @@ class ServeProcess:
 
 
 @contextlib.contextmanager
-def serve_process(*args: str, target: Path = SERVED_APP, cwd: Path, **env: str) -> Iterator[ServeProcess]:
+def serve_process(
+    *args: str, target: Path = SERVED_APP, cwd: Path, **env: str
+) -> Iterator[ServeProcess]:
     """A ``stepstream serve`` process serving ``target``; stopped on exit."""
     process = ServeProcess(target, *args, cwd=cwd, env=env)
     try:

@@ -148,9 +148,7 @@ async def test_stream_resumes_after_a_forced_disconnect(server: ServeProcess) ->
     transport = DropOnce(after=5)
     async with httpx.AsyncClient(base_url=server.url, transport=transport) as http:
         client = WorkflowClient(httpx_client=http)
-        handler = await client.run_workflow_nowait(
-            "counting", start_event={"n": 40, "delay": 0.01}
-        )
+        handler = await client.run_workflow_nowait("counting", start_event={"n": 40, "delay": 0.01})
         events = await collect(client, handler.handler_id)
     assert transport.streams == 2  # dropped once, resumed once
     ticks = [ev.value["i"] for ev in events if ev.type == "Tick"]
@@ -170,7 +168,9 @@ async def test_human_in_the_loop(client: WorkflowClient) -> None:
             seen.append(ev.type)
             if ev.type == "InputRequiredEvent":
                 assert ev.value == {"_data": {"prefix": "name? "}}
-                sent = await client.send_event(handler.handler_id, LlamaHumanResponse(response="Ada"))
+                sent = await client.send_event(
+                    handler.handler_id, LlamaHumanResponse(response="Ada")
+                )
                 assert sent.status == "sent"
     assert seen == ["InputRequiredEvent", "StopEvent"]
     done = await client.get_handler(handler.handler_id)
