@@ -70,7 +70,7 @@ class AskingWorkflow(Workflow):
         answer = await ctx.wait_for_event(
             HumanResponseEvent, waiter_event=InputRequiredEvent(prefix="name? "), timeout=20
         )
-        return StopEvent(result=f"hello {answer.response}")
+        return StopEvent(result=f"hello {answer.get('response')}")
 
 
 class CrashingWorkflow(Workflow):

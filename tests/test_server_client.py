@@ -144,7 +144,7 @@ class DropOnce(httpx.AsyncBaseTransport):
 
 @pytest.mark.asyncio
 async def test_stream_resumes_after_a_forced_disconnect(server: ServeProcess) -> None:
-    """The client reconnects after a dropped stream and goes on after its last seq: no gap, no dup."""
+    """The client reconnects after a dropped stream, after its last seq: no gap, no duplicate."""
     transport = DropOnce(after=5)
     async with httpx.AsyncClient(base_url=server.url, transport=transport) as http:
         client = WorkflowClient(httpx_client=http)
@@ -204,7 +204,7 @@ async def test_failed_run_and_unknown_workflow(client: WorkflowClient) -> None:
     body = failed.value.response.json()
     assert body["status"] == "failed"
     assert body["error"] == "ValueError: Workflow crashed intentionally"
-    with pytest.raises(httpx.HTTPStatusError, match="404 Not Found.*'nope'"):
+    with pytest.raises(httpx.HTTPStatusError, match=r"404 Not Found.*'nope'"):
         await client.run_workflow("nope")
 
 

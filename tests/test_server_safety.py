@@ -133,8 +133,10 @@ async def test_bad_events_get_a_clear_4xx(url: str) -> None:
             ({"event": {"type": "Nope", "value": {}}}, "event.type: unknown event type 'Nope';"),
             (
                 {"event": {"type": "GreetEvent", "value": {"greeting": 1}}},
-                "event.value.greeting: Input should be a valid string; "
-                "event.value.exclamation_marks: Field required (validating GreetEvent)",
+                (
+                    "event.value.greeting: Input should be a valid string; "
+                    "event.value.exclamation_marks: Field required (validating GreetEvent)"
+                ),
             ),
             ({"event": {"value": {}}}, 'event: name the event class with "type"'),
             ({"event": {"type": "Tick", "value": {}}, "step": 3}, "step: must be a step name"),
@@ -161,7 +163,7 @@ async def test_bad_events_get_a_clear_4xx(url: str) -> None:
         )
         assert ok.json() == {"status": "sent"}
         async with asyncio.timeout(10):
-            while (await http.get(f"/handlers/{hid}")).status_code == 202:
+            while (await http.get(f"/handlers/{hid}")).status_code == 202:  # noqa: ASYNC110 - polling over HTTP
                 await asyncio.sleep(0.02)
         late = await http.post(
             f"/events/{hid}",

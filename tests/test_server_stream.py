@@ -52,7 +52,7 @@ async def start(http: httpx.AsyncClient, name: str, **fields: Any) -> str:
 async def finished(http: httpx.AsyncClient, handler_id: str) -> None:
     """Wait (at most 20 s) until the handler is no longer running."""
     async with asyncio.timeout(20):
-        while (await http.get(f"/handlers/{handler_id}")).status_code == 202:
+        while (await http.get(f"/handlers/{handler_id}")).status_code == 202:  # noqa: ASYNC110 - over HTTP
             await asyncio.sleep(0.02)
 
 
@@ -78,7 +78,7 @@ async def test_sse_frames_carry_seq_and_type_ndjson_lines_seq(url: str) -> None:
 
 @pytest.mark.asyncio
 async def test_resume_from_every_position_of_a_finished_run(url: str) -> None:
-    """Last-Event-ID k (and after_sequence k) gives exactly the events after k; the end gives 204."""
+    """Last-Event-ID k (or after_sequence k) gives exactly the events after k; the end, 204."""
     async with httpx.AsyncClient(base_url=url, timeout=20) as http:
         hid = await start(http, "counting", n=8)
         await finished(http, hid)
@@ -99,7 +99,7 @@ async def test_resume_from_every_position_of_a_finished_run(url: str) -> None:
 
 @pytest.mark.asyncio
 async def test_resume_a_live_run_after_each_disconnect(url: str) -> None:
-    """Reading a few frames, hanging up and resuming with Last-Event-ID, over and over, loses nothing."""
+    """Read two frames, hang up, resume with Last-Event-ID, again and again: nothing lost."""
     async with httpx.AsyncClient(base_url=url, timeout=20) as http:
         hid = await start(http, "counting", n=30, delay=0.01)
         seen: list[dict[str, str]] = []
@@ -200,7 +200,7 @@ async def test_a_subscriber_behind_the_kept_log_gets_a_closing_frame() -> None:
 
 @pytest.mark.asyncio
 async def test_stream_cap_refuses_with_503() -> None:
-    """Past max_streams open streams, a new one gets 503 with a Retry-After; closing frees a slot."""
+    """Past max_streams open streams a new one gets 503 and Retry-After; closing frees a slot."""
     with serve_in_thread(make_server(max_streams=2)) as base:
         async with httpx.AsyncClient(base_url=base, timeout=20) as http:
             hid = await start(http, "sleeping")

@@ -66,7 +66,7 @@ def _fail(message: str) -> None:
     show_default=True,
     help="Directory of the embedded trace and log files.",
 )
-def serve(
+def serve(  # noqa: PLR0917 - click passes each option as an argument
     target: str,
     host: str,
     port: int,
