@@ -119,3 +119,22 @@ def serve_in_thread(server: WorkflowServer, **config: Any) -> Iterator[str]:
         thread.join(timeout=20)
         loop.close()
         assert not thread.is_alive(), "the server thread did not stop within 20 s"
+
+
+async def trickle(port: int, opened: list[asyncio.StreamWriter], stop: asyncio.Event) -> bool:
+    """One slowloris connection: a request head, a byte at a time; True if the server hung up."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    opened.append(writer)
+    writer.write(b"GET /workflows HTTP/1.1\r\nHost: x\r\n")
+    for _ in range(40):  # bounded: 40 bytes at most, 0.1 s apart
+        if stop.is_set():
+            break
+        try:
+            writer.write(b"X")
+            await writer.drain()
+            data = await asyncio.wait_for(reader.read(1), timeout=0.1)
+        except (TimeoutError, ConnectionError):
+            continue
+        if data == b"":
+            return True
+    return False

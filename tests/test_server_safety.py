@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from _live_server import serve_in_thread
+from _live_server import trickle
 from _served_app import AskingWorkflow
 from _served_app import CountingWorkflow
 from _served_app import GreetEvent
@@ -212,25 +213,6 @@ async def test_cors_is_off_unless_configured() -> None:
             assert preflight.headers["access-control-allow-origin"] == "http://app.example"
 
 
-async def _trickle(port: int, opened: list[asyncio.StreamWriter], stop: asyncio.Event) -> bool:
-    """One slowloris connection: a request head, a byte at a time; True if the server hung up."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    opened.append(writer)
-    writer.write(b"GET /workflows HTTP/1.1\r\nHost: x\r\n")
-    for _ in range(40):  # bounded: 40 bytes at most, 0.1 s apart
-        if stop.is_set():
-            break
-        try:
-            writer.write(b"X")
-            await writer.drain()
-            data = await asyncio.wait_for(reader.read(1), timeout=0.1)
-        except (TimeoutError, ConnectionError):
-            continue
-        if data == b"":
-            return True
-    return False
-
-
 @pytest.mark.asyncio
 async def test_slowloris_does_not_stop_normal_requests() -> None:
     """200 half-open connections trickling headers: normal requests still answer at once,
@@ -239,7 +221,7 @@ async def test_slowloris_does_not_stop_normal_requests() -> None:
         port = int(base.rsplit(":", 1)[1])
         opened: list[asyncio.StreamWriter] = []
         stop = asyncio.Event()
-        slow = [asyncio.ensure_future(_trickle(port, opened, stop)) for _ in range(200)]
+        slow = [asyncio.ensure_future(trickle(port, opened, stop)) for _ in range(200)]
         try:
             await asyncio.sleep(0.3)
             async with httpx.AsyncClient(base_url=base, timeout=5) as http:
