@@ -5,7 +5,8 @@
 ``stepstream serve examples/sse_app.py``, or mount it in your own Starlette/FastAPI app).
 Start a run, then stream it; every frame names its position (``id:``) and event type::
 
-    curl -X POST 127.0.0.1:8765/workflows/report/run-nowait -d '{"start_event": {"topic": "whales"}}'
+    curl -X POST 127.0.0.1:8765/workflows/report/run-nowait \\
+        -d '{"start_event": {"topic": "whales"}}'
     curl -N '127.0.0.1:8765/events/<handler_id>?after_sequence=-1'
 
     id: 0
