@@ -7,7 +7,6 @@ server validates them into the served workflow's classes by name.
 import asyncio
 from collections.abc import AsyncIterator
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -208,7 +207,7 @@ async def test_failed_run_and_unknown_workflow(client: WorkflowClient) -> None:
         await client.run_workflow("nope")
 
 
-def test_server_logs_carry_correlation_keys(server: ServeProcess, tmp_path: Path) -> None:
+def test_server_logs_carry_correlation_keys(server: ServeProcess) -> None:
     """Every server line about a run names its handler, run and trace."""
     lines = [line for line in list(server.lines) if '"run_started"' in line]
     assert lines, "no run_started line yet"
