@@ -1,44 +1,40 @@
-"""A minimal web app that streams a workflow run to the client as Server-Sent Events.
+"""A web app that streams workflow runs to clients as Server-Sent Events, on stepstream's server.
 
-Standard library only (``asyncio.start_server``), plus stepstream and OpenTelemetry.
-``GET /run?topic=whales`` starts one run of ``ReportWorkflow`` per request and answers
-with ``Content-Type: text/event-stream``: one message per streamed event, the last one
-the terminal ``StopEvent`` carrying the final result (or ``WorkflowFailedEvent`` /
-``WorkflowTimedOutEvent``), then the connection closes::
+``make_app()`` is a :class:`stepstream.server.WorkflowServer` serving ``ReportWorkflow`` as
+``report``: an ASGI app (run it with ``python examples/sse_app.py``, with
+``stepstream serve examples/sse_app.py``, or mount it in your own Starlette/FastAPI app).
+Start a run, then stream it; every frame names its position (``id:``) and event type::
 
+    curl -X POST 127.0.0.1:8765/workflows/report/run-nowait \\
+        -d '{"start_event": {"topic": "whales"}}'
+    curl -N '127.0.0.1:8765/events/<handler_id>?after_sequence=-1'
+
+    id: 0
     event: ProgressEvent
-    data: {"msg":"researching whales"}
-
+    data: {"value":{"msg":"researching whales"},"type":"ProgressEvent",...}
     ...
-
+    id: 6
     event: StopEvent
-    data: {"result":"Whales: ..."}
+    data: {"value":{"result":"Whales: ..."},"type":"StopEvent",...}
 
-Each request is a SERVER span, ``GET /run``, and the run starts inside it, so the run
-span ``invoke_workflow ReportWorkflow`` is a child of the request span (one trace per
-request). ``make_app(tracer_provider=...)`` uses the given provider for both.
-
-Run it, then open the URL or use curl::
+A dropped client reconnects with ``Last-Event-ID`` (browsers' EventSource does) and
+goes on with no gap and no duplicate. Each request is a SERVER span (OpenTelemetry's
+ASGI instrumentation, child of the caller's ``traceparent``), and the run span is its
+child. Slow and half-open connections are timed out, so they cannot starve the others
+(the earlier, standard-library version of this example could be stalled that way).
 
     python examples/sse_app.py [PORT]     # or SSE_PORT=...; default 8765, on 127.0.0.1
-    curl -N 'http://127.0.0.1:8765/run?topic=whales'
-    stepstream run examples/sse_app.py --input topic=whales   # the workflow alone
 
 ``main()`` calls ``stepstream.configure_telemetry()``, so the request and run spans are
 written to ``.stepstream/traces.jsonl`` (``stepstream traces list``).
 """
 
 import asyncio
-import contextlib
 import os
-import signal
 import sys
-from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.trace import TracerProvider
 
 from stepstream import (
     Context,
@@ -49,12 +45,11 @@ from stepstream import (
     configure_telemetry,
     step,
 )
+from stepstream.server import WorkflowServer
 from stepstream.testing import FakeStreamingLLM
 
 DEFAULT_PORT = 8765
 HOST = "127.0.0.1"
-
-App = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 # -- the workflow -------------------------------------------------------------------------
@@ -95,89 +90,17 @@ class ReportWorkflow(Workflow):
 # -- the app ------------------------------------------------------------------------------
 
 
-def sse_message(event: str, data: str) -> bytes:
-    """Encode one Server-Sent Events message (``data`` is one line of JSON)."""
-    return f"event: {event}\ndata: {data}\n\n".encode()
+def make_app(tracer_provider: TracerProvider | None = None, **options: Any) -> WorkflowServer:
+    """The server: ``ReportWorkflow`` as ``report``; spans to ``tracer_provider`` (or global).
 
-
-def _response_head(status: str, content_type: str) -> bytes:
-    return (
-        f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
-        "Cache-Control: no-cache\r\nConnection: close\r\n\r\n"
-    ).encode()
-
-
-async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str]:
-    """Return the method and target of an HTTP/1.1 request; headers are read and ignored."""
-    request_line = (await reader.readline()).decode("latin-1").strip()
-    while (await reader.readline()) not in {b"\r\n", b"\n", b""}:
-        pass
-    method, _, rest = request_line.partition(" ")
-    target, _, _ = rest.partition(" ")
-    return method, target
-
-
-def make_app(tracer_provider: TracerProvider | None = None) -> App:
-    """Return the connection handler: one request per connection, one run per request.
-
-    Spans go to ``tracer_provider`` (the global provider when None), for the request
-    span and for the runs alike.
+    ``options`` are WorkflowServer's (``token=``, ``header_timeout=``, ...).
     """
-    tracer = trace.get_tracer("sse_app", tracer_provider=tracer_provider)
-    workflow = ReportWorkflow(timeout=30, tracer_provider=tracer_provider)  # runs concurrently
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            with contextlib.suppress(ConnectionError):  # the client went away: nobody to tell
-                await respond(reader, writer)
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-
-    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        method, target = await _read_request(reader)
-        url = urlsplit(target)
-        if method != "GET" or url.path != "/run":
-            writer.write(_response_head("404 Not Found", "text/plain"))
-            writer.write(b"try GET /run?topic=whales\n")
-            await writer.drain()
-            return
-        topic = parse_qs(url.query).get("topic", ["whales"])[0]
-        with tracer.start_as_current_span(
-            "GET /run",
-            kind=SpanKind.SERVER,
-            attributes={
-                "http.request.method": method,
-                "url.path": url.path,
-                "url.query": url.query,
-            },
-        ) as span:
-            # The run starts while the request span is current, so it becomes the parent.
-            handler = workflow.run(topic=topic)
-            span.set_attribute("stepstream.run_id", handler.run_id)
-            writer.write(_response_head("200 OK", "text/event-stream"))
-            span.set_attribute("http.response.status_code", 200)
-            try:
-                async for ev in handler.stream_events():
-                    writer.write(sse_message(type(ev).__name__, ev.model_dump_json()))
-                    await writer.drain()
-            except ConnectionError:
-                span.set_status(Status(StatusCode.ERROR, "client disconnected"))
-                await handler.cancel_run()
-            try:
-                await handler
-            except Exception as exc:  # noqa: BLE001 - the client got it as the terminal event
-                span.record_exception(exc)
-
-    return handle
+    workflow = ReportWorkflow(timeout=30, tracer_provider=tracer_provider)
+    return WorkflowServer({"report": workflow}, tracer_provider=tracer_provider, **options)
 
 
-async def serve(
-    host: str = HOST, port: int = DEFAULT_PORT, app: App | None = None
-) -> asyncio.Server:
-    """Start serving ``app`` (default ``make_app()``) and return the server; port 0 picks one."""
-    return await asyncio.start_server(app or make_app(), host, port)
+#: What ``stepstream serve examples/sse_app.py`` serves (module-level instances).
+report = ReportWorkflow(timeout=30)
 
 
 def _port(argv: list[str]) -> int:
@@ -188,18 +111,10 @@ def _port(argv: list[str]) -> int:
 
 async def main(port: int) -> None:
     handle = configure_telemetry(service_name="sse-app")
-    server = await serve(HOST, port)
-    bound = server.sockets[0].getsockname()[1]
-    print(f"serving on http://{HOST}:{bound}/run?topic=whales  (Ctrl-C to stop)", flush=True)
+    print(f"serving on http://{HOST}:{port}/workflows/report  (Ctrl-C to stop)", flush=True)
     print(f"telemetry: {handle.endpoint or handle.directory}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
-            loop.add_signal_handler(sig, stop.set)
     try:
-        async with server:
-            await stop.wait()
+        await make_app().serve(HOST, port)
     finally:
         await handle.aflush()
         handle.shutdown()

@@ -104,7 +104,7 @@ from stepstream.telemetry import configure_telemetry
 DOC = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
 TEMPLATE_LINE = re.compile(r"^> `` (.+) ``$")
 PLACEHOLDER = r"<[a-zA-Z][\w .-]*>"
-KIND_LINE = re.compile(r"\*\*(Raised as|Warned as)\*\* `(\w+)`|\*\*(Logged|Printed)\*\*")
+KIND_LINE = re.compile(r"\*\*(Raised as|Warned as)\*\* `(\w+)`|\*\*(Logged|Printed|Answered)\*\*")
 
 
 # -- the document -------------------------------------------------------------------------------
@@ -131,7 +131,9 @@ def doc_entries() -> list[Entry]:
         assert len(templates) == 1, f"section {title!r} quotes {len(templates)} templates"
         kind = KIND_LINE.search(section)
         assert kind is not None, f"section {title!r} does not say how the message surfaces"
-        name = kind.group(2) or {"Logged": "log", "Printed": "cli"}[kind.group(3)]
+        name = (
+            kind.group(2) or {"Logged": "log", "Printed": "cli", "Answered": "http"}[kind.group(3)]
+        )
         entries.append(Entry(templates[0], name, title))
     return entries
 
@@ -145,7 +147,7 @@ def template_regex(template: str) -> re.Pattern[str]:
 # -- triggers -------------------------------------------------------------------------------------
 
 Produced = tuple[str, list[str]]
-"""What a trigger returns: the kind (exception class name, ``log`` or ``cli``) and the
+"""What a trigger returns: the kind (exception class name, ``log``, ``cli`` or ``http``), the
 message(s) produced; the template must match one of them entirely."""
 
 TRIGGERS: dict[str, Callable[[], Produced]] = {}
@@ -1290,6 +1292,15 @@ SPAN_LINE = (
 )
 
 CLI_CASES: dict[str, CliCase] = {
+    (
+        "<source> has no module-level Workflow instance to serve<hint>; or name a dict of "
+        "them as <source>:ATTR"
+    ): CliCase(("serve", "hello.py"), {"hello.py": WORKFLOW_FILE}),
+    (
+        "--workers <n>: each worker would keep its own runs in memory, so a run started on one "
+        "could not be streamed from another; run one process per port (behind a sticky load "
+        "balancer) until a shared handler store exists"
+    ): CliCase(("serve", "hello.py", "--workers", "2"), {"hello.py": WORKFLOW_FILE}),
     "cannot read <path>: no such file": CliCase(("run", "nope.py")),
     "cannot import <path>: not a Python file": CliCase(
         ("run", "hello.txt"), {"hello.txt": WORKFLOW_FILE}
@@ -1473,6 +1484,83 @@ def _event_unshowable() -> Produced:
 @trigger("<<Type> that cannot be shown: <ErrorType>>")
 def _value_unshowable() -> Produced:
     return "cli", unshowable_run()
+
+
+# -- the server ------------------------------------------------------------------------------
+
+
+def served(**options: Any) -> Any:
+    """A WorkflowServer serving JobWorkflow as ``jobs`` (the server extra is a dev dependency)."""
+    from stepstream.server import WorkflowServer  # noqa: PLC0415
+
+    return WorkflowServer({"jobs": JobWorkflow(timeout=10)}, **options)
+
+
+def answered(method: str, path: str, *, finish: bool = False, **request: Any) -> Produced:
+    """The ``detail`` a server answers a request with (``finish``: after a run of it ended)."""
+    import httpx  # noqa: PLC0415
+
+    async def call() -> str:
+        server = served(**request.pop("options", {}))
+        transport = httpx.ASGITransport(server)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            target = path
+            if finish:
+                start = {"start_event": {"name": "a", "size": 1}}
+                done = await http.post("/workflows/jobs/run", json=start)
+                target = path.replace("{id}", done.json()["handler_id"])
+            response = await http.request(method, target, **request)
+            await server.aclose()
+        assert 400 <= response.status_code < 500, response.text
+        text: str = response.json()["detail"]
+        return text
+
+    return "http", [asyncio.run(call())]
+
+
+SERVER_TRIGGERS: dict[str, Callable[[], Produced]] = {
+    "WorkflowServer: a workflow is already served as '<name>'; pick another name": lambda: raised(
+        lambda: served().add_workflow("jobs", JobWorkflow())
+    ),
+    (
+        "WorkflowServer: '<name>' must be a Workflow instance, got <type>; instantiate it "
+        "(e.g. MyWorkflow(timeout=60))"
+    ): lambda: raised(lambda: served().add_workflow("cls", wrong(JobWorkflow))),
+    "Workflow not found: no workflow is served as '<name>' (served: <names>)": lambda: answered(
+        "POST", "/workflows/nope/run", json={}
+    ),
+    "Handler not found: no handler '<handler_id>' on this server": lambda: answered(
+        "GET", "/handlers/nope"
+    ),
+    "request body is not valid JSON: <reason>": lambda: answered(
+        "POST", "/workflows/jobs/run", content=b"{oops"
+    ),
+    "request body must be a JSON object, got <type>": lambda: answered(
+        "POST", "/workflows/jobs/run", content=b"[]"
+    ),
+    "request body is <n> bytes; this server accepts at most <limit> (max_body_bytes)": lambda: (
+        answered("POST", "/workflows/jobs/run", content=b"{}" * 60, options={"max_body_bytes": 100})
+    ),
+    "<field>: <problem> (validating <EventClass>)": lambda: answered(
+        "POST", "/workflows/jobs/run", json={"start_event": {"jobs": "many"}}
+    ),
+    "<field>.type: unknown event type '<name>'; this workflow takes <names>": lambda: answered(
+        "POST", "/workflows/jobs/run", json={"start_event": {"type": "Nope", "value": {}}}
+    ),
+    "Workflow already completed: handler '<handler_id>' ended (<status>)": lambda: answered(
+        "POST", "/events/{id}", finish=True, json={"event": {"type": "StopEvent", "value": {}}}
+    ),
+    "after_sequence: must be an event seq (an integer) or 'now', got '<value>'": lambda: answered(
+        "GET", "/events/{id}?after_sequence=x", finish=True
+    ),
+    "missing bearer token: send the header 'Authorization: Bearer <token>'": lambda: answered(
+        "GET", "/workflows", options={"token": "t0ken"}
+    ),
+    "wrong bearer token: the Authorization header has not this server's token": lambda: answered(
+        "GET", "/workflows", options={"token": "t0ken"}, headers={"Authorization": "x"}
+    ),
+}
+TRIGGERS.update(SERVER_TRIGGERS)
 
 
 # -- tests ----------------------------------------------------------------------------------

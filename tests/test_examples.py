@@ -7,6 +7,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import httpx
 import pytest
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace import StatusCode
@@ -18,6 +19,8 @@ from _helpers import load_example
 from _helpers import parent_id
 from _helpers import span_id
 from _helpers import trace_id
+from _live_server import serve_in_thread
+from _live_server import trickle
 from stepstream import Event
 from stepstream import HumanResponseEvent
 from stepstream import InputRequiredEvent
@@ -175,71 +178,64 @@ async def test_nested_inner_run_span_is_a_child_of_the_outer_step_span(
 # -- sse_app ----------------------------------------------------------------------------
 
 
-async def http_get(port: int, target: str) -> tuple[str, str]:
-    """Send ``GET target`` to 127.0.0.1:port; return the response head and body."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
-        await writer.drain()
-        async with asyncio.timeout(10):
-            raw = await reader.read()  # the server closes the connection when done
-    finally:
-        writer.close()
-        await writer.wait_closed()
-    head, _, body = raw.decode().partition("\r\n\r\n")
-    return head, body
-
-
-async def get_from_sse_app(target: str, *app: Any) -> tuple[str, str]:
-    """Serve examples/sse_app.py (``app`` as given to serve) on a free port and GET ``target``."""
-    server: asyncio.Server = await load_example("sse_app").serve("127.0.0.1", 0, *app)
-    try:
-        port: int = server.sockets[0].getsockname()[1]
-        return await http_get(port, target)
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
-def parse_sse(body: str) -> list[tuple[str, Any]]:
-    """Split an SSE body into (event name, decoded JSON data) pairs."""
-    messages: list[tuple[str, Any]] = []
+def parse_sse(body: str) -> list[tuple[str, str, Any]]:
+    """Split an SSE body into (id, event name, decoded JSON data) triples."""
+    messages: list[tuple[str, str, Any]] = []
     for block in body.split("\n\n"):
         if not block:
             continue
         fields = dict(line.split(": ", 1) for line in block.split("\n"))
-        assert set(fields) == {"event", "data"}, block
-        messages.append((fields["event"], json.loads(fields["data"])))
+        assert set(fields) == {"id", "event", "data"}, block
+        messages.append((fields["id"], fields["event"], json.loads(fields["data"])))
     return messages
 
 
 @pytest.mark.asyncio
 async def test_sse_app_streams_events_under_the_request_span(sdk: CapturedTelemetry) -> None:
-    """GET /run streams each event and the result as SSE; the run span's parent is the request."""
-    app = load_example("sse_app").make_app(sdk.tracer_provider)
-    head, body = await get_from_sse_app("/run?topic=otters", app)
-    status, *headers = head.split("\r\n")
-    assert status == "HTTP/1.1 200 OK"
-    assert "Content-Type: text/event-stream" in headers
-    messages = parse_sse(body)
-    assert [name for name, _ in messages] == ["ProgressEvent"] * 6 + ["StopEvent"]
-    assert messages[0][1] == {"msg": "researching otters"}
-    assert "".join(data["msg"] for _, data in messages[1:5]) == "otters are remarkable animals."
-    assert messages[-1][1] == {"result": "Otters: otters are remarkable animals."}
-    (request,) = sdk.named("GET /run")
+    """A run started over HTTP streams each event and the result as SSE frames with ids;
+    the run span's parent is the request span."""
+    with serve_in_thread(load_example("sse_app").make_app(sdk.tracer_provider)) as base:
+        async with httpx.AsyncClient(base_url=base, timeout=20) as http:
+            started = await http.post(
+                "/workflows/report/run-nowait", json={"start_event": {"topic": "otters"}}
+            )
+            hid = started.json()["handler_id"]
+            response = await http.get(f"/events/{hid}", params={"after_sequence": -1})
+    assert response.headers["content-type"].startswith("text/event-stream")
+    messages = parse_sse(response.text)
+    assert [seq for seq, _, _ in messages] == [str(i) for i in range(7)]
+    assert [name for _, name, _ in messages] == ["ProgressEvent"] * 6 + ["StopEvent"]
+    assert messages[0][2]["value"] == {"msg": "researching otters"}
+    deltas = "".join(data["value"]["msg"] for _, _, data in messages[1:5])
+    assert deltas == "otters are remarkable animals."
+    assert messages[-1][2]["value"] == {"result": "Otters: otters are remarkable animals."}
+    (request,) = sdk.named("POST /workflows/{name}/run-nowait")
     (run,) = sdk.named("invoke_workflow ReportWorkflow")
     assert request.kind is SpanKind.SERVER
     assert parent_id(request) is None
     assert parent_id(run) == span_id(request)
     assert trace_id(run) == trace_id(request)
-    assert request.attributes is not None
-    assert run.attributes is not None
-    assert request.attributes["stepstream.run_id"] == run.attributes[attrs.RUN_ID]
+    assert started.json()["run_id"] == (run.attributes or {})[attrs.RUN_ID]
 
 
 @pytest.mark.asyncio
-async def test_sse_app_answers_other_paths_with_404() -> None:
-    """A request for anything but GET /run gets a 404 and no run."""
-    head, body = await get_from_sse_app("/elsewhere")
-    assert head.startswith("HTTP/1.1 404 Not Found")
-    assert "GET /run" in body
+async def test_sse_app_keeps_answering_under_half_open_connections() -> None:
+    """50 clients trickling request heads do not stall a normal run; they are timed out."""
+    server = load_example("sse_app").make_app(header_timeout=1.0)
+    with serve_in_thread(server) as base:
+        port = int(base.rsplit(":", 1)[1])
+        opened: list[asyncio.StreamWriter] = []
+        stop = asyncio.Event()
+        slow = [asyncio.ensure_future(trickle(port, opened, stop)) for _ in range(50)]
+        try:
+            async with httpx.AsyncClient(base_url=base, timeout=5) as http:
+                done = await http.post("/workflows/report/run", json={})
+            assert done.status_code == 200
+            hung_up = await asyncio.wait_for(asyncio.gather(*slow), timeout=10)
+        finally:
+            stop.set()
+            await asyncio.gather(*slow, return_exceptions=True)
+            for writer in opened:
+                writer.close()
+    assert done.json()["result"]["value"]["result"].startswith("Whales: ")
+    assert all(hung_up)

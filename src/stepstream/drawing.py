@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import html
+import inspect
 import re
 from pathlib import Path
+from typing import Any
 
 from stepstream._graph import compiled_graph
 from stepstream._visible import visible
 from stepstream.events import Event, InputRequiredEvent, StartEvent, StopEvent
 from stepstream.workflow import Workflow
 
-__all__ = ["draw_all_possible_flows", "to_mermaid"]
+__all__ = ["draw_all_possible_flows", "flow_graph", "to_mermaid"]
 
 _COL_W, _ROW_H, _BOX_W, _BOX_H = 220, 70, 170, 36
 
@@ -68,6 +70,48 @@ def to_mermaid(workflow: type[Workflow] | Workflow) -> str:
         lines.append(f"    {ident}{shape}")
     lines.extend(f"    {idents[a]} --> {idents[b]}" for a, b in edges)
     return "\n".join(lines) + "\n"
+
+
+def flow_graph(workflow: type[Workflow] | Workflow) -> dict[str, Any]:
+    """The workflow's graph as JSON-ready data: step, event and human nodes, and edges.
+
+    The shape of LlamaIndex's ``WorkflowGraph`` (``name``, ``nodes`` with ``id``,
+    ``label`` and ``node_type``, ``edges`` with ``source`` and ``target``), as the
+    server's ``/workflows/{name}/representation`` answers it.
+    """
+    cls = workflow if isinstance(workflow, type) else type(workflow)
+    own_doc = vars(cls).get("__doc__")
+    graph = compiled_graph(cls)
+    nodes, edges = _edges(cls)
+    types = {t.__name__: t for spec in graph.specs for t in (*spec.accepts, *spec.returns)}
+    methods = {spec.name: getattr(cls, spec.name, None) for spec in graph.specs}
+    docs = {name: inspect.getdoc(f) if callable(f) else None for name, f in methods.items()}
+
+    def node(ident: str) -> dict[str, Any]:
+        kind, name = ident.split(":", 1)
+        if kind == "step":
+            return {"id": name, "label": name, "node_type": "step", "description": docs.get(name)}
+        if kind == "actor":
+            return {"id": name, "label": name, "node_type": "external"}
+        event = types[name]
+        chain = [c.__name__ for c in event.__mro__ if issubclass(c, Event) and c is not Event]
+        produced = [a.split(":", 1)[1] for a, b in edges if b == ident and a.startswith("step:")]
+        return {
+            "id": name,
+            "label": name,
+            "node_type": "event",
+            "event_type": name,
+            "event_types": chain,
+            "event_schema": event.model_json_schema(),
+            "produced_by": produced,
+        }
+
+    return {
+        "name": cls.__name__,
+        "description": inspect.cleandoc(own_doc) if own_doc else None,
+        "nodes": [node(n) for n in nodes],
+        "edges": [{"source": a.split(":", 1)[1], "target": b.split(":", 1)[1]} for a, b in edges],
+    }
 
 
 def _layers(nodes: list[str], edges: list[tuple[str, str]], starts: set[str]) -> dict[str, int]:

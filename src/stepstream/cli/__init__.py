@@ -53,7 +53,9 @@ def run(
 
 
 from stepstream.cli._commands import draw, logs, traces  # noqa: E402 - registered on main
+from stepstream.server._command import serve  # noqa: E402 - loads the server extra when run
 
 main.add_command(traces)
 main.add_command(logs)
 main.add_command(draw)
+main.add_command(serve)

@@ -1,0 +1,125 @@
+"""``stepstream serve``: serve the workflows of a file or module over HTTP.
+
+Imports only click at module level: the CLI registers this command without loading the
+``server`` extra, and says how to install it when it is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+__all__ = ["serve"]
+
+TOKEN_ENV = "STEPSTREAM_SERVER_TOKEN"  # noqa: S105 - a variable's name, not a secret
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per record: timestamp, level, logger, event, then the extra keys."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record`` with its ``extra`` fields (the correlation keys) at the top level."""
+        line: dict[str, Any] = {
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs * 1000):06d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        line.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=repr)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+@click.command()
+@click.argument("target", metavar="FILE.py|MODULE[:ATTR]")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port (0: any free).")
+@click.option(
+    "--token",
+    envvar=TOKEN_ENV,
+    default=None,
+    help=f"Bearer token required on every route but /health (or ${TOKEN_ENV}).",
+)
+@click.option("--cors-origin", "cors", multiple=True, help="An origin CORS allows (off if none).")
+@click.option("--max-body", type=int, default=1_048_576, show_default=True, help="Bytes.")
+@click.option("--max-streams", type=int, default=1000, show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True, help="Processes (1 for now).")
+@click.option(
+    "--telemetry-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path(".stepstream"),
+    show_default=True,
+    help="Directory of the embedded trace and log files.",
+)
+def serve(  # noqa: PLR0917 - click passes each option as an argument
+    target: str,
+    host: str,
+    port: int,
+    token: str | None,
+    cors: tuple[str, ...],
+    max_body: int,
+    max_streams: int,
+    workers: int,
+    telemetry_dir: Path,
+) -> None:
+    """Serve every module-level Workflow instance of TARGET over HTTP (llama-agents' API)."""
+    try:
+        from stepstream.server import WorkflowServer, load_workflows  # noqa: PLC0415
+    except ImportError as exc:
+        _fail(
+            f"stepstream serve needs the server extra ({exc.name} is missing): "
+            "pip install 'stepstream[server]'"
+        )
+        return
+    from stepstream.errors import WorkflowError  # noqa: PLC0415
+    from stepstream.telemetry import configure_telemetry  # noqa: PLC0415
+
+    if workers != 1:
+        _fail(
+            f"--workers {workers}: each worker would keep its own runs in memory, so a run "
+            "started on one could not be streamed from another; run one process per port "
+            "(behind a sticky load balancer) until a shared handler store exists"
+        )
+    try:
+        workflows = load_workflows(target)
+        server = WorkflowServer(
+            workflows,
+            token=token or None,
+            cors_origins=cors,
+            max_body_bytes=max_body,
+            max_streams=max_streams,
+        )
+    except WorkflowError as exc:
+        _fail(str(exc))
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLines())
+    server_log = logging.getLogger("stepstream.server")
+    server_log.addHandler(handler)
+    server_log.setLevel(logging.INFO)
+    telemetry = configure_telemetry(service_name="stepstream-serve", directory=telemetry_dir)
+    auth = "bearer token required" if token else "no auth"
+    click.echo(
+        f"serving {', '.join(workflows)} from {target} on http://{host}:{port} ({auth}); "
+        f"telemetry: {telemetry.endpoint or telemetry.directory}",
+        err=True,
+    )
+    try:
+        asyncio.run(server.serve(host, port))
+    finally:
+        telemetry.shutdown()

@@ -1,0 +1,231 @@
+"""``WorkflowServer``: stepstream workflows behind llama-agents-server's HTTP API.
+
+An ASGI application (Starlette routes, OpenTelemetry's ASGI middleware) that
+``serve()`` runs with uvicorn, or that an application mounts in its own
+Starlette/FastAPI app (then enter ``server.lifespan()`` in that app's lifespan so the
+runs stop with it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from stepstream.errors import WorkflowValidationError
+from stepstream.events import Event
+from stepstream.server._api import Api, Served, json_response
+from stepstream.server._envelope import BadRequest
+from stepstream.server._handlers import HandlerStore, MemoryHandlerStore
+from stepstream.server._middleware import BearerAuth, Correlation, span_details
+from stepstream.server._runs import Runs, correlation, logger
+from stepstream.server._settings import ServerSettings
+from stepstream.workflow import Workflow
+
+__all__ = ["WorkflowServer"]
+
+_NAME = re.compile(r"[A-Za-z0-9._~-]{1,128}")
+
+
+async def _refused(request: Request, exc: Exception) -> Response:  # noqa: ARG001
+    assert isinstance(exc, BadRequest)  # noqa: S101 - registered for BadRequest only
+    headers = {"Retry-After": "1"} if exc.status == 503 else None  # noqa: PLR2004
+    response = json_response({"detail": exc.detail}, exc.status)
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:  # noqa: ARG001
+    assert isinstance(exc, HTTPException)  # noqa: S101 - registered for HTTPException only
+    return json_response({"detail": exc.detail}, exc.status_code)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    logger.error(
+        "internal_error",
+        exc_info=exc,
+        extra={"method": request.method, "path": request.url.path, **correlation()},
+    )
+    return json_response({"detail": f"internal server error: {type(exc).__name__}"}, 500)
+
+
+class WorkflowServer:
+    """Serves workflows over HTTP with llama-agents-server's API.
+
+    Args:
+        workflows: Workflow instances by the name they are served under
+            (``/workflows/{name}/run``); more with :meth:`add_workflow`.
+        settings: Limits and options (:class:`ServerSettings`); or pass its fields as
+            keywords (``token=``, ``max_body_bytes=``, ...).
+        store: Where handlers are kept (default: in memory).
+        tracer_provider: For the request spans (default: the global provider); a
+            workflow's run spans use the workflow's own provider.
+        meter_provider: For the HTTP metrics of OpenTelemetry's ASGI middleware.
+    """
+
+    def __init__(
+        self,
+        workflows: Mapping[str, Workflow] | None = None,
+        *,
+        settings: ServerSettings | None = None,
+        store: HandlerStore | None = None,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+        **options: Any,
+    ) -> None:
+        if settings is not None and options:
+            msg = f"WorkflowServer: pass settings= or its fields ({', '.join(options)}), not both"
+            raise WorkflowValidationError(msg)
+        if settings is None:
+            try:
+                settings = ServerSettings(**options)
+            except TypeError as exc:
+                msg = f"WorkflowServer: {exc}".replace("ServerSettings.__init__()", "")
+                raise WorkflowValidationError(msg) from None
+        self.settings = settings
+        self.store: HandlerStore = store or MemoryHandlerStore(settings.keep_finished)
+        self._served: dict[str, Served] = {}
+        self._stop = asyncio.Event()
+        self.runs = Runs(self.store, settings.event_log_limit)
+        self._api = Api(self._served, self.store, self.runs, settings, self._stop)
+        self._tracer_provider = tracer_provider
+        self._meter_provider = meter_provider
+        self._app: ASGIApp | None = None
+        for name, workflow in (workflows or {}).items():
+            self.add_workflow(name, workflow)
+
+    def add_workflow(
+        self, name: str, workflow: Workflow, additional_events: Sequence[type[Event]] = ()
+    ) -> None:
+        """Serve ``workflow`` as ``name``; ``additional_events`` are more classes clients may send.
+
+        (Events a step waits for with ``ctx.wait_for_event`` are not in its signature.)
+        """
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            msg = (
+                "WorkflowServer: a workflow name must be 1-128 letters, digits or '._~-', "
+                f"got {name!r}"
+            )
+            raise WorkflowValidationError(msg)
+        given: object = workflow  # checked at run time: callers are not all type-checked
+        if not isinstance(given, Workflow):
+            msg = (
+                f"WorkflowServer: {name!r} must be a Workflow instance, got "
+                f"{type(given).__name__}; instantiate it (e.g. MyWorkflow(timeout=60))"
+            )
+            raise WorkflowValidationError(msg)
+        if name in self._served:
+            msg = f"WorkflowServer: a workflow is already served as {name!r}; pick another name"
+            raise WorkflowValidationError(msg)
+        self._served[name] = Served(name, workflow, list(additional_events))
+
+    @property
+    def workflows(self) -> dict[str, Workflow]:
+        """The served workflows, by name."""
+        return {name: s.workflow for name, s in self._served.items()}
+
+    # -- the ASGI app -------------------------------------------------------------------
+
+    @property
+    def app(self) -> ASGIApp:
+        """The ASGI application (built once)."""
+        if self._app is None:
+            self._app = self._build()
+        return self._app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The server is itself an ASGI app: ``uvicorn.run(server)`` or ``Mount("/wf", server)``."""
+        await self.app(scope, receive, send)
+
+    def _build(self) -> ASGIApp:
+        routes = self._api.routes()
+        app: ASGIApp = Starlette(
+            routes=routes,
+            exception_handlers={
+                BadRequest: _refused,
+                HTTPException: _http_error,
+                Exception: _internal_error,
+            },
+            lifespan=lambda _: self.lifespan(),
+        )
+        if self.settings.token is not None:
+            app = BearerAuth(app, self.settings.token)
+        if self.settings.cors_origins:
+            app = CORSMiddleware(
+                app,
+                allow_origins=list(self.settings.cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "traceparent"],
+                expose_headers=["traceresponse"],
+            )
+        app = Correlation(app, routes)
+        otel: ASGIApp = OpenTelemetryMiddleware(
+            app,
+            default_span_details=span_details(routes),
+            tracer_provider=self._tracer_provider,
+            meter_provider=self._meter_provider,
+            exclude_spans=["receive", "send"],
+        )
+        return otel
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Stop: cancel the running runs (their streams end with them), close other streams."""
+        self._stop.set()
+        await self.runs.aclose()
+
+    @asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        """Serve inside the block; on exit cancel the runs (use in a host app's lifespan)."""
+        try:
+            yield
+        finally:
+            await self.aclose()
+
+    def uvicorn_config(self, host: str = "127.0.0.1", port: int = 8000, **config: Any) -> Any:
+        """A ``uvicorn.Config`` for this server, with its timeouts and slow-client guard."""
+        import uvicorn  # noqa: PLC0415 - only serving needs it, not mounting
+
+        from stepstream.server._protocol import guarded_protocol  # noqa: PLC0415
+
+        config.setdefault("http", guarded_protocol(self.settings.header_timeout))
+        config.setdefault("timeout_keep_alive", self.settings.keep_alive_timeout)
+        config.setdefault("timeout_graceful_shutdown", 10)
+        config.setdefault("access_log", False)  # the server logs http_request lines itself
+        config.setdefault("lifespan", "on")
+        return uvicorn.Config(self, host=host, port=port, **config)
+
+    def uvicorn_server(self, host: str = "127.0.0.1", port: int = 8000, **config: Any) -> Any:
+        """A ``uvicorn.Server`` for this server: on shutdown the runs end first.
+
+        So their streams and the ``/run`` requests waiting for them complete, and
+        uvicorn's wait for open connections is short.
+        """
+        import uvicorn  # noqa: PLC0415
+
+        server = self
+
+        class _Uvicorn(uvicorn.Server):
+            async def shutdown(self, sockets: Any = None) -> None:
+                await server.aclose()
+                await super().shutdown(sockets)
+
+        return _Uvicorn(self.uvicorn_config(host, port, **config))
+
+    async def serve(self, host: str = "127.0.0.1", port: int = 8000, **config: Any) -> None:
+        """Serve with uvicorn until stopped (Ctrl-C, SIGTERM); ``config``: ``uvicorn.Config``."""
+        await self.uvicorn_server(host, port, **config).serve()
