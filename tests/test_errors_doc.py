@@ -903,6 +903,36 @@ def _consumed() -> Produced:
     return raised(lambda: asyncio.run(main()))
 
 
+def _failing_factory() -> str:
+    msg = "DATABASE_URL is not set"
+    raise KeyError(msg)
+
+
+class FailingResource(Workflow):
+    @step
+    async def start(
+        self, ev: StartEvent, db: Annotated[str, Resource(_failing_factory)]
+    ) -> StopEvent:
+        return StopEvent()
+
+
+@trigger("step '<step>', parameter '<param>': <ErrorType>: <message> (resolving <resource>)")
+def _resource_fails_in_validate() -> Produced:
+    return raised(lambda: FailingResource().validate(validate_resources=True))
+
+
+@trigger(
+    "<Workflow>.validate(validate_resources=True) resolves the resources in an event loop of "
+    "its own and cannot run inside one; call it before asyncio.run(...), or from a worker "
+    "thread (asyncio.to_thread)"
+)
+def _validate_resources_in_a_loop() -> Produced:
+    async def main() -> None:
+        Minimal().validate(validate_resources=True)
+
+    return raised(lambda: asyncio.run(main()))
+
+
 @trigger(
     "run <run_id> of workflow <Workflow>: <n> streamed events are unread, the bound set by "
     "Workflow(stream_limit=<n>); read handler.stream_events() while the run goes, raise "

@@ -20,6 +20,7 @@ from stepstream import StartEvent
 from stepstream import StopEvent
 from stepstream import Workflow
 from stepstream import WorkflowFailedEvent
+from stepstream import WorkflowRuntimeError
 from stepstream import WorkflowTimeoutError
 from stepstream import WorkflowValidationError
 from stepstream import step
@@ -635,4 +636,82 @@ def test_validate_loads_every_resource_config(tmp_path: Path) -> None:
     assert len(info.value.problems) == 1
     assert info.value.problems[0].startswith(
         f"step 'start', parameter 'db': FileNotFoundError: No such file: {missing}"
+    )
+
+
+def test_validate_resources_resolves_every_factory_once_for_the_runs() -> None:
+    """validate(validate_resources=True) calls the factories; cached values serve the runs."""
+    made: list[str] = []
+
+    def make_client() -> str:
+        made.append("client")
+        return "client"
+
+    class UsesClient(Workflow):
+        @step
+        async def start(
+            self, ev: StartEvent, client: Annotated[str, Resource(make_client)]
+        ) -> StopEvent:
+            return StopEvent(result=client)
+
+    wf = UsesClient()
+    assert wf.validate() is False
+    assert made == []  # by default no factory is called
+    assert wf.validate(validate_resources=True) is False
+    assert made == ["client"]
+
+    async def main() -> Any:
+        return await wf.run()
+
+    assert asyncio.run(main()) == "client"
+    assert made == ["client"]
+
+
+def test_validate_resources_lists_each_failing_factory() -> None:
+    """Each resource whose factory raises is one problem naming its step and parameter."""
+
+    def make_db() -> str:
+        msg = "DATABASE_URL is not set"
+        raise KeyError(msg)
+
+    def make_cache() -> str:
+        return "cache"
+
+    class NeedsDb(Workflow):
+        @step
+        async def start(
+            self,
+            ev: StartEvent,
+            db: Annotated[str, Resource(make_db)],
+            cache: Annotated[str, Resource(make_cache)],
+        ) -> StopEvent:
+            return StopEvent()
+
+    with pytest.raises(WorkflowValidationError) as info:
+        NeedsDb().validate(validate_resources=True)
+    expected = (
+        "step 'start', parameter 'db': KeyError: 'DATABASE_URL is not set' (resolving "
+        "Resource(test_validate_resources_lists_each_failing_factory.<locals>.make_db, "
+        "cache=True))"
+    )
+    assert list(info.value.problems) == [expected]
+
+
+def test_validate_resources_inside_a_running_loop_says_where_to_call_it() -> None:
+    """Resolving needs a loop of its own: inside one, validate says so instead of failing."""
+
+    class Plain(Workflow):
+        @step
+        async def start(self, ev: StartEvent) -> StopEvent:
+            return StopEvent()
+
+    async def main() -> None:
+        Plain().validate(validate_resources=True)
+
+    with pytest.raises(WorkflowRuntimeError) as info:
+        asyncio.run(main())
+    assert str(info.value) == (
+        "Plain.validate(validate_resources=True) resolves the resources in an event "
+        "loop of its own and cannot run inside one; call it before asyncio.run(...), or from "
+        "a worker thread (asyncio.to_thread)"
     )

@@ -20,6 +20,7 @@ from stepstream._instrument import Redactor, RunInfo
 from stepstream._runtime import Caller, Run
 from stepstream._spec import STEP_ATTR, StepConfig, StepSpec
 from stepstream._stream import BoundedEventStream, EventStream, Overflow
+from stepstream._text import error_text
 from stepstream._validation import GRAPH_CHECKS, NO_VALIDATION, graph_problems
 from stepstream.context import BaseSerializer, Context
 from stepstream.context._snapshot import Snapshot
@@ -163,24 +164,46 @@ class Workflow:
         stops = [t for t in self.events if issubclass(t, StopEvent)]
         return stops[0] if stops else StopEvent
 
-    def validate(self, *, validate_resource_configs: bool = True) -> bool:
+    def validate(
+        self, *, validate_resource_configs: bool = True, validate_resources: bool = False
+    ) -> bool:
         """Check the whole graph again; True when the workflow asks for human input.
 
         Raises WorkflowValidationError listing every problem. "Asks for human input"
         means a step returns an InputRequiredEvent or accepts a HumanResponseEvent.
         With ``validate_resource_configs`` every ``ResourceConfig`` is loaded and the
-        resource factories' parameters are checked (no factory is called).
+        resource factories' parameters are checked (no factory is called). With
+        ``validate_resources`` every resource is also resolved through the workflow's
+        resource manager (factories are called; cached values are kept for its runs),
+        in a loop of its own: call it outside a running event loop.
         """
         checks = self._skip - {NO_VALIDATION}
         problems = graph_problems(self._graph.specs, frozenset(checks))
         if validate_resource_configs:
             problems.extend(_check_resource_configs(self._graph.specs))
+        if validate_resources and not problems:
+            problems.extend(self._resolve_all_resources())
         if problems:
             msg = f"workflow {type(self).__name__} is invalid ({len(problems)} problem(s)):"
             raise WorkflowValidationError(msg, problems)
         return any(
             issubclass(t, InputRequiredEvent) for s in self._graph.specs for t in s.returns
         ) or any(issubclass(t, HumanResponseEvent) for s in self._graph.specs for t in s.accepts)
+
+    def _resolve_all_resources(self) -> list[str]:
+        """One line per step resource parameter whose resolution failed."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            msg = (
+                f"{type(self).__name__}.validate(validate_resources=True) resolves the "
+                "resources in an event loop of its own and cannot run inside one; call it "
+                "before asyncio.run(...), or from a worker thread (asyncio.to_thread)"
+            )
+            raise WorkflowRuntimeError(msg)
+        return asyncio.run(_resource_problems(self._resource_manager, self._graph.specs))
 
     def run(
         self,
@@ -345,6 +368,21 @@ def _event_caller(fn: Callable[..., Any], spec: StepSpec) -> Caller:
     if order == ("ev", "ctx"):
         return lambda ctx, ev: fn(ev, ctx)
     return lambda ctx, ev: fn(*(ctx if a == "ctx" else ev for a in order))
+
+
+async def _resource_problems(manager: ResourceManager, specs: tuple[StepSpec, ...]) -> list[str]:
+    problems: list[str] = []
+    for spec in specs:
+        for definition in spec.resources:
+            try:
+                with manager.resolution_scope():
+                    await manager.get(definition.resource)
+            except Exception as exc:  # noqa: BLE001 - each failure is one reported problem
+                problems.append(
+                    f"step {spec.name!r}, parameter {definition.name!r}: "
+                    f"{type(exc).__name__}: {error_text(exc)} (resolving {definition.resource!r})"
+                )
+    return problems
 
 
 def _check_stream_bound(name: str, limit: int | None, overflow: object) -> None:
