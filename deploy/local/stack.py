@@ -1,0 +1,255 @@
+"""deploy/compose's observability stack as local processes on 127.0.0.1, without Docker.
+
+Runs the programs that .ci/build-stack.sh builds from their Go modules (the OpenTelemetry
+Collector, Jaeger v2, Prometheus 3) with deploy/compose's own configuration files; what
+has to differ outside Compose (ports, addresses, data directories) is derived from the
+compose file by derive.py beside this file.
+
+usage: stack.sh up | down | status | logs SERVICE     [--state DIR]
+
+``up`` builds what is missing (cached by version), then starts the services in the
+compose file's dependency order, each waiting for its health endpoint (bounded).
+``down`` stops exactly the processes ``up`` started: their pids and executables are
+recorded in the state directory (default .cache/stack-run), and a pid whose process is
+no longer that executable is left alone. The data lives in the state directory too:
+``down`` keeps it, ``down --clean`` removes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from derive import ABSENT  # noqa: E402
+from derive import LOOPBACK  # noqa: E402
+from derive import PROGRAMS  # noqa: E402
+from derive import ROOT  # noqa: E402
+from derive import Deriver  # noqa: E402
+from derive import StackError  # noqa: E402
+from derive import load_compose  # noqa: E402
+from derive import start_order  # noqa: E402
+
+BUILD_SCRIPT = ROOT / ".ci" / "build-stack.sh"
+DEFAULT_STATE = Path(os.environ.get("STEPSTREAM_STACK_STATE", ROOT / ".cache" / "stack-run"))
+#: Bound on the wait for one service's health endpoint.
+HEALTH_TIMEOUT = 90.0
+#: Bound on the wait for a stopped process to exit before it is killed.
+STOP_TIMEOUT = 15.0
+#: Bound on a cold build of every program (about 25 minutes on 2 cores).
+BUILD_TIMEOUT = 3600.0
+
+__all__ = ["LocalStack", "StackError", "binaries"]
+
+
+def binaries(names: list[str]) -> dict[str, Path]:
+    """Each program's binary, built by .ci/build-stack.sh when not cached yet."""
+    targets = [PROGRAMS[name].build for name in names]
+    done = subprocess.run(  # noqa: S603 - our own script
+        ["bash", str(BUILD_SCRIPT), *targets],
+        capture_output=True, text=True, timeout=BUILD_TIMEOUT, check=False,
+    )
+    if done.returncode != 0:
+        raise StackError(f"{BUILD_SCRIPT} {' '.join(targets)} failed:\n{done.stderr[-4000:]}")
+    paths = [Path(line) for line in done.stdout.splitlines() if line.strip()]
+    if len(paths) != len(names):
+        raise StackError(f"{BUILD_SCRIPT} printed {done.stdout!r}, not {len(names)} paths")
+    return dict(zip(names, paths, strict=True))
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:  # noqa: S310 - loopback
+            return bool(response.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def _exe(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
+
+
+class LocalStack:
+    """The stack's processes, recorded in one state directory."""
+
+    def __init__(self, state: Path = DEFAULT_STATE) -> None:
+        self.state = state.resolve()
+        self.services = load_compose()
+        self.deriver = Deriver(self.services, self.state)
+        self.order = start_order(self.services)
+
+    def _pidfile(self, name: str) -> Path:
+        return self.state / f"{name}.pid.json"
+
+    def log_file(self, name: str) -> Path:
+        """Where a service's output goes."""
+        return self.state / f"{name}.log"
+
+    def pid(self, name: str) -> int | None:
+        """The pid of a service this stack started and that still runs, else None."""
+        try:
+            record = json.loads(self._pidfile(name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        pid = int(record["pid"])
+        return pid if _exe(pid) == record["exe"] else None
+
+    def health_url(self, name: str) -> str:
+        return self.deriver.health_url(name)
+
+    def url(self, name: str, port: int) -> str:
+        """``http://127.0.0.1:<local port>`` of a service's container port."""
+        return f"http://{LOOPBACK}:{self.deriver.local_port(name, port)}"
+
+    def up(self, names: list[str] | None = None) -> None:
+        """Start the services not running yet (all by default), in order, each healthy."""
+        wanted = [n for n in self.order if names is None or n in names]
+        self.state.mkdir(parents=True, exist_ok=True)
+        bins = binaries(wanted)
+        for name in wanted:
+            if self.pid(name) is None:
+                self.start(name, bins[name])
+
+    def start(self, name: str, binary: Path | None = None) -> int:
+        """Start one service and wait for its health endpoint; returns its pid."""
+        if self.pid(name) is not None:
+            raise StackError(f"{name} already runs (pid {self.pid(name)})")
+        binary = binary or binaries([name])[name]
+        busy = [
+            port for (service, _), port in self.deriver.ports.items()
+            if service == name and not _port_free(port)
+        ]
+        if busy:
+            raise StackError(
+                f"{name}: port(s) {sorted(busy)} of 127.0.0.1 are taken by another process; "
+                "stop it (`stack.sh down`, or `docker compose down`) and try again"
+            )
+        args = [str(binary), *self.deriver.command(name)]
+        with self.log_file(name).open("ab") as log:
+            process = subprocess.Popen(  # noqa: S603 - our own binaries
+                args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.state,
+                start_new_session=True,
+            )
+        record = {"pid": process.pid, "exe": str(binary.resolve()), "args": args}
+        self._pidfile(name).write_text(json.dumps(record), encoding="utf-8")
+        url = self.health_url(name)
+        end = time.monotonic() + HEALTH_TIMEOUT
+        while time.monotonic() < end:
+            if process.poll() is not None:
+                tail = self.log_file(name).read_text(encoding="utf-8", errors="replace")[-3000:]
+                raise StackError(f"{name} exited ({process.returncode}) at start:\n{tail}")
+            if _healthy(url):
+                return process.pid
+            time.sleep(0.5)
+        self.stop(name)
+        raise StackError(f"{name}: {url} not healthy within {HEALTH_TIMEOUT:.0f} s")
+
+    def stop(self, name: str, sig: int = signal.SIGTERM) -> bool:
+        """Stop one service this stack started (SIGKILL after a bound); False if none ran."""
+        pid = self.pid(name)
+        self._pidfile(name).unlink(missing_ok=True)
+        if pid is None:
+            return False
+        os.kill(pid, sig)
+        end = time.monotonic() + STOP_TIMEOUT
+        while time.monotonic() < end and _exe(pid) is not None:
+            _reap(pid)
+            time.sleep(0.1)
+        if _exe(pid) is not None:
+            os.kill(pid, signal.SIGKILL)
+            for _ in range(50):
+                _reap(pid)
+                if _exe(pid) is None:
+                    break
+                time.sleep(0.1)
+        return True
+
+    def down(self, *, clean: bool = False) -> list[str]:
+        """Stop every service this stack started, in reverse order; the ones stopped."""
+        stopped = [name for name in reversed(self.order) if self.stop(name)]
+        if clean:
+            for name in self.order:
+                shutil.rmtree(self.state / name, ignore_errors=True)
+        return stopped
+
+    def status(self) -> dict[str, str]:
+        """One line of state per compose service."""
+        lines = {}
+        for name in self.order:
+            pid = self.pid(name)
+            url = self.health_url(name)
+            if pid is None:
+                lines[name] = "stopped"
+            else:
+                lines[name] = f"pid {pid}, {url}: {'healthy' if _healthy(url) else 'NOT healthy'}"
+        for name, why in ABSENT.items():
+            lines[name] = f"not run here: {why}"
+        return lines
+
+
+def _reap(pid: int) -> None:
+    """Collect a child's exit status (when this process started it), so it does not linger."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stack.sh", description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", choices=["up", "down", "status", "logs"])
+    parser.add_argument("service", nargs="?", help="for logs: the compose service")
+    parser.add_argument("--state", type=Path, default=DEFAULT_STATE, help="state directory")
+    parser.add_argument("--clean", action="store_true", help="down: remove the data too")
+    args = parser.parse_args(argv)
+    try:
+        stack = LocalStack(args.state)
+        if args.action == "up":
+            stack.up()
+        elif args.action == "down":
+            stopped = stack.down(clean=args.clean)
+            print("stopped: " + (", ".join(stopped) or "nothing was running"))
+            return 0
+        elif args.action == "logs":
+            if args.service not in PROGRAMS:
+                parser.error(f"logs needs one of {', '.join(PROGRAMS)}")
+            print(stack.log_file(args.service).read_text(encoding="utf-8", errors="replace"))
+            return 0
+        for name, line in stack.status().items():
+            print(f"{name:15} {line}")
+        if args.action == "up":
+            print(f"\nOTLP: {stack.url('otel-collector', 4318)} (HTTP), 127.0.0.1:4317 (gRPC)")
+            print(f"Jaeger UI and API: {stack.url('jaeger', 16686)}")
+            print(f"Prometheus: {stack.url('prometheus', 9090)}")
+    except StackError as exc:
+        print(f"stack.sh: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
