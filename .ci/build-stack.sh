@@ -7,13 +7,16 @@
 #   otelcol     the OpenTelemetry Collector, built by the Collector Builder (ocb) from
 #               deploy/collector/manifest.yaml (its versions must equal the compose pin)
 #   jaeger      Jaeger v2 (its Go module tags Jaeger 2.N as v1.(N+63): 2.13.0 is v1.76.0)
-#   prometheus  Prometheus 3 (its Go module tags 3.x.y as v0.3xx.y: 3.13.1 is v0.313.1)
+#   prometheus  Prometheus 3 (its Go module tags 3.x.y as v0.3xx.y: 3.13.1 is v0.313.1),
+#               without the service discoveries (build tag remove_all_sd: the stack's
+#               prometheus.yaml uses static_configs only), which halves its build
 #
 # Not built: Grafana Tempo, Grafana Loki and Grafana, whose Go modules are under the AGPL,
 # which this project's machines may not use (deploy/README.md says what that leaves out).
 #
 # Jaeger and Prometheus carry `replace` directives, which `go install pkg@version`
-# refuses: their module is downloaded and built inside its own directory instead.
+# refuses: their module is downloaded and built inside its own directory instead, with
+# GOWORK=off (Prometheus's module ships a go.work naming directories its zip lacks).
 #
 # usage: .ci/build-stack.sh [otelcol] [jaeger] [prometheus]     (no argument: all)
 #        .ci/build-stack.sh --print-dir NAME   the directory NAME's binary is cached in
@@ -54,7 +57,16 @@ binary_name() {
   esac
 }
 
-dir_of() { echo "$CACHE/$1-$(version "$1")"; }
+# The cache directory: name and version; the collector's also names its manifest's hash,
+# so that a component added to the manifest is built in.
+dir_of() {
+  local key
+  key="$1-$(version "$1")"
+  if [ "$1" = otelcol ]; then
+    key="$key-$(sha256sum "$MANIFEST" | cut -c1-12)"
+  fi
+  echo "$CACHE/$key"
+}
 
 command -v go >/dev/null 2>&1 || die "needs the Go toolchain (go) on PATH"
 
@@ -96,7 +108,7 @@ build_jaeger() {
   dir="$(download_module github.com/jaegertracing/jaeger "$module_version")"
   grep -q "^$module_version / v$version " "$dir/CHANGELOG.md" \
     || die "Jaeger module $module_version is not Jaeger $version (see its CHANGELOG.md)"
-  (cd "$dir" && "${NICE[@]}" go build -trimpath -ldflags="-s -w" -o "$out" ./cmd/jaeger)
+  (cd "$dir" && GOWORK=off "${NICE[@]}" go build -trimpath -ldflags="-s -w" -o "$out" ./cmd/jaeger)
 }
 
 build_prometheus() {
@@ -108,7 +120,7 @@ build_prometheus() {
   dir="$(download_module github.com/prometheus/prometheus "$module_version")"
   local ldflags="-s -w -X github.com/prometheus/common/version.Version=$version"
   ldflags="$ldflags -X github.com/prometheus/common/version.Branch=module-$module_version"
-  (cd "$dir" && "${NICE[@]}" go build -trimpath -tags netgo -ldflags="$ldflags" -o "$out" \
+  (cd "$dir" && GOWORK=off "${NICE[@]}" go build -trimpath -tags netgo,remove_all_sd -ldflags="$ldflags" -o "$out" \
     ./cmd/prometheus)
 }
 

@@ -9,8 +9,9 @@ What has to differ outside Compose is derived from the compose file, never writt
   ``127.0.0.1:<that port>``;
 - files: a config mounted into a container is rewritten into the state directory; any
   other absolute path in a command (a data directory) moves under the state directory;
-- services not run here (Tempo, Loki, Grafana: see deploy/README.md): exporters and
-  scrape targets that point at them are dropped, and so is a pipeline left with none.
+- services not run here (Tempo, Loki, Grafana: see deploy/README.md): the collector's
+  exporters to them become `nop` exporters (the pipelines stay, what they would send is
+  dropped), and Prometheus's scrape targets on them are dropped.
 """
 
 from __future__ import annotations
@@ -166,16 +167,15 @@ class Deriver:
         tree: dict[str, Any] = yaml.safe_load(source.read_text(encoding="utf-8"))
         gone = _components_pointing_at_absent(tree)
         derived: dict[str, Any] = self.rewrite(service, tree)
-        pipelines = derived.get("service", {}).get("pipelines", {})
-        for kind in ("receivers", "exporters"):
-            for component in gone:
-                derived.get(kind, {}).pop(component, None)
-        for name in list(pipelines):
-            exporters = [e for e in pipelines[name].get("exporters", []) if e not in gone]
-            if exporters:
-                pipelines[name]["exporters"] = exporters
-            else:
-                del pipelines[name]
+        # An exporter to a backend not run here becomes a `nop` exporter of the same name:
+        # its pipeline (receivers, processors) stays as it is, and what it sends is dropped.
+        stand_ins = {old: f"nop/{old.partition('/')[2] or old}" for old in gone}
+        for old, new in stand_ins.items():
+            derived["exporters"].pop(old, None)
+            derived["exporters"][new] = None
+        for pipeline in derived.get("service", {}).get("pipelines", {}).values():
+            exporters = [stand_ins.get(e, e) for e in pipeline.get("exporters", [])]
+            pipeline["exporters"] = list(dict.fromkeys(exporters))
         for job in derived.get("scrape_configs", []):
             job["static_configs"] = [c for c in job.get("static_configs", []) if c.get("targets")]
         if "scrape_configs" in derived:
@@ -222,9 +222,9 @@ class Deriver:
 
 
 def _components_pointing_at_absent(tree: dict[str, Any]) -> set[str]:
-    """Collector component ids whose settings name a service that does not run here."""
+    """Collector exporter ids whose settings name a service that does not run here."""
     gone = set()
-    for kind in ("receivers", "exporters"):
+    for kind in ("exporters",):
         for component, settings in (tree.get(kind) or {}).items():
             text = json.dumps(settings)
             if any(re.search(rf"(//|\"){re.escape(h)}:\d", text) for h in ABSENT):

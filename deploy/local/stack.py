@@ -101,6 +101,8 @@ class LocalStack:
         self.services = load_compose()
         self.deriver = Deriver(self.services, self.state)
         self.order = start_order(self.services)
+        #: The processes this object started, kept so that they are waited for.
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
 
     def _pidfile(self, name: str) -> Path:
         return self.state / f"{name}.pid.json"
@@ -154,6 +156,7 @@ class LocalStack:
                 args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.state,
                 start_new_session=True,
             )
+        self._children[name] = process
         record = {"pid": process.pid, "exe": str(binary.resolve()), "args": args}
         self._pidfile(name).write_text(json.dumps(record), encoding="utf-8")
         url = self.health_url(name)
@@ -172,18 +175,19 @@ class LocalStack:
         """Stop one service this stack started (SIGKILL after a bound); False if none ran."""
         pid = self.pid(name)
         self._pidfile(name).unlink(missing_ok=True)
+        child = self._children.pop(name, None)
         if pid is None:
+            if child is not None:
+                child.wait(timeout=STOP_TIMEOUT)
             return False
         os.kill(pid, sig)
         end = time.monotonic() + STOP_TIMEOUT
-        while time.monotonic() < end and _exe(pid) is not None:
-            _reap(pid)
+        while time.monotonic() < end and _running(pid, child):
             time.sleep(0.1)
-        if _exe(pid) is not None:
+        if _running(pid, child):
             os.kill(pid, signal.SIGKILL)
             for _ in range(50):
-                _reap(pid)
-                if _exe(pid) is None:
+                if not _running(pid, child):
                     break
                 time.sleep(0.1)
         return True
@@ -211,12 +215,11 @@ class LocalStack:
         return lines
 
 
-def _reap(pid: int) -> None:
-    """Collect a child's exit status (when this process started it), so it does not linger."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+def _running(pid: int, child: subprocess.Popen[bytes] | None) -> bool:
+    """Whether the process still runs (a child of ours is reaped once it has exited)."""
+    if child is not None:
+        return child.poll() is None
+    return _exe(pid) is not None
 
 
 def main(argv: list[str] | None = None) -> int:

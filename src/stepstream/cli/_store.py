@@ -166,6 +166,17 @@ class Store:
         self.directory = directory
         self._warn = warn
 
+    def span_batches(self) -> list[dict[str, Any]]:
+        """Every line of traces.jsonl that is an OTLP/JSON span batch, as it is."""
+        path = self.directory / TRACES_FILE
+        out: list[dict[str, Any]] = []
+        for number, batch in _json_lines(path, self._warn):
+            if isinstance(batch, dict) and isinstance(batch.get("resourceSpans"), list):
+                out.append(batch)
+            else:
+                self._warn(f"{path}:{number}: damaged line skipped (not an OTLP span batch)")
+        return out
+
     def spans(self) -> list[Span]:
         """Every span in traces.jsonl."""
         path = self.directory / TRACES_FILE
