@@ -108,7 +108,8 @@ build_jaeger() {
   dir="$(download_module github.com/jaegertracing/jaeger "$module_version")"
   grep -q "^$module_version / v$version " "$dir/CHANGELOG.md" \
     || die "Jaeger module $module_version is not Jaeger $version (see its CHANGELOG.md)"
-  (cd "$dir" && GOWORK=off "${NICE[@]}" go build -trimpath -ldflags="-s -w" -o "$out" ./cmd/jaeger)
+  local ldflags="-s -w -X github.com/jaegertracing/jaeger/internal/version.latestVersion=v$version"
+  (cd "$dir" && GOWORK=off "${NICE[@]}" go build -trimpath -ldflags="$ldflags" -o "$out" ./cmd/jaeger)
 }
 
 build_prometheus() {

@@ -80,7 +80,9 @@ class Stack:
         """Skip the calling test, with the reason, when a service does not run here."""
         for service in services:
             if service in self.absent:
-                pytest.skip(f"{service} does not run in the {self.kind} stack: {self.absent[service]}")
+                pytest.skip(
+                    f"{service} does not run in the {self.kind} stack: {self.absent[service]}"
+                )
 
 
 def compose_stack(project: str) -> tuple[Stack, Callable[[], None]]:
@@ -88,7 +90,9 @@ def compose_stack(project: str) -> tuple[Stack, Callable[[], None]]:
     docker = shutil.which("docker") or "docker"
 
     def compose(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-        return run_command(docker, "compose", "-f", COMPOSE_FILE, "-p", project, *args, timeout=timeout)
+        return run_command(
+            docker, "compose", "-f", COMPOSE_FILE, "-p", project, *args, timeout=timeout
+        )
 
     def logs() -> str:
         return compose("logs", "--no-color", "--tail", "40", timeout=120).stdout[-8000:]
@@ -106,8 +110,10 @@ def compose_stack(project: str) -> tuple[Stack, Callable[[], None]]:
         done = compose("up", "-d", "--wait", "--no-deps", service, timeout=300)
         assert done.returncode == 0, done.stderr
 
-    stack = Stack("compose", {}, kill, start, logs)
-    return stack, lambda: compose("down", "--volumes", "--remove-orphans", timeout=300) and None
+    def down() -> None:
+        compose("down", "--volumes", "--remove-orphans", timeout=300)
+
+    return Stack("compose", {}, kill, start, logs), down
 
 
 def local_stack(state: Path) -> tuple[Stack, Callable[[], None]]:

@@ -16,7 +16,7 @@ last JSON line with the totals.
         meanwhile: the app must neither block nor raise).
 """
 
-# ruff: noqa: INP001 - run as a script by the tests
+# ruff: noqa: T201 - its output is JSON lines on stdout, read by the tests
 
 from __future__ import annotations
 
@@ -32,12 +32,16 @@ from typing import Any
 from opentelemetry import trace
 
 import stepstream
-from stepstream import Context, Event, StartEvent, StopEvent, Workflow, step
+from _helpers import import_file
+from stepstream import Context
+from stepstream import Event
+from stepstream import StartEvent
+from stepstream import StopEvent
+from stepstream import Workflow
+from stepstream import step
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "deploy"))
-
-import example_loop  # noqa: E402
+example_loop = import_file(ROOT / "deploy" / "example_loop.py", "example_loop")
 
 
 class Tick(Event):
@@ -114,8 +118,17 @@ async def series(runs: int, interval: float) -> None:
                 errors.append(repr(exc))
         waited = time.monotonic() - started
         waits.append(waited)
-        print(json.dumps({"n": n, "trace_id": _hex(span.get_span_context().trace_id),
-                          "at": time.time(), "waited": waited}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "n": n,
+                    "trace_id": _hex(span.get_span_context().trace_id),
+                    "at": time.time(),
+                    "waited": waited,
+                }
+            ),
+            flush=True,
+        )
         await asyncio.sleep(max(0.0, interval - waited))
     print(json.dumps({"runs": runs, "max_wait": max(waits), "errors": errors}), flush=True)
 

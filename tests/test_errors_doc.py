@@ -1209,7 +1209,7 @@ def _push_refused() -> Produced:
     """`stepstream traces push` to a loopback HTTP server that answers 404 to everything."""
 
     class NotFound(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the http.server hook's name
+        def do_POST(self) -> None:
             self.send_error(404, "no OTLP here")
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - hook signature

@@ -56,8 +56,12 @@ def runs(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Runs:
     del stack
     service = f"stepstream-fullstack-{uuid.uuid4().hex[:8]}"
     lines = run_app(
-        "failed", "--rounds", "3",
-        env=app_env(service), cwd=tmp_path_factory.mktemp("app"), timeout=240,
+        "failed",
+        "--rounds",
+        "3",
+        env=app_env(service),
+        cwd=tmp_path_factory.mktemp("app"),
+        timeout=240,
     )
     recorded = {line["kind"]: line for line in lines if "kind" in line}
     assert recorded["failed"]["status"] == "ConnectionError", recorded
@@ -145,7 +149,9 @@ def _tempo_traces(expr: str, start: float, end: float) -> list[Any]:
     return traces
 
 
-def test_tempo_has_the_trace_and_every_traceql_query_finds_the_run(runs: Runs, stack: Stack) -> None:
+def test_tempo_has_the_trace_and_every_traceql_query_finds_the_run(
+    runs: Runs, stack: Stack
+) -> None:
     """Tempo returns the trace by id; each TraceQL query of the dashboards finds that run."""
     stack.require("tempo")
     trace_id = runs.failed["trace_id"]
@@ -166,7 +172,12 @@ def test_tempo_has_the_trace_and_every_traceql_query_finds_the_run(runs: Runs, s
 
 def _loki_lines(expr: str, start: float) -> list[tuple[str, str, dict[str, str]]]:
     """(timestamp, line, labels and structured metadata) of a LogQL query, oldest first."""
-    params = {"query": expr, "start": str(int(start * 1e9)), "limit": "5000", "direction": "forward"}
+    params = {
+        "query": expr,
+        "start": str(int(start * 1e9)),
+        "limit": "5000",
+        "direction": "forward",
+    }
     result = request(f"{LOKI}/loki/api/v1/query_range", params)["data"]["result"]
     lines = [(ts, line, stream["stream"]) for stream in result for ts, line in stream["values"]]
     return sorted(lines)
@@ -190,6 +201,12 @@ def test_loki_has_every_streamed_event_of_the_run_in_seq_order(runs: Runs, stack
     assert [seq for _, seq in seen] == sorted(seq for _, seq in seen), "Loki's order is seq order"
 
 
+def _loki_result(expr: str, start: float) -> list[Any]:
+    params = {"query": expr, "start": str(int(start * 1e9))}
+    result: list[Any] = request(f"{LOKI}/loki/api/v1/query_range", params)["data"]["result"]
+    return result
+
+
 def test_every_logql_query_of_the_dashboards_returns_data(runs: Runs, stack: Stack) -> None:
     """Each LogQL query of the dashboards returns data for the test's service."""
     stack.require("loki")
@@ -198,8 +215,7 @@ def test_every_logql_query_of_the_dashboards_returns_data(runs: Runs, stack: Sta
     assert queries
     for query in queries:
         expr = substitute(query.expr, _values(runs))
-        params = {"query": expr, "start": str(int(start * 1e9))}
-        poll(query.where, lambda p=params: request(f"{LOKI}/loki/api/v1/query_range", p)["data"]["result"])
+        poll(query.where, functools.partial(_loki_result, expr, start))
 
 
 def _prometheus(expr: str) -> list[Any]:
@@ -215,14 +231,20 @@ def test_every_promql_query_of_the_dashboards_returns_series(runs: Runs) -> None
     for query in queries:
         poll(query.where, functools.partial(_prometheus, substitute(query.expr, values)))
     for series, labels in EXPECTED_LABELS.items():
-        result = poll(series, functools.partial(_prometheus, f'{series}{{service_name="{runs.service}"}}'))
+        result = poll(
+            series, functools.partial(_prometheus, f'{series}{{service_name="{runs.service}"}}')
+        )
         for item in result:
             assert labels <= set(item["metric"]), (series, item["metric"])
-    statuses = _prometheus(f'stepstream_run_duration_seconds_count{{service_name="{runs.service}"}}')
+    statuses = _prometheus(
+        f'stepstream_run_duration_seconds_count{{service_name="{runs.service}"}}'
+    )
     assert {"ok", "error", "timeout"} <= {r["metric"]["stepstream_run_status"] for r in statuses}
 
 
-def test_exemplars_carry_trace_ids_that_the_trace_backends_resolve(runs: Runs, stack: Stack) -> None:
+def test_exemplars_carry_trace_ids_that_the_trace_backends_resolve(
+    runs: Runs, stack: Stack
+) -> None:
     """The run duration histogram's exemplars name traces that Jaeger (and Tempo) return."""
     bucket = f'stepstream_run_duration_seconds_bucket{{service_name="{runs.service}"}}'
     now = time.time()
@@ -236,10 +258,15 @@ def test_exemplars_carry_trace_ids_that_the_trace_backends_resolve(runs: Runs, s
     trace_ids = {e["labels"]["trace_id"] for s in exemplars for e in s["exemplars"]}
     assert trace_ids
     for trace_id in sorted(trace_ids)[:5]:
-        trace = poll(f"exemplar trace {trace_id} in Jaeger", functools.partial(jaeger_trace, trace_id))
+        trace = poll(
+            f"exemplar trace {trace_id} in Jaeger", functools.partial(jaeger_trace, trace_id)
+        )
         assert any(s["operationName"].startswith("invoke_workflow ") for s in trace["spans"])
         if "tempo" not in stack.absent:
-            assert poll(f"exemplar trace {trace_id} in Tempo", functools.partial(_tempo_span_names, trace_id))
+            assert poll(
+                f"exemplar trace {trace_id} in Tempo",
+                functools.partial(_tempo_span_names, trace_id),
+            )
 
 
 def test_grafana_has_healthy_datasources_and_both_dashboards(runs: Runs, stack: Stack) -> None:
@@ -267,24 +294,36 @@ def test_the_example_service_reports_by_itself(stack: Stack) -> None:
 def test_the_embedded_default_reaches_the_backends_by_push(stack: Stack, tmp_path: Path) -> None:
     """Runs recorded in .stepstream/ (no endpoint), then `stepstream traces push`ed."""
     service = f"stepstream-pushed-{uuid.uuid4().hex[:8]}"
-    lines = run_app("failed", "--rounds", "0", env=app_env(service, None), cwd=tmp_path, timeout=120)
+    lines = run_app(
+        "failed", "--rounds", "0", env=app_env(service, None), cwd=tmp_path, timeout=120
+    )
     run = next(line for line in lines if line.get("kind") == "failed")
     recorded = tmp_path / ".stepstream"
     assert (recorded / "traces.jsonl").stat().st_size > 0
     env = app_env(service, None)
     done = stepstream_cli(
-        "traces", "push", "--endpoint", COLLECTOR, "--telemetry-dir", str(recorded),
-        cwd=tmp_path, env=env,
+        "traces",
+        "push",
+        "--endpoint",
+        COLLECTOR,
+        "--telemetry-dir",
+        str(recorded),
+        cwd=tmp_path,
+        env=env,
     )
     assert done.returncode == 0, done.stderr
     assert f"log lines to {COLLECTOR}" in done.stderr
     _assert_whole_failed_run_in_jaeger(run, service)
     if "tempo" not in stack.absent:
-        names = poll("the pushed trace in Tempo", functools.partial(_tempo_span_names, run["trace_id"]))
+        names = poll(
+            "the pushed trace in Tempo", functools.partial(_tempo_span_names, run["trace_id"])
+        )
         assert "invoke_workflow ToolCallWorkflow" in names
     if "loki" not in stack.absent:
         expr = f'{{service_name="{service}"}} |= "stream_event" | trace_id="{run["trace_id"]}"'
-        lines_found = poll("the pushed lines in Loki", lambda: _loki_lines(expr, time.time() - 3600))
+        lines_found = poll(
+            "the pushed lines in Loki", lambda: _loki_lines(expr, time.time() - 3600)
+        )
         assert len(lines_found) == len(run["stream"])
 
 

@@ -37,9 +37,13 @@ IN_FLIGHT = 2.5
 
 
 def _start_series(service: str, cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(  # noqa: S603 - our own script
+    return subprocess.Popen(
         [sys.executable, str(APP), "series", "--runs", str(RUNS), "--interval", str(INTERVAL)],
-        cwd=cwd, env=app_env(service), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=cwd,
+        env=app_env(service),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -90,13 +94,15 @@ def test_collector_killed_and_restarted_mid_stream(stack: Stack, tmp_path: Path)
 
     found = _arrived([r["trace_id"] for r in runs], settle=15)
     lost = [r for r in runs if r["trace_id"] not in found]
-    print(  # the measured loss, for the record (pytest -s shows it)
+    print(  # noqa: T201 - the measured loss, for the record (pytest -s shows it)
         f"collector down {restarted_at - killed_at:.1f} s: {len(lost)} of {RUNS} runs lost, "
         f"ended {[round(killed_at - r['at'], 2) for r in lost]} s before the kill"
     )
     during = [r for r in runs if killed_at <= r["at"] <= restarted_at]
     assert during, "no run ended while the collector was down: the test proves nothing"
-    assert not [r for r in lost if r["at"] >= killed_at], "a run made during the outage or after was lost"
+    assert not [r for r in lost if r["at"] >= killed_at], (
+        "a run made during the outage or after was lost"
+    )
     assert all(killed_at - r["at"] <= IN_FLIGHT for r in lost), lost
 
 
@@ -122,5 +128,8 @@ def test_backend_down_behind_a_live_collector_is_delivered_after_restart(
         missing.difference_update({t for t in missing if jaeger_trace(t) is not None})
         return not missing
 
-    poll(f"the runs of the outage in Jaeger after its restart ({len(missing)} missing)", delivered, 150)
-
+    poll(
+        f"the runs of the outage in Jaeger after its restart ({len(missing)} missing)",
+        delivered,
+        150,
+    )

@@ -49,7 +49,9 @@ class Program:
 PROGRAMS = {
     "otel-collector": Program("otelcol", health="13133/"),
     "jaeger": Program("jaeger"),
-    "prometheus": Program("prometheus", listen_args=("--web.listen-address=127.0.0.1:{port:9090}",)),
+    "prometheus": Program(
+        "prometheus", listen_args=("--web.listen-address=127.0.0.1:{port:9090}",)
+    ),
 }
 #: The compose services that do not run here, and why.
 ABSENT = {
@@ -69,7 +71,8 @@ def load_compose() -> dict[str, Any]:
     services: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))["services"]
     unknown = set(services) - set(PROGRAMS) - set(ABSENT)
     if unknown:
-        raise StackError(f"{COMPOSE_FILE}: services {sorted(unknown)} have no local program")
+        msg = f"{COMPOSE_FILE}: services {sorted(unknown)} have no local program"
+        raise StackError(msg)
     return services
 
 
@@ -119,13 +122,15 @@ class Deriver:
         self.state = state
 
     def local_port(self, service: str, port: int) -> int:
+        """The port here of a service's container port."""
         try:
             return self.ports[service, port]
         except KeyError:
-            raise StackError(
+            msg = (
                 f"{COMPOSE_FILE}: {service} uses port {port}, which its `ports` or "
                 "`expose` do not list: add it to `expose`"
-            ) from None
+            )
+            raise StackError(msg) from None
 
     def address(self, service: str, text: str) -> object:
         """``text`` with its host:port made local; DROP if it points at an absent service."""
@@ -179,7 +184,9 @@ class Deriver:
         for job in derived.get("scrape_configs", []):
             job["static_configs"] = [c for c in job.get("static_configs", []) if c.get("targets")]
         if "scrape_configs" in derived:
-            derived["scrape_configs"] = [j for j in derived["scrape_configs"] if j["static_configs"]]
+            derived["scrape_configs"] = [
+                j for j in derived["scrape_configs"] if j["static_configs"]
+            ]
         return derived
 
     def command(self, service: str) -> list[str]:
@@ -189,25 +196,27 @@ class Deriver:
         for volume in spec.get("volumes", []):
             source, target = str(volume).split(":")[:2]
             mounts[target] = (COMPOSE_DIR / source).resolve()
-        args = []
-        for arg in spec.get("command", []):
-            flag, sep, value = str(arg).partition("=")
-            if sep and value in mounts:
-                derived = self.state / service / Path(value).name
-                derived.parent.mkdir(parents=True, exist_ok=True)
-                tree = self.config(service, mounts[value])
-                derived.write_text(yaml.safe_dump(tree, sort_keys=False), encoding="utf-8")
-                arg = f"{flag}={derived}"
-            elif sep and value.startswith("/"):
-                data = self.state / service / "data" / value.lstrip("/")
-                data.mkdir(parents=True, exist_ok=True)
-                arg = f"{flag}={data}"
-            args.append(arg)
-        for extra in PROGRAMS[service].listen_args:
-            args.append(
-                re.sub(r"\{port:(\d+)\}", lambda m: str(self.local_port(service, int(m[1]))), extra)
-            )
+        args = [self._argument(service, str(arg), mounts) for arg in spec.get("command", [])]
+        args.extend(
+            re.sub(r"\{port:(\d+)\}", lambda m: str(self.local_port(service, int(m[1]))), extra)
+            for extra in PROGRAMS[service].listen_args
+        )
         return args
+
+    def _argument(self, service: str, arg: str, mounts: dict[str, Path]) -> str:
+        """One ``--flag=value`` of a compose command, its mounted file or data path moved."""
+        flag, sep, value = arg.partition("=")
+        if sep and value in mounts:
+            derived = self.state / service / Path(value).name
+            derived.parent.mkdir(parents=True, exist_ok=True)
+            tree = self.config(service, mounts[value])
+            derived.write_text(yaml.safe_dump(tree, sort_keys=False), encoding="utf-8")
+            return f"{flag}={derived}"
+        if sep and value.startswith("/"):
+            data = self.state / service / "data" / value.lstrip("/")
+            data.mkdir(parents=True, exist_ok=True)
+            return f"{flag}={data}"
+        return arg
 
     def health_url(self, service: str) -> str:
         """The health endpoint: the compose healthcheck's URL, or the program's default."""
@@ -240,7 +249,8 @@ def start_order(services: dict[str, Any]) -> list[str]:
         if name in order or name not in PROGRAMS:
             return
         if name in path:
-            raise StackError(f"{COMPOSE_FILE}: depends_on has a cycle through {name}")
+            msg = f"{COMPOSE_FILE}: depends_on has a cycle through {name}"
+            raise StackError(msg)
         for dependency in services[name].get("depends_on", {}):
             visit(dependency, (*path, name))
         order.append(name)

@@ -28,18 +28,21 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from http import HTTPStatus
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from derive import ABSENT  # noqa: E402
-from derive import LOOPBACK  # noqa: E402
-from derive import PROGRAMS  # noqa: E402
-from derive import ROOT  # noqa: E402
-from derive import Deriver  # noqa: E402
-from derive import StackError  # noqa: E402
-from derive import load_compose  # noqa: E402
-from derive import start_order  # noqa: E402
+from derive import (
+    ABSENT,
+    LOOPBACK,
+    PROGRAMS,
+    ROOT,
+    Deriver,
+    StackError,
+    load_compose,
+    start_order,
+)
 
 BUILD_SCRIPT = ROOT / ".ci" / "build-stack.sh"
 DEFAULT_STATE = Path(os.environ.get("STEPSTREAM_STACK_STATE", ROOT / ".cache" / "stack-run"))
@@ -56,22 +59,27 @@ __all__ = ["LocalStack", "StackError", "binaries"]
 def binaries(names: list[str]) -> dict[str, Path]:
     """Each program's binary, built by .ci/build-stack.sh when not cached yet."""
     targets = [PROGRAMS[name].build for name in names]
-    done = subprocess.run(  # noqa: S603 - our own script
-        ["bash", str(BUILD_SCRIPT), *targets],
-        capture_output=True, text=True, timeout=BUILD_TIMEOUT, check=False,
+    done = subprocess.run(
+        [str(BUILD_SCRIPT), *targets],
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT,
+        check=False,
     )
     if done.returncode != 0:
-        raise StackError(f"{BUILD_SCRIPT} {' '.join(targets)} failed:\n{done.stderr[-4000:]}")
+        msg = f"{BUILD_SCRIPT} {' '.join(targets)} failed:\n{done.stderr[-4000:]}"
+        raise StackError(msg)
     paths = [Path(line) for line in done.stdout.splitlines() if line.strip()]
     if len(paths) != len(names):
-        raise StackError(f"{BUILD_SCRIPT} printed {done.stdout!r}, not {len(names)} paths")
+        msg = f"{BUILD_SCRIPT} printed {done.stdout!r}, not {len(names)} paths"
+        raise StackError(msg)
     return dict(zip(names, paths, strict=True))
 
 
 def _healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=3) as response:  # noqa: S310 - loopback
-            return bool(response.status == 200)
+            return bool(response.status == HTTPStatus.OK)
     except (OSError, urllib.error.URLError):
         return False
 
@@ -88,7 +96,7 @@ def _port_free(port: int) -> bool:
 
 def _exe(pid: int) -> str | None:
     try:
-        return os.readlink(f"/proc/{pid}/exe")
+        return str(Path(f"/proc/{pid}/exe").readlink())
     except OSError:
         return None
 
@@ -121,6 +129,7 @@ class LocalStack:
         return pid if _exe(pid) == record["exe"] else None
 
     def health_url(self, name: str) -> str:
+        """The service's health endpoint here."""
         return self.deriver.health_url(name)
 
     def url(self, name: str, port: int) -> str:
@@ -139,21 +148,28 @@ class LocalStack:
     def start(self, name: str, binary: Path | None = None) -> int:
         """Start one service and wait for its health endpoint; returns its pid."""
         if self.pid(name) is not None:
-            raise StackError(f"{name} already runs (pid {self.pid(name)})")
+            msg = f"{name} already runs (pid {self.pid(name)})"
+            raise StackError(msg)
         binary = binary or binaries([name])[name]
         busy = [
-            port for (service, _), port in self.deriver.ports.items()
+            port
+            for (service, _), port in self.deriver.ports.items()
             if service == name and not _port_free(port)
         ]
         if busy:
-            raise StackError(
+            msg = (
                 f"{name}: port(s) {sorted(busy)} of 127.0.0.1 are taken by another process; "
                 "stop it (`stack.sh down`, or `docker compose down`) and try again"
             )
+            raise StackError(msg)
         args = [str(binary), *self.deriver.command(name)]
         with self.log_file(name).open("ab") as log:
-            process = subprocess.Popen(  # noqa: S603 - our own binaries
-                args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.state,
+            process = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=self.state,
                 start_new_session=True,
             )
         self._children[name] = process
@@ -164,12 +180,14 @@ class LocalStack:
         while time.monotonic() < end:
             if process.poll() is not None:
                 tail = self.log_file(name).read_text(encoding="utf-8", errors="replace")[-3000:]
-                raise StackError(f"{name} exited ({process.returncode}) at start:\n{tail}")
+                msg = f"{name} exited ({process.returncode}) at start:\n{tail}"
+                raise StackError(msg)
             if _healthy(url):
                 return process.pid
             time.sleep(0.5)
         self.stop(name)
-        raise StackError(f"{name}: {url} not healthy within {HEALTH_TIMEOUT:.0f} s")
+        msg = f"{name}: {url} not healthy within {HEALTH_TIMEOUT:.0f} s"
+        raise StackError(msg)
 
     def stop(self, name: str, sig: int = signal.SIGTERM) -> bool:
         """Stop one service this stack started (SIGKILL after a bound); False if none ran."""
