@@ -30,12 +30,12 @@ def sdk() -> CapturedTelemetry:
     return CapturedTelemetry()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The observability stack, healthy: deploy/compose with Docker, else deploy/local.
 
-    Session-scoped: tests/test_full_stack.py and tests/test_full_stack_faults.py share it
-    (its ports are the compose file's, so there can be one at a time).
+    One per test module (tests/test_full_stack.py, tests/test_full_stack_faults.py), torn
+    down after it: its ports are the compose file's, so there is one at a time.
     """
     if docker_problem() is None:
         running, teardown = compose_stack(f"stepstream-fullstack-{os.getpid()}")

@@ -57,17 +57,20 @@ __all__ = ["LocalStack", "StackError", "binaries"]
 
 
 def binaries(names: list[str]) -> dict[str, Path]:
-    """Each program's binary, built by .ci/build-stack.sh when not cached yet."""
+    """Each program's binary, built by .ci/build-stack.sh when not cached yet.
+
+    The build's progress goes to this process's stderr: a cold build takes minutes.
+    """
     targets = [PROGRAMS[name].build for name in names]
     done = subprocess.run(
         [str(BUILD_SCRIPT), *targets],
-        capture_output=True,
+        stdout=subprocess.PIPE,
         text=True,
         timeout=BUILD_TIMEOUT,
         check=False,
     )
     if done.returncode != 0:
-        msg = f"{BUILD_SCRIPT} {' '.join(targets)} failed:\n{done.stderr[-4000:]}"
+        msg = f"{BUILD_SCRIPT} {' '.join(targets)} failed ({done.returncode}): see its output above"
         raise StackError(msg)
     paths = [Path(line) for line in done.stdout.splitlines() if line.strip()]
     if len(paths) != len(names):
