@@ -129,7 +129,9 @@ class LocalStack:
         except (OSError, ValueError):
             return None
         pid = int(record["pid"])
-        return pid if _exe(pid) == record["exe"] else None
+        # A binary replaced on disk while its process runs reads as "<path> (deleted)".
+        exe = (_exe(pid) or "").removesuffix(" (deleted)")
+        return pid if exe == record["exe"] else None
 
     def health_url(self, name: str) -> str:
         """The service's health endpoint here."""
