@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds, from the Go module proxy, the programs of deploy/compose at the versions its
 # images pin, for the local stack (deploy/local/stack.sh) and tests/test_full_stack.py.
-# Cached by version: a binary already built is not built again, so a warm run takes no
+# Cached by version (and by a hash of this script and the manifest, which say how): a
+# binary already built is not built again, so a warm run takes no
 # time. Builds run one at a time, under `nice`. Measured on 2 cores: a fresh machine
 # (empty Go caches) 22 min wall, 12 CPU-min, with other work on the machine; a fresh
 # clone on a machine whose Go caches are warm (CI's case) 20 s.
@@ -23,10 +24,12 @@
 #
 # usage: .ci/build-stack.sh [otelcol] [jaeger] [prometheus]     (no argument: all)
 #        .ci/build-stack.sh --print-dir NAME   the directory NAME's binary is cached in
-# env:   STEPSTREAM_STACK_CACHE   where binaries are cached (default: <repo>/.cache/stack)
+# env:   STEPSTREAM_STACK_CACHE   where binaries are cached (default: <repo>/.cache/stack,
+#                                 as <name>-<version>-<recipe hash>/)
 #        GOMODCACHE, GOCACHE      Go's own caches (default: Go's, outside the repository)
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
+SELF="$REPO/.ci/$(basename "$0")"
 COMPOSE="$REPO/deploy/compose/docker-compose.yaml"
 MANIFEST="$REPO/deploy/collector/manifest.yaml"
 CACHE="${STEPSTREAM_STACK_CACHE:-$REPO/.cache/stack}"
@@ -60,15 +63,14 @@ binary_name() {
   esac
 }
 
-# The cache directory: name and version; the collector's also names its manifest's hash,
-# so that a component added to the manifest is built in.
+# The cache directory: name, version, and a hash of how it is built (this script, and
+# the collector's manifest), so that a changed flag or an added component is built.
 dir_of() {
-  local key
-  key="$1-$(version "$1")"
+  local recipe=("$SELF")
   if [ "$1" = otelcol ]; then
-    key="$key-$(sha256sum "$MANIFEST" | cut -c1-12)"
+    recipe+=("$MANIFEST")
   fi
-  echo "$CACHE/$key"
+  echo "$CACHE/$1-$(version "$1")-$(cat "${recipe[@]}" | sha256sum | cut -c1-12)"
 }
 
 command -v go >/dev/null 2>&1 || die "needs the Go toolchain (go) on PATH"
