@@ -1,10 +1,15 @@
 """Fixtures shared by the whole suite: captured telemetry and in-memory providers."""
 
 import logging
+import os
 from collections.abc import Iterator
 
 import pytest
 
+from _full_stack import Stack
+from _full_stack import compose_stack
+from _full_stack import docker_problem
+from _full_stack import local_stack
 from stepstream.testing import CapturedTelemetry
 from stepstream.testing import capture_telemetry
 
@@ -23,3 +28,20 @@ def tel(caplog: pytest.LogCaptureFixture) -> Iterator[CapturedTelemetry]:
 def sdk() -> CapturedTelemetry:
     """In-memory SDK providers that record only the workflows they are handed to."""
     return CapturedTelemetry()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The observability stack, healthy: deploy/compose with Docker, else deploy/local.
+
+    One per test module (tests/test_full_stack.py, tests/test_full_stack_faults.py), torn
+    down after it: its ports are the compose file's, so there is one at a time.
+    """
+    if docker_problem() is None:
+        running, teardown = compose_stack(f"stepstream-fullstack-{os.getpid()}")
+    else:
+        running, teardown = local_stack(tmp_path_factory.mktemp("stack"))
+    try:
+        yield running
+    finally:
+        teardown()

@@ -12,6 +12,7 @@ template, or a template the code no longer produces fails.
 
 import asyncio
 import functools
+import http.server
 import json
 import logging
 import re
@@ -1425,6 +1426,18 @@ CLI_CASES: dict[str, CliCase] = {
         {"t/logs.jsonl": ""},
         env={"STEPSTREAM_MAX_LINE_BYTES": "lots"},
     ),
+    "--endpoint must be an http:// or https:// URL, got '<value>'": CliCase(
+        ("traces", "push", "--endpoint", "localhost:4318", "--telemetry-dir", "t"),
+        {"hello.py": WORKFLOW_FILE},
+        RECORDED,
+    ),
+    # Port 9 of 127.0.0.1 (discard): nothing listens there on a test machine.
+    "cannot reach a collector at <url>: <reason>; start one (deploy/README.md) or pass "
+    "--endpoint": CliCase(
+        ("traces", "push", "--endpoint", "http://127.0.0.1:9", "--telemetry-dir", "t"),
+        {"hello.py": WORKFLOW_FILE},
+        RECORDED,
+    ),
 }
 
 
@@ -1461,6 +1474,33 @@ def cli_results() -> dict[str, list[str]]:
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = pool.map(run_cli_case, CLI_CASES.values())
         return dict(zip(CLI_CASES, results, strict=True))
+
+
+@trigger("the collector at <url> answered <status>: <text>")
+def _push_refused() -> Produced:
+    """`stepstream traces push` to a loopback HTTP server that answers 404 to everything."""
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_error(404, "no OTLP here")
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - hook signature
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        case = CliCase(
+            ("traces", "push", "--endpoint", endpoint, "--telemetry-dir", "t"),
+            {"hello.py": WORKFLOW_FILE},
+            RECORDED,
+        )
+        return "cli", run_cli_case(case)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 for _template in CLI_CASES:

@@ -1,291 +1,336 @@
-"""The whole stack, for real: compose up, run the examples, find their telemetry in every backend.
+"""The whole stack, for real: run the examples through the collector, find them in every backend.
 
-Runs only where a Docker daemon answers (`docker info` succeeds) and Compose v2 is there;
-elsewhere every test is skipped with the reason. It starts deploy/compose under its own
-project name (the published ports 3000, 3100, 3200, 4317, 4318, 9090, 13133 and 16686 of
-127.0.0.1 must be free), runs deploy/example_loop.py once against the collector under a
-service name of its own, then asks Jaeger's and Tempo's APIs for the failed run's trace,
-Loki for its log lines, Prometheus for its metrics and exemplars, runs every dashboard
-query against the backend it is meant for, and checks that Grafana serves both
-dashboards. The stack is torn down (with its volumes) whatever happens.
+Runs against deploy/compose where a Docker daemon answers, and against deploy/local's
+processes everywhere else (tests/_full_stack.py: the programs are built from their Go
+modules by .ci/build-stack.sh, cached by version). tests/_stack_app.py runs rounds of
+deploy/example_loop.py plus two recorded ToolCallWorkflow runs (one failed, one
+retried) under a service name of the test's own, with OTLP to the collector on
+127.0.0.1:4318; the tests then ask each backend's API for what the runs sent. The
+fault tests (tests/test_full_stack_faults.py) kill and restart parts of the same stack.
 """
 
-import base64
 import functools
-import json
-import os
-import shutil
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
-from collections.abc import Callable
-from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
-from typing import TypeVar
 
 import pytest
 
-from _dashboard_queries import COMPOSE_DIR
-from _dashboard_queries import DEPLOY
 from _dashboard_queries import dashboard_queries
 from _dashboard_queries import substitute
-from _helpers import command_problem
-from _helpers import run_command
+from _full_stack import COLLECTOR
+from _full_stack import GRAFANA
+from _full_stack import JAEGER
+from _full_stack import LOKI
+from _full_stack import PROMETHEUS
+from _full_stack import TEMPO
+from _full_stack import Stack
+from _full_stack import app_env
+from _full_stack import jaeger_trace
+from _full_stack import poll
+from _full_stack import request
+from _full_stack import run_app
+from _full_stack import tags
+from _helpers import stepstream_cli
 from stepstream.telemetry import attributes as attrs
-
-COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yaml"
-JAEGER = "http://127.0.0.1:16686"
-TEMPO = "http://127.0.0.1:3200"
-LOKI = "http://127.0.0.1:3100"
-PROMETHEUS = "http://127.0.0.1:9090"
-GRAFANA = "http://127.0.0.1:3000"
-COLLECTOR = "http://127.0.0.1:4318"
-#: Bound on each wait for data to arrive in a backend.
-DEADLINE = 180.0
-T = TypeVar("T")
-
-
-def _docker_problem() -> str | None:
-    """Return why the stack cannot run here, or None when a Docker daemon answers."""
-    docker = shutil.which("docker")
-    if docker is None:
-        return "no docker client on PATH"
-    for args in (["info"], ["compose", "version"]):
-        problem = command_problem(docker, *args, what=f"`docker {' '.join(args)}`", timeout=30)
-        if problem is not None:
-            return problem
-    return None
-
-
-_PROBLEM = _docker_problem()
-pytestmark = pytest.mark.skipif(
-    _PROBLEM is not None,
-    reason=f"needs a running Docker daemon with Compose v2 ({_PROBLEM})",
-)
-
-
-def _compose(project: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    docker = shutil.which("docker") or "docker"
-    compose = (docker, "compose", "-f", COMPOSE_FILE, "-p", project)
-    return run_command(*compose, *args, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def stack() -> Iterator[str]:
-    """deploy/compose up with --wait (healthy), torn down with its volumes afterwards."""
-    project = f"stepstream-fullstack-{os.getpid()}"
-    try:
-        up = _compose(
-            project, "up", "-d", "--build", "--wait", "--wait-timeout", "600", timeout=900
-        )
-        if up.returncode != 0:
-            logs = _compose(project, "logs", "--no-color", "--tail", "40", timeout=120)
-            pytest.fail(f"compose up failed:\n{up.stderr[-4000:]}\n{logs.stdout[-8000:]}")
-        yield project
-    finally:
-        _compose(project, "down", "--volumes", "--remove-orphans", timeout=300)
-
-
-def _request(url: str, params: dict[str, str] | None = None, *, auth: str | None = None) -> Any:
-    if params:
-        url = f"{url}?{urllib.parse.urlencode(params)}"
-    request = urllib.request.Request(url)  # noqa: S310 - loopback only
-    if auth:
-        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
-    with urllib.request.urlopen(request, timeout=15) as response:  # noqa: S310 - loopback
-        return json.loads(response.read() or b"null")
-
-
-def _poll(what: str, fetch: Callable[[], T | None], deadline: float = DEADLINE) -> T:
-    """Call ``fetch`` until it returns something truthy, for at most ``deadline`` seconds."""
-    end = time.monotonic() + deadline
-    last: Exception | None = None
-    while time.monotonic() < end:
-        try:
-            value = fetch()
-        except (OSError, urllib.error.URLError, ValueError, KeyError) as exc:
-            last = exc
-        else:
-            if value:
-                return value
-        time.sleep(2)
-    pytest.fail(f"{what}: nothing within {deadline:.0f} s (last error: {last})")
+from test_prometheus_queries import EXPECTED_LABELS
 
 
 @dataclass(frozen=True)
-class FailedRun:
-    """The failed ToolCallWorkflow run of the test's own example round."""
+class Runs:
+    """The test app's recorded runs, by kind ("failed", "retried")."""
 
     service: str
-    trace_id: str
-    run_id: str
+    recorded: dict[str, dict[str, Any]]
+
+    @property
+    def failed(self) -> dict[str, Any]:
+        return self.recorded["failed"]
 
 
 @pytest.fixture(scope="module")
-def failed_run(stack: str, tmp_path_factory: pytest.TempPathFactory) -> FailedRun:
-    """Run one round of the examples against the collector; find its failed run in Jaeger."""
+def runs(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Runs:
+    """Three rounds of the examples, then the recorded runs, all through the collector."""
     del stack
     service = f"stepstream-fullstack-{uuid.uuid4().hex[:8]}"
-    work = tmp_path_factory.mktemp("example")
-    env = {
-        **os.environ,
-        "OTEL_EXPORTER_OTLP_ENDPOINT": COLLECTOR,
-        "OTEL_SERVICE_NAME": service,
-        "OTEL_METRIC_EXPORT_INTERVAL": "1000",
-        "STEPSTREAM_EXAMPLE_HEARTBEAT": str(work / "heartbeat"),
-    }
-    loop = (DEPLOY / "example_loop.py", "--rounds", "3", "--interval", "2")
-    done = run_command(sys.executable, *loop, cwd=work, env=env, timeout=180)
-    assert done.returncode == 0, done.stderr
-
-    def find() -> FailedRun | None:
-        traces = _request(f"{JAEGER}/api/traces", {"service": service, "limit": "100"})["data"]
-        for trace in traces:
-            for span in trace["spans"]:
-                tags = {t["key"]: t["value"] for t in span["tags"]}
-                if (
-                    span["operationName"] == "invoke_workflow ToolCallWorkflow"
-                    and tags.get(attrs.RUN_STATUS) == attrs.STATUS_ERROR
-                ):
-                    return FailedRun(service, trace["traceID"], str(tags[attrs.RUN_ID]))
-        return None
-
-    return _poll("a failed ToolCallWorkflow run in Jaeger", find)
+    lines = run_app(
+        "failed",
+        "--rounds",
+        "3",
+        env=app_env(service),
+        cwd=tmp_path_factory.mktemp("app"),
+        timeout=240,
+    )
+    recorded = {line["kind"]: line for line in lines if "kind" in line}
+    assert recorded["failed"]["status"] == "ConnectionError", recorded
+    assert recorded["retried"]["status"] == "ok", recorded
+    return Runs(service, recorded)
 
 
-def _values(run: FailedRun) -> dict[str, str]:
+def _values(runs: Runs) -> dict[str, str]:
     return {
-        "service": run.service,
+        "service": runs.service,
         "workflow": ".*",
         "step": ".*",
-        "run_id": run.run_id,
-        "trace_id": run.trace_id,
+        "run_id": runs.failed["run_id"],
+        "trace_id": runs.failed["trace_id"],
         "__rate_interval": "1m",
         "__auto": "1m",
     }
 
 
-def test_jaeger_has_the_whole_trace(failed_run: FailedRun) -> None:
-    """Jaeger returns the failed run's trace with its run span and its step attempts."""
-    trace = _request(f"{JAEGER}/api/traces/{failed_run.trace_id}")["data"][0]
-    names = [span["operationName"] for span in trace["spans"]]
+def _span_events(trace: dict[str, Any]) -> list[tuple[str, int]]:
+    """(event type, seq) of every stepstream.event span event of a Jaeger trace."""
+    found = []
+    for span in trace["spans"]:
+        for log in span["logs"]:
+            fields = tags(log)
+            if fields.get("event") == attrs.STREAM_EVENT:
+                found.append((fields[attrs.EVENT_TYPE], int(fields[attrs.EVENT_SEQ])))
+    return sorted(found, key=lambda item: item[1])
+
+
+def test_jaeger_has_the_failed_run_whole(runs: Runs) -> None:
+    """Run span, every attempt as its child, every streamed event with its seq, the error."""
+    _assert_whole_failed_run_in_jaeger(runs.failed, runs.service)
+
+
+def _assert_whole_failed_run_in_jaeger(run: dict[str, Any], service: str) -> None:
+    trace = poll("the failed run in Jaeger", functools.partial(jaeger_trace, run["trace_id"]))
+    spans = {span["spanID"]: span for span in trace["spans"]}
+    [run_span] = [
+        s for s in spans.values() if s["operationName"] == "invoke_workflow ToolCallWorkflow"
+    ]
+    run_tags = tags(run_span)
+    assert run_tags[attrs.RUN_ID] == run["run_id"]
+    assert run_tags[attrs.RUN_STATUS] == attrs.STATUS_ERROR
+    assert run_tags["otel.status_code"] == "ERROR"
+    assert run_tags[attrs.ERROR_TYPE] == "ConnectionError"
+    attempts = [s for s in spans.values() if s["operationName"] == "run_step call_tool"]
+    assert sorted(tags(s)[attrs.STEP_ATTEMPT] for s in attempts) == [1, 2, 3]
+    for attempt in attempts:
+        parents = [r for r in attempt["references"] if r["refType"] == "CHILD_OF"]
+        assert [r["spanID"] for r in parents] == [run_span["spanID"]]
+        assert tags(attempt)["otel.status_code"] == "ERROR"
+    assert _span_events(trace) == [tuple(item) for item in run["stream"]]
+    assert trace["processes"][run_span["processID"]]["serviceName"] == service
+
+
+def test_jaeger_has_the_causal_link_of_the_retried_run(runs: Runs) -> None:
+    """The summarise step's span links to the call_tool attempt whose event it received."""
+    run = runs.recorded["retried"]
+    trace = poll("the retried run in Jaeger", functools.partial(jaeger_trace, run["trace_id"]))
+    by_id = {span["spanID"]: span for span in trace["spans"]}
+    [summarise] = [s for s in by_id.values() if s["operationName"] == "run_step summarise"]
+    links = [r for r in summarise["references"] if r["refType"] == "FOLLOWS_FROM"]
+    assert len(links) == 1
+    cause = by_id[links[0]["spanID"]]
+    assert cause["operationName"] == "run_step call_tool"
+    assert tags(cause)[attrs.STEP_ATTEMPT] == 2
+    assert _span_events(trace) == [tuple(item) for item in run["stream"]]
+
+
+def _tempo_span_names(trace_id: str) -> set[str]:
+    trace = request(f"{TEMPO}/api/traces/{trace_id}")
+    batches = trace.get("batches") or trace.get("resourceSpans") or []
+    return {
+        span["name"]
+        for batch in batches
+        for scope in batch.get("scopeSpans") or batch.get("instrumentationLibrarySpans") or []
+        for span in scope["spans"]
+    }
+
+
+def _tempo_traces(expr: str, start: float, end: float) -> list[Any]:
+    params = {"q": expr, "start": str(int(start)), "end": str(int(end)), "limit": "100"}
+    traces: list[Any] = request(f"{TEMPO}/api/search", params)["traces"]
+    return traces
+
+
+def test_tempo_has_the_trace_and_every_traceql_query_finds_the_run(
+    runs: Runs, stack: Stack
+) -> None:
+    """Tempo returns the trace by id; each TraceQL query of the dashboards finds that run."""
+    stack.require("tempo")
+    trace_id = runs.failed["trace_id"]
+    names = poll("the trace in Tempo", functools.partial(_tempo_span_names, trace_id))
     assert "invoke_workflow ToolCallWorkflow" in names
-    assert names.count("run_step call_tool") == 3
+    start, end = time.time() - 3600, time.time() + 600
+    queries = [q for q in dashboard_queries() if q.language == "traceql"]
+    assert queries
+    for query in queries:
+        expr = substitute(query.expr, _values(runs))
+
+        def found(expr: str = expr) -> bool:
+            ids = {t["traceID"].lstrip("0") for t in _tempo_traces(expr, start, end)}
+            return trace_id.lstrip("0") in ids
+
+        poll(query.where, found)
 
 
-def test_tempo_has_the_trace_and_finds_it_by_traceql(failed_run: FailedRun) -> None:
-    """Tempo returns the trace by id, and a TraceQL search on the run status finds it."""
-
-    def by_id() -> set[str] | None:
-        trace = _request(f"{TEMPO}/api/traces/{failed_run.trace_id}")
-        batches = trace.get("batches") or trace.get("resourceSpans") or []
-        return {
-            span["name"]
-            for batch in batches
-            for scope in batch.get("scopeSpans") or batch.get("instrumentationLibrarySpans") or []
-            for span in scope["spans"]
-        }
-
-    names = _poll("the trace in Tempo", by_id)
-    assert "invoke_workflow ToolCallWorkflow" in names
-    query = (
-        f'{{ resource.service.name = "{failed_run.service}" && '
-        f'span.stepstream.run.status = "error" }}'
-    )
-    found = _poll(
-        "the TraceQL search",
-        lambda: _request(f"{TEMPO}/api/search", {"q": query, "limit": "50"})["traces"],
-    )
-    assert failed_run.trace_id.lstrip("0") in {t["traceID"].lstrip("0") for t in found}
+def _loki_lines(expr: str, start: float) -> list[tuple[str, str, dict[str, str]]]:
+    """(timestamp, line, labels and structured metadata) of a LogQL query, oldest first."""
+    params = {
+        "query": expr,
+        "start": str(int(start * 1e9)),
+        "limit": "5000",
+        "direction": "forward",
+    }
+    result = request(f"{LOKI}/loki/api/v1/query_range", params)["data"]["result"]
+    lines = [(ts, line, stream["stream"]) for stream in result for ts, line in stream["values"]]
+    return sorted(lines)
 
 
-def test_loki_has_the_runs_log_lines_by_trace_id(failed_run: FailedRun) -> None:
-    """Loki returns the run's lines, filtered by the trace_id structured metadata."""
-    query = f'{{service_name="{failed_run.service}"}} | trace_id="{failed_run.trace_id}"'
-    start = str(int((time.time() - 3600) * 1e9))
+def test_loki_has_every_streamed_event_of_the_run_in_seq_order(runs: Runs, stack: Stack) -> None:
+    """Every stream_event line of the failed run, found by its trace_id, in seq order."""
+    stack.require("loki")
+    run = runs.failed
+    expr = f'{{service_name="{runs.service}"}} |= "stream_event" | trace_id="{run["trace_id"]}"'
+    start = time.time() - 3600
+    expected = [tuple(item) for item in run["stream"]]
 
-    def lines() -> list[str] | None:
-        result = _request(f"{LOKI}/loki/api/v1/query_range", {"query": query, "start": start})
-        return [line for stream in result["data"]["result"] for _, line in stream["values"]]
+    def complete() -> list[tuple[str, str, dict[str, str]]] | None:
+        lines = _loki_lines(expr, start)
+        return lines if len(lines) >= len(expected) else None
 
-    found = set(_poll("the run's log lines in Loki", lines))
-    assert {attrs.LOG_RUN_STARTED, attrs.LOG_STEP_FAILED, attrs.LOG_RUN_FINISHED} <= found
-
-
-def test_prometheus_has_the_metrics_and_exemplars(failed_run: FailedRun) -> None:
-    """Prometheus has the run metrics of the service, with exemplars pointing at traces."""
-    selector = f'stepstream_run_duration_seconds_count{{service_name="{failed_run.service}"}}'
-    result = _poll("the run metrics in Prometheus", functools.partial(_prometheus_result, selector))
-    assert {"ok", "error", "timeout"} <= {r["metric"]["stepstream_run_status"] for r in result}
-    bucket = f'stepstream_run_duration_seconds_bucket{{service_name="{failed_run.service}"}}'
-    now = time.time()
-    exemplars = _poll(
-        "exemplars in Prometheus",
-        lambda: _request(
-            f"{PROMETHEUS}/api/v1/query_exemplars",
-            {"query": bucket, "start": str(now - 3600), "end": str(now + 60)},
-        )["data"],
-    )
-    labels = {k for series in exemplars for e in series["exemplars"] for k in e["labels"]}
-    assert "trace_id" in labels
-
-
-def _prometheus_result(expr: str) -> list[Any]:
-    result: list[Any] = _request(f"{PROMETHEUS}/api/v1/query", {"query": expr})["data"]["result"]
-    return result
+    lines = poll("the run's stream_event lines in Loki", complete)
+    seen = [(meta["event_type"], int(meta["seq"])) for _, _, meta in lines]
+    assert sorted(seen, key=lambda item: item[1]) == expected
+    assert [seq for _, seq in seen] == sorted(seq for _, seq in seen), "Loki's order is seq order"
 
 
 def _loki_result(expr: str, start: float) -> list[Any]:
     params = {"query": expr, "start": str(int(start * 1e9))}
-    result: list[Any] = _request(f"{LOKI}/loki/api/v1/query_range", params)["data"]["result"]
+    result: list[Any] = request(f"{LOKI}/loki/api/v1/query_range", params)["data"]["result"]
     return result
 
 
-def _tempo_traces(expr: str, start: float, end: float) -> list[Any]:
-    params = {"q": expr, "start": str(int(start)), "end": str(int(end))}
-    traces: list[Any] = _request(f"{TEMPO}/api/search", params)["traces"]
-    return traces
+def test_every_logql_query_of_the_dashboards_returns_data(runs: Runs, stack: Stack) -> None:
+    """Each LogQL query of the dashboards returns data for the test's service."""
+    stack.require("loki")
+    start = time.time() - 3600
+    queries = [q for q in dashboard_queries() if q.language == "logql"]
+    assert queries
+    for query in queries:
+        expr = substitute(query.expr, _values(runs))
+        poll(query.where, functools.partial(_loki_result, expr, start))
 
 
-def test_every_dashboard_query_returns_data_from_its_backend(failed_run: FailedRun) -> None:
-    """Each PromQL, LogQL and TraceQL query of the dashboards returns data for this service."""
-    values = _values(failed_run)
-    start, end = time.time() - 3600, time.time() + 600
-    checked = 0
-    for query in dashboard_queries():
-        expr = substitute(query.expr, values)
-        if query.language == "promql":
-            _poll(query.where, functools.partial(_prometheus_result, expr))
-        elif query.language == "logql":
-            _poll(query.where, functools.partial(_loki_result, expr, start))
-        elif query.language == "traceql":
-            _poll(query.where, functools.partial(_tempo_traces, expr, start, end))
-        else:
-            continue
-        checked += 1
-    assert checked >= 20
+def _prometheus(expr: str) -> list[Any]:
+    result: list[Any] = request(f"{PROMETHEUS}/api/v1/query", {"query": expr})["data"]["result"]
+    return result
 
 
-def test_grafana_serves_both_dashboards_and_the_datasources(failed_run: FailedRun) -> None:
-    """Grafana has provisioned both dashboards and the four datasources."""
-    del failed_run
+def test_every_promql_query_of_the_dashboards_returns_series(runs: Runs) -> None:
+    """Each PromQL query returns series; the raw series carry the contract's labels."""
+    values = _values(runs)
+    queries = [q for q in dashboard_queries() if q.language == "promql"]
+    assert len(queries) >= 10
+    for query in queries:
+        poll(query.where, functools.partial(_prometheus, substitute(query.expr, values)))
+    for series, labels in EXPECTED_LABELS.items():
+        result = poll(
+            series, functools.partial(_prometheus, f'{series}{{service_name="{runs.service}"}}')
+        )
+        for item in result:
+            assert labels <= set(item["metric"]), (series, item["metric"])
+    statuses = _prometheus(
+        f'stepstream_run_duration_seconds_count{{service_name="{runs.service}"}}'
+    )
+    assert {"ok", "error", "timeout"} <= {r["metric"]["stepstream_run_status"] for r in statuses}
+
+
+def test_exemplars_carry_trace_ids_that_the_trace_backends_resolve(
+    runs: Runs, stack: Stack
+) -> None:
+    """The run duration histogram's exemplars name traces that Jaeger (and Tempo) return."""
+    bucket = f'stepstream_run_duration_seconds_bucket{{service_name="{runs.service}"}}'
+    now = time.time()
+    exemplars = poll(
+        "exemplars in Prometheus",
+        lambda: request(
+            f"{PROMETHEUS}/api/v1/query_exemplars",
+            {"query": bucket, "start": str(now - 3600), "end": str(now + 60)},
+        )["data"],
+    )
+    trace_ids = {e["labels"]["trace_id"] for s in exemplars for e in s["exemplars"]}
+    assert trace_ids
+    for trace_id in sorted(trace_ids)[:5]:
+        trace = poll(
+            f"exemplar trace {trace_id} in Jaeger", functools.partial(jaeger_trace, trace_id)
+        )
+        assert any(s["operationName"].startswith("invoke_workflow ") for s in trace["spans"])
+        if "tempo" not in stack.absent:
+            assert poll(
+                f"exemplar trace {trace_id} in Tempo",
+                functools.partial(_tempo_span_names, trace_id),
+            )
+
+
+def test_grafana_has_healthy_datasources_and_both_dashboards(runs: Runs, stack: Stack) -> None:
+    """Grafana's provisioned datasources answer their health checks; both dashboards load."""
+    del runs
+    stack.require("grafana")
     for uid in ("stepstream-overview", "stepstream-run-explorer"):
-        dashboard = _request(f"{GRAFANA}/api/dashboards/uid/{uid}", auth="admin:admin")
+        dashboard = request(f"{GRAFANA}/api/dashboards/uid/{uid}", auth="admin:admin")
         assert dashboard["dashboard"]["uid"] == uid
-    sources = _request(f"{GRAFANA}/api/datasources", auth="admin:admin")
+    sources = request(f"{GRAFANA}/api/datasources", auth="admin:admin")
     assert {s["uid"] for s in sources} >= {"prometheus", "loki", "tempo", "jaeger"}
-    health = _request(f"{GRAFANA}/api/health")
-    assert health["database"] == "ok"
+    for uid in ("prometheus", "loki", "tempo", "jaeger"):
+        health = request(f"{GRAFANA}/api/datasources/uid/{uid}/health", auth="admin:admin")
+        assert health["status"] == "OK", (uid, health)
 
 
-def test_the_example_service_reports_by_itself(stack: str) -> None:
+def test_the_example_service_reports_by_itself(stack: Stack) -> None:
     """The compose `example` service's runs reach Prometheus without anyone starting them."""
-    del stack
+    stack.require("example")
     selector = 'stepstream_run_duration_seconds_count{service_name="stepstream-example"}'
-    result = _poll("the example service's metrics", functools.partial(_prometheus_result, selector))
+    result = poll("the example service's metrics", functools.partial(_prometheus, selector))
     assert {r["metric"]["stepstream_workflow"] for r in result} >= {"MyWorkflow", "FlakyWorkflow"}
+
+
+def test_the_embedded_default_reaches_the_backends_by_push(stack: Stack, tmp_path: Path) -> None:
+    """Runs recorded in .stepstream/ (no endpoint), then `stepstream traces push`ed."""
+    service = f"stepstream-pushed-{uuid.uuid4().hex[:8]}"
+    lines = run_app(
+        "failed", "--rounds", "0", env=app_env(service, None), cwd=tmp_path, timeout=120
+    )
+    run = next(line for line in lines if line.get("kind") == "failed")
+    recorded = tmp_path / ".stepstream"
+    assert (recorded / "traces.jsonl").stat().st_size > 0
+    env = app_env(service, None)
+    done = stepstream_cli(
+        "traces",
+        "push",
+        "--endpoint",
+        COLLECTOR,
+        "--telemetry-dir",
+        str(recorded),
+        cwd=tmp_path,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"log lines to {COLLECTOR}" in done.stderr
+    _assert_whole_failed_run_in_jaeger(run, service)
+    if "tempo" not in stack.absent:
+        names = poll(
+            "the pushed trace in Tempo", functools.partial(_tempo_span_names, run["trace_id"])
+        )
+        assert "invoke_workflow ToolCallWorkflow" in names
+    if "loki" not in stack.absent:
+        expr = f'{{service_name="{service}"}} |= "stream_event" | trace_id="{run["trace_id"]}"'
+        lines_found = poll(
+            "the pushed lines in Loki", lambda: _loki_lines(expr, time.time() - 3600)
+        )
+        assert len(lines_found) == len(run["stream"])
+
+
+def test_the_local_stack_answers_on_the_compose_ports(stack: Stack) -> None:
+    """The ports deploy/README.md lists answer: OTLP, Jaeger, Prometheus, health."""
+    assert request(f"{JAEGER}/api/services") is not None
+    assert request(f"{PROMETHEUS}/api/v1/status/buildinfo")["data"]["version"].startswith("3.")
+    for url in ("http://127.0.0.1:13133/",):
+        assert request(url) is not None
+    del stack

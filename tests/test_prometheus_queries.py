@@ -2,10 +2,11 @@
 
 A real stepstream process (tests/_metrics_app.py) runs the example workflows, including
 failing, retried and timed-out runs, and exposes its metrics through
-opentelemetry-exporter-prometheus on a free loopback port. A real Prometheus (the Debian
-package; .ci/deps-deploy.sh installs it) scrapes it every second, with a generated
-config and a temporary data directory, on another free loopback port. Its HTTP API is
-Prometheus's own parser: /api/v1/query answers a malformed expression with bad_data.
+opentelemetry-exporter-prometheus on a free loopback port. A real Prometheus, the version
+deploy/compose pins (built from its Go module by .ci/build-stack.sh), scrapes it every
+second, with a generated config and a temporary data directory, on another free
+loopback port. Its HTTP API is Prometheus's own parser: /api/v1/query answers a
+malformed expression with bad_data.
 
 The scrape config adds the label service_name="stepstream-test": the stack's Prometheus
 puts service_name on every series from the OTLP resource (otlp.promote_resource_attributes
@@ -16,7 +17,6 @@ import json
 import math
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -35,12 +35,12 @@ import pytest
 from _dashboard_queries import Query
 from _dashboard_queries import dashboard_queries
 from _dashboard_queries import datasource_link_queries
-from _dashboard_queries import ensure_tool
 from _dashboard_queries import substitute
 from _dashboard_queries import substitute_link
 from _helpers import ROOT
 
 APP = Path(__file__).resolve().parent / "_metrics_app.py"
+BUILD_SCRIPT = ROOT / ".ci" / "build-stack.sh"
 SERVICE_NAME = "stepstream-test"
 #: Values for the dashboards' variables: every service, workflow and step.
 VALUES = {"service": ".+", "workflow": ".*", "step": ".*"}
@@ -119,12 +119,16 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def prometheus_binary() -> str:
-    """The prometheus executable, installed by .ci/deps-deploy.sh when missing."""
-    problem = ensure_tool("prometheus", shutil.which("prometheus") is not None)
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.skip(f"Prometheus is not installed and could not be: {problem}")
-    return binary
+    """The Prometheus that deploy/compose pins, built by .ci/build-stack.sh when missing."""
+    done = subprocess.run(
+        ["bash", str(BUILD_SCRIPT), "prometheus"],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
+    assert done.returncode == 0, f"{BUILD_SCRIPT} prometheus failed:\n{done.stderr[-4000:]}"
+    return done.stdout.strip()
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,8 +22,12 @@ from stepstream.cli._waterfall import run_to_json, waterfall
 from stepstream.drawing import draw_all_possible_flows, to_mermaid
 from stepstream.errors import WorkflowValidationError
 from stepstream.telemetry import attributes as attrs
+from stepstream.telemetry.setup import TRACES_FILE
 
 __all__ = ["draw", "logs", "traces"]
+
+#: Where `stepstream traces push` sends without --endpoint or OTEL_EXPORTER_OTLP_ENDPOINT.
+DEFAULT_ENDPOINT = "http://localhost:4318"
 
 
 def _store(directory: Path) -> Store:
@@ -124,6 +129,51 @@ def export(ref: str, html_file: Path, telemetry_dir: Path) -> None:
     except OSError as exc:
         fail(f"cannot write {html_file}: {exc.strerror}")
     err_console().print(Text.assemble("wrote ", shown(html_file)))
+
+
+@traces.command("push")
+@click.option(
+    "--endpoint",
+    metavar="URL",
+    help="The collector's OTLP/HTTP base URL (default: $OTEL_EXPORTER_OTLP_ENDPOINT, "
+    "else http://localhost:4318).",
+)
+@click.option("--no-logs", is_flag=True, help="Push the spans only, not logs.jsonl.")
+@DIR_OPTION
+def push(endpoint: str | None, no_logs: bool, telemetry_dir: Path) -> None:
+    """Send the recorded runs (spans and log lines) to an OTLP collector."""
+    from stepstream.cli._push import PushError, log_requests, post  # noqa: PLC0415
+
+    base = endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or DEFAULT_ENDPOINT
+    base = base.rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        fail(f"--endpoint must be an http:// or https:// URL, got {base!r}")
+    store = _store(telemetry_dir)
+    try:
+        batches = store.span_batches()
+        if not batches:
+            fail(f"no runs recorded in {telemetry_dir / TRACES_FILE}")
+        for batch in batches:
+            post(f"{base}/v1/traces", batch)
+        lines = 0
+        if not no_logs:
+            service = {"service.name": os.environ.get("OTEL_SERVICE_NAME") or "stepstream"}
+            for request in log_requests(store, batches, service):
+                post(f"{base}/v1/logs", request)
+                lines += sum(
+                    len(scope["logRecords"])
+                    for rl in request["resourceLogs"]
+                    for scope in rl["scopeLogs"]
+                )
+    except (StoreError, PushError) as exc:
+        fail(str(exc))
+    spans = sum(
+        len(ss.get("spans", []))
+        for b in batches
+        for rs in b["resourceSpans"]
+        for ss in rs.get("scopeSpans", [])
+    )
+    err_console().print(f"pushed {spans} spans and {lines} log lines to {base}", highlight=False)
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")

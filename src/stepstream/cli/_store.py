@@ -72,6 +72,16 @@ class Store:
         self._warn = warn
         max_line_bytes()  # a bad STEPSTREAM_MAX_LINE_BYTES is reported before any output
 
+    def span_batches(self) -> list[dict[str, Any]]:
+        """Every line of traces.jsonl (and its rotated files) that is an OTLP/JSON span batch."""
+        out: list[dict[str, Any]] = []
+        for where, batch in json_lines(self.directory, TRACES_FILE, self._warn):
+            if isinstance(batch, dict) and isinstance(batch.get("resourceSpans"), list):
+                out.append(batch)
+            else:
+                self._warn(f"{where}: damaged line skipped (not an OTLP span batch)")
+        return out
+
     def spans(self) -> list[Span]:
         """Every span in traces.jsonl and its rotated files, oldest first."""
         out: list[Span] = []
