@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
-import sys
 from pathlib import Path
 
-from stepstream._visible import visible
-from stepstream.errors import WorkflowError
+from stepstream._userfile import import_source
 from stepstream.workflow import Workflow
 
 __all__ = ["LoadError", "load_workflow"]
@@ -22,30 +19,8 @@ def load_workflow(target: str) -> type[Workflow]:
     """Import ``FILE.py`` and return its Workflow subclass (or the one named after ``:``)."""
     path_text, _, class_name = target.partition(":")
     path = Path(path_text)
-    if not path.is_file():
-        msg = f"cannot read {path}: no such file"
-        raise LoadError(msg)
-    module_name = f"_stepstream_user_{path.stem}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        msg = f"cannot import {path}: not a Python file"
-        raise LoadError(msg)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    sys.path.insert(0, str(path.resolve().parent))
-    try:
-        spec.loader.exec_module(module)
-    except SyntaxError as exc:
-        msg = f"cannot import {path}: syntax error at line {exc.lineno}: {exc.msg}"
-        raise LoadError(msg) from exc
-    except WorkflowError as exc:
-        msg = f"cannot import {path}: {exc}"
-        raise LoadError(msg) from exc
-    except Exception as exc:
-        msg = f"cannot import {path}: {type(exc).__name__}: {visible(exc, multiline=True)}"
-        raise LoadError(msg) from exc
-    finally:
-        sys.path.remove(str(path.resolve().parent))
+    module = import_source(path_text, LoadError)
+    module_name = module.__name__
     found = {
         name: obj
         for name, obj in vars(module).items()

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
-from pathlib import Path
-from typing import Any
-
+from stepstream._userfile import import_source
 from stepstream.errors import WorkflowValidationError
 from stepstream.workflow import Workflow
 
@@ -18,44 +13,6 @@ class ServeLoadError(WorkflowValidationError):
     """The target of ``stepstream serve`` cannot be loaded; the message says which and why."""
 
 
-def _import_file(path: Path) -> Any:
-    module_name = f"_stepstream_served_{path.stem}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        msg = f"cannot import {path}: not a Python file"
-        raise ServeLoadError(msg)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    folder = str(path.resolve().parent)
-    sys.path.insert(0, folder)
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(folder)
-    return module
-
-
-def _import(source: str) -> Any:
-    path = Path(source)
-    is_file = source.endswith(".py") or path.is_file()
-    if is_file and not path.is_file():
-        msg = f"cannot read {path}: no such file"
-        raise ServeLoadError(msg)
-    try:
-        return _import_file(path) if is_file else importlib.import_module(source)
-    except ServeLoadError:
-        raise
-    except SyntaxError as exc:
-        msg = f"cannot import {source}: syntax error at line {exc.lineno}: {exc.msg}"
-        raise ServeLoadError(msg) from exc
-    except ModuleNotFoundError as exc:
-        msg = f"cannot import {source}: {exc}; give a FILE.py path or an importable module"
-        raise ServeLoadError(msg) from exc
-    except Exception as exc:
-        msg = f"cannot import {source}: {type(exc).__name__}: {exc}"
-        raise ServeLoadError(msg) from exc
-
-
 def load_workflows(target: str) -> dict[str, Workflow]:
     """The workflows ``target`` names, by the name to serve each under.
 
@@ -64,7 +21,7 @@ def load_workflows(target: str) -> dict[str, Workflow]:
     names to Workflow instances.
     """
     source, _, attr = target.partition(":")
-    module = _import(source)
+    module = import_source(source, ServeLoadError, modules=True)
     if attr:
         if not hasattr(module, attr):
             msg = f"{source} has no attribute {attr!r}"
