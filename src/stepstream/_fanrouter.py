@@ -28,7 +28,6 @@ from stepstream._collect import Collector
 from stepstream._routing import QUEUED, Router, Scope, Ticket, Waiter
 from stepstream._spec import StepSpec
 from stepstream.context._snapshot import SavedBatch, Snapshot
-from stepstream.errors import WorkflowRuntimeError
 from stepstream.events import CollectionReleaseEvent, Event
 
 __all__ = ["Batch", "FanRouter", "Start", "bare_problem", "fan_out_problem"]
@@ -78,19 +77,9 @@ class FanRouter(Router[Any, Any]):
         Returns the waiter it answers, or the invocations to begin (a join released
         by ``Take(n)`` or a several-parameter step completed by this event among them).
         """
-        if target is not None:
-            indices: tuple[int, ...] = (self.graph.index[target],)
-        else:
-            for waiter in self.waiters:
-                if waiter.matches(event):
-                    self.waiters.remove(waiter)
-                    return waiter
-            indices = self.graph.route(type(event))
-            if not indices:
-                if hold or self._dormant_match(event):
-                    self.held.append(event)
-                    return None
-                raise WorkflowRuntimeError(self.send_problem(event, None))
+        indices = self._takers(event, target, hold)
+        if not isinstance(indices, tuple):
+            return indices
         starts: list[Start] = []
         specs = self.graph.specs
         for i in indices:

@@ -261,20 +261,9 @@ class Router(Generic[OriginT, TokenT]):
         takes it: with ``hold``, keeps it for a later waiter and returns None;
         otherwise raises WorkflowRuntimeError.
         """
-        if target is not None:
-            indices: tuple[int, ...] = (self.graph.index[target],)
-        else:
-            if self.waiters:
-                for waiter in self.waiters:
-                    if waiter.matches(event):
-                        self.waiters.remove(waiter)
-                        return waiter
-            indices = self.graph.route(type(event))
-            if not indices:
-                if hold or self._dormant_match(event):
-                    self.held.append(event)
-                    return None
-                raise WorkflowRuntimeError(self.send_problem(event, None))
+        indices = self._takers(event, target, hold)
+        if not isinstance(indices, tuple):
+            return indices
         starts: list[tuple[int, int]] = []
         for i in indices:
             free = self._free[i]
@@ -287,6 +276,29 @@ class Router(Generic[OriginT, TokenT]):
                 backlog.append((event, origin, None))
                 starts.append((i, QUEUED))
         return starts
+
+    def _takers(
+        self, event: Event, target: str | None, hold: bool
+    ) -> tuple[int, ...] | Waiter[TokenT] | None:
+        """The steps ``event`` goes to, the waiter it answers (now removed), or None.
+
+        None when the event is held (``hold``, or a saved waiter may want it); raises
+        WorkflowRuntimeError when nothing takes it.
+        """
+        if target is not None:
+            return (self.graph.index[target],)
+        if self.waiters:
+            for waiter in self.waiters:
+                if waiter.matches(event):
+                    self.waiters.remove(waiter)
+                    return waiter
+        indices = self.graph.route(type(event))
+        if indices:
+            return indices
+        if hold or self._dormant_match(event):
+            self.held.append(event)
+            return None
+        raise WorkflowRuntimeError(self.send_problem(event, None))
 
     def in_flight(self) -> int:
         """How many step invocations hold a worker slot."""
