@@ -64,9 +64,16 @@
   const ms = (v) => `${v.toLocaleString("en-US", { minimumFractionDigits: 1, maximumFractionDigits: 1 })} ms`;
   const took = (v) => (v < 1000 ? `${v.toFixed(1)} ms` : `${(v / 1000).toFixed(2)} s`);
 
+  /** An event's fields, declared and dynamic (``_data``) alike (the CLI's fields_of()). */
+  function fieldsOf(value) {
+    if (!value || typeof value !== "object" || Array.isArray(value)) return {};
+    const { _data: dynamic, ...declared } = value;
+    return { ...declared, ...(dynamic && typeof dynamic === "object" ? dynamic : {}) };
+  }
+
   /** ``k=v`` pairs of an event's fields on one line (the CLI's compact()). */
   function compact(type, value, limit = 160) {
-    const fields = value && typeof value === "object" ? Object.entries(value) : [];
+    const fields = Object.entries(fieldsOf(value));
     const parts = fields.map(([k, v]) => `${k}=${JSON.stringify(v)}`);
     return cut(visible(`${type} ${parts.join(" ")}`.trim()), limit);
   }
@@ -322,15 +329,15 @@
     event(seq, type, envelope) {
       if (seq !== null && this.seqs.has(seq)) return; // a resumed stream never repeats, but be sure
       if (seq !== null) this.seqs.add(seq);
-      const value = envelope.value;
+      const value = fieldsOf(envelope.value);
       const types = [type, ...(envelope.types || [])];
       this.addEventRow(seq, type, value);
       if (types.includes("StopEvent")) return;
       if (types.includes("InputRequiredEvent")) {
-        const text = ["prefix", "prompt", "question"].map((k) => value && value[k]).find((v) => typeof v === "string");
+        const text = ["prefix", "prompt", "question"].map((k) => value[k]).find((v) => typeof v === "string");
         this.prompt = text || "input required";
       }
-      const entries = value && typeof value === "object" ? Object.entries(value) : [];
+      const entries = Object.entries(value);
       const text = entries.length === 1 && typeof entries[0][1] === "string" ? entries[0][1] : null;
       const last = this.blocks[this.blocks.length - 1];
       if (text !== null && last && last.type === type && last.text !== null) {
