@@ -30,7 +30,7 @@ from stepstream.cli._live import LiveView, compact_line, result_text
 __all__ = ["ServerError", "run_remote", "watch_remote"]
 
 EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
-_RETRIES = 8  # reconnections in a row before giving up on a stream
+_RETRIES = 6  # reconnections in a row before giving up on a stream (about 4 s)
 _SETTLE = 0.15  # seconds a prompt must stay due before it is asked (replays settle first)
 
 
@@ -182,7 +182,7 @@ class Server:
                 if failures > _RETRIES:
                     msg = f"lost the connection to the server at {self.url}: {exc}"
                     raise ServerError(msg) from None
-                await asyncio.sleep(min(0.1 * 2**failures, 3.0))
+                await asyncio.sleep(min(0.1 * 2**failures, 1.0))
             else:
                 return  # the stream ends with the run
 
