@@ -1333,6 +1333,20 @@ CLI_CASES: dict[str, CliCase] = {
         "balancer) until a shared handler store exists"
     ): CliCase(("serve", "hello.py", "--workers", "2"), {"hello.py": WORKFLOW_FILE}),
     "cannot read <path>: no such file": CliCase(("run", "nope.py")),
+    "URL must be an http:// or https:// URL, got '<value>'": CliCase(
+        ("watch", "localhost:8000", "h")
+    ),
+    "URL '<value>' is not valid: <reason>": CliCase(("watch", "http://127.0.0.1:80x", "h")),
+    (
+        "cannot reach a stepstream server at <url>: <reason>; start one with `stepstream serve` "
+        "or check the URL"
+    ): CliCase(("watch", "http://127.0.0.1:9", "h")),
+    "--timeout is for a run in this process; a served workflow has its own timeout": CliCase(
+        ("run", "--server", "http://127.0.0.1:9", "jobs", "--timeout", "1")
+    ),
+    "KEY=VALUE argument '<pair>' is not key=value (the workflow comes first)": CliCase(
+        ("run", "hello.py", "oops"), {"hello.py": WORKFLOW_FILE}
+    ),
     "cannot import <path>: not a Python file": CliCase(
         ("run", "hello.txt"), {"hello.txt": WORKFLOW_FILE}
     ),
@@ -1623,6 +1637,7 @@ SERVER_TRIGGERS: dict[str, Callable[[], Produced]] = {
     "after_sequence: must be an event seq (an integer) or 'now', got '<value>'": lambda: answered(
         "GET", "/events/{id}?after_sequence=x", finish=True
     ),
+    "no file '<name>' in the web view (it has <names>)": lambda: answered("GET", "/ui/nope.js"),
     "missing bearer token: send the header 'Authorization: Bearer <token>'": lambda: answered(
         "GET", "/workflows", options={"token": "t0ken"}
     ),
@@ -1631,6 +1646,83 @@ SERVER_TRIGGERS: dict[str, Callable[[], Produced]] = {
     ),
 }
 TRIGGERS.update(SERVER_TRIGGERS)
+
+
+def _cli_against(server: Any, *args: str) -> Produced:
+    """``stepstream ARGS`` (``{url}`` in them: the URL of ``server``, served in a thread)."""
+    from _live_server import serve_in_thread  # noqa: PLC0415 - needs the server extra
+
+    with serve_in_thread(server) as url:
+        return "cli", run_cli_case(CliCase(tuple(a.format(url=url) for a in args)))
+
+
+@trigger("the server at <url> answered <status>: <detail>")
+def _client_refused() -> Produced:
+    return _cli_against(served(), "watch", "{url}", "nope")
+
+
+@trigger(
+    "the server at <url> refused the token: <detail>; pass --token or set STEPSTREAM_SERVER_TOKEN"
+)
+def _client_token() -> Produced:
+    server = served(token="t0ken")  # noqa: S106 - a test server's token
+    return _cli_against(server, "watch", "{url}", "h", "--token", "wrong")
+
+
+class _FakeServer(http.server.BaseHTTPRequestHandler):
+    """A handler ``h`` whose streams break (``drop``) or close for a shutdown."""
+
+    mode = "drop"
+
+    def do_GET(self) -> None:
+        if self.path.startswith(("/events/h", "/handlers/h/steps")):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            if self.mode == "drop":  # promises a body it never sends: the stream breaks
+                self.send_header("Content-Length", "1000")
+                self.end_headers()
+                return
+            frame = {"value": {"reason": "server_shutdown", "detail": "shutting down"}}
+            body = f"event: StreamClosedEvent\ndata: {json.dumps(frame)}\n\n".encode()
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        data: dict[str, Any] = {"graph": {"nodes": []}}
+        if self.path == "/handlers/h":
+            data = {"handler_id": "h", "workflow_name": "w", "run_id": "r", "status": "running"}
+        body = json.dumps(data).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - hook signature
+        pass
+
+
+def _against_fake(mode: str) -> Produced:
+    handler = type("Fake", (_FakeServer,), {"mode": mode})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        return "cli", run_cli_case(CliCase(("watch", url, "h")))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@trigger("lost the connection to the server at <url>: <reason>")
+def _client_lost() -> Produced:
+    return _against_fake("drop")
+
+
+@trigger("the server at <url> closed the stream: <detail>")
+def _client_closed() -> Produced:
+    return _against_fake("shutdown")
 
 
 # -- tests ----------------------------------------------------------------------------------

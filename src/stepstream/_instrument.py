@@ -252,6 +252,10 @@ _METHODS = [
 ]
 
 
+def _nothing(*args: Any) -> None:
+    """What a fan-out calls for a method none of its sinks overrides."""
+
+
 class _Fanout(Observer):
     """Calls each sink in turn; a sink that raises is reported once and never re-raised."""
 
@@ -259,23 +263,35 @@ class _Fanout(Observer):
         self._sinks = tuple(sinks)
         self._reported: set[tuple[int, str]] = set()
         for name in _METHODS:
-            bound = tuple(getattr(s, name) for s in self._sinks)
+            # A sink that does not override a method is not called for it: an observer of
+            # step ends adds no call per streamed event.
+            noop = getattr(Observer, name)
+            found = ((i, getattr(s, name)) for i, s in enumerate(self._sinks))
+            bound = tuple(
+                (i, fn)
+                for i, fn in found
+                if getattr(fn, "__func__", None) is not noop and fn is not _nothing
+            )
             setattr(self, name, self._make(name, bound))
 
-    def _make(self, name: str, bound: tuple[Callable[..., None], ...]) -> Callable[..., None]:
+    def _make(
+        self, name: str, bound: tuple[tuple[int, Callable[..., None]], ...]
+    ) -> Callable[..., None]:
+        if not bound:
+            return _nothing
         if len(bound) == 1:  # the common case, kept lean: this is on the per-event path
-            only = bound[0]
+            index, only = bound[0]
 
             def call_one(*args: Any) -> None:
                 try:
                     only(*args)
                 except Exception:  # noqa: BLE001 - a sink must never break a run
-                    self._report(0, name)
+                    self._report(index, name)
 
             return call_one
 
         def call(*args: Any) -> None:
-            for i, fn in enumerate(bound):
+            for i, fn in bound:
                 try:
                     fn(*args)
                 except Exception:  # noqa: BLE001 - a sink must never break a run

@@ -21,6 +21,7 @@ from stepstream._visible import visible
 __all__ = [
     "DIR_OPTION",
     "EXIT_USAGE",
+    "ServerError",
     "WarningLines",
     "err_console",
     "fail",
@@ -37,6 +38,10 @@ DIR_OPTION = click.option(
     show_default=True,
     help="Directory of the embedded trace and log files.",
 )
+
+
+class ServerError(Exception):
+    """A stepstream server could not be reached or refused a request; the message says why."""
 
 
 def shown(value: object, style: str = "", *, multiline: bool = False) -> Text:

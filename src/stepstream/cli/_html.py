@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import math
 from datetime import UTC, datetime
+from importlib import resources
 
 from stepstream._visible import visible
 from stepstream.cli._store import Run, Span, SpanEvent
@@ -26,24 +27,7 @@ _GREY = "#64748b"
 _NAME_W, _DUR_W, _CHART_W, _ROW_H, _AXIS_H = 290, 90, 860, 26, 30
 _MAX_SPANS, _MAX_TICKS, _MAX_ROWS = 2000, 1000, 500  # timeline rows, ticks per row, table rows
 _GAP_X, _GAP_Y = 70, 62  # graph spacing between columns and between rows
-_CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#0f172a;
-background:#f8fafc;margin:0;padding:24px 32px}h1{font-size:22px;margin:0 0 12px}h2{font-size:16px;
-margin:26px 0 8px}h1 small{color:#64748b;font-weight:400;font-size:15px}.card{background:#fff;
-border:1px solid #e2e8f0;border-radius:8px;padding:14px 16px;overflow-x:auto}.meta{display:grid;
-grid-template-columns:repeat(4,minmax(0,1fr));gap:8px 24px;margin:0}.meta dt{color:#64748b;
-font-size:12px}.meta dd{margin:0;font-weight:600;overflow-wrap:anywhere}
-.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12px}
-.badge{color:#fff;border-radius:10px;padding:1px 9px;font-size:12px}.legend{margin:0 0 6px}
-.legend span{margin-right:16px;font-size:12px;color:#475569}.legend i{display:inline-block;
-width:10px;height:10px;border-radius:2px;margin-right:5px}svg{max-width:100%;height:auto}
-svg text{font-family:inherit}.bar:hover{stroke:#0f172a}.tick{stroke:#0f172a;stroke-width:1.5;
-opacity:.45}.tick:hover{opacity:1;stroke-width:3}table{border-collapse:collapse;width:100%;
-font-size:13px}th,td{text-align:left;padding:3px 10px;border-bottom:1px solid #eef2f7;
-vertical-align:top}th{color:#475569;background:#f8fafc;position:sticky;top:0}
-td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}.note{color:#64748b;
-font-size:12px;margin:6px 0 0}
-"""
+_CSS = (resources.files("stepstream") / "_assets" / "view.css").read_text(encoding="utf-8")
 _WORST_FIRST: tuple[str, ...] = (attrs.STATUS_ERROR, attrs.STATUS_TIMEOUT, attrs.STATUS_CANCELLED)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,16 @@ from stepstream.telemetry import attributes as attrs
 if TYPE_CHECKING:
     from stepstream.workflow import Workflow
 
-__all__ = ["LiveModel", "compact", "fields_of", "plain_line", "result_text", "text_of"]
+__all__ = [
+    "LiveModel",
+    "LiveView",
+    "compact",
+    "compact_line",
+    "fields_of",
+    "plain_line",
+    "result_text",
+    "text_of",
+]
 
 _MAX_TEXT = 1500
 _MAX_LINES = 12
@@ -59,7 +69,12 @@ def compact(event: Event, limit: int = 160) -> str:
         fields = " ".join(f"{k}={v!r}" for k, v in _fields(event).items())
     except Exception as exc:  # noqa: BLE001 - a user's model_dump or __repr__: shown, not raised
         fields = f"<fields cannot be shown: {type(exc).__name__}: {visible(exc)}>"
-    line = visible(f"{type(event).__name__} {fields}".rstrip())
+    return compact_line(type(event).__name__, fields, limit)
+
+
+def compact_line(type_name: str, fields: str, limit: int = 160) -> str:
+    """``Type k=v ...`` made safe to print and cut to ``limit`` characters."""
+    line = visible(f"{type_name} {fields}".rstrip())
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
@@ -72,6 +87,7 @@ class _StepRow:
     runs: int = 0
     retries: int = 0
     error: str = ""
+    waiting_for: str = ""
 
 
 @dataclass
@@ -83,79 +99,64 @@ class _Block:
     line: str = ""
 
 
-class LiveModel(Observer):
-    """Step rows and streamed-event blocks, fed by the seam and by the stream loop."""
+class LiveView:
+    """Step rows and streamed-event blocks: what the live terminal view draws.
 
-    def __init__(self, workflow: Workflow) -> None:
-        self.workflow = type(workflow).__name__
-        self.rows = {name: _StepRow(name) for name in workflow.steps}
+    Fed by the seam in this process (:class:`LiveModel`) or by a server's step and event
+    streams (``stepstream watch``).
+    """
+
+    def __init__(self, workflow: str, steps: Iterable[str]) -> None:
+        self.workflow = workflow
+        self.rows = {name: _StepRow(name) for name in steps}
         self.blocks: list[_Block] = []
         self.started = time.monotonic()
         self.trace_id = ""
         self.run_id = ""
-        # Which step wrote each event still in the stream (popped by the reader).
-        self.writers: dict[int, str] = {}
 
-    # -- the seam --------------------------------------------------------------------
+    def _row(self, step: str) -> _StepRow:
+        row = self.rows.get(step)
+        if row is None:
+            row = self.rows[step] = _StepRow(step)
+        return row
 
-    def run_started(self, run: RunInfo) -> None:
-        """Remember the run's id."""
-        self.run_id = run.run_id
-
-    def run_finished(  # noqa: PLR0917 - matches the seam
-        self,
-        run: RunInfo,
-        status: Status,
-        error: BaseException | None,
-        terminal: StopEvent,
-        seq: int,
-        source: StepInfo | None,
-    ) -> None:
-        """Remember the trace id (set by the tracing observer when the run began)."""
-        self.trace_id = run.trace_id or ""
-
-    def step_started(self, inv: StepInfo) -> None:
-        """Mark the step running."""
-        row = self.rows[inv.step]
+    def mark_running(self, step: str) -> None:
+        """A new attempt of ``step`` began."""
+        row = self._row(step)
         row.state = "running"
         row.started = time.monotonic()
         row.runs += 1
 
-    def step_finished(self, inv: StepInfo, result: Event | None) -> None:
-        """Mark the step done with its duration."""
-        row = self.rows[inv.step]
+    def mark_done(self, step: str, duration_ms: float) -> None:
+        """The attempt of ``step`` returned after ``duration_ms``."""
+        row = self._row(step)
         row.state = "done"
-        row.duration_ms = (time.monotonic() - row.started) * 1000
+        row.duration_ms = duration_ms
 
-    def step_failed(
-        self, inv: StepInfo, error: BaseException, status: Status, will_retry: bool
-    ) -> None:
-        """Mark the step failed (or cancelled)."""
-        row = self.rows[inv.step]
-        row.duration_ms = (time.monotonic() - row.started) * 1000
-        row.state = "retrying" if will_retry else status
-        cancelled = status == attrs.STATUS_CANCELLED
-        row.error = "" if cancelled else f"{type(error).__name__}: {visible(error)}"
+    def mark_failed(self, step: str, state: str, error: str, duration_ms: float) -> None:
+        """The attempt failed: ``state`` is a failed status or ``retrying``; ``error`` is text."""
+        row = self._row(step)
+        row.duration_ms = duration_ms
+        row.state = state
+        row.error = "" if state == attrs.STATUS_CANCELLED else error
 
-    def step_retry(self, inv: StepInfo, delay: float) -> None:
-        """Count a retry."""
-        self.rows[inv.step].retries += 1
+    def mark_waiting(self, step: str, event_type: str) -> None:
+        """``step`` waits for an event of ``event_type`` (``ctx.wait_for_event``)."""
+        row = self._row(step)
+        row.state = "awaiting"  # not "waiting": that is a step not started yet
+        row.waiting_for = event_type
 
-    def event_streamed(
-        self, run: RunInfo, inv: StepInfo | None, event: Event, seq: int, written_ns: int | None
-    ) -> None:
-        """Append the event to its block (text deltas of one step run together)."""
-        self.writers[id(event)] = inv.step if inv is not None else ""
-        if isinstance(event, StopEvent):
-            return
-        text = text_of(event)
-        key = (inv.step if inv is not None else "", inv.attempt if inv else 0, type(event).__name__)
+    def mark_retry(self, step: str) -> None:
+        """Count a retry of ``step``."""
+        self._row(step).retries += 1
+
+    def add_event(self, key: tuple[str, int, str], text: str | None, line: str) -> None:
+        """Append a streamed event: text deltas with one ``key`` (step, attempt, type) join."""
         last = self.blocks[-1] if self.blocks else None
         if text is not None and last is not None and last.key == key and last.texts:
             last.texts.append(text)
             return
-        block = _Block(key, [text] if text is not None else [], compact(event))
-        self.blocks.append(block)
+        self.blocks.append(_Block(key, [text] if text is not None else [], line))
         if len(self.blocks) > _MAX_LINES * 4:
             del self.blocks[: len(self.blocks) - _MAX_LINES * 4]
 
@@ -190,7 +191,64 @@ class LiveModel(Observer):
         return out
 
 
-def _render_row(row: _StepRow) -> tuple[RenderableType, RenderableType, RenderableType]:
+class LiveModel(LiveView, Observer):
+    """The live view of a run in this process, fed by the seam and by the stream loop."""
+
+    def __init__(self, workflow: Workflow) -> None:
+        super().__init__(type(workflow).__name__, workflow.steps)
+        # Which step wrote each event still in the stream (popped by the reader).
+        self.writers: dict[int, str] = {}
+
+    def run_started(self, run: RunInfo) -> None:
+        """Remember the run's id."""
+        self.run_id = run.run_id
+
+    def run_finished(  # noqa: PLR0917 - matches the seam
+        self,
+        run: RunInfo,
+        status: Status,
+        error: BaseException | None,
+        terminal: StopEvent,
+        seq: int,
+        source: StepInfo | None,
+    ) -> None:
+        """Remember the trace id (set by the tracing observer when the run began)."""
+        self.trace_id = run.trace_id or ""
+
+    def step_started(self, inv: StepInfo) -> None:
+        """Mark the step running."""
+        self.mark_running(inv.step)
+
+    def step_finished(self, inv: StepInfo, result: Event | None) -> None:
+        """Mark the step done with its duration."""
+        self.mark_done(inv.step, (time.monotonic() - self.rows[inv.step].started) * 1000)
+
+    def step_failed(
+        self, inv: StepInfo, error: BaseException, status: Status, will_retry: bool
+    ) -> None:
+        """Mark the step failed (or cancelled)."""
+        took = (time.monotonic() - self.rows[inv.step].started) * 1000
+        text = f"{type(error).__name__}: {visible(error)}"
+        self.mark_failed(inv.step, "retrying" if will_retry else status, text, took)
+
+    def step_retry(self, inv: StepInfo, delay: float) -> None:
+        """Count a retry."""
+        self.mark_retry(inv.step)
+
+    def event_streamed(
+        self, run: RunInfo, inv: StepInfo | None, event: Event, seq: int, written_ns: int | None
+    ) -> None:
+        """Append the event to its block (text deltas of one step run together)."""
+        self.writers[id(event)] = inv.step if inv is not None else ""
+        if isinstance(event, StopEvent):
+            return
+        key = (inv.step if inv is not None else "", inv.attempt if inv else 0, type(event).__name__)
+        self.add_event(key, text_of(event), compact(event))
+
+
+def _render_row(  # noqa: PLR0911 - one return per state
+    row: _StepRow,
+) -> tuple[RenderableType, RenderableType, RenderableType]:
     retries = f"  ({row.retries} retr{'y' if row.retries == 1 else 'ies'})" if row.retries else ""
     name = Text(visible(row.name), style="bold")
     if row.state == "running":
@@ -208,6 +266,8 @@ def _render_row(row: _StepRow) -> tuple[RenderableType, RenderableType, Renderab
         return Text("↻", style="magenta"), name, Text(visible(f"retrying: {row.error}"), "magenta")
     if row.state == attrs.STATUS_CANCELLED:
         return Text("-", style="dim"), name, Text("cancelled", style="dim")
+    if row.state == "awaiting":
+        return Text("…", "blue"), name, Text(visible(f"waiting for {row.waiting_for}"), "blue")
     return Text("·", style="dim"), name, Text("waiting", style="dim")
 
 

@@ -48,8 +48,13 @@ class UsageError(Exception):
     """Bad command-line input; the message says which."""
 
 
-def parse_inputs(pairs: tuple[str, ...], input_json: str | None) -> dict[str, Any]:
-    """Merge ``--input-json`` and ``--input key=value`` (values parsed as JSON if they can be)."""
+def parse_inputs(
+    pairs: tuple[str, ...], input_json: str | None, arguments: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Merge ``--input-json``, ``--input key=value`` and ``key=value`` arguments.
+
+    Values are parsed as JSON if they can be; later ones win.
+    """
     inputs: dict[str, Any] = {}
     if input_json is not None:
         try:
@@ -61,10 +66,14 @@ def parse_inputs(pairs: tuple[str, ...], input_json: str | None) -> dict[str, An
             msg = '--input-json must be a JSON object, e.g. \'{"topic": "whales"}\''
             raise UsageError(msg)
         inputs.update(loaded)
-    for pair in pairs:
+    for where, pair in [*(("--input", p) for p in pairs), *(("argument", a) for a in arguments)]:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            msg = f"--input {pair!r} is not key=value"
+            msg = (
+                f"--input {pair!r} is not key=value"
+                if where == "--input"
+                else f"KEY=VALUE argument {pair!r} is not key=value (the workflow comes first)"
+            )
             raise UsageError(msg)
         try:
             inputs[key] = json.loads(raw)

@@ -24,6 +24,7 @@ from stepstream.errors import WorkflowError
 from stepstream.events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
 from stepstream.server._envelope import BadRequest, event_bases, parse_event
 from stepstream.server._handlers import STATUSES, HandlerRecord, HandlerStore
+from stepstream.server._log import RunLog
 from stepstream.server._runs import Runs, correlation, logger
 from stepstream.server._settings import ServerSettings
 from stepstream.server._streaming import StreamLimiter, StreamOptions, event_stream
@@ -97,7 +98,7 @@ class Api:
         self.stop = stop
 
     def routes(self) -> list[BaseRoute]:
-        """The peer's routes."""
+        """The peer's routes, and stepstream's step stream."""
         get, post = ["GET"], ["POST"]
         return [
             Route("/health", self.health, methods=get),
@@ -112,6 +113,7 @@ class Api:
             Route("/handlers", self.list_handlers, methods=get),
             Route("/handlers/{handler_id}", self.get_handler, methods=get),
             Route("/handlers/{handler_id}/cancel", self.cancel, methods=post),
+            Route("/handlers/{handler_id}/steps", self.stream_steps, methods=get),
             Route("/results/{handler_id}", self.result, methods=get),
         ]
 
@@ -334,14 +336,22 @@ class Api:
     async def stream_events(self, request: Request) -> Response:
         """``GET /events/{id}``: the run's events as SSE (default) or NDJSON (``sse=false``)."""
         record = self._record(request)
+        return self._stream(request, record.log, default_after="now")
+
+    async def stream_steps(self, request: Request) -> Response:
+        """``GET /handlers/{id}/steps``: the run's step lifecycle frames (from the start)."""
+        record = self._record(request)
+        return self._stream(request, record.steps, default_after="-1")
+
+    def _stream(self, request: Request, log: RunLog, default_after: str) -> Response:
+        """Frames of ``log`` from the requested position on, as SSE or NDJSON."""
         params = request.query_params
         sse = params.get("sse", "true").lower() == "true"
-        after = params.get("after_sequence", "now")
+        after = params.get("after_sequence", default_after)
         source = "after_sequence"
         last_id = request.headers.get("last-event-id")
         if sse and last_id is not None:
             after, source = last_id, "Last-Event-ID"
-        log = record.log
         if after.strip().lower() == "now":
             position = log.end
         else:

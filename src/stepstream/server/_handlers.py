@@ -39,6 +39,8 @@ class HandlerRecord:
     workflow_name: str
     run_id: str
     log: RunLog
+    #: The run's step lifecycle frames (``GET /handlers/{id}/steps``).
+    steps: RunLog = field(default_factory=RunLog)
     handler: WorkflowHandler | None = None
     #: The workflow's name on its spans and log lines (the class name unless renamed).
     traced_name: str = ""

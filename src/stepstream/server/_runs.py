@@ -22,6 +22,8 @@ from stepstream.handler import WorkflowHandler
 from stepstream.server._envelope import BadRequest, encode_event
 from stepstream.server._handlers import HandlerRecord, HandlerStatus, HandlerStore
 from stepstream.server._log import RunLog
+from stepstream.server._steplog import StepFrames
+from stepstream.telemetry import observe
 from stepstream.workflow import Workflow
 
 __all__ = ["Runs", "correlation", "logger"]
@@ -96,12 +98,15 @@ class Runs:
         # The current span is the request's server span: the run span becomes its child,
         # so the run shares the trace of the request that started it.
         ctx = trace.get_current_span().get_span_context()
-        handler = workflow.run(start_event=start_event)
+        steps = RunLog(self.event_log_limit)
+        with observe(StepFrames(steps)):  # per step attempt, nothing per streamed event
+            handler = workflow.run(start_event=start_event)
         record = HandlerRecord(
             handler_id=handler_id,
             workflow_name=name,
             run_id=handler.run_id,
             log=RunLog(self.event_log_limit),
+            steps=steps,
             handler=handler,
             traced_name=_traced_name(workflow),
             trace_id=format(ctx.trace_id, "032x") if ctx.is_valid else None,
@@ -136,6 +141,7 @@ class Runs:
             status, result, error = _outcome(handler) if handler.done() else ("failed", None, None)
             record.finish(status, result, error)
             log.close()
+            record.steps.close()
             self.store.finished(record)
             logger.info(
                 "run_finished", extra={**correlation(record), "status": status, "error": error}

@@ -32,6 +32,7 @@ from stepstream.server._handlers import HandlerStore, MemoryHandlerStore
 from stepstream.server._middleware import BearerAuth, Correlation, span_details
 from stepstream.server._runs import Runs, correlation, logger
 from stepstream.server._settings import ServerSettings
+from stepstream.server._web import OPEN_PATHS, web_routes
 from stepstream.workflow import Workflow
 
 __all__ = ["WorkflowServer"]
@@ -151,7 +152,7 @@ class WorkflowServer:
         await self.app(scope, receive, send)
 
     def _build(self) -> ASGIApp:
-        routes = self._api.routes()
+        routes = [*self._api.routes(), *web_routes()]
         app: ASGIApp = Starlette(
             routes=routes,
             exception_handlers={
@@ -162,7 +163,7 @@ class WorkflowServer:
             lifespan=lambda _: self.lifespan(),
         )
         if self.settings.token is not None:
-            app = BearerAuth(app, self.settings.token)
+            app = BearerAuth(app, self.settings.token, ("/health", *OPEN_PATHS))
         if self.settings.cors_origins:
             app = CORSMiddleware(
                 app,

@@ -1,0 +1,102 @@
+"""A run's step lifecycle as frames: what the web view and ``stepstream watch`` draw rows from.
+
+The event stream holds what a run wrote to its stream; when its steps start and end is
+not in it. For each run it starts, the server adds one :class:`StepFrames` observer
+(``stepstream.telemetry.observe``), which appends a ``StepStateChanged`` frame to the
+run's step log at every step start, end, failure, retry, wait and resume: work per step
+attempt, none per streamed event. ``GET /handlers/{id}/steps`` streams that log exactly
+as ``GET /events/{id}`` streams the events (SSE ``id:`` is the frame's position, resume
+with ``Last-Event-ID`` or ``after_sequence``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from stepstream.events import Event
+from stepstream.server._envelope import EncodedEvent
+from stepstream.server._log import RunLog
+from stepstream.telemetry import Observer, RunInfo, Status, StepInfo, error_text, safe_text
+
+__all__ = ["FRAME_TYPE", "StepFrames"]
+
+#: The ``type`` (and SSE ``event:``) of every step frame.
+FRAME_TYPE = "StepStateChanged"
+_QUALIFIED = orjson.dumps(f"stepstream.server.{FRAME_TYPE}")
+_MAX_ERROR = 2000  # characters of an error message kept in a frame
+
+
+def _ms(run: RunInfo, ns: int) -> float:
+    """Milliseconds from the run's start to ``ns`` (wall clock, as the spans use)."""
+    return round((ns - run.start_ns) / 1e6, 3)
+
+
+class StepFrames(Observer):
+    """Appends one frame per step lifecycle change of one run to ``log``."""
+
+    def __init__(self, log: RunLog) -> None:
+        self.log = log
+        self._next = 0
+
+    def _frame(self, inv: StepInfo | None, run: RunInfo, state: str, **more: Any) -> None:
+        value: dict[str, Any] = {
+            "step": inv.step if inv is not None else None,
+            "attempt": inv.attempt if inv is not None else None,
+            "worker": inv.worker if inv is not None else None,
+            "state": state,
+            "start_ms": _ms(run, inv.start_ns) if inv is not None else None,
+            "at_ms": _ms(run, time.time_ns()),
+            **more,
+        }
+        head = orjson.dumps({"value": value, "type": FRAME_TYPE, "types": None}, default=str)
+        self.log.append(
+            EncodedEvent(self._next, FRAME_TYPE, head[:-1] + b',"qualified_name":', _QUALIFIED)
+        )
+        self._next += 1
+
+    def step_started(self, inv: StepInfo) -> None:
+        """A step attempt began: state ``running``."""
+        self._frame(inv, inv.run, "running")
+
+    def step_finished(self, inv: StepInfo, result: Event | None) -> None:
+        """A step attempt returned: state ``ok``, with what it emitted and streamed."""
+        emitted = safe_text(type(result).__name__) if result is not None else None
+        self._frame(inv, inv.run, "ok", emitted=emitted, streamed=inv.streamed)
+
+    def step_failed(
+        self, inv: StepInfo, error: BaseException, status: Status, will_retry: bool
+    ) -> None:
+        """A step attempt failed: its status (error, timeout, cancelled) or ``retrying``."""
+        text = error_text(error)
+        if len(text) > _MAX_ERROR:
+            text = text[: _MAX_ERROR - 1] + "…"
+        self._frame(
+            inv,
+            inv.run,
+            "retrying" if will_retry else status,
+            error=f"{safe_text(type(error).__name__)}: {text}",
+            streamed=inv.streamed,
+        )
+
+    def step_waiting(self, run: RunInfo, inv: StepInfo | None, event_type: type[Event]) -> None:
+        """A step waits in ``wait_for_event``: state ``waiting``, and for which event type."""
+        self._frame(inv, run, "waiting", waiting_for=safe_text(event_type.__name__))
+
+    def step_resumed(self, run: RunInfo, inv: StepInfo | None, event: Event) -> None:
+        """A waiting step got its event: state ``running`` again."""
+        self._frame(inv, run, "running", resumed_by=safe_text(type(event).__name__))
+
+    def run_finished(  # noqa: PLR0917 - matches the seam
+        self,
+        run: RunInfo,
+        status: Status,
+        error: BaseException | None,
+        terminal: Event,
+        seq: int,
+        source: StepInfo | None,
+    ) -> None:
+        """The run ended: a last frame (no step) with the run's status and duration."""
+        self._frame(None, run, f"run_{status}")
