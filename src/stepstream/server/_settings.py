@@ -30,6 +30,8 @@ class ServerSettings:
         header_timeout: Time allowed for a request's line and headers (slow clients
             are disconnected; ``serve()`` and ``stepstream serve`` only).
         keep_alive_timeout: Idle time before a kept-alive connection is closed.
+        loop_lag_probe: Sample the event loop's lag and serve it at
+            ``GET /debug/loop-lag`` (``stepstream serve``: ``STEPSTREAM_LOOP_LAG=1``).
     """
 
     token: str | None = None
@@ -43,6 +45,7 @@ class ServerSettings:
     keep_finished: int = 1000
     header_timeout: float = 10.0
     keep_alive_timeout: float = 5.0
+    loop_lag_probe: bool = False
 
     def __post_init__(self) -> None:
         problems = [
