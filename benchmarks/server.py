@@ -47,7 +47,7 @@ SIZES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "stream100": ({"subs": 100, "n": 2_000}, {"subs": 10, "n": 50}),
     "latency": ({"n": 5_000, "rate": 1000}, {"n": 200, "rate": 1000}),
 }
-IDLE_STREAMS = (500, 20)
+IDLE_STREAMS = (900, 20)
 BURST = (500, 20)
 LAG_MAX_MS = 20.0
 RATIO_TARGET = 3.0

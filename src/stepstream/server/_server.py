@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from stepstream.errors import WorkflowValidationError
 from stepstream.events import Event
+from stepstream.server._admission import Admission
 from stepstream.server._api import Api, Served, json_response
 from stepstream.server._envelope import BadRequest
 from stepstream.server._handlers import HandlerStore, MemoryHandlerStore
@@ -184,7 +185,7 @@ class WorkflowServer:
             meter_provider=self._meter_provider,
             exclude_spans=["receive", "send"],
         )
-        return otel
+        return Admission(otel, self.settings.max_active_requests)
 
     # -- lifecycle ----------------------------------------------------------------------
 
