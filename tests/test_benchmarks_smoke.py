@@ -94,3 +94,25 @@ def test_render_checks_every_target_of_the_issue(tmp_path: Path) -> None:
     table = (tmp_path / "results.md").read_text()
     assert "| off | W1 n=100000 | 300 ms | 2,900 ms | 9.7x | >= 10x: **MISSED** |" in table
     assert "| on | W3 n=2000 | 330 ms | 16,500 ms | 50.0x | >= 50x: met |" in table
+
+
+def test_quick_server_benchmark_measures_every_phase(tmp_path: Path) -> None:
+    """`benchmarks/server.py --quick` serves with `stepstream serve` and fills every row."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "server.py"), "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "server.json").read_text())
+    summary = results["summary"]["stepstream"]
+    for key in ("runs_per_s", "events_per_s_1", "events_per_s_100", "latency_p99_ms"):
+        assert summary[key] > 0, key
+    assert all(s["complete"] for s in results["samples"]["stepstream"]["stream1"])
+    assert results["memory"]["stepstream"]["streams"] > 0
+    assert results["otlp_burst"]["runs"] > 0
+    table = (tmp_path / "server.md").read_text()
+    assert "| short runs per second through /run, 16 in flight |" in table
+    assert "OTLP export (logs too)" in table

@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 from stepstream.drawing import flow_graph
 from stepstream.errors import WorkflowError
 from stepstream.events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
+from stepstream.server._admission import parked
 from stepstream.server._envelope import BadRequest, event_bases, parse_event
 from stepstream.server._handlers import STATUSES, HandlerRecord, HandlerStore
 from stepstream.server._log import RunLog
@@ -32,6 +33,8 @@ from stepstream.workflow import Workflow
 
 __all__ = ["Api", "Served", "json_response"]
 
+#: Seconds a /run request keeps its admission slot while its run goes on.
+SHORT_RUN = 0.05
 _HANDLER_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 # Framework events a client may send to any workflow (as the peer's client registry has).
 _FRAMEWORK_EVENTS: tuple[type[Event], ...] = (
@@ -243,7 +246,13 @@ class Api:
     async def run(self, request: Request) -> Response:
         """``POST /workflows/{name}/run``: run, answer when it ends (200; 500 if it failed)."""
         record = await self._start(request)
-        await self.runs.wait(record)
+        ending = asyncio.ensure_future(self.runs.wait(record))
+        # A short run keeps the request's slot to its end, so that a burst of them is
+        # worked through a slot at a time; a longer one gives it back and only waits.
+        done, _ = await asyncio.wait({ending}, timeout=SHORT_RUN)
+        if not done:
+            parked()
+        await ending
         return json_response(record.to_json(), 200 if record.status == "completed" else 500)
 
     async def run_nowait(self, request: Request) -> Response:
@@ -373,6 +382,7 @@ class Api:
         )
 
         async def run(scope: Scope, receive: Receive, send: Send) -> None:
+            parked()  # a stream mostly waits for events: it does not hold a request slot
             try:
                 await event_stream(
                     scope,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ import click
 __all__ = ["serve"]
 
 TOKEN_ENV = "STEPSTREAM_SERVER_TOKEN"  # noqa: S105 - a variable's name, not a secret
+LAG_ENV = "STEPSTREAM_LOOP_LAG"
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
@@ -103,6 +105,7 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
             cors_origins=cors,
             max_body_bytes=max_body,
             max_streams=max_streams,
+            loop_lag_probe=os.environ.get(LAG_ENV, "").strip().lower() in {"1", "true"},
         )
     except WorkflowError as exc:
         _fail(str(exc))

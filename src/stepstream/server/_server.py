@@ -22,13 +22,16 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from stepstream.errors import WorkflowValidationError
 from stepstream.events import Event
+from stepstream.server._admission import Admission
 from stepstream.server._api import Api, Served, json_response
 from stepstream.server._envelope import BadRequest
 from stepstream.server._handlers import HandlerStore, MemoryHandlerStore
+from stepstream.server._lag import LoopLagProbe
 from stepstream.server._middleware import BearerAuth, Correlation, span_details
 from stepstream.server._runs import Runs, correlation, logger
 from stepstream.server._settings import ServerSettings
@@ -105,6 +108,7 @@ class WorkflowServer:
         self._tracer_provider = tracer_provider
         self._meter_provider = meter_provider
         self._app: ASGIApp | None = None
+        self._lag = LoopLagProbe() if settings.loop_lag_probe else None
         for name, workflow in (workflows or {}).items():
             self.add_workflow(name, workflow)
 
@@ -153,6 +157,8 @@ class WorkflowServer:
 
     def _build(self) -> ASGIApp:
         routes = [*self._api.routes(), *web_routes()]
+        if self._lag is not None:
+            routes.append(Route("/debug/loop-lag", self._lag.endpoint, methods=["GET"]))
         app: ASGIApp = Starlette(
             routes=routes,
             exception_handlers={
@@ -180,7 +186,7 @@ class WorkflowServer:
             meter_provider=self._meter_provider,
             exclude_spans=["receive", "send"],
         )
-        return otel
+        return Admission(otel, self.settings.max_active_requests)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -192,9 +198,14 @@ class WorkflowServer:
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
         """Serve inside the block; on exit cancel the runs (use in a host app's lifespan)."""
+        probe = None
+        if self._lag is not None:
+            probe = asyncio.get_running_loop().create_task(self._lag.run(), name="loop lag")
         try:
             yield
         finally:
+            if probe is not None:
+                probe.cancel()
             await self.aclose()
 
     def uvicorn_config(self, host: str = "127.0.0.1", port: int = 8000, **config: Any) -> Any:

@@ -30,6 +30,11 @@ class ServerSettings:
         header_timeout: Time allowed for a request's line and headers (slow clients
             are disconnected; ``serve()`` and ``stepstream serve`` only).
         keep_alive_timeout: Idle time before a kept-alive connection is closed.
+        max_active_requests: Requests worked on at once; more wait their turn (none is
+            refused), so a burst cannot hold the event loop. A ``/run`` request stops
+            counting once its run has started, an event stream once it streams.
+        loop_lag_probe: Sample the event loop's lag and serve it at
+            ``GET /debug/loop-lag`` (``stepstream serve``: ``STEPSTREAM_LOOP_LAG=1``).
     """
 
     token: str | None = None
@@ -43,6 +48,8 @@ class ServerSettings:
     keep_finished: int = 1000
     header_timeout: float = 10.0
     keep_alive_timeout: float = 5.0
+    max_active_requests: int = 16
+    loop_lag_probe: bool = False
 
     def __post_init__(self) -> None:
         problems = [
@@ -57,6 +64,7 @@ class ServerSettings:
                 ("keep_finished", self.keep_finished),
                 ("header_timeout", self.header_timeout),
                 ("keep_alive_timeout", self.keep_alive_timeout),
+                ("max_active_requests", self.max_active_requests),
             )
             if not value > 0
         ]
