@@ -94,7 +94,11 @@ endings = st.one_of(
     st.tuples(st.just("result"), values),
     st.tuples(st.just("raise"), texts),
     st.tuples(st.just("unprintable"), st.none()),
-    st.tuples(st.just("non-event"), st.one_of(values, st.builds(ReprRaises))),
+    # None is not a non-event: a step returning None emits nothing (the run would wait).
+    st.tuples(
+        st.just("non-event"),
+        st.one_of(values.filter(lambda v: v is not None), st.builds(ReprRaises)),
+    ),
 )
 
 
@@ -130,6 +134,9 @@ RUNS = 0
     max_examples=EXAMPLES,
     deadline=None,
     database=None,
+    # The same examples on every machine: CI stays deterministic (run the script with
+    # more examples and derandomize=False to hunt for new cases).
+    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(

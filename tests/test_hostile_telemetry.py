@@ -404,6 +404,29 @@ async def test_returned_non_event_whose_repr_raises_fails_the_step(
     assert tel.all_spans_ended_once()
 
 
+class ReturnsUnprintableList(Workflow):
+    @step
+    async def explode(self, ev: StartEvent) -> StopEvent:
+        return [ReprRaises()]  # type: ignore[return-value]  # the bug under test
+
+
+@pytest.mark.asyncio
+async def test_returned_list_whose_repr_raises_fails_the_step(
+    tel: CapturedTelemetry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A list returned by a step that does not fan out: a clear failure, whatever its repr."""
+    with pytest.raises(WorkflowRuntimeError) as caught:
+        await ReturnsUnprintableList(timeout=5).run()
+    assert str(caught.value) == (
+        "step 'explode' returned a list (<list object; repr() raised RuntimeError>), but its "
+        "return annotation declares no list[E]; annotate it `-> list[E]` to fan out, or "
+        "return one Event"
+    )
+    assert (tel.one("run_step explode").attributes or {})[attrs.STEP_STATUS] == "error"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert tel.all_spans_ended_once()
+
+
 @pytest.mark.asyncio
 async def test_verbose_line_for_an_error_whose_str_raises(
     capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture

@@ -27,6 +27,7 @@ from typing import Any
 from stepstream._collect import Collector
 from stepstream._routing import QUEUED, Router, Scope, Ticket, Waiter
 from stepstream._spec import StepSpec
+from stepstream._text import safe_repr
 from stepstream.context._snapshot import SavedBatch, Snapshot
 from stepstream.events import CollectionReleaseEvent, Event
 
@@ -278,14 +279,14 @@ def fan_out_problem(spec: StepSpec | None, result: list[Any]) -> str | None:
     name = spec.name if spec is not None else "?"
     if spec is None or not spec.fan_out:
         return (
-            f"step {name!r} returned a list ({result!r:.80}), but its return annotation "
+            f"step {name!r} returned a list ({safe_repr(result, 80)}), but its return annotation "
             "declares no list[E]; annotate it `-> list[E]` to fan out, or return one Event"
         )
     for item in result:
         if not isinstance(item, Event):
             return (
                 f"step {name!r} returned a list holding {type(item).__name__} "
-                f"({item!r:.80}); a fan-out returns a list of Event instances"
+                f"({safe_repr(item, 80)}); a fan-out returns a list of Event instances"
             )
     return None
 

@@ -43,6 +43,7 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 import pydantic
 from pydantic import BaseModel, ConfigDict
 
+from stepstream._text import safe_repr
 from stepstream.errors import WorkflowValidationError
 
 if typing.TYPE_CHECKING:
@@ -391,7 +392,7 @@ def Resource(factory: Callable[..., T], cache: bool = True) -> _Resource[T]:  # 
     if not callable(factory):
         msg = (  # type: ignore[unreachable]
             f"Resource(factory) takes a callable that returns the resource, got "
-            f"{type(factory).__name__} ({factory!r:.80}); pass the function itself, "
+            f"{type(factory).__name__} ({safe_repr(factory, 80)}); pass the function itself, "
             "e.g. Resource(make_client), not Resource(make_client())"
         )
         raise TypeError(msg)

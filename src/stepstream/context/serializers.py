@@ -24,6 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from stepstream._text import safe_repr
 from stepstream.events import (
     Event,
     HumanResponseEvent,
@@ -195,7 +196,7 @@ class JsonSerializer(BaseSerializer):
         except Exception as exc:
             msg = (
                 f"cannot serialize a value of type {_type_name(value)} to JSON ({exc}; "
-                f"value: {value!r:.80}); store JSON data (dict, list, str, int, float, "
+                f"value: {safe_repr(value, 80)}); store JSON data (dict, list, str, int, float, "
                 "bool, None) or a pydantic model, or use PickleSerializer() for any "
                 "picklable object"
             )
