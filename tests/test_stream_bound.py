@@ -232,3 +232,15 @@ def test_bad_bound_options_are_named(options: dict[str, Any], message: str) -> N
     with pytest.raises(WorkflowValidationError) as raised:
         Writes(**options)
     assert str(raised.value) == message
+
+
+@pytest.mark.asyncio
+async def test_internal_events_are_never_refused_by_the_bound() -> None:
+    """With expose_internal=True, the runtime's own events take room but are never refused."""
+    # The step's "started" event and two ticks fill the bound; its "ended" event follows.
+    handler = Writes(timeout=10, stream_limit=3).run(count=2)
+    async with asyncio.timeout(5):
+        seen = [ev async for ev in handler.stream_events(expose_internal=True)]
+    assert await handler == "done"
+    assert [ev.n for ev in seen if isinstance(ev, Tick)] == [0, 1]
+    assert type(seen[-1]) is StopEvent

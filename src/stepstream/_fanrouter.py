@@ -261,6 +261,8 @@ class FanRouter(Router[Any, Any]):
         index = self.graph.index
         self._seq = snap.batch_seq
         for saved in snap.batches:
+            if saved.producer not in index:  # a step the workflow no longer has
+                continue
             batch = Batch(saved.batch_id, index[saved.producer], saved.parent, None)
             batch.live = 0
             batch.buffers = {

@@ -395,8 +395,8 @@ class Router(Generic[OriginT, TokenT]):
         snap.waiters.extend((wid, t, dict(r)) for wid, (t, r) in self.dormant.items())
         for key, collectors in self._collectors.items():
             for c in collectors:
-                if c.pending():
-                    snap.joins.append((key[0], c.expected, c.pending()))
+                if pending := c.pending():
+                    snap.joins.append((key[0], c.expected, pending))
         return snap
 
     def restore(self, snap: Snapshot, origin: OriginT) -> list[tuple[str, Event]]:

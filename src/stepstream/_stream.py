@@ -120,6 +120,12 @@ class BoundedEventStream(EventStream):
                 buf.appendleft(EventsDroppedEvent(dropped=1, stream_limit=self.limit))
         return super().push(event)
 
+    def push_internal(self, event: Event) -> None:
+        """Append a runtime-internal event: it takes room in the buffer but is never refused."""
+        seq = self.seq
+        EventStream.push(self, event)
+        self.seq = seq
+
 
 class _StreamIterator:
     __slots__ = ("_done", "_internal", "_stream")

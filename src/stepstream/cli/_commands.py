@@ -32,11 +32,6 @@ DEFAULT_ENDPOINT = "http://localhost:4318"
 
 def _store(directory: Path) -> Store:
     err = err_console()
-
-    def warn(message: str) -> None:
-        # A Text, not markup: messages quote file names and damaged data.
-        err.print(Text.assemble(("warning", "yellow"), ": ", message), highlight=False)
-
     try:
         return Store(directory, lambda m: err.print(labelled("warning", "yellow", m)))
     except StoreError as exc:
@@ -173,7 +168,10 @@ def push(endpoint: str | None, no_logs: bool, telemetry_dir: Path) -> None:
         for rs in b["resourceSpans"]
         for ss in rs.get("scopeSpans", [])
     )
-    err_console().print(f"pushed {spans} spans and {lines} log lines to {base}", highlight=False)
+    err_console().print(
+        Text.assemble(f"pushed {spans} spans and {lines} log lines to ", shown(base)),
+        highlight=False,
+    )
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")

@@ -13,9 +13,11 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
+
+from stepstream._visible import visible
 
 __all__ = ["serve"]
 
@@ -42,8 +44,9 @@ class JsonLines(logging.Formatter):
         return json.dumps(line, default=repr)
 
 
-def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
+def _fail(message: str) -> NoReturn:
+    # Messages quote the user's names and errors: control characters are shown escaped.
+    click.echo(f"error: {visible(message, multiline=True)}", err=True)
     sys.exit(2)
 
 
@@ -87,7 +90,6 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
             f"stepstream serve needs the server extra ({exc.name} is missing): "
             "pip install 'stepstream[server]'"
         )
-        return
     from stepstream.errors import WorkflowError  # noqa: PLC0415
     from stepstream.telemetry import configure_telemetry  # noqa: PLC0415
 
@@ -109,7 +111,6 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
         )
     except WorkflowError as exc:
         _fail(str(exc))
-        return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLines())
     server_log = logging.getLogger("stepstream.server")
@@ -117,11 +118,11 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
     server_log.setLevel(logging.INFO)
     telemetry = configure_telemetry(service_name="stepstream-serve", directory=telemetry_dir)
     auth = "bearer token required" if token else "no auth"
-    click.echo(
+    banner = (
         f"serving {', '.join(workflows)} from {target} on http://{host}:{port} ({auth}); "
-        f"telemetry: {telemetry.endpoint or telemetry.directory}",
-        err=True,
+        f"telemetry: {telemetry.endpoint or telemetry.directory}"
     )
+    click.echo(visible(banner), err=True)
     try:
         asyncio.run(server.serve(host, port))
     finally:
