@@ -7,6 +7,8 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
 from _live_server import serve_in_thread
 from _live_server import trickle
@@ -193,6 +195,21 @@ async def test_bearer_token_on_every_route_but_health() -> None:
                 assert detail(wrong).startswith("wrong bearer token")
             right = await http.get("/workflows", headers={"Authorization": f"Bearer {TOKEN}"})
             assert right.status_code == 200
+
+
+@pytest.mark.asyncio
+async def test_token_paths_hold_when_mounted_under_a_prefix() -> None:
+    """Mounted in a host app, /health stays open and the API still wants the token."""
+    server = make_server(token=TOKEN)
+    host = Starlette(routes=[Mount("/wf", app=server)])
+    async with (
+        server.lifespan(),
+        httpx.AsyncClient(transport=httpx.ASGITransport(host), base_url="http://host") as http,
+    ):
+        assert (await http.get("/wf/health")).status_code == 200
+        assert (await http.get("/wf/workflows")).status_code == 401
+        right = await http.get("/wf/workflows", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert right.status_code == 200
 
 
 @pytest.mark.asyncio

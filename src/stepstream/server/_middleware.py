@@ -37,6 +37,15 @@ async def _refuse(
     await send({"type": "http.response.body", "body": body})
 
 
+def _route_path(scope: Scope) -> str:
+    """The request's path inside this app: without the prefix it is mounted under."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        return path[len(root) :] or "/"
+    return path
+
+
 class BearerAuth:
     """Requires ``Authorization: Bearer <token>`` on every path but the open ones."""
 
@@ -47,7 +56,7 @@ class BearerAuth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Refuse (401) a request without the right token."""
-        if scope["type"] != "http" or scope["path"] in self._open:
+        if scope["type"] != "http" or _route_path(scope) in self._open:
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"authorization")
