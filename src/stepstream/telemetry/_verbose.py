@@ -10,6 +10,7 @@ import sys
 import time
 
 from stepstream._instrument import Observer, RunInfo, Status, StepInfo
+from stepstream._text import error_text
 from stepstream._visible import visible
 from stepstream.events import Event
 
@@ -35,7 +36,7 @@ class VerbosePrinter(Observer):
     ) -> None:
         """Print ``step NAME failed: Error: message`` (and whether it is retried)."""
         then = " (will retry)" if will_retry else ""
-        self._print(f"step {inv.step} {status}: {type(error).__name__}: {visible(error)}{then}")
+        self._print(f"step {inv.step} {status}: {type(error).__name__}: {error_text(error)}{then}")
 
     def event_streamed(
         self, run: RunInfo, inv: StepInfo | None, event: Event, seq: int, written_ns: int | None
