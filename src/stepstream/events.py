@@ -362,7 +362,11 @@ class StopEvent(Event):
         return str(self._result)
 
     def __repr__(self) -> str:
-        fields = {**_peek(self), **self.model_dump()}
+        # Declared fields, the result, then the dynamic fields: each once (the dump
+        # carries the dynamic ones again under ``_data``).
+        fields = self.model_dump()
+        fields.pop("_data", None)
+        fields.update(_peek(self))
         inner = ", ".join(f"{k}={v!r}" for k, v in fields.items())
         return f"{type(self).__name__}({inner})"
 
