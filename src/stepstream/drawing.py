@@ -87,6 +87,14 @@ def flow_graph(workflow: type[Workflow] | Workflow) -> dict[str, Any]:
     methods = {spec.name: getattr(cls, spec.name, None) for spec in graph.specs}
     docs = {name: inspect.getdoc(f) if callable(f) else None for name, f in methods.items()}
 
+    # Ids are the names, as LlamaIndex's are; an event named like a step (or like the
+    # human actor) gets a suffix so that no two nodes share an id.
+    taken = {n.split(":", 1)[1] for n in nodes if not n.startswith("event:")}
+
+    def ident_of(node_key: str) -> str:
+        kind, name = node_key.split(":", 1)
+        return f"{name} (event)" if kind == "event" and name in taken else name
+
     def node(ident: str) -> dict[str, Any]:
         kind, name = ident.split(":", 1)
         if kind == "step":
@@ -97,7 +105,7 @@ def flow_graph(workflow: type[Workflow] | Workflow) -> dict[str, Any]:
         chain = [c.__name__ for c in event.__mro__ if issubclass(c, Event) and c is not Event]
         produced = [a.split(":", 1)[1] for a, b in edges if b == ident and a.startswith("step:")]
         return {
-            "id": name,
+            "id": ident_of(ident),
             "label": name,
             "node_type": "event",
             "event_type": name,
@@ -110,7 +118,7 @@ def flow_graph(workflow: type[Workflow] | Workflow) -> dict[str, Any]:
         "name": cls.__name__,
         "description": inspect.cleandoc(own_doc) if own_doc else None,
         "nodes": [node(n) for n in nodes],
-        "edges": [{"source": a.split(":", 1)[1], "target": b.split(":", 1)[1]} for a, b in edges],
+        "edges": [{"source": ident_of(a), "target": ident_of(b)} for a, b in edges],
     }
 
 
