@@ -344,15 +344,15 @@ def _make_caller(spec: StepSpec, wf: Workflow) -> Caller:
 
 def _slots_caller(fn: Callable[..., Any], spec: StepSpec) -> Caller:
     """The caller of a step with several event parameters: ``ev`` is one event per slot."""
-    order = spec.arg_order
-
-    def pick(ctx: Context[Any], evs: tuple[Event, ...], kind: str) -> Any:
-        return ctx if kind == "ctx" else evs[int(kind[2:])]
+    # Each argument as an index into the slots, -1 for the context: parsed once here,
+    # not at every call.
+    order = tuple(-1 if a == "ctx" else int(a[2:]) for a in spec.arg_order)
+    named = tuple((name, -1 if a == "ctx" else int(a[2:])) for name, a in spec.keyword_args)
 
     def call(ctx: Context[Any], evs: tuple[Event, ...], **resources: Any) -> Any:
-        args = (pick(ctx, evs, a) for a in order)
-        named = {name: pick(ctx, evs, a) for name, a in spec.keyword_args}
-        return fn(*args, **named, **resources)
+        args = (ctx if i < 0 else evs[i] for i in order)
+        kwargs = {name: ctx if i < 0 else evs[i] for name, i in named}
+        return fn(*args, **kwargs, **resources)
 
     return call
 
