@@ -10,6 +10,7 @@ from _full_stack import Stack
 from _full_stack import compose_stack
 from _full_stack import docker_problem
 from _full_stack import local_stack
+from _postgres import PostgresServer
 from stepstream.testing import CapturedTelemetry
 from stepstream.testing import capture_telemetry
 
@@ -45,3 +46,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield running
     finally:
         teardown()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server from Debian's packages on 127.0.0.1, for the whole session."""
+    with PostgresServer() as server:
+        yield server
