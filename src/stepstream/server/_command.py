@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -124,6 +125,27 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
     )
     click.echo(visible(banner), err=True)
     try:
-        asyncio.run(server.serve(host, port))
+        _serve_until_stopped(server.uvicorn_server(host, port))
     finally:
         telemetry.shutdown()
+
+
+def _serve_until_stopped(uv: Any) -> None:
+    """Run the uvicorn server ``uv`` until SIGINT or SIGTERM, then return normally.
+
+    uvicorn shuts down gracefully on either signal and then raises it again for the
+    handlers it found. Left to the defaults, SIGTERM (docker stop, systemd) would kill the
+    process before the telemetry is flushed, and SIGINT would end in click's "Aborted!";
+    the handlers here only ask uvicorn to stop (also when the signal comes before uvicorn
+    installed its own). A second signal once uvicorn is done acts as usual.
+    """
+
+    def stop(signum: int, frame: object) -> None:  # noqa: ARG001 - a signal handler's signature
+        uv.should_exit = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        asyncio.run(uv.serve())
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
