@@ -45,6 +45,12 @@ class JsonLines(logging.Formatter):
         return json.dumps(line, default=repr)
 
 
+def _without_color(record: logging.LogRecord) -> bool:
+    """Drop the ANSI-colored copy of the message that uvicorn adds to some of its records."""
+    record.__dict__.pop("color_message", None)
+    return True
+
+
 def _fail(message: str) -> NoReturn:
     # Messages quote the user's names and errors: control characters are shown escaped.
     click.echo(f"error: {visible(message, multiline=True)}", err=True)
@@ -117,6 +123,14 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
     server_log = logging.getLogger("stepstream.server")
     server_log.addHandler(handler)
     server_log.setLevel(logging.INFO)
+    # uvicorn's own lines (start and stop, refused requests, an application's traceback)
+    # as JSON lines too: a traceback's text is the application's, and a newline in it
+    # would otherwise start what reads as a line of its own.
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    uvicorn_log.addHandler(handler)
+    uvicorn_log.addFilter(_without_color)
+    uvicorn_log.setLevel(logging.INFO)
+    uvicorn_log.propagate = False
     telemetry = configure_telemetry(service_name="stepstream-serve", directory=telemetry_dir)
     auth = "bearer token required" if token else "no auth"
     banner = (
@@ -125,7 +139,7 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
     )
     click.echo(visible(banner), err=True)
     try:
-        _serve_until_stopped(server.uvicorn_server(host, port))
+        _serve_until_stopped(server.uvicorn_server(host, port, log_config=None))
     finally:
         telemetry.shutdown()
 
