@@ -1,14 +1,17 @@
 """The ``stepstream serve`` process itself: how it stops, and what it writes on stderr."""
 
 import json
+import logging
 import signal
 import socket
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
 from _live_server import serve_process
+from stepstream.server._command import JsonLines
 
 
 def spans_of_run(traces: Path, run_id: str) -> list[str]:
@@ -85,7 +88,7 @@ def assert_json_log(lines: list[str]) -> list[dict[str, object]]:
     assert lines[0].startswith("serving hostile from "), lines[0]
     records = []
     for line in lines[1:]:
-        assert line.endswith("\n"), line
+        assert line.splitlines() == [line.removesuffix("\n")], line  # nor U+2028 in it
         record = json.loads(line)  # one object per line: nothing spilled onto another
         assert isinstance(record, dict), line
         assert record["logger"] in LOGGERS, line
@@ -125,3 +128,27 @@ def test_hostile_names_get_a_clean_4xx_and_one_json_log_line_each(tmp_path: Path
     (finished,) = [r for r in records if r["event"] == "run_finished"]
     assert finished["error"] == body["error"]
     assert str(finished["workflow"]).startswith("Hostile\n")
+
+
+def fail_with(message: str) -> None:
+    raise OSError(message)
+
+
+def test_a_json_log_line_takes_any_text() -> None:
+    """The formatter of ``stepstream serve``'s lines: a lone surrogate, newlines and escapes
+    in an extra field or an exception's message give one encodable JSON line."""
+    text = 'caf\udce9\n{"event": "forged"}\r\x1b[31m\u2028'
+    try:
+        fail_with(text)
+    except OSError:
+        record = logging.getLogger("stepstream.server").makeRecord(
+            "stepstream.server", logging.ERROR, __file__, 1, "internal_error", (), sys.exc_info()
+        )
+    record.path = text
+    line = JsonLines().format(record)
+    assert line.splitlines() == [line]  # no \n, \r, U+2028 or other break a reader splits at
+    line.encode("utf-8")  # what the stderr stream will do with it
+    parsed = json.loads(line)
+    assert parsed["event"] == "internal_error"
+    assert parsed["path"] == text
+    assert parsed["exception"].endswith(f"OSError: {text}")
