@@ -1,4 +1,8 @@
-"""Fixtures shared by the whole suite: captured telemetry and in-memory providers."""
+"""Fixtures shared by the whole suite: captured telemetry and in-memory providers.
+
+The session fixture ``phoenix`` (tests/phoenix_fixture.py) is registered here, so that
+every module that asks for it shares one Phoenix server.
+"""
 
 import logging
 import os
@@ -11,6 +15,7 @@ from _full_stack import compose_stack
 from _full_stack import docker_problem
 from _full_stack import local_stack
 from _postgres import PostgresServer
+from phoenix_fixture import phoenix_server  # noqa: F401 - the session fixture "phoenix"
 from stepstream.testing import CapturedTelemetry
 from stepstream.testing import capture_telemetry
 

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -42,6 +43,12 @@ class JsonLines(logging.Formatter):
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, default=repr)
+
+
+def _without_color(record: logging.LogRecord) -> bool:
+    """Drop the ANSI-colored copy of the message that uvicorn adds to some of its records."""
+    record.__dict__.pop("color_message", None)
+    return True
 
 
 def _fail(message: str) -> NoReturn:
@@ -116,6 +123,14 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
     server_log = logging.getLogger("stepstream.server")
     server_log.addHandler(handler)
     server_log.setLevel(logging.INFO)
+    # uvicorn's own lines (start and stop, refused requests, an application's traceback)
+    # as JSON lines too: a traceback's text is the application's, and a newline in it
+    # would otherwise start what reads as a line of its own.
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    uvicorn_log.addHandler(handler)
+    uvicorn_log.addFilter(_without_color)
+    uvicorn_log.setLevel(logging.INFO)
+    uvicorn_log.propagate = False
     telemetry = configure_telemetry(service_name="stepstream-serve", directory=telemetry_dir)
     auth = "bearer token required" if token else "no auth"
     banner = (
@@ -124,6 +139,27 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
     )
     click.echo(visible(banner), err=True)
     try:
-        asyncio.run(server.serve(host, port))
+        _serve_until_stopped(server.uvicorn_server(host, port, log_config=None))
     finally:
         telemetry.shutdown()
+
+
+def _serve_until_stopped(uv: Any) -> None:
+    """Run the uvicorn server ``uv`` until SIGINT or SIGTERM, then return normally.
+
+    uvicorn shuts down gracefully on either signal and then raises it again for the
+    handlers it found. Left to the defaults, SIGTERM (docker stop, systemd) would kill the
+    process before the telemetry is flushed, and SIGINT would end in click's "Aborted!";
+    the handlers here only ask uvicorn to stop (also when the signal comes before uvicorn
+    installed its own). A second signal once uvicorn is done acts as usual.
+    """
+
+    def stop(signum: int, frame: object) -> None:  # noqa: ARG001 - a signal handler's signature
+        uv.should_exit = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        asyncio.run(uv.serve())
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
