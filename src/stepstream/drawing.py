@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from stepstream._graph import compiled_graph
+from stepstream._schema import event_schema
 from stepstream._visible import visible
 from stepstream.events import Event, InputRequiredEvent, StartEvent, StopEvent
 from stepstream.workflow import Workflow
@@ -110,7 +111,7 @@ def flow_graph(workflow: type[Workflow] | Workflow) -> dict[str, Any]:
             "node_type": "event",
             "event_type": name,
             "event_types": chain,
-            "event_schema": event.model_json_schema(),
+            "event_schema": event_schema(event),
             "produced_by": produced,
         }
 
