@@ -1,0 +1,254 @@
+"""The journal of one durable run, and its writer: one DBOS stream write per batch.
+
+The run (``stepstream._runtime.Run``) tells the journal of each streamed event and of
+each step completion; the journal queues entries and the writer, running inside the
+run's DBOS workflow, commits everything queued since its last write as one batch (group
+commit), then publishes the batch's events to the stream and the observers. Entries:
+
+- ``{"k": "ev", "seq", "ev", "ns", "step"}``: a streamed event;
+- ``{"k": "ck", "ctx", "done", "ns"}``: the run saved right after a step completion
+  (``ctx`` is the saved-context format, ``done`` the step keys completed since the last
+  checkpoint); a batch keeps only its last checkpoint;
+- ``{"k": "end", "status", "terminal", "seq", "ns"}``: how the run ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from stepstream._instrument import NOOP, Observer, RunInfo, StepInfo
+from stepstream.context.serializers import BaseSerializer
+from stepstream.durable import _dbos_io
+from stepstream.durable._stream import JournalStream, Replay, decode_event
+from stepstream.errors import WorkflowRuntimeError
+from stepstream.events import Event, StopEvent
+
+if TYPE_CHECKING:
+    from stepstream._outcome import Outcome
+    from stepstream._runtime import Run
+
+__all__ = ["RunJournal"]
+
+_METHODS = [n for n, v in vars(Observer).items() if callable(v) and not n.startswith("_")]
+
+
+def _taken(run_id: str) -> WorkflowRuntimeError:
+    msg = (
+        f"run id {run_id} is already taken by an earlier durable run; start the run "
+        "with another run_id (or none: a new one is made)"
+    )
+    return WorkflowRuntimeError(msg)
+
+
+class _Deferred(Observer):
+    """The run's observer, minus ``event_streamed``: the journal calls that once recorded."""
+
+    def __init__(self, real: Observer, journal: RunJournal) -> None:
+        for name in _METHODS:
+            setattr(self, name, getattr(real, name))
+        self.event_streamed = journal.describe  # type: ignore[method-assign]
+
+
+class RunJournal:
+    """Implements the runtime's ``Journal`` seam for one run (see the module docstring)."""
+
+    def __init__(
+        self,
+        run: Run,
+        serializer: BaseSerializer,
+        start_args: tuple[Any, ...] | None,
+        batches: int = 0,
+    ) -> None:
+        self.run_id = run.info.run_id
+        self.info: RunInfo = run.info
+        self.serializer = serializer
+        self.observer = run.instrument
+        self._observed = run.instrument is not NOOP
+        self.stream = JournalStream(run.loop, run.stream.seq, self)
+        run.stream = self.stream
+        run.observed = True  # every write goes through Run.write, which names its step
+        run.instrument = _Deferred(run.instrument, self)
+        run.journal = self
+        self._entries: list[dict[str, Any]] = []
+        self._pending: list[list[Any]] = []  # [event, seq, step attempt, written ns]
+        self._done_keys: list[str] = []
+        self._wake: asyncio.Future[None] | None = None
+        self._ended: asyncio.Future[dict[str, Any]] = run.loop.create_future()
+        self._recorded: asyncio.Future[None] = run.loop.create_future()
+        self._aborted = False
+        # The DBOS workflow's arguments for a new run; None once the writer is running
+        # (a recovered run's writer is the DBOS workflow that recovered it).
+        self._start_args = start_args
+        self.claimed = start_args is None
+        self.batches = batches  # batches recorded, those read back on recovery included
+        self.readers: list[Replay] = []
+        self.live = True
+        self.starter: Any = None  # the DBOS workflow function (set by the runtime)
+
+    # -- the Journal seam (called by the run) -------------------------------------------
+
+    async def run(self, run: Run) -> None:
+        """Start the run's DBOS workflow, whose body is :meth:`write_loop`; await it."""
+        args = self._start_args
+        if args is None:
+            return
+        info = self.info  # the run span is open now: the trace to continue after a crash
+        trace = [info.trace_id, info.span_id] if info.trace_id and info.span_id else None
+        recorded = self._recorded
+        try:
+            handle = await _dbos_io.start_workflow(
+                self.starter, self.run_id, *args, trace, info.start_ns
+            )
+            await handle.get_result()
+        except BaseException as exc:
+            if not recorded.done():
+                recorded.set_exception(exc if isinstance(exc, Exception) else RuntimeError())
+            raise
+        if not self.claimed:  # DBOS found a workflow of that id: ours never ran
+            error = _taken(self.run_id)
+            recorded.set_exception(error)
+            raise error
+        recorded.set_result(None)
+
+    def streamed(self, event: Event, seq: int) -> None:
+        """``JournalStream.push``: queue the event; its step is named by :meth:`describe`."""
+        entry = {"k": "ev", "seq": seq, "ev": self.serializer.serialize(event), "ns": 0}
+        self._entries.append(entry)
+        self._pending.append([event, seq, None, None, entry])
+        self._kick()
+
+    def describe(
+        self, run: RunInfo, inv: StepInfo | None, event: Event, seq: int, written_ns: int | None
+    ) -> None:
+        """The run's ``event_streamed`` call right after the push: who wrote it, and when."""
+        record = self._pending[-1] if self._pending else None
+        if record is not None and record[1] == seq:
+            record[2] = inv
+            record[3] = written_ns
+            entry = record[4]
+            entry["ns"] = written_ns or time.time_ns()
+            entry["step"] = inv.step if inv is not None else None
+
+    def completed(self, run: Run, step: int, invocation: int) -> None:
+        """A step completion was applied: save the run as it stands now."""
+        self._done_keys.append(f"{run.router.graph.names[step]}:{invocation}")
+        self._checkpoint(run)
+
+    def waiting(self, run: Run) -> None:
+        """A step waits for an event: save the run, so its wait is restored after a crash."""
+        self._checkpoint(run)
+
+    def _checkpoint(self, run: Run) -> None:
+        ctx = run.ctx
+        if ctx is None:
+            return
+        payload = ctx._checkpoint(self.serializer)  # noqa: SLF001 - the journal is a friend
+        done, self._done_keys = self._done_keys, []
+        entries = self._entries
+        for i in range(len(entries) - 1, -1, -1):
+            if entries[i]["k"] == "ck":  # superseded before it was written
+                done = entries.pop(i)["done"] + done
+                break
+        entries.append({"k": "ck", "ctx": payload, "done": done, "ns": time.time_ns()})
+        self._kick()
+
+    async def finish(self, run: Run, outcome: Outcome) -> None:
+        """Record how the run ended; return once that and all before it is recorded."""
+        self._done_keys.clear()
+        self._entries.append(
+            {
+                "k": "end",
+                "status": outcome.status,
+                "terminal": self.serializer.serialize(outcome.terminal),
+                "seq": self.stream.seq,
+                "ns": time.time_ns(),
+            }
+        )
+        self._kick()
+        await asyncio.shield(self._ended)
+        if self._start_args is not None:  # DBOS records the run's end: wait for that too
+            await asyncio.shield(self._recorded)
+
+    def abort(self) -> None:
+        """The run's task was cancelled: write nothing more; the DBOS workflow stays pending."""
+        self._aborted = True
+        self._kick()
+
+    def closed(self, seq: int, terminal: StopEvent) -> None:
+        """The stream's terminal event: the live readers end with it."""
+        self.live = False
+        for reader in self.readers:
+            reader.feed(seq, terminal, True)
+
+    # -- the writer (the body of the run's DBOS workflow) ----------------------------------
+
+    def _kick(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    async def write_loop(self) -> dict[str, Any]:
+        """Commit the queued entries batch by batch until the end entry is recorded.
+
+        Returns the end entry (the DBOS workflow's result). Raises CancelledError when
+        the run was aborted: DBOS then leaves the workflow pending, to be resumed.
+        """
+        self.claimed = True
+        try:
+            return await self._write_loop()
+        except BaseException as exc:
+            if not self._ended.done():
+                if isinstance(exc, asyncio.CancelledError):
+                    self._ended.cancel()
+                else:
+                    self._ended.set_exception(exc)
+            raise
+
+    async def _write_loop(self) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._entries and not self._aborted:
+                self._wake = loop.create_future()
+                await self._wake
+                self._wake = None
+            if self._aborted:
+                raise asyncio.CancelledError
+            batch, self._entries = self._entries, []
+            pending, self._pending = self._pending, []
+            started = time.perf_counter()
+            await _dbos_io.write_batch(batch)
+            self.batches += 1
+            self._publish(pending)
+            self.observer.checkpoint_committed(self.info, time.perf_counter() - started)
+            if batch[-1]["k"] == "end":
+                end = batch[-1]
+                self._ended.set_result(end)
+                return end
+
+    def _publish(self, pending: list[list[Any]]) -> None:
+        stream = self.stream
+        observer = self.observer if self._observed else None
+        readers = self.readers
+        for event, seq, inv, written_ns, _ in pending:
+            stream.publish(event)
+            if observer is not None:
+                observer.event_streamed(self.info, inv, event, seq, written_ns)
+            for reader in readers:
+                reader.feed(seq, event, False)
+
+    # -- reading back ----------------------------------------------------------------------
+
+    async def history(self, after: int) -> AsyncIterator[tuple[int, Event, bool]]:
+        """The recorded events with seq > ``after``, then the terminal one if recorded."""
+        where = f"the journal of run {self.run_id}"
+        for batch in await _dbos_io.read_batches(self.run_id):
+            for entry in batch:
+                kind = entry["k"]
+                if kind == "ev" and entry["seq"] > after:
+                    yield entry["seq"], decode_event(self.serializer, entry["ev"], where), False
+                elif kind == "end" and entry["seq"] > after:
+                    terminal = decode_event(self.serializer, entry["terminal"], where)
+                    yield entry["seq"], terminal, True
