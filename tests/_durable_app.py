@@ -39,6 +39,7 @@ from stepstream.events import InputRequiredEvent
 from stepstream.events import StartEvent
 from stepstream.events import StopEvent
 from stepstream.handler import WorkflowHandler
+from stepstream.testing import capture_telemetry
 
 
 class Label(Event):
@@ -165,7 +166,30 @@ async def main(directory: Path, mode: str) -> None:
     runtime = DBOSRuntime(f"sqlite:///{directory / 'durable.sqlite'}")
     chain = Chain(directory, runtime=runtime, tracer_provider=provider, timeout=60)
     asks = Asks(directory, runtime=runtime, tracer_provider=provider, timeout=None)
-    await runtime.launch()
+    with capture_telemetry() as tel:  # the runs the launch resumes are observed too
+        await runtime.launch()
+    await run_mode(directory, mode, runtime, chain, asks)
+    (directory / f"telemetry-{mode}.json").write_text(
+        json.dumps(
+            {
+                "logs": tel.logs,
+                "metrics": {name: tel.metric_sum(name) for name in tel.metrics()},
+                "histograms": {
+                    name: sum(getattr(p, "count", 0) for p in m.data.data_points)
+                    for name, m in tel.metrics().items()
+                    if type(m.data).__name__ == "Histogram"
+                },
+            },
+            default=str,
+        )
+    )
+    await runtime.destroy()
+
+
+async def run_mode(
+    directory: Path, mode: str, runtime: DBOSRuntime, chain: Chain, asks: Asks
+) -> None:
+    """The part of ``main`` that differs by mode."""
     reader = directory / f"reader-{mode}.txt"
     if mode in {"start", "straight"}:
         if mode == "straight":
@@ -189,9 +213,11 @@ async def main(directory: Path, mode: str) -> None:
         await read(handler, reader, None)
     elif mode == "answer":
         handler = await runtime.handler((directory / "run_id.txt").read_text())
+        reading = asyncio.create_task(read(handler, reader, -1))
         handler.ctx.send_event(HumanResponseEvent(response="ada"))
-        (directory / "result-answer.txt").write_text(json.dumps(await handler))
-    await runtime.destroy()
+        result = await handler
+        await reading
+        (directory / "result-answer.txt").write_text(json.dumps(result))
 
 
 if __name__ == "__main__":

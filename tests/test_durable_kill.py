@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,39 +82,119 @@ def kill_in_step_two(directory: Path) -> subprocess.Popen[str]:
     return proc
 
 
-def test_a_killed_run_resumes_with_the_same_result_and_no_completed_step_run_again(
-    tmp_path: Path,
-) -> None:
-    """kill -9 while step two runs: one is not run again, two re-runs as the same invocation."""
-    reference = tmp_path / "reference"
-    reference.mkdir()
+@pytest.fixture(scope="module")
+def crash(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, object]:
+    """A run killed while step two runs, then resumed: (its directory, pid 1, reference)."""
+    reference = tmp_path_factory.mktemp("reference")
     finish(start(reference, "straight"))
     expected = json.loads((reference / "result-straight.txt").read_text())
-    assert expected == {"total": 52, "seen": ["one", "two", "three"]}
-
-    crashed = tmp_path / "crashed"
-    crashed.mkdir()
+    crashed = tmp_path_factory.mktemp("crashed")
     first = kill_in_step_two(crashed)
-    before = effects(crashed)
-    assert [s for s, _, _ in before] == ["one", "two"]
     seen_before = lines(crashed / "reader-start.txt")
     (crashed / "cursor.txt").write_text(seen_before[-1].split()[0])
-
     finish(start(crashed, "resume"))
+    return crashed, first.pid, expected
+
+
+def test_a_killed_run_resumes_with_the_same_result_and_no_completed_step_run_again(
+    crash: tuple[Path, int, object],
+) -> None:
+    """kill -9 while step two runs: one is not run again, two re-runs as the same invocation."""
+    crashed, first_pid, expected = crash
+    assert expected == {"total": 52, "seen": ["one", "two", "three"]}
     assert json.loads((crashed / "result-resume.txt").read_text()) == expected
     after = effects(crashed)
     assert [s for s, _, _ in after] == ["one", "two", "two", "three"]
     (one_key, two_key, two_again, _) = [k for _, k, _ in after]
     assert two_again == two_key  # the re-run is the same invocation
     assert one_key != two_key
-    assert {pid for s, _, pid in after if s == "one"} == {first.pid}
+    assert [pid == first_pid for _, _, pid in after] == [True, True, False, False]
 
-    # Every seq once, in order, across the crash: the reader before and the one after.
-    seen_after = lines(crashed / "reader-resume.txt")
-    seqs = [int(line.split()[0]) for line in seen_before + seen_after]
+
+def test_a_reader_resuming_after_its_last_seq_sees_every_event_once_in_order(
+    crash: tuple[Path, int, object],
+) -> None:
+    """The reader before the crash and the one after it see seq 0, 1, 2... once each."""
+    crashed, _, _ = crash
+    seen = lines(crashed / "reader-start.txt") + lines(crashed / "reader-resume.txt")
+    seqs = [int(line.split()[0]) for line in seen]
     assert seqs == list(range(len(seqs)))
-    labels = [line.split()[1] for line in seen_before + seen_after]
-    assert labels[:3] == ["one:0", "one:1", "two:0"]
-    assert labels[-1] == "StopEvent"
-    assert labels.count("two:1") == 1
-    assert labels.count("three:0") == 1
+    labels = [line.split()[1] for line in seen]
+    # two:0 twice: step two wrote it, then ran again after the crash (at-least-once).
+    assert labels == ["one:0", "one:1", "two:0", "two:0", "two:1", "three:0", "StopEvent"]
+
+
+def spans(path: Path) -> list[dict[str, Any]]:
+    """The spans a process wrote to ``path`` as they ended."""
+    return [json.loads(line) for line in lines(path)]
+
+
+def test_the_resumed_run_continues_the_trace_and_marks_the_replayed_step(
+    crash: tuple[Path, int, object],
+) -> None:
+    """One trace across the crash; the resumed run span says so; no span event twice."""
+    crashed, _, _ = crash
+    before, after = spans(crashed / "spans-start.jsonl"), spans(crashed / "spans-resume.jsonl")
+    assert [s["name"] for s in before] == ["run_step one"]  # the rest died with the process
+    original_run_span = before[0]["parent_id"]
+    assert {s["trace_id"] for s in before + after} == {before[0]["trace_id"]}
+    (resumed,) = [s for s in after if s["name"].startswith("invoke_workflow")]
+    attributes = resumed["attributes"]
+    assert attributes["stepstream.run.resumed"] is True
+    assert attributes["stepstream.run.attempt"] == 2
+    assert 0 < attributes["stepstream.run.last_checkpoint_ns"] < time.time_ns()
+    assert resumed["parent_id"] == original_run_span
+    assert resumed["links"] == [original_run_span]
+    steps = {s["name"]: s["attributes"] for s in after if s["name"].startswith("run_step")}
+    assert steps["run_step two"]["stepstream.step.replayed"] is True
+    assert "stepstream.step.replayed" not in steps["run_step three"]
+    seqs = [
+        e["attributes"]["stepstream.event.seq"]
+        for s in before + after
+        for e in s["events"]
+        if e["name"] == "stepstream.event"
+    ]
+    # 2 (two:0 before the crash) was on step two's span, which never ended: lost with it.
+    assert sorted(seqs) == [0, 1, 3, 4, 5, 6]
+
+
+def test_the_resumed_process_logs_each_event_once_and_counts_the_resume(
+    crash: tuple[Path, int, object],
+) -> None:
+    """Log lines only for events recorded after the restart; resume metrics are counted."""
+    crashed, _, _ = crash
+    tel = json.loads((crashed / "telemetry-resume.json").read_text())
+    streamed = [line["seq"] for line in tel["logs"] if line["event"] == "stream_event"]
+    assert streamed == [3, 4, 5, 6]
+    (started,) = [line for line in tel["logs"] if line["event"] == "run_started"]
+    assert started["resumed"] is True
+    assert started["run_attempt"] == 2
+    assert isinstance(started["last_checkpoint_ns"], int)
+    replayed = [
+        line["step"]
+        for line in tel["logs"]
+        if line["event"] == "step_started" and line.get("replayed")
+    ]
+    assert replayed == ["two"]
+    assert tel["metrics"]["stepstream.runs.resumed"] == 1
+    assert tel["metrics"]["stepstream.steps.replayed"] == 1
+    assert tel["histograms"]["stepstream.checkpoint.duration"] >= 1
+
+
+def test_a_run_waiting_for_an_answer_survives_a_kill_and_takes_the_answer_after(
+    tmp_path: Path,
+) -> None:
+    """kill -9 while a step waits for a human: the answer sent after the restart ends the run."""
+    proc = start(tmp_path, "waiting")
+    wait_for(lambda: len(lines(tmp_path / "reader-waiting.txt")) == 1, proc, "the question")
+    proc.kill()
+    proc.communicate(timeout=10)
+    assert lines(tmp_path / "reader-waiting.txt") == ["0 InputRequiredEvent"]
+
+    finish(start(tmp_path, "answer"))
+    assert json.loads((tmp_path / "result-answer.txt").read_text()) == "hello ada"
+    # The whole stream, read again from the start: the question was not asked twice.
+    assert lines(tmp_path / "reader-answer.txt") == ["0 InputRequiredEvent", "1 StopEvent"]
+    asked = effects(tmp_path)
+    assert [s for s, _, _ in asked] == ["ask", "ask"]  # in flight at the kill: it ran again
+    assert asked[0][1] == asked[1][1]  # as the same invocation

@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from stepstream._instrument import NOOP, Observer, RunInfo, StepInfo
+from stepstream._instrument import NOOP, Observer, RunInfo, Status, StepInfo
 from stepstream.context.serializers import BaseSerializer
 from stepstream.durable import _dbos_io
 from stepstream.durable._stream import JournalStream, Replay, decode_event
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["RunJournal"]
 
 _METHODS = [n for n, v in vars(Observer).items() if callable(v) and not n.startswith("_")]
+_STEP_ENDS = frozenset({"step_finished", "step_failed", "step_retry"})
 
 
 def _taken(run_id: str) -> WorkflowRuntimeError:
@@ -44,12 +45,33 @@ def _taken(run_id: str) -> WorkflowRuntimeError:
 
 
 class _Deferred(Observer):
-    """The run's observer, minus ``event_streamed``: the journal calls that once recorded."""
+    """The run's observer, with ``event_streamed`` called once the event is recorded.
+
+    A step's end (``step_finished``, ``step_failed``, ``step_retry``) waits for its
+    events too, so that their span events land on its span before it ends.
+    """
 
     def __init__(self, real: Observer, journal: RunJournal) -> None:
         for name in _METHODS:
-            setattr(self, name, getattr(real, name))
+            if name not in _STEP_ENDS:
+                setattr(self, name, getattr(real, name))
         self.event_streamed = journal.describe  # type: ignore[method-assign]
+        self._real = real
+        self._journal = journal
+
+    def step_finished(self, inv: StepInfo, result: Event | None) -> None:
+        """End the step now, or once its events are recorded."""
+        self._journal.after_events(inv, self._real.step_finished, (inv, result))
+
+    def step_failed(
+        self, inv: StepInfo, error: BaseException, status: Status, will_retry: bool
+    ) -> None:
+        """End the failed step now, or once its events are recorded."""
+        self._journal.after_events(inv, self._real.step_failed, (inv, error, status, will_retry))
+
+    def step_retry(self, inv: StepInfo, delay: float) -> None:
+        """Log the retry now, or after the step's (deferred) failure."""
+        self._journal.after_events(inv, self._real.step_retry, (inv, delay))
 
 
 class RunJournal:
@@ -132,6 +154,13 @@ class RunJournal:
             entry["ns"] = written_ns or time.time_ns()
             entry["step"] = inv.step if inv is not None else None
 
+    def after_events(self, inv: StepInfo, call: Any, args: tuple[Any, ...]) -> None:
+        """Call ``call(*args)`` now, or after the unrecorded events ``inv`` wrote are published."""
+        if any(record[2] is inv for record in self._pending):
+            self._pending.append([None, call, inv, args, None])
+        else:
+            call(*args)
+
     def completed(self, run: Run, step: int, invocation: int) -> None:
         """A step completion was applied: save the run as it stands now."""
         self._done_keys.append(f"{run.router.graph.names[step]}:{invocation}")
@@ -175,6 +204,10 @@ class RunJournal:
     def abort(self) -> None:
         """The run's task was cancelled: write nothing more; the DBOS workflow stays pending."""
         self._aborted = True
+        for event, call, _, args, _ in self._pending:
+            if event is None:  # a step's end waiting for its events: end it without them
+                call(*args)
+        self._pending.clear()
         self._kick()
 
     def closed(self, seq: int, terminal: StopEvent) -> None:
@@ -233,6 +266,9 @@ class RunJournal:
         observer = self.observer if self._observed else None
         readers = self.readers
         for event, seq, inv, written_ns, _ in pending:
+            if event is None:  # a step's end, after its events (seq: the call, ns: its args)
+                seq(*written_ns)
+                continue
             stream.publish(event)
             if observer is not None:
                 observer.event_streamed(self.info, inv, event, seq, written_ns)

@@ -10,7 +10,6 @@ the last recorded event, and the run continues live in a task of its own.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +56,10 @@ async def recover(  # noqa: PLR0917 - the DBOS workflow's arguments, passed on
         start_event = decode_event(ctx._default_serializer(), start["ev"], where)  # noqa: SLF001
     saved = ctx._begin()  # noqa: SLF001 - the engine is the context's friend
     loop = asyncio.get_running_loop()
-    run = workflow._new_run(loop, ctx, run_id, saved)  # noqa: SLF001 - a friend too
+    # The run is made, and its task runs, in the context where the runtime launched (its
+    # observers), not in this DBOS workflow's.
+    context = runtime.launch_context.copy()
+    run = context.run(workflow._new_run, loop, ctx, run_id, saved)  # noqa: SLF001 - a friend
     seqs = [e["seq"] for e in entries if e["k"] == "ev"]
     if seqs:
         run.stream.seq = max(run.stream.seq, max(seqs) + 1)
@@ -76,7 +78,6 @@ async def recover(  # noqa: PLR0917 - the DBOS workflow's arguments, passed on
     else:
         run.replaying = True  # no checkpoint: the start step ran, or began, before
         begin = start_event
-    # The run's task starts in a clean context: not inside this DBOS workflow's.
-    handler = workflow._launch(run, begin, contextvars.Context())  # noqa: SLF001
+    handler = workflow._launch(run, begin, context)  # noqa: SLF001
     runtime.started(handler)
     return await journal.write_loop()

@@ -9,6 +9,7 @@ in its own task. On ``launch()`` DBOS re-invokes the workflows of runs that did 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -115,6 +116,7 @@ class DBOSRuntime:
         # The runs executing in this process, by id, until they end.
         self._runs: dict[str, WorkflowHandler] = {}
         self._arrivals: dict[str, asyncio.Future[WorkflowHandler]] = {}
+        self.launch_context = contextvars.copy_context()
 
     # -- registration and launch -----------------------------------------------------------
 
@@ -177,6 +179,8 @@ class DBOSRuntime:
             "run_migrations": self._create,
             "log_level": "WARNING",
         }
+        # Resumed runs are observed as runs started here are (observe(), capture_telemetry()).
+        self.launch_context = contextvars.copy_context()
         _ACTIVE.append(self)
         try:
             _dbos_io.launch_dbos(config, self.database_url)
