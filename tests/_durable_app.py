@@ -33,6 +33,7 @@ from stepstream import Context
 from stepstream import Workflow
 from stepstream import step
 from stepstream.durable import DBOSRuntime
+from stepstream.errors import WorkflowRuntimeError
 from stepstream.events import Event
 from stepstream.events import HumanResponseEvent
 from stepstream.events import InputRequiredEvent
@@ -164,6 +165,9 @@ async def main(directory: Path, mode: str) -> None:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(SpanFile(directory / f"spans-{mode}.jsonl")))
     runtime = DBOSRuntime(f"sqlite:///{directory / 'durable.sqlite'}")
+    if mode == "orphan":  # a deploy that lacks the workflow: its runs must stay pending
+        await orphan(directory, runtime)
+        return
     chain = Chain(directory, runtime=runtime, tracer_provider=provider, timeout=60)
     asks = Asks(directory, runtime=runtime, tracer_provider=provider, timeout=None)
     with capture_telemetry() as tel:  # the runs the launch resumes are observed too
@@ -183,6 +187,16 @@ async def main(directory: Path, mode: str) -> None:
             default=str,
         )
     )
+    await runtime.destroy()
+
+
+async def orphan(directory: Path, runtime: DBOSRuntime) -> None:
+    """Launch without constructing Chain; record what re-attaching to its run says."""
+    await runtime.launch()
+    try:
+        await runtime.handler((directory / "run_id.txt").read_text(), timeout=3)
+    except WorkflowRuntimeError as exc:
+        (directory / "orphan.txt").write_text(str(exc))
     await runtime.destroy()
 
 

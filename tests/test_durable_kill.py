@@ -92,6 +92,9 @@ def crash(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, object]:
     first = kill_in_step_two(crashed)
     seen_before = lines(crashed / "reader-start.txt")
     (crashed / "cursor.txt").write_text(seen_before[-1].split()[0])
+    out = finish(start(crashed, "orphan"))  # a launch without the workflow: nothing changes
+    assert "cannot resume in this process: no workflow of that name" in out
+    assert "is pending but was not resumed in this process" in (crashed / "orphan.txt").read_text()
     finish(start(crashed, "resume"))
     return crashed, first.pid, expected
 
@@ -141,7 +144,7 @@ def test_the_resumed_run_continues_the_trace_and_marks_the_replayed_step(
     (resumed,) = [s for s in after if s["name"].startswith("invoke_workflow")]
     attributes = resumed["attributes"]
     assert attributes["stepstream.run.resumed"] is True
-    assert attributes["stepstream.run.attempt"] == 2
+    assert attributes["stepstream.run.attempt"] == 3  # DBOS's dispatches: the orphan's was 2
     assert 0 < attributes["stepstream.run.last_checkpoint_ns"] < time.time_ns()
     assert resumed["parent_id"] == original_run_span
     assert resumed["links"] == [original_run_span]
@@ -168,7 +171,7 @@ def test_the_resumed_process_logs_each_event_once_and_counts_the_resume(
     assert streamed == [3, 4, 5, 6]
     (started,) = [line for line in tel["logs"] if line["event"] == "run_started"]
     assert started["resumed"] is True
-    assert started["run_attempt"] == 2
+    assert started["run_attempt"] == 3
     assert isinstance(started["last_checkpoint_ns"], int)
     replayed = [
         line["step"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,8 @@ PEER_OPTIONS = frozenset(
     }
 )
 
+_log = logging.getLogger("stepstream")
+
 _ACTIVE: list[DBOSRuntime] = []  # the launched runtime (DBOS is one per process)
 _DEFAULTS: dict[str, DBOSRuntime] = {}
 
@@ -68,12 +71,14 @@ async def _run_function(
     """The DBOS workflow of every durable run: write its journal, or recover and go on."""
     run_id = _dbos_io.current_run_id()
     if not _ACTIVE or run_id is None:
-        msg = (
-            f"a durable run of workflow {workflow} was started by DBOS without a launched "
-            "stepstream DBOSRuntime; launch the runtime (await runtime.launch()) instead "
-            "of DBOS.launch()"
+        _log.error(
+            "stepstream: DBOS started durable run %s of workflow %s, but no stepstream "
+            "DBOSRuntime is launched in this process; launch the runtime (await "
+            "runtime.launch()) instead of DBOS.launch(). The run stays pending",
+            run_id,
+            workflow,
         )
-        raise WorkflowRuntimeError(msg)
+        raise asyncio.CancelledError  # DBOS then records nothing: the run stays pending
     return await _ACTIVE[0]._execute(run_id, workflow, start, trace, started_ns)  # noqa: SLF001
 
 
@@ -122,6 +127,13 @@ class DBOSRuntime:
 
     def register(self, workflow: Workflow) -> None:
         """Know ``workflow`` by its ``workflow_name``: its runs resume with it."""
+        if workflow._stream_bound[0] is not None:  # noqa: SLF001 - the engine is a friend
+            msg = (
+                f"{type(workflow).__name__}(stream_limit=...) does not apply to a durable "
+                "workflow: its stream is kept in the database, and a reader resumes from any "
+                "seq; leave stream_limit out"
+            )
+            raise WorkflowValidationError(msg)
         self._workflows[workflow.workflow_name] = workflow
 
     def track_workflow(self, workflow: Workflow) -> None:
@@ -291,12 +303,15 @@ class DBOSRuntime:
 
         wf = self._workflows.get(workflow)
         if wf is None:
-            msg = (
-                f"durable run {run_id} of workflow {workflow} cannot resume: no workflow of "
-                "that name is constructed with this runtime; construct it "
-                "(MyWorkflow(runtime=runtime)) before the runtime launches"
+            _log.error(
+                "stepstream: durable run %s of workflow %s cannot resume in this process: no "
+                "workflow of that name is constructed with this runtime; construct it "
+                "(MyWorkflow(runtime=runtime)) before the runtime launches. The run stays "
+                "pending and resumes at a launch that has it",
+                run_id,
+                workflow,
             )
-            raise WorkflowRuntimeError(msg)
+            raise asyncio.CancelledError  # DBOS then records nothing: the run stays pending
         return await recover(self, wf, run_id, start, trace, started_ns)
 
 
@@ -309,8 +324,3 @@ def _again(handler: WorkflowHandler) -> WorkflowHandler:
     from stepstream.handler import WorkflowHandler  # noqa: PLC0415
 
     return WorkflowHandler(handler._run, handler._task)  # noqa: SLF001
-
-
-def elapsed_since(started_ns: int) -> float:
-    """Seconds since ``started_ns`` (wall clock: it spans processes)."""
-    return max(0.0, (time.time_ns() - started_ns) / 1e9)
