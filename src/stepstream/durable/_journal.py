@@ -47,8 +47,10 @@ def _taken(run_id: str) -> WorkflowRuntimeError:
 class _Deferred(Observer):
     """The run's observer, with ``event_streamed`` called once the event is recorded.
 
-    A step's end (``step_finished``, ``step_failed``, ``step_retry``) waits for its
-    events too, so that their span events land on its span before it ends.
+    A step's end (``step_finished``, a final ``step_failed``) is told once the checkpoint
+    after it is recorded: a step any observer saw end is never run again. A failure that
+    will be retried (and ``step_retry``) waits only for the attempt's own events, so
+    that their span events land on its span before it ends.
     """
 
     def __init__(self, real: Observer, journal: RunJournal) -> None:
@@ -60,14 +62,18 @@ class _Deferred(Observer):
         self._journal = journal
 
     def step_finished(self, inv: StepInfo, result: Event | None) -> None:
-        """End the step now, or once its events are recorded."""
-        self._journal.after_events(inv, self._real.step_finished, (inv, result))
+        """End the step once its completion is recorded."""
+        self._journal.after_record(inv, self._real.step_finished, (inv, result))
 
     def step_failed(
         self, inv: StepInfo, error: BaseException, status: Status, will_retry: bool
     ) -> None:
-        """End the failed step now, or once its events are recorded."""
-        self._journal.after_events(inv, self._real.step_failed, (inv, error, status, will_retry))
+        """End the failed attempt once recorded (a retried one: once its events are)."""
+        args = (inv, error, status, will_retry)
+        if will_retry:
+            self._journal.after_events(inv, self._real.step_failed, args)
+        else:
+            self._journal.after_record(inv, self._real.step_failed, args)
 
     def step_retry(self, inv: StepInfo, delay: float) -> None:
         """Log the retry now, or after the step's (deferred) failure."""
@@ -154,6 +160,17 @@ class RunJournal:
             entry["ns"] = written_ns or time.time_ns()
             entry["step"] = inv.step if inv is not None else None
 
+    def after_record(self, inv: StepInfo, call: Any, args: tuple[Any, ...]) -> None:
+        """Call ``call(*args)`` once the next batch (which holds the step's end) is recorded.
+
+        Called as a step ends: the run then checkpoints (or ends) at once, so a batch follows;
+        after the run's end is recorded (a step that outlived its cancellation) at once.
+        """
+        if self._ended.done():
+            call(*args)
+        else:
+            self._pending.append([None, call, inv, args, None])
+
     def after_events(self, inv: StepInfo, call: Any, args: tuple[Any, ...]) -> None:
         """Call ``call(*args)`` now, or after the unrecorded events ``inv`` wrote are published."""
         if any(record[2] is inv for record in self._pending):
@@ -172,7 +189,7 @@ class RunJournal:
 
     def _checkpoint(self, run: Run) -> None:
         ctx = run.ctx
-        if ctx is None:
+        if ctx is None or self._ended.done():
             return
         payload = ctx._checkpoint(self.serializer)  # noqa: SLF001 - the journal is a friend
         done, self._done_keys = self._done_keys, []
