@@ -272,3 +272,15 @@ def test_durable_and_runtime_together_are_refused(tmp_path: Path) -> None:
     """One or the other: durable= makes its own runtime."""
     with pytest.raises(WorkflowValidationError, match=r"pass runtime= or durable=, not both"):
         Chain(durable=True, runtime=DBOSRuntime(f"sqlite:///{tmp_path / 'x.sqlite'}"))
+
+
+@pytest.mark.asyncio
+async def test_a_run_id_already_taken_fails_the_new_run(tmp_path: Path) -> None:
+    """A durable run started with the id of an earlier one fails, naming the id."""
+    async with launched(tmp_path, Chain) as (_, chain):
+        assert await chain.run(x=1, run_id="taken") == 2
+        handler = chain.run(x=5, run_id="taken")
+        with pytest.raises(WorkflowRuntimeError, match=r"run id taken is already taken"):
+            await handler
+        events = [e async for e in handler.stream_events()]
+        assert isinstance(events[-1], WorkflowFailedEvent)

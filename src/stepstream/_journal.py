@@ -58,8 +58,11 @@ class Journal(Protocol):
         """A step registered a ``wait_for_event`` waiter and streamed its prompt."""
         ...
 
-    async def finish(self, run: Run, outcome: Outcome) -> None:
-        """Record the outcome; return once it and everything before it is recorded."""
+    async def finish(self, run: Run, outcome: Outcome) -> Outcome:
+        """Record the outcome once everything before it is; return the outcome to publish.
+
+        That is the journal's own failure instead when it could not record the run.
+        """
         ...
 
     def abort(self) -> None:

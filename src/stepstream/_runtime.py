@@ -190,7 +190,7 @@ class Run(RunQueries):
                     raise
                 await stop_steps(self._tasks, self.router.graph.names, self.info.run_id)
                 if journal is not None:
-                    await journal.finish(self, outcome)
+                    outcome = await journal.finish(self, outcome)
                 self._close(outcome)
         except asyncio.CancelledError:
             self._close(_outcome.cancelled("the run's task was cancelled"))

@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from stepstream import _outcome
 from stepstream._instrument import NOOP, Observer, RunInfo, Status, StepInfo
 from stepstream.context.serializers import BaseSerializer
 from stepstream.durable import _dbos_io
@@ -34,14 +35,6 @@ __all__ = ["RunJournal"]
 
 _METHODS = [n for n, v in vars(Observer).items() if callable(v) and not n.startswith("_")]
 _STEP_ENDS = frozenset({"step_finished", "step_failed", "step_retry"})
-
-
-def _taken(run_id: str) -> WorkflowRuntimeError:
-    msg = (
-        f"run id {run_id} is already taken by an earlier durable run; start the run "
-        "with another run_id (or none: a new one is made)"
-    )
-    return WorkflowRuntimeError(msg)
 
 
 class _Deferred(Observer):
@@ -104,9 +97,14 @@ class RunJournal:
         self._pending: list[list[Any]] = []  # [event, seq, step attempt, written ns]
         self._done_keys: list[str] = []
         self._wake: asyncio.Future[None] | None = None
-        self._ended: asyncio.Future[dict[str, Any]] = run.loop.create_future()
+        # Done once the end entry is recorded (or the journal failed); and once DBOS has
+        # recorded the workflow's end (a new run's; or the journal failed).
+        self._ended: asyncio.Future[None] = run.loop.create_future()
         self._recorded: asyncio.Future[None] = run.loop.create_future()
+        self._end_run = run.end
         self._aborted = False
+        #: What broke the journal (the database, a run id already taken); the run failed.
+        self.failure: Exception | None = None
         # The DBOS workflow's arguments for a new run; None once the writer is running
         # (a recovered run's writer is the DBOS workflow that recovered it).
         self._start_args = start_args
@@ -125,21 +123,34 @@ class RunJournal:
             return
         info = self.info  # the run span is open now: the trace to continue after a crash
         trace = [info.trace_id, info.span_id] if info.trace_id and info.span_id else None
-        recorded = self._recorded
         try:
             handle = await _dbos_io.start_workflow(
                 self.starter, self.run_id, *args, trace, info.start_ns
             )
             await handle.get_result()
-        except BaseException as exc:
-            if not recorded.done():
-                recorded.set_exception(exc if isinstance(exc, Exception) else RuntimeError())
-            raise
+            self._check_claimed()
+        except Exception as exc:  # noqa: BLE001 - the run fails with it, as a value
+            self._fail(exc)
+        finally:
+            if not self._recorded.done():
+                self._recorded.set_result(None)
+
+    def _check_claimed(self) -> None:
         if not self.claimed:  # DBOS found a workflow of that id: ours never ran
-            error = _taken(self.run_id)
-            recorded.set_exception(error)
-            raise error
-        recorded.set_result(None)
+            msg = (
+                f"run id {self.run_id} is already taken by an earlier durable run; start "
+                "the run with another run_id (or none: a new one is made)"
+            )
+            raise WorkflowRuntimeError(msg)
+
+    def _fail(self, error: Exception) -> None:
+        """The journal cannot go on: the run fails with ``error``; what is queued is dropped."""
+        if self.failure is None:
+            self.failure = error
+            self._end_run(_outcome.failed("<journal>", error, None))
+        self._drop_pending()
+        if not self._ended.done():
+            self._ended.set_result(None)
 
     def streamed(self, event: Event, seq: int) -> None:
         """``JournalStream.push``: queue the event; its step is named by :meth:`describe`."""
@@ -201,31 +212,42 @@ class RunJournal:
         entries.append({"k": "ck", "ctx": payload, "done": done, "ns": time.time_ns()})
         self._kick()
 
-    async def finish(self, run: Run, outcome: Outcome) -> None:
-        """Record how the run ended; return once that and all before it is recorded."""
-        self._done_keys.clear()
-        self._entries.append(
-            {
-                "k": "end",
-                "status": outcome.status,
-                "terminal": self.serializer.serialize(outcome.terminal),
-                "seq": self.stream.seq,
-                "ns": time.time_ns(),
-            }
-        )
-        self._kick()
-        await asyncio.shield(self._ended)
-        if self._start_args is not None:  # DBOS records the run's end: wait for that too
-            await asyncio.shield(self._recorded)
+    async def finish(self, run: Run, outcome: Outcome) -> Outcome:
+        """Record how the run ended; return once that and all before it is recorded.
+
+        Returns the outcome to publish: ``outcome``, or the journal's failure if it could
+        not record the run (then nothing of the run is recorded as done).
+        """
+        if self.failure is None:
+            self._done_keys.clear()
+            self._entries.append(
+                {
+                    "k": "end",
+                    "status": outcome.status,
+                    "terminal": self.serializer.serialize(outcome.terminal),
+                    "seq": self.stream.seq,
+                    "ns": time.time_ns(),
+                }
+            )
+            self._kick()
+            await asyncio.shield(self._ended)
+            if self._start_args is not None:  # DBOS records the run's end: wait for that too
+                await asyncio.shield(self._recorded)
+        if self.failure is not None:
+            return _outcome.failed("<journal>", self.failure, None)
+        return outcome
 
     def abort(self) -> None:
         """The run's task was cancelled: write nothing more; the DBOS workflow stays pending."""
         self._aborted = True
-        for event, call, _, args, _ in self._pending:
+        self._drop_pending()
+        self._kick()
+
+    def _drop_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        for event, call, _, args, _ in pending:
             if event is None:  # a step's end waiting for its events: end it without them
                 call(*args)
-        self._pending.clear()
-        self._kick()
 
     def closed(self, seq: int, terminal: StopEvent) -> None:
         """The stream's terminal event: the live readers end with it."""
@@ -244,17 +266,18 @@ class RunJournal:
         """Commit the queued entries batch by batch until the end entry is recorded.
 
         Returns the end entry (the DBOS workflow's result). Raises CancelledError when
-        the run was aborted: DBOS then leaves the workflow pending, to be resumed.
+        the run was aborted: DBOS then leaves the workflow pending, to be resumed. A
+        database error fails the run (and DBOS records the workflow as failed).
         """
         self.claimed = True
         try:
             return await self._write_loop()
-        except BaseException as exc:
+        except asyncio.CancelledError:
             if not self._ended.done():
-                if isinstance(exc, asyncio.CancelledError):
-                    self._ended.cancel()
-                else:
-                    self._ended.set_exception(exc)
+                self._ended.cancel()
+            raise
+        except Exception as exc:
+            self._fail(exc)
             raise
 
     async def _write_loop(self) -> dict[str, Any]:
@@ -274,9 +297,8 @@ class RunJournal:
             self._publish(pending)
             self.observer.checkpoint_committed(self.info, time.perf_counter() - started)
             if batch[-1]["k"] == "end":
-                end = batch[-1]
-                self._ended.set_result(end)
-                return end
+                self._ended.set_result(None)
+                return batch[-1]
 
     def _publish(self, pending: list[list[Any]]) -> None:
         stream = self.stream
