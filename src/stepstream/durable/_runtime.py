@@ -32,6 +32,9 @@ __all__ = ["DBOSRuntime", "default_runtime"]
 #: Where ``Workflow(durable=True)`` keeps its runs: beside the embedded telemetry store.
 DEFAULT_DATABASE = Path(".stepstream") / "durable.sqlite"
 
+#: The journal format: DBOS's application version of stepstream's runs.
+JOURNAL_VERSION = "stepstream-journal-1"
+
 #: The options of the peer's ``DBOSRuntime`` (llama-agents-dbos), accepted so that its
 #: users' code runs unchanged; those that configure its own tables have no effect here.
 PEER_OPTIONS = frozenset(
@@ -189,6 +192,11 @@ class DBOSRuntime:
             "system_database_url": self.database_url,
             "run_migrations": self._create,
             "log_level": "WARNING",
+            # DBOS resumes only the workflows of its current application version; by
+            # default a hash of the registered functions' source, here stepstream's one
+            # function: a stepstream upgrade would strand every pending run. The version
+            # is the journal format's instead (see docs/durable.md, "Versions").
+            "application_version": JOURNAL_VERSION,
         }
         # Resumed runs are observed as runs started here are (observe(), capture_telemetry()).
         self.launch_context = contextvars.copy_context()
