@@ -284,3 +284,29 @@ async def test_a_run_id_already_taken_fails_the_new_run(tmp_path: Path) -> None:
             await handler
         events = [e async for e in handler.stream_events()]
         assert isinstance(events[-1], WorkflowFailedEvent)
+
+
+class Unsaveable(Workflow):
+    """Keeps something JSON cannot hold in its store."""
+
+    @step
+    async def first(self, ctx: Context, ev: StartEvent) -> Sum:
+        """Store a set of bytes... a lambda."""
+        await ctx.store.set("callback", lambda: None)
+        return Sum(total=1)
+
+    @step
+    async def second(self, ev: Sum) -> StopEvent:
+        """Never reached: the run cannot be saved after first."""
+        return StopEvent(result=ev.total)
+
+
+@pytest.mark.asyncio
+async def test_a_run_that_cannot_be_saved_fails_saying_why(tmp_path: Path) -> None:
+    """A value the serializer refuses fails the run, naming the run and the fix."""
+    async with launched(tmp_path, Unsaveable) as (runtime, unsaveable):
+        handler = unsaveable.run()
+        with pytest.raises(WorkflowRuntimeError, match=r"could not be saved .*must be serial"):
+            await handler
+        with pytest.raises(WorkflowRuntimeError, match=r"has ended \(DBOS status ERROR\)"):
+            await runtime.handler(handler.run_id)

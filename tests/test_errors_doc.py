@@ -1961,6 +1961,28 @@ def _run_id_taken() -> Produced:
 
 
 @trigger(
+    "durable run <run_id> could not be saved (<ErrorType>: <error>); what a durable run keeps "
+    "in its store and the events it sends must be serializable by its serializer (JSON by "
+    "default)"
+)
+def _durable_unsaveable() -> Produced:
+    class Unsaveable(Workflow):
+        @step
+        async def only(self, ctx: Context[Any], ev: StartEvent) -> Middle:
+            await ctx.store.set("callback", print)
+            return Middle()
+
+        @step
+        async def last(self, ev: Middle) -> StopEvent:
+            return StopEvent()
+
+    async def run(runtime: Any) -> None:
+        await Unsaveable(runtime=runtime).run()
+
+    return _durable(run)
+
+
+@trigger(
     "stream_events(after=<seq>): this run has written events up to seq <seq> and keeps those "
     "from seq <seq> on (an in-memory run does not keep the events already read); pass a seq in "
     "that range, or make the workflow durable (durable=True) to read its stream again from "

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from stepstream import _outcome
 from stepstream._instrument import NOOP, Observer, RunInfo, Status, StepInfo
+from stepstream._text import error_text
 from stepstream.context.serializers import BaseSerializer
 from stepstream.durable import _dbos_io
 from stepstream.durable._stream import JournalStream, Replay, decode_event
@@ -151,6 +152,7 @@ class RunJournal:
         self._drop_pending()
         if not self._ended.done():
             self._ended.set_result(None)
+        self._kick()  # a writer still waiting for entries raises it (DBOS: the run failed)
 
     def streamed(self, event: Event, seq: int) -> None:
         """``JournalStream.push``: queue the event; its step is named by :meth:`describe`."""
@@ -202,7 +204,18 @@ class RunJournal:
         ctx = run.ctx
         if ctx is None or self._ended.done():
             return
-        payload = ctx._checkpoint(self.serializer)  # noqa: SLF001 - the journal is a friend
+        try:
+            payload = ctx._checkpoint(self.serializer)  # noqa: SLF001 - the journal is a friend
+        except Exception as exc:  # noqa: BLE001 - the run fails with it, as a value
+            msg = (
+                f"durable run {self.run_id} could not be saved ({type(exc).__name__}: "
+                f"{error_text(exc)}); what a durable run keeps in its store and the events it "
+                "sends must be serializable by its serializer (JSON by default)"
+            )
+            error = WorkflowRuntimeError(msg)
+            error.__cause__ = exc
+            self._fail(error)
+            return
         done, self._done_keys = self._done_keys, []
         entries = self._entries
         for i in range(len(entries) - 1, -1, -1):
@@ -231,8 +244,8 @@ class RunJournal:
             )
             self._kick()
             await asyncio.shield(self._ended)
-            if self._start_args is not None:  # DBOS records the run's end: wait for that too
-                await asyncio.shield(self._recorded)
+        if self._start_args is not None:  # DBOS records the run's end: wait for that too
+            await asyncio.shield(self._recorded)
         if self.failure is not None:
             return _outcome.failed("<journal>", self.failure, None)
         return outcome
@@ -283,12 +296,14 @@ class RunJournal:
     async def _write_loop(self) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         while True:
-            if not self._entries and not self._aborted:
+            if not self._entries and not self._aborted and self.failure is None:
                 self._wake = loop.create_future()
                 await self._wake
                 self._wake = None
             if self._aborted:
                 raise asyncio.CancelledError
+            if self.failure is not None:
+                raise self.failure
             batch, self._entries = self._entries, []
             pending, self._pending = self._pending, []
             started = time.perf_counter()

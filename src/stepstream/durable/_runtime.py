@@ -270,7 +270,7 @@ class DBOSRuntime:
         """
         self._ready()
         found = self._runs.get(run_id)
-        if found is not None:
+        if found is not None and not found.done():
             return _again(found)
         status = await _dbos_io.run_status(run_id)
         if status is None:
