@@ -201,3 +201,19 @@ def test_a_run_waiting_for_an_answer_survives_a_kill_and_takes_the_answer_after(
     asked = effects(tmp_path)
     assert [s for s, _, _ in asked] == ["ask", "ask"]  # in flight at the kill: it ran again
     assert asked[0][1] == asked[1][1]  # as the same invocation
+
+
+def test_the_peers_usage_example_runs_with_its_imports_renamed(tmp_path: Path) -> None:
+    """llama-agents-dbos's README example (DBOS made by the app, launch_sync) runs as is."""
+    url = f"sqlite:///{tmp_path / 'peer.sqlite'}"
+    proc = subprocess.run(
+        [sys.executable, str(APP.parent / "_peer_app.py"), url],
+        env={**os.environ, "PYTHONPATH": SRC},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "done"
+    assert (tmp_path / "peer.sqlite").exists()  # the application's database, not ours

@@ -208,8 +208,12 @@ class DBOSRuntime:
             raise
         self._launched = True
 
-    async def destroy(self) -> None:
-        """Stop DBOS in this process (runs still going stay pending, to resume later)."""
+    async def destroy(self, destroy_dbos: bool = True) -> None:
+        """Stop this process's runs (they stay pending, to resume later) and DBOS.
+
+        ``destroy_dbos=False`` (the peer's option) leaves the DBOS instance to the
+        application that made it.
+        """
         if not self._launched:
             return
         for handler in list(self._runs.values()):
@@ -219,7 +223,8 @@ class DBOSRuntime:
             return_exceptions=True,
         )
         await _dbos_io.settle(timeout=5.0)
-        _dbos_io.destroy_dbos()
+        if destroy_dbos:
+            _dbos_io.destroy_dbos()
         _ACTIVE.clear()
         self._launched = False
 
