@@ -3,7 +3,7 @@
 ``python _durable_app.py DIR MODE``: the database is DIR/durable.sqlite. Each step appends
 ``step|step_key|pid`` to DIR/effects.txt (a side effect outside the process) and writes
 ``step:i`` events to the stream; step ``two`` waits for the file DIR/gate before it
-returns. A stream reader appends each event's seq and label to DIR/reader-MODE.txt.
+returns (and step ``one`` too, when DIR/hold-one exists). A stream reader appends each event's seq and label to DIR/reader-MODE.txt.
 Finished spans go to DIR/spans-MODE.jsonl as they end (one JSON object per line).
 
 MODE ``start`` starts a run and writes its id to DIR/run_id.txt; ``resume`` launches the
@@ -103,9 +103,11 @@ class Chain(Workflow):
 
     @step
     async def one(self, ctx: Context, ev: StartEvent) -> Middle:
-        """Stream two events and add 1."""
+        """Stream two events (between them, wait for the gate if DIR/hold-one exists); add 1."""
         self.effect(ctx, "one")
         ctx.write_event_to_stream(Label(label="one:0"))
+        while (self.directory / "hold-one").exists() and not (self.directory / "gate").exists():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
         ctx.write_event_to_stream(Label(label="one:1"))
         await ctx.store.set("seen", ["one"])
         return Middle(total=int(ev.get("x", 0)) + 1)

@@ -217,3 +217,29 @@ def test_the_peers_usage_example_runs_with_its_imports_renamed(tmp_path: Path) -
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-1] == "done"
     assert (tmp_path / "peer.sqlite").exists()  # the application's database, not ours
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_over_in_its_trace(
+    tmp_path: Path,
+) -> None:
+    """kill -9 inside the first step: the run starts again from its start event, same key."""
+    (tmp_path / "hold-one").touch()
+    proc = start(tmp_path, "start")
+    wait_for(lambda: len(lines(tmp_path / "reader-start.txt")) == 1, proc, "one:0 streamed")
+    proc.kill()
+    proc.communicate(timeout=10)
+    (tmp_path / "cursor.txt").write_text("0")
+    finish(start(tmp_path, "resume"))
+    assert json.loads((tmp_path / "result-resume.txt").read_text())["total"] == 52
+    ran = effects(tmp_path)
+    assert [s for s, _, _ in ran] == ["one", "one", "two", "three"]
+    assert ran[0][1] == ran[1][1]
+    seen = lines(tmp_path / "reader-start.txt") + lines(tmp_path / "reader-resume.txt")
+    assert [int(line.split()[0]) for line in seen] == list(range(len(seen)))
+    assert [line.split()[1] for line in seen][:3] == ["one:0", "one:0", "one:1"]
+    (resumed,) = [
+        s for s in spans(tmp_path / "spans-resume.jsonl") if s["name"].startswith("invoke")
+    ]
+    (one,) = [s for s in spans(tmp_path / "spans-resume.jsonl") if s["name"] == "run_step one"]
+    assert one["attributes"]["stepstream.step.replayed"] is True
+    assert resumed["attributes"]["stepstream.run.attempt"] == 2
