@@ -3,7 +3,8 @@
 ``python _durable_app.py DIR MODE``: the database is DIR/durable.sqlite. Each step appends
 ``step|step_key|pid`` to DIR/effects.txt (a side effect outside the process) and writes
 ``step:i`` events to the stream; step ``two`` waits for the file DIR/gate before it
-returns (and step ``one`` too, when DIR/hold-one exists). A stream reader appends each event's seq and label to DIR/reader-MODE.txt.
+returns (and step ``one`` too, when DIR/hold-one exists). A stream reader appends each
+event's seq and label to DIR/reader-MODE.txt.
 Finished spans go to DIR/spans-MODE.jsonl as they end (one JSON object per line).
 
 MODE ``start`` starts a run and writes its id to DIR/run_id.txt; ``resume`` launches the
