@@ -6,7 +6,10 @@ The kill -9 tests are in tests/test_durable_kill.py.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,6 +18,7 @@ from typing import Any
 
 import pytest
 
+import stepstream
 from stepstream import Context
 from stepstream import Workflow
 from stepstream import step
@@ -310,3 +314,29 @@ async def test_a_run_that_cannot_be_saved_fails_saying_why(tmp_path: Path) -> No
             await handler
         with pytest.raises(WorkflowRuntimeError, match=r"has ended \(DBOS status ERROR\)"):
             await runtime.handler(handler.run_id)
+
+
+def test_in_memory_runs_never_load_dbos() -> None:
+    """Importing stepstream and running a workflow in memory does not import DBOS."""
+    code = (
+        "import asyncio, sys\n"
+        "from stepstream import Workflow, step\n"
+        "from stepstream.events import StartEvent, StopEvent\n"
+        "class W(Workflow):\n"
+        "    @step\n"
+        "    async def only(self, ev: StartEvent) -> StopEvent:\n"
+        "        return StopEvent(result=1)\n"
+        "async def main() -> None:\n"
+        "    assert await W().run() == 1\n"
+        "asyncio.run(main())\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'dbos', 'sqlalchemy'}))\n"
+    )
+    src = str(Path(stepstream.__file__).resolve().parent.parent)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": src},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "[]"
