@@ -114,6 +114,11 @@ class RunJournal:
         self.readers: list[Replay] = []
         self.live = True
         self.starter: Any = None  # the DBOS workflow function (set by the runtime)
+        # Checkpoints queued, and recorded (-1 while the run's DBOS workflow is not); a
+        # step invocation starts only once every checkpoint queued before it is recorded.
+        self._queued = 0
+        self._recorded_upto = 0 if start_args is None else -1
+        self._gates: list[tuple[int, asyncio.Future[None]]] = []
 
     # -- the Journal seam (called by the run) -------------------------------------------
 
@@ -150,6 +155,7 @@ class RunJournal:
             self.failure = error
             self._end_run(_outcome.failed("<journal>", error, None))
         self._drop_pending()
+        self._open_gates(None)
         if not self._ended.done():
             self._ended.set_result(None)
         self._kick()  # a writer still waiting for entries raises it (DBOS: the run failed)
@@ -191,6 +197,31 @@ class RunJournal:
         else:
             call(*args)
 
+    def ready(self) -> asyncio.Future[None] | None:
+        """None when all checkpoints queued so far are recorded; else a future for that.
+
+        The runtime awaits it before each step invocation: a step whose successor ran is
+        recorded, so it is never run again after a crash.
+        """
+        need = max(self._queued, 0)
+        if self._recorded_upto >= need or self.failure is not None or self._aborted:
+            return None
+        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._gates.append((need, gate))
+        return gate
+
+    def _open_gates(self, upto: int | None) -> None:
+        """Let the invocations waiting for checkpoints up to ``upto`` go (None: all)."""
+        if upto is not None:
+            self._recorded_upto = upto
+        waiting, self._gates = self._gates, []
+        for need, gate in waiting:
+            if upto is None or need <= upto:
+                if not gate.done():
+                    gate.set_result(None)
+            else:
+                self._gates.append((need, gate))
+
     def completed(self, run: Run, step: int, invocation: int) -> None:
         """A step completion was applied: save the run as it stands now."""
         self._done_keys.append(f"{run.router.graph.names[step]}:{invocation}")
@@ -223,6 +254,7 @@ class RunJournal:
                 done = entries.pop(i)["done"] + done
                 break
         entries.append({"k": "ck", "ctx": payload, "done": done, "ns": time.time_ns()})
+        self._queued += 1
         self._kick()
 
     async def finish(self, run: Run, outcome: Outcome) -> Outcome:
@@ -254,6 +286,7 @@ class RunJournal:
         """The run's task was cancelled: write nothing more; the DBOS workflow stays pending."""
         self._aborted = True
         self._drop_pending()
+        self._open_gates(None)
         self._kick()
 
     def _drop_pending(self) -> None:
@@ -283,6 +316,7 @@ class RunJournal:
         database error fails the run (and DBOS records the workflow as failed).
         """
         self.claimed = True
+        self._open_gates(max(self._recorded_upto, 0))  # the run's DBOS workflow is recorded
         try:
             return await self._write_loop()
         except asyncio.CancelledError:
@@ -306,9 +340,11 @@ class RunJournal:
                 raise self.failure
             batch, self._entries = self._entries, []
             pending, self._pending = self._pending, []
+            queued = self._queued
             started = time.perf_counter()
             await _dbos_io.write_batch(batch)
             self.batches += 1
+            self._open_gates(queued)
             self._publish(pending)
             self.observer.checkpoint_committed(self.info, time.perf_counter() - started)
             if batch[-1]["k"] == "end":
