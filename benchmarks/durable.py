@@ -58,7 +58,7 @@ LOGS = ROOT / ".cache" / "bench-durable-logs"
 OURS, THEIRS = "stepstream", "peer"
 
 # Sizes: the full run's, then --quick's.
-BENCH = ({"n": 100, "k": 10, "stream-n": 50, "gap": 0.02}, {"n": 20, "k": 3, "stream-n": 10})
+BENCH = ({"n": 300, "k": 10, "stream-n": 50, "gap": 0.02}, {"n": 20, "k": 3, "stream-n": 10})
 RECOVERY_RUNS = ({OURS: 1000, THEIRS: 200}, {OURS: 50, THEIRS: 20})
 PARK_RUNS = (10_000, 200)
 CHECKPOINT_RATIO = 10.0
@@ -218,7 +218,9 @@ def _counter_report(path: Path, split: int, runs: int) -> dict[str, Any]:
     }
 
 
-def _recovery(side: SideSpec, dbs: Databases, kind: str, runs: int) -> dict[str, Any]:
+def _recovery(
+    side: SideSpec, dbs: Databases, kind: str, runs: int, settle: float
+) -> dict[str, Any]:
     url, _ = dbs.url(kind, f"{side.name}_rec")
     counter = dbs.tmp / f"counter-{dbs.count}.txt"
     counter.write_text("")
@@ -239,6 +241,7 @@ def _recovery(side: SideSpec, dbs: Databases, kind: str, runs: int) -> dict[str,
                 break
             time.sleep(0.05)
         park_s = time.monotonic() - t0
+        time.sleep(settle)  # checkpoints still being written land (all runs stay parked)
     finally:
         first.kill()  # kill -9 while every run is parked in s2
     split = counter.stat().st_size
@@ -251,6 +254,7 @@ def _recovery(side: SideSpec, dbs: Databases, kind: str, runs: int) -> dict[str,
         return result
     report = _counter_report(counter, split, runs)
     report.update(
+        settle_s=settle,
         start_and_park_s=park_s,
         recovered_s=result["t_done"] - t_restart,
         from_launch_s=result["t_done"] - result["t_start"],
@@ -261,8 +265,8 @@ def _recovery(side: SideSpec, dbs: Databases, kind: str, runs: int) -> dict[str,
     return report
 
 
-def _park(side: SideSpec, dbs: Databases, n: int) -> dict[str, Any]:
-    url, _ = dbs.url("sqlite", f"{side.name}_park")
+def _park(side: SideSpec, dbs: Databases, kind: str, n: int) -> dict[str, Any]:
+    url, _ = dbs.url(kind, f"{side.name}_park")
     args = ["--db", url, "--runs", str(n), "--idle-timeout", "2", "--time-limit", "3000"]
     return Driver(side, "park", args, {}).result(timeout=3600)
 
@@ -309,10 +313,11 @@ def _measure(args: argparse.Namespace, sides: list[SideSpec], dbs: Databases) ->
         note(side, "bench", kind, _bench(side, dbs, kind, args.quick))
     for kind, side in alternating(args.reps, args.dbs) if "recovery" in args.only else ():
         runs = RECOVERY_RUNS[q][OURS if side.name == OURS else THEIRS]
-        note(side, "recovery", kind, _recovery(side, dbs, kind, runs))
+        note(side, "recovery", kind, _recovery(side, dbs, kind, runs, args.settle))
     for _, side in alternating(args.park_reps, [""]) if "park" in args.only else ():
         if side.name != "peer-tuned":  # polling does not change what a parked run holds
-            note(side, "park", "", _park(side, dbs, args.park_runs or PARK_RUNS[q]))
+            runs = args.park_runs or PARK_RUNS[q]
+            note(side, "park", "", _park(side, dbs, args.park_db, runs))
     return samples
 
 
@@ -320,12 +325,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Measure what ``args`` asks for; write durable.json and durable.md."""
     sides, unavailable = _sides(args)
     with tempfile.TemporaryDirectory(prefix="durable-bench-") as folder:
-        dbs = Databases(Path(folder), args.dbs if {"bench", "recovery"} & set(args.only) else [])
+        kinds = args.dbs if {"bench", "recovery"} & set(args.only) else []
+        dbs = Databases(Path(folder), [*kinds, args.park_db] if "park" in args.only else kinds)
         try:
             samples = _measure(args, sides, dbs)
         finally:
             Driver.kill_all()
             dbs.stop()
+    if args.merge and (args.out / "durable.json").exists():
+        samples = _merge(json.loads((args.out / "durable.json").read_text()), samples, args.only)
     results = {
         "machine": _machine(),
         "date": time.strftime("%Y-%m-%d"),
@@ -340,6 +348,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     (args.out / "durable.json").write_text(json.dumps(results, indent=2))
     (args.out / "durable.md").write_text(_markdown(results))
     return results
+
+
+def _merge(old: dict[str, Any], new: dict[str, Any], only: list[str]) -> dict[str, Any]:
+    """``new`` samples, and the old file's for every side and section not measured now."""
+    merged = {name: dict(sections) for name, sections in old.get("samples", {}).items()}
+    for name, sections in new.items():
+        kept = merged.setdefault(name, {"bench": {}, "recovery": {}, "park": []})
+        kept.update({section: value for section, value in sections.items() if section in only})
+    return merged
 
 
 def _machine() -> dict[str, Any]:
@@ -364,6 +381,13 @@ def _summary(samples: dict[str, Any]) -> dict[str, Any]:
         out[f"bench_{kind}"] = {
             "memory_step_ms": _med([r["memory_chain"]["per_step_ms"] for r in ok]),
             "durable_step_ms": _med([r["durable_chain"]["per_step_ms"] for r in ok]),
+            "between_starts_ms": _med(
+                [r["durable_chain"].get("between_starts_ms", 0.0) for r in ok]
+            ),
+            "rows_per_step": _med([r["rows_per_step"] for r in ok if "rows_per_step" in r]),
+            "commits_per_step": _med(
+                [r["commits_per_step"] for r in ok if r.get("commits_per_step") is not None]
+            ),
             "checkpoint_ms": _med(
                 [r["durable_chain"]["per_step_ms"] - r["memory_chain"]["per_step_ms"] for r in ok]
             ),
@@ -441,6 +465,11 @@ def _rows(results: dict[str, Any], names: list[str]) -> list[list[str]]:  # noqa
             ".3f",
             " ms",
         )
+        row(
+            f"  time between step starts, durable, {db}", section, "between_starts_ms", ".3f", " ms"
+        )
+        row(f"  rows left in the database per step, {db}", section, "rows_per_step", ".1f", "")
+        row(f"  journal commits per step, {db}", section, "commits_per_step", ".2f", "")
         if kind == "postgres":
             row("  Postgres server CPU per step", section, "pg_cpu_ms_per_step", ".2f", " ms")
         row(f"3-step run, wall time of `await run()`, {db}", section, "three_ms", ".1f", " ms")
@@ -527,16 +556,21 @@ def _markdown(results: dict[str, Any]) -> str:
     lines += [
         "",
         (
-            "How each figure is taken (benchmarks/durable.py): per step = time between consecutive "
-            "starts of a step in a run of N sequential steps (so neither side's result polling "
-            "counts); checkpoint cost = durable per step - in-memory per step, both in the same "
-            "process; Postgres CPU = CPU of the cluster's processes (/proc) during the durable "
-            "chain / N; 3-step run = wall time of `await wf.run()` (result polling included); "
-            "recovery = from the restarted process's spawn to the last run's last step (counter "
-            "file), every run parked in step 2 of 3 when killed; a completed step run again = a "
-            "step whose completion was in the counter file before the kill and that started again "
-            "after it; parked memory = (RSS after release - RSS before starting them) / runs, "
-            "after gc.collect(), and the growth in gc-tracked objects / runs."
+            "How each figure is taken (benchmarks/durable.py): time per step = wall time of "
+            "`await wf.run()` of a run of N sequential steps / N (result delivery included: "
+            "the peer's 1 s result poll adds at most 1 s / N); checkpoint cost = durable per "
+            "step - in-memory per step, both in the same process; time between step starts "
+            "shows whether a step waits for the previous one's checkpoint; rows left per step "
+            "= rows added to all tables by the durable chain / N; journal commits per step "
+            "from the runtime's checkpoint observer (stepstream only); Postgres CPU = CPU of "
+            "the cluster's processes (/proc) during the durable chain / N; 3-step run = wall "
+            "time of `await wf.run()`; live stream = a step writes an event every 20 ms, "
+            "latency to the reader of handler.stream_events(); recovery = from the restarted "
+            "process's spawn to the last run's last step (counter file), every run parked in "
+            "step 2 of 3 for --settle seconds (default 1) before `kill -9`; a completed step run again = a step whose "
+            "completion was in the counter file before the kill and that started again after "
+            "it; parked memory = (RSS after release - RSS before starting them) / runs, after "
+            "gc.collect(), and the growth in gc-tracked objects / runs."
         ),
     ]
     return "\n".join(lines) + "\n"
@@ -563,6 +597,13 @@ def main() -> None:
         "--sides", default=f"{OURS},{THEIRS}", help="stepstream,peer,peer-tuned (peer, 10 ms polls)"
     )
     parser.add_argument("--stepstream-src", type=Path, default=ROOT / "src")
+    parser.add_argument(
+        "--settle", type=float, default=1.0, help="seconds parked before the kill (recovery)"
+    )
+    parser.add_argument("--park-db", default="sqlite", help="sqlite or postgres (park)")
+    parser.add_argument(
+        "--merge", action="store_true", help="keep the old durable.json's other sides/sections"
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--render", action="store_true", help="only rewrite durable.md")
     args = parser.parse_args()

@@ -14,7 +14,9 @@ import asyncio
 import gc
 import json
 import os
+import sqlite3
 import statistics
+import subprocess
 import sys
 import time
 import traceback
@@ -96,7 +98,8 @@ async def _timed(coro: Awaitable[Any], deadline: float, what: str) -> Any:
 
 
 async def chain(wf: Any, n: int, deadline: float) -> dict[str, float]:
-    """One run of ``n`` sequential steps: time between step starts, and the run's wall."""
+    """One run of ``n`` sequential steps: its wall time per step (``await wf.run()``, result
+    delivery included), and the time between consecutive step starts."""
     import flows  # noqa: PLC0415
 
     flows.STAMPS.clear()
@@ -107,7 +110,34 @@ async def chain(wf: Any, n: int, deadline: float) -> dict[str, float]:
     if result != n or len(stamps) != n:
         msg = f"chain of {n}: result {result!r}, {len(stamps)} steps ran"
         raise RuntimeError(msg)
-    return {"per_step_ms": (stamps[-1] - stamps[0]) * 1000 / (n - 1), "wall_ms": wall * 1000}
+    return {
+        "per_step_ms": wall * 1000 / n,
+        "between_starts_ms": (stamps[-1] - stamps[0]) * 1000 / (n - 1),
+        "wall_ms": wall * 1000,
+    }
+
+
+def db_rows(url: str) -> int | None:
+    """Rows in every table of the database at ``url`` (what the runs left written)."""
+    if url.startswith("sqlite:///"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+            tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            count = 'SELECT count(*) FROM "{}"'  # table names from sqlite_master
+            rows: int = sum(db.execute(count.format(t)).fetchone()[0] for t in tables)
+            return rows
+    from pg import BIN  # noqa: PLC0415 - the driver's folder
+
+    query = (
+        "SELECT sum((xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c "
+        "FROM %I.%I', table_schema, table_name), false, true, '')))[1]::text::bigint) "
+        "FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_schema "
+        "NOT IN ('pg_catalog', 'information_schema')"
+    )
+    done = subprocess.run(
+        [str(BIN / "psql"), "-At", "-d", url, "-c", query],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    return int(done.stdout.strip() or 0) if done.returncode == 0 else None
 
 
 async def stream_latency(wf: Any, n: int, gap: float, deadline: float) -> dict[str, Any]:
@@ -147,11 +177,20 @@ async def bench(side: Side, args: argparse.Namespace) -> dict[str, Any]:
     out["launch_ms"] = (time.perf_counter() - t0) * 1000
     await chain(durable["chain"], 5, deadline)  # warm up
     await _timed(durable["three"].run(tag="warm"), deadline, "a warm-up run")
+    rows0 = db_rows(args.db)
     cpu0 = pg_cpu(args.pg_pid)
     out["durable_chain"] = await chain(durable["chain"], args.n, deadline)
     cpu1 = pg_cpu(args.pg_pid)
+    rows1 = db_rows(args.db)
     if cpu0 is not None and cpu1 is not None:
         out["pg_cpu_ms_per_step"] = (cpu1 - cpu0) * 1000 / args.n
+    if rows0 is not None and rows1 is not None:
+        out["rows_per_step"] = (rows1 - rows0) / args.n
+    commits = getattr(side, "commits_per_step", None)
+    if commits is not None:  # an untimed chain, observed: how many commits its steps took
+        out["commits_per_step"] = await _timed(
+            commits(durable["chain"], args.n), deadline, "commits"
+        )
     walls = []
     for i in range(args.k):
         t0 = time.perf_counter()

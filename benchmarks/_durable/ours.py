@@ -58,6 +58,20 @@ class Ours:
                     await result
                 return
 
+    async def commits_per_step(self, wf: Any, n: int) -> float | None:
+        """Journal commits per step of a chain of ``n`` (group commit batches them)."""
+        from stepstream.telemetry import Observer, observe  # noqa: PLC0415
+
+        class Commits(Observer):
+            count = 0
+
+            def checkpoint_committed(self, run: Any, seconds: float) -> None:
+                Commits.count += 1
+
+        with observe(Commits()):
+            await wf.run(n=n)
+        return Commits.count / n if Commits.count else None
+
     async def park(self, n: int, idle_timeout: float, deadline: float) -> dict[str, Any]:
         """``n`` runs parked on ``Answer``; released through the runtime's hook when it has one."""
         del idle_timeout  # the hook releases at once; the timeout is the runtime's business
