@@ -386,8 +386,9 @@ def _summary(samples: dict[str, Any]) -> dict[str, Any]:
             ),
             "rows_per_step": _med([r["rows_per_step"] for r in ok if "rows_per_step" in r]),
             "commits_per_step": _med(
-                [r["commits_per_step"] for r in ok if r.get("commits_per_step") is not None]
+                [r["commits_per_step"] for r in ok if "commits_per_step" in r]
             ),
+            "commit_ms": _med([r["commit_ms"] for r in ok if "commit_ms" in r]),
             "checkpoint_ms": _med(
                 [r["durable_chain"]["per_step_ms"] - r["memory_chain"]["per_step_ms"] for r in ok]
             ),
@@ -433,7 +434,13 @@ def _rows(results: dict[str, Any], names: list[str]) -> list[list[str]]:  # noqa
     rows: list[list[str]] = []
 
     def get(name: str, section: str, key: str) -> float | None:
-        value: float | None = summary.get(name, {}).get(section, {}).get(key)
+        figures = summary.get(name, {}).get(section, {})
+        if key == "checkpoint_judged_ms":
+            # A checkpoint's cost: what a step costs durable, or one journal commit if that
+            # is more (group commit can batch trivial steps' checkpoints into one commit).
+            costs = [figures.get(k) for k in ("checkpoint_ms", "commit_ms")]
+            return max((c for c in costs if c is not None), default=None)
+        value: float | None = figures.get(key)
         return value
 
     def verdict(ok: bool | None, target: str) -> str:
@@ -454,9 +461,12 @@ def _rows(results: dict[str, Any], names: list[str]) -> list[list[str]]:  # noqa
         if not any(section in summary.get(n, {}) for n in names):
             continue
         db = "SQLite" if kind == "sqlite" else "Postgres"
-        row(f"checkpoint cost per step, {db} (durable step - in-memory step)", section,
-            "checkpoint_ms", ".2f", " ms", target=f">= {CHECKPOINT_RATIO:g}x",
+        row(f"checkpoint cost, {db} (the larger of the two below)", section,
+            "checkpoint_judged_ms", ".2f", " ms", target=f">= {CHECKPOINT_RATIO:g}x",
             good=lambda _o, r: r is not None and r >= CHECKPOINT_RATIO)  # fmt: skip
+        row(f"  durable step - in-memory step (wall per step), {db}", section,
+            "checkpoint_ms", ".2f", " ms")  # fmt: skip
+        row(f"  one journal commit, median, {db}", section, "commit_ms", ".2f", " ms")
         row(f"  time per step, durable, {db}", section, "durable_step_ms", ".2f", " ms")
         row(
             f"  time per step, in memory ({db} run's process)",

@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import gc
 import os
+import statistics
 import time
 from typing import Any
 
@@ -58,19 +59,22 @@ class Ours:
                     await result
                 return
 
-    async def commits_per_step(self, wf: Any, n: int) -> float | None:
-        """Journal commits per step of a chain of ``n`` (group commit batches them)."""
+    async def commits(self, wf: Any, n: int) -> dict[str, float] | None:
+        """Journal commits of a chain of ``n`` steps: how many per step (group commit
+        batches them) and one commit's median duration (a checkpoint's own cost)."""
         from stepstream.telemetry import Observer, observe  # noqa: PLC0415
 
-        class Commits(Observer):
-            count = 0
+        seconds: list[float] = []
 
-            def checkpoint_committed(self, run: Any, seconds: float) -> None:
-                Commits.count += 1
+        class Commits(Observer):
+            def checkpoint_committed(self, run: Any, took: float) -> None:
+                seconds.append(took)
 
         with observe(Commits()):
             await wf.run(n=n)
-        return Commits.count / n if Commits.count else None
+        if not seconds:
+            return None
+        return {"per_step": len(seconds) / n, "median_ms": statistics.median(seconds) * 1000}
 
     async def park(self, n: int, idle_timeout: float, deadline: float) -> dict[str, Any]:
         """``n`` runs parked on ``Answer``; released through the runtime's hook when it has one."""
