@@ -259,6 +259,7 @@ def _recovery(
         recovered_s=result["t_done"] - t_restart,
         from_launch_s=result["t_done"] - result["t_start"],
         finished_by_driver=result["finished"],
+        dbos_statuses=result.get("dbos_statuses"),
     )
     if report["runs_finished"] < runs:
         report["error"] = f"{report['runs_finished']} of {runs} runs finished after the restart"
@@ -401,14 +402,17 @@ def _summary(samples: dict[str, Any]) -> dict[str, Any]:
             "launch_ms": _med([r["launch_ms"] for r in ok]),
         }
     for kind, runs in samples["recovery"].items():
-        ok = [r for r in runs if "recovered_s" in r]
+        measured = [r for r in runs if "recovered_s" in r]  # ran, all runs finished or not
+        ok = [r for r in measured if "error" not in r]
         out["errors"] += [f"recovery {kind}: {r['error']}" for r in runs if "error" in r]
         out[f"recovery_{kind}"] = {
-            "runs": ok[0]["runs"] if ok else None,
+            "runs": measured[0]["runs"] if measured else None,
             "recovered_s": _med([r["recovered_s"] for r in ok]),
             "from_launch_s": _med([r["from_launch_s"] for r in ok]),
-            "completed_steps_rerun": sum(r["completed_steps_rerun"] for r in ok),
-            "finished_min": min((r["runs_finished"] for r in ok), default=None),
+            "completed_steps_rerun": (
+                sum(r["completed_steps_rerun"] for r in measured) if measured else None
+            ),
+            "finished_min": min((r["runs_finished"] for r in measured), default=None),
             "repetitions": len(ok),
         }
     park = [r for r in samples["park"] if "error" not in r]

@@ -117,27 +117,46 @@ async def chain(wf: Any, n: int, deadline: float) -> dict[str, float]:
     }
 
 
-def db_rows(url: str) -> int | None:
-    """Rows in every table of the database at ``url`` (what the runs left written)."""
+def sql(url: str, query: str) -> list[tuple[str, ...]]:
+    """The rows of ``query`` on the database at ``url`` (as text), [] if it fails."""
     if url.startswith("sqlite:///"):
-        with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
-            tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-            count = 'SELECT count(*) FROM "{}"'  # table names from sqlite_master
-            rows: int = sum(db.execute(count.format(t)).fetchone()[0] for t in tables)
-            return rows
+        try:
+            with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+                return [tuple(str(x) for x in row) for row in db.execute(query)]
+        except sqlite3.Error:
+            return []
     from pg import BIN  # noqa: PLC0415 - the driver's folder
 
-    query = (
-        "SELECT sum((xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c "
-        "FROM %I.%I', table_schema, table_name), false, true, '')))[1]::text::bigint) "
-        "FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_schema "
-        "NOT IN ('pg_catalog', 'information_schema')"
-    )
     done = subprocess.run(
         [str(BIN / "psql"), "-At", "-d", url, "-c", query],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
-    return int(done.stdout.strip() or 0) if done.returncode == 0 else None
+    if done.returncode != 0:
+        return []
+    return [tuple(line.split("|")) for line in done.stdout.splitlines() if line]
+
+
+def db_rows(url: str) -> int | None:
+    """Rows in every table of the database at ``url`` (what the runs left written)."""
+    if url.startswith("sqlite:///"):
+        tables = sql(url, "SELECT name FROM sqlite_master WHERE type = 'table'")
+        counts = [sql(url, f'SELECT count(*) FROM "{t[0]}"') for t in tables]  # noqa: S608
+        return sum(int(c[0][0]) for c in counts if c)
+    found = sql(
+        url,
+        "SELECT sum((xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c "
+        "FROM %I.%I', table_schema, table_name), false, true, '')))[1]::text::bigint) "
+        "FROM information_schema.tables WHERE table_type = 'BASE TABLE' AND table_schema "
+        "NOT IN ('pg_catalog', 'information_schema')",
+    )
+    return int(found[0][0]) if found and found[0][0] else None
+
+
+def dbos_statuses(url: str) -> dict[str, int]:
+    """How many DBOS workflows are in each status (DBOS's own table, both versions)."""
+    table = "workflow_status" if url.startswith("sqlite") else "dbos.workflow_status"
+    rows = sql(url, f"SELECT status, count(*) FROM {table} GROUP BY status")  # noqa: S608
+    return {status: int(count) for status, count in rows}
 
 
 async def stream_latency(wf: Any, n: int, gap: float, deadline: float) -> dict[str, Any]:
@@ -228,11 +247,18 @@ async def recover_finish(side: Side, args: argparse.Namespace) -> dict[str, Any]
     await asyncio.wait_for(side.launch(), timeout=args.time_limit)
     t_launched = time.time()
     deadline = time.monotonic() + args.time_limit
-    finished = 0
+    finished, idle, next_check = 0, 0, time.monotonic() + 1.0
     while time.monotonic() < deadline:
         finished = _finished(counter)
         if finished >= args.runs:
             break
+        if time.monotonic() >= next_check:  # stop early once DBOS has nothing left to run
+            statuses = await asyncio.to_thread(dbos_statuses, args.db)
+            pending = statuses.get("PENDING", 0) + statuses.get("ENQUEUED", 0)
+            idle = idle + 1 if statuses and pending == 0 else 0
+            if idle >= 5:
+                break
+            next_check = time.monotonic() + 1.0
         await asyncio.sleep(0.02)
     t_done = time.time()  # no close(): the process exits at once after the report
     return {
@@ -241,6 +267,7 @@ async def recover_finish(side: Side, args: argparse.Namespace) -> dict[str, Any]
         "t_done": t_done,
         "finished": finished,
         "runs": args.runs,
+        "dbos_statuses": await asyncio.to_thread(dbos_statuses, args.db),
     }
 
 
