@@ -621,6 +621,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--render", action="store_true", help="only rewrite durable.md")
     args = parser.parse_args()
+    # A SIGTERM (timeout, a CI limit) unwinds like Ctrl-C: drivers and Postgres are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.render:
         render(args.out)
         return
