@@ -333,8 +333,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             Driver.kill_all()
             dbs.stop()
+    notes = list(args.note)
     if args.merge and (args.out / "durable.json").exists():
-        samples = _merge(json.loads((args.out / "durable.json").read_text()), samples, args.only)
+        old = json.loads((args.out / "durable.json").read_text())
+        samples = _merge(old, samples, args.only)
+        notes = [*old.get("notes", []), *notes]
     results = {
         "machine": _machine(),
         "date": time.strftime("%Y-%m-%d"),
@@ -342,6 +345,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "quick": args.quick,
         "peer": " ".join(PEER),
         "unavailable": unavailable,
+        "notes": notes,
         "summary": {name: _summary(s) for name, s in samples.items()},
         "samples": samples,
     }
@@ -420,6 +424,7 @@ def _summary(samples: dict[str, Any]) -> dict[str, Any]:
     if park:
         out["park"] = {
             "runs": park[0]["runs"],
+            "db": park[0].get("db", "sqlite"),
             "bytes_per_run": _med([r["bytes_per_run"] for r in park]),
             "gc_objects_per_run": _med([r["gc_objects_per_run"] for r in park]),
             "released": all(r.get("released", True) for r in park),
@@ -530,8 +535,12 @@ def _rows(results: dict[str, Any], names: list[str]) -> list[list[str]]:  # noqa
         if ours_park is not None:
             ok = (ours_park["released"] and ours_park["bytes_per_run"] <= 1024
                   and ours_park["gc_objects_per_run"] <= 0.05)  # fmt: skip
-        runs = next(summary[n]["park"]["runs"] for n in names if "park" in summary.get(n, {}))
-        rows.append([f"memory per parked run after idle release ({runs:,} parked; RSS, Python objects)",
+        parks = [summary[n]["park"] for n in names if "park" in summary.get(n, {})]
+        where = "/".join(
+            sorted({"Postgres" if p.get("db") == "postgres" else "SQLite" for p in parks})
+        )
+        runs = "/".join(sorted({f"{p['runs']:,}" for p in parks}))
+        rows.append([f"memory per parked run after idle release ({runs} parked, {where}; RSS, Python objects)",
                      *cells, "-", verdict(ok, "0 (<= 1 KB RSS, <= 0.05 objects)")])  # fmt: skip
     return rows
 
@@ -564,6 +573,8 @@ def _markdown(results: dict[str, Any]) -> str:
         "|---|" + "---|" * (len(names) + 2),
     ]
     lines += [f"| {' | '.join(r)} |" for r in _rows(results, names)]
+    if results.get("notes"):
+        lines += ["", "Notes:", *(f"- {note}" for note in results["notes"])]
     errors = [f"- {n}: {e}" for n, s in results["summary"].items() for e in s.get("errors", [])]
     if errors:
         lines += ["", "Failed measurements (not in the medians):", *errors]
@@ -615,6 +626,7 @@ def main() -> None:
         "--settle", type=float, default=1.0, help="seconds parked before the kill (recovery)"
     )
     parser.add_argument("--park-db", default="sqlite", help="sqlite or postgres (park)")
+    parser.add_argument("--note", action="append", default=[], help="a note for durable.md")
     parser.add_argument(
         "--merge", action="store_true", help="keep the old durable.json's other sides/sections"
     )

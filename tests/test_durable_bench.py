@@ -87,6 +87,7 @@ def test_render_checks_every_target_of_the_issue(tmp_path: Path) -> None:
         "quick": False,
         "peer": "llama-agents-dbos==0.7.0",
         "unavailable": {},
+        "notes": ["the peer could not park 10,000 runs on SQLite"],
         "summary": summary,
         "samples": {},
     }
@@ -121,6 +122,7 @@ def test_render_checks_every_target_of_the_issue(tmp_path: Path) -> None:
     )
     assert row("memory per parked run after idle release").endswith(": met |")
     assert "- peer: park: timed out" in table
+    assert "- the peer could not park 10,000 runs on SQLite" in table
 
 
 def test_quick_run_measures_our_side_or_says_it_is_not_available(tmp_path: Path) -> None:

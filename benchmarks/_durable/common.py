@@ -274,7 +274,7 @@ async def recover_finish(side: Side, args: argparse.Namespace) -> dict[str, Any]
 async def park(side: Side, args: argparse.Namespace) -> dict[str, Any]:
     """(d) resident memory of ``runs`` runs parked on a human's answer, after idle release."""
     deadline = time.monotonic() + args.time_limit
-    return await side.park(args.runs, args.idle_timeout, deadline)
+    return {"db": args.db_kind, **await side.park(args.runs, args.idle_timeout, deadline)}
 
 
 OPS: dict[str, Callable[[Side, argparse.Namespace], Coroutine[Any, Any, dict[str, Any]]]] = {
