@@ -521,6 +521,11 @@ def _rows(results: dict[str, Any], names: list[str]) -> list[list[str]]:  # noqa
         rerun = ours.get("completed_steps_rerun")
         rows.append([f"completed steps run again after the restart (all repetitions), {db}",
                      *cells, "-", verdict(None if rerun is None else rerun == 0, "0")])  # fmt: skip
+        lost = [summary.get(n, {}).get(section, {}) for n in names]
+        cells = ["-" if not r.get("runs") else f"{r['runs'] - r['finished_min']:,}" for r in lost]
+        unfinished = ours["runs"] - ours["finished_min"] if ours.get("runs") else None
+        rows.append([f"runs that never finished after the restart (worst repetition), {db}",
+                     *cells, "-", verdict(None if unfinished is None else unfinished == 0, "0")])  # fmt: skip
     if any("park" in summary.get(n, {}) for n in names):
         cells = []
         for n in names:

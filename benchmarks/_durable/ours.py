@@ -1,14 +1,14 @@
 """stepstream's driver: durable runs on DBOS (stepstream.durable), run by benchmarks/durable.py.
 
-Written against the durable runtime's planned API (issue 16, /work design notes):
+What it uses of the durable runtime (docs/durable.md):
 
-- ``from stepstream.durable import DBOSRuntime``; ``DBOSRuntime(url)`` with the system
-  database's URL (``sqlite:///path`` or ``postgresql://...``);
-- ``Workflow(..., runtime=runtime)`` registers the workflow; ``await runtime.launch()``
-  starts DBOS and recovers this executor's unfinished runs; ``await runtime.destroy()``
-  stops it (``close()`` or ``shutdown()`` are accepted too);
-- idle release of parked runs (a later phase): ``await runtime.release_idle()`` releases
-  every run that waits for an event, if the runtime has it; otherwise ``park`` measures
+- ``DBOSRuntime(url)`` with the system database's URL (``sqlite:///path`` or
+  ``postgresql://...``); ``Workflow(..., runtime=runtime)`` registers a workflow;
+  ``await runtime.launch()`` starts DBOS and resumes this executor's unfinished runs;
+  ``await runtime.destroy()`` stops it;
+- the telemetry observer's ``checkpoint_committed(run, seconds)``: journal commits;
+- idle release of parked runs (a later phase): ``await runtime.release_idle()``, releasing
+  every run that waits for an event, if the runtime has it; until then ``park`` measures
   the parked runs unreleased and says so.
 """
 
@@ -26,7 +26,8 @@ os.environ["BENCH_DURABLE_LIB"] = "stepstream"
 
 import common
 import flows
-from stepstream.durable import DBOSRuntime  # type: ignore[import-not-found,unused-ignore]
+
+from stepstream.durable import DBOSRuntime
 
 
 class Ours:
