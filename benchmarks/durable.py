@@ -12,7 +12,7 @@ interpreter and stepstream from --stepstream-src, default src/). Both run the sa
 workflows (benchmarks/_durable/flows.py). The sides alternate within each repetition; each
 figure is the median over repetitions. Every driver gets a fresh database: a SQLite file
 in a temporary folder, or a fresh database in a throwaway Postgres cluster on 127.0.0.1
-(benchmarks/_durable/pg.py), stopped at the end.
+(tests/_postgres.py, the tests' own), stopped at the end.
 
 - bench: a run of N sequential steps in memory and durable (per step: the time between
   consecutive step starts; the checkpoint cost is durable minus in-memory), Postgres's
@@ -47,10 +47,11 @@ from typing import Any, ClassVar
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DRIVERS = HERE / "_durable"
-sys.path.insert(0, str(DRIVERS))
+sys.path[:0] = [str(DRIVERS), str(ROOT / "tests")]
 
-from pg import PgCluster  # noqa: E402
 from server import peer_python  # noqa: E402
+
+from _postgres import PostgresServer, postgres_bin  # noqa: E402
 
 PEER = ("llama-agents-dbos==0.7.0", "dbos==2.31.1", "llama-index-workflows==2.26.1")
 PEER_VENV = ROOT / ".cache" / "bench-durable-peer"
@@ -100,6 +101,8 @@ def _peer(config: str) -> SideSpec:
 class Driver:
     """One driver process: wait for its ``result``, or ``kill`` it."""
 
+    pg_bin = str(postgres_bin() or "")  # psql, for the drivers' row counts
+
     live: ClassVar[set[Driver]] = set()
 
     @classmethod
@@ -116,7 +119,8 @@ class Driver:
         self._err.write(f"\n### {' '.join(self.cmd)}\n".encode())
         self._err.flush()
         self.proc = subprocess.Popen(
-            self.cmd, env={**side.env, **env}, stdout=subprocess.PIPE, stderr=self._err,
+            self.cmd, env={**side.env, "BENCH_PG_BIN": self.pg_bin, **env},
+            stdout=subprocess.PIPE, stderr=self._err,
             cwd=DRIVERS, start_new_session=True, text=True,
         )  # fmt: skip
         Driver.live.add(self)
@@ -169,8 +173,15 @@ class Databases:
 
     def __init__(self, tmp: Path, kinds: list[str]) -> None:
         self.tmp = tmp
-        self.pg = PgCluster() if "postgres" in kinds else None
         self.count = 0
+        self.pg: PostgresServer | None = None
+        if "postgres" in kinds:
+            self.pg = PostgresServer()
+            try:
+                self.pg.start()
+            except BaseException:
+                self.pg.remove()
+                raise
 
     def url(self, kind: str, tag: str) -> tuple[str, list[str]]:
         """A new database's URL and the driver arguments that go with it."""
@@ -179,12 +190,16 @@ class Databases:
         if kind == "sqlite":
             return f"sqlite:///{self.tmp / name}.sqlite", []
         assert self.pg is not None  # noqa: S101 - made when postgres is asked for
-        return self.pg.url(name), ["--pg-pid", str(self.pg.pid)]
+        subprocess.run(
+            [str(self.pg.bindir / "psql"), "-d", self.pg.url, "-c", f'CREATE DATABASE "{name}"'],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        return self.pg.url.rsplit("/", 1)[0] + f"/{name}", ["--pg-pid", str(self.pg.pid)]
 
     def stop(self) -> None:
         """Stop the Postgres cluster, if one was started."""
         if self.pg is not None:
-            self.pg.stop()
+            self.pg.remove()
 
 
 def _bench(side: SideSpec, dbs: Databases, kind: str, quick: bool) -> dict[str, Any]:

@@ -125,10 +125,9 @@ def sql(url: str, query: str) -> list[tuple[str, ...]]:
                 return [tuple(str(x) for x in row) for row in db.execute(query)]
         except sqlite3.Error:
             return []
-    from pg import BIN  # noqa: PLC0415 - the driver's folder
-
+    psql = Path(os.environ.get("BENCH_PG_BIN", "/usr/lib/postgresql/15/bin")) / "psql"
     done = subprocess.run(
-        [str(BIN / "psql"), "-At", "-d", url, "-c", query],
+        [str(psql), "-At", "-d", url, "-c", query],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     if done.returncode != 0:
