@@ -22,7 +22,8 @@ in a temporary folder, or a fresh database in a throwaway Postgres cluster on 12
 - recovery: R runs of three steps, all parked in the second step, ``kill -9``, restart;
   the time from the restart to the last run's last step, and which steps ran again
   (every step appends to a counter file outside the process).
-- park: resident memory of 10,000 runs parked on a human's answer, after idle release.
+- park: resident memory of 10,000 runs parked on a human's answer, after idle release
+  (on Postgres by default: the peer's connection pool runs out on SQLite at 10,000).
 
 Results: benchmarks/results/durable.json and durable.md. Driver logs: .cache/bench-durable-logs.
 """
@@ -645,7 +646,11 @@ def main() -> None:
     parser.add_argument(
         "--settle", type=float, default=1.0, help="seconds parked before the kill (recovery)"
     )
-    parser.add_argument("--park-db", default="sqlite", help="sqlite or postgres (park)")
+    parser.add_argument(
+        "--park-db",
+        default="postgres",
+        help="park on postgres (default: the peer fails on SQLite at 10,000) or sqlite",
+    )
     parser.add_argument("--note", action="append", default=[], help="a note for durable.md")
     parser.add_argument(
         "--merge", action="store_true", help="keep the old durable.json's other sides/sections"
