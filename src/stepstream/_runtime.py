@@ -143,7 +143,8 @@ class Run(RunQueries):
         self._early: list[tuple[Event, StepInfo | None, str | None]] = []
         self._tg: asyncio.TaskGroup | None = None
         # Each step task's job: [step index, event it is handling (None once done), its
-        # ticket, its invocation number, whether it re-runs a saved invocation].
+        # ticket, its invocation number, whether it re-runs a saved invocation, the events
+        # its waits took (None until one did), the waiter it is suspended on (or None)].
         self._tasks: dict[asyncio.Task[None], list[Any]] = {}
         # Invocations begun per step: numbers them (``ctx.step_key``).
         self.counts = [0] * len(graph.specs)
@@ -253,8 +254,8 @@ class Run(RunQueries):
         if key is None:
             counts = self.counts
             key = counts[index] = counts[index] + 1
-            return [index, event, ticket, key, self.replaying]
-        return [index, event, ticket, key, True]
+            return [index, event, ticket, key, self.replaying, None, None]
+        return [index, event, ticket, key, True, None, None]
 
     def step_key(self) -> str:
         """``ctx.step_key``: ``run_id:step:n`` for the calling step's invocation ``n``."""
