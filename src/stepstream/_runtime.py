@@ -223,6 +223,10 @@ class Run(RunQueries):
         self.router.end()
         if not self.router.close():
             return
+        journal = self.journal
+        if journal is not None and journal.parked:  # released, not ended: nothing to publish
+            journal.parked_outcome(self)
+            return
         self.outcome.set_result(outcome)
         self.stream.close(outcome.terminal)
         if self.router.held:
@@ -316,9 +320,16 @@ class Run(RunQueries):
             self.end(_outcome.failed(inv.step if inv is not None else "<caller>", exc, inv))
 
     def send(self, event: Event, target: str | None) -> None:
-        """``ctx.send_event``: refuse what cannot be delivered, else route it."""
+        """``ctx.send_event``: refuse what cannot be delivered, else route it.
+
+        A durable run records what the caller sends before routing it (``Journal``).
+        """
         _require_event(event, "send_event")
         origin = self.caller()
+        journal = self.journal if origin is None else None
+        if journal is not None and journal.parked:
+            self._on_loop(journal.received, self, event, target)
+            return
         problem = self.router.send_problem(event, target, from_caller=origin is None)
         if problem is not None:
             unknown = (
@@ -327,12 +338,31 @@ class Run(RunQueries):
                 and self.router.graph.spec(target) is None
             )
             raise (WorkflowStepDoesNotExistError if unknown else WorkflowRuntimeError)(problem)
-        if self._tg is None:  # the run's task has not started yet
+        if journal is not None:
+            self._on_loop(self._sent, event, target)
+        elif self._tg is None:  # the run's task has not started yet
             self._early.append((event, origin, target))
         elif _get_ident() == self.thread_id:
             self.dispatch(event, origin, target)
         else:
             self.loop.call_soon_threadsafe(self.dispatch, event, origin, target)
+
+    def _on_loop(self, call: Callable[..., None], *args: Any) -> None:
+        """``call(*args)`` now on the run's loop, or soon from another thread."""
+        if _get_ident() == self.thread_id:
+            call(*args)
+        else:
+            self.loop.call_soon_threadsafe(call, *args)
+
+    def _sent(self, event: Event, target: str | None) -> None:
+        """Record the caller's ``event`` in the journal, then route it."""
+        journal = self.journal
+        if journal is not None:
+            journal.received(self, event, target)
+        if self._tg is None:  # the run's task has not started yet
+            self._early.append((event, None, target))
+        else:
+            self.dispatch(event, None, target)
 
     def dispatch(
         self,

@@ -9,6 +9,7 @@ commit), then publishes the batch's events to the stream and the observers. Entr
 - ``{"k": "ck", "ctx", "done", "ns"}``: the run saved right after a step completion
   (``ctx`` is the saved-context format, ``done`` the step keys completed since the last
   checkpoint); a batch keeps only its last checkpoint;
+- ``{"k": "in", "ev", "to", "ns"}``: an event the caller sent (:mod:`._inputs`);
 - ``{"k": "end", "status", "terminal", "seq", "ns"}``: how the run ended.
 """
 
@@ -24,6 +25,7 @@ from stepstream._instrument import NOOP, Observer, RunInfo, Status, StepInfo
 from stepstream._text import error_text
 from stepstream.context.serializers import BaseSerializer
 from stepstream.durable import _dbos_io
+from stepstream.durable._inputs import CallerEvents
 from stepstream.durable._stream import JournalStream, Replay, decode_event
 from stepstream.errors import WorkflowRuntimeError
 from stepstream.events import Event, StopEvent
@@ -114,6 +116,8 @@ class RunJournal:
         self.readers: list[Replay] = []
         self.live = True
         self.starter: Any = None  # the DBOS workflow function (set by the runtime)
+        self.inputs = CallerEvents(self.run_id, run.loop)
+        self.parked = False
 
     # -- the Journal seam (called by the run) -------------------------------------------
 
@@ -150,6 +154,7 @@ class RunJournal:
             self.failure = error
             self._end_run(_outcome.failed("<journal>", error, None))
         self._drop_pending()
+        self.inputs.stopped(error_text(error))
         if not self._ended.done():
             self._ended.set_result(None)
         self._kick()  # a writer still waiting for entries raises it (DBOS: the run failed)
@@ -199,6 +204,18 @@ class RunJournal:
     def waiting(self, run: Run) -> None:
         """A step waits for an event: save the run, so its wait is restored after a crash."""
         self._checkpoint(run)
+
+    def received(self, run: Run, event: Event, target: str | None) -> None:
+        """The caller sent ``event``: queue it for the next batch (see :mod:`._inputs`)."""
+        self._entries.append(self.inputs.entry(self.serializer, event, target))
+        self._kick()
+
+    async def recorded(self) -> None:
+        """Return once the events the caller sent so far are recorded."""
+        await self.inputs.wait()
+
+    def parked_outcome(self, run: Run) -> None:
+        """The parked run's task ended (see :mod:`._park`)."""
 
     def _checkpoint(self, run: Run) -> None:
         ctx = run.ctx
@@ -254,6 +271,7 @@ class RunJournal:
         """The run's task was cancelled: write nothing more; the DBOS workflow stays pending."""
         self._aborted = True
         self._drop_pending()
+        self.inputs.stopped("its task was cancelled")
         self._kick()
 
     def _drop_pending(self) -> None:
@@ -309,6 +327,7 @@ class RunJournal:
             started = time.perf_counter()
             await _dbos_io.write_batch(batch)
             self.batches += 1
+            self.inputs.committed(batch)
             self._publish(pending)
             self.observer.checkpoint_committed(self.info, time.perf_counter() - started)
             if batch[-1]["k"] == "end":

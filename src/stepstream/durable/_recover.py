@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from stepstream.context import Context
 from stepstream.durable import _dbos_io
+from stepstream.durable._inputs import redeliver, unapplied
 from stepstream.durable._journal import RunJournal
 from stepstream.durable._stream import decode_event
 
@@ -71,6 +72,8 @@ async def recover(  # noqa: PLR0917 - the DBOS workflow's arguments, passed on
     if workflow.timeout is not None:  # the run's timeout counts from its first start
         elapsed = (time.time_ns() - started_ns) / 1e9
         run.timeout = max(_LAST_CHANCE, workflow.timeout - elapsed)
+    # The caller's events recorded after the checkpoint are sent again (not re-recorded).
+    redeliver(run, ctx._default_serializer(), unapplied(entries))  # noqa: SLF001
     journal = RunJournal(run, ctx._default_serializer(), None, len(batches))  # noqa: SLF001
     if start_event is None:
         assert saved is not None  # noqa: S101 - a checkpoint or saved context was read
