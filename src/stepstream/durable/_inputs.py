@@ -57,13 +57,23 @@ class CallerEvents:
                 "a durable run must be serializable by its serializer (JSON by default)"
             )
             raise WorkflowRuntimeError(msg) from exc
+        return self.acked({"k": "in", "ev": text, "to": target, "ns": time.time_ns()})
+
+    def acked(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """Mark ``entry`` as one whose recording is waited for (:meth:`wait`)."""
         self.queued += 1
-        return {"k": "in", "ev": text, "to": target, "ns": time.time_ns()}
+        entry["ack"] = 1
+        return entry
 
     def committed(self, batch: Sequence[dict[str, Any]]) -> None:
-        """A batch was recorded: count its caller events, wake who waits for them."""
-        self.recorded += sum(1 for entry in batch if entry["k"] == "in")
+        """A batch was recorded: count what was waited for in it, wake who waits."""
+        self.recorded += sum(1 for entry in batch if entry.get("ack"))
         self._wake(None)
+
+    def settle(self, count: int, error: BaseException | None) -> None:
+        """``count`` events were delivered (to a parked run), or could not be (``error``)."""
+        self.recorded += count
+        self._wake(error)
 
     def stopped(self, why: str) -> None:
         """Nothing more will be recorded: waiters for unrecorded events get an error."""

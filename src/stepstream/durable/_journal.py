@@ -9,7 +9,9 @@ commit), then publishes the batch's events to the stream and the observers. Entr
 - ``{"k": "ck", "ctx", "done", "ns"}``: the run saved right after a step completion
   (``ctx`` is the saved-context format, ``done`` the step keys completed since the last
   checkpoint); a batch keeps only its last checkpoint;
-- ``{"k": "in", "ev", "to", "ns"}``: an event the caller sent (:mod:`._inputs`);
+- ``{"k": "in", "ev", "to", "ns"}``: an event the caller sent (:mod:`._inputs`), with
+  ``inbox`` when it came through the run's inbox while the run was parked;
+- ``{"k": "park", "attempt", "ns"}``: the run was released while it waited (:mod:`._park`);
 - ``{"k": "end", "status", "terminal", "seq", "ns"}``: how the run ended.
 """
 
@@ -33,6 +35,7 @@ from stepstream.events import Event, StopEvent
 if TYPE_CHECKING:
     from stepstream._outcome import Outcome
     from stepstream._runtime import Run
+    from stepstream.durable._park import IdleTimer, Parking, Released
 
 __all__ = ["RunJournal"]
 
@@ -117,7 +120,13 @@ class RunJournal:
         self.live = True
         self.starter: Any = None  # the DBOS workflow function (set by the runtime)
         self.inputs = CallerEvents(self.run_id, run.loop)
+        # Parking (see _park): the idle clock, and once released, the release's state.
         self.parked = False
+        self.idle: IdleTimer | None = None
+        self.parking: Parking | None = None
+        self.released: Released | None = None
+        self.inbox_taken = -1  # the last inbox offset the run took
+        self.writer: asyncio.Task[Any] | None = None  # the DBOS workflow's task
 
     # -- the Journal seam (called by the run) -------------------------------------------
 
@@ -200,22 +209,56 @@ class RunJournal:
         """A step completion was applied: save the run as it stands now."""
         self._done_keys.append(f"{run.router.graph.names[step]}:{invocation}")
         self._checkpoint(run)
+        if self.idle is not None:
+            self.idle.touch(run)
 
     def waiting(self, run: Run) -> None:
         """A step waits for an event: save the run, so its wait is restored after a crash."""
         self._checkpoint(run)
+        if self.idle is not None:
+            self.idle.touch(run)
 
     def received(self, run: Run, event: Event, target: str | None) -> None:
-        """The caller sent ``event``: queue it for the next batch (see :mod:`._inputs`)."""
+        """The caller sent ``event``: queue it for the next batch (see :mod:`._inputs`).
+
+        A parked run's journal delivers it to the run wherever it is (see :mod:`._park`).
+        """
+        if self.parked and self.parking is not None:
+            self.parking.deliver(self, event, target)
+            return
         self._entries.append(self.inputs.entry(self.serializer, event, target))
         self._kick()
+        if self.idle is not None:
+            self.idle.touch(run)
+
+    def take_inbox(self, entries: list[dict[str, Any]]) -> None:
+        """Record the inbox events the reloaded run took (sent to it before it started)."""
+        for entry in entries:
+            entry.pop("ack", None)
+            self._entries.append(entry)
+        if entries:
+            self._kick()
+
+    def park(self, run: Run) -> bool:
+        """Queue the release's checkpoint and park entry; False if the run is ending."""
+        if self._ended.done() or self.failure is not None or self._aborted:
+            return False
+        self._checkpoint(run)
+        entry = {"k": "park", "attempt": self.info.attempt, "ns": time.time_ns()}
+        self._entries.append(self.inputs.acked(entry))
+        self._kick()
+        return True
 
     async def recorded(self) -> None:
         """Return once the events the caller sent so far are recorded."""
         await self.inputs.wait()
 
     def parked_outcome(self, run: Run) -> None:
-        """The parked run's task ended (see :mod:`._park`)."""
+        """The released run's task ended: end its steps' spans and its run span as parked."""
+        if self.idle is not None:
+            self.idle.cancel()
+        self._drop_pending()
+        self.observer.run_parked(self.info)
 
     def _checkpoint(self, run: Run) -> None:
         ctx = run.ctx
@@ -248,6 +291,8 @@ class RunJournal:
         Returns the outcome to publish: ``outcome``, or the journal's failure if it could
         not record the run (then nothing of the run is recorded as done).
         """
+        if self.idle is not None:
+            self.idle.cancel()
         if self.failure is None:
             self._done_keys.clear()
             self._entries.append(
@@ -271,7 +316,10 @@ class RunJournal:
         """The run's task was cancelled: write nothing more; the DBOS workflow stays pending."""
         self._aborted = True
         self._drop_pending()
-        self.inputs.stopped("its task was cancelled")
+        if not self.parked:  # a parked run's journal goes on taking the caller's events
+            self.inputs.stopped("its task was cancelled")
+        if self.idle is not None:
+            self.idle.cancel()
         self._kick()
 
     def _drop_pending(self) -> None:
@@ -301,6 +349,7 @@ class RunJournal:
         database error fails the run (and DBOS records the workflow as failed).
         """
         self.claimed = True
+        self.writer = asyncio.current_task()
         try:
             return await self._write_loop()
         except asyncio.CancelledError:
