@@ -28,6 +28,7 @@ from stepstream._text import error_text
 from stepstream.context.serializers import BaseSerializer
 from stepstream.durable import _dbos_io
 from stepstream.durable._inputs import CallerEvents
+from stepstream.durable._park import RELEASING
 from stepstream.durable._stream import JournalStream, Replay, decode_event
 from stepstream.errors import WorkflowRuntimeError
 from stepstream.events import Event, StopEvent
@@ -355,6 +356,8 @@ class RunJournal:
         except asyncio.CancelledError:
             if not self._ended.done():
                 self._ended.cancel()
+            if self.parked:
+                RELEASING.set(True)
             raise
         except Exception as exc:
             self._fail(exc)

@@ -21,6 +21,7 @@ import logging
 import time
 import weakref
 from collections.abc import Coroutine
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from stepstream._routing import RunState
@@ -38,9 +39,31 @@ if TYPE_CHECKING:
     from stepstream.durable._stream import JournalStream
     from stepstream.events import Event
 
-__all__ = ["IdleTimer", "Parking", "Released", "last_inbox", "last_park", "taken_up"]
+__all__ = [
+    "RELEASING",
+    "IdleTimer",
+    "Parking",
+    "Released",
+    "last_inbox",
+    "last_park",
+    "taken_up",
+]
 
 _log = logging.getLogger("stepstream")
+
+#: Set in a released run's DBOS workflow task as it ends: DBOS then logs that the task was
+#: cancelled, which is how a parked run's workflow is left untouched, not news.
+RELEASING: ContextVar[bool] = ContextVar("stepstream_releasing", default=False)
+
+
+class _QuietRelease(logging.Filter):
+    """Drops DBOS's warning about the cancelled task of a run being released."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (RELEASING.get() and record.getMessage().startswith("Asyncio task cancelled"))
+
+
+_quiet = _QuietRelease()
 
 
 class IdleTimer:
@@ -141,6 +164,9 @@ class Parking:
         self.idle_after = idle_after
         self._tasks: set[asyncio.Task[Any]] = set()
         self._views: dict[str, weakref.ref[ParkedView]] = {}
+        dbos_log = logging.getLogger("dbos")
+        if idle_after is not None and _quiet not in dbos_log.filters:
+            dbos_log.addFilter(_quiet)
 
     def watch(self, journal: RunJournal) -> None:
         """Release ``journal``'s run when it idles (unless idle release is off)."""
