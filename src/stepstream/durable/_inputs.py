@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from stepstream._runtime import Run
     from stepstream.events import Event
 
-__all__ = ["CallerEvents", "redeliver", "unapplied"]
+__all__ = ["CallerEvents", "in_entry", "redeliver", "unapplied"]
 
 _log = logging.getLogger("stepstream")
 
@@ -48,16 +48,7 @@ class CallerEvents:
         """The journal entry of ``event``; raises naming the run if it cannot be recorded."""
         if self._error is not None:
             raise self._error
-        try:
-            text = serializer.serialize(event)
-        except Exception as exc:
-            msg = (
-                f"durable run {self.run_id} cannot record the event {type(event).__name__} "
-                f"it was sent ({type(exc).__name__}: {error_text(exc)}); the events sent to "
-                "a durable run must be serializable by its serializer (JSON by default)"
-            )
-            raise WorkflowRuntimeError(msg) from exc
-        return self.acked({"k": "in", "ev": text, "to": target, "ns": time.time_ns()})
+        return self.acked(in_entry(self.run_id, serializer, event, target))
 
     def acked(self, entry: dict[str, Any]) -> dict[str, Any]:
         """Mark ``entry`` as one whose recording is waited for (:meth:`wait`)."""
@@ -102,6 +93,22 @@ class CallerEvents:
             if self._commit is None:
                 self._commit = self._loop.create_future()
             await asyncio.shield(self._commit)
+
+
+def in_entry(
+    run_id: str, serializer: BaseSerializer, event: Event, target: str | None
+) -> dict[str, Any]:
+    """The ``in`` entry of ``event`` sent to run ``run_id``; raises if it cannot be written."""
+    try:
+        text = serializer.serialize(event)
+    except Exception as exc:
+        msg = (
+            f"durable run {run_id} cannot record the event {type(event).__name__} it was "
+            f"sent ({type(exc).__name__}: {error_text(exc)}); the events sent to a durable "
+            "run must be serializable by its serializer (JSON by default)"
+        )
+        raise WorkflowRuntimeError(msg) from exc
+    return {"k": "in", "ev": text, "to": target, "ns": time.time_ns()}
 
 
 def unapplied(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

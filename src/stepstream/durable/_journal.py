@@ -127,6 +127,7 @@ class RunJournal:
         self.parking: Parking | None = None
         self.released: Released | None = None
         self.inbox_taken = -1  # the last inbox offset the run took
+        self.workflow_name = ""  # its workflow's workflow_name (set by the runtime)
         self.writer: asyncio.Task[Any] | None = None  # the DBOS workflow's task
 
     # -- the Journal seam (called by the run) -------------------------------------------
@@ -231,6 +232,11 @@ class RunJournal:
         self._kick()
         if self.idle is not None:
             self.idle.touch(run)
+
+    @property
+    def aborted(self) -> bool:
+        """Whether the run's task was cancelled before its end was recorded."""
+        return self._aborted
 
     def take_inbox(self, entries: list[dict[str, Any]]) -> None:
         """Record the inbox events the reloaded run took (sent to it before it started)."""

@@ -221,6 +221,7 @@ class Parking:
                 _log.warning("stepstream: durable run %s could not be parked", run_id)
         finally:
             released.done.set_result(None)  # deliveries sent meanwhile go to the inbox now
+        self.runtime._parked(run_id)  # noqa: SLF001
         # An event sent from another process during the release reloads it at once.
         if await _park_io.read_inbox(run_id, journal.inbox_taken + 1):
             await _park_io.unpark(run_id)

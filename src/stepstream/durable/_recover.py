@@ -83,7 +83,7 @@ async def recover(  # noqa: PLR0917 - the DBOS workflow's arguments, passed on
     redeliver(run, ser, unapplied(entries))
     inbox = await taken_up(run, ser, entries)
     journal = RunJournal(run, ser, None, len(batches))
-    runtime.attach(journal, run, last_inbox(entries + inbox), inbox)
+    runtime.attach(journal, run, workflow.workflow_name, last_inbox(entries + inbox), inbox)
     if start_event is None:
         assert saved is not None  # noqa: S101 - a checkpoint or saved context was read
         begin: Any = saved.routing

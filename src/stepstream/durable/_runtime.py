@@ -20,6 +20,8 @@ from stepstream.durable import _dbos_io
 from stepstream.durable._journal import RunJournal
 from stepstream.durable._park import Parking
 from stepstream.durable._park_io import unpark
+from stepstream.durable._records import RunWatcher
+from stepstream.durable._service import RuntimeService
 from stepstream.errors import WorkflowRuntimeError, WorkflowValidationError
 from stepstream.events import Event
 
@@ -86,7 +88,7 @@ async def _run_function(
     return await _ACTIVE[0]._execute(run_id, workflow, start, trace, started_ns)  # noqa: SLF001
 
 
-class DBOSRuntime:
+class DBOSRuntime(RuntimeService):
     """Durable execution for workflows: ``MyWorkflow(runtime=DBOSRuntime())``.
 
     ``database_url`` is DBOS's system database: ``sqlite:///path`` (one machine) or
@@ -134,8 +136,8 @@ class DBOSRuntime:
         self._arrivals: dict[str, asyncio.Future[WorkflowHandler]] = {}
         self.launch_context = contextvars.copy_context()
         #: Runs idle this long (every step waiting for an event) are released (parked).
-        self.idle_release_after = idle_release_after
         self._parking = Parking(self, idle_release_after)
+        self._watchers: list[RunWatcher] = []
 
     # -- registration and launch -----------------------------------------------------------
 
@@ -268,20 +270,23 @@ class DBOSRuntime:
             payload = {"ctx": to_payload(saved, serializer)}
         journal = RunJournal(run, serializer, (workflow.workflow_name, payload))
         journal.starter = _run_function
-        self.attach(journal, run)
+        self.attach(journal, run, workflow.workflow_name)
         self._starting[run.info.run_id] = journal
 
     def attach(
         self,
         journal: RunJournal,
         run: Run,
+        workflow: str,
         inbox_taken: int = -1,
         inbox: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Set ``journal`` up for parking; record the ``inbox`` events its run took.
+        """Set ``journal``, of a run of ``workflow``, up for parking.
 
-        Handlers of the run's released self, if a caller holds any, follow it from now on.
+        Records the ``inbox`` events its run took. Handlers of the run's released self,
+        if a caller holds any, follow it from now on.
         """
+        journal.workflow_name = workflow
         journal.parking = self._parking
         self._parking.watch(journal)
         journal.inbox_taken = inbox_taken
@@ -296,6 +301,11 @@ class DBOSRuntime:
         arrival = self._arrivals.pop(run_id, None)
         if arrival is not None and not arrival.done():
             arrival.set_result(handler)
+        journal = handler._run.journal  # noqa: SLF001
+        if isinstance(journal, RunJournal) and journal.claimed:  # resumed, not new
+            resumed = journal.info.resumed
+            trace_id = resumed[0] if resumed is not None else journal.info.trace_id
+            self._resumed(handler, journal.workflow_name, journal.stream.seq, trace_id)
 
     async def handler(self, run_id: str, *, timeout: float = 30.0) -> WorkflowHandler:
         """A handler of durable run ``run_id`` executing in this process.

@@ -24,12 +24,14 @@ from stepstream.drawing import flow_graph
 from stepstream.errors import WorkflowError
 from stepstream.events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
 from stepstream.server._admission import parked
+from stepstream.server._durable import DurableRuns
+from stepstream.server._durable_stream import DurableStream, last_seq
 from stepstream.server._envelope import BadRequest, event_bases, parse_event
 from stepstream.server._handlers import STATUSES, HandlerRecord, HandlerStore
 from stepstream.server._log import RunLog
 from stepstream.server._runs import Runs, correlation, logger
 from stepstream.server._settings import ServerSettings
-from stepstream.server._streaming import StreamLimiter, StreamOptions, event_stream
+from stepstream.server._streaming import StreamLimiter, StreamOptions, Writer, event_stream
 from stepstream.workflow import Workflow
 
 __all__ = ["Api", "Served", "json_response"]
@@ -97,6 +99,8 @@ class Api:
         self.served = served
         self.store = store
         self.runs = runs
+        #: The runs of a durable server (their records are in its database too), else None.
+        self.durable = runs if isinstance(runs, DurableRuns) else None
         self.settings = settings
         self.streams = StreamLimiter(settings.max_streams)
         self.stop = stop
@@ -132,9 +136,11 @@ class Api:
             raise BadRequest(msg, status=404)
         return served
 
-    def _record(self, request: Request) -> HandlerRecord:
+    async def _record(self, request: Request) -> HandlerRecord:
         handler_id = request.path_params["handler_id"]
         record = self.store.get(handler_id)
+        if record is None and self.durable is not None:  # the database knows more runs
+            record = await self.durable.lookup(handler_id)
         if record is None:
             msg = f"Handler not found: no handler {handler_id!r} on this server"
             raise BadRequest(msg, status=404)
@@ -227,6 +233,8 @@ class Api:
         ):
             msg = f"handler_id: must be 1-128 letters, digits or '._~-', got {handler_id!r}"
             raise BadRequest(msg)
+        if handler_id is not None and self.durable is not None:
+            await self._check_free(handler_id)
         kwargs = body.get("kwargs", {})
         if not isinstance(kwargs, dict):
             msg = (
@@ -244,6 +252,16 @@ class Api:
             raise BadRequest(msg) from None
         return record
 
+    async def _check_free(self, handler_id: str) -> None:
+        """Refuse a handler id a durable run already has (in the database too)."""
+        assert self.durable is not None  # noqa: S101 - called for a durable server only
+        if await self.durable.taken(handler_id):
+            msg = (
+                f"handler_id {handler_id!r} is taken; leave handler_id out to get a new one "
+                "(continuing a finished handler is not supported)"
+            )
+            raise BadRequest(msg, status=409)
+
     async def run(self, request: Request) -> Response:
         """``POST /workflows/{name}/run``: run, answer when it ends (200; 500 if it failed)."""
         record = await self._start(request)
@@ -253,7 +271,7 @@ class Api:
         done, _ = await asyncio.wait({ending}, timeout=SHORT_RUN)
         if not done:
             parked()
-        await ending
+        record = await ending
         return json_response(record.to_json(), 200 if record.status == "completed" else 500)
 
     async def run_nowait(self, request: Request) -> Response:
@@ -275,17 +293,22 @@ class Api:
         if bad:
             msg = f"status: unknown status {', '.join(map(repr, bad))}; use {', '.join(STATUSES)}"
             raise BadRequest(msg)
-        records = self.store.query(statuses, values("workflow_name"))
+        names = values("workflow_name")
+        if self.durable is not None:
+            keep = self.settings.keep_finished
+            records = await self.durable.query(statuses, names, keep)
+        else:
+            records = self.store.query(statuses, names)
         return json_response({"handlers": [r.to_json() for r in records]})
 
     async def get_handler(self, request: Request) -> Response:
         """``GET /handlers/{id}``: 202 while running, 200 completed, 500 failed or cancelled."""
-        record = self._record(request)
+        record = await self._record(request)
         return json_response(record.to_json(), _handler_status(record))
 
     async def result(self, request: Request) -> Response:
         """``GET /results/{id}`` (the peer's deprecated form): the result value, unwrapped."""
-        record = self._record(request)
+        record = await self._record(request)
         data = record.to_json()
         result = record.result
         if result is None:
@@ -298,7 +321,7 @@ class Api:
 
     async def cancel(self, request: Request) -> Response:
         """``POST /handlers/{id}/cancel?purge=``: cancel a running handler (purge: forget it)."""
-        record = self._record(request)
+        record = await self._record(request)
         purge = request.query_params.get("purge", "false").lower() == "true"
         if record.finished and not purge:
             msg = (
@@ -307,10 +330,16 @@ class Api:
             )
             raise BadRequest(msg, status=409)
         if not record.finished:
-            await self.runs.cancel(record)
+            try:
+                await self.runs.cancel(record)
+            except WorkflowError as exc:  # a durable run this process cannot take up
+                msg = f"handler {record.handler_id!r} cannot be cancelled here: {exc}"
+                raise BadRequest(msg, status=409) from None
             logger.info("run_cancelled", extra=correlation(record))
         if purge:
             self.store.remove(record.handler_id)
+            if self.durable is not None:
+                await self.durable.runtime.forget(record.run_id)
             return json_response({"status": "deleted"})
         return json_response({"status": "cancelled"})
 
@@ -318,7 +347,7 @@ class Api:
 
     async def send_event(self, request: Request) -> Response:
         """``POST /events/{id}``: send an event (a human's answer) into the run."""
-        record = self._record(request)
+        record = await self._record(request)
         body = await self._body(request)
         data, step = body.get("event"), body.get("step")
         if not data:
@@ -330,6 +359,14 @@ class Api:
         served = self.served[record.workflow_name]
         event = parse_event(data, served.events, where="event")
         handler = record.handler
+        if handler is None and self.durable is not None and not record.finished:
+            # A durable run parked, or executing in another process: to its inbox.
+            try:
+                await self.durable.send(record, event, step)
+            except WorkflowError as exc:
+                msg = f"event: {exc}"
+                raise BadRequest(msg, status=409) from None
+            return json_response({"status": "sent"})
         if handler is None or handler.done():
             msg = (
                 f"Workflow already completed: handler {record.handler_id!r} ended ({record.status})"
@@ -345,42 +382,59 @@ class Api:
 
     async def stream_events(self, request: Request) -> Response:
         """``GET /events/{id}``: the run's events as SSE (default) or NDJSON (``sse=false``)."""
-        record = self._record(request)
+        record = await self._record(request)
+        if self.durable is not None:
+            return await self._durable_stream(request, record)
         return self._stream(request, record.log, default_after="now")
+
+    async def _durable_stream(self, request: Request, record: HandlerRecord) -> Response:
+        """A durable run's events after the requested seq, from its journal and live."""
+        assert self.durable is not None  # noqa: S101 - a durable server's
+        workflow = self.durable.workflow_of(record)
+        text, source = _cursor(request, "now")
+        if text.strip().lower() == "now":
+            after = await last_seq(self.durable, record.run_id, workflow)
+        else:
+            after = _seq(text, source)
+        ended = record.finished and self.durable.live(record.run_id) is None
+        if ended and not await self.durable.runtime.events(record.run_id, workflow, after):
+            return Response(status_code=204)  # the peer's answer: nothing left to read
+        options = self._options(request)
+        writer = DurableStream(self.durable, record.run_id, workflow, after, options, self.stop)
+        return self._streaming(RunLog(), 0, options, writer)
 
     async def stream_steps(self, request: Request) -> Response:
         """``GET /handlers/{id}/steps``: the run's step lifecycle frames (from the start)."""
-        record = self._record(request)
+        record = await self._record(request)
         return self._stream(request, record.steps, default_after="-1")
 
     def _stream(self, request: Request, log: RunLog, default_after: str) -> Response:
         """Frames of ``log`` from the requested position on, as SSE or NDJSON."""
-        params = request.query_params
-        sse = params.get("sse", "true").lower() == "true"
-        after = params.get("after_sequence", default_after)
-        source = "after_sequence"
-        last_id = request.headers.get("last-event-id")
-        if sse and last_id is not None:
-            after, source = last_id, "Last-Event-ID"
+        after, source = _cursor(request, default_after)
         if after.strip().lower() == "now":
             position = log.end
         else:
-            try:
-                position = log.position_after(int(after))
-            except ValueError:
-                msg = f"{source}: must be an event seq (an integer) or 'now', got {after!r}"
-                raise BadRequest(msg) from None
+            position = log.position_after(_seq(after, source))
         if log.closed and position >= log.end:
             return Response(status_code=204)  # the peer's answer: ended, nothing left to read
-        if not self.streams.try_acquire():
-            msg = f"too many event streams open ({self.streams.limit}, max_streams); retry later"
-            raise BadRequest(msg, status=503)
-        options = StreamOptions(
+        return self._streaming(log, position, self._options(request), None)
+
+    def _options(self, request: Request) -> StreamOptions:
+        params = request.query_params
+        sse = params.get("sse", "true").lower() == "true"
+        return StreamOptions(
             sse=sse,
             qualified_name=params.get("include_qualified_name", "true").lower() == "true",
             heartbeat=self.settings.heartbeat if sse else None,
             send_timeout=self.settings.send_timeout,
         )
+
+    def _streaming(
+        self, log: RunLog, position: int, options: StreamOptions, writer: Writer | None
+    ) -> Response:
+        if not self.streams.try_acquire():
+            msg = f"too many event streams open ({self.streams.limit}, max_streams); retry later"
+            raise BadRequest(msg, status=503)
 
         async def run(scope: Scope, receive: Receive, send: Send) -> None:
             parked()  # a stream mostly waits for events: it does not hold a request slot
@@ -393,11 +447,30 @@ class Api:
                     position=position,
                     options=options,
                     stop=self.stop,
+                    writer=writer,
                 )
             finally:
                 self.streams.release()
 
         return _Streaming(run)
+
+
+def _cursor(request: Request, default_after: str) -> tuple[str, str]:
+    """Where a subscriber resumes (``Last-Event-ID`` or ``after_sequence``), and which said so."""
+    params = request.query_params
+    sse = params.get("sse", "true").lower() == "true"
+    last_id = request.headers.get("last-event-id")
+    if sse and last_id is not None:
+        return last_id, "Last-Event-ID"
+    return params.get("after_sequence", default_after), "after_sequence"
+
+
+def _seq(text: str, source: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        msg = f"{source}: must be an event seq (an integer) or 'now', got {text!r}"
+        raise BadRequest(msg) from None
 
 
 def _handler_status(record: HandlerRecord) -> int:
