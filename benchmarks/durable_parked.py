@@ -27,6 +27,7 @@ import shutil
 import sys
 import time
 import tracemalloc
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -79,15 +80,17 @@ def rss() -> int:
         return int(statm.read().split()[1]) * PAGE
 
 
-def heap() -> dict[str, int]:
-    """RSS, allocated blocks, gc-tracked objects, traced bytes (0 without tracemalloc)."""
+def heap() -> dict[str, Any]:
+    """RSS, allocated blocks, gc-tracked objects (and by type), traced bytes (0 untraced)."""
     gc.collect()
     traced = tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else 0
+    objects = gc.get_objects()
     return {
         "rss": rss(),
         "blocks": sys.getallocatedblocks(),
-        "objects": len(gc.get_objects()),
+        "objects": len(objects),
         "traced": traced,
+        "types": Counter(type(o).__qualname__ for o in objects),
     }
 
 
@@ -146,7 +149,7 @@ def report(result: dict[str, Any]) -> None:
     """Print the per-run figures."""
     runs = result["runs"]
     before, after = result["before"], result["after"]
-    per = {key: (after[key] - before[key]) / runs for key in before}
+    per = {key: (after[key] - before[key]) / runs for key in before if key != "types"}
     print(f"parked runs: {runs} in {result['seconds']:.1f} s")
     print(f"RSS growth per parked run:          {per['rss']:10.1f} bytes")
     print(f"allocated blocks per parked run:    {per['blocks']:10.3f}")
@@ -155,6 +158,8 @@ def report(result: dict[str, Any]) -> None:
         print(f"traced heap per parked run:         {per['traced']:10.1f} bytes")
     runs_alive, contexts_alive = result["alive"]
     print(f"Run objects alive: {runs_alive}, Context objects alive: {contexts_alive}")
+    grown = (after["types"] - before["types"]).most_common(6)
+    print("objects that grew: " + ", ".join(f"{name} +{n}" for name, n in grown))
 
 
 if __name__ == "__main__":

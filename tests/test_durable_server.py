@@ -247,6 +247,25 @@ def test_an_acknowledged_answer_survives_a_kill_before_its_step_ends(tmp_path: P
         second.stop()
 
 
+def test_an_answer_posted_as_the_server_restarts_is_not_lost(tmp_path: Path) -> None:
+    """The answer comes while the restarted server is still taking the run up: it reaches
+    the run (through its inbox), once."""
+    (tmp_path / "gate-ask").touch()
+    first = serve(tmp_path)
+    try:
+        start(first.url, "asking", "r1")
+        frames(first.url, "r1", params={"after_sequence": "-1"}, until=lambda f: len(f) == 1)
+    finally:
+        kill(first)
+    second = serve(tmp_path)
+    try:
+        assert answer(second.url, "r1", "ed").status_code == 200
+        assert result(second.url, "r1")["result"] == "hello ed"
+        assert effects(tmp_path).count("answered:ed") == 1
+    finally:
+        second.stop()
+
+
 def test_a_parked_run_is_reloaded_by_an_answer_posted_to_another_process(tmp_path: Path) -> None:
     """--idle-release-after: the waiting run is released; the server stops; a new server on
     the same database takes the answer and the run ends there, its stream whole."""

@@ -127,6 +127,7 @@ class RunJournal:
         self.parking: Parking | None = None
         self.released: Released | None = None
         self.inbox_taken = -1  # the last inbox offset the run took
+        self.inbox_lock: asyncio.Lock | None = None  # one inbox read at a time (see _park)
         self.workflow_name = ""  # its workflow's workflow_name (set by the runtime)
         self.writer: asyncio.Task[Any] | None = None  # the DBOS workflow's task
 
@@ -239,10 +240,11 @@ class RunJournal:
         return self._aborted
 
     def take_inbox(self, entries: list[dict[str, Any]]) -> None:
-        """Record the inbox events the reloaded run took (sent to it before it started)."""
+        """Record the inbox events the run took (each with its ``inbox`` offset)."""
         for entry in entries:
             entry.pop("ack", None)
             self._entries.append(entry)
+            self.inbox_taken = max(self.inbox_taken, entry["inbox"])
         if entries:
             self._kick()
 

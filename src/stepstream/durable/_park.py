@@ -22,7 +22,7 @@ import time
 import weakref
 from collections.abc import Coroutine
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from stepstream._routing import RunState
 from stepstream._text import error_text
@@ -199,32 +199,47 @@ class Parking:
     async def release(self, journal: RunJournal, run: Run, mark: int) -> None:
         """Release idle ``run``: record the park, end its task, mark its workflow parked."""
         run_id = journal.run_id
-        handler = self.runtime._runs.get(run_id)  # noqa: SLF001 - the runtime's own runs
-        timer = journal.idle
-        if handler is None or timer is None or not journal.park(run):
+        stopped = await self._stop(journal, run, mark)
+        del journal, run  # the run's objects go now, not when the database has answered
+        if stopped is None:
             return
-        try:
-            await journal.recorded()
-        except WorkflowError:
-            return  # the run stopped meanwhile (its end, a failure, a shutdown)
-        if timer.activity != mark or not _idle(run):
-            return  # an event came while the park was recorded: it stays (the park is void)
-        released = journal.released = Released(run.loop)
-        journal.parked = True  # from now on, what the caller sends goes to deliver()
-        view = released.view = ParkedView(journal.stream, journal.readers, run.outcome)
-        self._views[run_id] = weakref.ref(view, lambda ref: self._forget(run_id, ref))
-        task = handler._task  # noqa: SLF001 - the runtime owns its runs' tasks
-        task.cancel()
-        await asyncio.wait([t for t in (task, journal.writer) if t is not None])
+        done, taken = stopped
         try:
             if not await _park_io.mark_parked(run_id):
                 _log.warning("stepstream: durable run %s could not be parked", run_id)
         finally:
-            released.done.set_result(None)  # deliveries sent meanwhile go to the inbox now
+            done.set_result(None)  # deliveries sent meanwhile go to the inbox now
         self.runtime._parked(run_id)  # noqa: SLF001
         # An event sent from another process during the release reloads it at once.
-        if await _park_io.read_inbox(run_id, journal.inbox_taken + 1):
+        if await _park_io.read_inbox(run_id, taken + 1):
             await _park_io.unpark(run_id)
+
+    async def _stop(
+        self, journal: RunJournal, run: Run, mark: int
+    ) -> tuple[asyncio.Future[None], int] | None:
+        """Record the park and end the run's task; None if the run is not idle after all.
+
+        Returns the future deliveries wait on, and the last inbox offset the run took.
+        """
+        handler = self.runtime._runs.get(journal.run_id)  # noqa: SLF001 - the runtime's own
+        timer = journal.idle
+        if handler is None or timer is None or not journal.park(run):
+            return None
+        try:
+            await journal.recorded()
+        except WorkflowError:
+            return None  # the run stopped meanwhile (its end, a failure, a shutdown)
+        if timer.activity != mark or not _idle(run):
+            return None  # an event came while the park was recorded: it stays (void park)
+        released = journal.released = Released(run.loop)
+        journal.parked = True  # from now on, what the caller sends goes to deliver()
+        view = released.view = ParkedView(journal.stream, journal.readers, run.outcome)
+        run_id = journal.run_id
+        self._views[run_id] = weakref.ref(view, lambda ref: self._forget(run_id, ref))
+        task = handler._task  # noqa: SLF001 - the runtime owns its runs' tasks
+        task.cancel()
+        await asyncio.wait([t for t in (task, journal.writer) if t is not None])
+        return released.done, journal.inbox_taken
 
     def _forget(self, run_id: str, ref: weakref.ref[ParkedView]) -> None:
         if self._views.get(run_id) is ref:
@@ -258,6 +273,43 @@ class Parking:
         """Record ``entry`` in the run's inbox, then reload the run if it is parked."""
         await _park_io.post_inbox(run_id, entry)
         await _park_io.unpark(run_id)
+
+    async def drain(self, run_id: str) -> None:
+        """Hand run ``run_id``, executing here, what its inbox got since it last looked.
+
+        Each event taken is recorded with its inbox offset (so no later reload takes it
+        again), then routed. Reads are one at a time per run.
+        """
+        handler = self.runtime._runs.get(run_id)  # noqa: SLF001
+        if handler is None:
+            return
+        run = handler._run  # noqa: SLF001 - the runtime's own run
+        journal = run.journal
+        if journal is None or journal.parked:
+            return
+        journal_ = cast("RunJournal", journal)  # the runtime's own journal
+        if journal_.inbox_lock is None:
+            journal_.inbox_lock = asyncio.Lock()
+        async with journal_.inbox_lock:
+            fresh = await _park_io.read_inbox(run_id, journal_.inbox_taken + 1)
+            for entry in fresh:
+                if run.router.state is not RunState.RUNNING:
+                    return
+                event = decode_event(journal_.serializer, entry["ev"], f"the inbox of run {run_id}")
+                target = entry.get("to")
+                journal_.take_inbox([entry])
+                problem = run.router.send_problem(event, target, from_caller=True)
+                if problem is not None:
+                    _log.warning(
+                        "stepstream: durable run %s cannot take %s: %s",
+                        run_id,
+                        type(event).__name__,
+                        problem,
+                    )
+                elif run._tg is None:  # noqa: SLF001 - its task has not started yet
+                    run._early.append((event, None, target))  # noqa: SLF001
+                else:
+                    run.dispatch(event, None, target)
 
     # -- reloading --------------------------------------------------------------------------
 

@@ -92,4 +92,6 @@ async def recover(  # noqa: PLR0917 - the DBOS workflow's arguments, passed on
         begin = start_event
     handler = workflow._launch(run, begin, context)  # noqa: SLF001
     runtime.started(handler)
+    # An event posted to the inbox while the run was being taken up is handed over now.
+    runtime._parking.spawn(runtime._parking.drain(run_id))  # noqa: SLF001
     return await journal.write_loop()

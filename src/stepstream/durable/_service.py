@@ -90,6 +90,11 @@ class RuntimeService:
         """Tell ``watcher`` of the runs resumed or released in this process from now on."""
         self._watchers.append(watcher)
 
+    def unwatch(self, watcher: RunWatcher) -> None:
+        """Stop telling ``watcher`` (no-op if it was not watching)."""
+        if watcher in self._watchers:
+            self._watchers.remove(watcher)
+
     def _serializers(self) -> dict[str, BaseSerializer]:
         return {n: w.serializer or JsonSerializer() for n, w in self._workflows.items()}
 
@@ -154,6 +159,8 @@ class RuntimeService:
             raise WorkflowRuntimeError(msg)
         serializer = self._serializers().get(record.workflow, JsonSerializer())
         await self._parking.post(run_id, in_entry(run_id, serializer, event, step))
+        if self.live(run_id) is not None:  # it became live here meanwhile: hand it over
+            await self._parking.drain(run_id)
 
     def _resumed(
         self, handler: WorkflowHandler, workflow: str, first_seq: int, trace_id: str | None

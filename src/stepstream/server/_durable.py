@@ -106,6 +106,7 @@ class DurableRuns(Runs):
     async def aclose(self) -> None:
         """Stop this process's runs without ending them: they resume at the next start."""
         self._closing = True
+        self.runtime.unwatch(self)
         if self._launched_here:
             await self.runtime.destroy()
         pumps = list(self._pumps.values())
@@ -191,10 +192,11 @@ class DurableRuns(Runs):
                 record.handler = None
                 log.move()
                 record.steps.move()
-                if not self._closing:
-                    self.store.remove(record.handler_id)
+                if not self._closing and self.store.get(record.handler_id) is record:
+                    self.store.remove(record.handler_id)  # unless it was reloaded already
                     logger.info("run_parked", extra=correlation(record))
-            self._first.pop(record.run_id, None)
+            if self._pumps.get(record.handler_id) in {None, asyncio.current_task()}:
+                self._first.pop(record.run_id, None)
             self._notify()
 
     def live(self, run_id: str) -> tuple[HandlerRecord, int] | None:
