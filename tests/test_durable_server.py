@@ -216,6 +216,13 @@ def test_a_stream_resumed_after_the_restart_has_no_gap_and_no_duplicate(restarte
     # An uninterrupted run of the same chain ends the same way.
     start(url, "chain", "c2", x=4)
     assert result(url, "c2")["result"] == {"total": 52}
+    # The resumed run's step frames, from the resume on.
+    steps = httpx.get(f"{url}/handlers/c1/steps", params={"sse": "false"}, timeout=30)
+    states = [
+        (f["value"]["step"], f["value"]["state"]) for f in map(json.loads, steps.text.splitlines())
+    ]
+    assert states[0] == ("two", "running")
+    assert states[-1] == (None, "run_ok")
 
 
 def test_an_answer_posted_after_the_restart_reaches_the_resumed_run(restarted: Restart) -> None:

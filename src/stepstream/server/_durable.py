@@ -24,6 +24,8 @@ from stepstream.server._envelope import encode_event
 from stepstream.server._handlers import HandlerRecord, HandlerStatus, HandlerStore
 from stepstream.server._log import RunLog
 from stepstream.server._runs import Runs, correlation, logger, run_outcome, traced_name
+from stepstream.server._steplog import StepFrameRouter
+from stepstream.telemetry import observe
 from stepstream.workflow import Workflow
 
 if TYPE_CHECKING:
@@ -101,7 +103,13 @@ class DurableRuns(Runs):
         self.runtime.watch(self)
         if not self.runtime.is_launched:
             self._launched_here = True
-            await self.runtime.launch()
+            # The runs it resumes are observed as launched here: their step frames too.
+            with observe(StepFrameRouter(self._steps_of)):
+                await self.runtime.launch()
+
+    def _steps_of(self, run_id: str) -> RunLog | None:
+        record = self.store.get(run_id)
+        return record.steps if record is not None and record.handler is not None else None
 
     async def aclose(self) -> None:
         """Stop this process's runs without ending them: they resume at the next start."""
