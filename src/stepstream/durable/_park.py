@@ -301,7 +301,8 @@ class Parking:
                 problem = run.router.send_problem(event, target, from_caller=True)
                 if problem is not None:
                     _log.warning(
-                        "stepstream: durable run %s cannot take %s: %s",
+                        "stepstream: durable run %s cannot take the %s sent to it (%s); it is "
+                        "dropped",
                         run_id,
                         type(event).__name__,
                         problem,

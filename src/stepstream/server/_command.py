@@ -87,6 +87,8 @@ def _fail(message: str) -> NoReturn:
     flag_value=DEFAULT_DATABASE,
     default=None,
     metavar="[DATABASE_URL]",
+    is_eager=True,  # checked first: `--durable app.py` would take the file as the URL
+    callback=lambda _ctx, _param, value: _checked_url(value),
     help=(
         "Run every workflow durably: runs survive a restart. The database is "
         "DIR/durable.sqlite of --telemetry-dir, or sqlite:///path or postgresql://... "
@@ -173,17 +175,22 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
         telemetry.shutdown()
 
 
+def _checked_url(durable: str | None) -> str | None:
+    """``--durable``'s value, if it is a database URL (or none: the default database)."""
+    if durable in {None, DEFAULT_DATABASE} or str(durable).startswith(
+        ("sqlite:///", "postgresql://", "postgres://")
+    ):
+        return durable
+    _fail(
+        f"--durable {durable}: give a database URL (sqlite:///path or postgresql://...), "
+        "or --durable alone for the default database; write --durable=URL before FILE"
+    )
+
+
 def _database(durable: str | None, telemetry_dir: Path) -> str | None:
     """The database URL of ``--durable`` (None without it)."""
-    if durable is None:
-        return None
     if durable == DEFAULT_DATABASE:
         return f"sqlite:///{(telemetry_dir / 'durable.sqlite').resolve()}"
-    if not durable.startswith(("sqlite:///", "postgresql://", "postgres://")):
-        _fail(
-            f"--durable {durable}: give a database URL (sqlite:///path or postgresql://...), "
-            "or --durable alone for the default database; write --durable=URL before FILE"
-        )
     return durable
 
 
