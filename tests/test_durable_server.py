@@ -327,3 +327,26 @@ async def test_the_peers_client_follows_a_durable_run_across_a_restart(tmp_path:
         assert ended.value == {"result": "hello di"}
     finally:
         second.stop()
+
+
+def test_two_servers_on_postgres_share_their_runs(tmp_path: Path, postgres: Any) -> None:
+    """Two live servers on one Postgres database: a run parked by the first is answered
+    through the second; either one reloads it, and both answer for it."""
+    (tmp_path / "gate-ask").touch()
+    url = f"--durable={postgres.url}"
+    first = serve(tmp_path, url, "--idle-release-after", "0.3")
+    second = serve(tmp_path, url, "--idle-release-after", "0.3")
+    try:
+        start(first.url, "asking", "pg1")
+        frames(first.url, "pg1", params={"after_sequence": "-1"}, until=lambda f: len(f) == 1)
+        wait_for(lambda: any('"run_parked"' in line for line in first.lines), "the release")
+        listed = httpx.get(f"{second.url}/handlers", params={"status": "running"}, timeout=30)
+        assert "pg1" in [h["handler_id"] for h in listed.json()["handlers"]]
+        assert answer(second.url, "pg1", "fay").status_code == 200
+        assert result(second.url, "pg1")["result"] == "hello fay"
+        assert result(first.url, "pg1")["result"] == "hello fay"
+        whole = frames(first.url, "pg1", params={"after_sequence": "-1"})
+        assert [(f.seq, f.type) for f in whole] == [(0, "InputRequiredEvent"), (1, "StopEvent")]
+    finally:
+        first.stop()
+        second.stop()
