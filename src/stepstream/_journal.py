@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    import asyncio
+
     from stepstream._outcome import Outcome
     from stepstream._runtime import Run
     from stepstream.context._snapshot import SavedRun, Snapshot
@@ -50,6 +52,13 @@ class Journal(Protocol):
 
     async def run(self, run: Run) -> None:
         """The journal's own work, a task in the run's task group until the run ends."""
+        ...
+
+    def ready(self) -> asyncio.Future[None] | None:
+        """None, or a future to await before a step invocation starts.
+
+        It is done once the checkpoints queued before the invocation are recorded.
+        """
         ...
 
     def completed(self, run: Run, step: int, invocation: int) -> None:

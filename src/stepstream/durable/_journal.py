@@ -130,6 +130,11 @@ class RunJournal:
         self.inbox_lock: asyncio.Lock | None = None  # one inbox read at a time (see _park)
         self.workflow_name = ""  # its workflow's workflow_name (set by the runtime)
         self.writer: asyncio.Task[Any] | None = None  # the DBOS workflow's task
+        # Checkpoints queued, and recorded (-1 while the run's DBOS workflow is not); a
+        # step invocation starts only once every checkpoint queued before it is recorded.
+        self._queued = 0
+        self._recorded_upto = 0 if start_args is None else -1
+        self._gates: list[tuple[int, asyncio.Future[None]]] = []
 
     # -- the Journal seam (called by the run) -------------------------------------------
 
@@ -167,6 +172,7 @@ class RunJournal:
             self._end_run(_outcome.failed("<journal>", error, None))
         self._drop_pending()
         self.inputs.stopped(error_text(error))
+        self._open_gates(None)
         if not self._ended.done():
             self._ended.set_result(None)
         self._kick()  # a writer still waiting for entries raises it (DBOS: the run failed)
@@ -207,6 +213,31 @@ class RunJournal:
             self._pending.append([None, call, inv, args, None])
         else:
             call(*args)
+
+    def ready(self) -> asyncio.Future[None] | None:
+        """None when all checkpoints queued so far are recorded; else a future for that.
+
+        The runtime awaits it before each step invocation: a step whose successor ran is
+        recorded, so it is never run again after a crash.
+        """
+        need = max(self._queued, 0)
+        if self._recorded_upto >= need or self.failure is not None or self._aborted:
+            return None
+        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._gates.append((need, gate))
+        return gate
+
+    def _open_gates(self, upto: int | None) -> None:
+        """Let the invocations waiting for checkpoints up to ``upto`` go (None: all)."""
+        if upto is not None:
+            self._recorded_upto = upto
+        waiting, self._gates = self._gates, []
+        for need, gate in waiting:
+            if upto is None or need <= upto:
+                if not gate.done():
+                    gate.set_result(None)
+            else:
+                self._gates.append((need, gate))
 
     def completed(self, run: Run, step: int, invocation: int) -> None:
         """A step completion was applied: save the run as it stands now."""
@@ -292,6 +323,7 @@ class RunJournal:
                 done = entries.pop(i)["done"] + done
                 break
         entries.append({"k": "ck", "ctx": payload, "done": done, "ns": time.time_ns()})
+        self._queued += 1
         self._kick()
 
     async def finish(self, run: Run, outcome: Outcome) -> Outcome:
@@ -329,6 +361,7 @@ class RunJournal:
             self.inputs.stopped("its task was cancelled")
         if self.idle is not None:
             self.idle.cancel()
+        self._open_gates(None)
         self._kick()
 
     def _drop_pending(self) -> None:
@@ -359,6 +392,7 @@ class RunJournal:
         """
         self.claimed = True
         self.writer = asyncio.current_task()
+        self._open_gates(max(self._recorded_upto, 0))  # the run's DBOS workflow is recorded
         try:
             return await self._write_loop()
         except asyncio.CancelledError:
@@ -384,10 +418,12 @@ class RunJournal:
                 raise self.failure
             batch, self._entries = self._entries, []
             pending, self._pending = self._pending, []
+            queued = self._queued
             started = time.perf_counter()
             await _dbos_io.write_batch(batch)
             self.batches += 1
             self.inputs.committed(batch)
+            self._open_gates(queued)
             self._publish(pending)
             self.observer.checkpoint_committed(self.info, time.perf_counter() - started)
             if batch[-1]["k"] == "end":
