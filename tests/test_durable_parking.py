@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import time
 from collections.abc import AsyncIterator
 from collections.abc import Callable
@@ -56,7 +57,7 @@ class Asks(Workflow):
 
 @asynccontextmanager
 async def parking(
-    tmp_path: Path, after: float = 0.2
+    tmp_path: Path, after: float | None = 0.2
 ) -> AsyncIterator[tuple[DBOSRuntime, Asks, CapturedTelemetry]]:
     """A runtime releasing runs idle for ``after`` s, an Asks on it, and their telemetry."""
     runtime = DBOSRuntime(f"sqlite:///{tmp_path / 'durable.sqlite'}", idle_release_after=after)
@@ -169,6 +170,28 @@ async def test_a_handler_held_across_the_release_follows_the_reloaded_run(tmp_pa
 
 
 @pytest.mark.asyncio
+async def test_release_idle_parks_waiting_runs_now_and_send_event_reloads_one(
+    tmp_path: Path,
+) -> None:
+    """runtime.release_idle() parks the runs that only wait (idle release off); an event
+    sent by run id, as from any process, reloads the run; the held handler follows it."""
+    async with parking(tmp_path, after=None) as (runtime, wf, tel):  # type: ignore[arg-type]
+        handlers = [wf.run() for _ in range(3)]
+        for handler in handlers:
+            await asyncio.wait_for(asked(handler), 10)
+        assert await runtime.release_idle() == 3
+        assert parked(tel) == 3
+        assert [r.state for r in await runtime.runs([h.run_id for h in handlers])] == ["parked"] * 3
+        await runtime.send_event(handlers[0].run_id, HumanResponseEvent(response="di"))
+        assert await asyncio.wait_for(handlers[0], 20) == "hello di"
+        assert parked(tel) == 2
+        ended = await runtime.run(handlers[0].run_id)
+        assert ended is not None
+        assert ended.state in {"ok", "running"}  # DBOS records the end a moment later
+        assert await runtime.release_idle() == 0  # the others are parked already
+
+
+@pytest.mark.asyncio
 async def test_an_answer_within_the_idle_time_keeps_the_run(tmp_path: Path) -> None:
     """A run answered before idle_release_after is never released."""
     async with parking(tmp_path, after=30) as (_, wf, tel):
@@ -177,6 +200,24 @@ async def test_an_answer_within_the_idle_time_keeps_the_run(tmp_path: Path) -> N
         await handler.send_event(HumanResponseEvent(response="cy"))
         assert await handler == "hello cy"
         assert tel.lines("run_parked") == []
+
+
+@pytest.mark.asyncio
+async def test_step_spans_of_durable_and_parked_runs_end_without_context_errors(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A durable step's span ends once its completion is recorded, from the journal's
+    task, and a parked step's when the run is released: OpenTelemetry logs no failure to
+    detach the step's context (the step's own task set it)."""
+    caplog.set_level(logging.ERROR)
+    async with parking(tmp_path) as (_, wf, tel):
+        handler = wf.run()
+        await asked(handler)
+        await until(lambda: parked(tel) == 1, "the release")
+        await handler.send_event(HumanResponseEvent(response="ed"))
+        assert await asyncio.wait_for(handler, 20) == "hello ed"
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert tel.all_spans_ended_once()
 
 
 @pytest.mark.parametrize(

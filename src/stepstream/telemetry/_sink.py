@@ -331,7 +331,11 @@ class TelemetrySink(Observer):
             # Whatever failed above, the span ends and stops being the current one.
             span.end()
             if state.token is not None:
-                otel_context.detach(state.token)
+                # Detached where it was attached: a durable run's step ends later, from
+                # its journal's task (once recorded), where the token is not valid; the
+                # step's own context ended with its task.
+                if trace.get_current_span() is span:
+                    otel_context.detach(state.token)
                 # The token refers to the step task's contextvars, which refer to this
                 # step (current_step): dropping it breaks the cycle, so a finished step
                 # is freed at once rather than by the garbage collector.
