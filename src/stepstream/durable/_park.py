@@ -196,13 +196,36 @@ class Parking:
 
     # -- releasing --------------------------------------------------------------------------
 
-    async def release(self, journal: RunJournal, run: Run, mark: int) -> None:
-        """Release idle ``run``: record the park, end its task, mark its workflow parked."""
+    async def release_all(self) -> int:
+        """Release every run of this process that only waits for events; how many were."""
+        jobs = self._release_idle()
+        if not jobs:
+            return 0
+        await asyncio.wait(jobs)
+        return sum(1 for job in jobs if not job.cancelled() and job.result())
+
+    def _release_idle(self) -> list[asyncio.Task[Any]]:
+        """Start the release of each idle run (the releases, not this frame, hold them)."""
+        jobs = []
+        for handler in list(self.runtime._runs.values()):  # noqa: SLF001
+            run = handler._run  # noqa: SLF001 - the runtime's own run
+            journal = cast("RunJournal | None", run.journal)
+            if journal is not None and not journal.parked and _idle(run):
+                mark = journal.idle.activity if journal.idle is not None else None
+                jobs.append(self.spawn(self.release(journal, run, mark)))
+        return jobs
+
+    async def release(self, journal: RunJournal, run: Run, mark: int | None) -> bool:
+        """Release idle ``run``: record the park, end its task, mark its workflow parked.
+
+        ``mark`` is the idle clock's count when the release was decided (None: release
+        it if it is idle now). False when the run turned out not to be idle.
+        """
         run_id = journal.run_id
         stopped = await self._stop(journal, run, mark)
         del journal, run  # the run's objects go now, not when the database has answered
         if stopped is None:
-            return
+            return False
         done, taken = stopped
         try:
             if not await _park_io.mark_parked(run_id):
@@ -213,23 +236,24 @@ class Parking:
         # An event sent from another process during the release reloads it at once.
         if await _park_io.read_inbox(run_id, taken + 1):
             await _park_io.unpark(run_id)
+        return True
 
     async def _stop(
-        self, journal: RunJournal, run: Run, mark: int
+        self, journal: RunJournal, run: Run, mark: int | None
     ) -> tuple[asyncio.Future[None], int] | None:
         """Record the park and end the run's task; None if the run is not idle after all.
 
         Returns the future deliveries wait on, and the last inbox offset the run took.
         """
         handler = self.runtime._runs.get(journal.run_id)  # noqa: SLF001 - the runtime's own
-        timer = journal.idle
-        if handler is None or timer is None or not journal.park(run):
+        if handler is None or not journal.park(run):
             return None
         try:
             await journal.recorded()
         except WorkflowError:
             return None  # the run stopped meanwhile (its end, a failure, a shutdown)
-        if timer.activity != mark or not _idle(run):
+        timer = journal.idle
+        if (timer is not None and mark is not None and timer.activity != mark) or not _idle(run):
             return None  # an event came while the park was recorded: it stays (void park)
         released = journal.released = Released(run.loop)
         journal.parked = True  # from now on, what the caller sends goes to deliver()

@@ -125,6 +125,14 @@ class RuntimeService:
         serializer = known.serializer if known is not None else None
         return await read_events(serializer or JsonSerializer(), run_id, after)
 
+    async def release_idle(self) -> int:
+        """Release (park) now every run of this process that only waits for events.
+
+        As ``idle_release_after`` does once they have waited that long (even when it is
+        None); e.g. before a deploy. Returns how many were released.
+        """
+        return await self._parking.release_all()
+
     async def forget(self, run_id: str) -> None:
         """Delete run ``run_id`` and its journal from the database (it must have ended)."""
         await delete_run(run_id)
