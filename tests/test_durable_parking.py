@@ -175,7 +175,7 @@ async def test_release_idle_parks_waiting_runs_now_and_send_event_reloads_one(
 ) -> None:
     """runtime.release_idle() parks the runs that only wait (idle release off); an event
     sent by run id, as from any process, reloads the run; the held handler follows it."""
-    async with parking(tmp_path, after=None) as (runtime, wf, tel):  # type: ignore[arg-type]
+    async with parking(tmp_path, after=None) as (runtime, wf, tel):
         handlers = [wf.run() for _ in range(3)]
         for handler in handlers:
             await asyncio.wait_for(asked(handler), 10)

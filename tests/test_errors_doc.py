@@ -2028,7 +2028,7 @@ def _idle_release_bad() -> Produced:
     return raised(lambda: DBOSRuntime(_sqlite("x.sqlite"), idle_release_after=0))
 
 
-class Opaque(Event):
+class Unwritable(Event):
     """An event the JSON serializer cannot write (a function in a field)."""
 
     call: Any = None
@@ -2052,7 +2052,7 @@ def _durable_event_unrecordable() -> Produced:
     async def send(runtime: Any) -> None:
         handler = Waits(runtime=runtime, timeout=None).run()
         try:
-            await handler.send_event(Opaque(call=print))
+            await handler.send_event(Unwritable(call=print))
         finally:
             await handler.cancel_run()
 
