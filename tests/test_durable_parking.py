@@ -192,6 +192,22 @@ async def test_release_idle_parks_waiting_runs_now_and_send_event_reloads_one(
 
 
 @pytest.mark.asyncio
+async def test_cancelling_a_parked_run_through_its_handler_ends_it_for_good(
+    tmp_path: Path,
+) -> None:
+    """cancel_run() on a handler held across the release reloads the run and cancels it."""
+    async with parking(tmp_path) as (runtime, wf, tel):
+        handler = wf.run()
+        await asked(handler)
+        await until(lambda: parked(tel) == 1, "the release")
+        await handler.cancel_run(timeout=20)
+        assert handler.cancelled()
+        ended = await runtime.run(handler.run_id)
+        assert ended is not None
+        assert ended.state in {"cancelled", "running"}  # DBOS records the end a moment later
+
+
+@pytest.mark.asyncio
 async def test_an_answer_within_the_idle_time_keeps_the_run(tmp_path: Path) -> None:
     """A run answered before idle_release_after is never released."""
     async with parking(tmp_path, after=30) as (_, wf, tel):

@@ -87,6 +87,10 @@ class Journal(Protocol):
         """
         ...
 
+    def cancelled(self) -> None:
+        """``handler.cancel_run()`` on a parked run: reload it and cancel it for good."""
+        ...
+
     def parked_outcome(self, run: Run) -> None:
         """The parked run's task ended: its outcome and stream now follow the reloaded run."""
         ...

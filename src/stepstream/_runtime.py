@@ -279,7 +279,14 @@ class Run(RunQueries):
             self._decided.set_result(outcome)
 
     def cancel(self) -> None:
-        """Ask the run to stop; in-flight steps are cancelled."""
+        """Ask the run to stop; in-flight steps are cancelled.
+
+        A parked durable run is reloaded to be cancelled (its journal does it).
+        """
+        journal = self.journal
+        if journal is not None and journal.parked:
+            journal.cancelled()
+            return
         self.end(_outcome.cancelled("the run was cancelled with cancel_run()"))
 
     # -- the Context's port ---------------------------------------------------------

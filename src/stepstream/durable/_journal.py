@@ -293,6 +293,11 @@ class RunJournal:
         """Return once the events the caller sent so far are recorded."""
         await self.inputs.wait()
 
+    def cancelled(self) -> None:
+        """A holder of the parked run's handler cancels it: reloaded, then cancelled."""
+        if self.parking is not None:
+            self.parking.cancel(self.run_id)
+
     def parked_outcome(self, run: Run) -> None:
         """The released run's task ended: end its steps' spans and its run span as parked."""
         if self.idle is not None:

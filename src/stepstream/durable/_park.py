@@ -293,6 +293,14 @@ class Parking:
             return
         journal.inputs.settle(1, None)
 
+    def cancel(self, run_id: str) -> None:
+        """Cancel parked run ``run_id`` for good: reload it here, then cancel it (a task)."""
+        self.spawn(self._cancel(run_id))
+
+    async def _cancel(self, run_id: str) -> None:
+        handler = await self.runtime.handler(run_id)  # reloads a parked run
+        await handler.cancel_run()
+
     async def post(self, run_id: str, entry: dict[str, Any]) -> None:
         """Record ``entry`` in the run's inbox, then reload the run if it is parked."""
         await _park_io.post_inbox(run_id, entry)
