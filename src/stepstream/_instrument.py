@@ -111,6 +111,7 @@ class RunInfo(_Stash):
         "span_id",
         "start_ns",
         "trace_id",
+        "unparked",
         "workflow",
     )
 
@@ -130,6 +131,8 @@ class RunInfo(_Stash):
         #: For a durable run resumed after a crash: when its previous attempt last
         #: recorded anything (ns since the epoch); None otherwise.
         self.last_checkpoint_ns: int | None = None
+        #: For a durable run reloaded after it was released (parked) while it waited.
+        self.unparked = False
         #: The workflow's ``redact`` hook (``Workflow(redact=...)``), or None.
         self.redact: Redactor | None = None
 
@@ -248,6 +251,13 @@ class Observer:
 
     def checkpoint_committed(self, run: RunInfo, seconds: float) -> None:
         """A durable run's journal committed one batch (events, a checkpoint) in ``seconds``."""
+
+    def run_parked(self, run: RunInfo) -> None:
+        """A durable run was released while its steps waited (instead of ``run_finished``).
+
+        Its task has ended; it is reloaded when an event comes for it, as a resumed run
+        with ``unparked`` set.
+        """
 
     def event_streamed(
         self, run: RunInfo, inv: StepInfo | None, event: Event, seq: int, written_ns: int | None

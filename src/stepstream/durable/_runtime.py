@@ -18,6 +18,10 @@ from stepstream.context._snapshot import to_payload
 from stepstream.context.serializers import BaseSerializer, JsonSerializer
 from stepstream.durable import _dbos_io
 from stepstream.durable._journal import RunJournal
+from stepstream.durable._park import Parking
+from stepstream.durable._park_io import unpark
+from stepstream.durable._records import RunWatcher
+from stepstream.durable._service import RuntimeService
 from stepstream.errors import WorkflowRuntimeError, WorkflowValidationError
 from stepstream.events import Event
 
@@ -84,7 +88,7 @@ async def _run_function(
     return await _ACTIVE[0]._execute(run_id, workflow, start, trace, started_ns)  # noqa: SLF001
 
 
-class DBOSRuntime:
+class DBOSRuntime(RuntimeService):
     """Durable execution for workflows: ``MyWorkflow(runtime=DBOSRuntime())``.
 
     ``database_url`` is DBOS's system database: ``sqlite:///path`` (one machine) or
@@ -101,13 +105,20 @@ class DBOSRuntime:
     """
 
     def __init__(
-        self, database_url: str | None = None, *, create: bool = True, **options: Any
+        self,
+        database_url: str | None = None,
+        *,
+        create: bool = True,
+        idle_release_after: float | None = 60.0,
+        **options: Any,
     ) -> None:
+        check_idle_release(idle_release_after)
         unknown = sorted(set(options) - PEER_OPTIONS)
         if unknown:
             msg = (
                 f"DBOSRuntime(...) got unknown option(s) {', '.join(unknown)}; it takes "
-                f"database_url, create and {', '.join(sorted(PEER_OPTIONS))}"
+                f"database_url, create, idle_release_after and "
+                f"{', '.join(sorted(PEER_OPTIONS))}"
             )
             raise WorkflowValidationError(msg)
         if options.get("run_migrations_on_launch") is False:
@@ -124,6 +135,9 @@ class DBOSRuntime:
         self._runs: dict[str, WorkflowHandler] = {}
         self._arrivals: dict[str, asyncio.Future[WorkflowHandler]] = {}
         self.launch_context = contextvars.copy_context()
+        #: Runs idle this long (every step waiting for an event) are released (parked).
+        self._parking = Parking(self, idle_release_after)
+        self._watchers: list[RunWatcher] = []
 
     # -- registration and launch -----------------------------------------------------------
 
@@ -216,6 +230,7 @@ class DBOSRuntime:
         """
         if not self._launched:
             return
+        await self._parking.aclose()
         for handler in list(self._runs.values()):
             handler._task.cancel()  # noqa: SLF001 - the runtime owns its runs' tasks
         await asyncio.gather(
@@ -255,7 +270,28 @@ class DBOSRuntime:
             payload = {"ctx": to_payload(saved, serializer)}
         journal = RunJournal(run, serializer, (workflow.workflow_name, payload))
         journal.starter = _run_function
+        self.attach(journal, run, workflow.workflow_name)
         self._starting[run.info.run_id] = journal
+
+    def attach(
+        self,
+        journal: RunJournal,
+        run: Run,
+        workflow: str,
+        inbox_taken: int = -1,
+        inbox: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Set ``journal``, of a run of ``workflow``, up for parking.
+
+        Records the ``inbox`` events its run took. Handlers of the run's released self,
+        if a caller holds any, follow it from now on.
+        """
+        journal.workflow_name = workflow
+        journal.parking = self._parking
+        self._parking.watch(journal)
+        journal.inbox_taken = inbox_taken
+        journal.take_inbox(inbox or [])
+        self._parking.reloaded(run.info.run_id, journal, run)
 
     def started(self, handler: WorkflowHandler) -> None:
         """Keep ``handler``'s run findable by id (:meth:`handler`) until it ends."""
@@ -265,6 +301,11 @@ class DBOSRuntime:
         arrival = self._arrivals.pop(run_id, None)
         if arrival is not None and not arrival.done():
             arrival.set_result(handler)
+        journal = handler._run.journal  # noqa: SLF001
+        if isinstance(journal, RunJournal) and journal.claimed:  # resumed, not new
+            resumed = journal.info.resumed
+            trace_id = resumed[0] if resumed is not None else journal.info.trace_id
+            self._resumed(handler, journal.workflow_name, journal.stream.seq, trace_id)
 
     async def handler(self, run_id: str, *, timeout: float = 30.0) -> WorkflowHandler:
         """A handler of durable run ``run_id`` executing in this process.
@@ -281,6 +322,8 @@ class DBOSRuntime:
         if status is None:
             msg = f"there is no durable run {run_id} in the database {self.database_url}"
             raise WorkflowRuntimeError(msg)
+        if status[0] == "CANCELLED" and await unpark(run_id):
+            status = ("ENQUEUED", status[1])  # it was parked: reloaded now, taken up below
         if status[0] not in {"PENDING", "ENQUEUED"}:
             msg = (
                 f"durable run {run_id} has ended (DBOS status {status[0]}); only a run that "
@@ -325,6 +368,20 @@ class DBOSRuntime:
             )
             raise asyncio.CancelledError  # DBOS then records nothing: the run stays pending
         return await recover(self, wf, run_id, start, trace, started_ns)
+
+
+def check_idle_release(seconds: object) -> None:
+    """Refuse an ``idle_release_after`` that is not None or a positive number of seconds."""
+    if seconds is None or (
+        isinstance(seconds, int | float) and not isinstance(seconds, bool) and seconds > 0
+    ):
+        return
+    msg = (
+        f"idle_release_after={seconds!r}: give the seconds a durable run may wait for an "
+        "event before it is released (a positive number), or None to keep waiting runs "
+        "in memory"
+    )
+    raise WorkflowValidationError(msg)
 
 
 def _serializer(workflow: Workflow) -> BaseSerializer:

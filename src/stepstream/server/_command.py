@@ -24,6 +24,8 @@ __all__ = ["serve"]
 
 TOKEN_ENV = "STEPSTREAM_SERVER_TOKEN"  # noqa: S105 - a variable's name, not a secret
 LAG_ENV = "STEPSTREAM_LOOP_LAG"
+#: What ``--durable`` alone stands for: the database in the telemetry directory.
+DEFAULT_DATABASE = "default"
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
@@ -78,6 +80,29 @@ def _fail(message: str) -> NoReturn:
     show_default=True,
     help="Directory of the embedded trace and log files.",
 )
+@click.option(
+    "--durable",
+    "durable",
+    is_flag=False,
+    flag_value=DEFAULT_DATABASE,
+    default=None,
+    metavar="[DATABASE_URL]",
+    is_eager=True,  # checked first: `--durable app.py` would take the file as the URL
+    callback=lambda _ctx, _param, value: _checked_url(value),
+    help=(
+        "Run every workflow durably: runs survive a restart. The database is "
+        "DIR/durable.sqlite of --telemetry-dir, or sqlite:///path or postgresql://... "
+        "(write --durable=URL before FILE)."
+    ),
+)
+@click.option(
+    "--idle-release-after",
+    type=float,
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --durable: release runs waiting this long for an event (0: never).",
+)
 def serve(  # noqa: PLR0917 - click passes each option as an argument
     target: str,
     host: str,
@@ -88,6 +113,8 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
     max_streams: int,
     workers: int,
     telemetry_dir: Path,
+    durable: str | None,
+    idle_release_after: float,
 ) -> None:
     """Serve every module-level Workflow instance of TARGET over HTTP (llama-agents' API)."""
     try:
@@ -106,6 +133,7 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
             "started on one could not be streamed from another; run one process per port "
             "(behind a sticky load balancer) until a shared handler store exists"
         )
+    database = _database(durable, telemetry_dir)
     try:
         workflows = load_workflows(target)
         server = WorkflowServer(
@@ -115,6 +143,8 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
             max_body_bytes=max_body,
             max_streams=max_streams,
             loop_lag_probe=os.environ.get(LAG_ENV, "").strip().lower() in {"1", "true"},
+            durable=database,
+            idle_release_after=idle_release_after if idle_release_after > 0 else None,
         )
     except WorkflowError as exc:
         _fail(str(exc))
@@ -133,15 +163,35 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
     uvicorn_log.propagate = False
     telemetry = configure_telemetry(service_name="stepstream-serve", directory=telemetry_dir)
     auth = "bearer token required" if token else "no auth"
+    runs = f"; durable runs: {database}" if database else ""
     banner = (
         f"serving {', '.join(workflows)} from {target} on http://{host}:{port} ({auth}); "
-        f"telemetry: {telemetry.endpoint or telemetry.directory}"
+        f"telemetry: {telemetry.endpoint or telemetry.directory}{runs}"
     )
     click.echo(visible(banner), err=True)
     try:
         _serve_until_stopped(server.uvicorn_server(host, port, log_config=None))
     finally:
         telemetry.shutdown()
+
+
+def _checked_url(durable: str | None) -> str | None:
+    """``--durable``'s value, if it is a database URL (or none: the default database)."""
+    if durable in {None, DEFAULT_DATABASE} or str(durable).startswith(
+        ("sqlite:///", "postgresql://", "postgres://")
+    ):
+        return durable
+    _fail(
+        f"--durable {durable}: give a database URL (sqlite:///path or postgresql://...), "
+        "or --durable alone for the default database; write --durable=URL before FILE"
+    )
+
+
+def _database(durable: str | None, telemetry_dir: Path) -> str | None:
+    """The database URL of ``--durable`` (None without it)."""
+    if durable == DEFAULT_DATABASE:
+        return f"sqlite:///{(telemetry_dir / 'durable.sqlite').resolve()}"
+    return durable
 
 
 def _serve_until_stopped(uv: Any) -> None:

@@ -12,6 +12,7 @@ with ``Last-Event-ID`` or ``after_sequence``).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -21,7 +22,7 @@ from stepstream.server._envelope import EncodedEvent
 from stepstream.server._log import RunLog
 from stepstream.telemetry import Observer, RunInfo, Status, StepInfo, error_text, safe_text
 
-__all__ = ["FRAME_TYPE", "StepFrames"]
+__all__ = ["FRAME_TYPE", "StepFrameRouter", "StepFrames"]
 
 #: The ``type`` (and SSE ``event:``) of every step frame.
 FRAME_TYPE = "StepStateChanged"
@@ -100,3 +101,82 @@ class StepFrames(Observer):
     ) -> None:
         """The run ended: a last frame (no step) with the run's status and duration."""
         self._frame(None, run, f"run_{status}")
+
+    def run_parked(self, run: RunInfo) -> None:
+        """A durable run was released while it waited: a ``run_parked`` frame."""
+        self._frame(None, run, "run_parked")
+
+
+class StepFrameRouter(Observer):
+    """Step frames of the runs a durable runtime resumes: each into its record's step log.
+
+    Observes the runs resumed where the runtime launched; ``logs(run_id)`` finds the
+    log of a run's record (None for a run the server does not follow).
+    """
+
+    def __init__(self, logs: Callable[[str], RunLog | None]) -> None:
+        self._logs = logs
+        self._frames: dict[str, StepFrames] = {}
+
+    def _for(self, run: RunInfo) -> StepFrames | None:
+        frames = self._frames.get(run.run_id)
+        if frames is None:
+            log = self._logs(run.run_id)
+            if log is None:
+                return None
+            frames = self._frames[run.run_id] = StepFrames(log)
+        return frames
+
+    def step_started(self, inv: StepInfo) -> None:
+        """Into the run's log."""
+        frames = self._for(inv.run)
+        if frames is not None:
+            frames.step_started(inv)
+
+    def step_finished(self, inv: StepInfo, result: Event | None) -> None:
+        """Into the run's log."""
+        frames = self._for(inv.run)
+        if frames is not None:
+            frames.step_finished(inv, result)
+
+    def step_failed(
+        self, inv: StepInfo, error: BaseException, status: Status, will_retry: bool
+    ) -> None:
+        """Into the run's log."""
+        frames = self._for(inv.run)
+        if frames is not None:
+            frames.step_failed(inv, error, status, will_retry)
+
+    def step_waiting(self, run: RunInfo, inv: StepInfo | None, event_type: type[Event]) -> None:
+        """Into the run's log."""
+        frames = self._for(run)
+        if frames is not None:
+            frames.step_waiting(run, inv, event_type)
+
+    def step_resumed(self, run: RunInfo, inv: StepInfo | None, event: Event) -> None:
+        """Into the run's log."""
+        frames = self._for(run)
+        if frames is not None:
+            frames.step_resumed(run, inv, event)
+
+    def run_finished(  # noqa: PLR0917 - matches the seam
+        self,
+        run: RunInfo,
+        status: Status,
+        error: BaseException | None,
+        terminal: Event,
+        seq: int,
+        source: StepInfo | None,
+    ) -> None:
+        """The last frame; the run's frames are forgotten."""
+        frames = self._for(run)
+        self._frames.pop(run.run_id, None)
+        if frames is not None:
+            frames.run_finished(run, status, error, terminal, seq, source)
+
+    def run_parked(self, run: RunInfo) -> None:
+        """The last frame of this attempt; the run's frames are forgotten."""
+        frames = self._for(run)
+        self._frames.pop(run.run_id, None)
+        if frames is not None:
+            frames.run_parked(run)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,7 +25,16 @@ from stepstream.server._envelope import EncodedEvent, encode_event, frame_form
 from stepstream.server._log import Gap, RunLog
 from stepstream.server._runs import logger
 
-__all__ = ["BATCH", "StreamClosedEvent", "StreamLimiter", "StreamOptions", "event_stream"]
+__all__ = [
+    "BATCH",
+    "Sender",
+    "StreamClosedEvent",
+    "StreamLimiter",
+    "StreamOptions",
+    "Writer",
+    "closing_frame",
+    "event_stream",
+]
 
 #: The most frames a subscriber takes from the log per write.
 BATCH = 256
@@ -79,7 +89,7 @@ class StreamOptions:
         return frame_form(self.sse, self.qualified_name)
 
 
-def _closing_frame(options: StreamOptions, closed: StreamClosedEvent) -> bytes:
+def closing_frame(options: StreamOptions, closed: StreamClosedEvent) -> bytes:
     encoded = encode_event(closed.resume_after_sequence, closed)
     envelope = encoded.envelope(options.qualified_name)
     if options.sse:  # no id: the frame is not a position in the run's stream
@@ -107,7 +117,7 @@ async def _watch_disconnect(receive: Receive) -> None:
             return
 
 
-class _Sender:
+class Sender:
     """Sends body chunks, each within ``timeout`` seconds (a reader that stalls is dropped)."""
 
     def __init__(self, send: Send, timeout: float) -> None:
@@ -139,7 +149,7 @@ async def _gather(log: RunLog, position: int) -> list[EncodedEvent] | Gap:
 
 
 async def _pump_frames(
-    log: RunLog, position: int, options: StreamOptions, send: _Sender, stop: asyncio.Event
+    log: RunLog, position: int, options: StreamOptions, send: Sender, stop: asyncio.Event
 ) -> None:
     """Write the log's frames from ``position`` on until the run's end (or a Gap, or stop)."""
     form = options.form
@@ -150,7 +160,7 @@ async def _pump_frames(
             if batch and not isinstance(batch, Gap) and len(batch) < BATCH and not log.closed:
                 batch = await _gather(log, position)
             if isinstance(batch, Gap):
-                await send(_closing_frame(options, _gap_event(batch)))
+                await send(closing_frame(options, _gap_event(batch)))
                 return
             if batch:
                 position += len(batch)
@@ -176,7 +186,11 @@ async def _pump_frames(
             detail="the server is shutting down; reconnect to another instance to go on",
             resume_after_sequence=-1,
         )
-        await send(_closing_frame(options, closed))
+        await send(closing_frame(options, closed))
+
+
+#: Writes one subscriber's frames with the sender it is given (a durable run's stream).
+Writer = Callable[[Sender], Coroutine[Any, Any, None]]
 
 
 async def event_stream(
@@ -188,8 +202,12 @@ async def event_stream(
     position: int,
     options: StreamOptions,
     stop: asyncio.Event,
+    writer: Writer | None = None,
 ) -> None:
-    """Answer one subscriber with the run's frames from ``position``; ends at the run's end."""
+    """Answer one subscriber with the run's frames from ``position``; ends at the run's end.
+
+    ``writer``, when given, writes the frames instead of reading them from ``log``.
+    """
     del scope
     media = b"text/event-stream" if options.sse else b"application/x-ndjson"
     await send(
@@ -203,20 +221,23 @@ async def event_stream(
             ],
         }
     )
-    sender = _Sender(send, options.send_timeout)
-    writer = asyncio.ensure_future(_pump_frames(log, position, options, sender, stop))
+    sender = Sender(send, options.send_timeout)
+    if writer is None:
+        writing = asyncio.ensure_future(_pump_frames(log, position, options, sender, stop))
+    else:
+        writing = asyncio.ensure_future(writer(sender))
     watcher = asyncio.ensure_future(_watch_disconnect(receive))
     try:
-        await asyncio.wait({writer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({writing, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (writer, watcher):
+        for task in (writing, watcher):
             task.cancel()
-        await asyncio.wait({writer, watcher})
+        await asyncio.wait({writing, watcher})
     if not watcher.cancelled() and watcher.exception() is not None:
         return  # the connection broke under us: nothing more can be sent
-    if writer.cancelled():
+    if writing.cancelled():
         return  # the client went away
-    problem = writer.exception()
+    problem = writing.exception()
     if problem is None:
         with contextlib.suppress(OSError, TimeoutError):
             await sender(b"", more=False)
