@@ -7,13 +7,11 @@ Imports only click at module level: the CLI registers this command without loadi
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import sys
-import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import click
 
@@ -23,25 +21,7 @@ __all__ = ["serve"]
 
 TOKEN_ENV = "STEPSTREAM_SERVER_TOKEN"  # noqa: S105 - a variable's name, not a secret
 LAG_ENV = "STEPSTREAM_LOOP_LAG"
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
-
-
-class JsonLines(logging.Formatter):
-    """One JSON object per record: timestamp, level, logger, event, then the extra keys."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        """Render ``record`` with its ``extra`` fields (the correlation keys) at the top level."""
-        line: dict[str, Any] = {
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs * 1000):06d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "event": record.getMessage(),
-        }
-        line.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=repr)
+GC_ENV = "STEPSTREAM_SERVE_GC"
 
 
 def _fail(message: str) -> NoReturn:
@@ -71,6 +51,19 @@ def _fail(message: str) -> NoReturn:
     show_default=True,
     help="Directory of the embedded trace and log files.",
 )
+@click.option(
+    "--gc",
+    "gc_mode",
+    type=click.Choice(["tuned", "default"]),
+    envvar=GC_ENV,
+    default="tuned",
+    show_default=True,
+    help=(
+        "tuned: once started, freeze the start-up objects out of garbage collections and "
+        "raise the collector's thresholds (fewer, shorter pauses); default: Python's "
+        f"(or ${GC_ENV})."
+    ),
+)
 def serve(  # noqa: PLR0917 - click passes each option as an argument
     target: str,
     host: str,
@@ -81,6 +74,7 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
     max_streams: int,
     workers: int,
     telemetry_dir: Path,
+    gc_mode: str,
 ) -> None:
     """Serve every module-level Workflow instance of TARGET over HTTP (llama-agents' API)."""
     try:
@@ -91,6 +85,7 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
             "pip install 'stepstream[server]'"
         )
     from stepstream.errors import WorkflowError  # noqa: PLC0415
+    from stepstream.server._lines import JsonLinesHandler  # noqa: PLC0415
     from stepstream.telemetry import configure_telemetry  # noqa: PLC0415
 
     if workers != 1:
@@ -111,10 +106,9 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
         )
     except WorkflowError as exc:
         _fail(str(exc))
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLines())
+    lines = JsonLinesHandler(sys.stderr.buffer)
     server_log = logging.getLogger("stepstream.server")
-    server_log.addHandler(handler)
+    server_log.addHandler(lines)
     server_log.setLevel(logging.INFO)
     telemetry = configure_telemetry(service_name="stepstream-serve", directory=telemetry_dir)
     auth = "bearer token required" if token else "no auth"
@@ -124,6 +118,7 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
     )
     click.echo(visible(banner), err=True)
     try:
-        asyncio.run(server.serve(host, port))
+        asyncio.run(server.serve(host, port, tune_gc=gc_mode == "tuned"))
     finally:
         telemetry.shutdown()
+        lines.close()
