@@ -3,6 +3,7 @@ user text escaped; and the garbage-collector tuning that serving can ask for."""
 
 import gc
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,31 +73,34 @@ def test_user_text_in_a_line_is_escaped(tmp_path: Path) -> None:
 
 @pytest.fixture
 def gc_settings() -> Iterator[None]:
-    """Put the collector back as it was (the tuning is process-wide)."""
-    thresholds = gc.get_threshold()
+    """Put the collector and the switch interval back as they were (process-wide)."""
+    thresholds, interval = gc.get_threshold(), sys.getswitchinterval()
+    sys.setswitchinterval(0.005)
     try:
         yield
     finally:
         gc.unfreeze()
         gc.set_threshold(*thresholds)
+        sys.setswitchinterval(interval)
 
 
 @pytest.mark.usefixtures("gc_settings")
-def test_serving_with_tune_gc_freezes_start_up_objects() -> None:
-    """serve(tune_gc=True) freezes what exists once started and raises the thresholds;
-    the server still answers."""
+def test_serving_with_tune_process_freezes_start_up_objects() -> None:
+    """serve(tune_process=True) freezes what exists once started, raises the GC
+    thresholds and shortens the GIL switch interval; the server still answers."""
     gc.unfreeze()
     gc.set_threshold(700, 10, 10)
     server = WorkflowServer({"greeting": GreetingWorkflow(timeout=20)})
-    with serve_in_thread(server, tune_gc=True) as base:
+    with serve_in_thread(server, tune_process=True) as base:
         assert httpx.get(f"{base}/health").status_code == 200
         assert gc.get_freeze_count() > 0
         assert gc.get_threshold()[0] > 700
+        assert sys.getswitchinterval() < 0.005
 
 
 @pytest.mark.usefixtures("gc_settings")
 def test_serving_leaves_the_collector_alone_by_default() -> None:
-    """Without tune_gc (a server mounted in an application) the collector is untouched."""
+    """Without tune_process (a server mounted in an application) nothing is changed."""
     gc.unfreeze()
     gc.set_threshold(700, 10, 10)
     server = WorkflowServer({"greeting": GreetingWorkflow(timeout=20)})
@@ -104,3 +108,4 @@ def test_serving_leaves_the_collector_alone_by_default() -> None:
         assert httpx.get(f"{base}/health").status_code == 200
         assert gc.get_freeze_count() == 0
         assert gc.get_threshold() == (700, 10, 10)
+        assert sys.getswitchinterval() == 0.005

@@ -21,7 +21,7 @@ __all__ = ["serve"]
 
 TOKEN_ENV = "STEPSTREAM_SERVER_TOKEN"  # noqa: S105 - a variable's name, not a secret
 LAG_ENV = "STEPSTREAM_LOOP_LAG"
-GC_ENV = "STEPSTREAM_SERVE_GC"
+TUNE_ENV = "STEPSTREAM_SERVE_TUNE"
 
 
 def _fail(message: str) -> NoReturn:
@@ -52,16 +52,14 @@ def _fail(message: str) -> NoReturn:
     help="Directory of the embedded trace and log files.",
 )
 @click.option(
-    "--gc",
-    "gc_mode",
-    type=click.Choice(["tuned", "default"]),
-    envvar=GC_ENV,
-    default="tuned",
+    "--tune/--no-tune",
+    envvar=TUNE_ENV,
+    default=True,
     show_default=True,
     help=(
-        "tuned: once started, freeze the start-up objects out of garbage collections and "
-        "raise the collector's thresholds (fewer, shorter pauses); default: Python's "
-        f"(or ${GC_ENV})."
+        "Once started, tune the process for serving: freeze start-up objects out of "
+        "garbage collections, raise the collector's thresholds, a 1 ms GIL switch "
+        f"interval (shorter, rarer loop stalls). --no-tune (or {TUNE_ENV}=0): Python's."
     ),
 )
 def serve(  # noqa: PLR0917 - click passes each option as an argument
@@ -74,7 +72,7 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
     max_streams: int,
     workers: int,
     telemetry_dir: Path,
-    gc_mode: str,
+    tune: bool,
 ) -> None:
     """Serve every module-level Workflow instance of TARGET over HTTP (llama-agents' API)."""
     try:
@@ -118,7 +116,7 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
     )
     click.echo(visible(banner), err=True)
     try:
-        asyncio.run(server.serve(host, port, tune_gc=gc_mode == "tuned"))
+        asyncio.run(server.serve(host, port, tune_process=tune))
     finally:
         telemetry.shutdown()
         lines.close()

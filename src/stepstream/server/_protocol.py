@@ -1,4 +1,4 @@
-"""uvicorn's HTTP/1.1 protocol with a deadline for each request's line and headers.
+"""uvicorn's HTTP/1.1 protocol with a deadline for each request's head, and turns for bursts.
 
 uvicorn times out idle kept-alive connections, but a client that connects and sends its
 request head a byte at a time (slowloris) holds its connection, and a file descriptor,
@@ -6,18 +6,71 @@ for as long as it likes: enough of them and the server cannot accept anyone else
 Here a connection waiting for a request head gets ``header_timeout`` seconds from the
 moment it starts waiting (connection made, or previous response sent) to complete it,
 then it is closed. uvicorn takes the protocol class as ``Config(http=...)``.
+
+Turns: when hundreds of connections send a request (or hang up) at once, one pass of
+the event loop would parse every request head (and start its task), or close every
+connection, back to back: tens of milliseconds in which nothing else runs. Here at most
+``PER_TURN`` request heads and hang-ups are handled per pass of the loop; the others
+wait, their reading paused, for the next passes, in the order they came.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any
 
+import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from stepstream.server._runs import logger
 
-__all__ = ["guarded_protocol"]
+__all__ = ["PER_TURN", "guarded_protocol"]
+
+#: Request heads parsed, or hang-ups handled, per pass of the event loop (at most).
+PER_TURN = 32
+
+
+class _Turns:
+    """Hands out, per pass of one event loop, ``PER_TURN`` turns to the connections asking."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._used = 0
+        self._waiting: deque[_GuardedH11Protocol] = deque()
+        self._next_pass: asyncio.Handle | None = None
+
+    def take(self, protocol: _GuardedH11Protocol) -> bool:
+        """A turn now (True), or ``protocol.resume()`` on a later pass (False)."""
+        if self._next_pass is None:
+            self._next_pass = self._loop.call_soon(self._new_pass)
+        if self._used < PER_TURN and not self._waiting:
+            self._used += 1
+            return True
+        self._waiting.append(protocol)
+        return False
+
+    def _new_pass(self) -> None:
+        self._next_pass = None
+        self._used = 0
+        waiting = self._waiting
+        while waiting and self._used < PER_TURN:
+            self._used += 1
+            waiting.popleft().resume()
+        if waiting:
+            self._next_pass = self._loop.call_soon(self._new_pass)
+
+
+_TURNS: dict[asyncio.AbstractEventLoop, _Turns] = {}
+
+
+def _turns(loop: asyncio.AbstractEventLoop) -> _Turns:
+    turns = _TURNS.get(loop)
+    if turns is None:
+        if len(_TURNS) > 64:  # noqa: PLR2004 - loops of servers long gone (tests make many)
+            _TURNS.clear()
+        turns = _TURNS[loop] = _Turns(loop)
+    return turns
 
 
 class _GuardedH11Protocol(H11Protocol):
@@ -27,6 +80,9 @@ class _GuardedH11Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
         self._seen_cycle: object = None
+        self._turns = _turns(self.loop)
+        #: What arrived while waiting for a turn (None: not waiting); b"" is the hang-up.
+        self._held: list[bytes] | None = None
 
     def _arm_head_timer(self) -> None:
         self._disarm_head_timer()
@@ -52,7 +108,41 @@ class _GuardedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
+        self._held = None
         super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._held is not None:
+            self._held.append(data)
+        elif self.conn.their_state is not h11.IDLE or self._turns.take(self):
+            super().data_received(data)  # a request in progress, or a new one's turn
+        else:
+            self._held = [data]
+            self._unset_keepalive_if_required()  # it is a request: no idle timeout now
+            self.flow.pause_reading()
+
+    def eof_received(self) -> bool | None:  # type: ignore[override]
+        if self._held is not None:
+            self._held.append(b"")
+            return True  # the transport stays open until the hang-up's turn
+        if self._turns.take(self):
+            return super().eof_received()
+        self._held = [b""]
+        return True
+
+    def resume(self) -> None:
+        """This connection's turn: handle what arrived meanwhile."""
+        held, self._held = self._held, None
+        if held is None or self.transport.is_closing():
+            return
+        hung_up = not held[-1]
+        data = b"".join(held)
+        if data:
+            if not hung_up:
+                self.flow.resume_reading()
+            super().data_received(data)
+        if hung_up and not super().eof_received():
+            self.transport.close()
 
     def handle_events(self) -> None:
         super().handle_events()

@@ -222,14 +222,20 @@ class WorkflowServer:
         return uvicorn.Config(self, host=host, port=port, **config)
 
     def uvicorn_server(
-        self, host: str = "127.0.0.1", port: int = 8000, *, tune_gc: bool = False, **config: Any
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        tune_process: bool = False,
+        **config: Any,
     ) -> Any:
         """A ``uvicorn.Server`` for this server: on shutdown the runs end first.
 
         So their streams and the ``/run`` requests waiting for them complete, and
-        uvicorn's wait for open connections is short. With ``tune_gc``, once started it
-        freezes the start-up objects out of garbage collections and raises the
-        collector's thresholds (see ``stepstream serve --gc``): that is process-wide.
+        uvicorn's wait for open connections is short. With ``tune_process``, once
+        started it tunes the process for serving (``stepstream serve --tune``: garbage
+        collector and GIL switch interval, see ``stepstream.server._tuning``); that is
+        process-wide.
         """
         import uvicorn  # noqa: PLC0415
 
@@ -238,8 +244,8 @@ class WorkflowServer:
         class _Uvicorn(uvicorn.Server):
             async def startup(self, sockets: Any = None) -> None:
                 await super().startup(sockets)
-                if tune_gc and self.started:
-                    from stepstream.server._gc import tune_gc as tune  # noqa: PLC0415
+                if tune_process and self.started:
+                    from stepstream.server._tuning import tune_process as tune  # noqa: PLC0415
 
                     tune()
 
@@ -250,10 +256,15 @@ class WorkflowServer:
         return _Uvicorn(self.uvicorn_config(host, port, **config))
 
     async def serve(
-        self, host: str = "127.0.0.1", port: int = 8000, *, tune_gc: bool = False, **config: Any
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        tune_process: bool = False,
+        **config: Any,
     ) -> None:
         """Serve with uvicorn until stopped (Ctrl-C, SIGTERM); ``config``: ``uvicorn.Config``.
 
-        ``tune_gc``: see :meth:`uvicorn_server`.
+        ``tune_process``: see :meth:`uvicorn_server`.
         """
-        await self.uvicorn_server(host, port, tune_gc=tune_gc, **config).serve()
+        await self.uvicorn_server(host, port, tune_process=tune_process, **config).serve()
