@@ -17,60 +17,18 @@ wait, their reading paused, for the next passes, in the order they came.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from stepstream.server._passes import budget
 from stepstream.server._runs import logger
 
 __all__ = ["PER_TURN", "guarded_protocol"]
 
 #: Request heads parsed, or hang-ups handled, per pass of the event loop (at most).
 PER_TURN = 32
-
-
-class _Turns:
-    """Hands out, per pass of one event loop, ``PER_TURN`` turns to the connections asking."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._used = 0
-        self._waiting: deque[_GuardedH11Protocol] = deque()
-        self._next_pass: asyncio.Handle | None = None
-
-    def take(self, protocol: _GuardedH11Protocol) -> bool:
-        """A turn now (True), or ``protocol.resume()`` on a later pass (False)."""
-        if self._next_pass is None:
-            self._next_pass = self._loop.call_soon(self._new_pass)
-        if self._used < PER_TURN and not self._waiting:
-            self._used += 1
-            return True
-        self._waiting.append(protocol)
-        return False
-
-    def _new_pass(self) -> None:
-        self._next_pass = None
-        self._used = 0
-        waiting = self._waiting
-        while waiting and self._used < PER_TURN:
-            self._used += 1
-            waiting.popleft().resume()
-        if waiting:
-            self._next_pass = self._loop.call_soon(self._new_pass)
-
-
-_TURNS: dict[asyncio.AbstractEventLoop, _Turns] = {}
-
-
-def _turns(loop: asyncio.AbstractEventLoop) -> _Turns:
-    turns = _TURNS.get(loop)
-    if turns is None:
-        if len(_TURNS) > 64:  # noqa: PLR2004 - loops of servers long gone (tests make many)
-            _TURNS.clear()
-        turns = _TURNS[loop] = _Turns(loop)
-    return turns
 
 
 class _GuardedH11Protocol(H11Protocol):
@@ -80,7 +38,7 @@ class _GuardedH11Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
         self._seen_cycle: object = None
-        self._turns = _turns(self.loop)
+        self._turns = budget("request heads", PER_TURN)
         #: What arrived while waiting for a turn (None: not waiting); b"" is the hang-up.
         self._held: list[bytes] | None = None
 
@@ -114,7 +72,7 @@ class _GuardedH11Protocol(H11Protocol):
     def data_received(self, data: bytes) -> None:
         if self._held is not None:
             self._held.append(data)
-        elif self.conn.their_state is not h11.IDLE or self._turns.take(self):
+        elif self.conn.their_state is not h11.IDLE or self._turns.take(self.resume):
             super().data_received(data)  # a request in progress, or a new one's turn
         else:
             self._held = [data]
@@ -125,7 +83,7 @@ class _GuardedH11Protocol(H11Protocol):
         if self._held is not None:
             self._held.append(b"")
             return True  # the transport stays open until the hang-up's turn
-        if self._turns.take(self):
+        if self._turns.take(self.resume):
             return super().eof_received()
         self._held = [b""]
         return True
