@@ -23,7 +23,6 @@ from stepstream.server._envelope import BadRequest, encode_event
 from stepstream.server._handlers import HandlerRecord, HandlerStatus, HandlerStore
 from stepstream.server._log import RunLog
 from stepstream.server._steplog import StepFrames
-from stepstream.telemetry import observe
 from stepstream.workflow import Workflow
 
 __all__ = ["Runs", "correlation", "logger"]
@@ -75,6 +74,7 @@ class Runs:
         self.event_log_limit = event_log_limit
         self._pumps: dict[str, asyncio.Task[None]] = {}
         self._closing = False
+        self._frames = StepFrames()
 
     def start(
         self,
@@ -99,7 +99,7 @@ class Runs:
         # so the run shares the trace of the request that started it.
         ctx = trace.get_current_span().get_span_context()
         steps = RunLog(self.event_log_limit)
-        with observe(StepFrames(steps)):  # per step attempt, nothing per streamed event
+        with self._frames.starting(steps):  # per step attempt, nothing per streamed event
             handler = workflow.run(start_event=start_event)
         record = HandlerRecord(
             handler_id=handler_id,
