@@ -84,6 +84,7 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
         )
     from stepstream.errors import WorkflowError  # noqa: PLC0415
     from stepstream.server._lines import JsonLinesHandler  # noqa: PLC0415
+    from stepstream.server._loop import ServingLoop  # noqa: PLC0415
     from stepstream.telemetry import configure_telemetry  # noqa: PLC0415
 
     if workers != 1:
@@ -116,7 +117,8 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
     )
     click.echo(visible(banner), err=True)
     try:
-        asyncio.run(server.serve(host, port, tune_process=tune))
+        with asyncio.Runner(loop_factory=ServingLoop) as runner:
+            runner.run(server.serve(host, port, tune_process=tune))
     finally:
         telemetry.shutdown()
         lines.close()
