@@ -65,10 +65,10 @@ class ServeProcess:
                 self._ready.set()
         self._ready.set()
 
-    def stop(self) -> int:
-        """Stop the process (SIGINT, then SIGKILL after 15 s) and return its exit code."""
+    def stop(self, sig: signal.Signals = signal.SIGINT) -> int:
+        """Stop the process (``sig``, then SIGKILL after 15 s) and return its exit code."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:

@@ -1,4 +1,8 @@
-"""Fixtures shared by the whole suite: captured telemetry and in-memory providers."""
+"""Fixtures shared by the whole suite: captured telemetry and in-memory providers.
+
+The session fixture ``phoenix`` (tests/phoenix_fixture.py) is registered here, so that
+every module that asks for it shares one Phoenix server.
+"""
 
 import logging
 import os
@@ -10,6 +14,8 @@ from _full_stack import Stack
 from _full_stack import compose_stack
 from _full_stack import docker_problem
 from _full_stack import local_stack
+from _postgres import PostgresServer
+from phoenix_fixture import phoenix_server  # noqa: F401 - the session fixture "phoenix"
 from stepstream.testing import CapturedTelemetry
 from stepstream.testing import capture_telemetry
 
@@ -45,3 +51,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield running
     finally:
         teardown()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server from Debian's packages on 127.0.0.1, for the whole session."""
+    with PostgresServer() as server:
+        yield server

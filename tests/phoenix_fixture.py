@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import gc
+import json
 import os
 import shutil
 import signal
@@ -20,14 +21,24 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-__all__ = ["PHOENIX_SPEC", "PHOENIX_VERSION", "PhoenixServer", "phoenix_server"]
+__all__ = [
+    "PHOENIX_SPEC",
+    "PHOENIX_VERSION",
+    "PhoenixServer",
+    "fetch_spans",
+    "flatten_attributes",
+    "phoenix_server",
+]
 
 PHOENIX_VERSION = "20.26.1"
 PHOENIX_SPEC = f"arize-phoenix=={PHOENIX_VERSION}"
@@ -240,6 +251,39 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=STOP_TIMEOUT_S)
+
+
+def flatten_attributes(attributes: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Return nested attribute dicts ({"a": {"b": 1}}) as dotted keys ({"a.b": 1})."""
+    flat: dict[str, Any] = {}
+    for key, value in attributes.items():
+        name = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, Mapping):
+            flat.update(flatten_attributes(value, name))
+        else:
+            flat[name] = value
+    return flat
+
+
+def fetch_spans(phoenix: PhoenixServer) -> list[dict[str, Any]]:
+    """Every span of Phoenix's default project, following next_cursor; [] before any exist."""
+    spans: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        query = {"limit": "1000", **({"cursor": cursor} if cursor else {})}
+        url = f"{phoenix.base_url}/v1/projects/default/spans?{urllib.parse.urlencode(query)}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - loopback http
+                page = json.load(resp)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:  # the project appears with its first span
+                exc.close()
+                return []
+            raise
+        spans.extend(page["data"])
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return spans
 
 
 @pytest.fixture(scope="session", name="phoenix")

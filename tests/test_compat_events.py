@@ -281,6 +281,12 @@ def test_stop_event_repr_lists_its_dumped_fields() -> None:
     assert repr(StopEvent()) == "StopEvent()"
 
 
+def test_stop_event_repr_shows_each_dynamic_field_once() -> None:
+    """A dynamic field appears once, after the declared fields and the result."""
+    assert repr(MyStop(foo="a", result=3, extra="x")) == "MyStop(foo='a', result=3, extra='x')"
+    assert repr(StopEvent(extra=1)) == "StopEvent(extra=1)"
+
+
 def test_stop_event_result_can_be_overridden_with_get_result() -> None:
     """A subclass overriding _get_result changes .result; str() still shows the given result."""
     ev = OverriddenStop(result=1)

@@ -82,7 +82,7 @@ def test_invalid_options_are_listed_together() -> None:
     assert str(info.value).splitlines()[0] == "Minimal(...) options are invalid"
     assert info.value.problems == (
         "num_concurrent_runs must be an integer greater than 0 or None, got 0",
-        "runtime= is not supported: stepstream has one runtime; leave it out",
+        "runtime= takes a durable runtime (stepstream.durable.DBOSRuntime) or None, got object",
         (
             "unknown graph check name(s) in skip_graph_checks: nope; valid names are dead_end, "
             "reachability, terminal_event"

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import textwrap
 import threading
+import unittest.mock
 import warnings
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -1723,6 +1724,293 @@ def _client_lost() -> Produced:
 @trigger("the server at <url> closed the stream: <detail>")
 def _client_closed() -> Produced:
     return _against_fake("shutdown")
+
+
+# ---- durable runs
+
+
+class Durable(Workflow):
+    """A one-step workflow for the durable runs' messages."""
+
+    @step
+    async def only(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+        await asyncio.sleep(float(ev.get("sleep", 0)))
+        return StopEvent(result="done")
+
+
+def _sqlite(name: str) -> str:
+    return f"sqlite:///{Path(tempfile.mkdtemp()) / name}"
+
+
+def _durable(body: Callable[[Any], Any], *workflows: str) -> Produced:
+    """Raised by ``await body(runtime)`` with a launched runtime (after it is destroyed)."""
+    from stepstream.durable import DBOSRuntime  # noqa: PLC0415 - the durable extra
+
+    async def main() -> None:
+        runtime = DBOSRuntime(_sqlite("durable.sqlite"))
+        for _ in workflows:
+            Durable(runtime=runtime)
+        await runtime.launch()
+        try:
+            await body(runtime)
+        finally:
+            await runtime.destroy()
+
+    return raised(lambda: asyncio.run(main()))
+
+
+@trigger(
+    "<Workflow>(durable=...) needs the durable extra, which is not installed (<error>); "
+    "install it with pip install 'stepstream[durable]'"
+)
+def _durable_missing() -> Produced:
+    with unittest.mock.patch.dict(sys.modules, {"stepstream.durable": None}):
+        return raised(lambda: Durable(durable=True))
+
+
+@trigger(
+    "<Workflow>(durable=...) must be True, a database URL ('sqlite:///path' or "
+    "'postgresql://...') or None, got <value>"
+)
+def _durable_wrong() -> Produced:
+    return raised(lambda: Durable(durable=wrong(3)))
+
+
+@trigger("<Workflow>(...): pass runtime= or durable=, not both (durable= makes its own runtime)")
+def _durable_and_runtime() -> Produced:
+    from stepstream.durable import DBOSRuntime  # noqa: PLC0415
+
+    return raised(lambda: Durable(durable=True, runtime=DBOSRuntime(_sqlite("x.sqlite"))))
+
+
+@trigger("runtime= takes a durable runtime (stepstream.durable.DBOSRuntime) or None, got <type>")
+def _runtime_wrong() -> Produced:
+    return raised(lambda: Durable(runtime=object()))
+
+
+@trigger(
+    "<Workflow>(stream_limit=...) does not apply to a durable workflow: its stream is kept "
+    "in the database, and a reader resumes from any seq; leave stream_limit out"
+)
+def _durable_bounded() -> Produced:
+    return raised(lambda: Durable(durable=_sqlite("x.sqlite"), stream_limit=5))
+
+
+@trigger(
+    "DBOSRuntime(...) got unknown option(s) <names>; it takes database_url, create and <options>"
+)
+def _runtime_option() -> Produced:
+    from stepstream.durable import DBOSRuntime  # noqa: PLC0415
+
+    return raised(lambda: DBOSRuntime(poll=1))
+
+
+@trigger(
+    "the durable database <path> does not exist; start the runs that should resume with this "
+    "file, or pass create=True to start with a new one"
+)
+def _database_missing() -> Produced:
+    from stepstream.durable import DBOSRuntime  # noqa: PLC0415
+
+    return raised(lambda: DBOSRuntime(_sqlite("gone.sqlite"), create=False).launch_sync())
+
+
+@trigger(
+    "the durable database <path> cannot be opened (<error>); it is not a SQLite database or it "
+    "is damaged. Restore it from a backup, or move it away to start with a new one (its runs "
+    "are then lost)"
+)
+def _database_damaged() -> Produced:
+    from stepstream.durable import DBOSRuntime  # noqa: PLC0415
+
+    url = _sqlite("damaged.sqlite")
+    Path(url.removeprefix("sqlite:///")).write_bytes(b"not a database" * 100)
+    return raised(lambda: DBOSRuntime(url).launch_sync())
+
+
+@trigger("the durable database <url> could not be opened: <ErrorType>: <error>")
+def _database_unreachable() -> Produced:
+    from stepstream.durable import DBOSRuntime  # noqa: PLC0415
+
+    runtime = DBOSRuntime("postgresql://nobody@127.0.0.1:1/none")
+    with logged("dbos"):  # DBOS logs its own account of the failure
+        return raised(lambda: asyncio.run(runtime.launch()))
+
+
+@trigger(
+    "the DBOSRuntime is not launched; call await runtime.launch() (or runtime.launch_sync()) "
+    "after constructing the workflows, before running them"
+)
+def _not_launched() -> Produced:
+    from stepstream.durable import DBOSRuntime  # noqa: PLC0415
+
+    return raised(lambda: run_to_end(Durable(runtime=DBOSRuntime(_sqlite("x.sqlite")))))
+
+
+@trigger(
+    "another DBOSRuntime (database <url>) is launched in this process; DBOS runs one per "
+    "process: use that runtime (or durable=True everywhere), or destroy() it first"
+)
+def _another_runtime() -> Produced:
+    from stepstream.durable import DBOSRuntime  # noqa: PLC0415
+
+    async def second(runtime: Any) -> None:
+        await DBOSRuntime(_sqlite("other.sqlite")).launch()
+
+    return _durable(second)
+
+
+@trigger("DBOSRuntime.launch_sync() cannot be called from async code; use await launch()")
+def _launch_sync_in_loop() -> Produced:
+    from stepstream.durable import DBOSRuntime  # noqa: PLC0415
+
+    async def main() -> None:
+        DBOSRuntime(_sqlite("x.sqlite")).launch_sync()
+
+    return raised(lambda: asyncio.run(main()))
+
+
+@trigger("there is no durable run <run_id> in the database <url>")
+def _no_such_run() -> Produced:
+    async def attach(runtime: Any) -> None:
+        await runtime.handler("nope")
+
+    return _durable(attach)
+
+
+@trigger(
+    "durable run <run_id> has ended (DBOS status <status>); only a run that is still going "
+    "can be re-attached"
+)
+def _run_ended() -> Produced:
+    async def attach(runtime: Any) -> None:
+        handler = runtime._workflows[Durable().workflow_name].run()
+        await handler
+        await runtime.handler(handler.run_id)
+
+    return _durable(attach, "Durable")
+
+
+def _left_pending() -> tuple[str, str]:
+    """A database holding a run left pending (its process stopped it): (URL, run id)."""
+    from stepstream.durable import DBOSRuntime  # noqa: PLC0415
+
+    url = _sqlite("pending.sqlite")
+
+    async def main() -> str:
+        runtime = DBOSRuntime(url)
+        wf = Durable(runtime=runtime)
+        await runtime.launch()
+        handler = wf.run(sleep=60)
+        await asyncio.sleep(0.2)
+        await runtime.destroy()  # the run's task is cancelled: it stays pending
+        return handler.run_id
+
+    return url, asyncio.run(main())
+
+
+def _attach_without_workflow() -> tuple[Produced, list[str]]:
+    """Relaunch on a pending run without its workflow; re-attach with a short timeout."""
+    from stepstream.durable import DBOSRuntime  # noqa: PLC0415
+
+    url, run_id = _left_pending()
+
+    async def main() -> None:
+        runtime = DBOSRuntime(url)
+        await runtime.launch()
+        try:
+            await runtime.handler(run_id, timeout=3)
+        finally:
+            await runtime.destroy()
+
+    with logged("stepstream") as messages:
+        produced = raised(lambda: asyncio.run(main()))
+    return produced, messages
+
+
+@trigger(
+    "durable run <run_id> is pending but was not resumed in this process within <seconds>s; "
+    "it may be running in another process, or its workflow is not constructed here with "
+    "this runtime"
+)
+def _not_resumed_here() -> Produced:
+    return _attach_without_workflow()[0]
+
+
+@trigger(
+    "stepstream: durable run <run_id> of workflow <name> cannot resume in this process: no "
+    "workflow of that name is constructed with this runtime; construct it "
+    "(MyWorkflow(runtime=runtime)) before the runtime launches. The run stays pending and "
+    "resumes at a launch that has it"
+)
+def _workflow_not_constructed() -> Produced:
+    return "log", _attach_without_workflow()[1]
+
+
+@trigger(
+    "run id <run_id> is already taken by an earlier durable run; start the run with another "
+    "run_id (or none: a new one is made)"
+)
+def _run_id_taken() -> Produced:
+    async def twice(runtime: Any) -> None:
+        wf = runtime._workflows[Durable().workflow_name]
+        await wf.run(run_id="same")
+        await wf.run(run_id="same")
+
+    return _durable(twice, "Durable")
+
+
+@trigger(
+    "durable run <run_id> could not be saved (<ErrorType>: <error>); what a durable run keeps "
+    "in its store and the events it sends must be serializable by its serializer (JSON by "
+    "default)"
+)
+def _durable_unsaveable() -> Produced:
+    class Unsaveable(Workflow):
+        @step
+        async def only(self, ctx: Context[Any], ev: StartEvent) -> Middle:
+            await ctx.store.set("callback", print)
+            return Middle()
+
+        @step
+        async def last(self, ev: Middle) -> StopEvent:
+            return StopEvent()
+
+    async def run(runtime: Any) -> None:
+        await Unsaveable(runtime=runtime).run()
+
+    return _durable(run)
+
+
+@trigger(
+    "stream_events(after=<seq>): this run has written events up to seq <seq> and keeps those "
+    "from seq <seq> on (an in-memory run does not keep the events already read); pass a seq in "
+    "that range, or make the workflow durable (durable=True) to read its stream again from "
+    "any seq"
+)
+def _after_gone() -> Produced:
+    async def main() -> None:
+        handler = Durable(timeout=5).run()
+        await handler
+        handler.stream_events(after=5)  # the run wrote its terminal event only (seq 0)
+
+    return raised(lambda: asyncio.run(main()))
+
+
+@trigger(
+    "ctx.step_key is only available from within a step (it names the step invocation that "
+    "reads it)"
+)
+def _step_key_outside() -> Produced:
+    async def main() -> None:
+        handler = Durable(timeout=5).run(sleep=1)
+        try:
+            _ = handler.ctx.step_key
+        finally:
+            await handler.cancel_run()
+
+    return raised(lambda: asyncio.run(main()))
+
 
 
 # -- tests ----------------------------------------------------------------------------------

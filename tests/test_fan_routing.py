@@ -181,16 +181,17 @@ def test_a_snapshot_mid_batch_resumes_with_the_collected_events_and_scopes() -> 
     r.finished(scope)
     r.route(Done(n=5), "w", None, False, scope)
     r.route(Left(), "o", None, False, ())
-    snap = r.snapshot([(WORK, running[0][2], running[0][4])])
+    snap = r.snapshot([(WORK, running[0][2], running[0][4], 3)])
     assert [b.batch_id for b in snap.batches] == ["fan#0"]
     assert snap.batches[0].buffers == {"join": [Done(n=5)]}
     assert snap.batches[0].released == ["first"]
     assert snap.slots == [("pair", [Left()])]
     assert snap.tickets == {0: (scope, None), 1: (scope, None)}
+    assert snap.keys == {0: 3}  # the invocation in flight keeps its number; the queued has none
 
     again = router()
     starts = again.resume(snap)
-    assert [(step, s[1]) for step, s in starts] == [("work", 0), ("work", 1)]
+    assert [(step, s[1], key) for step, s, key in starts] == [("work", 0, 3), ("work", 1, None)]
     assert again.open_batches() == ["fan#0"]
     assert again.finished(scope) == []
     assert released(again.finished(scope)) == [("join", [5], ())]

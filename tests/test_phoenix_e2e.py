@@ -10,10 +10,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +18,8 @@ from _helpers import EXAMPLES
 from _helpers import run_command
 from _helpers import without_otel
 from phoenix_fixture import PhoenixServer
-from phoenix_fixture import phoenix_server  # noqa: F401 - the fixture "phoenix"
+from phoenix_fixture import fetch_spans
+from phoenix_fixture import flatten_attributes
 
 RUN_SPAN = "invoke_workflow MyWorkflow"
 STEPS = ("step_one", "step_two", "step_three")
@@ -57,39 +54,6 @@ async def main() -> None:
 
 asyncio.run(main())
 """
-
-
-def flatten_attributes(attributes: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Return nested attribute dicts ({"a": {"b": 1}}) as dotted keys ({"a.b": 1})."""
-    flat: dict[str, Any] = {}
-    for key, value in attributes.items():
-        name = f"{prefix}.{key}" if prefix else key
-        if isinstance(value, Mapping):
-            flat.update(flatten_attributes(value, name))
-        else:
-            flat[name] = value
-    return flat
-
-
-def fetch_spans(phoenix: PhoenixServer) -> list[dict[str, Any]]:
-    """Every span of Phoenix's default project, following next_cursor; [] before any exist."""
-    spans: list[dict[str, Any]] = []
-    cursor: str | None = None
-    while True:
-        query = {"limit": "1000", **({"cursor": cursor} if cursor else {})}
-        url = f"{phoenix.base_url}/v1/projects/default/spans?{urllib.parse.urlencode(query)}"
-        try:
-            with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - loopback http
-                page = json.load(resp)
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:  # the project appears with its first span
-                exc.close()
-                return []
-            raise
-        spans.extend(page["data"])
-        cursor = page.get("next_cursor")
-        if not cursor:
-            return spans
 
 
 def spans_of_run(phoenix: PhoenixServer, run_id: str) -> list[dict[str, Any]]:

@@ -1261,14 +1261,15 @@ def test_a_snapshot_round_trips_pending_work_held_events_waits_and_joins() -> No
     first = Ping(n=7)
     assert router.collect("on_ping", first, "o", [Ping, Ping]) is None
     running = Parent()
-    snap = router.snapshot([(ON_PARENT, running, None)])
+    snap = router.snapshot([(ON_PARENT, running, None, 4)])
     assert snap.queue == [("on_parent", running), ("on_parent", queued)]
     assert snap.held == [held]
     assert snap.waiters == [("wait-1", Ping, {"n": 1})]
     assert snap.joins == [("on_ping", (Ping, Ping), [first])]
 
     restored = fan_router()
-    assert restored.restore(snap, "saved") == snap.queue
+    assert snap.keys == {0: 4}
+    assert restored.restore(snap, "saved") == [(*snap.queue[0], 4), (*snap.queue[1], None)]
     assert restored.held == [held]
     waiter, taken = restored.add_waiter(Ping, {"n": 1}, "tok", "wait-1")
     assert (waiter.restored, taken) == (True, None)

@@ -18,6 +18,8 @@ from stepstream.context import BaseSerializer
 from stepstream.context import JsonSerializer
 from stepstream.context import PickleSerializer
 from stepstream.context.serializers import JsonPickleSerializer
+from stepstream.context.state_store import DictState
+from stepstream.context.state_store import InMemoryStateStore
 
 
 class Point(BaseModel):
@@ -332,3 +334,47 @@ def test_pickle_serializer_failure_names_the_type() -> None:
     """A value neither JSON nor picklable raises ValueError naming its type."""
     with pytest.raises(ValueError, match=r"of type _thread\.lock: it is not JSON data"):
         PickleSerializer().serialize(threading.Lock())
+
+
+# -- an error whose text cannot be printed still gives a clear message -------------------
+
+
+class _UnprintableError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+class _Hostile(BaseModel):
+    """A model whose dump raises an error that cannot be turned into text."""
+
+    x: int = 0
+
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        raise _UnprintableError
+
+
+class _UnpicklableHostile:
+    def __reduce__(self) -> Any:
+        raise _UnprintableError
+
+
+def test_json_serializer_reports_an_unprintable_error_by_its_type() -> None:
+    """The message names the value's type and says the error could not be printed."""
+    with pytest.raises(ValueError, match="cannot serialize a value of type") as info:
+        JsonSerializer().serialize(_Hostile())
+    assert "<unprintable" in str(info.value)
+
+
+def test_pickle_serializer_reports_an_unprintable_error_by_its_type() -> None:
+    """Neither JSON's nor pickle's failure text may break the message."""
+    with pytest.raises(ValueError, match="cannot be pickled") as info:
+        PickleSerializer().serialize(_UnpicklableHostile())
+    assert "<unprintable" in str(info.value)
+
+
+def test_state_key_error_with_unprintable_text_names_the_key() -> None:
+    """A state key whose value fails with an unprintable error is still named."""
+    store = InMemoryStateStore(DictState(_data={"bad": _UnpicklableHostile()}))
+    with pytest.raises(ValueError, match="cannot serialize state key 'bad'") as info:
+        store.to_dict(PickleSerializer())
+    assert "<unprintable" in str(info.value)

@@ -139,6 +139,41 @@ async def test_a_hundred_subscribers_see_the_same_sequence(url: str) -> None:
     assert all(r == results[0] for r in results)
 
 
+FORMS = [  # (sse, include_qualified_name): every form a subscriber may ask for
+    ("true", "true"),
+    ("true", "false"),
+    ("false", "true"),
+    ("false", "false"),
+]
+
+
+@pytest.mark.asyncio
+async def test_live_subscribers_of_every_form_get_their_own_frames(url: str) -> None:
+    """Subscribers of one live run in all four forms at once (frames are shared per form)
+    each get their form's frames, byte for byte what a replay of the finished run gives."""
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        hid = await start(http, "counting", n=60, delay=0.002)
+
+        async def body(sse: str, qualified: str) -> bytes:
+            params = {"after_sequence": "-1", "sse": sse, "include_qualified_name": qualified}
+            return (await http.get(f"/events/{hid}", params=params)).content
+
+        async with asyncio.timeout(30):
+            live = await asyncio.gather(*(body(*form) for form in FORMS for _ in range(3)))
+        await finished(http, hid)
+        replays = [await body(*form) for form in FORMS]
+    for index, form in enumerate(FORMS):
+        assert live[3 * index : 3 * index + 3] == [replays[index]] * 3, form
+    sse, sse_unqualified, nd, nd_unqualified = replays
+    assert [f["id"] for f in parse_sse(sse.decode())] == [str(i) for i in range(61)]
+    data = [json.loads(f["data"]) for f in parse_sse(sse_unqualified.decode())]
+    assert {d["qualified_name"] for d in data} == {None}
+    lines = [json.loads(line) for line in nd.splitlines()]
+    assert [line["seq"] for line in lines] == list(range(61))
+    assert lines[1]["qualified_name"] == "_served_app.Tick"
+    assert {json.loads(line)["qualified_name"] for line in nd_unqualified.splitlines()} == {None}
+
+
 @pytest.mark.asyncio
 async def test_after_sequence_now_skips_history() -> None:
     """after_sequence=now (the default) streams only what comes after the request."""

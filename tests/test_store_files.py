@@ -154,6 +154,27 @@ print(json.dumps({"during": during, "after": threads()}))
     assert summary["after"] == []
 
 
+def test_a_forked_child_does_not_write_the_parents_lines_again(tmp_path: Path) -> None:
+    """Lines buffered when a process forks are written once, not by parent and child."""
+    body = """
+import os
+
+handle = configure_telemetry(directory="tele", log_flush_interval=30)
+asyncio.run(run_chatty(3))
+pid = os.fork()
+if pid == 0:
+    handle.shutdown()  # the child flushes what its buffer holds, then leaves
+    os._exit(0)
+os.waitpid(pid, 0)
+handle.shutdown()
+"""
+    proc = run_script(tmp_path, CHATTY + body)
+    assert proc.returncode == 0, proc.stderr
+    events = log_events(tmp_path / "tele" / "logs.jsonl")
+    assert events.count("run_started") == 1, events
+    assert events.count("stream_event") == 4  # 3 notes and the StopEvent
+
+
 # -- private, and never through a link or into something that is not a file ----------------
 
 

@@ -228,8 +228,10 @@ class FanRouter(Router[Any, Any]):
                 snap.slots.append((names[i], pending))
         return snap
 
-    def resume(self, snap: Snapshot) -> list[tuple[str, Start]]:
+    def resume(self, snap: Snapshot) -> list[tuple[str, Start, int | None]]:
         """Load ``snap`` into this new router; the invocations to begin, by step name.
+
+        Each comes with the invocation number of one that was in flight (else None).
 
         Work saved for a step the workflow no longer has is left out.
         """
@@ -240,7 +242,7 @@ class FanRouter(Router[Any, Any]):
             if step in index:
                 for event in events:
                     self._to_slots(index[step], event, None, (), [])
-        starts: list[tuple[str, Start]] = []
+        starts: list[tuple[str, Start, int | None]] = []
         for n, (step, event) in enumerate(snap.queue):
             if step not in index:
                 continue
@@ -248,12 +250,13 @@ class FanRouter(Router[Any, Any]):
             ticket = None if saved_ticket is None else Ticket(*saved_ticket)
             one: list[Start] = []
             self._start(index[step], event, None, ticket, one)
-            starts.extend((step, s) for s in one)
+            key = snap.keys.get(n)
+            starts.extend((step, s, key) for s in one)
         released: list[Start] = []
         for batch in list(self._batches.values()):  # a batch saved with no work left
             if batch.batch_id in self._batches:
                 self._close(batch, released)
-        starts.extend((self.graph.names[s[0]], s) for s in released)
+        starts.extend((self.graph.names[s[0]], s, None) for s in released)
         return starts
 
     def _resume_batches(self, snap: Snapshot) -> None:

@@ -42,9 +42,10 @@ class FanRun(Run):
 
     def resume(self, snap: Snapshot) -> None:
         """Take up a saved run: its batches, partial joins and pending invocations."""
-        for step, start in self.fan.resume(snap):
+        self.restore_counts(snap)
+        for step, start, key in self.fan.resume(snap):
             self.instrument.event_sent(self.info, None, start[2], step)
-            self._begin([start])
+            self._begin([start], key)
 
     def dispatch(
         self,
@@ -52,6 +53,7 @@ class FanRun(Run):
         origin: StepInfo | None,
         target: str | None,
         scope: Scope | None = None,
+        key: int | None = None,
     ) -> None:
         """Deliver ``event`` in ``scope`` (a returned event's) or in none (a sent one)."""
         if scope is not None and origin is not None:
@@ -101,7 +103,8 @@ class FanRun(Run):
         if self.fan.state is RunState.RUNNING:
             self._begin(self.fan.finished(scope))
 
-    def _begin(self, starts: list[Start]) -> None:
+    def _begin(self, starts: list[Start], key: int | None = None) -> None:
+        """Start the step tasks ``starts`` (one re-running saved invocation ``key``)."""
         tg = self._tg
         assert tg is not None  # noqa: S101 - runs inside main()
         names = self.fan.graph.names
@@ -110,7 +113,7 @@ class FanRun(Run):
                 if self.expose_internal:
                     self.stream.push_internal(internal.queued(names[index], event))
                 continue
-            job: list[Any] = [index, event, ticket]
+            job = self.job(index, event, ticket, key)
             task = tg.create_task(work(self, index, worker, event, origin, job, ticket))
             self._tasks[task] = job
             task.add_done_callback(self._tasks.pop)

@@ -106,6 +106,7 @@ class RunInfo(_Stash):
 
     __slots__ = (
         "attempt",
+        "last_checkpoint_ns",
         "redact",
         "resumed",
         "run_id",
@@ -128,6 +129,9 @@ class RunInfo(_Stash):
         #: For a run continued from a saved context: the (trace_id, span_id) of the run
         #: span it was saved from, which the tracing observer links and parents to.
         self.resumed: tuple[str, str] | None = None
+        #: For a durable run resumed after a crash: when its previous attempt last
+        #: recorded anything (ns since the epoch); None otherwise.
+        self.last_checkpoint_ns: int | None = None
         #: The workflow's ``redact`` hook (``Workflow(redact=...)``), or None.
         self.redact: Redactor | None = None
 
@@ -141,7 +145,9 @@ class StepInfo(_Stash):
     __slots__ = (
         "attempt",
         "event",
+        "invocation",
         "origin",
+        "replayed",
         "retry",
         "run",
         "scope",
@@ -174,6 +180,11 @@ class StepInfo(_Stash):
         self.retry: tuple[int, BaseException, int] | None = None
         # The fan-out batches this attempt works in (ids, outermost first); empty outside.
         self.scope: tuple[str, ...] = ()
+        #: Which invocation of its step this attempt belongs to (1-based; ``ctx.step_key``).
+        self.invocation = 0
+        #: True when the invocation was in flight when the run was saved or crashed, and
+        #: runs again now.
+        self.replayed = False
 
 
 class Observer:
@@ -236,6 +247,9 @@ class Observer:
         self, run: RunInfo, inv: StepInfo | None, event: Event, target: str | None
     ) -> None:
         """An event was routed (returned by a step or sent with send_event)."""
+
+    def checkpoint_committed(self, run: RunInfo, seconds: float) -> None:
+        """A durable run's journal committed one batch (events, a checkpoint) in ``seconds``."""
 
     def event_streamed(
         self, run: RunInfo, inv: StepInfo | None, event: Event, seq: int, written_ns: int | None

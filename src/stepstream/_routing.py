@@ -377,16 +377,23 @@ class Router(Generic[OriginT, TokenT]):
 
     # -- saving and continuing --------------------------------------------------------
 
-    def snapshot(self, in_flight: Sequence[tuple[int, Event, Ticket | None]]) -> Snapshot:
-        """What a saved context needs: with the events of the invocations ``in_flight``."""
+    def snapshot(
+        self, in_flight: Sequence[tuple[int, Event, Ticket | None, int | None]]
+    ) -> Snapshot:
+        """What a saved context needs: with the invocations ``in_flight``.
+
+        Each is (step index, event, ticket, invocation number).
+        """
         names = self.graph.names
         snap = Snapshot()
         work = [*in_flight]
         for i, backlog in enumerate(self._backlogs):
-            work.extend((i, event, ticket) for event, _, ticket in backlog or ())
-        for i, event, ticket in work:
+            work.extend((i, event, ticket, None) for event, _, ticket in backlog or ())
+        for i, event, ticket, number in work:
             if ticket is not None:
                 snap.tickets[len(snap.queue)] = (ticket.scope, ticket.args)
+            if number is not None:
+                snap.keys[len(snap.queue)] = number
             snap.queue.append((names[i], event))
         snap.held = list(self.held)
         for w in self.waiters:
@@ -399,8 +406,10 @@ class Router(Generic[OriginT, TokenT]):
                     snap.joins.append((key[0], c.expected, pending))
         return snap
 
-    def restore(self, snap: Snapshot, origin: OriginT) -> list[tuple[str, Event]]:
-        """Load ``snap`` into this new router; return the work to start, as (step, event).
+    def restore(self, snap: Snapshot, origin: OriginT) -> list[tuple[str, Event, int | None]]:
+        """Load ``snap`` into this new router; return the work to start.
+
+        Each is (step, event, invocation number of one that was in flight, else None).
 
         ``origin`` stands for the producer of the restored joins' events (not saved).
         """
@@ -410,7 +419,11 @@ class Router(Generic[OriginT, TokenT]):
         for step, expected, events in snap.joins:
             for event in events:
                 self.collect(step, event, origin, expected)
-        return [(step, event) for step, event in snap.queue if step in self.graph.index]
+        return [
+            (step, event, snap.keys.get(n))
+            for n, (step, event) in enumerate(snap.queue)
+            if step in self.graph.index
+        ]
 
 
 def result_action(result: Any, state: RunState) -> Action:

@@ -33,6 +33,7 @@ class RunQueries:
     stream: EventStream
     outcome: asyncio.Future[Outcome]
     waiting: int
+    counts: list[int]
     _tasks: dict[asyncio.Task[None], list[Any]]
 
     def caller(self) -> StepInfo | None:
@@ -42,9 +43,14 @@ class RunQueries:
     def save(self) -> tuple[bool, int, Snapshot]:
         """Whether the run is running, its next stream position and its routing state."""
         in_flight = [
-            (job[0], job[1], job[2]) for task, job in self._tasks.items() if not task.done()
+            (job[0], job[1], job[2], job[3])
+            for task, job in self._tasks.items()
+            if not task.done() and job[1] is not None
         ]
-        return self.is_running(), self.stream.seq, self.router.snapshot(in_flight)
+        snap = self.router.snapshot(in_flight)
+        names = self.router.graph.names
+        snap.counts = {names[i]: n for i, n in enumerate(self.counts) if n}
+        return self.is_running(), self.stream.seq, snap
 
     def is_running(self) -> bool:
         """Whether the run has not ended (its outcome is not published yet)."""

@@ -33,6 +33,7 @@ from stepstream._steps import CANCEL_GRACE_SECONDS, stop_steps, wait_for_event, 
 from stepstream._text import safe_repr
 from stepstream.context import Context
 from stepstream.errors import (
+    ContextStateError,
     WorkflowRuntimeError,
     WorkflowStepDoesNotExistError,
     WorkflowStreamOverflowError,
@@ -41,6 +42,7 @@ from stepstream.events import Event
 
 if TYPE_CHECKING:
     from stepstream._graph import Graph
+    from stepstream._journal import Journal
     from stepstream._outcome import Outcome
     from stepstream._stream import EventStream
     from stepstream.resource import ResourceManager
@@ -85,13 +87,16 @@ class Run(RunQueries):
         "_tasks",
         "_tg",
         "callers",
+        "counts",
         "ctx",
         "expose_internal",
         "info",
         "instrument",
+        "journal",
         "loop",
         "observed",
         "outcome",
+        "replaying",
         "resources",
         "router",
         "stream",
@@ -137,8 +142,15 @@ class Run(RunQueries):
         # Sent by the caller before the run's task started: delivered once it has.
         self._early: list[tuple[Event, StepInfo | None, str | None]] = []
         self._tg: asyncio.TaskGroup | None = None
-        # Each step task's [step index, event it is handling] (for stopping and saving).
+        # Each step task's job: [step index, event it is handling (None once done), its
+        # ticket, its invocation number, whether it re-runs a saved invocation].
         self._tasks: dict[asyncio.Task[None], list[Any]] = {}
+        # Invocations begun per step: numbers them (``ctx.step_key``).
+        self.counts = [0] * len(graph.specs)
+        # True while the work a run starts with re-runs earlier work (durable recovery).
+        self.replaying = False
+        # The durable engine's journal; None for an in-memory run (see _journal).
+        self.journal: Journal | None = None
         # Set by stream_events(expose_internal=True): the runtime's internal events are
         # made only from then on (they cost nothing otherwise).
         self.expose_internal = False
@@ -154,23 +166,31 @@ class Run(RunQueries):
         the caller's result or stream hostage. The task group still waits for it.
         """
         self.instrument.run_started(self.info)
+        journal = self.journal
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 try:
+                    if journal is not None:
+                        tg.create_task(journal.run(self))
                     if isinstance(start, Event):
                         self.dispatch(start, None, None)
                     else:  # continuing a saved run: its pending work, not a new start
                         self.resume(start)
+                    self.replaying = False
                     for early in self._early:
                         self.dispatch(*early)
                     outcome = await self._wait()
                 except asyncio.CancelledError:
                     self.router.end()
+                    if journal is not None:
+                        journal.abort()
                     await stop_steps(self._tasks, self.router.graph.names, self.info.run_id)
                     self._close(_outcome.cancelled("the run's task was cancelled"))
                     raise
                 await stop_steps(self._tasks, self.router.graph.names, self.info.run_id)
+                if journal is not None:
+                    outcome = await journal.finish(self, outcome)
                 self._close(outcome)
         except asyncio.CancelledError:
             self._close(_outcome.cancelled("the run's task was cancelled"))
@@ -217,8 +237,35 @@ class Run(RunQueries):
 
     def resume(self, snap: Snapshot) -> None:
         """Take up the work of a saved run (the invocations in flight re-run)."""
-        for step, event in self.router.restore(snap, None):
-            self.dispatch(event, None, step)
+        self.restore_counts(snap)
+        for step, event, key in self.router.restore(snap, None):
+            self.dispatch(event, None, step, None, key)
+
+    def restore_counts(self, snap: Snapshot) -> None:
+        """Go on numbering each step's invocations where the saved run stopped."""
+        index = self.router.graph.index
+        for step, count in snap.counts.items():
+            if step in index:
+                self.counts[index[step]] = count
+
+    def job(self, index: int, event: Event, ticket: Any, key: int | None = None) -> list[Any]:
+        """The job of a step task starting on ``event``: a new invocation, or saved one ``key``."""
+        if key is None:
+            counts = self.counts
+            key = counts[index] = counts[index] + 1
+            return [index, event, ticket, key, self.replaying]
+        return [index, event, ticket, key, True]
+
+    def step_key(self) -> str:
+        """``ctx.step_key``: ``run_id:step:n`` for the calling step's invocation ``n``."""
+        inv = self.caller()
+        if inv is None:
+            msg = (
+                "ctx.step_key is only available from within a step (it names the step "
+                "invocation that reads it)"
+            )
+            raise ContextStateError(msg)
+        return f"{self.info.run_id}:{inv.step}:{inv.invocation}"
 
     def end(self, outcome: Outcome) -> None:
         """Decide the run's outcome (RUNNING -> ENDING) unless it is already decided."""
@@ -292,11 +339,13 @@ class Run(RunQueries):
         origin: StepInfo | None,
         target: str | None,
         scope: Scope | None = None,
+        key: int | None = None,
     ) -> None:
         """Deliver ``event`` where the router decides.
 
         ``scope`` is that of the step attempt that returned ``event`` (None for a sent
-        one); only a graph with fan-out steps (``FanRun``) has use for it.
+        one); only a graph with fan-out steps (``FanRun``) has use for it. ``key`` is
+        the number of the saved invocation a resumed run re-runs.
         """
         router = self.router
         if router.state is not RunState.RUNNING:
@@ -321,7 +370,7 @@ class Run(RunQueries):
                 if self.expose_internal:
                     self.stream.push_internal(internal.queued(router.graph.names[index], event))
                 continue
-            job: list[Any] = [index, event, None]
+            job = self.job(index, event, None, key)
             task = tg.create_task(work(self, index, worker, event, origin, job, None))
             self._tasks[task] = job
             task.add_done_callback(self._tasks.pop)

@@ -71,21 +71,40 @@ async def work(  # noqa: PLR0917 - started once per invocation chain, by dispatc
     current_context.set(run.ctx)
     try:
         while True:
+            if run.journal is not None and not await _recorded(run):
+                return
             if run.expose_internal:
                 run.stream.push_internal(internal.started(name, worker, event))
-            result = await _invoke(run, index, worker, event, origin, ticket)
+            result = await _invoke(run, index, worker, event, origin, ticket, job)
             if run.expose_internal:
                 run.stream.push_internal(internal.ended(name, worker, event, result))
             if ticket is not None and ticket.scope:
                 run.finished(ticket.scope)
             nxt = router.next_job(index)
+            done = job[3]
+            if nxt is None:
+                job[1] = None  # no longer in flight: a snapshot leaves it out
+            else:
+                event, origin, ticket = nxt
+                job[:] = run.job(index, event, ticket)
+            if run.journal is not None:
+                run.journal.completed(run, index, done)
             if nxt is None:
                 return
-            event, origin, ticket = nxt
-            job[1] = event
-            job[2] = ticket
     finally:
         router.release(index, worker)
+
+
+async def _recorded(run: Run) -> bool:
+    """A durable run: wait until what came before the invocation is recorded.
+
+    False when the run ended meanwhile (the invocation is not started).
+    """
+    assert run.journal is not None  # noqa: S101 - the caller checked
+    gate = run.journal.ready()
+    if gate is not None:
+        await gate
+    return run.router.state is RunState.RUNNING
 
 
 async def _invoke(  # noqa: PLR0917 - one call site
@@ -95,6 +114,7 @@ async def _invoke(  # noqa: PLR0917 - one call site
     event: Event,
     origin: StepInfo | None,
     ticket: Ticket | None,
+    job: list[Any],
 ) -> Any:
     """Run the attempts of one invocation; return what the step returned (None if it failed)."""
     spec = run.router.graph.specs[index]
@@ -107,6 +127,8 @@ async def _invoke(  # noqa: PLR0917 - one call site
         attempt += 1
         inv = StepInfo(run.info, spec.name, attempt, worker, event, origin, time.time_ns())
         inv.retry = retry  # what ctx.retry_info() tells a retried attempt
+        inv.invocation = job[3]
+        inv.replayed = job[4]
         current_step.set(inv)
         ins.step_started(inv)
         arg = event if ticket is None else _ticketed(run, inv, event, ticket)
@@ -321,6 +343,8 @@ async def wait_for_event(  # noqa: PLR0917 - mirrors ctx.wait_for_event
         # A wait restored from a saved context streamed its waiter event before.
         if waiter_event is not None and not waiter.restored:
             run.stream_write(waiter_event)
+        if run.journal is not None:
+            run.journal.waiting(run)
         run.instrument.step_waiting(run.info, inv, event_type)
         if run.expose_internal and run.idle():
             run.stream.push_internal(internal.idle())

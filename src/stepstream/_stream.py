@@ -62,15 +62,37 @@ class EventStream:
             EventStream.push(self, terminal)  # never refused, whatever the bound
             self.terminal = terminal
 
-    def iterate(self, expose_internal: bool = False) -> _StreamIterator:
-        """Return an iterator over the events not yet consumed."""
+    def iterate(self, expose_internal: bool = False, after: int | None = None) -> _StreamIterator:
+        """Return an iterator over the events not yet consumed (those after seq ``after``)."""
         if self.consumed:
             msg = (
                 "this run's event stream was already consumed up to its StopEvent; "
                 "iterate stream_events() once, or await the handler for the result"
             )
             raise WorkflowRuntimeError(msg)
+        if after is not None:
+            self._skip_through(after)
         return _StreamIterator(self, expose_internal)
+
+    def _skip_through(self, after: int) -> None:
+        """Drop the buffered events up to seq ``after``; refuse if some were consumed."""
+        buf = self.buf or deque()
+        numbered = [e for e in buf if not isinstance(e, InternalDispatchEvent)]
+        first = self.seq - len(numbered)  # the seq of the oldest event still buffered
+        if after + 1 < first or after >= self.seq or any(
+            type(e) is EventsDroppedEvent for e in buf
+        ):
+            msg = (
+                f"stream_events(after={after}): this run has written events up to seq "
+                f"{self.seq - 1} and keeps those from seq {first} on (an in-memory run does "
+                "not keep the events already read); pass a seq in that range, or make the "
+                "workflow durable (durable=True) to read its stream again from any seq"
+            )
+            raise WorkflowRuntimeError(msg)
+        drop = after + 1 - first
+        while drop > 0:
+            if not isinstance(buf.popleft(), InternalDispatchEvent):
+                drop -= 1
 
 
 class BoundedEventStream(EventStream):

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from stepstream._graph import compiled_graph
+from stepstream._schema import event_schema
 from stepstream._visible import visible
 from stepstream.events import Event, InputRequiredEvent, StartEvent, StopEvent
 from stepstream.workflow import Workflow
@@ -87,6 +88,14 @@ def flow_graph(workflow: type[Workflow] | Workflow) -> dict[str, Any]:
     methods = {spec.name: getattr(cls, spec.name, None) for spec in graph.specs}
     docs = {name: inspect.getdoc(f) if callable(f) else None for name, f in methods.items()}
 
+    # Ids are the names, as LlamaIndex's are; an event named like a step (or like the
+    # human actor) gets a suffix so that no two nodes share an id.
+    taken = {n.split(":", 1)[1] for n in nodes if not n.startswith("event:")}
+
+    def ident_of(node_key: str) -> str:
+        kind, name = node_key.split(":", 1)
+        return f"{name} (event)" if kind == "event" and name in taken else name
+
     def node(ident: str) -> dict[str, Any]:
         kind, name = ident.split(":", 1)
         if kind == "step":
@@ -97,12 +106,12 @@ def flow_graph(workflow: type[Workflow] | Workflow) -> dict[str, Any]:
         chain = [c.__name__ for c in event.__mro__ if issubclass(c, Event) and c is not Event]
         produced = [a.split(":", 1)[1] for a, b in edges if b == ident and a.startswith("step:")]
         return {
-            "id": name,
+            "id": ident_of(ident),
             "label": name,
             "node_type": "event",
             "event_type": name,
             "event_types": chain,
-            "event_schema": event.model_json_schema(),
+            "event_schema": event_schema(event),
             "produced_by": produced,
         }
 
@@ -110,7 +119,7 @@ def flow_graph(workflow: type[Workflow] | Workflow) -> dict[str, Any]:
         "name": cls.__name__,
         "description": inspect.cleandoc(own_doc) if own_doc else None,
         "nodes": [node(n) for n in nodes],
-        "edges": [{"source": a.split(":", 1)[1], "target": b.split(":", 1)[1]} for a, b in edges],
+        "edges": [{"source": ident_of(a), "target": ident_of(b)} for a, b in edges],
     }
 
 

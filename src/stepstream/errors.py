@@ -19,6 +19,7 @@ where stepstream finds the problem earlier::
     ├── WorkflowCancelledByUser                  the run was cancelled (LlamaIndex's name)
     │   └── WorkflowCancelledError               what stepstream raises when it is
     ├── ContextSerdeError (ValueError)           a Context could not be (de)serialised
+    ├── DurableStoreError (OSError)              a durable run's database cannot be used
     └── WorkflowDone                             LlamaIndex's internal end-of-run signal
 
 ``ContextSerdeError``, ``ContextStateError`` and ``WorkflowDone`` exist for code ported
@@ -35,6 +36,7 @@ from collections.abc import Iterable
 __all__ = [
     "ContextSerdeError",
     "ContextStateError",
+    "DurableStoreError",
     "WorkflowCancelledByUser",
     "WorkflowCancelledError",
     "WorkflowConfigurationError",
@@ -134,6 +136,17 @@ class WorkflowCancelledByUser(WorkflowError):  # noqa: N818 - LlamaIndex Workflo
 
 class WorkflowCancelledError(WorkflowCancelledByUser):
     """The run was cancelled by ``handler.cancel_run()`` or by cancelling its task."""
+
+
+class DurableStoreError(WorkflowError, OSError):
+    """The database of durable runs is missing, damaged or unreachable.
+
+    ``location`` is the database file (SQLite) or URL the message names.
+    """
+
+    def __init__(self, message: str, location: object) -> None:
+        super().__init__(message)
+        self.location = str(location)
 
 
 class WorkflowDone(WorkflowError):  # noqa: N818 - LlamaIndex Workflows' name

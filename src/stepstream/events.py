@@ -278,11 +278,17 @@ class DictLikeModel(BaseModel):
     def model_dump_json(self, **kwargs: Any) -> str:
         """``model_dump`` as JSON (pydantic's own encoder, with its options)."""
         # No private state at all (the common case): nothing to add, no Python work.
-        if self.__pydantic_private__ is None or not self._dump_extra(kwargs.get("context")):
+        if self.__pydantic_private__ is None:
+            return super().model_dump_json(**kwargs)
+        extra = self._dump_extra(kwargs.get("context"))
+        if not extra:
             return super().model_dump_json(**kwargs)
         indent = kwargs.pop("indent", None)
         fallback = kwargs.get("fallback")
-        dumped = self.model_dump(mode="json", **kwargs)
+        dumped = super().model_dump(mode="json", **kwargs)
+        dumped.update(
+            pydantic_core.to_jsonable_python(extra, fallback=fallback, serialize_unknown=True)
+        )
         # NaN and infinity as null, as pydantic's encoder writes declared fields (its
         # ser_json_inf_nan default): the result stays JSON.
         return pydantic_core.to_json(
@@ -362,7 +368,11 @@ class StopEvent(Event):
         return str(self._result)
 
     def __repr__(self) -> str:
-        fields = {**_peek(self), **self.model_dump()}
+        # Declared fields, the result, then the dynamic fields: each once (the dump
+        # carries the dynamic ones again under ``_data``).
+        fields = self.model_dump()
+        fields.pop("_data", None)
+        fields.update(_peek(self))
         inner = ", ".join(f"{k}={v!r}" for k, v in fields.items())
         return f"{type(self).__name__}({inner})"
 

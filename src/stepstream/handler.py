@@ -51,7 +51,9 @@ class WorkflowHandler:
             raise outcome.error
         return outcome.terminal
 
-    def stream_events(self, expose_internal: bool = False) -> AsyncIterator[Event]:
+    def stream_events(
+        self, expose_internal: bool = False, *, after: int | None = None
+    ) -> AsyncIterator[Event]:
         """Iterate the events written to the stream, then the terminal StopEvent.
 
         Events written before iteration starts are buffered. Breaking out of the loop
@@ -62,10 +64,15 @@ class WorkflowHandler:
         (``StepStateChanged``, ``WorkflowIdleEvent``, ``UnhandledEvent``) from the
         moment it is first passed: pass it before awaiting anything after ``run()``
         to see them all.
+
+        ``after=seq`` starts after the event at position ``seq`` of the stream (0-based;
+        ``-1`` for the start): a reader that reconnects sees each event once, in order.
+        A durable run reads its recorded events back from its database, then follows
+        the run; an in-memory run can only skip events it still holds unread.
         """
         if expose_internal:
             self._run.expose_internal = True
-        return self._run.stream.iterate(expose_internal)
+        return self._run.stream.iterate(expose_internal, after)
 
     async def send_event(self, event: Event, step: str | None = None) -> None:
         """Send ``event`` into the run, as ``handler.ctx.send_event`` does."""

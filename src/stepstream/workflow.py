@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import random
 import time
@@ -17,13 +18,14 @@ from opentelemetry.trace import TracerProvider
 from stepstream._fanrun import FanRun
 from stepstream._graph import add_free_step, compiled_graph, step_names
 from stepstream._instrument import Redactor, RunInfo
+from stepstream._journal import Engine
 from stepstream._runtime import Caller, Run
 from stepstream._spec import STEP_ATTR, StepConfig, StepSpec
 from stepstream._stream import BoundedEventStream, EventStream, Overflow
 from stepstream._text import error_text
 from stepstream._validation import GRAPH_CHECKS, NO_VALIDATION, graph_problems
 from stepstream.context import BaseSerializer, Context
-from stepstream.context._snapshot import Snapshot
+from stepstream.context._snapshot import SavedRun, Snapshot
 from stepstream.errors import ContextStateError, WorkflowRuntimeError, WorkflowValidationError
 from stepstream.events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
 from stepstream.handler import WorkflowHandler
@@ -72,9 +74,11 @@ class Workflow:
         stream_limit: int | None = None,
         stream_overflow: Overflow = "fail",
         redact: Redactor | None = None,
+        durable: bool | str | None = None,
     ) -> None:
         cls_name = type(self).__name__
         _check_options(cls_name, timeout, num_concurrent_runs, runtime, skip_graph_checks)
+        self._runtime = _engine_for(cls_name, runtime, durable)
         _check_stream_bound(cls_name, stream_limit, stream_overflow)
         self._stream_bound = (stream_limit, stream_overflow)
         if redact is not None and not callable(redact):
@@ -110,6 +114,8 @@ class Workflow:
         self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()
         )
+        if self._runtime is not None:
+            self._runtime.register(self)
 
     @classmethod
     def _add_free_step(cls, config: StepConfig) -> None:
@@ -229,6 +235,23 @@ class Workflow:
         saved = ctx._begin()  # noqa: SLF001 - the workflow is the context's friend
         # A continued run sends no start event: it picks up its saved work.
         start = self._start_event(start_event, kwargs) if saved is None else saved.routing
+        run = self._new_run(loop, ctx, run_id, saved)
+        engine = self._runtime
+        if engine is not None:
+            engine.prepare(self, run, start, saved)
+        handler = self._launch(run, start)
+        if engine is not None:
+            engine.started(handler)
+        return handler
+
+    def _new_run(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        ctx: Context[Any],
+        run_id: str | None,
+        saved: SavedRun | None,
+    ) -> Run:
+        """The run of this workflow with context ``ctx`` (continuing ``saved``, if any)."""
         if saved is not None:
             run_id = saved.run_id
         # 128 random bits as hex, like a trace id. random (reseeded after fork) rather
@@ -252,8 +275,18 @@ class Workflow:
             info.attempt = saved.attempt + 1
             if saved.trace_id is not None and saved.span_id is not None:
                 info.resumed = (saved.trace_id, saved.span_id)
+        return run
+
+    def _launch(
+        self,
+        run: Run,
+        start: Event | Snapshot,
+        context: contextvars.Context | None = None,
+    ) -> WorkflowHandler:
+        """Start ``run``'s task (in ``context``, else a copy of the caller's); its handler."""
         body = run.main(start) if self._num_concurrent_runs is None else self._queued(run, start)
-        task = loop.create_task(body, name=f"stepstream {name} {info.run_id}")
+        name = f"stepstream {type(self).__name__} {run.info.run_id}"
+        task = run.loop.create_task(body, name=name, context=context)
         # The loop keeps only weak references to tasks: hold the run until it ends, so
         # a caller that drops its handler does not get the run garbage-collected.
         _RUNNING.add(task)
@@ -288,7 +321,7 @@ class Workflow:
         """The serializer a Context of this workflow saves with (None: JSON)."""
         return self._serializer
 
-    async def _queued(self, run: Run, start: StartEvent | Snapshot) -> None:
+    async def _queued(self, run: Run, start: Event | Snapshot) -> None:
         """Run once one of the ``num_concurrent_runs`` slots (per event loop) is free."""
         loop = asyncio.get_running_loop()
         slots = self._slots.get(loop)
@@ -344,15 +377,15 @@ def _make_caller(spec: StepSpec, wf: Workflow) -> Caller:
 
 def _slots_caller(fn: Callable[..., Any], spec: StepSpec) -> Caller:
     """The caller of a step with several event parameters: ``ev`` is one event per slot."""
-    order = spec.arg_order
-
-    def pick(ctx: Context[Any], evs: tuple[Event, ...], kind: str) -> Any:
-        return ctx if kind == "ctx" else evs[int(kind[2:])]
+    # Each argument as an index into the slots, -1 for the context: parsed once here,
+    # not at every call.
+    order = tuple(-1 if a == "ctx" else int(a[2:]) for a in spec.arg_order)
+    named = tuple((name, -1 if a == "ctx" else int(a[2:])) for name, a in spec.keyword_args)
 
     def call(ctx: Context[Any], evs: tuple[Event, ...], **resources: Any) -> Any:
-        args = (pick(ctx, evs, a) for a in order)
-        named = {name: pick(ctx, evs, a) for name, a in spec.keyword_args}
-        return fn(*args, **named, **resources)
+        args = (ctx if i < 0 else evs[i] for i in order)
+        kwargs = {name: ctx if i < 0 else evs[i] for name, i in named}
+        return fn(*args, **kwargs, **resources)
 
     return call
 
@@ -417,8 +450,11 @@ def _check_options(
             f"num_concurrent_runs must be an integer greater than 0 or None, got "
             f"{num_concurrent_runs!r}"
         )
-    if runtime is not None:
-        problems.append("runtime= is not supported: stepstream has one runtime; leave it out")
+    if runtime is not None and not isinstance(runtime, Engine):
+        problems.append(
+            "runtime= takes a durable runtime (stepstream.durable.DBOSRuntime) or None, "
+            f"got {type(runtime).__name__}"
+        )
     unknown = sorted(set(skip_graph_checks or ()) - GRAPH_CHECKS)
     if unknown:
         problems.append(
@@ -428,6 +464,31 @@ def _check_options(
     if problems:
         msg = f"{name}(...) options are invalid"
         raise WorkflowValidationError(msg, problems)
+
+
+def _engine_for(name: str, runtime: object | None, durable: bool | str | None) -> Engine | None:
+    """The durable engine that runs this workflow's runs: ``runtime=``, ``durable=``, or None."""
+    if durable is None or durable is False:
+        return runtime if isinstance(runtime, Engine) else None
+    if runtime is not None:
+        msg = f"{name}(...): pass runtime= or durable=, not both (durable= makes its own runtime)"
+        raise WorkflowValidationError(msg)
+    if durable is not True and not isinstance(durable, str):
+        msg = (  # type: ignore[unreachable]
+            f"{name}(durable=...) must be True, a database URL ('sqlite:///path' or "
+            f"'postgresql://...') or None, got {durable!r}"
+        )
+        raise WorkflowValidationError(msg)
+    try:
+        # Imported here, and only here: in-memory runs never load the durable engine (DBOS).
+        from stepstream.durable import default_runtime  # noqa: PLC0415
+    except ImportError as exc:
+        msg = (
+            f"{name}(durable=...) needs the durable extra, which is not installed "
+            f"({exc}); install it with pip install 'stepstream[durable]'"
+        )
+        raise WorkflowValidationError(msg) from exc
+    return default_runtime(None if durable is True else durable)
 
 
 def _keyword_caller(

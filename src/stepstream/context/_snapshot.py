@@ -21,6 +21,8 @@ __all__ = ["FORMAT", "SavedBatch", "SavedRun", "Snapshot", "from_payload", "to_p
 #: The ``format`` key of a saved context, and its version. Version 2 added the fan-out
 #: batches (``batches``, ``batch_seq``), the several-parameter steps' partial joins
 #: (``slots``) and a queue entry's ``scope`` and ``args``; version 1 is read as before.
+#: A queue entry's ``key`` and the top-level ``counts`` (the step invocations' numbers,
+#: ``ctx.step_key``) are optional: a context saved without them reads as numbered from 0.
 FORMAT = "stepstream.context"
 VERSION = 2
 _READABLE = (1, 2)
@@ -65,6 +67,11 @@ class Snapshot:
     batches: list[SavedBatch] = field(default_factory=list)
     batch_seq: int = 0
     slots: list[tuple[str, list[Event]]] = field(default_factory=list)
+    # By position in ``queue``: the invocation number of an entry that was in flight (it
+    # re-runs as the same invocation: same ``ctx.step_key``); and the invocations begun
+    # per step, by name.
+    keys: dict[int, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -95,7 +102,7 @@ def to_payload(saved: SavedRun, serializer: BaseSerializer) -> dict[str, Any]:
         "state": saved.state,
         "stream_seq": saved.stream_seq,
         "queue": [
-            _queue_entry(step, event, routing.tickets.get(n), ser)
+            _queue_entry(step, event, routing.tickets.get(n), routing.keys.get(n), ser)
             for n, (step, event) in enumerate(routing.queue)
         ],
         "held": [ser(event) for event in routing.held],
@@ -123,6 +130,7 @@ def to_payload(saved: SavedRun, serializer: BaseSerializer) -> dict[str, Any]:
         ],
         "batch_seq": routing.batch_seq,
         "slots": [{"step": step, "events": [ser(e) for e in evs]} for step, evs in routing.slots],
+        "counts": dict(routing.counts),
         "trace": {"trace_id": saved.trace_id, "span_id": saved.span_id},
         "attempt": saved.attempt,
     }
@@ -132,9 +140,12 @@ def _queue_entry(
     step: str,
     event: Event,
     ticket: tuple[tuple[str, ...], tuple[Event, ...] | None] | None,
+    key: int | None,
     ser: Any,
 ) -> dict[str, Any]:
     entry: dict[str, Any] = {"step": step, "event": ser(event)}
+    if key is not None:
+        entry["key"] = key
     if ticket is not None:
         scope, args = ticket
         entry["scope"] = list(scope)
@@ -215,6 +226,8 @@ def _read(data: Mapping[str, Any], serializer: BaseSerializer) -> SavedRun:
             (str(s["step"]), [_event(serializer, e) for e in s["events"]])
             for s in data.get("slots", ())
         ],
+        keys={n: int(q["key"]) for n, q in enumerate(queue) if q.get("key") is not None},
+        counts={str(k): int(v) for k, v in (data.get("counts") or {}).items()},
     )
     return SavedRun(
         workflow=str(data["workflow"]),

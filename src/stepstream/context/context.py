@@ -90,6 +90,10 @@ class RunPort(Protocol):
         """Where the calling step stands in its retries."""
         ...
 
+    def step_key(self) -> str:
+        """The calling step invocation's stable id (``run_id:step:n``)."""
+        ...
+
 
 class Context(Generic[MODEL_T]):
     """The run as a step sees it: send, collect, wait for and stream events; a store.
@@ -176,6 +180,12 @@ class Context(Generic[MODEL_T]):
                 "call it on handler.ctx"
             )
             raise ContextStateError(msg)
+        return self._checkpoint(serializer, include_state=include_state)
+
+    def _checkpoint(
+        self, serializer: BaseSerializer | None = None, *, include_state: bool = True
+    ) -> dict[str, Any]:
+        """``to_dict()`` from anywhere: the durable journal saves the run inside a step."""
         ser = serializer if serializer is not None else self._default_serializer()
         saved = self._current()
         saved.state = self.store.to_dict(ser) if include_state else {}
@@ -263,6 +273,16 @@ class Context(Generic[MODEL_T]):
     def retry_info(self) -> RetryInfo:
         """Where the calling step stands in its retries (``retry_number`` 0 on the first try)."""
         return self._live("retry_info()").retry_info()
+
+    @property
+    def step_key(self) -> str:
+        """A stable id of the calling step's invocation: ``"{run_id}:{step}:{n}"``.
+
+        The same for every retry of the invocation and when it runs again after a crash
+        (durable runs) or from a saved context: use it as an idempotency key for side
+        effects (a payment, an email) so that a re-run does not repeat them.
+        """
+        return self._live("ctx.step_key").step_key()
 
     def write_event_to_stream(self, ev: Event | None) -> None:
         """Append ``ev`` to the run's stream (``handler.stream_events()``); ignore None."""

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from stepstream._text import safe_repr
+from stepstream._text import error_text, safe_repr
 from stepstream.events import (
     Event,
     HumanResponseEvent,
@@ -195,7 +195,7 @@ class JsonSerializer(BaseSerializer):
             return json.dumps(self.serialize_value(value))
         except Exception as exc:
             msg = (
-                f"cannot serialize a value of type {_type_name(value)} to JSON ({exc}; "
+                f"cannot serialize a value of type {_type_name(value)} to JSON ({error_text(exc)}; "
                 f"value: {safe_repr(value, 80)}); store JSON data (dict, list, str, int, float, "
                 "bool, None) or a pydantic model, or use PickleSerializer() for any "
                 "picklable object"
@@ -244,7 +244,8 @@ class PickleSerializer(JsonSerializer):
             except Exception as exc:
                 msg = (
                     f"cannot serialize a value of type {_type_name(value)}: it is not JSON "
-                    f"data ({json_error.__cause__}) and cannot be pickled ({exc}); store "
+                    f"data ({error_text(json_error.__cause__ or json_error)}) and cannot be "
+                    f"pickled ({error_text(exc)}); store "
                     "plain data or a pydantic model instead, or leave it out of the state"
                 )
                 raise ValueError(msg) from exc
@@ -297,7 +298,8 @@ def _import_class(qualified_name: str) -> type[Any]:
     except ImportError as exc:
         msg = (
             f"cannot import module {module_name!r} to rebuild {qualified_name} named by a "
-            f"payload ({exc}); make that module importable where the payload is read, or "
+            f"payload ({error_text(exc)}); make that module importable where the payload "
+            "is read, or "
             "pass the class in JsonSerializer(allowed_types=[...])"
         )
         raise ImportError(msg) from exc

@@ -37,6 +37,7 @@ from pydantic import (
 from pydantic_core import to_jsonable_python
 from typing_extensions import TypeVar
 
+from stepstream._text import error_text
 from stepstream.context.serializers import BaseSerializer, _register_framework_types
 
 __all__ = [
@@ -386,7 +387,7 @@ class InMemoryStateStore(Generic[MODEL_T]):
             try:
                 data = serializer.serialize(state)
             except ValueError as exc:
-                msg = f"cannot serialize the state ({type(state).__name__}): {exc}"
+                msg = f"cannot serialize the state ({type(state).__name__}): {error_text(exc)}"
                 raise ValueError(msg) from exc
         return {
             "store_type": "in_memory",
@@ -528,7 +529,7 @@ def _assign(obj: Any, segment: str, value: Any) -> _Miss | None:
         except (AttributeError, TypeError, ValueError) as exc:
             if isinstance(obj, BaseModel) and segment not in type(obj).model_fields:
                 return _no_field(obj, segment)
-            return _Miss(f"({type(obj).__name__}) cannot take {segment!r}: {exc}")
+            return _Miss(f"({type(obj).__name__}) cannot take {segment!r}: {error_text(exc)}")
     return None
 
 
@@ -608,15 +609,18 @@ def _serialize_keys(state: DictState, serializer: BaseSerializer) -> dict[str, s
             if key in KNOWN_UNSERIALIZABLE_KEYS:
                 warnings.warn(
                     f"state key {key!r} cannot be serialized and is left out of the "
-                    f"snapshot ({exc}); set it again after restoring the state",
+                    f"snapshot ({error_text(exc)}); set it again after restoring the state",
                     UnserializableKeyWarning,
                     stacklevel=3,
                 )
                 continue
             msg = (
-                f"cannot serialize state key {key!r}: {exc}"
+                f"cannot serialize state key {key!r}: {error_text(exc)}"
                 if isinstance(exc, ValueError)
-                else f"cannot serialize state key {key!r} ({type(value).__name__}): {exc}"
+                else (
+                    f"cannot serialize state key {key!r} ({type(value).__name__}): "
+                    f"{error_text(exc)}"
+                )
             )
             raise ValueError(msg) from exc
     return out
@@ -629,8 +633,8 @@ def _deserialize_keys(data: dict[str, Any], serializer: BaseSerializer) -> DictS
             values[key] = serializer.deserialize(text)
         except Exception as exc:
             msg = (
-                f"cannot deserialize state key {key!r}: {exc}; read the snapshot with the "
-                "serializer that wrote it"
+                f"cannot deserialize state key {key!r}: {error_text(exc)}; read the snapshot "
+                "with the serializer that wrote it"
             )
             raise ValueError(msg) from exc
     return DictState(_data=values)

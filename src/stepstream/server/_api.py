@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from stepstream._schema import event_schema
 from stepstream.drawing import flow_graph
 from stepstream.errors import WorkflowError
 from stepstream.events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
@@ -193,15 +194,15 @@ class Api:
         wf = self._served(request).workflow
         return json_response(
             {
-                "start": wf.start_event_class.model_json_schema(),
-                "stop": wf.stop_event_class.model_json_schema(),
+                "start": event_schema(wf.start_event_class),
+                "stop": event_schema(wf.stop_event_class),
             }
         )
 
     async def workflow_events(self, request: Request) -> Response:
         """``GET /workflows/{name}/events``: JSON schemas of the events a client may name."""
         served = self._served(request)
-        return json_response({"events": [e.model_json_schema() for e in served.events.values()]})
+        return json_response({"events": [event_schema(e) for e in served.events.values()]})
 
     async def representation(self, request: Request) -> Response:
         """``GET /workflows/{name}/representation``: the workflow's graph."""

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
@@ -22,6 +24,12 @@ __all__ = ["serve"]
 TOKEN_ENV = "STEPSTREAM_SERVER_TOKEN"  # noqa: S105 - a variable's name, not a secret
 LAG_ENV = "STEPSTREAM_LOOP_LAG"
 TUNE_ENV = "STEPSTREAM_SERVE_TUNE"
+
+
+def _without_color(record: logging.LogRecord) -> bool:
+    """Drop the ANSI-colored copy of the message that uvicorn adds to some of its records."""
+    record.__dict__.pop("color_message", None)
+    return True
 
 
 def _fail(message: str) -> NoReturn:
@@ -109,6 +117,14 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
     server_log = logging.getLogger("stepstream.server")
     server_log.addHandler(lines)
     server_log.setLevel(logging.INFO)
+    # uvicorn's own lines (start and stop, refused requests, an application's traceback)
+    # as JSON lines too: a traceback's text is the application's, and a newline in it
+    # would otherwise start what reads as a line of its own.
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    uvicorn_log.addHandler(lines)
+    uvicorn_log.addFilter(_without_color)
+    uvicorn_log.setLevel(logging.INFO)
+    uvicorn_log.propagate = False
     telemetry = configure_telemetry(service_name="stepstream-serve", directory=telemetry_dir)
     auth = "bearer token required" if token else "no auth"
     banner = (
@@ -117,8 +133,30 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
     )
     click.echo(visible(banner), err=True)
     try:
-        with asyncio.Runner(loop_factory=ServingLoop) as runner:
-            runner.run(server.serve(host, port, tune_process=tune))
+        uv = server.uvicorn_server(host, port, tune_process=tune, log_config=None)
+        _serve_until_stopped(uv, ServingLoop)
     finally:
         telemetry.shutdown()
         lines.close()
+
+
+def _serve_until_stopped(uv: Any, loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
+    """Run the uvicorn server ``uv`` until SIGINT or SIGTERM, then return normally.
+
+    uvicorn shuts down gracefully on either signal and then raises it again for the
+    handlers it found. Left to the defaults, SIGTERM (docker stop, systemd) would kill the
+    process before the telemetry is flushed, and SIGINT would end in click's "Aborted!";
+    the handlers here only ask uvicorn to stop (also when the signal comes before uvicorn
+    installed its own). A second signal once uvicorn is done acts as usual.
+    """
+
+    def stop(signum: int, frame: object) -> None:  # noqa: ARG001 - a signal handler's signature
+        uv.should_exit = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(uv.serve())
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

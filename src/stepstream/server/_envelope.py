@@ -23,11 +23,16 @@ from pydantic import ValidationError
 from stepstream.events import Event
 
 __all__ = [
+    "NDJSON",
+    "NDJSON_UNQUALIFIED",
+    "SSE",
+    "SSE_UNQUALIFIED",
     "BadRequest",
     "EncodedEvent",
     "encode_event",
     "envelope_dict",
     "event_bases",
+    "frame_form",
     "parse_event",
     "qualified_name",
 ]
@@ -61,20 +66,61 @@ def _value(event: Event) -> Any:
         return {"unencodable": f"{type(exc).__name__}: {exc}"}
 
 
-class EncodedEvent:
-    """One streamed event, encoded once: its seq, type and the parts of its envelope JSON."""
+#: The forms of a streamed frame (:meth:`EncodedEvent.frame`): SSE or NDJSON, each with
+#: ``qualified_name`` or with it null (``include_qualified_name=false``).
+SSE, SSE_UNQUALIFIED, NDJSON, NDJSON_UNQUALIFIED = range(4)
 
-    __slots__ = ("head", "qualified", "seq", "type")
+
+def frame_form(sse: bool, qualified_name: bool) -> int:
+    """The frame form a subscriber asked for."""
+    return (0 if sse else 2) + (0 if qualified_name else 1)
+
+
+class EncodedEvent:
+    """One streamed event, encoded once: its seq, type and the parts of its envelope JSON.
+
+    While its run goes on, its frames are made on first use, once per form, and shared by
+    every subscriber that reads the event in that form (a hundred subscribers cost one
+    encoding); the run's log releases them when the run ends (:meth:`release_frames`).
+    """
+
+    __slots__ = ("_frames", "head", "qualified", "seq", "type")
 
     def __init__(self, seq: int, type_name: str, head: bytes, qualified: bytes) -> None:
         self.seq = seq
         self.type = type_name
         self.head = head  # b'{"value":...,"type":...,"types":...,"qualified_name":'
         self.qualified = qualified  # b'"module.Name"'
+        self._frames: list[bytes | None] | None = None  # by form, once a subscriber reads
 
     def envelope(self, with_qualified_name: bool = True) -> bytes:
         """The envelope as JSON (``qualified_name`` null when not wanted, as the peer does)."""
         return self.head + (self.qualified if with_qualified_name else b"null") + b"}"
+
+    def render(self, form: int) -> bytes:
+        """The event's frame in ``form`` (:data:`SSE`, ...), made anew.
+
+        SSE: ``id:`` (the seq), ``event:`` (the type) and ``data:`` lines; NDJSON: one line,
+        ``seq`` then the envelope's keys.
+        """
+        envelope = self.envelope(form in {SSE, NDJSON})
+        if form <= SSE_UNQUALIFIED:
+            return b"id: %d\nevent: %s\ndata: %s\n\n" % (self.seq, self.type.encode(), envelope)
+        return b'{"seq":%d,%s\n' % (self.seq, envelope[1:])
+
+    def frame(self, form: int) -> bytes:
+        """The event's frame in ``form``, made on the first call and kept for the next ones."""
+        frames = self._frames
+        if frames is None:
+            frames = self._frames = [None, None, None, None]
+        made = frames[form]
+        if made is None:
+            made = frames[form] = self.render(form)
+        return made
+
+    def release_frames(self) -> None:
+        """Forget the frames made so far (the envelope's parts stay)."""
+        self._frames = None
 
 
 def encode_event(seq: int, event: Event) -> EncodedEvent:

@@ -32,7 +32,7 @@ class Gap:
 class RunLog:
     """The events of one run, in stream order (strictly increasing ``seq``)."""
 
-    __slots__ = ("_base", "_changed", "_entries", "_seqs", "closed", "limit")
+    __slots__ = ("_base", "_changed", "_entries", "_seqs", "closed", "limit", "shares_frames")
 
     def __init__(self, limit: int | None = None) -> None:
         self.limit = limit
@@ -42,6 +42,9 @@ class RunLog:
         self._changed: asyncio.Future[None] | None = None
         #: True once the run's terminal event is in the log: nothing follows it.
         self.closed = False
+        #: True once a subscriber has read the live log: its events keep their frames
+        #: (``EncodedEvent.frame``) until the log closes.
+        self.shares_frames = False
 
     @property
     def end(self) -> int:
@@ -66,8 +69,15 @@ class RunLog:
         self._wake()
 
     def close(self) -> None:
-        """Mark the log complete (the run has ended) and wake the readers."""
+        """Mark the log complete (the run has ended) and wake the readers.
+
+        The frames its live subscribers shared are released: a finished run's log keeps
+        one encoding per event, however it was streamed (its readers make frames anew).
+        """
         self.closed = True
+        if self.shares_frames:
+            for entry in self._entries:
+                entry.release_frames()
         self._wake()
 
     def _wake(self) -> None:

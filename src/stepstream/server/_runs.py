@@ -23,6 +23,7 @@ from stepstream.server._envelope import BadRequest, encode_event
 from stepstream.server._handlers import HandlerRecord, HandlerStatus, HandlerStore
 from stepstream.server._log import RunLog
 from stepstream.server._steplog import StepFrames
+from stepstream.telemetry import error_text, safe_text
 from stepstream.workflow import Workflow
 
 __all__ = ["Runs", "correlation", "logger"]
@@ -48,22 +49,26 @@ def correlation(record: HandlerRecord | None = None) -> dict[str, Any]:
 
 
 def _outcome(handler: WorkflowHandler) -> tuple[HandlerStatus, StopEvent | None, str | None]:
-    """Status, result event and error text of a run that has ended."""
+    """Status, result event and error text of a run that has ended.
+
+    The text is made safe (lone surrogates escaped, a raising ``__str__`` replaced): it
+    goes into JSON answers and log lines, whose encoders refuse surrogates.
+    """
     error = handler.exception()
     if error is None:
         return "completed", handler.get_stop_event(), None
     if isinstance(error, WorkflowCancelledError):
-        return "cancelled", None, str(error) or "the run was cancelled"
+        return "cancelled", None, error_text(error) or "the run was cancelled"
     if isinstance(error, WorkflowTimeoutError):
-        return "failed", None, str(error)
-    return "failed", None, f"{type(error).__name__}: {error}"
+        return "failed", None, error_text(error)
+    return "failed", None, f"{safe_text(type(error).__name__)}: {error_text(error)}"
 
 
 def _traced_name(workflow: Workflow) -> str:
     """The name a run of ``workflow`` carries in telemetry: ``workflow_name=``, else the class."""
     cls = type(workflow)
     name = workflow.workflow_name
-    return cls.__name__ if name == f"{cls.__module__}.{cls.__qualname__}" else name
+    return cls.__name__ if name == f"{cls.__module__}.{cls.__qualname__}" else safe_text(name)
 
 
 class Runs:

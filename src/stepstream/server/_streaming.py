@@ -20,7 +20,7 @@ from typing import Any, Literal
 from starlette.types import Message, Receive, Scope, Send
 
 from stepstream.events import Event
-from stepstream.server._envelope import EncodedEvent, encode_event
+from stepstream.server._envelope import EncodedEvent, encode_event, frame_form
 from stepstream.server._log import Gap, RunLog
 from stepstream.server._passes import budget
 from stepstream.server._runs import logger
@@ -78,19 +78,10 @@ class StreamOptions:
     heartbeat: float | None
     send_timeout: float
 
-
-def sse_frame(event: EncodedEvent, qualified_name: bool) -> bytes:
-    """``id:``, ``event:`` and ``data:`` lines of one event."""
-    return b"id: %d\nevent: %s\ndata: %s\n\n" % (
-        event.seq,
-        event.type.encode(),
-        event.envelope(qualified_name),
-    )
-
-
-def ndjson_line(event: EncodedEvent, qualified_name: bool) -> bytes:
-    """One JSON line: ``seq`` then the envelope's keys."""
-    return b'{"seq":%d,%s\n' % (event.seq, event.envelope(qualified_name)[1:])
+    @property
+    def form(self) -> int:
+        """The frame form (:func:`frame_form`) of these options."""
+        return frame_form(self.sse, self.qualified_name)
 
 
 def _closing_frame(options: StreamOptions, closed: StreamClosedEvent) -> bytes:
@@ -156,7 +147,7 @@ async def _pump_frames(
     log: RunLog, position: int, options: StreamOptions, send: _Sender, stop: asyncio.Event
 ) -> None:
     """Write the log's frames from ``position`` on until the run's end (or a Gap, or stop)."""
-    frame = sse_frame if options.sse else ndjson_line
+    form = options.form
     # Many subscribers of a fast run: WRITES_PER_PASS of them write per pass of the loop
     # (the others on the next passes, with what came meanwhile in the same write).
     writes = budget("stream writes", WRITES_PER_PASS)
@@ -173,7 +164,11 @@ async def _pump_frames(
                 return
             if batch:
                 position += len(batch)
-                await send(b"".join([frame(e, options.qualified_name) for e in batch]))
+                if log.closed:  # a finished run's frames are made for this reader only
+                    await send(b"".join([e.render(form) for e in batch]))
+                else:  # made once per event and form, shared by the live subscribers
+                    log.shares_frames = True
+                    await send(b"".join([e.frame(form) for e in batch]))
                 continue
             if log.closed:
                 return

@@ -103,18 +103,27 @@ class JsonLinesWriter:
         self._flusher: Flusher | None = None
         if flush_interval is not None:
             self._start_flusher()
-            # A forked child has no threads but the forking one: it gets a flusher of its own.
-            ref = weakref.WeakMethod(self._after_fork)
-            os.register_at_fork(after_in_child=lambda: (m := ref()) is not None and m())
+        # The buffer is flushed before a fork, or parent and child would both write the
+        # lines it held. A forked child has no threads but the forking one: it gets a
+        # lock and a flusher of its own.
+        before = weakref.WeakMethod(self._before_fork)
+        after = weakref.WeakMethod(self._after_fork)
+        os.register_at_fork(
+            before=lambda: (m := before()) is not None and m(),
+            after_in_child=lambda: (m := after()) is not None and m(),
+        )
 
     def _start_flusher(self) -> None:
         assert self._interval is not None  # noqa: S101 - only called with an interval
         self._flusher = Flusher(self._timed_flush, self._interval, name="stepstream-log-flush")
         self._flusher.start()
 
+    def _before_fork(self) -> None:
+        self.flush()
+
     def _after_fork(self) -> None:
         self._lock = threading.Lock()  # it may have been held by a thread the child lacks
-        if not self._closed:
+        if not self._closed and self._interval is not None:
             self._start_flusher()
 
     def emit(self, level: str, message: str, fields: dict[str, Any], span: Any) -> None:

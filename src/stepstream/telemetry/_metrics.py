@@ -1,4 +1,4 @@
-"""The five stepstream instruments, created once per meter (OpenTelemetry API only)."""
+"""The stepstream instruments, created once per meter (OpenTelemetry API only)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ __all__ = ["Instruments"]
 
 #: Seconds, from 5 ms to 5 min: the SDK's default buckets assume milliseconds.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+#: Seconds, from 0.25 ms to 1 s: a checkpoint is one small transaction.
+CHECKPOINT_BUCKETS = (0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 
 
 class Instruments:
@@ -37,4 +39,18 @@ class Instruments:
         )
         self.step_retries = meter.create_counter(
             attrs.METRIC_STEP_RETRIES, unit="{retry}", description="Step attempts that are retried"
+        )
+        self.runs_resumed = meter.create_counter(
+            attrs.METRIC_RUNS_RESUMED, unit="{run}", description="Runs resumed after a crash"
+        )
+        self.steps_replayed = meter.create_counter(
+            attrs.METRIC_STEPS_REPLAYED,
+            unit="{invocation}",
+            description="Step invocations run again after a crash or restore",
+        )
+        self.checkpoint_duration = meter.create_histogram(
+            attrs.METRIC_CHECKPOINT_DURATION,
+            unit="s",
+            description="Duration of one commit of a durable run's journal",
+            explicit_bucket_boundaries_advisory=CHECKPOINT_BUCKETS,
         )

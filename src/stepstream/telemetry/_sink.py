@@ -82,13 +82,17 @@ class TelemetrySink(Observer):
             attrs.RUN_ID: run_id,
         }
         parent = links = None
+        resumed = run.resumed is not None or run.attempt > 1
         if run.resumed is not None:
             saved = remote_span(*run.resumed)
             if saved is not None:
                 parent = trace.set_span_in_context(trace.NonRecordingSpan(saved))
                 links = [Link(saved)]
+        if resumed:
             attributes[attrs.RUN_RESUMED] = True
             attributes[attrs.RUN_ATTEMPT] = run.attempt
+            if run.last_checkpoint_ns is not None:  # a durable run resumed after a crash
+                attributes[attrs.RUN_LAST_CHECKPOINT_NS] = run.last_checkpoint_ns
         span = self._tracer.start_span(
             f"{attrs.RUN_SPAN_PREFIX} {workflow}",
             context=parent,
@@ -99,7 +103,7 @@ class TelemetrySink(Observer):
         )
         log = self._log if self._log is not None else current_target()
         fields: dict[str, Any] = {attrs.KEY_WORKFLOW: workflow, attrs.KEY_RUN_ID: run_id}
-        if run.resumed is not None:
+        if resumed:
             fields[attrs.KEY_RESUMED] = True
             fields[attrs.KEY_RUN_ATTEMPT] = run.attempt
         state = RunState(span, log, fields, run_encoder(run), workflow, run_id)
@@ -108,8 +112,19 @@ class TelemetrySink(Observer):
             run.trace_id = state.trace_id
             run.span_id = state.span_id
         self._metrics.runs_active.add(1, self._label(attrs.WORKFLOW, workflow))
+        if resumed:
+            self._metrics.runs_resumed.add(1, self._label(attrs.WORKFLOW, workflow))
         if log is not None:
-            log.emit("info", attrs.LOG_RUN_STARTED, self._run_fields(state), span)
+            started = self._run_fields(state)
+            if run.last_checkpoint_ns is not None:
+                started[attrs.KEY_LAST_CHECKPOINT_NS] = run.last_checkpoint_ns
+            log.emit("info", attrs.LOG_RUN_STARTED, started, span)
+
+    def checkpoint_committed(self, run: RunInfo, seconds: float) -> None:
+        """Measure one commit of a durable run's journal."""
+        state = run.find(self._run_key)
+        workflow = state.workflow if state is not None else safe_text(run.workflow)
+        self._metrics.checkpoint_duration.record(seconds, self._label(attrs.WORKFLOW, workflow))
 
     def run_finished(  # noqa: PLR0917 - matches the seam
         self,
@@ -191,6 +206,8 @@ class TelemetrySink(Observer):
             attrs.KEY_STEP: name,
             attrs.KEY_ATTEMPT: inv.attempt,
         }
+        if inv.replayed:
+            self._replayed(inv, run_state.workflow, name, fields)
         if not run_state.traced:
             inv.put(self._step_key, StepState(trace.INVALID_SPAN, None, fields, name))
             if run_state.bind:
@@ -203,19 +220,22 @@ class TelemetrySink(Observer):
         made = origin.find(self._step_key) if origin is not None else None
         if made is not None:
             links = [Link(made.span.get_span_context())]
+        attributes: dict[str, Any] = {
+            attrs.RUN_ID: run_state.run_id,
+            attrs.WORKFLOW: run_state.workflow,
+            attrs.STEP: name,
+            attrs.STEP_ATTEMPT: inv.attempt,
+            attrs.STEP_WORKER: inv.worker,
+            attrs.EVENT_IN: type_name(inv.event),
+        }
+        if inv.replayed:
+            attributes[attrs.STEP_REPLAYED] = True
         span = self._tracer.start_span(
             f"{attrs.STEP_SPAN_PREFIX} {name}",
             context=run_state.parent,
             kind=SpanKind.INTERNAL,
             links=links,
-            attributes={
-                attrs.RUN_ID: run_state.run_id,
-                attrs.WORKFLOW: run_state.workflow,
-                attrs.STEP: name,
-                attrs.STEP_ATTEMPT: inv.attempt,
-                attrs.STEP_WORKER: inv.worker,
-                attrs.EVENT_IN: type_name(inv.event),
-            },
+            attributes=attributes,
             start_time=inv.start_ns,
         )
         token = otel_context.attach(trace.set_span_in_context(span))
@@ -228,6 +248,13 @@ class TelemetrySink(Observer):
             _bind_contextvars(fields)
         if run_state.log is not None:
             run_state.log.emit("info", attrs.LOG_STEP_STARTED, fields, span)
+
+    def _replayed(self, inv: StepInfo, workflow: str, name: str, fields: dict[str, Any]) -> None:
+        """Mark the lines of an attempt that re-runs an invocation in flight at a crash or save."""
+        fields[attrs.KEY_REPLAYED] = True
+        if inv.attempt == 1:
+            labels = self._label(attrs.WORKFLOW, workflow, attrs.STEP, name)
+            self._metrics.steps_replayed.add(1, labels)
 
     def step_finished(self, inv: StepInfo, result: Event | None) -> None:
         """End the step span with what it returned, and measure it."""
@@ -324,6 +351,10 @@ class TelemetrySink(Observer):
         counts = state.counts
         counts[name] = counts.get(name, 0) + 1
         recording = span.is_recording()
+        if not recording and step is not None and state.traced:
+            # A durable run publishes an event once recorded: its step may have ended.
+            span = state.span
+            recording = span.is_recording()
         log = state.log
         if not recording and log is None:
             return

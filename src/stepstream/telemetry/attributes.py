@@ -37,10 +37,16 @@ RUN_STATUS: Final = "stepstream.run.status"
 #: On a run continued from a saved context: True, and how many runs the work took.
 RUN_RESUMED: Final = "stepstream.run.resumed"
 RUN_ATTEMPT: Final = "stepstream.run.attempt"
+#: On a durable run resumed after a crash: when its previous attempt last recorded
+#: anything (ns since the epoch): the gap up to the span's start is the outage.
+RUN_LAST_CHECKPOINT_NS: Final = "stepstream.run.last_checkpoint_ns"
 STEP: Final = "stepstream.step"
 STEP_ATTEMPT: Final = "stepstream.step.attempt"
 STEP_WORKER: Final = "stepstream.step.worker"
 STEP_STATUS: Final = "stepstream.step.status"
+#: True on a step attempt re-running an invocation that was in flight when its run was
+#: saved or crashed (at-least-once: its code ran, at least in part, before).
+STEP_REPLAYED: Final = "stepstream.step.replayed"
 EVENT_IN: Final = "stepstream.event.in"
 EVENT_OUT: Final = "stepstream.event.out"
 EVENTS_STREAMED: Final = "stepstream.events.streamed"
@@ -100,6 +106,9 @@ KEY_DELAY_S: Final = "delay_s"
 #: On the lines of a run continued from a saved context.
 KEY_RESUMED: Final = "resumed"
 KEY_RUN_ATTEMPT: Final = "run_attempt"
+#: On a durable run's run_started line after a crash (ns), and on replayed steps' lines.
+KEY_LAST_CHECKPOINT_NS: Final = "last_checkpoint_ns"
+KEY_REPLAYED: Final = "replayed"
 
 # -- metrics ---------------------------------------------------------------------------
 METRIC_RUN_DURATION: Final = "stepstream.run.duration"
@@ -107,6 +116,11 @@ METRIC_STEP_DURATION: Final = "stepstream.step.duration"
 METRIC_EVENTS_STREAMED: Final = "stepstream.events.streamed"
 METRIC_RUNS_ACTIVE: Final = "stepstream.runs.active"
 METRIC_STEP_RETRIES: Final = "stepstream.step.retries"
+#: Durable runs (and runs continued from a saved context) that resumed; step invocations
+#: that re-ran after a crash or a restore; how long one journal commit took.
+METRIC_RUNS_RESUMED: Final = "stepstream.runs.resumed"
+METRIC_STEPS_REPLAYED: Final = "stepstream.steps.replayed"
+METRIC_CHECKPOINT_DURATION: Final = "stepstream.checkpoint.duration"
 
 #: Every name above: the status type and the upper-case constants.
 # Computed, so that a constant added above cannot be left out of it.

@@ -1,0 +1,192 @@
+"""Every call into DBOS Transact, in one place (its private API too, pinned by ``dbos<4``).
+
+The journal of a run is one DBOS stream (key :data:`STREAM`) of the run's DBOS workflow;
+each value is one batch of journal entries, written by one ``DBOS.write_stream_async``
+(one transaction: the stream row and the workflow's operation row). Reading it back is
+done with the system database's range read, which records nothing: a recovering run
+reads its history without spending DBOS step ids, then reserves one per batch read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from dbos import DBOS, SetWorkflowID
+from dbos import _dbos as dbos_module
+from dbos._serialization import deserialize_value
+
+from stepstream.errors import DurableStoreError
+
+__all__ = [
+    "STREAM",
+    "WORKFLOW",
+    "current_run_id",
+    "dbos_instance",
+    "destroy_dbos",
+    "launch_dbos",
+    "prepare_sqlite",
+    "read_batches",
+    "register_function",
+    "reserve_steps",
+    "run_status",
+    "settle",
+    "sqlite_path",
+    "start_workflow",
+    "write_batch",
+]
+
+#: The DBOS stream that holds a run's journal, and the one DBOS workflow every run is.
+STREAM = "stepstream"
+WORKFLOW = "stepstream.run"
+_READ_BATCH = 256
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite:///path`` URL; None for another database."""
+    if not url.startswith("sqlite:///"):
+        return None
+    return Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+
+
+def dbos_instance() -> Any:
+    """The process's DBOS instance, or None before ``DBOS(config=...)``."""
+    return dbos_module._dbos_global_instance  # noqa: SLF001 - no public accessor
+
+
+def register_function(fn: Callable[..., Coroutine[Any, Any, Any]]) -> None:
+    """Register ``fn`` as the DBOS workflow :data:`WORKFLOW` unless it already is."""
+    registry = dbos_module._get_or_create_dbos_registry()  # noqa: SLF001 - no public test
+    if WORKFLOW not in registry.workflow_info_map:
+        DBOS.workflow(name=WORKFLOW)(fn)
+
+
+def prepare_sqlite(path: Path, create: bool) -> None:
+    """Check the database file before DBOS opens it; put a new one in WAL mode.
+
+    WAL with SQLite's default ``synchronous=FULL`` (DBOS sets neither) keeps every
+    committed transaction across a crash and a power loss, with one fsync per commit.
+    """
+    if not path.exists():
+        if not create:
+            msg = (
+                f"the durable database {path} does not exist; start the runs that should "
+                "resume with this file, or pass create=True to start with a new one"
+            )
+            raise DurableStoreError(msg, path)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        msg = (
+            f"the durable database {path} cannot be opened ({exc}); it is not a SQLite "
+            "database or it is damaged. Restore it from a backup, or move it away to "
+            "start with a new one (its runs are then lost)"
+        )
+        raise DurableStoreError(msg, path) from exc
+
+
+def launch_dbos(config: dict[str, Any] | None, where: str) -> None:
+    """Make the DBOS instance from ``config`` unless there is one, then launch it."""
+    try:
+        if dbos_instance() is None:
+            assert config is not None  # noqa: S101 - the runtime passes one then
+            DBOS(config=config)  # type: ignore[arg-type]
+        DBOS.launch()
+    except DurableStoreError:
+        raise
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            DBOS.destroy()
+        msg = f"the durable database {where} could not be opened: {type(exc).__name__}: {exc}"
+        raise DurableStoreError(msg, where) from exc
+
+
+def current_run_id() -> str | None:
+    """The id of the DBOS workflow whose code is running (the run's id)."""
+    return DBOS.workflow_id
+
+
+async def start_workflow(
+    fn: Callable[..., Coroutine[Any, Any, Any]], run_id: str, *args: Any
+) -> Any:
+    """Start the DBOS workflow ``fn(*args)`` with id ``run_id``; return its handle."""
+    with SetWorkflowID(run_id):
+        return await DBOS.start_workflow_async(fn, *args)
+
+
+async def write_batch(entries: list[dict[str, Any]]) -> None:
+    """Append one batch to the journal of the DBOS workflow in whose code this runs."""
+    await DBOS.write_stream_async(STREAM, orjson.dumps(entries).decode())
+
+
+def reserve_steps(count: int) -> None:
+    """Skip ``count`` DBOS step ids: the batches a recovering run read instead of writing."""
+    for _ in range(count):
+        DBOS.reserve_step()
+
+
+def _read_rows(run_id: str, offset: int) -> Iterator[list[dict[str, Any]]]:
+    dbos = dbos_instance()
+    if dbos is None:
+        return
+    sys_db = dbos._sys_db  # noqa: SLF001 - the range read records no step
+    while True:
+        _, rows = sys_db.read_stream_values(run_id, STREAM, offset, _READ_BATCH)
+        for value, serialization in rows:
+            text = deserialize_value(value, serialization, sys_db.serializer)
+            if isinstance(text, str):  # not DBOS's closing sentinel
+                yield orjson.loads(text)
+        if len(rows) < _READ_BATCH:
+            return
+        offset += len(rows)
+
+
+async def read_batches(run_id: str, offset: int = 0) -> list[list[dict[str, Any]]]:
+    """The journal batches of run ``run_id`` recorded so far, from batch ``offset`` on.
+
+    Read in a worker thread that does not inherit the caller's DBOS context, so the
+    read is not mistaken for a step of a running DBOS workflow.
+    """
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, lambda: list(_read_rows(run_id, offset)))
+
+
+async def run_status(run_id: str) -> tuple[str, int] | None:
+    """The DBOS status of run ``run_id`` and its execution attempts; None if unknown."""
+    dbos = dbos_instance()
+    if dbos is None:
+        return None
+    sys_db = dbos._sys_db  # noqa: SLF001 - a read outside any workflow context
+
+    def read() -> tuple[str, int] | None:
+        found = sys_db.list_workflows(workflow_ids=[run_id], load_input=False, load_output=False)
+        if not found:
+            return None
+        return str(found[0].status), int(found[0].recovery_attempts or 1)
+
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, read)
+
+
+async def settle(timeout: float) -> None:
+    """Wait (up to ``timeout`` s) for DBOS to record the outcome of workflows that returned."""
+    dbos = dbos_instance()
+    if dbos is None:
+        return
+    loop = asyncio.get_running_loop()
+    tasks = [t for t in list(dbos._workflow_tasks) if t.get_loop() is loop and not t.done()]  # noqa: SLF001
+    if tasks:
+        await asyncio.wait(tasks, timeout=timeout)
+
+
+def destroy_dbos() -> None:
+    """Shut DBOS down in this process (its registrations are kept for a new launch)."""
+    DBOS.destroy()

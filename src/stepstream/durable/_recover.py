@@ -1,0 +1,83 @@
+"""Continuing a durable run after a crash or restart, from its journal.
+
+Runs as the body of the run's DBOS workflow, which DBOS re-invokes on ``launch()``. The
+journal's batches are read (not re-written: DBOS's step counter is advanced past them),
+the last checkpoint restores the run through the saved-context machinery (the step
+invocations in flight then re-run, as the same invocations), the stream goes on after
+the last recorded event, and the run continues live in a task of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from stepstream.context import Context
+from stepstream.durable import _dbos_io
+from stepstream.durable._journal import RunJournal
+from stepstream.durable._stream import decode_event
+
+if TYPE_CHECKING:
+    from stepstream.durable._runtime import DBOSRuntime
+    from stepstream.workflow import Workflow
+
+__all__ = ["recover"]
+
+#: The least time a resumed run is given when its timeout had already run out.
+_LAST_CHANCE = 0.001
+
+
+async def recover(  # noqa: PLR0917 - the DBOS workflow's arguments, passed on
+    runtime: DBOSRuntime,
+    workflow: Workflow,
+    run_id: str,
+    start: dict[str, Any],
+    trace: list[str] | None,
+    started_ns: int,
+) -> dict[str, Any]:
+    """Take up run ``run_id`` of ``workflow``; return its end entry once it has one."""
+    batches = await _dbos_io.read_batches(run_id)
+    _dbos_io.reserve_steps(len(batches))
+    entries = [entry for batch in batches for entry in batch]
+    for entry in entries:
+        if entry["k"] == "end":  # it ended; only DBOS's record of it was missing
+            return entry
+    checkpoint = next((e for e in reversed(entries) if e["k"] == "ck"), None)
+    serializer = workflow.serializer
+    where = f"the journal of run {run_id}"
+    start_event = None
+    if checkpoint is not None:
+        ctx = Context.from_dict(workflow, checkpoint["ctx"], serializer)
+    elif "ctx" in start:
+        ctx = Context.from_dict(workflow, start["ctx"], serializer)
+    else:
+        ctx = Context(workflow)
+        start_event = decode_event(ctx._default_serializer(), start["ev"], where)  # noqa: SLF001
+    saved = ctx._begin()  # noqa: SLF001 - the engine is the context's friend
+    loop = asyncio.get_running_loop()
+    # The run is made, and its task runs, in the context where the runtime launched (its
+    # observers), not in this DBOS workflow's.
+    context = runtime.launch_context.copy()
+    run = context.run(workflow._new_run, loop, ctx, run_id, saved)  # noqa: SLF001 - a friend
+    seqs = [e["seq"] for e in entries if e["k"] == "ev"]
+    if seqs:
+        run.stream.seq = max(run.stream.seq, max(seqs) + 1)
+    info = run.info
+    status = await _dbos_io.run_status(run_id)
+    info.attempt = status[1] if status is not None else info.attempt
+    info.resumed = (trace[0], trace[1]) if trace and trace[0] and trace[1] else None
+    info.last_checkpoint_ns = entries[-1]["ns"] if entries else None
+    if workflow.timeout is not None:  # the run's timeout counts from its first start
+        elapsed = (time.time_ns() - started_ns) / 1e9
+        run.timeout = max(_LAST_CHANCE, workflow.timeout - elapsed)
+    journal = RunJournal(run, ctx._default_serializer(), None, len(batches))  # noqa: SLF001
+    if start_event is None:
+        assert saved is not None  # noqa: S101 - a checkpoint or saved context was read
+        begin: Any = saved.routing
+    else:
+        run.replaying = True  # no checkpoint: the start step ran, or began, before
+        begin = start_event
+    handler = workflow._launch(run, begin, context)  # noqa: SLF001
+    runtime.started(handler)
+    return await journal.write_loop()
