@@ -252,13 +252,14 @@ class Api(StreamRoutes):
     async def run(self, request: Request) -> Response:
         """``POST /workflows/{name}/run``: run, answer when it ends (200; 500 if it failed)."""
         record = await self._start(request)
-        ending = asyncio.ensure_future(self.runs.wait(record))
         # A short run keeps the request's slot to its end, so that a burst of them is
         # worked through a slot at a time; a longer one gives it back and only waits.
-        done, _ = await asyncio.wait({ending}, timeout=SHORT_RUN)
-        if not done:
-            parked()
-        record = await ending
+        # (The timer runs parked() in a copy of this request's context: its slot.)
+        timer = asyncio.get_running_loop().call_later(SHORT_RUN, parked)
+        try:
+            record = await self.runs.wait(record)
+        finally:
+            timer.cancel()
         return json_response(record.to_json(), 200 if record.status == "completed" else 500)
 
     async def run_nowait(self, request: Request) -> Response:

@@ -23,7 +23,7 @@ from stepstream.server._envelope import BadRequest, encode_event
 from stepstream.server._handlers import HandlerRecord, HandlerStatus, HandlerStore
 from stepstream.server._log import RunLog
 from stepstream.server._steplog import StepFrames
-from stepstream.telemetry import error_text, observe, safe_text
+from stepstream.telemetry import error_text, safe_text
 from stepstream.workflow import Workflow
 
 __all__ = ["Runs", "correlation", "logger", "run_outcome", "traced_name"]
@@ -79,6 +79,7 @@ class Runs:
         self.event_log_limit = event_log_limit
         self._pumps: dict[str, asyncio.Task[None]] = {}
         self._closing = False
+        self._frames = StepFrames()
 
     def start(
         self,
@@ -103,7 +104,7 @@ class Runs:
         # so the run shares the trace of the request that started it.
         ctx = trace.get_current_span().get_span_context()
         steps = RunLog(self.event_log_limit)
-        with observe(StepFrames(steps)):  # per step attempt, nothing per streamed event
+        with self._frames.starting(steps):  # per step attempt, nothing per streamed event
             handler = workflow.run(start_event=start_event, **self._run_options(handler_id))
         record = HandlerRecord(
             handler_id=handler_id,

@@ -241,23 +241,50 @@ class WorkflowServer:
         config.setdefault("lifespan", "on")
         return uvicorn.Config(self, host=host, port=port, **config)
 
-    def uvicorn_server(self, host: str = "127.0.0.1", port: int = 8000, **config: Any) -> Any:
+    def uvicorn_server(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        tune_process: bool = False,
+        **config: Any,
+    ) -> Any:
         """A ``uvicorn.Server`` for this server: on shutdown the runs end first.
 
         So their streams and the ``/run`` requests waiting for them complete, and
-        uvicorn's wait for open connections is short.
+        uvicorn's wait for open connections is short. With ``tune_process``, once
+        started it tunes the process for serving (``stepstream serve --tune``: garbage
+        collector and GIL switch interval, see ``stepstream.server._tuning``); that is
+        process-wide.
         """
         import uvicorn  # noqa: PLC0415
 
         server = self
 
         class _Uvicorn(uvicorn.Server):
+            async def startup(self, sockets: Any = None) -> None:
+                await super().startup(sockets)
+                if tune_process and self.started:
+                    from stepstream.server._tuning import tune_process as tune  # noqa: PLC0415
+
+                    tune()
+
             async def shutdown(self, sockets: Any = None) -> None:
                 await server.aclose()
                 await super().shutdown(sockets)
 
         return _Uvicorn(self.uvicorn_config(host, port, **config))
 
-    async def serve(self, host: str = "127.0.0.1", port: int = 8000, **config: Any) -> None:
-        """Serve with uvicorn until stopped (Ctrl-C, SIGTERM); ``config``: ``uvicorn.Config``."""
-        await self.uvicorn_server(host, port, **config).serve()
+    async def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        tune_process: bool = False,
+        **config: Any,
+    ) -> None:
+        """Serve with uvicorn until stopped (Ctrl-C, SIGTERM); ``config``: ``uvicorn.Config``.
+
+        ``tune_process``: see :meth:`uvicorn_server`.
+        """
+        await self.uvicorn_server(host, port, tune_process=tune_process, **config).serve()

@@ -23,6 +23,7 @@ from starlette.types import Message, Receive, Scope, Send
 from stepstream.events import Event
 from stepstream.server._envelope import EncodedEvent, encode_event, frame_form
 from stepstream.server._log import Gap, RunLog
+from stepstream.server._passes import budget
 from stepstream.server._runs import logger
 
 __all__ = [
@@ -40,6 +41,10 @@ __all__ = [
 BATCH = 256
 #: The most loop turns a subscriber waits for more events before writing what it has.
 COALESCE_TURNS = 16
+#: Subscribers that write a batch of frames per pass of the loop, at most.
+WRITES_PER_PASS = 32
+#: Streams that end (their run's end reached) per pass of the loop, at most.
+ENDS_PER_PASS = 16
 
 
 class StreamClosedEvent(Event):
@@ -153,12 +158,17 @@ async def _pump_frames(
 ) -> None:
     """Write the log's frames from ``position`` on until the run's end (or a Gap, or stop)."""
     form = options.form
+    # Many subscribers of a fast run: WRITES_PER_PASS of them write per pass of the loop
+    # (the others on the next passes, with what came meanwhile in the same write).
+    writes = budget("stream writes", WRITES_PER_PASS)
     stopped: asyncio.Future[object] = asyncio.ensure_future(stop.wait())
     try:
         while not stop.is_set():
             batch = log.read(position, BATCH)
             if batch and not isinstance(batch, Gap) and len(batch) < BATCH and not log.closed:
                 batch = await _gather(log, position)
+            if batch and not isinstance(batch, Gap) and await writes.turn():
+                batch = log.read(position, BATCH)  # it waited: take what came meanwhile
             if isinstance(batch, Gap):
                 await send(closing_frame(options, _gap_event(batch)))
                 return
@@ -239,6 +249,9 @@ async def event_stream(
         return  # the client went away
     problem = writing.exception()
     if problem is None:
+        # The streams of a run end together; ending one (the last chunk, the request's
+        # span, metrics and log line) is work: ENDS_PER_PASS of them per pass of the loop.
+        await budget("stream ends", ENDS_PER_PASS).turn()
         with contextlib.suppress(OSError, TimeoutError):
             await sender(b"", more=False)
     elif isinstance(problem, TimeoutError):
