@@ -154,76 +154,25 @@ class StepFrames(Observer):
         self._frame(None, run, "run_parked")
 
 
-class StepFrameRouter(Observer):
+class StepFrameRouter(StepFrames):
     """Step frames of the runs a durable runtime resumes: each into its record's step log.
 
     Observes the runs resumed where the runtime launched; ``logs(run_id)`` finds the
-    log of a run's record (None for a run the server does not follow).
+    log of a run's record (None for a run the server does not follow), looked up at the
+    run's first frame.
     """
 
     def __init__(self, logs: Callable[[str], RunLog | None]) -> None:
+        super().__init__()
         self._logs = logs
-        self._frames: dict[str, StepFrames] = {}
 
-    def _for(self, run: RunInfo) -> StepFrames | None:
-        frames = self._frames.get(run.run_id)
-        if frames is None:
+    def run_started(self, run: RunInfo) -> None:
+        """Nothing yet: the run's record may be made after it started."""
+
+    def _frame(self, inv: StepInfo | None, run: RunInfo, state: str, **more: Any) -> None:
+        if run.find(self._frames) is None:
             log = self._logs(run.run_id)
             if log is None:
-                return None
-            frames = self._frames[run.run_id] = StepFrames(log)
-        return frames
-
-    def step_started(self, inv: StepInfo) -> None:
-        """Into the run's log."""
-        frames = self._for(inv.run)
-        if frames is not None:
-            frames.step_started(inv)
-
-    def step_finished(self, inv: StepInfo, result: Event | None) -> None:
-        """Into the run's log."""
-        frames = self._for(inv.run)
-        if frames is not None:
-            frames.step_finished(inv, result)
-
-    def step_failed(
-        self, inv: StepInfo, error: BaseException, status: Status, will_retry: bool
-    ) -> None:
-        """Into the run's log."""
-        frames = self._for(inv.run)
-        if frames is not None:
-            frames.step_failed(inv, error, status, will_retry)
-
-    def step_waiting(self, run: RunInfo, inv: StepInfo | None, event_type: type[Event]) -> None:
-        """Into the run's log."""
-        frames = self._for(run)
-        if frames is not None:
-            frames.step_waiting(run, inv, event_type)
-
-    def step_resumed(self, run: RunInfo, inv: StepInfo | None, event: Event) -> None:
-        """Into the run's log."""
-        frames = self._for(run)
-        if frames is not None:
-            frames.step_resumed(run, inv, event)
-
-    def run_finished(  # noqa: PLR0917 - matches the seam
-        self,
-        run: RunInfo,
-        status: Status,
-        error: BaseException | None,
-        terminal: Event,
-        seq: int,
-        source: StepInfo | None,
-    ) -> None:
-        """The last frame; the run's frames are forgotten."""
-        frames = self._for(run)
-        self._frames.pop(run.run_id, None)
-        if frames is not None:
-            frames.run_finished(run, status, error, terminal, seq, source)
-
-    def run_parked(self, run: RunInfo) -> None:
-        """The last frame of this attempt; the run's frames are forgotten."""
-        frames = self._for(run)
-        self._frames.pop(run.run_id, None)
-        if frames is not None:
-            frames.run_parked(run)
+                return
+            run.put(self._frames, _RunFrames(log))
+        super()._frame(inv, run, state, **more)
