@@ -1,10 +1,15 @@
 """Every call into DBOS Transact, in one place (its private API too, pinned by ``dbos<4``).
 
 The journal of a run is one DBOS stream (key :data:`STREAM`) of the run's DBOS workflow;
-each value is one batch of journal entries, written by one ``DBOS.write_stream_async``
-(one transaction: the stream row and the workflow's operation row). Reading it back is
-done with the system database's range read, which records nothing: a recovering run
-reads its history without spending DBOS step ids, then reserves one per batch read.
+each value is one batch of journal entries: one row of DBOS's streams table, at the
+stream's first free offset, as DBOS's own step-context stream write makes it (no
+operation row, no DBOS step id spent: a recovering run reads its history back and
+needs no replay of the writes). The rows are written by :class:`_Writer`, one thread
+per process that commits the batches queued by all runs in one transaction (group
+commit across runs), with one pre-built statement; the statement checks in the same
+transaction that the writing execution still owns the run's DBOS workflow (DBOS's
+ownership token, cleared by a cancel and changed by a hand-off), as DBOS's writes do.
+Reading it back is done with the system database's range read, which records nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import threading
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +25,10 @@ from typing import Any
 import orjson
 from dbos import DBOS, SetWorkflowID
 from dbos import _dbos as dbos_module
-from dbos._serialization import deserialize_value
+from dbos._context import get_local_dbos_context
+from dbos._error import DBOSWorkflowCancelledError, DBOSWorkflowConflictIDError
+from dbos._serialization import WorkflowSerializationFormat, deserialize_value, serialize_value
+from dbos._sys_db import _dbos_streams_channel
 
 from stepstream.errors import DurableStoreError
 
@@ -33,7 +42,6 @@ __all__ = [
     "prepare_sqlite",
     "read_batches",
     "register_function",
-    "reserve_steps",
     "run_status",
     "settle",
     "sqlite_path",
@@ -45,6 +53,8 @@ __all__ = [
 STREAM = "stepstream"
 WORKFLOW = "stepstream.run"
 _READ_BATCH = 256
+_GROUP = 500  # batches per group commit at most (SQLite binds at most 32,766 values)
+_ATTEMPTS = 3  # tries of a group commit whose connection was lost or the database busy
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -123,14 +133,207 @@ async def start_workflow(
 
 
 async def write_batch(entries: list[dict[str, Any]]) -> None:
-    """Append one batch to the journal of the DBOS workflow in whose code this runs."""
-    await DBOS.write_stream_async(STREAM, orjson.dumps(entries).decode())
+    """Append one batch to the journal of the DBOS workflow in whose code this runs.
+
+    Returns once the batch is committed. Raises DBOS's ``DBOSWorkflowCancelledError``
+    when the workflow was cancelled, ``DBOSWorkflowConflictIDError`` when another
+    execution took it over (nothing is written then).
+    """
+    ctx = get_local_dbos_context()
+    if ctx is None or not ctx.is_workflow() or ctx.owner_xid is None:
+        msg = "a durable run's journal is written only from its DBOS workflow"
+        raise RuntimeError(msg)
+    writer = _writer()
+    value, serialization = serialize_value(
+        orjson.dumps(entries).decode(), WorkflowSerializationFormat.DEFAULT, writer.serializer
+    )
+    done: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+    writer.submit(
+        (ctx.workflow_id, ctx.owner_xid, max(ctx.function_id, 0), value, serialization, done)
+    )
+    error = await done
+    if error is not None:
+        raise error
 
 
-def reserve_steps(count: int) -> None:
-    """Skip ``count`` DBOS step ids: the batches a recovering run read instead of writing."""
-    for _ in range(count):
-        DBOS.reserve_step()
+#: One queued write: workflow id, ownership token, DBOS function id, value, its
+#: serialization, and the future told the outcome (None, or the error to raise).
+_Item = tuple[str, str, int, str | None, str, "asyncio.Future[BaseException | None]"]
+
+
+class _Writer:
+    """The process's journal writer thread: group commit of every run's queued batches.
+
+    Takes everything queued, writes it with one statement in one transaction on a
+    connection of its own from DBOS's pool, commits, and tells each batch's future.
+    """
+
+    def __init__(self, sys_db: Any) -> None:
+        self.sys_db = sys_db
+        self.serializer = sys_db.serializer
+        engine = sys_db.engine
+        self._streams = _table_name(engine, sys_db.tables.streams)
+        self._status = _table_name(engine, sys_db.tables.workflow_status)
+        self._qmark = engine.dialect.paramstyle == "qmark"
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._autocommit = engine.dialect.name == "postgresql"
+        self._sql: dict[int, str] = {}
+        self._queue: list[_Item] = []
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._conn: Any = None
+        self._thread = threading.Thread(target=self._loop, name="stepstream-journal", daemon=True)
+        self._thread.start()
+
+    def submit(self, item: _Item) -> None:
+        with self._cond:
+            self._queue.append(item)
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        self._thread.join(timeout=10)
+
+    def _statement(self, rows: int) -> str:
+        """INSERT one stream row per queued batch whose workflow the writer still owns."""
+        sql = self._sql.get(rows)
+        if sql is None:
+            mark = "?" if self._qmark else "%s"
+            values = ", ".join([f"({', '.join([mark] * 6)})"] * rows)
+            lock = "" if self._sqlite else " FOR NO KEY UPDATE OF w"
+            # The names are DBOS's tables, quoted by the dialect; every value is bound.
+            sql = self._sql[rows] = (
+                f"INSERT INTO {self._streams} (workflow_uuid, function_id, key, value, "  # noqa: S608
+                f'serialization, "offset") SELECT v.column1, v.column3, v.column4, v.column5, '
+                f'v.column6, COALESCE((SELECT MAX(s."offset") FROM {self._streams} s WHERE '
+                f"s.workflow_uuid = v.column1 AND s.key = v.column4), -1) + 1 "
+                f"FROM (VALUES {values}) AS v JOIN {self._status} w ON w.workflow_uuid = "
+                f"v.column1 AND w.owner_xid = v.column2 WHERE true{lock} "
+                f"RETURNING workflow_uuid"
+            )
+        return sql
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopped:
+                    self._cond.wait()
+                if not self._queue:
+                    break
+                items, self._queue = self._queue[:_GROUP], self._queue[_GROUP:]
+            outcomes = self._write(items)
+            by_loop: dict[Any, list[tuple[Any, BaseException | None]]] = {}
+            for item, outcome in zip(items, outcomes, strict=True):
+                future = item[5]
+                by_loop.setdefault(future.get_loop(), []).append((future, outcome))
+            for loop, told in by_loop.items():
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    loop.call_soon_threadsafe(_tell, told)
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+
+    def _connect(self) -> Any:
+        """A connection of DBOS's engine, the writer's own (out of the pool).
+
+        On Postgres it runs in autocommit: the one statement is its own transaction, one
+        round trip per group commit (no BEGIN, no COMMIT). On SQLite, DBOS's connections
+        begin IMMEDIATE transactions: the statement and its commit.
+        """
+        conn = self.sys_db.engine.raw_connection()
+        if self._autocommit:
+            conn.driver_connection.autocommit = True
+        conn.detach()  # never handed back to DBOS with the writer's settings
+        return conn
+
+    def _write(self, items: list[_Item]) -> list[BaseException | None]:
+        params: list[Any] = []
+        for workflow_id, owner, function_id, value, serialization, _ in items:
+            params += (workflow_id, owner, function_id, STREAM, value, serialization)
+        sql = self._statement(len(items))
+        for attempt in range(_ATTEMPTS):
+            try:
+                if self._conn is None:
+                    self._conn = self._connect()
+                cursor = self._conn.cursor()
+                try:
+                    cursor.execute(sql, params)
+                    written = {row[0] for row in cursor.fetchall()}
+                finally:
+                    cursor.close()
+                if not self._autocommit:
+                    self._conn.commit()
+                break
+            except Exception as exc:  # noqa: BLE001 - told to the runs, as a value
+                with contextlib.suppress(Exception):
+                    self._conn.rollback()
+                with contextlib.suppress(Exception):
+                    self._conn.invalidate()  # a fresh connection for the next attempt
+                self._conn = None
+                if attempt == _ATTEMPTS - 1 or not _transient(exc):
+                    return [exc] * len(items)
+        notify = getattr(self.sys_db, "_signal_notification", None)
+        outcomes: list[BaseException | None] = []
+        for workflow_id, *_ in items:
+            if workflow_id in written:
+                if notify is not None:
+                    notify(_dbos_streams_channel, f"{workflow_id}::{STREAM}")
+                outcomes.append(None)
+            else:
+                outcomes.append(self._not_owned(workflow_id))
+        return outcomes
+
+    def _not_owned(self, workflow_id: str) -> BaseException:
+        found = self.sys_db.list_workflows(
+            workflow_ids=[workflow_id], load_input=False, load_output=False
+        )
+        if found and str(found[0].status) == "CANCELLED":
+            return DBOSWorkflowCancelledError(
+                f"Workflow {workflow_id} is cancelled. Aborting function."
+            )
+        return DBOSWorkflowConflictIDError(workflow_id)
+
+
+def _table_name(engine: Any, table: Any) -> str:
+    """The quoted name of one of DBOS's tables, with the schema DBOS maps it to."""
+    preparer = engine.dialect.identifier_preparer
+    schema = table.schema
+    translate = engine.get_execution_options().get("schema_translate_map") or {}
+    schema = translate.get(schema, schema)
+    name = preparer.quote(table.name)
+    return name if schema is None else f"{preparer.quote_schema(schema)}.{name}"
+
+
+def _transient(exc: Exception) -> bool:
+    """A lost connection or a busy database: worth a retry on a fresh connection."""
+    name = type(exc).__name__
+    return name in {"OperationalError", "InterfaceError"}
+
+
+def _tell(told: list[tuple[Any, BaseException | None]]) -> None:
+    for future, outcome in told:
+        if not future.done():
+            future.set_result(outcome)
+
+
+_WRITERS: list[_Writer] = []
+
+
+def _writer() -> _Writer:
+    """The journal writer of the launched DBOS instance (a new one after a relaunch)."""
+    sys_db = dbos_instance()._sys_db  # noqa: SLF001 - its engine and tables
+    if _WRITERS and _WRITERS[0].sys_db is sys_db:
+        return _WRITERS[0]
+    _stop_writer()
+    _WRITERS.append(_Writer(sys_db))
+    return _WRITERS[0]
+
+
+def _stop_writer() -> None:
+    while _WRITERS:
+        _WRITERS.pop().stop()
 
 
 def _read_rows(run_id: str, offset: int) -> Iterator[list[dict[str, Any]]]:
@@ -189,4 +392,5 @@ async def settle(timeout: float) -> None:
 
 def destroy_dbos() -> None:
     """Shut DBOS down in this process (its registrations are kept for a new launch)."""
+    _stop_writer()
     DBOS.destroy()

@@ -1,7 +1,7 @@
 """Continuing a durable run after a crash or restart, from its journal.
 
 Runs as the body of the run's DBOS workflow, which DBOS re-invokes on ``launch()``. The
-journal's batches are read (not re-written: DBOS's step counter is advanced past them),
+journal's batches are read (their writes spent no DBOS step ids: nothing to replay),
 the last checkpoint restores the run through the saved-context machinery (the step
 invocations in flight then re-run, as the same invocations), the stream goes on after
 the last recorded event, and the run continues live in a task of its own.
@@ -40,7 +40,6 @@ async def recover(  # noqa: PLR0917 - the DBOS workflow's arguments, passed on
 ) -> dict[str, Any]:
     """Take up run ``run_id`` of ``workflow``; return its end entry once it has one."""
     batches = await _dbos_io.read_batches(run_id)
-    _dbos_io.reserve_steps(len(batches))
     entries = [entry for batch in batches for entry in batch]
     for entry in entries:
         if entry["k"] == "end":  # it ended; only DBOS's record of it was missing
