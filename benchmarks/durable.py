@@ -549,7 +549,7 @@ def _rows(results: dict[str, Any], names: list[str]) -> list[list[str]]:  # noqa
             cells.append(
                 "-" if park is None
                 else f"{park['bytes_per_run'] / 1024:.1f} KB, {park['gc_objects_per_run']:.2f} objects"
-                + ("" if park["released"] else " (not released: no hook yet)")
+                + ("" if park["released"] else " (not all released)")
             )  # fmt: skip
         ours_park = summary.get(OURS, {}).get("park")
         ok = None
@@ -616,7 +616,12 @@ def _markdown(results: dict[str, Any]) -> str:
             "step 2 of 3 for --settle seconds (default 1) before `kill -9`; a completed step run again = a step whose "
             "completion was in the counter file before the kill and that started again after "
             "it; parked memory = (RSS after release - RSS before starting them) / runs, after "
-            "gc.collect(), and the growth in gc-tracked objects / runs."
+            "gc.collect(), and the growth in gc-tracked objects / runs; stepstream's runs wait "
+            "in ctx.wait_for_event (its idle release takes runs whose steps in flight all "
+            "wait there, not the ask-then-answer-step form, which has none in flight), are "
+            "started 500 at a time and released by runtime.release_idle() after each batch "
+            "(the peer releases as runs idle 2 s), counted by the run_parked observer, from "
+            "a baseline after a warm-up batch."
         ),
     ]
     return "\n".join(lines) + "\n"

@@ -168,12 +168,23 @@ class Hitl(Workflow):
         return StopEvent(result=ev.response)
 
 
+class HitlWait(Workflow):
+    """Hitl's question, asked from inside one step that waits for the answer."""
+
+    @step
+    async def ask(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        ASKED[0] += 1
+        answer = await ctx.wait_for_event(Answer, Ask(), timeout=None)
+        return StopEvent(result=answer.response)
+
+
 WORKFLOWS: dict[str, type[Any]] = {
     "chain": Chain,
     "three": Three,
     "streamer": Streamer,
     "park3": Park3,
     "hitl": Hitl,
+    "hitl_wait": HitlWait,
 }
 TIMEOUTS: dict[str, float | None] = {
     "chain": 600.0,
@@ -181,4 +192,5 @@ TIMEOUTS: dict[str, float | None] = {
     "streamer": 60.0,
     "park3": None,
     "hitl": None,
+    "hitl_wait": None,
 }
