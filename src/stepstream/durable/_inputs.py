@@ -122,20 +122,24 @@ def unapplied(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def redeliver(run: Run, serializer: BaseSerializer, entries: Sequence[dict[str, Any]]) -> None:
-    """Send the caller's ``entries`` to ``run`` again (before its journal is attached).
+    """Send the caller's ``entries`` to ``run`` again (before its journal is attached)."""
+    send_each(run, serializer, entries, f"the journal of run {run.info.run_id}")
 
-    An event that the restored run can no longer take (its workflow changed) is logged
-    and skipped.
+
+def send_each(
+    run: Run, serializer: BaseSerializer, entries: Sequence[dict[str, Any]], where: str
+) -> None:
+    """Send the event of each entry (read from ``where``) to ``run``.
+
+    An event the run can no longer take (its workflow changed) is logged and dropped.
     """
-    where = f"the journal of run {run.info.run_id}"
     for entry in entries:
         event = decode_event(serializer, entry["ev"], where)
         try:
             run.send(event, entry.get("to"))
         except WorkflowError as exc:
             _log.warning(
-                "stepstream: durable run %s cannot take again the %s it was sent before "
-                "the restart (%s); it is dropped",
+                "stepstream: durable run %s cannot take the %s sent to it (%s); it is dropped",
                 run.info.run_id,
                 type(event).__name__,
                 error_text(exc),

@@ -25,8 +25,8 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, cast
 
 from stepstream._routing import RunState
-from stepstream._text import error_text
 from stepstream.durable import _park_io
+from stepstream.durable._inputs import send_each
 from stepstream.durable._stream import Replay, decode_event
 from stepstream.errors import WorkflowError
 from stepstream.events import StopEvent
@@ -373,17 +373,7 @@ async def taken_up(
     """
     run_id = run.info.run_id
     fresh = await _park_io.read_inbox(run_id, last_inbox(entries) + 1)
-    where = f"the inbox of run {run_id}"
+    send_each(run, serializer, fresh, f"the inbox of run {run_id}")
     for entry in fresh:
-        event = decode_event(serializer, entry["ev"], where)
-        try:
-            run.send(event, entry.get("to"))
-        except WorkflowError as exc:
-            _log.warning(
-                "stepstream: durable run %s cannot take the %s sent to it (%s); it is dropped",
-                run_id,
-                type(event).__name__,
-                error_text(exc),
-            )
         entry["ns"] = entry.get("ns") or time.time_ns()
     return fresh
