@@ -9,6 +9,7 @@ commit), then publishes the batch's events to the stream and the observers. Entr
 - ``{"k": "ck", "ctx", "done", "ns"}``: the run saved right after a step completion
   (``ctx`` is the saved-context format, ``done`` the step keys completed since the last
   checkpoint); a batch keeps only its last checkpoint;
+- ``{"k": "rt", ...}``: a retry decided after a step attempt failed (:mod:`._retries`);
 - ``{"k": "end", "status", "terminal", "seq", "ns"}``: how the run ended.
 """
 
@@ -24,11 +25,13 @@ from stepstream._instrument import NOOP, Observer, RunInfo, Status, StepInfo
 from stepstream._text import error_text
 from stepstream.context.serializers import BaseSerializer
 from stepstream.durable import _dbos_io
+from stepstream.durable._retries import RestoredRetries, retry_entry
 from stepstream.durable._stream import JournalStream, Replay, decode_event
 from stepstream.errors import WorkflowRuntimeError
 from stepstream.events import Event, StopEvent
 
 if TYPE_CHECKING:
+    from stepstream._journal import RetryState
     from stepstream._outcome import Outcome
     from stepstream._runtime import Run
 
@@ -43,8 +46,8 @@ class _Deferred(Observer):
 
     A step's end (``step_finished``, a final ``step_failed``) is told once the checkpoint
     after it is recorded: a step any observer saw end is never run again. A failure that
-    will be retried (and ``step_retry``) waits only for the attempt's own events, so
-    that their span events land on its span before it ends.
+    will be retried waits only for the attempt's own events, so that their span events
+    land on its span before it ends; ``step_retry`` once the retry is recorded.
     """
 
     def __init__(self, real: Observer, journal: RunJournal) -> None:
@@ -54,6 +57,7 @@ class _Deferred(Observer):
         self.event_streamed = journal.describe  # type: ignore[method-assign]
         self._real = real
         self._journal = journal
+        self._failing: tuple[StepInfo, BaseException] | None = None
 
     def step_finished(self, inv: StepInfo, result: Event | None) -> None:
         """End the step once its completion is recorded."""
@@ -65,13 +69,17 @@ class _Deferred(Observer):
         """End the failed attempt once recorded (a retried one: once its events are)."""
         args = (inv, error, status, will_retry)
         if will_retry:
+            self._failing = (inv, error)  # step_retry follows at once
             self._journal.after_events(inv, self._real.step_failed, args)
         else:
             self._journal.after_record(inv, self._real.step_failed, args)
 
     def step_retry(self, inv: StepInfo, delay: float) -> None:
-        """Log the retry now, or after the step's (deferred) failure."""
-        self._journal.after_events(inv, self._real.step_retry, (inv, delay))
+        """Record the retry decision; tell the observers once it is recorded."""
+        failing, self._failing = self._failing, None
+        if failing is not None and failing[0] is inv:
+            self._journal.retrying(inv, delay, failing[1])
+        self._journal.after_record(inv, self._real.step_retry, (inv, delay))
 
 
 class RunJournal:
@@ -114,6 +122,8 @@ class RunJournal:
         self.readers: list[Replay] = []
         self.live = True
         self.starter: Any = None  # the DBOS workflow function (set by the runtime)
+        # The retry states read back from the journal (a recovered run's).
+        self.restored_retries: RestoredRetries | None = None
 
     # -- the Journal seam (called by the run) -------------------------------------------
 
@@ -190,6 +200,24 @@ class RunJournal:
             self._pending.append([None, call, inv, args, None])
         else:
             call(*args)
+
+    def retrying(self, inv: StepInfo, delay: float, error: BaseException) -> None:
+        """Attempt ``inv`` failed with ``error`` and is retried in ``delay`` s: record that."""
+        if self._ended.done():
+            return
+        try:
+            entry = retry_entry(inv, delay, error, self.serializer)
+        except Exception:  # noqa: BLE001 - its event cannot be saved: the checkpoint says so
+            return
+        self._entries.append(entry)
+        self._kick()
+
+    def retried(self, step: str, invocation: int, event: Event) -> RetryState | None:
+        """The retry state that invocation had before the restart (see ``Journal``)."""
+        restored = self.restored_retries
+        if not restored:
+            return None
+        return restored.take(step, invocation, event)
 
     def completed(self, run: Run, step: int, invocation: int) -> None:
         """A step completion was applied: save the run as it stands now."""

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from stepstream.context import Context
 from stepstream.durable import _dbos_io
 from stepstream.durable._journal import RunJournal
+from stepstream.durable._retries import RestoredRetries
 from stepstream.durable._stream import decode_event
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ async def recover(  # noqa: PLR0917 - the DBOS workflow's arguments, passed on
         elapsed = (time.time_ns() - started_ns) / 1e9
         run.timeout = max(_LAST_CHANCE, workflow.timeout - elapsed)
     journal = RunJournal(run, ctx._default_serializer(), None, len(batches))  # noqa: SLF001
+    journal.restored_retries = RestoredRetries(entries, journal.serializer)
     if start_event is None:
         assert saved is not None  # noqa: S101 - a checkpoint or saved context was read
         begin: Any = saved.routing

@@ -1,0 +1,113 @@
+"""A process running durable workflows for tests/test_durable_ops.py: retries, timeouts, cancel.
+
+``python _durable_ops_app.py DIR MODE``: the database is ``$STEPSTREAM_TEST_DATABASE``, or
+DIR/durable.sqlite. Steps append ``step|step_key|attempt|pid|time_ns`` to DIR/effects.txt
+(a side effect outside the process); an observer appends ``retry|step|attempt|delay``
+to DIR/retries.txt once a retry is recorded. Modes ending in ``-start`` start a run, write
+its id to DIR/run_id.txt and then wait to be killed; the others launch the runtime,
+re-attach to that run and write what became of it to DIR/result-MODE.txt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from stepstream import Context
+from stepstream import Workflow
+from stepstream import step
+from stepstream.durable import DBOSRuntime
+from stepstream.errors import WorkflowError
+from stepstream.events import StartEvent
+from stepstream.events import StopEvent
+from stepstream.retry_policy import retry_policy
+from stepstream.retry_policy import stop_after_attempt
+from stepstream.retry_policy import wait_fixed
+from stepstream.telemetry import Observer
+from stepstream.telemetry import StepInfo
+from stepstream.telemetry import observe
+
+#: The delay between two attempts of Flaky's step, in seconds.
+RETRY_DELAY = 4.0
+
+
+def effect(directory: Path, ctx: Context, name: str, attempt: int) -> None:
+    """Record that an attempt of step ``name`` began, outside the process."""
+    with (directory / "effects.txt").open("a", encoding="utf-8") as out:
+        out.write(f"{name}|{ctx.step_key}|{attempt}|{os.getpid()}|{time.time_ns()}\n")
+
+
+class Flaky(Workflow):
+    """One step that fails its first two attempts; retried every RETRY_DELAY seconds."""
+
+    directory: Path
+
+    @step(retry_policy=retry_policy(wait=wait_fixed(RETRY_DELAY), stop=stop_after_attempt(5)))
+    async def flaky(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        """Fail on attempts 1 and 2, succeed on the third with its retry number."""
+        info = ctx.retry_info()
+        effect(self.directory, ctx, "flaky", info.retry_number + 1)
+        if info.retry_number < 2:
+            msg = f"attempt {info.retry_number + 1} fails"
+            raise ValueError(msg)
+        last = info.last_exception
+        return StopEvent(result={"retries": info.retry_number, "last": str(last)})
+
+
+class Sleepy(Workflow):
+    """One step that sleeps longer than the run's timeout."""
+
+    directory: Path
+
+    @step
+    async def nap(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        """Sleep a minute."""
+        effect(self.directory, ctx, "nap", 1)
+        await asyncio.sleep(60)
+        return StopEvent(result="woke")
+
+
+class RetryLog(Observer):
+    """Appends a line per recorded retry (step_retry is told once the retry is recorded)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def step_retry(self, inv: StepInfo, delay: float) -> None:
+        """One line per retry."""
+        with (self.directory / "retries.txt").open("a", encoding="utf-8") as out:
+            out.write(f"retry|{inv.step}|{inv.attempt}|{delay}|{time.time_ns()}\n")
+
+
+async def main(directory: Path, mode: str) -> None:
+    """Run ``mode`` (see the module docstring)."""
+    url = os.environ.get("STEPSTREAM_TEST_DATABASE") or f"sqlite:///{directory / 'durable.sqlite'}"
+    runtime = DBOSRuntime(url)
+    flaky = Flaky(runtime=runtime, timeout=120)
+    sleepy = Sleepy(runtime=runtime, timeout=float(os.environ.get("SLEEPY_TIMEOUT", "6")))
+    flaky.directory = sleepy.directory = directory
+    with observe(RetryLog(directory)):
+        await runtime.launch()
+        workflows: dict[str, Workflow] = {"retry": flaky, "timeout": sleepy}
+        kind, _, phase = mode.partition("-")
+        if phase == "start":
+            handler = workflows[kind].run()
+            (directory / "run_id.txt").write_text(handler.run_id)
+            await asyncio.sleep(3600)  # the test kills the process
+            return
+        (directory / f"resumed-{mode}.txt").write_text(str(time.time_ns()))
+        handler = await runtime.handler((directory / "run_id.txt").read_text())
+        try:
+            result: object = await handler
+        except WorkflowError as exc:
+            result = {"error": type(exc).__name__, "message": str(exc)}
+        (directory / f"result-{mode}.txt").write_text(json.dumps(result))
+    await runtime.destroy()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(Path(sys.argv[1]), sys.argv[2]))

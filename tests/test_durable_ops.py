@@ -1,0 +1,54 @@
+"""Retries, timeouts and cancel keep their meaning across kill -9 (tests/_durable_ops_app.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from _procs import finish
+from _procs import kill
+from _procs import lines
+from _procs import start
+from _procs import wait_for
+
+pytest.importorskip("dbos")
+
+APP = Path(__file__).resolve().parent / "_durable_ops_app.py"
+RETRY_DELAY = 4.0  # _durable_ops_app.RETRY_DELAY
+
+
+def attempts(directory: Path) -> list[tuple[str, str, int, int, int]]:
+    """The attempts the steps recorded: (step, step key, attempt, pid, start ns)."""
+    return [
+        (step, key, int(attempt), int(pid), int(ns))
+        for step, key, attempt, pid, ns in (
+            line.split("|") for line in lines(directory / "effects.txt")
+        )
+    ]
+
+
+def test_a_step_in_retry_back_off_keeps_its_attempt_count_and_due_time_across_a_kill(
+    tmp_path: Path,
+) -> None:
+    """kill -9 during the delay after attempt 1: attempt 2 runs when it was due, then 3."""
+    proc = start(APP, tmp_path, "retry-start")
+    wait_for(lambda: len(lines(tmp_path / "retries.txt")) == 1, proc, "the retry recorded")
+    kill(proc)
+    finish(start(APP, tmp_path, "retry-resume"))
+    result = json.loads((tmp_path / "result-retry-resume.txt").read_text())
+    ran = attempts(tmp_path)
+    assert [a for _, _, a, _, _ in ran] == [1, 2, 3]  # not 1, 1, 2, 3: the count goes on
+    assert result["retries"] == 2
+    assert "attempt 2 fails" in result["last"]
+    assert len({key for _, key, _, _, _ in ran}) == 1  # one invocation throughout
+    assert ran[0][3] == proc.pid != ran[1][3]
+    failed_ns = ran[0][4]
+    resumed_ns = int((tmp_path / "resumed-retry-resume.txt").read_text())
+    due_ns = failed_ns + RETRY_DELAY * 1e9
+    # Attempt 2 ran when it was due before the crash (or at once, when the restart came
+    # later than that), not RETRY_DELAY after the restart.
+    assert ran[1][4] >= due_ns - 0.05e9
+    assert ran[1][4] < max(due_ns, resumed_ns) + 1.5e9
+    assert ran[2][4] - ran[1][4] >= RETRY_DELAY * 1e9 - 0.05e9
