@@ -105,6 +105,7 @@ async def main(directory: Path, mode: str) -> None:
             result: object = await handler
         except WorkflowError as exc:
             result = {"error": type(exc).__name__, "message": str(exc)}
+        (directory / f"ended-{mode}.txt").write_text(str(time.time_ns()))
         (directory / f"result-{mode}.txt").write_text(json.dumps(result))
     await runtime.destroy()
 

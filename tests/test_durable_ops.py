@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,21 @@ def test_a_step_in_retry_back_off_keeps_its_attempt_count_and_due_time_across_a_
     assert ran[1][4] >= due_ns - 0.05e9
     assert ran[1][4] < max(due_ns, resumed_ns) + 1.5e9
     assert ran[2][4] - ran[1][4] >= RETRY_DELAY * 1e9 - 0.05e9
+
+
+def test_a_run_timeout_counts_from_the_first_start_across_a_kill(tmp_path: Path) -> None:
+    """Workflow(timeout=6): killed after ~1 s, restarted, it times out 6 s after it began."""
+    proc = start(APP, tmp_path, "timeout-start")
+    wait_for(lambda: len(attempts(tmp_path)) == 1, proc, "the step started")
+    time.sleep(1)
+    kill(proc)
+    finish(start(APP, tmp_path, "timeout-resume"))
+    result = json.loads((tmp_path / "result-timeout-resume.txt").read_text())
+    assert result["error"] == "WorkflowTimeoutError"
+    assert "timed out after 6.0s" in result["message"]
+    began_ns = attempts(tmp_path)[0][4]
+    ended_ns = int((tmp_path / "ended-timeout-resume.txt").read_text())
+    resumed_ns = int((tmp_path / "resumed-timeout-resume.txt").read_text())
+    assert resumed_ns - began_ns < 5.5e9, "the restart took too long for this test to tell"
+    assert 5.9e9 <= ended_ns - began_ns < 7.5e9  # not 6 s after the restart
+    assert [a[0] for a in attempts(tmp_path)] == ["nap", "nap"]  # in flight: it ran again

@@ -71,7 +71,7 @@ async def recover(  # noqa: PLR0917 - the DBOS workflow's arguments, passed on
     info.last_checkpoint_ns = entries[-1]["ns"] if entries else None
     if workflow.timeout is not None:  # the run's timeout counts from its first start
         elapsed = (time.time_ns() - started_ns) / 1e9
-        run.timeout = max(_LAST_CHANCE, workflow.timeout - elapsed)
+        run.spent = min(elapsed, workflow.timeout - _LAST_CHANCE)
     journal = RunJournal(run, ctx._default_serializer(), None, len(batches))  # noqa: SLF001
     journal.restored_retries = RestoredRetries(entries, journal.serializer)
     if start_event is None:
