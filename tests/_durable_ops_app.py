@@ -3,9 +3,13 @@
 ``python _durable_ops_app.py DIR MODE``: the database is ``$STEPSTREAM_TEST_DATABASE``, or
 DIR/durable.sqlite. Steps append ``step|step_key|attempt|pid|time_ns`` to DIR/effects.txt
 (a side effect outside the process); an observer appends ``retry|step|attempt|delay``
-to DIR/retries.txt once a retry is recorded. Modes ending in ``-start`` start a run, write
-its id to DIR/run_id.txt and then wait to be killed; the others launch the runtime,
-re-attach to that run and write what became of it to DIR/result-MODE.txt.
+to DIR/retries.txt once a retry is recorded. MODE is KIND-PHASE, KIND ``retry`` (Flaky)
+or ``timeout`` (Sleepy; its timeout is $SLEEPY_TIMEOUT, 6 s by default). PHASE ``start``
+starts a run, writes its id to DIR/run_id.txt and waits to be killed; ``cancel`` does
+too, but cancels the run with cancel_run() once its step began, then writes
+DIR/cancelled.txt; ``hold`` starts a run and waits for its end. ``remote`` cancels the
+run with runtime.cancel(); ``check`` writes what re-attaching to it says; any other
+re-attaches to it. What became of the run goes to DIR/result-MODE.txt.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from stepstream.durable import DBOSRuntime
 from stepstream.errors import WorkflowError
 from stepstream.events import StartEvent
 from stepstream.events import StopEvent
+from stepstream.handler import WorkflowHandler
 from stepstream.retry_policy import retry_policy
 from stepstream.retry_policy import stop_after_attempt
 from stepstream.retry_policy import wait_fixed
@@ -92,22 +97,56 @@ async def main(directory: Path, mode: str) -> None:
     flaky.directory = sleepy.directory = directory
     with observe(RetryLog(directory)):
         await runtime.launch()
-        workflows: dict[str, Workflow] = {"retry": flaky, "timeout": sleepy}
-        kind, _, phase = mode.partition("-")
-        if phase == "start":
-            handler = workflows[kind].run()
-            (directory / "run_id.txt").write_text(handler.run_id)
-            await asyncio.sleep(3600)  # the test kills the process
-            return
-        (directory / f"resumed-{mode}.txt").write_text(str(time.time_ns()))
-        handler = await runtime.handler((directory / "run_id.txt").read_text())
-        try:
-            result: object = await handler
-        except WorkflowError as exc:
-            result = {"error": type(exc).__name__, "message": str(exc)}
-        (directory / f"ended-{mode}.txt").write_text(str(time.time_ns()))
-        (directory / f"result-{mode}.txt").write_text(json.dumps(result))
+        await run_mode(directory, mode, runtime, {"retry": flaky, "timeout": sleepy})
     await runtime.destroy()
+
+
+async def run_mode(
+    directory: Path, mode: str, runtime: DBOSRuntime, workflows: dict[str, Workflow]
+) -> None:
+    """The part of ``main`` that differs by mode."""
+    kind, _, phase = mode.partition("-")
+    run_id_file = directory / "run_id.txt"
+    if phase in {"start", "cancel", "hold"}:
+        handler = workflows[kind].run()
+        run_id_file.write_text(handler.run_id)
+        if phase == "cancel":  # cancel_run() once the step began, then wait to be killed
+            while not (directory / "effects.txt").exists():  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            await handler.cancel_run()
+            (directory / "cancelled.txt").write_text(str(handler.done()))
+        if phase != "hold":
+            await asyncio.sleep(3600)  # the test kills the process
+    elif phase == "remote":  # cancel the run another process holds, or none does
+        await runtime.cancel(run_id_file.read_text())
+        (directory / f"result-{mode}.txt").write_text("cancelled")
+        return
+    elif phase == "check":  # what re-attaching says, once the launch has had time to resume
+        await asyncio.sleep(2)
+        try:
+            await runtime.handler(run_id_file.read_text(), timeout=1)
+        except WorkflowError as exc:
+            (directory / f"result-{mode}.txt").write_text(json.dumps(str(exc)))
+        return
+    else:
+        (directory / f"resumed-{mode}.txt").write_text(str(time.time_ns()))
+        handler = await runtime.handler(run_id_file.read_text())
+    seen = asyncio.create_task(terminal(handler))
+    try:
+        result: object = await handler
+    except WorkflowError as exc:
+        result = {"error": type(exc).__name__, "message": str(exc)}
+    (directory / f"ended-{mode}.txt").write_text(str(time.time_ns()))
+    (directory / f"result-{mode}.txt").write_text(json.dumps(result))
+    (directory / f"terminal-{mode}.txt").write_text(await seen)
+
+
+async def terminal(handler: WorkflowHandler) -> str:
+    """The type of the last event of the run's stream."""
+    last = ""
+    async for event in handler.stream_events(after=-1):
+        last = type(event).__name__
+    return last
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ from stepstream.events import WorkflowFailedEvent
 
 pytest.importorskip("dbos")
 
+from dbos import DBOS
+
 from stepstream.durable import DBOSRuntime
 
 
@@ -340,3 +342,37 @@ def test_in_memory_runs_never_load_dbos() -> None:
         check=True,
     )
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.asyncio
+async def test_runtime_cancel_of_a_run_here_is_its_cancel_run(tmp_path: Path) -> None:
+    """runtime.cancel(run_id) of a run of this process cancels it at once, for good."""
+    async with launched(tmp_path, Slow) as (runtime, slow):
+        handler = slow.run()
+        await asyncio.sleep(0.05)
+        await runtime.cancel(handler.run_id)
+        with pytest.raises(WorkflowCancelledError, match=r"cancelled with cancel_run\(\)"):
+            await handler
+        await runtime.cancel(handler.run_id)  # ended: nothing to do
+        with pytest.raises(WorkflowRuntimeError, match=r"has ended \(DBOS status SUCCESS\)"):
+            await runtime.handler(handler.run_id)
+        with pytest.raises(WorkflowRuntimeError, match=r"there is no durable run nope"):
+            await runtime.cancel("nope")
+
+
+@pytest.mark.asyncio
+async def test_a_run_cancelled_in_the_database_ends_cancelled_here(tmp_path: Path) -> None:
+    """DBOS's own cancel (as another process does it) ends the run here as cancelled."""
+    async with launched(tmp_path, Slow) as (runtime, slow):
+        handler = slow.run()
+        live = asyncio.create_task(drained(handler.stream_events()))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        await DBOS.cancel_workflow_async(handler.run_id)
+        with pytest.raises(WorkflowCancelledError, match=r"was cancelled in its database"):
+            await handler
+        assert time.monotonic() - started < 3  # DBOS's watcher reads statuses every second
+        assert await live == ["WorkflowCancelledEvent"]
+        assert await drained(handler.stream_events(after=-1)) == ["WorkflowCancelledEvent"]
+        with pytest.raises(WorkflowRuntimeError, match=r"has ended \(DBOS status CANCELLED\)"):
+            await runtime.handler(handler.run_id)

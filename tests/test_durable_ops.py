@@ -71,3 +71,50 @@ def test_a_run_timeout_counts_from_the_first_start_across_a_kill(tmp_path: Path)
     assert resumed_ns - began_ns < 5.5e9, "the restart took too long for this test to tell"
     assert 5.9e9 <= ended_ns - began_ns < 7.5e9  # not 6 s after the restart
     assert [a[0] for a in attempts(tmp_path)] == ["nap", "nap"]  # in flight: it ran again
+
+
+LONG = {"SLEEPY_TIMEOUT": "120"}
+
+
+def test_cancel_run_recorded_before_a_kill_stays_final(tmp_path: Path) -> None:
+    """cancel_run() returned, then kill -9: the next launch does not resume the run."""
+    proc = start(APP, tmp_path, "timeout-cancel", LONG)
+    wait_for((tmp_path / "cancelled.txt").exists, proc, "the cancel")
+    kill(proc)
+    assert (tmp_path / "cancelled.txt").read_text() == "True"
+    finish(start(APP, tmp_path, "timeout-check", LONG))
+    said = json.loads((tmp_path / "result-timeout-check.txt").read_text())
+    assert "has ended (DBOS status SUCCESS)" in said
+    assert [a[0] for a in attempts(tmp_path)] == ["nap"]  # not run again
+
+
+def test_a_cancel_from_another_process_ends_the_run_where_it_runs(tmp_path: Path) -> None:
+    """runtime.cancel() in process B: process A's run ends cancelled, its stream says so."""
+    holder = start(APP, tmp_path, "timeout-hold", LONG)
+    wait_for(lambda: len(attempts(tmp_path)) == 1, holder, "the step started")
+    # Another executor id: B's launch must not take over A's runs (see docs/durable.md).
+    finish(start(APP, tmp_path, "timeout-remote", {**LONG, "DBOS__VMID": "canceller"}))
+    finish(holder)
+    result = json.loads((tmp_path / "result-timeout-hold.txt").read_text())
+    assert result["error"] == "WorkflowCancelledError"
+    assert "was cancelled in its database" in result["message"]
+    assert (tmp_path / "terminal-timeout-hold.txt").read_text() == "WorkflowCancelledEvent"
+    finish(start(APP, tmp_path, "timeout-check", LONG))
+    said = json.loads((tmp_path / "result-timeout-check.txt").read_text())
+    assert "has ended (DBOS status CANCELLED)" in said
+    assert [a[0] for a in attempts(tmp_path)] == ["nap"]
+
+
+def test_a_run_pending_after_a_kill_and_cancelled_is_not_resumed(tmp_path: Path) -> None:
+    """kill -9, runtime.cancel() from a new process, relaunch: the run stays cancelled."""
+    proc = start(APP, tmp_path, "timeout-start", LONG)
+    wait_for(lambda: len(attempts(tmp_path)) == 1, proc, "the step started")
+    kill(proc)
+    finish(start(APP, tmp_path, "timeout-remote", LONG))
+    finish(start(APP, tmp_path, "timeout-check", LONG))
+    said = json.loads((tmp_path / "result-timeout-check.txt").read_text())
+    assert "has ended" in said
+    assert "PENDING" not in said
+    # The remote process may have resumed the run before cancelling it (its launch
+    # does): the step then began again once, never after the cancel.
+    assert [a[0] for a in attempts(tmp_path)] in (["nap"], ["nap", "nap"])

@@ -18,14 +18,18 @@ from typing import Any
 
 import orjson
 from dbos import DBOS, SetWorkflowID
+from dbos import _core as dbos_core
 from dbos import _dbos as dbos_module
+from dbos._error import DBOSAwaitedWorkflowCancelledError, DBOSWorkflowCancelledError
 from dbos._serialization import deserialize_value
 
 from stepstream.errors import DurableStoreError
 
 __all__ = [
+    "CANCELLED",
     "STREAM",
     "WORKFLOW",
+    "cancel_run",
     "current_run_id",
     "dbos_instance",
     "destroy_dbos",
@@ -38,6 +42,7 @@ __all__ = [
     "settle",
     "sqlite_path",
     "start_workflow",
+    "watch_cancel",
     "write_batch",
 ]
 
@@ -45,6 +50,10 @@ __all__ = [
 STREAM = "stepstream"
 WORKFLOW = "stepstream.run"
 _READ_BATCH = 256
+
+#: What DBOS raises in a workflow cancelled in its database (a BaseException), and to
+#: one awaiting its result.
+CANCELLED = (DBOSWorkflowCancelledError, DBOSAwaitedWorkflowCancelledError)
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -174,6 +183,26 @@ async def run_status(run_id: str) -> tuple[str, int] | None:
 
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(None, read)
+
+
+async def cancel_run(run_id: str) -> None:
+    """Mark run ``run_id`` cancelled in the database (DBOS's cancel: final, not resumed)."""
+    await DBOS.cancel_workflow_async(run_id)
+
+
+def watch_cancel(run_id: str, cancelled: Callable[[], None]) -> Callable[[], None]:
+    """Call ``cancelled()`` once run ``run_id`` is found cancelled in the database.
+
+    DBOS's watcher reads the status of all the watched workflows of the event loop in
+    one query a second. Returns the function that stops watching.
+    """
+    dbos = dbos_instance()
+    if dbos is None:
+        return lambda: None
+    watcher = dbos_core._cancellation_watcher(dbos)  # noqa: SLF001 - no public watcher
+    signal = watcher.register(run_id, None)
+    signal.add_done_callback(lambda f: None if f.cancelled() else cancelled())
+    return lambda: watcher.unregister(run_id, None, signal)
 
 
 async def settle(timeout: float) -> None:

@@ -114,6 +114,9 @@ class RunJournal:
         self._aborted = False
         #: What broke the journal (the database, a run id already taken); the run failed.
         self.failure: Exception | None = None
+        #: Set when the run was found cancelled in the database (runtime.cancel() or
+        #: DBOS's cancel, from any process): how the run ended, recorded by DBOS alone.
+        self.cancelled: Outcome | None = None
         # The DBOS workflow's arguments for a new run; None once the writer is running
         # (a recovered run's writer is the DBOS workflow that recovered it).
         self._start_args = start_args
@@ -121,6 +124,7 @@ class RunJournal:
         self.batches = batches  # batches recorded, those read back on recovery included
         self.readers: list[Replay] = []
         self.live = True
+        self._terminal: tuple[int, StopEvent] | None = None  # once the stream is closed
         self.starter: Any = None  # the DBOS workflow function (set by the runtime)
         # The retry states read back from the journal (a recovered run's).
         self.restored_retries: RestoredRetries | None = None
@@ -140,6 +144,11 @@ class RunJournal:
             )
             await handle.get_result()
             self._check_claimed()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self.cancelled is None or (task is not None and task.cancelling()):
+                raise
+            # Cancelled in the database: the DBOS workflow ended without a record.
         except Exception as exc:  # noqa: BLE001 - the run fails with it, as a value
             self._fail(exc)
         finally:
@@ -163,6 +172,16 @@ class RunJournal:
         if not self._ended.done():
             self._ended.set_result(None)
         self._kick()  # a writer still waiting for entries raises it (DBOS: the run failed)
+
+    def _cancelled_in_database(self) -> None:
+        """DBOS has the run cancelled: end it so (nothing more can be recorded)."""
+        if self.cancelled is None and self.failure is None:
+            self.cancelled = _outcome.cancelled(
+                f"durable run {self.run_id} was cancelled in its database (runtime.cancel() "
+                "or DBOS.cancel_workflow, from this process or another)"
+            )
+            self._end_run(self.cancelled)
+            self._kick()  # the writer stops
 
     def streamed(self, event: Event, seq: int) -> None:
         """``JournalStream.push``: queue the event; its step is named by :meth:`describe`."""
@@ -276,7 +295,7 @@ class RunJournal:
             await asyncio.shield(self._recorded)
         if self.failure is not None:
             return _outcome.failed("<journal>", self.failure, None)
-        return outcome
+        return self.cancelled or outcome
 
     def abort(self) -> None:
         """The run's task was cancelled: write nothing more; the DBOS workflow stays pending."""
@@ -293,6 +312,7 @@ class RunJournal:
     def closed(self, seq: int, terminal: StopEvent) -> None:
         """The stream's terminal event: the live readers end with it."""
         self.live = False
+        self._terminal = (seq, terminal)
         for reader in self.readers:
             reader.feed(seq, terminal, True)
 
@@ -307,24 +327,37 @@ class RunJournal:
         """Commit the queued entries batch by batch until the end entry is recorded.
 
         Returns the end entry (the DBOS workflow's result). Raises CancelledError when
-        the run was aborted: DBOS then leaves the workflow pending, to be resumed. A
-        database error fails the run (and DBOS records the workflow as failed).
+        the run was aborted: DBOS then leaves the workflow pending, to be resumed; and
+        when the run was cancelled in the database (DBOS keeps it cancelled; the run
+        ends so). A database error fails the run (and DBOS records the workflow as failed).
         """
         self.claimed = True
+        unwatch = _dbos_io.watch_cancel(self.run_id, self._cancelled_in_database)
         try:
-            return await self._write_loop()
+            end = await self._write_loop()
         except asyncio.CancelledError:
             if not self._ended.done():
                 self._ended.cancel()
             raise
+        except _dbos_io.CANCELLED:  # a write found the run cancelled before the watcher
+            self._cancelled_in_database()
+            end = None
         except Exception as exc:
             self._fail(exc)
             raise
+        finally:
+            unwatch()
+        if end is not None:
+            return end
+        self._drop_pending()
+        if not self._ended.done():
+            self._ended.set_result(None)
+        raise asyncio.CancelledError  # DBOS records nothing (and logs nothing) then
 
-    async def _write_loop(self) -> dict[str, Any]:
+    async def _write_loop(self) -> dict[str, Any] | None:
         loop = asyncio.get_running_loop()
         while True:
-            if not self._entries and not self._aborted and self.failure is None:
+            if not (self._entries or self._aborted or self.failure or self.cancelled):
                 self._wake = loop.create_future()
                 await self._wake
                 self._wake = None
@@ -332,6 +365,8 @@ class RunJournal:
                 raise asyncio.CancelledError
             if self.failure is not None:
                 raise self.failure
+            if self.cancelled is not None:
+                return None
             batch, self._entries = self._entries, []
             pending, self._pending = self._pending, []
             started = time.perf_counter()
@@ -360,13 +395,21 @@ class RunJournal:
     # -- reading back ----------------------------------------------------------------------
 
     async def history(self, after: int) -> AsyncIterator[tuple[int, Event, bool]]:
-        """The recorded events with seq > ``after``, then the terminal one if recorded."""
+        """The recorded events with seq > ``after``, then the terminal one.
+
+        The terminal one is the recorded end; or, for a run that ended here without
+        recording it (cancelled in the database, a journal failure), the one it ended with.
+        """
         where = f"the journal of run {self.run_id}"
         for batch in await _dbos_io.read_batches(self.run_id):
             for entry in batch:
                 kind = entry["k"]
                 if kind == "ev" and entry["seq"] > after:
                     yield entry["seq"], decode_event(self.serializer, entry["ev"], where), False
-                elif kind == "end" and entry["seq"] > after:
-                    terminal = decode_event(self.serializer, entry["terminal"], where)
-                    yield entry["seq"], terminal, True
+                elif kind == "end":
+                    if entry["seq"] > after:
+                        terminal = decode_event(self.serializer, entry["terminal"], where)
+                        yield entry["seq"], terminal, True
+                    return
+        if self._terminal is not None and self._terminal[0] > after:
+            yield self._terminal[0], self._terminal[1], True

@@ -299,6 +299,26 @@ class DBOSRuntime:
             )
             raise WorkflowRuntimeError(msg) from None
 
+    async def cancel(self, run_id: str) -> None:
+        """Cancel durable run ``run_id``, wherever it runs; final, as ``cancel_run()`` is.
+
+        A run of this process is cancelled at once (``handler.cancel_run()``). Any other
+        is marked cancelled in the database (DBOS's cancel): the process running it ends
+        it within about a second (its handler raises WorkflowCancelledError), and a run
+        pending after a crash is not resumed. Does nothing if the run already ended.
+        """
+        self._ready()
+        found = self._runs.get(run_id)
+        if found is not None and not found.done():
+            await found.cancel_run()
+            return
+        status = await _dbos_io.run_status(run_id)
+        if status is None:
+            msg = f"there is no durable run {run_id} in the database {self.database_url}"
+            raise WorkflowRuntimeError(msg)
+        if status[0] in {"PENDING", "ENQUEUED"}:
+            await _dbos_io.cancel_run(run_id)
+
     async def _execute(
         self,
         run_id: str,
