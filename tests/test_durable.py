@@ -376,3 +376,17 @@ async def test_a_run_cancelled_in_the_database_ends_cancelled_here(tmp_path: Pat
         assert await drained(handler.stream_events(after=-1)) == ["WorkflowCancelledEvent"]
         with pytest.raises(WorkflowRuntimeError, match=r"has ended \(DBOS status CANCELLED\)"):
             await runtime.handler(handler.run_id)
+
+
+@pytest.mark.asyncio
+async def test_the_event_loop_works_on_after_destroy_and_a_new_launch(tmp_path: Path) -> None:
+    """destroy() leaves the loop's thread pool usable; a runtime launched again in it works."""
+    async with launched(tmp_path, Chain) as (_, chain):
+        assert await chain.run(x=1) == 2
+    assert await asyncio.to_thread(lambda: 5) == 5  # sync steps, to_thread: DBOS's pool is gone
+    assert await Chain(timeout=30).run(x=2) == 3  # a sync step in memory
+    async with launched(tmp_path, Chain) as (runtime, chain):
+        handler = chain.run(x=3)
+        assert await handler == 4
+        with pytest.raises(WorkflowRuntimeError, match=r"has ended \(DBOS status SUCCESS\)"):
+            await runtime.handler(handler.run_id)

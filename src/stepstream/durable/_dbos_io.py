@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -124,11 +125,11 @@ def current_run_id() -> str | None:
 
 
 async def start_workflow(
-    fn: Callable[..., Coroutine[Any, Any, Any]], run_id: str, *args: Any
+    fn: Callable[..., Coroutine[Any, Any, Any]], run_id: str, *args: Any, **kwargs: Any
 ) -> Any:
-    """Start the DBOS workflow ``fn(*args)`` with id ``run_id``; return its handle."""
+    """Start the DBOS workflow ``fn(*args, **kwargs)`` with id ``run_id``; its handle."""
     with SetWorkflowID(run_id):
-        return await DBOS.start_workflow_async(fn, *args)
+        return await DBOS.start_workflow_async(fn, *args, **kwargs)
 
 
 async def write_batch(entries: list[dict[str, Any]]) -> None:
@@ -217,5 +218,16 @@ async def settle(timeout: float) -> None:
 
 
 def destroy_dbos() -> None:
-    """Shut DBOS down in this process (its registrations are kept for a new launch)."""
+    """Shut DBOS down in this process (its registrations are kept for a new launch).
+
+    DBOS makes its thread pool the running loop's default executor (``to_thread``, sync
+    steps); once that pool is shut down the loop gets a new one of its own.
+    """
+    shared = getattr(dbos_instance(), "_shared_executor_field", None)
     DBOS.destroy()
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    if shared is not None and getattr(loop, "_default_executor", None) is shared:
+        loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="asyncio"))
