@@ -18,12 +18,10 @@ __all__ = ["SRC", "finish", "kill", "lines", "start", "wait_for"]
 SRC = str(Path(stepstream.__file__).resolve().parent.parent)
 
 
-def start(
-    app: Path, directory: Path, mode: str, env: dict[str, str] | None = None
-) -> subprocess.Popen[str]:
-    """Start ``app`` in ``mode`` on ``directory``; ``env`` is added to the environment."""
+def start(app: Path, *args: str | Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start ``app`` with ``args``; ``env`` is added to the environment."""
     return subprocess.Popen(
-        [sys.executable, str(app), str(directory), mode],
+        [sys.executable, str(app), *map(str, args)],
         env={**os.environ, "PYTHONPATH": SRC, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -78,11 +79,11 @@ LONG = {"SLEEPY_TIMEOUT": "120"}
 
 def test_cancel_run_recorded_before_a_kill_stays_final(tmp_path: Path) -> None:
     """cancel_run() returned, then kill -9: the next launch does not resume the run."""
-    proc = start(APP, tmp_path, "timeout-cancel", LONG)
+    proc = start(APP, tmp_path, "timeout-cancel", env=LONG)
     wait_for((tmp_path / "cancelled.txt").exists, proc, "the cancel")
     kill(proc)
     assert (tmp_path / "cancelled.txt").read_text() == "True"
-    finish(start(APP, tmp_path, "timeout-check", LONG))
+    finish(start(APP, tmp_path, "timeout-check", env=LONG))
     said = json.loads((tmp_path / "result-timeout-check.txt").read_text())
     assert "has ended (DBOS status SUCCESS)" in said
     assert [a[0] for a in attempts(tmp_path)] == ["nap"]  # not run again
@@ -90,16 +91,16 @@ def test_cancel_run_recorded_before_a_kill_stays_final(tmp_path: Path) -> None:
 
 def test_a_cancel_from_another_process_ends_the_run_where_it_runs(tmp_path: Path) -> None:
     """runtime.cancel() in process B: process A's run ends cancelled, its stream says so."""
-    holder = start(APP, tmp_path, "timeout-hold", LONG)
+    holder = start(APP, tmp_path, "timeout-hold", env=LONG)
     wait_for(lambda: len(attempts(tmp_path)) == 1, holder, "the step started")
     # Another executor id: B's launch must not take over A's runs (see docs/durable.md).
-    finish(start(APP, tmp_path, "timeout-remote", {**LONG, "DBOS__VMID": "canceller"}))
+    finish(start(APP, tmp_path, "timeout-remote", env={**LONG, "DBOS__VMID": "canceller"}))
     finish(holder)
     result = json.loads((tmp_path / "result-timeout-hold.txt").read_text())
     assert result["error"] == "WorkflowCancelledError"
     assert "was cancelled in its database" in result["message"]
     assert (tmp_path / "terminal-timeout-hold.txt").read_text() == "WorkflowCancelledEvent"
-    finish(start(APP, tmp_path, "timeout-check", LONG))
+    finish(start(APP, tmp_path, "timeout-check", env=LONG))
     said = json.loads((tmp_path / "result-timeout-check.txt").read_text())
     assert "has ended (DBOS status CANCELLED)" in said
     assert [a[0] for a in attempts(tmp_path)] == ["nap"]
@@ -107,14 +108,93 @@ def test_a_cancel_from_another_process_ends_the_run_where_it_runs(tmp_path: Path
 
 def test_a_run_pending_after_a_kill_and_cancelled_is_not_resumed(tmp_path: Path) -> None:
     """kill -9, runtime.cancel() from a new process, relaunch: the run stays cancelled."""
-    proc = start(APP, tmp_path, "timeout-start", LONG)
+    proc = start(APP, tmp_path, "timeout-start", env=LONG)
     wait_for(lambda: len(attempts(tmp_path)) == 1, proc, "the step started")
     kill(proc)
-    finish(start(APP, tmp_path, "timeout-remote", LONG))
-    finish(start(APP, tmp_path, "timeout-check", LONG))
+    finish(start(APP, tmp_path, "timeout-remote", env=LONG))
+    finish(start(APP, tmp_path, "timeout-check", env=LONG))
     said = json.loads((tmp_path / "result-timeout-check.txt").read_text())
     assert "has ended" in said
     assert "PENDING" not in said
     # The remote process may have resumed the run before cancelling it (its launch
     # does): the step then began again once, never after the cancel.
     assert [a[0] for a in attempts(tmp_path)] in (["nap"], ["nap", "nap"])
+
+
+VERSION_APP = Path(__file__).resolve().parent / "_durable_version_app.py"
+
+ORDERS = '''
+"""Version {version} of the orders workflow."""
+
+import asyncio
+import os
+from pathlib import Path
+
+from stepstream import Context, Workflow, step
+from stepstream.events import Event, StartEvent, StopEvent
+
+
+class Packed(Event):
+    items: int
+{extra}
+
+class Order(Workflow):
+    directory: Path
+
+    @step
+    async def take(self, ev: StartEvent) -> Packed:
+        return Packed(items=3)
+
+    @step
+    async def pack(self, ctx: Context, ev: Packed) -> StopEvent:
+        with (self.directory / "effects.txt").open("a") as out:
+            out.write(f"pack|{{ctx.step_key}}|1|{{os.getpid()}}|0\\n")
+        while not (self.directory / "gate").exists():
+            await asyncio.sleep(0.01)
+        return StopEvent(result="v{version} packed " + str(ev.items))
+'''
+
+
+def orders_files(directory: Path) -> tuple[Path, Path]:
+    """Two versions of a workflow file: v2's event has one more field."""
+    v1, v2 = directory / "orders_v1.py", directory / "orders_v2.py"
+    v1.write_text(ORDERS.format(version=1, extra=""))
+    v2.write_text(ORDERS.format(version=2, extra="    weight: float = 0.0\n"))
+    return v1, v2
+
+
+def killed_in_pack(directory: Path, version_file: Path) -> None:
+    """Start an Order run with ``version_file`` and kill -9 it while ``pack`` waits."""
+    proc = start(VERSION_APP, directory, version_file, "start")
+    wait_for(lambda: len(attempts(directory)) == 1, proc, "step pack")
+    time.sleep(0.3)  # the checkpoint after take is committed
+    kill(proc)
+
+
+def test_a_deploy_of_another_version_leaves_the_run_to_the_old_one(tmp_path: Path) -> None:
+    """v1 killed mid-run; v2 refuses it, naming run and versions; v1 again finishes it."""
+    v1, v2 = orders_files(tmp_path)
+    killed_in_pack(tmp_path, v1)
+    run_id = (tmp_path / "run_id.txt").read_text()
+    out = finish(start(VERSION_APP, tmp_path, v2, "resume", env={"TAG": "v2"}))
+    refused = json.loads((tmp_path / "result-v2.txt").read_text())
+    assert refused["error"] == "DurableVersionError"
+    message = refused["message"]
+    assert message.startswith(f"durable run {run_id} of workflow orders.Order was started by")
+    assert "it is left pending" in message
+    assert message in out  # the launch logged it
+    versions = re.findall(r"version (graph-[0-9a-f]{16})", message)
+    assert len(set(versions)) == 2
+    assert len(attempts(tmp_path)) == 1  # v2 ran none of it
+    finish(start(VERSION_APP, tmp_path, v1, "resume", env={"TAG": "v1"}))
+    assert json.loads((tmp_path / "result-v1.txt").read_text()) == "v1 packed 3"
+
+
+def test_on_version_mismatch_resume_takes_the_run_on_the_new_version(tmp_path: Path) -> None:
+    """ON_VERSION_MISMATCH=resume: v2 resumes v1's run (v1's checkpoint reads as v2's)."""
+    v1, v2 = orders_files(tmp_path)
+    killed_in_pack(tmp_path, v1)
+    env = {"TAG": "v2", "ON_VERSION_MISMATCH": "resume"}
+    out = finish(start(VERSION_APP, tmp_path, v2, "resume", env=env))
+    assert json.loads((tmp_path / "result-v2.txt").read_text()) == "v2 packed 3"
+    assert "resuming it (on_version_mismatch='resume')" in out

@@ -126,6 +126,7 @@ class RunJournal:
         self.live = True
         self._terminal: tuple[int, StopEvent] | None = None  # once the stream is closed
         self.starter: Any = None  # the DBOS workflow function (set by the runtime)
+        self.start_kwargs: dict[str, Any] = {}  # its keyword arguments (the same)
         # The retry states read back from the journal (a recovered run's).
         self.restored_retries: RestoredRetries | None = None
 
@@ -140,7 +141,7 @@ class RunJournal:
         trace = [info.trace_id, info.span_id] if info.trace_id and info.span_id else None
         try:
             handle = await _dbos_io.start_workflow(
-                self.starter, self.run_id, *args, trace, info.start_ns
+                self.starter, self.run_id, *args, trace, info.start_ns, **self.start_kwargs
             )
             await handle.get_result()
             self._check_claimed()

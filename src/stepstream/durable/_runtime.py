@@ -18,6 +18,7 @@ from stepstream.context._snapshot import to_payload
 from stepstream.context.serializers import BaseSerializer, JsonSerializer
 from stepstream.durable import _dbos_io
 from stepstream.durable._journal import RunJournal
+from stepstream.durable._versions import check_policy, fail_run, fingerprint, mismatch
 from stepstream.errors import WorkflowRuntimeError, WorkflowValidationError
 from stepstream.events import Event
 
@@ -68,9 +69,17 @@ def default_runtime(database_url: str | None) -> DBOSRuntime:
 
 
 async def _run_function(
-    workflow: str, start: dict[str, Any], trace: list[str] | None, started_ns: int
+    workflow: str,
+    start: dict[str, Any],
+    trace: list[str] | None,
+    started_ns: int,
+    version: str | None = None,
 ) -> dict[str, Any]:
-    """The DBOS workflow of every durable run: write its journal, or recover and go on."""
+    """The DBOS workflow of every durable run: write its journal, or recover and go on.
+
+    ``version`` is the version of the workflow's code that started the run (None for a
+    run started before stepstream recorded it).
+    """
     run_id = _dbos_io.current_run_id()
     if not _ACTIVE or run_id is None:
         _log.error(
@@ -81,7 +90,8 @@ async def _run_function(
             workflow,
         )
         raise asyncio.CancelledError  # DBOS then records nothing: the run stays pending
-    return await _ACTIVE[0]._execute(run_id, workflow, start, trace, started_ns)  # noqa: SLF001
+    active = _ACTIVE[0]
+    return await active._execute(run_id, workflow, start, trace, started_ns, version)  # noqa: SLF001
 
 
 class DBOSRuntime:
@@ -93,6 +103,9 @@ class DBOSRuntime:
     instance and its database are used. ``create=False`` refuses to create a missing
     SQLite database (so a wrong path does not silently start from nothing). The
     options of llama-agents-dbos's ``DBOSRuntime`` are accepted; see docs/durable.md.
+    ``on_version_mismatch`` says what a run started by another version of its
+    workflow's code does here: ``"leave"`` it pending (the default), ``"resume"`` it, or
+    ``"fail"`` it (see docs/durable.md, "Versions").
 
     Construct the workflows (``MyWorkflow(runtime=runtime)``), then ``await
     runtime.launch()`` (or ``runtime.launch_sync()`` outside async code): the runs that
@@ -101,17 +114,23 @@ class DBOSRuntime:
     """
 
     def __init__(
-        self, database_url: str | None = None, *, create: bool = True, **options: Any
+        self,
+        database_url: str | None = None,
+        *,
+        create: bool = True,
+        on_version_mismatch: str = "leave",
+        **options: Any,
     ) -> None:
         unknown = sorted(set(options) - PEER_OPTIONS)
         if unknown:
             msg = (
                 f"DBOSRuntime(...) got unknown option(s) {', '.join(unknown)}; it takes "
-                f"database_url, create and {', '.join(sorted(PEER_OPTIONS))}"
+                f"database_url, create, on_version_mismatch and {', '.join(sorted(PEER_OPTIONS))}"
             )
             raise WorkflowValidationError(msg)
         if options.get("run_migrations_on_launch") is False:
             create = False
+        self.on_version_mismatch = check_policy(on_version_mismatch)
         self.database_url = database_url or f"sqlite:///{DEFAULT_DATABASE.resolve()}"
         self.options = options
         self._create = create
@@ -123,6 +142,9 @@ class DBOSRuntime:
         # The runs executing in this process, by id, until they end.
         self._runs: dict[str, WorkflowHandler] = {}
         self._arrivals: dict[str, asyncio.Future[WorkflowHandler]] = {}
+        # The version of each workflow's code (by name), and the runs refused here.
+        self._versions: dict[str, str] = {}
+        self._refused: dict[str, Exception] = {}
         self.launch_context = contextvars.copy_context()
 
     # -- registration and launch -----------------------------------------------------------
@@ -255,6 +277,7 @@ class DBOSRuntime:
             payload = {"ctx": to_payload(saved, serializer)}
         journal = RunJournal(run, serializer, (workflow.workflow_name, payload))
         journal.starter = _run_function
+        journal.start_kwargs = {"version": self._version_of(workflow)}
         self._starting[run.info.run_id] = journal
 
     def started(self, handler: WorkflowHandler) -> None:
@@ -277,6 +300,9 @@ class DBOSRuntime:
         found = self._runs.get(run_id)
         if found is not None and not found.done():
             return _again(found)
+        refused = self._refused.get(run_id)
+        if refused is not None:
+            raise refused
         status = await _dbos_io.run_status(run_id)
         if status is None:
             msg = f"there is no durable run {run_id} in the database {self.database_url}"
@@ -319,13 +345,14 @@ class DBOSRuntime:
         if status[0] in {"PENDING", "ENQUEUED"}:
             await _dbos_io.cancel_run(run_id)
 
-    async def _execute(
+    async def _execute(  # noqa: PLR0917 - the DBOS workflow's arguments, passed on
         self,
         run_id: str,
         workflow: str,
         start: dict[str, Any],
         trace: list[str] | None,
         started_ns: int,
+        version: str | None,
     ) -> dict[str, Any]:
         """The body of run ``run_id``'s DBOS workflow (in its DBOS context)."""
         journal = self._starting.pop(run_id, None)
@@ -344,7 +371,32 @@ class DBOSRuntime:
                 workflow,
             )
             raise asyncio.CancelledError  # DBOS then records nothing: the run stays pending
+        current = self._version_of(wf)
+        if version is not None and version != current:
+            error = mismatch(run_id, workflow, version, current, self.on_version_mismatch)
+            if self.on_version_mismatch == "resume":
+                _log.warning("stepstream: %s; resuming it (on_version_mismatch='resume')", error)
+            else:
+                _log.error("stepstream: %s", error)
+                self._refuse(run_id, error)
+                if self.on_version_mismatch == "fail":
+                    return await fail_run(wf, run_id, error)
+                raise asyncio.CancelledError  # DBOS records nothing: the run stays pending
         return await recover(self, wf, run_id, start, trace, started_ns)
+
+    def _version_of(self, workflow: Workflow) -> str:
+        """The version of ``workflow``'s code (worked out once per workflow name)."""
+        version = self._versions.get(workflow.workflow_name)
+        if version is None:
+            version = self._versions[workflow.workflow_name] = fingerprint(workflow)
+        return version
+
+    def _refuse(self, run_id: str, error: Exception) -> None:
+        """Run ``run_id`` does not run here: re-attaching to it raises ``error``."""
+        self._refused[run_id] = error
+        arrival = self._arrivals.pop(run_id, None)
+        if arrival is not None and not arrival.done():
+            arrival.set_exception(error)
 
 
 def _serializer(workflow: Workflow) -> BaseSerializer:
