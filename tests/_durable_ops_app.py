@@ -4,7 +4,8 @@
 DIR/durable.sqlite. Steps append ``step|step_key|attempt|pid|time_ns`` to DIR/effects.txt
 (a side effect outside the process); an observer appends ``retry|step|attempt|delay``
 to DIR/retries.txt once a retry is recorded. MODE is KIND-PHASE, KIND ``retry`` (Flaky)
-or ``timeout`` (Sleepy; its timeout is $SLEEPY_TIMEOUT, 6 s by default). PHASE ``start``
+``timeout`` (Sleepy; its timeout is $SLEEPY_TIMEOUT, 6 s by default) or ``abrupt``
+(Abrupt, whose step kills its process the first time). PHASE ``start``
 starts a run, writes its id to DIR/run_id.txt and waits to be killed; ``cancel`` does
 too, but cancels the run with cancel_run() once its step began, then writes
 DIR/cancelled.txt; ``hold`` starts a run and waits for its end. ``remote`` cancels the
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -76,6 +78,22 @@ class Sleepy(Workflow):
         return StopEvent(result="woke")
 
 
+class Abrupt(Workflow):
+    """One step that kills its own process (kill -9) the first time it runs."""
+
+    directory: Path
+
+    @step
+    async def only(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        """Record, then die once; the second time, end."""
+        effect(self.directory, ctx, "only", 1)
+        died = self.directory / "died"
+        if not died.exists():
+            died.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return StopEvent(result="survived")
+
+
 class RetryLog(Observer):
     """Appends a line per recorded retry (step_retry is told once the retry is recorded)."""
 
@@ -94,10 +112,12 @@ async def main(directory: Path, mode: str) -> None:
     runtime = DBOSRuntime(url)
     flaky = Flaky(runtime=runtime, timeout=120)
     sleepy = Sleepy(runtime=runtime, timeout=float(os.environ.get("SLEEPY_TIMEOUT", "6")))
-    flaky.directory = sleepy.directory = directory
+    abrupt = Abrupt(runtime=runtime, timeout=60)
+    flaky.directory = sleepy.directory = abrupt.directory = directory
+    workflows: dict[str, Workflow] = {"retry": flaky, "timeout": sleepy, "abrupt": abrupt}
     with observe(RetryLog(directory)):
         await runtime.launch()
-        await run_mode(directory, mode, runtime, {"retry": flaky, "timeout": sleepy})
+        await run_mode(directory, mode, runtime, workflows)
     await runtime.destroy()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import time
 from pathlib import Path
 
@@ -198,3 +199,15 @@ def test_on_version_mismatch_resume_takes_the_run_on_the_new_version(tmp_path: P
     out = finish(start(VERSION_APP, tmp_path, v2, "resume", env=env))
     assert json.loads((tmp_path / "result-v2.txt").read_text()) == "v2 packed 3"
     assert "resuming it (on_version_mismatch='resume')" in out
+
+
+def test_a_run_whose_first_step_kills_its_process_resumes(tmp_path: Path) -> None:
+    """The first step runs only once the run is recorded: its kill -9 loses nothing."""
+    proc = start(APP, tmp_path, "abrupt-start")
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    finish(start(APP, tmp_path, "abrupt-resume"))
+    assert json.loads((tmp_path / "result-abrupt-resume.txt").read_text()) == "survived"
+    ran = attempts(tmp_path)
+    assert len(ran) == 2
+    assert ran[0][1] == ran[1][1]  # the same invocation ran again

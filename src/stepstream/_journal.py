@@ -63,6 +63,10 @@ class Journal(Protocol):
         """The journal's own work, a task in the run's task group until the run ends."""
         ...
 
+    async def begun(self) -> None:
+        """Return once the run is recorded as started: its first step may run then."""
+        ...
+
     def completed(self, run: Run, step: int, invocation: int) -> None:
         """Invocation ``invocation`` of step ``step`` (its index) ended.
 

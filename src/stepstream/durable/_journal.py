@@ -110,6 +110,8 @@ class RunJournal:
         # recorded the workflow's end (a new run's; or the journal failed).
         self._ended: asyncio.Future[None] = run.loop.create_future()
         self._recorded: asyncio.Future[None] = run.loop.create_future()
+        # Done once DBOS has recorded a new run's workflow (or could not).
+        self._begun: asyncio.Future[None] = run.loop.create_future()
         self._end_run = run.end
         self._aborted = False
         #: What broke the journal (the database, a run id already taken); the run failed.
@@ -136,6 +138,7 @@ class RunJournal:
         """Start the run's DBOS workflow, whose body is :meth:`write_loop`; await it."""
         args = self._start_args
         if args is None:
+            self._begun.set_result(None)
             return
         info = self.info  # the run span is open now: the trace to continue after a crash
         trace = [info.trace_id, info.span_id] if info.trace_id and info.span_id else None
@@ -143,6 +146,7 @@ class RunJournal:
             handle = await _dbos_io.start_workflow(
                 self.starter, self.run_id, *args, trace, info.start_ns, **self.start_kwargs
             )
+            self._begun.set_result(None)
             await handle.get_result()
             self._check_claimed()
         except asyncio.CancelledError:
@@ -153,8 +157,14 @@ class RunJournal:
         except Exception as exc:  # noqa: BLE001 - the run fails with it, as a value
             self._fail(exc)
         finally:
+            if not self._begun.done():
+                self._begun.set_result(None)
             if not self._recorded.done():
                 self._recorded.set_result(None)
+
+    async def begun(self) -> None:
+        """Return once DBOS has recorded the run's workflow (a recovered run's is)."""
+        await asyncio.shield(self._begun)
 
     def _check_claimed(self) -> None:
         if not self.claimed:  # DBOS found a workflow of that id: ours never ran
