@@ -33,13 +33,14 @@ def attempts(directory: Path) -> list[tuple[str, str, int, int, int]]:
 
 
 def test_a_step_in_retry_back_off_keeps_its_attempt_count_and_due_time_across_a_kill(
-    tmp_path: Path,
+    tmp_path: Path, durable_url: str
 ) -> None:
     """kill -9 during the delay after attempt 1: attempt 2 runs when it was due, then 3."""
-    proc = start(APP, tmp_path, "retry-start")
+    env = {"STEPSTREAM_TEST_DATABASE": durable_url}
+    proc = start(APP, tmp_path, "retry-start", env=env)
     wait_for(lambda: len(lines(tmp_path / "retries.txt")) == 1, proc, "the retry recorded")
     kill(proc)
-    finish(start(APP, tmp_path, "retry-resume"))
+    finish(start(APP, tmp_path, "retry-resume", env=env))
     result = json.loads((tmp_path / "result-retry-resume.txt").read_text())
     ran = attempts(tmp_path)
     assert [a for _, _, a, _, _ in ran] == [1, 2, 3]  # not 1, 1, 2, 3: the count goes on
@@ -90,18 +91,21 @@ def test_cancel_run_recorded_before_a_kill_stays_final(tmp_path: Path) -> None:
     assert [a[0] for a in attempts(tmp_path)] == ["nap"]  # not run again
 
 
-def test_a_cancel_from_another_process_ends_the_run_where_it_runs(tmp_path: Path) -> None:
+def test_a_cancel_from_another_process_ends_the_run_where_it_runs(
+    tmp_path: Path, durable_url: str
+) -> None:
     """runtime.cancel() in process B: process A's run ends cancelled, its stream says so."""
-    holder = start(APP, tmp_path, "timeout-hold", env=LONG)
+    env = {**LONG, "STEPSTREAM_TEST_DATABASE": durable_url}
+    holder = start(APP, tmp_path, "timeout-hold", env=env)
     wait_for(lambda: len(attempts(tmp_path)) == 1, holder, "the step started")
     # Another executor id: B's launch must not take over A's runs (see docs/durable.md).
-    finish(start(APP, tmp_path, "timeout-remote", env={**LONG, "DBOS__VMID": "canceller"}))
+    finish(start(APP, tmp_path, "timeout-remote", env={**env, "DBOS__VMID": "canceller"}))
     finish(holder)
     result = json.loads((tmp_path / "result-timeout-hold.txt").read_text())
     assert result["error"] == "WorkflowCancelledError"
     assert "was cancelled in its database" in result["message"]
     assert (tmp_path / "terminal-timeout-hold.txt").read_text() == "WorkflowCancelledEvent"
-    finish(start(APP, tmp_path, "timeout-check", env=LONG))
+    finish(start(APP, tmp_path, "timeout-check", env=env))
     said = json.loads((tmp_path / "result-timeout-check.txt").read_text())
     assert "has ended (DBOS status CANCELLED)" in said
     assert [a[0] for a in attempts(tmp_path)] == ["nap"]
@@ -201,12 +205,13 @@ def test_on_version_mismatch_resume_takes_the_run_on_the_new_version(tmp_path: P
     assert "resuming it (on_version_mismatch='resume')" in out
 
 
-def test_a_run_whose_first_step_kills_its_process_resumes(tmp_path: Path) -> None:
+def test_a_run_whose_first_step_kills_its_process_resumes(tmp_path: Path, durable_url: str) -> None:
     """The first step runs only once the run is recorded: its kill -9 loses nothing."""
-    proc = start(APP, tmp_path, "abrupt-start")
+    env = {"STEPSTREAM_TEST_DATABASE": durable_url}
+    proc = start(APP, tmp_path, "abrupt-start", env=env)
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    finish(start(APP, tmp_path, "abrupt-resume"))
+    finish(start(APP, tmp_path, "abrupt-resume", env=env))
     assert json.loads((tmp_path / "result-abrupt-resume.txt").read_text()) == "survived"
     ran = attempts(tmp_path)
     assert len(ran) == 2

@@ -72,11 +72,6 @@ class GatedV2(Gated):
         return StopEvent(result=ev.note)
 
 
-def url(tmp_path: Path) -> str:
-    """The test's database."""
-    return f"sqlite:///{tmp_path / 'durable.sqlite'}"
-
-
 def make(cls: type[Gated], runtime: DBOSRuntime, **options: Any) -> Gated:
     """A workflow named Gated (both versions share the name), its gate shut."""
     wf = cls(runtime=runtime, timeout=30, workflow_name="Gated", **options)
@@ -84,9 +79,14 @@ def make(cls: type[Gated], runtime: DBOSRuntime, **options: Any) -> Gated:
     return wf
 
 
-async def pending_run(tmp_path: Path, cls: type[Gated], **options: Any) -> str:
+def sqlite(tmp_path: Path) -> str:
+    """A SQLite database in the test's directory."""
+    return f"sqlite:///{tmp_path / 'durable.sqlite'}"
+
+
+async def pending_run(url: str, cls: type[Gated], **options: Any) -> str:
     """Start a run of ``cls``, stop the runtime while it waits: the run stays pending."""
-    runtime = DBOSRuntime(url(tmp_path))
+    runtime = DBOSRuntime(url)
     wf = make(cls, runtime, **options)
     await runtime.launch()
     handler = wf.run()
@@ -96,9 +96,9 @@ async def pending_run(tmp_path: Path, cls: type[Gated], **options: Any) -> str:
     return handler.run_id
 
 
-async def finish_with(tmp_path: Path, cls: type[Gated], run_id: str, **options: Any) -> Any:
+async def finish_with(url: str, cls: type[Gated], run_id: str, **options: Any) -> Any:
     """Resume ``run_id`` with ``cls``, open its gate, return its result."""
-    runtime = DBOSRuntime(url(tmp_path))
+    runtime = DBOSRuntime(url)
     wf = make(cls, runtime, **options)
     await runtime.launch()
     try:
@@ -111,11 +111,12 @@ async def finish_with(tmp_path: Path, cls: type[Gated], run_id: str, **options: 
 
 @pytest.mark.asyncio
 async def test_a_run_of_another_step_graph_is_left_pending_for_its_version(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    durable_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Another graph refuses it (naming run, workflow, versions); the old one drains it."""
-    run_id = await pending_run(tmp_path, Gated)
-    runtime = DBOSRuntime(url(tmp_path))
+    url = durable_url
+    run_id = await pending_run(url, Gated)
+    runtime = DBOSRuntime(url)
     make(GatedV2, runtime)
     await runtime.launch()
     try:
@@ -138,24 +139,26 @@ async def test_a_run_of_another_step_graph_is_left_pending_for_its_version(
         "'fail' to end it"
     )
     assert str(error) in caplog.text  # logged when the launch refused it
-    assert await finish_with(tmp_path, Gated, run_id) == 2  # pending, not failed
+    assert await finish_with(url, Gated, run_id) == 2  # pending, not failed
 
 
 @pytest.mark.asyncio
 async def test_an_explicit_version_replaces_the_graph_hash(tmp_path: Path) -> None:
     """Workflow(version=...): the same graph with another version is refused by default."""
-    run_id = await pending_run(tmp_path, Gated, version="1")
+    url = sqlite(tmp_path)
+    run_id = await pending_run(url, Gated, version="1")
     with pytest.raises(DurableVersionError, match=r"started by version 1 of its code, and this "
                        r"process has version 2; it is left pending"):  # fmt: skip
-        await finish_with(tmp_path, Gated, run_id, version="2")
-    assert await finish_with(tmp_path, GatedV2, run_id, version="1") == 2  # same version
+        await finish_with(url, Gated, run_id, version="2")
+    assert await finish_with(url, GatedV2, run_id, version="1") == 2  # same version
 
 
 @pytest.mark.asyncio
 async def test_on_version_mismatch_resume_resumes_the_run(tmp_path: Path) -> None:
     """'resume': the run goes on with this version's code."""
-    run_id = await pending_run(tmp_path, Gated, version="1")
-    runtime = DBOSRuntime(url(tmp_path), on_version_mismatch="resume")
+    url = sqlite(tmp_path)
+    run_id = await pending_run(url, Gated, version="1")
+    runtime = DBOSRuntime(url, on_version_mismatch="resume")
     wf = make(Gated, runtime, version="2")
     await runtime.launch()
     try:
@@ -167,10 +170,11 @@ async def test_on_version_mismatch_resume_resumes_the_run(tmp_path: Path) -> Non
 
 
 @pytest.mark.asyncio
-async def test_on_version_mismatch_fail_ends_the_run_failed(tmp_path: Path) -> None:
+async def test_on_version_mismatch_fail_ends_the_run_failed(durable_url: str) -> None:
     """'fail': the run is recorded as failed with DurableVersionError; it stays so."""
-    run_id = await pending_run(tmp_path, Gated, version="1")
-    runtime = DBOSRuntime(url(tmp_path), on_version_mismatch="fail")
+    url = durable_url
+    run_id = await pending_run(url, Gated, version="1")
+    runtime = DBOSRuntime(url, on_version_mismatch="fail")
     make(Gated, runtime, version="2")
     await runtime.launch()
     try:
@@ -178,7 +182,7 @@ async def test_on_version_mismatch_fail_ends_the_run_failed(tmp_path: Path) -> N
             await runtime.handler(run_id, timeout=20)
     finally:
         await runtime.destroy()
-    runtime = DBOSRuntime(url(tmp_path))
+    runtime = DBOSRuntime(url)
     make(Gated, runtime, version="1")
     await runtime.launch()
     try:
@@ -190,10 +194,11 @@ async def test_on_version_mismatch_fail_ends_the_run_failed(tmp_path: Path) -> N
 
 def test_bad_versions_and_policies_are_named(tmp_path: Path) -> None:
     """version= takes a non-empty string; on_version_mismatch one of three words."""
+    url = sqlite(tmp_path)
     with pytest.raises(WorkflowValidationError, match=r"Gated\(version=...\) must be a non-empty"):
         Gated(version="  ")
     with pytest.raises(WorkflowValidationError, match=r"on_version_mismatch=...\) must be one of"):
-        DBOSRuntime(url(tmp_path), on_version_mismatch="drain")
+        DBOSRuntime(url, on_version_mismatch="drain")
 
 
 def test_the_failed_terminal_names_the_version_error() -> None:
