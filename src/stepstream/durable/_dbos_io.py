@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import sqlalchemy as sa
 from dbos import DBOS, SetWorkflowID
-from dbos import _core as dbos_core
 from dbos import _dbos as dbos_module
 from dbos._error import DBOSAwaitedWorkflowCancelledError, DBOSWorkflowCancelledError
 from dbos._serialization import deserialize_value
@@ -31,6 +31,7 @@ __all__ = [
     "STREAM",
     "WORKFLOW",
     "cancel_run",
+    "cancelled_runs",
     "current_run_id",
     "dbos_instance",
     "destroy_dbos",
@@ -43,7 +44,6 @@ __all__ = [
     "settle",
     "sqlite_path",
     "start_workflow",
-    "watch_cancel",
     "write_batch",
 ]
 
@@ -191,19 +191,22 @@ async def cancel_run(run_id: str) -> None:
     await DBOS.cancel_workflow_async(run_id)
 
 
-def watch_cancel(run_id: str, cancelled: Callable[[], None]) -> Callable[[], None]:
-    """Call ``cancelled()`` once run ``run_id`` is found cancelled in the database.
+def cancelled_runs(run_ids: list[str]) -> set[str]:
+    """Which of ``run_ids`` are cancelled in the database: one read, no retry.
 
-    DBOS's watcher reads the status of all the watched workflows of the event loop in
-    one query a second. Returns the function that stops watching.
+    DBOS's own reads retry a lost connection forever (a thread that then outlives DBOS
+    and holds up the process's exit); a poll rather fails and reads again later.
     """
     dbos = dbos_instance()
-    if dbos is None:
-        return lambda: None
-    watcher = dbos_core._cancellation_watcher(dbos)  # noqa: SLF001 - no public watcher
-    signal = watcher.register(run_id, None)
-    signal.add_done_callback(lambda f: None if f.cancelled() else cancelled())
-    return lambda: watcher.unregister(run_id, None, signal)
+    if dbos is None or not run_ids:
+        return set()
+    sys_db = dbos._sys_db  # noqa: SLF001 - a read outside any workflow context
+    table = sys_db.tables.workflow_status
+    query = sa.select(table.c.workflow_uuid).where(
+        table.c.workflow_uuid.in_(run_ids), table.c.status == "CANCELLED"
+    )
+    with sys_db.engine.connect() as conn:
+        return {str(row[0]) for row in conn.execute(query)}
 
 
 async def settle(timeout: float) -> None:

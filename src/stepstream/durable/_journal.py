@@ -27,6 +27,7 @@ from stepstream.context.serializers import BaseSerializer
 from stepstream.durable import _dbos_io
 from stepstream.durable._retries import RestoredRetries, retry_entry
 from stepstream.durable._stream import JournalStream, Replay, decode_event
+from stepstream.durable._watch import watch_cancel
 from stepstream.errors import WorkflowRuntimeError
 from stepstream.events import Event, StopEvent
 
@@ -343,7 +344,7 @@ class RunJournal:
         ends so). A database error fails the run (and DBOS records the workflow as failed).
         """
         self.claimed = True
-        unwatch = _dbos_io.watch_cancel(self.run_id, self._cancelled_in_database)
+        unwatch = watch_cancel(self.run_id, self._cancelled_in_database)
         try:
             end = await self._write_loop()
         except asyncio.CancelledError:
