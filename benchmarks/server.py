@@ -53,14 +53,15 @@ LAG_MAX_MS = 20.0
 RATIO_TARGET = 3.0
 
 
-def _peer_python() -> Path:
-    python = PEER_VENV / "bin" / "python"
-    marker = PEER_VENV / ".installed"
-    if python.exists() and marker.exists() and marker.read_text() == " ".join(PEER):
+def peer_python(venv: Path = PEER_VENV, packages: tuple[str, ...] = tuple(PEER)) -> Path:
+    """The python of a virtualenv holding exactly ``packages`` (made or remade if needed)."""
+    python = venv / "bin" / "python"
+    marker = venv / ".installed"
+    if python.exists() and marker.exists() and marker.read_text() == " ".join(packages):
         return python
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(PEER_VENV)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", *PEER], check=True)
-    marker.write_text(" ".join(PEER))
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], check=True)
+    marker.write_text(" ".join(packages))
     return python
 
 
@@ -250,7 +251,7 @@ def _phase(server: Server, phase: str, quick: bool) -> dict[str, Any]:
 def run(quick: bool, reps: int, out: Path) -> dict[str, Any]:
     """Measure every phase on both servers (stepstream only with ``quick``); write results."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    peer_python = None if quick else _peer_python()
+    peer_py = None if quick else peer_python()
     samples: dict[str, dict[str, list[dict[str, Any]]]] = {OURS: {}, THEIRS: {}}
     memory: dict[str, dict[str, Any]] = {}
     bursts: dict[str, float] = {}
@@ -258,8 +259,8 @@ def run(quick: bool, reps: int, out: Path) -> dict[str, Any]:
         tmp = Path(folder)
         servers = [_start_ours(tmp, env)]
         try:
-            if peer_python is not None:
-                servers.append(_start_peer(peer_python, tmp, env))
+            if peer_py is not None:
+                servers.append(_start_peer(peer_py, tmp, env))
             for server in servers:  # warm both up: imports, first runs, first streams
                 _load(server, "runs", n=64, warmup=16)
                 _load(server, "stream", subs=2, n=100)

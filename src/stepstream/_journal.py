@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    import asyncio
+
     from stepstream._outcome import Outcome
     from stepstream._runtime import Run
     from stepstream.context._snapshot import SavedRun, Snapshot
@@ -63,8 +65,11 @@ class Journal(Protocol):
         """The journal's own work, a task in the run's task group until the run ends."""
         ...
 
-    async def begun(self) -> None:
-        """Return once the run is recorded as started: its first step may run then."""
+    def ready(self) -> asyncio.Future[None] | None:
+        """None, or a future to await before a step invocation starts.
+
+        It is done once the checkpoints queued before the invocation are recorded.
+        """
         ...
 
     def completed(self, run: Run, step: int, invocation: int) -> None:

@@ -172,11 +172,10 @@ class Run(RunQueries):
         journal = self.journal
         try:
             async with asyncio.TaskGroup() as tg:
+                self._tg = tg
                 try:
-                    if journal is not None:  # no step runs before the run is recorded
+                    if journal is not None:
                         tg.create_task(journal.run(self))
-                        await journal.begun()
-                    self._tg = tg
                     if isinstance(start, Event):
                         self.dispatch(start, None, None)
                     else:  # continuing a saved run: its pending work, not a new start

@@ -72,6 +72,8 @@ async def work(  # noqa: PLR0917 - started once per invocation chain, by dispatc
     current_context.set(run.ctx)
     try:
         while True:
+            if run.journal is not None and not await _recorded(run):
+                return
             if run.expose_internal:
                 run.stream.push_internal(internal.started(name, worker, event))
             result = await _invoke(run, index, worker, event, origin, ticket, job)
@@ -92,6 +94,18 @@ async def work(  # noqa: PLR0917 - started once per invocation chain, by dispatc
                 return
     finally:
         router.release(index, worker)
+
+
+async def _recorded(run: Run) -> bool:
+    """A durable run: wait until what came before the invocation is recorded.
+
+    False when the run ended meanwhile (the invocation is not started).
+    """
+    assert run.journal is not None  # noqa: S101 - the caller checked
+    gate = run.journal.ready()
+    if gate is not None:
+        await gate
+    return run.router.state is RunState.RUNNING
 
 
 async def _invoke(  # noqa: PLR0917 - one call site

@@ -111,8 +111,6 @@ class RunJournal:
         # recorded the workflow's end (a new run's; or the journal failed).
         self._ended: asyncio.Future[None] = run.loop.create_future()
         self._recorded: asyncio.Future[None] = run.loop.create_future()
-        # Done once DBOS has recorded a new run's workflow (or could not).
-        self._begun: asyncio.Future[None] = run.loop.create_future()
         self._end_run = run.end
         self._aborted = False
         #: What broke the journal (the database, a run id already taken); the run failed.
@@ -132,6 +130,11 @@ class RunJournal:
         self.start_kwargs: dict[str, Any] = {}  # its keyword arguments (the same)
         # The retry states read back from the journal (a recovered run's).
         self.restored_retries: RestoredRetries | None = None
+        # Checkpoints queued, and recorded (-1 while the run's DBOS workflow is not); a
+        # step invocation starts only once every checkpoint queued before it is recorded.
+        self._queued = 0
+        self._recorded_upto = 0 if start_args is None else -1
+        self._gates: list[tuple[int, asyncio.Future[None]]] = []
 
     # -- the Journal seam (called by the run) -------------------------------------------
 
@@ -139,7 +142,6 @@ class RunJournal:
         """Start the run's DBOS workflow, whose body is :meth:`write_loop`; await it."""
         args = self._start_args
         if args is None:
-            self._begun.set_result(None)
             return
         info = self.info  # the run span is open now: the trace to continue after a crash
         trace = [info.trace_id, info.span_id] if info.trace_id and info.span_id else None
@@ -147,7 +149,6 @@ class RunJournal:
             handle = await _dbos_io.start_workflow(
                 self.starter, self.run_id, *args, trace, info.start_ns, **self.start_kwargs
             )
-            self._begun.set_result(None)
             await handle.get_result()
             self._check_claimed()
         except asyncio.CancelledError:
@@ -158,14 +159,8 @@ class RunJournal:
         except Exception as exc:  # noqa: BLE001 - the run fails with it, as a value
             self._fail(exc)
         finally:
-            if not self._begun.done():
-                self._begun.set_result(None)
             if not self._recorded.done():
                 self._recorded.set_result(None)
-
-    async def begun(self) -> None:
-        """Return once DBOS has recorded the run's workflow (a recovered run's is)."""
-        await asyncio.shield(self._begun)
 
     def _check_claimed(self) -> None:
         if not self.claimed:  # DBOS found a workflow of that id: ours never ran
@@ -181,6 +176,7 @@ class RunJournal:
             self.failure = error
             self._end_run(_outcome.failed("<journal>", error, None))
         self._drop_pending()
+        self._open_gates(None)
         if not self._ended.done():
             self._ended.set_result(None)
         self._kick()  # a writer still waiting for entries raises it (DBOS: the run failed)
@@ -249,6 +245,30 @@ class RunJournal:
         if not restored:
             return None
         return restored.take(step, invocation, event)
+    def ready(self) -> asyncio.Future[None] | None:
+        """None when all checkpoints queued so far are recorded; else a future for that.
+
+        The runtime awaits it before each step invocation: a step whose successor ran is
+        recorded, so it is never run again after a crash.
+        """
+        need = max(self._queued, 0)
+        if self._recorded_upto >= need or self.failure is not None or self._aborted:
+            return None
+        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._gates.append((need, gate))
+        return gate
+
+    def _open_gates(self, upto: int | None) -> None:
+        """Let the invocations waiting for checkpoints up to ``upto`` go (None: all)."""
+        if upto is not None:
+            self._recorded_upto = upto
+        waiting, self._gates = self._gates, []
+        for need, gate in waiting:
+            if upto is None or need <= upto:
+                if not gate.done():
+                    gate.set_result(None)
+            else:
+                self._gates.append((need, gate))
 
     def completed(self, run: Run, step: int, invocation: int) -> None:
         """A step completion was applied: save the run as it stands now."""
@@ -282,6 +302,7 @@ class RunJournal:
                 done = entries.pop(i)["done"] + done
                 break
         entries.append({"k": "ck", "ctx": payload, "done": done, "ns": time.time_ns()})
+        self._queued += 1
         self._kick()
 
     async def finish(self, run: Run, outcome: Outcome) -> Outcome:
@@ -313,6 +334,7 @@ class RunJournal:
         """The run's task was cancelled: write nothing more; the DBOS workflow stays pending."""
         self._aborted = True
         self._drop_pending()
+        self._open_gates(None)
         self._kick()
 
     def _drop_pending(self) -> None:
@@ -344,6 +366,7 @@ class RunJournal:
         ends so). A database error fails the run (and DBOS records the workflow as failed).
         """
         self.claimed = True
+        self._open_gates(max(self._recorded_upto, 0))  # the run's DBOS workflow is recorded
         unwatch = watch_cancel(self.run_id, self._cancelled_in_database)
         try:
             end = await self._write_loop()
@@ -362,6 +385,7 @@ class RunJournal:
         if end is not None:
             return end
         self._drop_pending()
+        self._open_gates(None)
         if not self._ended.done():
             self._ended.set_result(None)
         raise asyncio.CancelledError  # DBOS records nothing (and logs nothing) then
@@ -381,9 +405,11 @@ class RunJournal:
                 return None
             batch, self._entries = self._entries, []
             pending, self._pending = self._pending, []
+            queued = self._queued
             started = time.perf_counter()
             await _dbos_io.write_batch(batch)
             self.batches += 1
+            self._open_gates(queued)
             self._publish(pending)
             self.observer.checkpoint_committed(self.info, time.perf_counter() - started)
             if batch[-1]["k"] == "end":
