@@ -4,8 +4,9 @@
 DIR/durable.sqlite. Steps append ``step|step_key|attempt|pid|time_ns`` to DIR/effects.txt
 (a side effect outside the process); an observer appends ``retry|step|attempt|delay``
 to DIR/retries.txt once a retry is recorded. MODE is KIND-PHASE, KIND ``retry`` (Flaky)
-``timeout`` (Sleepy; its timeout is $SLEEPY_TIMEOUT, 6 s by default) or ``abrupt``
-(Abrupt, whose step kills its process the first time). PHASE ``start``
+``timeout`` (Sleepy; its timeout is $SLEEPY_TIMEOUT, 6 s by default), ``abrupt``
+(Abrupt, whose step kills its process the first time) or ``race`` (Racing, whose slow
+step kills its process while the run ends). PHASE ``start``
 starts a run, writes its id to DIR/run_id.txt and waits to be killed; ``cancel`` does
 too, but cancels the run with cancel_run() once its step began, then writes
 DIR/cancelled.txt; ``hold`` starts a run and waits for its end. ``remote`` cancels the
@@ -94,6 +95,37 @@ class Abrupt(Workflow):
         return StopEvent(result="survived")
 
 
+class Racing(Workflow):
+    """Two steps take the start event: ``fast`` ends the run while ``slow`` still works.
+
+    The first time, ``slow`` takes 0.5 s to stop when cancelled, then kills its process.
+    """
+
+    directory: Path
+
+    @step
+    async def fast(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        """End the run after 0.2 s."""
+        effect(self.directory, ctx, "fast", 1)
+        await asyncio.sleep(0.2)
+        return StopEvent(result="fast")
+
+    @step
+    async def slow(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        """End the run after 30 s, unless cancelled first."""
+        effect(self.directory, ctx, "slow", 1)
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            died = self.directory / "died"
+            if not died.exists():
+                died.touch()
+                await asyncio.sleep(0.5)  # stopping takes a while...
+                os.kill(os.getpid(), signal.SIGKILL)  # ... and the process dies meanwhile
+            raise
+        return StopEvent(result="slow")
+
+
 class RetryLog(Observer):
     """Appends a line per recorded retry (step_retry is told once the retry is recorded)."""
 
@@ -113,8 +145,14 @@ async def main(directory: Path, mode: str) -> None:
     flaky = Flaky(runtime=runtime, timeout=120)
     sleepy = Sleepy(runtime=runtime, timeout=float(os.environ.get("SLEEPY_TIMEOUT", "6")))
     abrupt = Abrupt(runtime=runtime, timeout=60)
-    flaky.directory = sleepy.directory = abrupt.directory = directory
-    workflows: dict[str, Workflow] = {"retry": flaky, "timeout": sleepy, "abrupt": abrupt}
+    racing = Racing(runtime=runtime, timeout=60)
+    flaky.directory = sleepy.directory = abrupt.directory = racing.directory = directory
+    workflows: dict[str, Workflow] = {
+        "retry": flaky,
+        "timeout": sleepy,
+        "abrupt": abrupt,
+        "race": racing,
+    }
     with observe(RetryLog(directory)):
         await runtime.launch()
         await run_mode(directory, mode, runtime, workflows)

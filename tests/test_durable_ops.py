@@ -216,3 +216,14 @@ def test_a_run_whose_first_step_kills_its_process_resumes(tmp_path: Path, durabl
     ran = attempts(tmp_path)
     assert len(ran) == 2
     assert ran[0][1] == ran[1][1]  # the same invocation ran again
+
+
+def test_a_run_killed_while_its_ended_steps_stop_ends_with_the_same_result(
+    tmp_path: Path,
+) -> None:
+    """kill -9 after the StopEvent, before the run's end is recorded: it ends the same."""
+    proc = start(APP, tmp_path, "race-start")
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    finish(start(APP, tmp_path, "race-resume"), timeout=25)
+    assert json.loads((tmp_path / "result-race-resume.txt").read_text()) == "fast"

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from stepstream import _outcome
 from stepstream._instrument import NOOP, Observer, RunInfo, Status, StepInfo
+from stepstream._routing import RunState
 from stepstream._text import error_text
 from stepstream.context.serializers import BaseSerializer
 from stepstream.durable import _dbos_io
@@ -281,7 +282,9 @@ class RunJournal:
 
     def _checkpoint(self, run: Run) -> None:
         ctx = run.ctx
-        if ctx is None or self._ended.done():
+        # Once the outcome is decided, the end entry records the run: a checkpoint then
+        # would restore a run that has ended, with the steps being stopped in flight.
+        if ctx is None or self._ended.done() or run.router.state is not RunState.RUNNING:
             return
         try:
             payload = ctx._checkpoint(self.serializer)  # noqa: SLF001 - the journal is a friend
