@@ -5,8 +5,9 @@ DIR/durable.sqlite. Steps append ``step|step_key|attempt|pid|time_ns`` to DIR/ef
 (a side effect outside the process); an observer appends ``retry|step|attempt|delay``
 to DIR/retries.txt once a retry is recorded. MODE is KIND-PHASE, KIND ``retry`` (Flaky)
 ``timeout`` (Sleepy; its timeout is $SLEEPY_TIMEOUT, 6 s by default), ``abrupt``
-(Abrupt, whose step kills its process the first time) or ``race`` (Racing, whose slow
-step kills its process while the run ends). PHASE ``start``
+(Abrupt, whose step kills its process the first time), ``race`` (Racing, whose slow
+step kills its process while the run ends) or ``ending`` (Ending, whose process is
+killed once the run's end is recorded, in ``ending-start``). PHASE ``start``
 starts a run, writes its id to DIR/run_id.txt and waits to be killed; ``cancel`` does
 too, but cancels the run with cancel_run() once its step began, then writes
 DIR/cancelled.txt; ``hold`` starts a run and waits for its end. ``remote`` cancels the
@@ -126,6 +127,28 @@ class Racing(Workflow):
         return StopEvent(result="slow")
 
 
+class Ending(Workflow):
+    """One step; the app's observer may kill the process once its end is recorded."""
+
+    directory: Path
+
+    @step
+    async def last(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        """End at once."""
+        effect(self.directory, ctx, "last", 1)
+        return StopEvent(result="ended")
+
+
+class KillWhenTold(Observer):
+    """Kills the process when step ``last`` is told complete: its run's end is recorded,
+    DBOS's own record of it not yet."""
+
+    def step_finished(self, inv: StepInfo, result: object) -> None:
+        """Die."""
+        if inv.step == "last":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 class RetryLog(Observer):
     """Appends a line per recorded retry (step_retry is told once the retry is recorded)."""
 
@@ -146,14 +169,18 @@ async def main(directory: Path, mode: str) -> None:
     sleepy = Sleepy(runtime=runtime, timeout=float(os.environ.get("SLEEPY_TIMEOUT", "6")))
     abrupt = Abrupt(runtime=runtime, timeout=60)
     racing = Racing(runtime=runtime, timeout=60)
-    flaky.directory = sleepy.directory = abrupt.directory = racing.directory = directory
+    ending = Ending(runtime=runtime, timeout=60)
+    for wf in (flaky, sleepy, abrupt, racing, ending):
+        wf.directory = directory
     workflows: dict[str, Workflow] = {
         "retry": flaky,
         "timeout": sleepy,
         "abrupt": abrupt,
         "race": racing,
+        "ending": ending,
     }
-    with observe(RetryLog(directory)):
+    killer = [KillWhenTold()] if mode == "ending-start" else []
+    with observe(RetryLog(directory), *killer):
         await runtime.launch()
         await run_mode(directory, mode, runtime, workflows)
     await runtime.destroy()
@@ -188,7 +215,11 @@ async def run_mode(
         return
     else:
         (directory / f"resumed-{mode}.txt").write_text(str(time.time_ns()))
-        handler = await runtime.handler(run_id_file.read_text())
+        try:
+            handler = await runtime.handler(run_id_file.read_text())
+        except WorkflowError as exc:
+            (directory / f"result-{mode}.txt").write_text(json.dumps(str(exc)))
+            return
     seen = asyncio.create_task(terminal(handler))
     try:
         result: object = await handler

@@ -227,3 +227,18 @@ def test_a_run_killed_while_its_ended_steps_stop_ends_with_the_same_result(
     assert proc.returncode == -signal.SIGKILL
     finish(start(APP, tmp_path, "race-resume"), timeout=25)
     assert json.loads((tmp_path / "result-race-resume.txt").read_text()) == "fast"
+
+
+def test_re_attaching_to_a_run_whose_end_was_recorded_before_a_kill_says_it_ended(
+    tmp_path: Path,
+) -> None:
+    """kill -9 once the run's end is recorded, before DBOS's own record: it has ended."""
+    proc = start(APP, tmp_path, "ending-start")
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    started = time.monotonic()
+    finish(start(APP, tmp_path, "ending-resume"), timeout=25)  # re-attaches at once
+    said = json.loads((tmp_path / "result-ending-resume.txt").read_text())
+    assert said.endswith(" has ended; only a run that is still going can be re-attached")
+    assert time.monotonic() - started < 15  # not after handler()'s 30 s wait
+    assert [a[0] for a in attempts(tmp_path)] == ["last"]  # not run again

@@ -246,6 +246,7 @@ class RunJournal:
         if not restored:
             return None
         return restored.take(step, invocation, event)
+
     def ready(self) -> asyncio.Future[None] | None:
         """None when all checkpoints queued so far are recorded; else a future for that.
 

@@ -43,6 +43,7 @@ async def recover(  # noqa: PLR0917 - the DBOS workflow's arguments, passed on
     entries = [entry for batch in batches for entry in batch]
     for entry in entries:
         if entry["k"] == "end":  # it ended; only DBOS's record of it was missing
+            runtime._ended_before(run_id)  # noqa: SLF001 - a friend
             return entry
     checkpoint = next((e for e in reversed(entries) if e["k"] == "ck"), None)
     serializer = workflow.serializer

@@ -142,7 +142,8 @@ class DBOSRuntime:
         # The runs executing in this process, by id, until they end.
         self._runs: dict[str, WorkflowHandler] = {}
         self._arrivals: dict[str, asyncio.Future[WorkflowHandler]] = {}
-        # The version of each workflow's code (by name), and the runs refused here.
+        # The version of each workflow's code (by name); the runs that do not run here
+        # (another version's, or ended before the restart) and what re-attaching says.
         self._versions: dict[str, str] = {}
         self._refused: dict[str, Exception] = {}
         self.launch_context = contextvars.copy_context()
@@ -390,6 +391,11 @@ class DBOSRuntime:
         if version is None:
             version = self._versions[workflow.workflow_name] = fingerprint(workflow)
         return version
+
+    def _ended_before(self, run_id: str) -> None:
+        """Run ``run_id`` ended before the restart (only DBOS's record of it was missing)."""
+        msg = f"durable run {run_id} has ended; only a run that is still going can be re-attached"
+        self._refuse(run_id, WorkflowRuntimeError(msg))
 
     def _refuse(self, run_id: str, error: Exception) -> None:
         """Run ``run_id`` does not run here: re-attaching to it raises ``error``."""
