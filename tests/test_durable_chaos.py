@@ -7,7 +7,8 @@ seeded random moment after each launch, starts it again, and so on for
 run: the result is an uninterrupted run's; each completed step ran to completion once
 (its side effect is never repeated once its completion was recorded, a retry's attempt
 count never goes back); its reader saw each seq once; its spans form one trace with no
-span event twice. ``STEPSTREAM_CHAOS_SEED`` reproduces a schedule.
+span event twice. ``STEPSTREAM_CHAOS_SEED`` reproduces a schedule;
+``STEPSTREAM_CHAOS_DATABASE=postgres`` runs it on Postgres (about as long again).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ import _durable_chaos_app as chaos
 APP = Path(__file__).resolve().parent / "_durable_chaos_app.py"
 SEED = int(os.environ.get("STEPSTREAM_CHAOS_SEED", "16"))
 KILLS = int(os.environ.get("STEPSTREAM_CHAOS_KILLS", "50"))
+#: ``sqlite`` (a file in the test's directory), or ``postgres`` (the session's server).
+DATABASE = os.environ.get("STEPSTREAM_CHAOS_DATABASE", "sqlite")
 #: How long after an incarnation's launch it is killed: uniform in this range (seconds). The
 #: runs a launch resumes start about 1 s after it (DBOS's recovery queue polls each second).
 KILL_AFTER = (0.05, 2.0)
@@ -189,10 +192,15 @@ def expected(directory: Path) -> dict[str, Any]:
     return asyncio.run(chaos.reference(elsewhere))
 
 
-def test_runs_of_every_kind_survive_a_seeded_kill_9_schedule(tmp_path: Path) -> None:
+def test_runs_of_every_kind_survive_a_seeded_kill_9_schedule(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """KILLS kill -9s at seeded moments: every run ends as if never interrupted."""
     started = time.monotonic()
-    incarnations, statuses = run_schedule(tmp_path, {"STEPSTREAM_CHAOS_KILLS": str(KILLS)})
+    env = {"STEPSTREAM_CHAOS_KILLS": str(KILLS)}
+    if DATABASE == "postgres":
+        env["STEPSTREAM_TEST_DATABASE"] = request.getfixturevalue("postgres").new_database_url()
+    incarnations, statuses = run_schedule(tmp_path, env)
     assert statuses[:KILLS] == [signal.SIGKILL] * KILLS  # each was killed, none died alone
     last = lines(tmp_path / f"out-{incarnations}.txt")
     assert statuses[KILLS:] == [0] * (incarnations - KILLS), last
@@ -204,7 +212,7 @@ def test_runs_of_every_kind_survive_a_seeded_kill_9_schedule(tmp_path: Path) -> 
     span_events = check_spans(tmp_path)
     assert steps["re-run in flight"] > 0  # the kills did land inside steps
     print(  # noqa: T201 - the schedule's figures, shown with -s
-        f"seed {SEED}: {KILLS} kills over {incarnations} incarnations, {len(chaos.PLAN)} "
-        f"runs, {steps}, {events} events read, {span_events} span events, "
+        f"{DATABASE}, seed {SEED}: {KILLS} kills over {incarnations} incarnations, "
+        f"{len(chaos.PLAN)} runs, {steps}, {events} events read, {span_events} span events, "
         f"{time.monotonic() - started:.1f} s"
     )
