@@ -37,7 +37,6 @@ from _durable_app import SpanFile
 from stepstream import Context
 from stepstream import Workflow
 from stepstream import step
-from stepstream.context.serializers import JsonSerializer
 from stepstream.durable import DBOSRuntime
 from stepstream.durable import _dbos_io
 from stepstream.errors import WorkflowRuntimeError
@@ -280,21 +279,16 @@ async def read(handler: WorkflowHandler, directory: Path, run_id: str) -> None:
         note(directory / f"reader-{run_id}.txt", f"{seq}|{label(event)}")
 
 
-async def ended_elsewhere(directory: Path, run_id: str) -> None:
-    """A run that ended before this incarnation saw it end: read its rest and result.
-
-    Read from the run's journal (until the runtime offers reading an ended run back).
-    """
+async def ended_elsewhere(runtime: DBOSRuntime, wf: Chaotic, run_id: str) -> None:
+    """A run that ended before this incarnation saw it end: read its rest and its result."""
+    directory = wf.directory
     after = cursor(directory, run_id)
-    serializer = JsonSerializer()
-    for batch in await _dbos_io.read_batches(run_id):
-        for entry in batch:
-            if entry["k"] in {"ev", "end"} and entry["seq"] > after:
-                event = serializer.deserialize(entry["ev" if entry["k"] == "ev" else "terminal"])
-                note(directory / f"reader-{run_id}.txt", f"{entry['seq']}|{label(event)}")
-            if entry["k"] == "end":
-                terminal = serializer.deserialize(entry["terminal"])
-                note(directory / "results.txt", f"{run_id}|{json.dumps(terminal.result)}")
+    for seq, event, _ in await runtime.events(run_id, wf.workflow_name, after):
+        note(directory / f"reader-{run_id}.txt", f"{seq}|{label(event)}")
+    record = await runtime.run(run_id)
+    assert record is not None
+    assert record.terminal is not None
+    note(directory / "results.txt", f"{run_id}|{json.dumps(record.terminal.result)}")
 
 
 async def follow(runtime: DBOSRuntime, wfs: dict[str, Chaotic], run_id: str) -> None:
@@ -307,7 +301,7 @@ async def follow(runtime: DBOSRuntime, wfs: dict[str, Chaotic], run_id: str) -> 
         sys.stdout.write(f"{run_id} re-attached after {time.monotonic() - asked:.2f} s\n")
     except WorkflowRuntimeError as exc:
         if "has ended" in str(exc):
-            await ended_elsewhere(directory, run_id)
+            await ended_elsewhere(runtime, wfs[kind], run_id)
             return
         if "there is no durable run" not in str(exc):
             raise

@@ -266,3 +266,40 @@ def test_send_event_before_the_run_is_refused() -> None:
     assert str(info.value) == (
         "send_event() called before the workflow started; call workflow.run(ctx=ctx) first"
     )
+
+
+class AnswersThenWorks(Workflow):
+    """Asks, and once answered works on (until the test lets it finish)."""
+
+    def __init__(self, release: asyncio.Event, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.release = release
+
+    @step
+    async def ask(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+        answer = await ctx.wait_for_event(
+            HumanResponseEvent, waiter_event=InputRequiredEvent(prefix="name?")
+        )
+        ctx.write_event_to_stream(Part(n=1))
+        await self.release.wait()
+        return StopEvent(result=f"hello {answer.get('response')}")
+
+
+@pytest.mark.asyncio
+async def test_an_answer_a_step_took_is_saved_while_the_step_works_on() -> None:
+    """Saved after the answer reached the waiting step but before the step ended, the
+    continued run re-runs the step with that answer: it is not asked again."""
+    handler = AnswersThenWorks(asyncio.Event(), timeout=5).run()
+    async with asyncio.timeout(5):
+        async for ev in handler.stream_events():
+            if isinstance(ev, InputRequiredEvent):
+                await handler.send_event(HumanResponseEvent(response="Ada"))
+            elif isinstance(ev, Part):
+                break
+    saved = json.loads(json.dumps(handler.ctx.to_dict()))
+    await handler.cancel_run()
+    release = asyncio.Event()
+    release.set()
+    wf = AnswersThenWorks(release, timeout=5)
+    continued = wf.run(ctx=Context.from_dict(wf, saved))
+    assert await continued == "hello Ada"

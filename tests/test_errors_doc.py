@@ -1329,6 +1329,10 @@ CLI_CASES: dict[str, CliCase] = {
         "them as <source>:ATTR"
     ): CliCase(("serve", "hello.py"), {"hello.py": WORKFLOW_FILE}),
     (
+        "--durable <value>: give a database URL (sqlite:///path or postgresql://...), or "
+        "--durable alone for the default database; write --durable=URL before FILE"
+    ): CliCase(("serve", "--durable", "hello.py"), {"hello.py": WORKFLOW_FILE}),
+    (
         "--workers <n>: each worker would keep its own runs in memory, so a run started on one "
         "could not be streamed from another; run one process per port (behind a sticky load "
         "balancer) until a shared handler store exists"
@@ -1798,7 +1802,7 @@ def _durable_bounded() -> Produced:
 
 @trigger(
     "DBOSRuntime(...) got unknown option(s) <names>; it takes database_url, create, "
-    "on_version_mismatch and <options>"
+    "idle_release_after, on_version_mismatch and <options>"
 )
 def _runtime_option() -> Produced:
     from stepstream.durable import DBOSRuntime  # noqa: PLC0415
@@ -2087,6 +2091,45 @@ def _ended_before_restart() -> Produced:
     return raised(lambda: asyncio.run(main()))
 
 
+@functools.cache
+def _outage() -> list[str]:
+    """What the stepstream logger says while a run's Postgres database stops for 2 s."""
+    from _postgres import PostgresServer  # noqa: PLC0415
+    from stepstream.durable import DBOSRuntime  # noqa: PLC0415
+
+    async def main(server: PostgresServer) -> None:
+        runtime = DBOSRuntime(server.database_url("outage"))
+        wf = Durable(runtime=runtime)
+        await runtime.launch()
+        try:
+            handler = wf.run(sleep=1)
+            await asyncio.sleep(0.5)  # started and recorded; its end is not
+            await asyncio.to_thread(server.stop)
+            await asyncio.sleep(2)
+            await asyncio.to_thread(server.start)
+            async with asyncio.timeout(60):
+                await handler
+        finally:
+            await runtime.destroy()
+
+    with PostgresServer() as server, logged("stepstream") as messages:
+        asyncio.run(main(server))
+    return messages
+
+
+@trigger(
+    "stepstream: the durable database cannot be written (<ErrorType>: <error>); the journals "
+    "wait and are written once it is back"
+)
+def _database_away() -> Produced:
+    return "log", _outage()
+
+
+@trigger("stepstream: the durable database is back; the journals are written again")
+def _database_back() -> Produced:
+    return "log", _outage()
+
+
 class Retried(Workflow):
     """Fails its first attempt; retried 1.5 s later, raises what retry_info() says."""
 
@@ -2201,6 +2244,148 @@ def _step_key_outside() -> Produced:
             await handler.cancel_run()
 
     return raised(lambda: asyncio.run(main()))
+
+
+
+@trigger(
+    "idle_release_after=<value>: give the seconds a durable run may wait for an event before "
+    "it is released (a positive number), or None to keep waiting runs in memory"
+)
+def _idle_release_bad() -> Produced:
+    from stepstream.durable import DBOSRuntime  # noqa: PLC0415
+
+    return raised(lambda: DBOSRuntime(_sqlite("x.sqlite"), idle_release_after=0))
+
+
+class Unwritable(Event):
+    """An event the JSON serializer cannot write (a function in a field)."""
+
+    call: Any = None
+
+
+class Waits(Workflow):
+    """Waits for a HumanResponseEvent."""
+
+    @step
+    async def only(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+        got = await ctx.wait_for_event(HumanResponseEvent, timeout=None)
+        return StopEvent(result=got.get("response"))
+
+
+@trigger(
+    "durable run <run_id> cannot record the event <EventType> it was sent (<ErrorType>: "
+    "<error>); the events sent to a durable run must be serializable by its serializer (JSON "
+    "by default)"
+)
+def _durable_event_unrecordable() -> Produced:
+    async def send(runtime: Any) -> None:
+        handler = Waits(runtime=runtime, timeout=None).run()
+        try:
+            await handler.send_event(Unwritable(call=print))
+        finally:
+            await handler.cancel_run()
+
+    return _durable(send)
+
+
+@trigger(
+    "durable run <run_id> stopped before the event sent to it was recorded (<reason>); send it "
+    "again once the run has resumed"
+)
+def _durable_event_unrecorded() -> Produced:
+    async def send(runtime: Any) -> None:
+        handler = Waits(runtime=runtime, timeout=None).run()
+        await asyncio.sleep(0.2)
+        sending = asyncio.ensure_future(handler.send_event(HumanResponseEvent(response="x")))
+        await asyncio.sleep(0)  # queued, not committed yet: the runtime stops the run now
+        await runtime.destroy()
+        await sending
+
+    return _durable(send)
+
+
+@trigger("cannot send <EventType> to durable run <run_id>: <reason>")
+def _durable_event_too_late() -> Produced:
+    async def send(runtime: Any) -> None:
+        handler = runtime._workflows[Durable().workflow_name].run()
+        await handler
+        await runtime.send_event(handler.run_id, HumanResponseEvent(response="x"))
+
+    return _durable(send, "Durable")
+
+
+@trigger(
+    "stepstream: durable run <run_id> cannot take the <EventType> sent to it (<error>); it is "
+    "dropped"
+)
+def _durable_event_not_taken() -> Produced:
+    from stepstream.durable import DBOSRuntime  # noqa: PLC0415
+
+    async def main() -> None:
+        runtime = DBOSRuntime(_sqlite("durable.sqlite"), idle_release_after=0.1)
+        wf = Waits(runtime=runtime, timeout=None)
+        await runtime.launch()
+        try:
+            handler = wf.run()
+            run_id = handler.run_id
+            del handler
+            for _ in range(100):  # until it is parked
+                await asyncio.sleep(0.1)
+                record = await runtime.run(run_id)
+                if record is not None and record.state == "parked":
+                    break
+            await runtime.send_event(run_id, HumanResponseEvent(response="x"), step="nope")
+            await asyncio.sleep(3)  # reloaded by DBOS's queue, which polls every second
+        finally:
+            await runtime.destroy()
+
+    with logged("stepstream") as messages:
+        asyncio.run(main())
+    return "log", messages
+
+
+def _durable_server(durable: object, *workflows: tuple[str, Workflow]) -> Any:
+    from stepstream.server import WorkflowServer  # noqa: PLC0415
+
+    return WorkflowServer(dict(workflows), durable=durable)
+
+
+@trigger(
+    "WorkflowServer: '<name>': workflow <Workflow> is durable on <database>, not on <url>, "
+    "which this server keeps its runs in; build it without durable= or runtime= (the server "
+    "makes it durable), or serve with its database"
+)
+def _durable_server_elsewhere() -> Produced:
+    return raised(
+        lambda: _durable_server(_sqlite("a.sqlite"), ("d", Durable(durable=_sqlite("b.sqlite"))))
+    )
+
+
+@trigger(
+    "WorkflowServer: '<name>': two durable workflows are named '<workflow_name>': a durable run "
+    "is resumed by its workflow's name, so each instance needs its own; pass "
+    "<Workflow>(workflow_name='...') to tell them apart"
+)
+def _durable_server_same_name() -> Produced:
+    url = _sqlite("same.sqlite")
+    return raised(lambda: _durable_server(url, ("a", Durable()), ("b", Durable())))
+
+
+@trigger(
+    "WorkflowServer(durable=...) needs the durable extra, which is not installed (<error>); "
+    "install it with pip install 'stepstream[durable]'"
+)
+def _durable_server_missing() -> Produced:
+    with unittest.mock.patch.dict(sys.modules, {"stepstream.durable": None}):
+        return raised(lambda: _durable_server(True, ("d", Durable())))
+
+
+@trigger(
+    "WorkflowServer(durable=...) takes True, a database URL ('sqlite:///path', "
+    "'postgresql://...') or a DBOSRuntime, got <value>"
+)
+def _durable_server_wrong() -> Produced:
+    return raised(lambda: _durable_server(3, ("d", Durable())))
 
 
 # -- tests ----------------------------------------------------------------------------------

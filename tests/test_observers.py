@@ -103,6 +103,20 @@ async def test_observe_adds_an_observer_to_runs_started_in_the_block() -> None:
 
 
 @pytest.mark.asyncio
+async def test_successive_blocks_reach_their_own_observers() -> None:
+    """Runs of one workflow started in successive observe() blocks each reach the
+    observers of their own block: the same observer again, or a different one."""
+    workflow = Noting()
+    same, other = Recorder(), Recorder()
+    for recorder in (same, same, other, same):
+        with observe(recorder):
+            handler = workflow.run()
+        assert await handler == "done"
+    assert same.calls == EXPECTED_CALLS * 3
+    assert other.calls == EXPECTED_CALLS
+
+
+@pytest.mark.asyncio
 async def test_observe_does_not_reach_runs_started_outside_the_block() -> None:
     """A run started after the block (or in another task's context) is not observed."""
     recorder = Recorder()

@@ -5,6 +5,7 @@ server validates them into the served workflow's classes by name.
 """
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from collections.abc import Iterator
 from typing import Any
@@ -209,6 +210,11 @@ async def test_failed_run_and_unknown_workflow(client: WorkflowClient) -> None:
 
 def test_server_logs_carry_correlation_keys(server: ServeProcess) -> None:
     """Every server line about a run names its handler, run and trace."""
-    lines = [line for line in list(server.lines) if '"run_started"' in line]
+    lines: list[str] = []
+    for _ in range(100):  # the server writes its lines every 0.2 s: wait (bounded) for them
+        lines = [line for line in list(server.lines) if '"run_started"' in line]
+        if lines:
+            break
+        time.sleep(0.05)
     assert lines, "no run_started line yet"
     assert all('"trace_id"' in line and '"run_id"' in line for line in lines)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from _live_server import serve_process
-from stepstream.server._command import JsonLines
+from stepstream.server._lines import json_line
 
 
 def spans_of_run(traces: Path, run_id: str) -> list[str]:
@@ -145,9 +145,10 @@ def test_a_json_log_line_takes_any_text() -> None:
             "stepstream.server", logging.ERROR, __file__, 1, "internal_error", (), sys.exc_info()
         )
     record.path = text
-    line = JsonLines().format(record)
+    raw = json_line(record)
+    assert raw.endswith(b"\n")
+    line = raw[:-1].decode("ascii")  # what goes to stderr: ASCII, user text escaped
     assert line.splitlines() == [line]  # no \n, \r, U+2028 or other break a reader splits at
-    line.encode("utf-8")  # what the stderr stream will do with it
     parsed = json.loads(line)
     assert parsed["event"] == "internal_error"
     assert parsed["path"] == text

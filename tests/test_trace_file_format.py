@@ -34,7 +34,9 @@ class Mid(Event):
 class Flow(Workflow):
     @step
     async def first(self, ctx: Context, ev: StartEvent) -> Mid:
-        for i in range(3):
+        # More events than INLINE_EVENTS: the export thread encodes this step's span
+        # (the others are encoded where they end); both must match the SDK's encoding.
+        for i in range(300):
             note = Note(text='quote " and \u00e9\n', n=i, ok=True, ratio=0.5, tags=["a"])
             ctx.write_event_to_stream(note)
         return Mid()

@@ -7,9 +7,9 @@ What it uses of the durable runtime (docs/durable.md):
   ``await runtime.launch()`` starts DBOS and resumes this executor's unfinished runs;
   ``await runtime.destroy()`` stops it;
 - the telemetry observer's ``checkpoint_committed(run, seconds)``: journal commits;
-- idle release of parked runs (a later phase): ``await runtime.release_idle()``, releasing
-  every run that waits for an event, if the runtime has it; until then ``park`` measures
-  the parked runs unreleased and says so.
+- idle release of parked runs: ``await runtime.release_idle()`` releases every run that
+  waits for an event (``DBOSRuntime(idle_release_after=...)`` does it after that many
+  seconds); with a runtime without it, ``park`` measures the runs unreleased and says so.
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ with :mod:`stepstream._text` (public as ``stepstream.telemetry.error_text`` and
 
 from __future__ import annotations
 
+import functools
 import logging
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, Generic, Literal, TypeVar, get_args
@@ -111,6 +113,7 @@ class RunInfo(_Stash):
         "span_id",
         "start_ns",
         "trace_id",
+        "unparked",
         "workflow",
     )
 
@@ -130,6 +133,8 @@ class RunInfo(_Stash):
         #: For a durable run resumed after a crash: when its previous attempt last
         #: recorded anything (ns since the epoch); None otherwise.
         self.last_checkpoint_ns: int | None = None
+        #: For a durable run reloaded after it was released (parked) while it waited.
+        self.unparked = False
         #: The workflow's ``redact`` hook (``Workflow(redact=...)``), or None.
         self.redact: Redactor | None = None
 
@@ -249,6 +254,13 @@ class Observer:
     def checkpoint_committed(self, run: RunInfo, seconds: float) -> None:
         """A durable run's journal committed one batch (events, a checkpoint) in ``seconds``."""
 
+    def run_parked(self, run: RunInfo) -> None:
+        """A durable run was released while its steps waited (instead of ``run_finished``).
+
+        Its task has ended; it is reloaded when an event comes for it, as a resumed run
+        with ``unparked`` set.
+        """
+
     def event_streamed(
         self, run: RunInfo, inv: StepInfo | None, event: Event, seq: int, written_ns: int | None
     ) -> None:
@@ -264,61 +276,123 @@ NOOP = Observer()
 _METHODS = [
     name for name, value in vars(Observer).items() if callable(value) and not name.startswith("_")
 ]
+_METHOD_NAMES = frozenset(_METHODS)
 
 
 def _nothing(*args: Any) -> None:
     """What a fan-out calls for a method none of its sinks overrides."""
 
 
-class _Fanout(Observer):
-    """Calls each sink in turn; a sink that raises is reported once and never re-raised."""
+_OVERRIDDEN: weakref.WeakKeyDictionary[type, frozenset[str]] = weakref.WeakKeyDictionary()
+
+
+def _overridden(cls: type) -> frozenset[str]:
+    """The seam methods ``cls`` overrides (looked up once per class)."""
+    names = _OVERRIDDEN.get(cls)
+    if names is None:
+        names = frozenset(n for n in _METHODS if getattr(cls, n) is not getattr(Observer, n))
+        _OVERRIDDEN[cls] = names
+    return names
+
+
+def _active_names(sink: Observer) -> frozenset[str]:
+    """The seam methods of ``sink`` that do something."""
+    if isinstance(sink, _Fanout):
+        return sink._names  # noqa: SLF001 - fan-outs nest (a run's own observers on the base)
+    names = _overridden(type(sink))
+    own = getattr(sink, "__dict__", None)  # methods set on the instance itself
+    if own and not _METHOD_NAMES.isdisjoint(own):
+        set_here = _METHOD_NAMES.intersection(own)
+        noops = {
+            n
+            for n in set_here
+            if own[n] is _nothing or getattr(own[n], "__func__", None) is getattr(Observer, n)
+        }
+        names = (names | set_here) - noops
+    return names
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(signature: tuple[frozenset[str], ...]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """For sinks doing ``signature`` (each one's active methods): who is called for what."""
+    plan = []
+    for name in _METHODS:
+        indexes = tuple(i for i, names in enumerate(signature) if name in names)
+        if indexes:
+            plan.append((name, indexes))
+    return tuple(plan)
+
+
+class _Reporter:
+    """Reports the first failure of each (sink, method) of a fan-out; never raises.
+
+    Kept apart from the fan-out so that its calls hold no reference back to it: a fan-out
+    made for each run is then freed by reference counting, not left to the cyclic GC.
+    """
+
+    __slots__ = ("_names", "_reported")
 
     def __init__(self, sinks: Sequence[Observer]) -> None:
-        self._sinks = tuple(sinks)
+        self._names = tuple(type(s).__name__ for s in sinks)
         self._reported: set[tuple[int, str]] = set()
-        for name in _METHODS:
-            # A sink that does not override a method is not called for it: an observer of
-            # step ends adds no call per streamed event.
-            noop = getattr(Observer, name)
-            found = ((i, getattr(s, name)) for i, s in enumerate(self._sinks))
-            bound = tuple(
-                (i, fn)
-                for i, fn in found
-                if getattr(fn, "__func__", None) is not noop and fn is not _nothing
-            )
-            setattr(self, name, self._make(name, bound))
 
-    def _make(
-        self, name: str, bound: tuple[tuple[int, Callable[..., None]], ...]
-    ) -> Callable[..., None]:
-        if not bound:
-            return _nothing
-        if len(bound) == 1:  # the common case, kept lean: this is on the per-event path
-            index, only = bound[0]
-
-            def call_one(*args: Any) -> None:
-                try:
-                    only(*args)
-                except Exception:  # noqa: BLE001 - a sink must never break a run
-                    self._report(index, name)
-
-            return call_one
-
-        def call(*args: Any) -> None:
-            for i, fn in bound:
-                try:
-                    fn(*args)
-                except Exception:  # noqa: BLE001 - a sink must never break a run
-                    self._report(i, name)
-
-        return call
-
-    def _report(self, index: int, method: str) -> None:
+    def report(self, index: int, method: str) -> None:
         key = (index, method)
         if key not in self._reported:
             self._reported.add(key)
-            sink = type(self._sinks[index]).__name__
+            sink = self._names[index]
             _log.exception("stepstream: %s.%s failed; later failures are not logged", sink, method)
+
+
+class _Fanout(Observer):
+    """Calls each sink in turn; a sink that raises is reported once and never re-raised.
+
+    A sink that does not override a method is not called for it (an observer of step
+    ends adds no call per streamed event); a method no sink overrides is a no-op.
+    Which sink is called for what is worked out once per combination of sink kinds:
+    a fan-out made for each run (``observe()`` around ``wf.run()``) only binds calls.
+    """
+
+    def __init__(self, sinks: Sequence[Observer]) -> None:
+        self._sinks = tuple(sinks)
+        plan = _plan(tuple(_active_names(s) for s in self._sinks))
+        report = _Reporter(self._sinks).report
+        for name, indexes in plan:
+            bound = tuple((i, getattr(self._sinks[i], name)) for i in indexes)
+            setattr(self, name, _make(name, bound, report))
+        #: The methods some sink overrides.
+        self._names = frozenset(name for name, _ in plan)
+
+
+for _name in _METHODS:  # what a fan-out calls for a method none of its sinks overrides
+    setattr(_Fanout, _name, staticmethod(_nothing))
+del _name
+
+
+def _make(
+    name: str,
+    bound: tuple[tuple[int, Callable[..., None]], ...],
+    report: Callable[[int, str], None],
+) -> Callable[..., None]:
+    if len(bound) == 1:  # the common case, kept lean: this is on the per-event path
+        index, only = bound[0]
+
+        def call_one(*args: Any) -> None:
+            try:
+                only(*args)
+            except Exception:  # noqa: BLE001 - a sink must never break a run
+                report(index, name)
+
+        return call_one
+
+    def call(*args: Any) -> None:
+        for i, fn in bound:
+            try:
+                fn(*args)
+            except Exception:  # noqa: BLE001 - a sink must never break a run
+                report(i, name)
+
+    return call
 
 
 def combine(sinks: Sequence[Observer]) -> Observer:

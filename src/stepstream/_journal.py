@@ -61,6 +61,11 @@ class Engine(Protocol):
 class Journal(Protocol):
     """Records a run's progress so that it can be continued after a crash."""
 
+    #: True once the run was released while it waited (parked, :mod:`stepstream.durable`):
+    #: its task has ended, its outcome and stream wait for the run to be reloaded, and
+    #: what the caller sends goes to the journal (``received``), which delivers it.
+    parked: bool
+
     async def run(self, run: Run) -> None:
         """The journal's own work, a task in the run's task group until the run ends."""
         ...
@@ -90,6 +95,29 @@ class Journal(Protocol):
         in retry back-off when its process died goes on with its attempt count and its
         next attempt's due time.
         """
+        ...
+
+    def received(self, run: Run, event: Event, target: str | None) -> None:
+        """The caller sent ``event`` (to step ``target``): record it, before it is routed.
+
+        Called on the run's event loop. Raises if the event cannot be recorded (then it
+        is not routed either). A parked run's journal delivers it to the run instead.
+        """
+        ...
+
+    async def recorded(self) -> None:
+        """Return once every event the caller sent so far is recorded (or delivered).
+
+        Raises WorkflowRuntimeError when one could not be (the run stopped first).
+        """
+        ...
+
+    def cancelled(self) -> None:
+        """``handler.cancel_run()`` on a parked run: reload it and cancel it for good."""
+        ...
+
+    def parked_outcome(self, run: Run) -> None:
+        """The parked run's task ended: its outcome and stream now follow the reloaded run."""
         ...
 
     async def finish(self, run: Run, outcome: Outcome) -> Outcome:

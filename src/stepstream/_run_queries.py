@@ -42,12 +42,19 @@ class RunQueries:
 
     def save(self) -> tuple[bool, int, Snapshot]:
         """Whether the run is running, its next stream position and its routing state."""
-        in_flight = [
-            (job[0], job[1], job[2], job[3])
-            for task, job in self._tasks.items()
-            if not task.done() and job[1] is not None
-        ]
+        in_flight = []
+        answers: list[Event] = []
+        for task, job in self._tasks.items():
+            if task.done() or job[1] is None:
+                continue
+            in_flight.append((job[0], job[1], job[2], job[3]))
+            # What its waits took: the invocation re-runs, and its waits take them again.
+            answers.extend(job[5] or ())
+            waiter = job[6]
+            if waiter is not None and waiter.token.done() and not waiter.token.cancelled():
+                answers.append(waiter.token.result())  # answered, not resumed yet
         snap = self.router.snapshot(in_flight)
+        snap.held[:0] = answers
         names = self.router.graph.names
         snap.counts = {names[i]: n for i, n in enumerate(self.counts) if n}
         return self.is_running(), self.stream.seq, snap

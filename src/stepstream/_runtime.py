@@ -146,7 +146,8 @@ class Run(RunQueries):
         self._early: list[tuple[Event, StepInfo | None, str | None]] = []
         self._tg: asyncio.TaskGroup | None = None
         # Each step task's job: [step index, event it is handling (None once done), its
-        # ticket, its invocation number, whether it re-runs a saved invocation].
+        # ticket, its invocation number, whether it re-runs a saved invocation, the events
+        # its waits took (None until one did), the waiter it is suspended on (or None)].
         self._tasks: dict[asyncio.Task[None], list[Any]] = {}
         # Invocations begun per step: numbers them (``ctx.step_key``).
         self.counts = [0] * len(graph.specs)
@@ -225,6 +226,10 @@ class Run(RunQueries):
         self.router.end()
         if not self.router.close():
             return
+        journal = self.journal
+        if journal is not None and journal.parked:  # released, not ended: nothing to publish
+            journal.parked_outcome(self)
+            return
         self.outcome.set_result(outcome)
         self.stream.close(outcome.terminal)
         if self.router.held:
@@ -256,8 +261,8 @@ class Run(RunQueries):
         if key is None:
             counts = self.counts
             key = counts[index] = counts[index] + 1
-            return [index, event, ticket, key, self.replaying]
-        return [index, event, ticket, key, True]
+            return [index, event, ticket, key, self.replaying, None, None]
+        return [index, event, ticket, key, True, None, None]
 
     def step_key(self) -> str:
         """``ctx.step_key``: ``run_id:step:n`` for the calling step's invocation ``n``."""
@@ -277,7 +282,14 @@ class Run(RunQueries):
             self._decided.set_result(outcome)
 
     def cancel(self) -> None:
-        """Ask the run to stop; in-flight steps are cancelled."""
+        """Ask the run to stop; in-flight steps are cancelled.
+
+        A parked durable run is reloaded to be cancelled (its journal does it).
+        """
+        journal = self.journal
+        if journal is not None and journal.parked:
+            journal.cancelled()
+            return
         self.end(_outcome.cancelled("the run was cancelled with cancel_run()"))
 
     # -- the Context's port ---------------------------------------------------------
@@ -318,9 +330,16 @@ class Run(RunQueries):
             self.end(_outcome.failed(inv.step if inv is not None else "<caller>", exc, inv))
 
     def send(self, event: Event, target: str | None) -> None:
-        """``ctx.send_event``: refuse what cannot be delivered, else route it."""
+        """``ctx.send_event``: refuse what cannot be delivered, else route it.
+
+        A durable run records what the caller sends before routing it (``Journal``).
+        """
         _require_event(event, "send_event")
         origin = self.caller()
+        journal = self.journal if origin is None else None
+        if journal is not None and journal.parked:
+            self._on_loop(journal.received, self, event, target)
+            return
         problem = self.router.send_problem(event, target, from_caller=origin is None)
         if problem is not None:
             unknown = (
@@ -329,12 +348,31 @@ class Run(RunQueries):
                 and self.router.graph.spec(target) is None
             )
             raise (WorkflowStepDoesNotExistError if unknown else WorkflowRuntimeError)(problem)
-        if self._tg is None:  # the run's task has not started yet
+        if journal is not None:
+            self._on_loop(self._sent, event, target)
+        elif self._tg is None:  # the run's task has not started yet
             self._early.append((event, origin, target))
         elif _get_ident() == self.thread_id:
             self.dispatch(event, origin, target)
         else:
             self.loop.call_soon_threadsafe(self.dispatch, event, origin, target)
+
+    def _on_loop(self, call: Callable[..., None], *args: Any) -> None:
+        """``call(*args)`` now on the run's loop, or soon from another thread."""
+        if _get_ident() == self.thread_id:
+            call(*args)
+        else:
+            self.loop.call_soon_threadsafe(call, *args)
+
+    def _sent(self, event: Event, target: str | None) -> None:
+        """Record the caller's ``event`` in the journal, then route it."""
+        journal = self.journal
+        if journal is not None:
+            journal.received(self, event, target)
+        if self._tg is None:  # the run's task has not started yet
+            self._early.append((event, None, target))
+        else:
+            self.dispatch(event, None, target)
 
     def dispatch(
         self,

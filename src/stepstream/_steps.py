@@ -352,11 +352,16 @@ async def wait_for_event(  # noqa: PLR0917 - mirrors ctx.wait_for_event
     if waiter_id is None:
         waiter_id = default_waiter_id(inv.step if inv else None, event_type, wanted)
     waiter, held = run.router.add_waiter(event_type, wanted, run.loop.create_future(), waiter_id)
+    # The step's job keeps what its waits took until it completes, so that a snapshot
+    # taken meanwhile (a checkpoint, to_dict()) has it: the invocation re-runs with it.
+    job = _job_of(run, inv)
     if held is not None:  # the answer came first: it was held for this waiter
+        _took(job, held)
         run.instrument.step_resumed(run.info, inv, held)
         return held
     if inv is not None:
         run.waiting += 1
+    _suspended(job, waiter)
     try:
         # A wait restored from a saved context streamed its waiter event before.
         if waiter_event is not None and not waiter.restored:
@@ -380,8 +385,30 @@ async def wait_for_event(  # noqa: PLR0917 - mirrors ctx.wait_for_event
         run.router.remove_waiter(waiter)
         if inv is not None:
             run.waiting -= 1
+        _suspended(job, None)
+    _took(job, event)
     run.instrument.step_resumed(run.info, inv, event)
     return event
+
+
+def _job_of(run: Run, inv: StepInfo | None) -> list[Any] | None:
+    """The job of the step task whose code waits (None for the caller)."""
+    task = asyncio.current_task() if inv is not None else None
+    return run._tasks.get(task) if task is not None else None  # noqa: SLF001 - a friend
+
+
+def _suspended(job: list[Any] | None, waiter: Any) -> None:
+    """Note the waiter the invocation is suspended on (None once it is not)."""
+    if job is not None:
+        job[6] = waiter
+
+
+def _took(job: list[Any] | None, event: Event) -> None:
+    """Keep ``event`` with the waiting invocation's job (see ``wait_for_event``)."""
+    if job is not None:
+        if job[5] is None:
+            job[5] = []
+        job[5].append(event)
 
 
 async def stop_steps(

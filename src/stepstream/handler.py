@@ -75,8 +75,15 @@ class WorkflowHandler:
         return self._run.stream.iterate(expose_internal, after)
 
     async def send_event(self, event: Event, step: str | None = None) -> None:
-        """Send ``event`` into the run, as ``handler.ctx.send_event`` does."""
+        """Send ``event`` into the run, as ``handler.ctx.send_event`` does.
+
+        For a durable run, return once the event is recorded in the run's journal: from
+        then on a crash does not lose it.
+        """
         self._ctx.send_event(event, step)
+        journal = self._run.journal
+        if journal is not None:
+            await journal.recorded()
 
     async def cancel_run(self, *, timeout: float = 5.0) -> None:
         """Cancel the run and wait (up to ``timeout`` seconds) until its steps have stopped.

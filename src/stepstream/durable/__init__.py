@@ -7,6 +7,7 @@ peer's API, ``llama_agents.dbos.DBOSRuntime``). See docs/durable.md for the guar
 
 from __future__ import annotations
 
+from stepstream.durable._records import RunRecord, RunState, RunWatcher
 from stepstream.durable._runtime import DBOSRuntime, default_runtime
 
-__all__ = ["DBOSRuntime", "default_runtime"]
+__all__ = ["DBOSRuntime", "RunRecord", "RunState", "RunWatcher", "default_runtime"]

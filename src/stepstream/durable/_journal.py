@@ -9,6 +9,9 @@ commit), then publishes the batch's events to the stream and the observers. Entr
 - ``{"k": "ck", "ctx", "done", "ns"}``: the run saved right after a step completion
   (``ctx`` is the saved-context format, ``done`` the step keys completed since the last
   checkpoint); a batch keeps only its last checkpoint;
+- ``{"k": "in", "ev", "to", "ns"}``: an event the caller sent (:mod:`._inputs`), with
+  ``inbox`` when it came through the run's inbox while the run was parked;
+- ``{"k": "park", "attempt", "ns"}``: the run was released while it waited (:mod:`._park`);
 - ``{"k": "rt", ...}``: a retry decided after a step attempt failed (:mod:`._retries`);
 - ``{"k": "end", "status", "terminal", "seq", "ns"}``: how the run ended.
 """
@@ -26,6 +29,8 @@ from stepstream._routing import RunState
 from stepstream._text import error_text
 from stepstream.context.serializers import BaseSerializer
 from stepstream.durable import _dbos_io
+from stepstream.durable._inputs import CallerEvents
+from stepstream.durable._park import RELEASING
 from stepstream.durable._retries import RestoredRetries, retry_entry
 from stepstream.durable._stream import JournalStream, Replay, decode_event
 from stepstream.durable._watch import watch_cancel
@@ -36,6 +41,7 @@ if TYPE_CHECKING:
     from stepstream._journal import RetryState
     from stepstream._outcome import Outcome
     from stepstream._runtime import Run
+    from stepstream.durable._park import IdleTimer, Parking, Released
 
 __all__ = ["RunJournal"]
 
@@ -118,7 +124,7 @@ class RunJournal:
         self.failure: Exception | None = None
         #: Set when the run was found cancelled in the database (runtime.cancel() or
         #: DBOS's cancel, from any process): how the run ended, recorded by DBOS alone.
-        self.cancelled: Outcome | None = None
+        self.cancelled_in_db: Outcome | None = None
         # The DBOS workflow's arguments for a new run; None once the writer is running
         # (a recovered run's writer is the DBOS workflow that recovered it).
         self._start_args = start_args
@@ -128,6 +134,16 @@ class RunJournal:
         self.live = True
         self._terminal: tuple[int, StopEvent] | None = None  # once the stream is closed
         self.starter: Any = None  # the DBOS workflow function (set by the runtime)
+        self.inputs = CallerEvents(self.run_id, run.loop)
+        # Parking (see _park): the idle clock, and once released, the release's state.
+        self.parked = False
+        self.idle: IdleTimer | None = None
+        self.parking: Parking | None = None
+        self.released: Released | None = None
+        self.inbox_taken = -1  # the last inbox offset the run took
+        self.inbox_lock: asyncio.Lock | None = None  # one inbox read at a time (see _park)
+        self.workflow_name = ""  # its workflow's workflow_name (set by the runtime)
+        self.writer: asyncio.Task[Any] | None = None  # the DBOS workflow's task
         self.start_kwargs: dict[str, Any] = {}  # its keyword arguments (the same)
         # The retry states read back from the journal (a recovered run's).
         self.restored_retries: RestoredRetries | None = None
@@ -154,7 +170,7 @@ class RunJournal:
             self._check_claimed()
         except asyncio.CancelledError:
             task = asyncio.current_task()
-            if self.cancelled is None or (task is not None and task.cancelling()):
+            if self.cancelled_in_db is None or (task is not None and task.cancelling()):
                 raise
             # Cancelled in the database: the DBOS workflow ended without a record.
         except Exception as exc:  # noqa: BLE001 - the run fails with it, as a value
@@ -177,6 +193,7 @@ class RunJournal:
             self.failure = error
             self._end_run(_outcome.failed("<journal>", error, None))
         self._drop_pending()
+        self.inputs.stopped(error_text(error))
         self._open_gates(None)
         if not self._ended.done():
             self._ended.set_result(None)
@@ -184,12 +201,12 @@ class RunJournal:
 
     def _cancelled_in_database(self) -> None:
         """DBOS has the run cancelled: end it so (nothing more can be recorded)."""
-        if self.cancelled is None and self.failure is None:
-            self.cancelled = _outcome.cancelled(
+        if self.cancelled_in_db is None and self.failure is None:
+            self.cancelled_in_db = _outcome.cancelled(
                 f"durable run {self.run_id} was cancelled in its database (runtime.cancel() "
                 "or DBOS.cancel_workflow, from this process or another)"
             )
-            self._end_run(self.cancelled)
+            self._end_run(self.cancelled_in_db)
             self._kick()  # the writer stops
 
     def streamed(self, event: Event, seq: int) -> None:
@@ -276,10 +293,67 @@ class RunJournal:
         """A step completion was applied: save the run as it stands now."""
         self._done_keys.append(f"{run.router.graph.names[step]}:{invocation}")
         self._checkpoint(run)
+        if self.idle is not None:
+            self.idle.touch(run)
 
     def waiting(self, run: Run) -> None:
         """A step waits for an event: save the run, so its wait is restored after a crash."""
         self._checkpoint(run)
+        if self.idle is not None:
+            self.idle.touch(run)
+
+    def received(self, run: Run, event: Event, target: str | None) -> None:
+        """The caller sent ``event``: queue it for the next batch (see :mod:`._inputs`).
+
+        A parked run's journal delivers it to the run wherever it is (see :mod:`._park`).
+        """
+        if self.parked and self.parking is not None:
+            self.parking.deliver(self, event, target)
+            return
+        self._entries.append(self.inputs.entry(self.serializer, event, target))
+        self._kick()
+        if self.idle is not None:
+            self.idle.touch(run)
+
+    @property
+    def aborted(self) -> bool:
+        """Whether the run's task was cancelled before its end was recorded."""
+        return self._aborted
+
+    def take_inbox(self, entries: list[dict[str, Any]]) -> None:
+        """Record the inbox events the run took (each with its ``inbox`` offset)."""
+        for entry in entries:
+            entry.pop("ack", None)
+            self._entries.append(entry)
+            self.inbox_taken = max(self.inbox_taken, entry["inbox"])
+        if entries:
+            self._kick()
+
+    def park(self, run: Run) -> bool:
+        """Queue the release's checkpoint and park entry; False if the run is ending."""
+        if self._ended.done() or self.failure is not None or self._aborted:
+            return False
+        self._checkpoint(run)
+        entry = {"k": "park", "attempt": self.info.attempt, "ns": time.time_ns()}
+        self._entries.append(self.inputs.acked(entry))
+        self._kick()
+        return True
+
+    async def recorded(self) -> None:
+        """Return once the events the caller sent so far are recorded."""
+        await self.inputs.wait()
+
+    def cancelled(self) -> None:
+        """A holder of the parked run's handler cancels it: reloaded, then cancelled."""
+        if self.parking is not None:
+            self.parking.cancel(self.run_id)
+
+    def parked_outcome(self, run: Run) -> None:
+        """The released run's task ended: end its steps' spans and its run span as parked."""
+        if self.idle is not None:
+            self.idle.cancel()
+        self._drop_pending()
+        self.observer.run_parked(self.info)
 
     def _checkpoint(self, run: Run) -> None:
         ctx = run.ctx
@@ -315,6 +389,8 @@ class RunJournal:
         Returns the outcome to publish: ``outcome``, or the journal's failure if it could
         not record the run (then nothing of the run is recorded as done).
         """
+        if self.idle is not None:
+            self.idle.cancel()
         if self.failure is None:
             self._done_keys.clear()
             self._entries.append(
@@ -332,12 +408,16 @@ class RunJournal:
             await asyncio.shield(self._recorded)
         if self.failure is not None:
             return _outcome.failed("<journal>", self.failure, None)
-        return self.cancelled or outcome
+        return self.cancelled_in_db or outcome
 
     def abort(self) -> None:
         """The run's task was cancelled: write nothing more; the DBOS workflow stays pending."""
         self._aborted = True
         self._drop_pending()
+        if not self.parked:  # a parked run's journal goes on taking the caller's events
+            self.inputs.stopped("its task was cancelled")
+        if self.idle is not None:
+            self.idle.cancel()
         self._open_gates(None)
         self._kick()
 
@@ -370,6 +450,7 @@ class RunJournal:
         ends so). A database error fails the run (and DBOS records the workflow as failed).
         """
         self.claimed = True
+        self.writer = asyncio.current_task()
         self._open_gates(max(self._recorded_upto, 0))  # the run's DBOS workflow is recorded
         unwatch = watch_cancel(self.run_id, self._cancelled_in_database)
         try:
@@ -377,6 +458,8 @@ class RunJournal:
         except asyncio.CancelledError:
             if not self._ended.done():
                 self._ended.cancel()
+            if self.parked:
+                RELEASING.set(True)
             raise
         except _dbos_io.CANCELLED:  # a write found the run cancelled before the watcher
             self._cancelled_in_database()
@@ -397,7 +480,7 @@ class RunJournal:
     async def _write_loop(self) -> dict[str, Any] | None:
         loop = asyncio.get_running_loop()
         while True:
-            if not (self._entries or self._aborted or self.failure or self.cancelled):
+            if not (self._entries or self._aborted or self.failure or self.cancelled_in_db):
                 self._wake = loop.create_future()
                 await self._wake
                 self._wake = None
@@ -405,7 +488,7 @@ class RunJournal:
                 raise asyncio.CancelledError
             if self.failure is not None:
                 raise self.failure
-            if self.cancelled is not None:
+            if self.cancelled_in_db is not None:
                 return None
             batch, self._entries = self._entries, []
             pending, self._pending = self._pending, []
@@ -413,6 +496,7 @@ class RunJournal:
             started = time.perf_counter()
             await _dbos_io.write_batch(batch)
             self.batches += 1
+            self.inputs.committed(batch)
             self._open_gates(queued)
             self._publish(pending)
             self.observer.checkpoint_committed(self.info, time.perf_counter() - started)

@@ -1,7 +1,7 @@
 """Continuing a durable run after a crash or restart, from its journal.
 
 Runs as the body of the run's DBOS workflow, which DBOS re-invokes on ``launch()``. The
-journal's batches are read (not re-written: DBOS's step counter is advanced past them),
+journal's batches are read (their writes spent no DBOS step ids: nothing to replay),
 the last checkpoint restores the run through the saved-context machinery (the step
 invocations in flight then re-run, as the same invocations), the stream goes on after
 the last recorded event, and the run continues live in a task of its own.
@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from stepstream.context import Context
 from stepstream.durable import _dbos_io
+from stepstream.durable._inputs import redeliver, unapplied
 from stepstream.durable._journal import RunJournal
+from stepstream.durable._park import last_inbox, last_park, taken_up
 from stepstream.durable._retries import RestoredRetries
 from stepstream.durable._stream import decode_event
 
@@ -39,7 +41,6 @@ async def recover(  # noqa: PLR0917 - the DBOS workflow's arguments, passed on
 ) -> dict[str, Any]:
     """Take up run ``run_id`` of ``workflow``; return its end entry once it has one."""
     batches = await _dbos_io.read_batches(run_id)
-    _dbos_io.reserve_steps(len(batches))
     entries = [entry for batch in batches for entry in batch]
     for entry in entries:
         if entry["k"] == "end":  # it ended; only DBOS's record of it was missing
@@ -68,13 +69,23 @@ async def recover(  # noqa: PLR0917 - the DBOS workflow's arguments, passed on
     info = run.info
     status = await _dbos_io.run_status(run_id)
     info.attempt = status[1] if status is not None else info.attempt
+    park = last_park(entries)
+    if park is not None:  # reloaded after its release: DBOS counted dispatches anew
+        info.attempt += park["attempt"]
+        info.unparked = True
     info.resumed = (trace[0], trace[1]) if trace and trace[0] and trace[1] else None
     info.last_checkpoint_ns = entries[-1]["ns"] if entries else None
     if workflow.timeout is not None:  # the run's timeout counts from its first start
         elapsed = (time.time_ns() - started_ns) / 1e9
         run.spent = min(elapsed, workflow.timeout - _LAST_CHANCE)
-    journal = RunJournal(run, ctx._default_serializer(), None, len(batches))  # noqa: SLF001
-    journal.restored_retries = RestoredRetries(entries, journal.serializer)
+    # The caller's events recorded after the checkpoint are sent again (not re-recorded),
+    # then those its inbox got meanwhile (recorded, with their inbox offsets).
+    ser = ctx._default_serializer()  # noqa: SLF001
+    redeliver(run, ser, unapplied(entries))
+    inbox = await taken_up(run, ser, entries)
+    journal = RunJournal(run, ser, None, len(batches))
+    journal.restored_retries = RestoredRetries(entries, ser)
+    runtime.attach(journal, run, workflow.workflow_name, last_inbox(entries + inbox), inbox)
     if start_event is None:
         assert saved is not None  # noqa: S101 - a checkpoint or saved context was read
         begin: Any = saved.routing
@@ -83,4 +94,6 @@ async def recover(  # noqa: PLR0917 - the DBOS workflow's arguments, passed on
         begin = start_event
     handler = workflow._launch(run, begin, context)  # noqa: SLF001
     runtime.started(handler)
+    # An event posted to the inbox while the run was being taken up is handed over now.
+    runtime._parking.spawn(runtime._parking.drain(run_id))  # noqa: SLF001
     return await journal.write_loop()

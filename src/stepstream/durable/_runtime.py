@@ -18,7 +18,11 @@ from stepstream.context._snapshot import to_payload
 from stepstream.context.serializers import BaseSerializer, JsonSerializer
 from stepstream.durable import _dbos_io
 from stepstream.durable._journal import RunJournal
-from stepstream.durable._versions import check_policy, fail_run, fingerprint, mismatch
+from stepstream.durable._park import Parking
+from stepstream.durable._park_io import unpark
+from stepstream.durable._records import RunWatcher
+from stepstream.durable._service import RuntimeService
+from stepstream.durable._versions import Versions
 from stepstream.errors import WorkflowRuntimeError, WorkflowValidationError
 from stepstream.events import Event
 
@@ -94,7 +98,7 @@ async def _run_function(
     return await active._execute(run_id, workflow, start, trace, started_ns, version)  # noqa: SLF001
 
 
-class DBOSRuntime:
+class DBOSRuntime(RuntimeService):
     """Durable execution for workflows: ``MyWorkflow(runtime=DBOSRuntime())``.
 
     ``database_url`` is DBOS's system database: ``sqlite:///path`` (one machine) or
@@ -118,19 +122,21 @@ class DBOSRuntime:
         database_url: str | None = None,
         *,
         create: bool = True,
+        idle_release_after: float | None = 60.0,
         on_version_mismatch: str = "leave",
         **options: Any,
     ) -> None:
+        check_idle_release(idle_release_after)
         unknown = sorted(set(options) - PEER_OPTIONS)
         if unknown:
             msg = (
                 f"DBOSRuntime(...) got unknown option(s) {', '.join(unknown)}; it takes "
-                f"database_url, create, on_version_mismatch and {', '.join(sorted(PEER_OPTIONS))}"
+                f"database_url, create, idle_release_after, on_version_mismatch and "
+                f"{', '.join(sorted(PEER_OPTIONS))}"
             )
             raise WorkflowValidationError(msg)
         if options.get("run_migrations_on_launch") is False:
             create = False
-        self.on_version_mismatch = check_policy(on_version_mismatch)
         self.database_url = database_url or f"sqlite:///{DEFAULT_DATABASE.resolve()}"
         self.options = options
         self._create = create
@@ -142,11 +148,14 @@ class DBOSRuntime:
         # The runs executing in this process, by id, until they end.
         self._runs: dict[str, WorkflowHandler] = {}
         self._arrivals: dict[str, asyncio.Future[WorkflowHandler]] = {}
-        # The version of each workflow's code (by name); the runs that do not run here
-        # (another version's, or ended before the restart) and what re-attaching says.
-        self._versions: dict[str, str] = {}
+        # The version of each workflow's code; the runs that do not run here (another
+        # version's, or ended before the restart) and what re-attaching says.
+        self._versions = Versions(self, on_version_mismatch)
         self._refused: dict[str, Exception] = {}
         self.launch_context = contextvars.copy_context()
+        #: Runs idle this long (every step waiting for an event) are released (parked).
+        self._parking = Parking(self, idle_release_after)
+        self._watchers: list[RunWatcher] = []
 
     # -- registration and launch -----------------------------------------------------------
 
@@ -239,6 +248,7 @@ class DBOSRuntime:
         """
         if not self._launched:
             return
+        await self._parking.aclose()
         for handler in list(self._runs.values()):
             handler._task.cancel()  # noqa: SLF001 - the runtime owns its runs' tasks
         await asyncio.gather(
@@ -278,8 +288,29 @@ class DBOSRuntime:
             payload = {"ctx": to_payload(saved, serializer)}
         journal = RunJournal(run, serializer, (workflow.workflow_name, payload))
         journal.starter = _run_function
-        journal.start_kwargs = {"version": self._version_of(workflow)}
+        journal.start_kwargs = {"version": self._versions.of(workflow)}
+        self.attach(journal, run, workflow.workflow_name)
         self._starting[run.info.run_id] = journal
+
+    def attach(
+        self,
+        journal: RunJournal,
+        run: Run,
+        workflow: str,
+        inbox_taken: int = -1,
+        inbox: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Set ``journal``, of a run of ``workflow``, up for parking.
+
+        Records the ``inbox`` events its run took. Handlers of the run's released self,
+        if a caller holds any, follow it from now on.
+        """
+        journal.workflow_name = workflow
+        journal.parking = self._parking
+        self._parking.watch(journal)
+        journal.inbox_taken = inbox_taken
+        journal.take_inbox(inbox or [])
+        self._parking.reloaded(run.info.run_id, journal, run)
 
     def started(self, handler: WorkflowHandler) -> None:
         """Keep ``handler``'s run findable by id (:meth:`handler`) until it ends."""
@@ -289,6 +320,11 @@ class DBOSRuntime:
         arrival = self._arrivals.pop(run_id, None)
         if arrival is not None and not arrival.done():
             arrival.set_result(handler)
+        journal = handler._run.journal  # noqa: SLF001
+        if isinstance(journal, RunJournal) and journal.claimed:  # resumed, not new
+            resumed = journal.info.resumed
+            trace_id = resumed[0] if resumed is not None else journal.info.trace_id
+            self._resumed(handler, journal.workflow_name, journal.stream.seq, trace_id)
 
     async def handler(self, run_id: str, *, timeout: float = 30.0) -> WorkflowHandler:
         """A handler of durable run ``run_id`` executing in this process.
@@ -308,6 +344,8 @@ class DBOSRuntime:
         if status is None:
             msg = f"there is no durable run {run_id} in the database {self.database_url}"
             raise WorkflowRuntimeError(msg)
+        if status[0] == "CANCELLED" and await unpark(run_id):
+            status = ("ENQUEUED", status[1])  # it was parked: reloaded now, taken up below
         if status[0] not in {"PENDING", "ENQUEUED"}:
             msg = (
                 f"durable run {run_id} has ended (DBOS status {status[0]}); only a run that "
@@ -325,26 +363,6 @@ class DBOSRuntime:
                 "constructed here with this runtime"
             )
             raise WorkflowRuntimeError(msg) from None
-
-    async def cancel(self, run_id: str) -> None:
-        """Cancel durable run ``run_id``, wherever it runs; final, as ``cancel_run()`` is.
-
-        A run of this process is cancelled at once (``handler.cancel_run()``). Any other
-        is marked cancelled in the database (DBOS's cancel): the process running it ends
-        it within about a second (its handler raises WorkflowCancelledError), and a run
-        pending after a crash is not resumed. Does nothing if the run already ended.
-        """
-        self._ready()
-        found = self._runs.get(run_id)
-        if found is not None and not found.done():
-            await found.cancel_run()
-            return
-        status = await _dbos_io.run_status(run_id)
-        if status is None:
-            msg = f"there is no durable run {run_id} in the database {self.database_url}"
-            raise WorkflowRuntimeError(msg)
-        if status[0] in {"PENDING", "ENQUEUED"}:
-            await _dbos_io.cancel_run(run_id)
 
     async def _execute(  # noqa: PLR0917 - the DBOS workflow's arguments, passed on
         self,
@@ -372,25 +390,10 @@ class DBOSRuntime:
                 workflow,
             )
             raise asyncio.CancelledError  # DBOS then records nothing: the run stays pending
-        current = self._version_of(wf)
-        if version is not None and version != current:
-            error = mismatch(run_id, workflow, version, current, self.on_version_mismatch)
-            if self.on_version_mismatch == "resume":
-                _log.warning("stepstream: %s; resuming it (on_version_mismatch='resume')", error)
-            else:
-                _log.error("stepstream: %s", error)
-                self._refuse(run_id, error)
-                if self.on_version_mismatch == "fail":
-                    return await fail_run(wf, run_id, error)
-                raise asyncio.CancelledError  # DBOS records nothing: the run stays pending
+        refused = await self._versions.check(wf, run_id, version)
+        if refused is not None:  # another version's run, ended as failed here
+            return refused
         return await recover(self, wf, run_id, start, trace, started_ns)
-
-    def _version_of(self, workflow: Workflow) -> str:
-        """The version of ``workflow``'s code (worked out once per workflow name)."""
-        version = self._versions.get(workflow.workflow_name)
-        if version is None:
-            version = self._versions[workflow.workflow_name] = fingerprint(workflow)
-        return version
 
     def _ended_before(self, run_id: str) -> None:
         """Run ``run_id`` ended before the restart (only DBOS's record of it was missing)."""
@@ -403,6 +406,20 @@ class DBOSRuntime:
         arrival = self._arrivals.pop(run_id, None)
         if arrival is not None and not arrival.done():
             arrival.set_exception(error)
+
+
+def check_idle_release(seconds: object) -> None:
+    """Refuse an ``idle_release_after`` that is not None or a positive number of seconds."""
+    if seconds is None or (
+        isinstance(seconds, int | float) and not isinstance(seconds, bool) and seconds > 0
+    ):
+        return
+    msg = (
+        f"idle_release_after={seconds!r}: give the seconds a durable run may wait for an "
+        "event before it is released (a positive number), or None to keep waiting runs "
+        "in memory"
+    )
+    raise WorkflowValidationError(msg)
 
 
 def _serializer(workflow: Workflow) -> BaseSerializer:

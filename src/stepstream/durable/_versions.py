@@ -11,7 +11,9 @@ with the run's version (the default), ``"resume"`` it on this version anyway, or
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -24,9 +26,12 @@ from stepstream.errors import DurableVersionError, WorkflowValidationError
 from stepstream.events import Event, WorkflowFailedEvent
 
 if TYPE_CHECKING:
+    from stepstream.durable._runtime import DBOSRuntime
     from stepstream.workflow import Workflow
 
-__all__ = ["POLICIES", "Policy", "check_policy", "fail_run", "fingerprint", "mismatch"]
+__all__ = ["POLICIES", "Policy", "Versions", "check_policy", "fingerprint", "mismatch"]
+
+_log = logging.getLogger("stepstream")
 
 Policy = Literal["leave", "resume", "fail"]
 POLICIES: tuple[Policy, ...] = ("leave", "resume", "fail")
@@ -96,10 +101,47 @@ def mismatch(
     return DurableVersionError(msg, run_id, workflow, recorded, current)
 
 
-async def fail_run(workflow: Workflow, run_id: str, error: Exception) -> dict[str, Any]:
+class Versions:
+    """A runtime's versions of its workflows' code, and its check of the runs it resumes."""
+
+    def __init__(self, runtime: DBOSRuntime, policy: object) -> None:
+        self.policy = check_policy(policy)
+        self._runtime = runtime
+        self._known: dict[str, str] = {}
+
+    def of(self, workflow: Workflow) -> str:
+        """The version of ``workflow``'s code (worked out once per workflow name)."""
+        version = self._known.get(workflow.workflow_name)
+        if version is None:
+            version = self._known[workflow.workflow_name] = fingerprint(workflow)
+        return version
+
+    async def check(
+        self, workflow: Workflow, run_id: str, recorded: str | None
+    ) -> dict[str, Any] | None:
+        """Before run ``run_id`` resumes: None to go on, else as the policy says.
+
+        ``"leave"`` raises CancelledError (DBOS then records nothing: the run stays
+        pending); ``"fail"`` records the run's end and returns that end entry.
+        """
+        current = self.of(workflow)
+        if recorded is None or recorded == current:  # or started before versions were kept
+            return None
+        name = workflow.workflow_name
+        error = mismatch(run_id, name, recorded, current, self.policy)
+        if self.policy == "resume":
+            _log.warning("stepstream: %s; resuming it (on_version_mismatch='resume')", error)
+            return None
+        _log.error("stepstream: %s", error)
+        self._runtime._refuse(run_id, error)  # noqa: SLF001 - its runtime
+        if self.policy == "fail":
+            return await _fail_run(workflow, run_id, error)
+        raise asyncio.CancelledError
+
+
+async def _fail_run(workflow: Workflow, run_id: str, error: Exception) -> dict[str, Any]:
     """Record run ``run_id`` as failed with ``error`` (in its DBOS workflow); its end entry."""
     batches = await _dbos_io.read_batches(run_id)
-    _dbos_io.reserve_steps(len(batches))
     entries = [entry for batch in batches for entry in batch]
     for entry in entries:
         if entry["k"] == "end":

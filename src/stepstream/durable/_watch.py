@@ -14,6 +14,7 @@ import weakref
 from collections.abc import Callable
 
 from stepstream.durable import _dbos_io
+from stepstream.durable._park_io import PARKED
 
 __all__ = ["watch_cancel"]
 
@@ -37,7 +38,8 @@ class _Watcher:
             if not watched:
                 return
             with contextlib.suppress(Exception):  # the database is away: read again later
-                found = await loop.run_in_executor(None, _dbos_io.cancelled_runs, list(watched))
+                ids = list(watched)
+                found = await loop.run_in_executor(None, _dbos_io.cancelled_runs, ids, PARKED)
                 for run_id in found:
                     if self.runs.get(run_id) is watched[run_id]:
                         del self.runs[run_id]

@@ -17,19 +17,19 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import Receive, Scope, Send
 
 from stepstream._schema import event_schema
 from stepstream.drawing import flow_graph
 from stepstream.errors import WorkflowError
 from stepstream.events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
 from stepstream.server._admission import parked
+from stepstream.server._api_streams import StreamRoutes
+from stepstream.server._durable import DurableRuns
 from stepstream.server._envelope import BadRequest, event_bases, parse_event
 from stepstream.server._handlers import STATUSES, HandlerRecord, HandlerStore
-from stepstream.server._log import RunLog
 from stepstream.server._runs import Runs, correlation, logger
 from stepstream.server._settings import ServerSettings
-from stepstream.server._streaming import StreamLimiter, StreamOptions, event_stream
+from stepstream.server._streaming import StreamLimiter
 from stepstream.workflow import Workflow
 
 __all__ = ["Api", "Served", "json_response"]
@@ -72,18 +72,7 @@ def json_response(data: Any, status: int = 200) -> Response:
 Endpoint = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
-class _Streaming(Response):
-    """Hands the ASGI connection to the event stream (frames are written as they come)."""
-
-    def __init__(self, run: Callable[[Scope, Receive, Send], Coroutine[Any, Any, None]]) -> None:
-        super().__init__()
-        self._run = run
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._run(scope, receive, send)
-
-
-class Api:
+class Api(StreamRoutes):
     """The route handlers of one server."""
 
     def __init__(
@@ -97,6 +86,8 @@ class Api:
         self.served = served
         self.store = store
         self.runs = runs
+        #: The runs of a durable server (their records are in its database too), else None.
+        self.durable = runs if isinstance(runs, DurableRuns) else None
         self.settings = settings
         self.streams = StreamLimiter(settings.max_streams)
         self.stop = stop
@@ -132,9 +123,11 @@ class Api:
             raise BadRequest(msg, status=404)
         return served
 
-    def _record(self, request: Request) -> HandlerRecord:
+    async def _record(self, request: Request) -> HandlerRecord:
         handler_id = request.path_params["handler_id"]
         record = self.store.get(handler_id)
+        if record is None and self.durable is not None:  # the database knows more runs
+            record = await self.durable.lookup(handler_id)
         if record is None:
             msg = f"Handler not found: no handler {handler_id!r} on this server"
             raise BadRequest(msg, status=404)
@@ -227,6 +220,8 @@ class Api:
         ):
             msg = f"handler_id: must be 1-128 letters, digits or '._~-', got {handler_id!r}"
             raise BadRequest(msg)
+        if handler_id is not None and self.durable is not None:
+            await self._check_free(handler_id)
         kwargs = body.get("kwargs", {})
         if not isinstance(kwargs, dict):
             msg = (
@@ -244,16 +239,27 @@ class Api:
             raise BadRequest(msg) from None
         return record
 
+    async def _check_free(self, handler_id: str) -> None:
+        """Refuse a handler id a durable run already has (in the database too)."""
+        assert self.durable is not None  # noqa: S101 - called for a durable server only
+        if await self.durable.taken(handler_id):
+            msg = (
+                f"handler_id {handler_id!r} is taken; leave handler_id out to get a new one "
+                "(continuing a finished handler is not supported)"
+            )
+            raise BadRequest(msg, status=409)
+
     async def run(self, request: Request) -> Response:
         """``POST /workflows/{name}/run``: run, answer when it ends (200; 500 if it failed)."""
         record = await self._start(request)
-        ending = asyncio.ensure_future(self.runs.wait(record))
         # A short run keeps the request's slot to its end, so that a burst of them is
         # worked through a slot at a time; a longer one gives it back and only waits.
-        done, _ = await asyncio.wait({ending}, timeout=SHORT_RUN)
-        if not done:
-            parked()
-        await ending
+        # (The timer runs parked() in a copy of this request's context: its slot.)
+        timer = asyncio.get_running_loop().call_later(SHORT_RUN, parked)
+        try:
+            record = await self.runs.wait(record)
+        finally:
+            timer.cancel()
         return json_response(record.to_json(), 200 if record.status == "completed" else 500)
 
     async def run_nowait(self, request: Request) -> Response:
@@ -275,17 +281,22 @@ class Api:
         if bad:
             msg = f"status: unknown status {', '.join(map(repr, bad))}; use {', '.join(STATUSES)}"
             raise BadRequest(msg)
-        records = self.store.query(statuses, values("workflow_name"))
+        names = values("workflow_name")
+        if self.durable is not None:
+            keep = self.settings.keep_finished
+            records = await self.durable.query(statuses, names, keep)
+        else:
+            records = self.store.query(statuses, names)
         return json_response({"handlers": [r.to_json() for r in records]})
 
     async def get_handler(self, request: Request) -> Response:
         """``GET /handlers/{id}``: 202 while running, 200 completed, 500 failed or cancelled."""
-        record = self._record(request)
+        record = await self._record(request)
         return json_response(record.to_json(), _handler_status(record))
 
     async def result(self, request: Request) -> Response:
         """``GET /results/{id}`` (the peer's deprecated form): the result value, unwrapped."""
-        record = self._record(request)
+        record = await self._record(request)
         data = record.to_json()
         result = record.result
         if result is None:
@@ -298,7 +309,7 @@ class Api:
 
     async def cancel(self, request: Request) -> Response:
         """``POST /handlers/{id}/cancel?purge=``: cancel a running handler (purge: forget it)."""
-        record = self._record(request)
+        record = await self._record(request)
         purge = request.query_params.get("purge", "false").lower() == "true"
         if record.finished and not purge:
             msg = (
@@ -307,10 +318,16 @@ class Api:
             )
             raise BadRequest(msg, status=409)
         if not record.finished:
-            await self.runs.cancel(record)
+            try:
+                await self.runs.cancel(record)
+            except WorkflowError as exc:  # a durable run this process cannot take up
+                msg = f"handler {record.handler_id!r} cannot be cancelled here: {exc}"
+                raise BadRequest(msg, status=409) from None
             logger.info("run_cancelled", extra=correlation(record))
         if purge:
             self.store.remove(record.handler_id)
+            if self.durable is not None:
+                await self.durable.runtime.forget(record.run_id)
             return json_response({"status": "deleted"})
         return json_response({"status": "cancelled"})
 
@@ -318,7 +335,7 @@ class Api:
 
     async def send_event(self, request: Request) -> Response:
         """``POST /events/{id}``: send an event (a human's answer) into the run."""
-        record = self._record(request)
+        record = await self._record(request)
         body = await self._body(request)
         data, step = body.get("event"), body.get("step")
         if not data:
@@ -330,6 +347,14 @@ class Api:
         served = self.served[record.workflow_name]
         event = parse_event(data, served.events, where="event")
         handler = record.handler
+        if handler is None and self.durable is not None and not record.finished:
+            # A durable run parked, or executing in another process: to its inbox.
+            try:
+                await self.durable.send(record, event, step)
+            except WorkflowError as exc:
+                msg = f"event: {exc}"
+                raise BadRequest(msg, status=409) from None
+            return json_response({"status": "sent"})
         if handler is None or handler.done():
             msg = (
                 f"Workflow already completed: handler {record.handler_id!r} ended ({record.status})"
@@ -342,62 +367,6 @@ class Api:
             msg = f"event: {exc}"
             raise BadRequest(msg, status=status) from None
         return json_response({"status": "sent"})
-
-    async def stream_events(self, request: Request) -> Response:
-        """``GET /events/{id}``: the run's events as SSE (default) or NDJSON (``sse=false``)."""
-        record = self._record(request)
-        return self._stream(request, record.log, default_after="now")
-
-    async def stream_steps(self, request: Request) -> Response:
-        """``GET /handlers/{id}/steps``: the run's step lifecycle frames (from the start)."""
-        record = self._record(request)
-        return self._stream(request, record.steps, default_after="-1")
-
-    def _stream(self, request: Request, log: RunLog, default_after: str) -> Response:
-        """Frames of ``log`` from the requested position on, as SSE or NDJSON."""
-        params = request.query_params
-        sse = params.get("sse", "true").lower() == "true"
-        after = params.get("after_sequence", default_after)
-        source = "after_sequence"
-        last_id = request.headers.get("last-event-id")
-        if sse and last_id is not None:
-            after, source = last_id, "Last-Event-ID"
-        if after.strip().lower() == "now":
-            position = log.end
-        else:
-            try:
-                position = log.position_after(int(after))
-            except ValueError:
-                msg = f"{source}: must be an event seq (an integer) or 'now', got {after!r}"
-                raise BadRequest(msg) from None
-        if log.closed and position >= log.end:
-            return Response(status_code=204)  # the peer's answer: ended, nothing left to read
-        if not self.streams.try_acquire():
-            msg = f"too many event streams open ({self.streams.limit}, max_streams); retry later"
-            raise BadRequest(msg, status=503)
-        options = StreamOptions(
-            sse=sse,
-            qualified_name=params.get("include_qualified_name", "true").lower() == "true",
-            heartbeat=self.settings.heartbeat if sse else None,
-            send_timeout=self.settings.send_timeout,
-        )
-
-        async def run(scope: Scope, receive: Receive, send: Send) -> None:
-            parked()  # a stream mostly waits for events: it does not hold a request slot
-            try:
-                await event_stream(
-                    scope,
-                    receive,
-                    send,
-                    log=log,
-                    position=position,
-                    options=options,
-                    stop=self.stop,
-                )
-            finally:
-                self.streams.release()
-
-        return _Streaming(run)
 
 
 def _handler_status(record: HandlerRecord) -> int:

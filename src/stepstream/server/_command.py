@@ -7,12 +7,11 @@ Imports only click at module level: the CLI registers this command without loadi
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -24,25 +23,9 @@ __all__ = ["serve"]
 
 TOKEN_ENV = "STEPSTREAM_SERVER_TOKEN"  # noqa: S105 - a variable's name, not a secret
 LAG_ENV = "STEPSTREAM_LOOP_LAG"
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
-
-
-class JsonLines(logging.Formatter):
-    """One JSON object per record: timestamp, level, logger, event, then the extra keys."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        """Render ``record`` with its ``extra`` fields (the correlation keys) at the top level."""
-        line: dict[str, Any] = {
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs * 1000):06d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "event": record.getMessage(),
-        }
-        line.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=repr)
+#: What ``--durable`` alone stands for: the database in the telemetry directory.
+DEFAULT_DATABASE = "default"
+TUNE_ENV = "STEPSTREAM_SERVE_TUNE"
 
 
 def _without_color(record: logging.LogRecord) -> bool:
@@ -78,6 +61,40 @@ def _fail(message: str) -> NoReturn:
     show_default=True,
     help="Directory of the embedded trace and log files.",
 )
+@click.option(
+    "--durable",
+    "durable",
+    is_flag=False,
+    flag_value=DEFAULT_DATABASE,
+    default=None,
+    metavar="[DATABASE_URL]",
+    is_eager=True,  # checked first: `--durable app.py` would take the file as the URL
+    callback=lambda _ctx, _param, value: _checked_url(value),
+    help=(
+        "Run every workflow durably: runs survive a restart. The database is "
+        "DIR/durable.sqlite of --telemetry-dir, or sqlite:///path or postgresql://... "
+        "(write --durable=URL before FILE)."
+    ),
+)
+@click.option(
+    "--idle-release-after",
+    type=float,
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --durable: release runs waiting this long for an event (0: never).",
+)
+@click.option(
+    "--tune/--no-tune",
+    envvar=TUNE_ENV,
+    default=True,
+    show_default=True,
+    help=(
+        "Once started, tune the process for serving: freeze start-up objects out of "
+        "garbage collections, raise the collector's thresholds, a 1 ms GIL switch "
+        f"interval (shorter, rarer loop stalls). --no-tune (or {TUNE_ENV}=0): Python's."
+    ),
+)
 def serve(  # noqa: PLR0917 - click passes each option as an argument
     target: str,
     host: str,
@@ -88,6 +105,9 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
     max_streams: int,
     workers: int,
     telemetry_dir: Path,
+    durable: str | None,
+    idle_release_after: float,
+    tune: bool,
 ) -> None:
     """Serve every module-level Workflow instance of TARGET over HTTP (llama-agents' API)."""
     try:
@@ -98,6 +118,8 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
             "pip install 'stepstream[server]'"
         )
     from stepstream.errors import WorkflowError  # noqa: PLC0415
+    from stepstream.server._lines import JsonLinesHandler  # noqa: PLC0415
+    from stepstream.server._loop import ServingLoop  # noqa: PLC0415
     from stepstream.telemetry import configure_telemetry  # noqa: PLC0415
 
     if workers != 1:
@@ -106,6 +128,7 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
             "started on one could not be streamed from another; run one process per port "
             "(behind a sticky load balancer) until a shared handler store exists"
         )
+    database = _database(durable, telemetry_dir)
     try:
         workflows = load_workflows(target)
         server = WorkflowServer(
@@ -115,36 +138,59 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
             max_body_bytes=max_body,
             max_streams=max_streams,
             loop_lag_probe=os.environ.get(LAG_ENV, "").strip().lower() in {"1", "true"},
+            durable=database,
+            idle_release_after=idle_release_after if idle_release_after > 0 else None,
         )
     except WorkflowError as exc:
         _fail(str(exc))
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLines())
+    lines = JsonLinesHandler(sys.stderr.buffer)
     server_log = logging.getLogger("stepstream.server")
-    server_log.addHandler(handler)
+    server_log.addHandler(lines)
     server_log.setLevel(logging.INFO)
     # uvicorn's own lines (start and stop, refused requests, an application's traceback)
     # as JSON lines too: a traceback's text is the application's, and a newline in it
     # would otherwise start what reads as a line of its own.
     uvicorn_log = logging.getLogger("uvicorn.error")
-    uvicorn_log.addHandler(handler)
+    uvicorn_log.addHandler(lines)
     uvicorn_log.addFilter(_without_color)
     uvicorn_log.setLevel(logging.INFO)
     uvicorn_log.propagate = False
     telemetry = configure_telemetry(service_name="stepstream-serve", directory=telemetry_dir)
     auth = "bearer token required" if token else "no auth"
+    runs = f"; durable runs: {database}" if database else ""
     banner = (
         f"serving {', '.join(workflows)} from {target} on http://{host}:{port} ({auth}); "
-        f"telemetry: {telemetry.endpoint or telemetry.directory}"
+        f"telemetry: {telemetry.endpoint or telemetry.directory}{runs}"
     )
     click.echo(visible(banner), err=True)
     try:
-        _serve_until_stopped(server.uvicorn_server(host, port, log_config=None))
+        uv = server.uvicorn_server(host, port, tune_process=tune, log_config=None)
+        _serve_until_stopped(uv, ServingLoop)
     finally:
         telemetry.shutdown()
+        lines.close()
 
 
-def _serve_until_stopped(uv: Any) -> None:
+def _checked_url(durable: str | None) -> str | None:
+    """``--durable``'s value, if it is a database URL (or none: the default database)."""
+    if durable in {None, DEFAULT_DATABASE} or str(durable).startswith(
+        ("sqlite:///", "postgresql://", "postgres://")
+    ):
+        return durable
+    _fail(
+        f"--durable {durable}: give a database URL (sqlite:///path or postgresql://...), "
+        "or --durable alone for the default database; write --durable=URL before FILE"
+    )
+
+
+def _database(durable: str | None, telemetry_dir: Path) -> str | None:
+    """The database URL of ``--durable`` (None without it)."""
+    if durable == DEFAULT_DATABASE:
+        return f"sqlite:///{(telemetry_dir / 'durable.sqlite').resolve()}"
+    return durable
+
+
+def _serve_until_stopped(uv: Any, loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
     """Run the uvicorn server ``uv`` until SIGINT or SIGTERM, then return normally.
 
     uvicorn shuts down gracefully on either signal and then raises it again for the
@@ -159,7 +205,8 @@ def _serve_until_stopped(uv: Any) -> None:
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        asyncio.run(uv.serve())
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(uv.serve())
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -32,7 +32,16 @@ class Gap:
 class RunLog:
     """The events of one run, in stream order (strictly increasing ``seq``)."""
 
-    __slots__ = ("_base", "_changed", "_entries", "_seqs", "closed", "limit", "shares_frames")
+    __slots__ = (
+        "_base",
+        "_changed",
+        "_entries",
+        "_seqs",
+        "closed",
+        "limit",
+        "moved",
+        "shares_frames",
+    )
 
     def __init__(self, limit: int | None = None) -> None:
         self.limit = limit
@@ -45,6 +54,9 @@ class RunLog:
         #: True once a subscriber has read the live log: its events keep their frames
         #: (``EncodedEvent.frame``) until the log closes.
         self.shares_frames = False
+        #: True once the run's events no longer come here, though it did not end (a
+        #: durable run parked or stopped with the server): readers follow it elsewhere.
+        self.moved = False
 
     @property
     def end(self) -> int:
@@ -79,6 +91,18 @@ class RunLog:
             for entry in self._entries:
                 entry.release_frames()
         self._wake()
+
+    def move(self) -> None:
+        """The run goes on elsewhere (see :attr:`moved`): wake the readers."""
+        self.moved = True
+        if self.shares_frames:
+            for entry in self._entries:
+                entry.release_frames()
+        self._wake()
+
+    def first_seq(self) -> int | None:
+        """The seq of the oldest event still kept (None when the log is empty)."""
+        return self._seqs[0] if self._seqs else None
 
     def _wake(self) -> None:
         changed = self._changed

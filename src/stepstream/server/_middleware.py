@@ -22,6 +22,10 @@ from stepstream.server._runs import correlation, logger
 
 __all__ = ["BearerAuth", "Correlation", "span_details"]
 
+# The scope key under which span_details leaves the request's route template.
+_ROUTE_KEY = "stepstream.route"
+_UNSEEN = object()
+
 
 async def _refuse(
     send: Send, status: int, detail: str, headers: Iterable[tuple[bytes, bytes]]
@@ -104,9 +108,10 @@ class Correlation:
         try:
             await self.app(scope, receive, send_with_trace)
         finally:
+            route = scope.get(_ROUTE_KEY, _UNSEEN)
             fields: dict[str, Any] = {
                 "method": scope["method"],
-                "route": route_of(scope, self._routes),
+                "route": route_of(scope, self._routes) if route is _UNSEEN else route,
                 "status": status,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 3),
                 **correlation(),
@@ -125,11 +130,14 @@ def route_of(scope: Scope, routes: Sequence[BaseRoute]) -> str | None:
 
 
 def span_details(routes: Sequence[BaseRoute]) -> Any:
-    """The request span's name (``GET /events/{handler_id}``: low cardinality) and route."""
+    """The request span's name (``GET /events/{handler_id}``: low cardinality) and route.
+
+    The route found is kept in the scope for :class:`Correlation`'s line: one lookup.
+    """
 
     def details(scope: Scope) -> tuple[str, dict[str, str]]:
         method = scope.get("method", "HTTP")
-        route = route_of(scope, routes)
+        route = scope[_ROUTE_KEY] = route_of(scope, routes)
         if route is None:
             return method, {}
         return f"{method} {route}", {"http.route": route}

@@ -23,10 +23,10 @@ from stepstream.server._envelope import BadRequest, encode_event
 from stepstream.server._handlers import HandlerRecord, HandlerStatus, HandlerStore
 from stepstream.server._log import RunLog
 from stepstream.server._steplog import StepFrames
-from stepstream.telemetry import error_text, observe, safe_text
+from stepstream.telemetry import error_text, safe_text
 from stepstream.workflow import Workflow
 
-__all__ = ["Runs", "correlation", "logger"]
+__all__ = ["Runs", "correlation", "logger", "run_outcome", "traced_name"]
 
 logger = logging.getLogger("stepstream.server")
 
@@ -48,7 +48,7 @@ def correlation(record: HandlerRecord | None = None) -> dict[str, Any]:
     return keys
 
 
-def _outcome(handler: WorkflowHandler) -> tuple[HandlerStatus, StopEvent | None, str | None]:
+def run_outcome(handler: WorkflowHandler) -> tuple[HandlerStatus, StopEvent | None, str | None]:
     """Status, result event and error text of a run that has ended.
 
     The text is made safe (lone surrogates escaped, a raising ``__str__`` replaced): it
@@ -64,7 +64,7 @@ def _outcome(handler: WorkflowHandler) -> tuple[HandlerStatus, StopEvent | None,
     return "failed", None, f"{safe_text(type(error).__name__)}: {error_text(error)}"
 
 
-def _traced_name(workflow: Workflow) -> str:
+def traced_name(workflow: Workflow) -> str:
     """The name a run of ``workflow`` carries in telemetry: ``workflow_name=``, else the class."""
     cls = type(workflow)
     name = workflow.workflow_name
@@ -79,6 +79,7 @@ class Runs:
         self.event_log_limit = event_log_limit
         self._pumps: dict[str, asyncio.Task[None]] = {}
         self._closing = False
+        self._frames = StepFrames()
 
     def start(
         self,
@@ -103,8 +104,8 @@ class Runs:
         # so the run shares the trace of the request that started it.
         ctx = trace.get_current_span().get_span_context()
         steps = RunLog(self.event_log_limit)
-        with observe(StepFrames(steps)):  # per step attempt, nothing per streamed event
-            handler = workflow.run(start_event=start_event)
+        with self._frames.starting(steps):  # per step attempt, nothing per streamed event
+            handler = workflow.run(start_event=start_event, **self._run_options(handler_id))
         record = HandlerRecord(
             handler_id=handler_id,
             workflow_name=name,
@@ -112,21 +113,37 @@ class Runs:
             log=RunLog(self.event_log_limit),
             steps=steps,
             handler=handler,
-            traced_name=_traced_name(workflow),
+            traced_name=traced_name(workflow),
             trace_id=format(ctx.trace_id, "032x") if ctx.is_valid else None,
         )
         self.store.add(record)
-        task = asyncio.get_running_loop().create_task(
-            self._pump(record, handler), name=f"stepstream.server pump {handler_id}"
-        )
-        self._pumps[handler_id] = task
-        task.add_done_callback(lambda _: self._pumps.pop(handler_id, None))
+        self._follow(record, handler, 0)
         logger.info("run_started", extra=correlation(record))
         return record
 
-    async def _pump(self, record: HandlerRecord, handler: WorkflowHandler) -> None:
+    async def open(self) -> None:
+        """Called as the server starts serving (a durable server launches its runtime)."""
+
+    def _run_options(self, handler_id: str) -> dict[str, Any]:
+        """More keywords for ``workflow.run()`` (a durable server names the run)."""
+        return {}
+
+    def _follow(self, record: HandlerRecord, handler: WorkflowHandler, first_seq: int) -> None:
+        """Start the pump that fills ``record``'s log from ``handler``'s stream."""
+        handler_id = record.handler_id
+        task = asyncio.get_running_loop().create_task(
+            self._pump(record, handler, first_seq), name=f"stepstream.server pump {handler_id}"
+        )
+        self._pumps[handler_id] = task
+        task.add_done_callback(lambda done: self._unfollow(handler_id, done))
+
+    def _unfollow(self, handler_id: str, task: asyncio.Task[None]) -> None:
+        if self._pumps.get(handler_id) is task:
+            del self._pumps[handler_id]
+
+    async def _pump(self, record: HandlerRecord, handler: WorkflowHandler, first_seq: int) -> None:
         log = record.log
-        seq = 0
+        seq = first_seq
         try:
             async for event in handler.stream_events():
                 if type(event) is EventsDroppedEvent:
@@ -142,7 +159,9 @@ class Runs:
         finally:
             if not handler.done():
                 await handler.cancel_run()
-            status, result, error = _outcome(handler) if handler.done() else ("failed", None, None)
+            status, result, error = (
+                run_outcome(handler) if handler.done() else ("failed", None, None)
+            )
             record.finish(status, result, error)
             log.close()
             record.steps.close()
@@ -151,11 +170,12 @@ class Runs:
                 "run_finished", extra={**correlation(record), "status": status, "error": error}
             )
 
-    async def wait(self, record: HandlerRecord) -> None:
-        """Return once the handler's run has ended and its record is final."""
+    async def wait(self, record: HandlerRecord) -> HandlerRecord:
+        """Return the handler's final record once its run has ended."""
         task = self._pumps.get(record.handler_id)
         if task is not None:
             await asyncio.shield(task)
+        return record
 
     async def cancel(self, record: HandlerRecord) -> None:
         """Cancel the handler's run and wait until its record is final."""

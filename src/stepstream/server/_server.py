@@ -29,6 +29,7 @@ from stepstream.errors import WorkflowValidationError
 from stepstream.events import Event
 from stepstream.server._admission import Admission
 from stepstream.server._api import Api, Served, json_response
+from stepstream.server._durable import DurableRuns, server_runtime
 from stepstream.server._envelope import BadRequest
 from stepstream.server._handlers import HandlerStore, MemoryHandlerStore
 from stepstream.server._lag import LoopLagProbe
@@ -75,6 +76,10 @@ class WorkflowServer:
         settings: Limits and options (:class:`ServerSettings`); or pass its fields as
             keywords (``token=``, ``max_body_bytes=``, ...).
         store: Where handlers are kept (default: in memory).
+        durable: Run every served workflow durably: True (the default database,
+            ``.stepstream/durable.sqlite``), a database URL, or a ``DBOSRuntime``. The
+            runs then survive a restart, and the runtime's database is the handler
+            store (docs/server.md, "Durable runs").
         tracer_provider: For the request spans (default: the global provider); a
             workflow's run spans use the workflow's own provider.
         meter_provider: For the HTTP metrics of OpenTelemetry's ASGI middleware.
@@ -86,6 +91,7 @@ class WorkflowServer:
         *,
         settings: ServerSettings | None = None,
         store: HandlerStore | None = None,
+        durable: object = None,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
         **options: Any,
@@ -103,7 +109,14 @@ class WorkflowServer:
         self.store: HandlerStore = store or MemoryHandlerStore(settings.keep_finished)
         self._served: dict[str, Served] = {}
         self._stop = asyncio.Event()
-        self.runs = Runs(self.store, settings.event_log_limit)
+        self.runtime: Any = None  # the DBOSRuntime of a durable server
+        if durable is None or durable is False:
+            self.runs = Runs(self.store, settings.event_log_limit)
+        else:
+            self.runtime = server_runtime(durable, (), settings.idle_release_after)
+            self.runs = DurableRuns(
+                self.store, settings.event_log_limit, self.runtime, self._served
+            )
         self._api = Api(self._served, self.store, self.runs, settings, self._stop)
         self._tracer_provider = tracer_provider
         self._meter_provider = meter_provider
@@ -135,6 +148,12 @@ class WorkflowServer:
         if name in self._served:
             msg = f"WorkflowServer: a workflow is already served as {name!r}; pick another name"
             raise WorkflowValidationError(msg)
+        if self.runtime is not None:
+            try:
+                self.runtime.adopt(workflow)
+            except WorkflowValidationError as exc:
+                msg = f"WorkflowServer: {name!r}: {exc}"
+                raise WorkflowValidationError(msg) from None
         self._served[name] = Served(name, workflow, list(additional_events))
 
     @property
@@ -202,6 +221,7 @@ class WorkflowServer:
         if self._lag is not None:
             probe = asyncio.get_running_loop().create_task(self._lag.run(), name="loop lag")
         try:
+            await self.runs.open()
             yield
         finally:
             if probe is not None:
@@ -221,23 +241,50 @@ class WorkflowServer:
         config.setdefault("lifespan", "on")
         return uvicorn.Config(self, host=host, port=port, **config)
 
-    def uvicorn_server(self, host: str = "127.0.0.1", port: int = 8000, **config: Any) -> Any:
+    def uvicorn_server(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        tune_process: bool = False,
+        **config: Any,
+    ) -> Any:
         """A ``uvicorn.Server`` for this server: on shutdown the runs end first.
 
         So their streams and the ``/run`` requests waiting for them complete, and
-        uvicorn's wait for open connections is short.
+        uvicorn's wait for open connections is short. With ``tune_process``, once
+        started it tunes the process for serving (``stepstream serve --tune``: garbage
+        collector and GIL switch interval, see ``stepstream.server._tuning``); that is
+        process-wide.
         """
         import uvicorn  # noqa: PLC0415
 
         server = self
 
         class _Uvicorn(uvicorn.Server):
+            async def startup(self, sockets: Any = None) -> None:
+                await super().startup(sockets)
+                if tune_process and self.started:
+                    from stepstream.server._tuning import tune_process as tune  # noqa: PLC0415
+
+                    tune()
+
             async def shutdown(self, sockets: Any = None) -> None:
                 await server.aclose()
                 await super().shutdown(sockets)
 
         return _Uvicorn(self.uvicorn_config(host, port, **config))
 
-    async def serve(self, host: str = "127.0.0.1", port: int = 8000, **config: Any) -> None:
-        """Serve with uvicorn until stopped (Ctrl-C, SIGTERM); ``config``: ``uvicorn.Config``."""
-        await self.uvicorn_server(host, port, **config).serve()
+    async def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        tune_process: bool = False,
+        **config: Any,
+    ) -> None:
+        """Serve with uvicorn until stopped (Ctrl-C, SIGTERM); ``config``: ``uvicorn.Config``.
+
+        ``tune_process``: see :meth:`uvicorn_server`.
+        """
+        await self.uvicorn_server(host, port, tune_process=tune_process, **config).serve()

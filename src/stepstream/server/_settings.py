@@ -35,6 +35,9 @@ class ServerSettings:
             counting once its run has started, an event stream once it streams.
         loop_lag_probe: Sample the event loop's lag and serve it at
             ``GET /debug/loop-lag`` (``stepstream serve``: ``STEPSTREAM_LOOP_LAG=1``).
+        idle_release_after: A durable server's runs waiting for events this long are
+            released from memory (parked) until an event comes (None: never). Applies
+            to the runtime the server makes (``durable=True`` or a URL).
     """
 
     token: str | None = None
@@ -50,6 +53,7 @@ class ServerSettings:
     keep_alive_timeout: float = 5.0
     max_active_requests: int = 16
     loop_lag_probe: bool = False
+    idle_release_after: float | None = 60.0
 
     def __post_init__(self) -> None:
         problems = [
@@ -65,6 +69,7 @@ class ServerSettings:
                 ("header_timeout", self.header_timeout),
                 ("keep_alive_timeout", self.keep_alive_timeout),
                 ("max_active_requests", self.max_active_requests),
+                ("idle_release_after", self.idle_release_after or 1),
             )
             if not value > 0
         ]

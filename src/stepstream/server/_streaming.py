@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,14 +23,28 @@ from starlette.types import Message, Receive, Scope, Send
 from stepstream.events import Event
 from stepstream.server._envelope import EncodedEvent, encode_event, frame_form
 from stepstream.server._log import Gap, RunLog
+from stepstream.server._passes import budget
 from stepstream.server._runs import logger
 
-__all__ = ["BATCH", "StreamClosedEvent", "StreamLimiter", "StreamOptions", "event_stream"]
+__all__ = [
+    "BATCH",
+    "Sender",
+    "StreamClosedEvent",
+    "StreamLimiter",
+    "StreamOptions",
+    "Writer",
+    "closing_frame",
+    "event_stream",
+]
 
 #: The most frames a subscriber takes from the log per write.
 BATCH = 256
 #: The most loop turns a subscriber waits for more events before writing what it has.
 COALESCE_TURNS = 16
+#: Subscribers that write a batch of frames per pass of the loop, at most.
+WRITES_PER_PASS = 32
+#: Streams that end (their run's end reached) per pass of the loop, at most.
+ENDS_PER_PASS = 16
 
 
 class StreamClosedEvent(Event):
@@ -79,7 +94,7 @@ class StreamOptions:
         return frame_form(self.sse, self.qualified_name)
 
 
-def _closing_frame(options: StreamOptions, closed: StreamClosedEvent) -> bytes:
+def closing_frame(options: StreamOptions, closed: StreamClosedEvent) -> bytes:
     encoded = encode_event(closed.resume_after_sequence, closed)
     envelope = encoded.envelope(options.qualified_name)
     if options.sse:  # no id: the frame is not a position in the run's stream
@@ -107,7 +122,7 @@ async def _watch_disconnect(receive: Receive) -> None:
             return
 
 
-class _Sender:
+class Sender:
     """Sends body chunks, each within ``timeout`` seconds (a reader that stalls is dropped)."""
 
     def __init__(self, send: Send, timeout: float) -> None:
@@ -139,18 +154,23 @@ async def _gather(log: RunLog, position: int) -> list[EncodedEvent] | Gap:
 
 
 async def _pump_frames(
-    log: RunLog, position: int, options: StreamOptions, send: _Sender, stop: asyncio.Event
+    log: RunLog, position: int, options: StreamOptions, send: Sender, stop: asyncio.Event
 ) -> None:
     """Write the log's frames from ``position`` on until the run's end (or a Gap, or stop)."""
     form = options.form
+    # Many subscribers of a fast run: WRITES_PER_PASS of them write per pass of the loop
+    # (the others on the next passes, with what came meanwhile in the same write).
+    writes = budget("stream writes", WRITES_PER_PASS)
     stopped: asyncio.Future[object] = asyncio.ensure_future(stop.wait())
     try:
         while not stop.is_set():
             batch = log.read(position, BATCH)
             if batch and not isinstance(batch, Gap) and len(batch) < BATCH and not log.closed:
                 batch = await _gather(log, position)
+            if batch and not isinstance(batch, Gap) and await writes.turn():
+                batch = log.read(position, BATCH)  # it waited: take what came meanwhile
             if isinstance(batch, Gap):
-                await send(_closing_frame(options, _gap_event(batch)))
+                await send(closing_frame(options, _gap_event(batch)))
                 return
             if batch:
                 position += len(batch)
@@ -176,7 +196,11 @@ async def _pump_frames(
             detail="the server is shutting down; reconnect to another instance to go on",
             resume_after_sequence=-1,
         )
-        await send(_closing_frame(options, closed))
+        await send(closing_frame(options, closed))
+
+
+#: Writes one subscriber's frames with the sender it is given (a durable run's stream).
+Writer = Callable[[Sender], Coroutine[Any, Any, None]]
 
 
 async def event_stream(
@@ -188,8 +212,12 @@ async def event_stream(
     position: int,
     options: StreamOptions,
     stop: asyncio.Event,
+    writer: Writer | None = None,
 ) -> None:
-    """Answer one subscriber with the run's frames from ``position``; ends at the run's end."""
+    """Answer one subscriber with the run's frames from ``position``; ends at the run's end.
+
+    ``writer``, when given, writes the frames instead of reading them from ``log``.
+    """
     del scope
     media = b"text/event-stream" if options.sse else b"application/x-ndjson"
     await send(
@@ -203,21 +231,27 @@ async def event_stream(
             ],
         }
     )
-    sender = _Sender(send, options.send_timeout)
-    writer = asyncio.ensure_future(_pump_frames(log, position, options, sender, stop))
+    sender = Sender(send, options.send_timeout)
+    if writer is None:
+        writing = asyncio.ensure_future(_pump_frames(log, position, options, sender, stop))
+    else:
+        writing = asyncio.ensure_future(writer(sender))
     watcher = asyncio.ensure_future(_watch_disconnect(receive))
     try:
-        await asyncio.wait({writer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({writing, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (writer, watcher):
+        for task in (writing, watcher):
             task.cancel()
-        await asyncio.wait({writer, watcher})
+        await asyncio.wait({writing, watcher})
     if not watcher.cancelled() and watcher.exception() is not None:
         return  # the connection broke under us: nothing more can be sent
-    if writer.cancelled():
+    if writing.cancelled():
         return  # the client went away
-    problem = writer.exception()
+    problem = writing.exception()
     if problem is None:
+        # The streams of a run end together; ending one (the last chunk, the request's
+        # span, metrics and log line) is work: ENDS_PER_PASS of them per pass of the loop.
+        await budget("stream ends", ENDS_PER_PASS).turn()
         with contextlib.suppress(OSError, TimeoutError):
             await sender(b"", more=False)
     elif isinstance(problem, TimeoutError):

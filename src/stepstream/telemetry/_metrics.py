@@ -48,6 +48,11 @@ class Instruments:
             unit="{invocation}",
             description="Step invocations run again after a crash or restore",
         )
+        self.runs_parked = meter.create_up_down_counter(
+            attrs.METRIC_RUNS_PARKED,
+            unit="{run}",
+            description="Durable runs released while they wait for an event",
+        )
         self.checkpoint_duration = meter.create_histogram(
             attrs.METRIC_CHECKPOINT_DURATION,
             unit="s",

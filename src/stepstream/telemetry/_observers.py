@@ -41,6 +41,11 @@ def observe(*observers: Observer) -> Iterator[None]:
         _scoped.reset(token)
 
 
+def _same(one: tuple[Observer, ...], other: tuple[Observer, ...]) -> bool:
+    """The same observers (each ``observe()`` block makes a new tuple of them)."""
+    return len(one) == len(other) and all(a is b for a, b in zip(one, other, strict=True))
+
+
 class WorkflowObservers:
     """The observers of one workflow instance's runs."""
 
@@ -72,7 +77,7 @@ class WorkflowObservers:
         if not scoped:
             return base
         last = self._last
-        if last is not None and last[0] is base and last[1] is scoped:
+        if last is not None and last[0] is base and _same(last[1], scoped):
             return last[2]
         combined = combine([base, *scoped])
         self._last = (base, scoped, combined)

@@ -286,6 +286,10 @@ def encode_spans(spans: Sequence[ReadableSpan | EncodedSpan]) -> list[bytes]:
     return pieces
 
 
+#: A span with more events than this is encoded by the export thread, not where it ends.
+INLINE_EVENTS = 256
+
+
 class EncodingBatchSpanProcessor(BatchSpanProcessor):
     """A BatchSpanProcessor whose spans are encoded when they end, on the ending thread.
 
@@ -293,12 +297,20 @@ class EncodingBatchSpanProcessor(BatchSpanProcessor):
     it competes with a busy event loop and falls behind under sustained load: the
     queue, and memory, grow. Done here, it costs the same CPU, the queue holds compact
     bytes, and the export thread only joins and writes them.
+
+    Except for a span with many events (a step that streamed thousands): encoding it
+    takes milliseconds in one go, during which the event loop that ended it would do
+    nothing else. The export thread encodes those, and gives the GIL back to the loop
+    every switch interval meanwhile.
     """
 
     def on_end(self, span: ReadableSpan) -> None:
-        """Encode ``span`` and queue it for the batch export."""
+        """Encode ``span`` (unless it has many events) and queue it for the batch export."""
         if span.context is not None and span.context.trace_flags.sampled:
-            super().on_end(EncodedSpan(span))  # type: ignore[arg-type]  # duck-typed span
+            if len(span.events) > INLINE_EVENTS:
+                super().on_end(span)
+            else:
+                super().on_end(EncodedSpan(span))  # type: ignore[arg-type]  # duck-typed span
 
 
 class _LineFile:

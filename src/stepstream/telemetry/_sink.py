@@ -111,9 +111,7 @@ class TelemetrySink(Observer):
         if run.trace_id is None:
             run.trace_id = state.trace_id
             run.span_id = state.span_id
-        self._metrics.runs_active.add(1, self._label(attrs.WORKFLOW, workflow))
-        if resumed:
-            self._metrics.runs_resumed.add(1, self._label(attrs.WORKFLOW, workflow))
+        self._count_start(run, workflow, resumed)
         if log is not None:
             started = self._run_fields(state)
             if run.last_checkpoint_ns is not None:
@@ -174,6 +172,33 @@ class TelemetrySink(Observer):
                 fields[attrs.KEY_ERROR] = error_text(error)
             level = "info" if status == attrs.STATUS_OK else "error"
             log.emit(level, attrs.LOG_RUN_FINISHED, fields, span)
+
+    def _count_start(self, run: RunInfo, workflow: str, resumed: bool) -> None:
+        label = self._label(attrs.WORKFLOW, workflow)
+        self._metrics.runs_active.add(1, label)
+        if resumed:
+            self._metrics.runs_resumed.add(1, label)
+        if run.unparked:
+            self._metrics.runs_parked.add(-1, label)
+
+    def run_parked(self, run: RunInfo) -> None:
+        """End the run span as parked (no status: the run goes on), count it, log run_parked."""
+        state = run.get(self._run_key)
+        span = state.span
+        workflow = state.workflow
+        try:
+            if span.is_recording():
+                span.set_attribute(attrs.RUN_PARKED, True)
+        finally:
+            span.end()
+            self._metrics.runs_active.add(-1, self._label(attrs.WORKFLOW, workflow))
+            self._metrics.runs_parked.add(1, self._label(attrs.WORKFLOW, workflow))
+        for event_type, n in state.counts.items():
+            self._metrics.events_streamed.add(
+                n, self._label(attrs.WORKFLOW, workflow, attrs.EVENT_TYPE, event_type)
+            )
+        if state.log is not None:
+            state.log.emit("info", attrs.LOG_RUN_PARKED, self._run_fields(state), span)
 
     def _record_run_end(
         self,
@@ -306,7 +331,11 @@ class TelemetrySink(Observer):
             # Whatever failed above, the span ends and stops being the current one.
             span.end()
             if state.token is not None:
-                otel_context.detach(state.token)
+                # Detached where it was attached: a durable run's step ends later, from
+                # its journal's task (once recorded), where the token is not valid; the
+                # step's own context ended with its task.
+                if trace.get_current_span() is span:
+                    otel_context.detach(state.token)
                 # The token refers to the step task's contextvars, which refer to this
                 # step (current_step): dropping it breaks the cycle, so a finished step
                 # is freed at once rather than by the garbage collector.

@@ -40,6 +40,10 @@ RUN_ATTEMPT: Final = "stepstream.run.attempt"
 #: On a durable run resumed after a crash: when its previous attempt last recorded
 #: anything (ns since the epoch): the gap up to the span's start is the outage.
 RUN_LAST_CHECKPOINT_NS: Final = "stepstream.run.last_checkpoint_ns"
+#: True on the run span of a durable run's attempt that ended because the run was
+#: released (parked) while all its steps waited for events; its next attempt, reloaded
+#: when an event came, is a resumed run span of the same trace.
+RUN_PARKED: Final = "stepstream.run.parked"
 STEP: Final = "stepstream.step"
 STEP_ATTEMPT: Final = "stepstream.step.attempt"
 STEP_WORKER: Final = "stepstream.step.worker"
@@ -84,6 +88,8 @@ LOG_STEP_STARTED: Final = "step_started"
 LOG_STEP_FINISHED: Final = "step_finished"
 LOG_STEP_FAILED: Final = "step_failed"
 LOG_STEP_RETRY: Final = "step_retry"
+#: A durable run was released while it waited (instead of ``run_finished``).
+LOG_RUN_PARKED: Final = "run_parked"
 
 KEY_TIMESTAMP: Final = "timestamp"
 KEY_LEVEL: Final = "level"
@@ -121,6 +127,9 @@ METRIC_STEP_RETRIES: Final = "stepstream.step.retries"
 METRIC_RUNS_RESUMED: Final = "stepstream.runs.resumed"
 METRIC_STEPS_REPLAYED: Final = "stepstream.steps.replayed"
 METRIC_CHECKPOINT_DURATION: Final = "stepstream.checkpoint.duration"
+#: Durable runs released while they waited for events (up-down: +1 when a process
+#: releases one, -1 when a process reloads one; sum it over the processes).
+METRIC_RUNS_PARKED: Final = "stepstream.runs.parked"
 
 #: Every name above: the status type and the upper-case constants.
 # Computed, so that a constant added above cannot be left out of it.

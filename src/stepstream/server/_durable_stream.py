@@ -1,0 +1,162 @@
+"""One subscriber's stream of a durable run: the journal is the event log.
+
+A durable run's seq is its journal's: a subscriber resuming after seq N (``Last-Event-ID``
+or ``after_sequence``) gets every recorded event after N once, in order, whether the run
+executes here, was resumed here after a restart (its in-memory log starts at the resume),
+is parked, or executes in another process. What the in-memory log holds is sent from it
+(frames shared by the live subscribers, as for an in-memory run); what it does not hold
+is read back from the journal. A parked run's subscriber waits (with heartbeats) until
+the run is reloaded here; one of a run executing elsewhere reads the journal again every
+heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, Literal
+
+from stepstream.server._envelope import encode_event
+from stepstream.server._log import Gap, RunLog
+from stepstream.server._streaming import (
+    BATCH,
+    Sender,
+    StreamClosedEvent,
+    StreamOptions,
+    closing_frame,
+)
+
+if TYPE_CHECKING:
+    from stepstream.server._durable import DurableRuns
+
+__all__ = ["DurableStream", "last_seq"]
+
+#: Seconds between looks at the journal of a run executing in another process (no SSE).
+_POLL = 15.0
+
+
+async def last_seq(runs: DurableRuns, run_id: str, workflow: str) -> int:
+    """The seq of the run's last recorded event (-1: none): where ``now`` starts."""
+    live = runs.live(run_id)
+    if live is not None:
+        record, first = live
+        end = record.log.seq_at_end()
+        return end if end >= 0 else first - 1
+    events = await runs.runtime.events(run_id, workflow)
+    return events[-1][0] if events else -1
+
+
+class DurableStream:
+    """Writes the frames of run ``run_id`` after seq ``after`` to one subscriber."""
+
+    def __init__(  # noqa: PLR0917 - one per subscriber, built in one place
+        self,
+        runs: DurableRuns,
+        run_id: str,
+        workflow: str,
+        after: int,
+        options: StreamOptions,
+        stop: asyncio.Event,
+    ) -> None:
+        self.runs = runs
+        self.run_id = run_id
+        self.workflow = workflow
+        self.after = after
+        self.options = options
+        self.stop = stop
+
+    async def __call__(self, send: Sender) -> None:
+        """Write until the run's terminal event (or the server stops)."""
+        stopped: asyncio.Future[Any] = asyncio.ensure_future(self.stop.wait())
+        try:
+            await self._write(send, stopped)
+        finally:
+            stopped.cancel()
+        if self.stop.is_set():
+            closed = StreamClosedEvent(
+                reason="server_shutdown",
+                detail="the server is shutting down; reconnect to go on where you are",
+                resume_after_sequence=self.after,
+            )
+            await send(closing_frame(self.options, closed))
+
+    async def _write(self, send: Sender, stopped: asyncio.Future[Any]) -> None:
+        while not self.stop.is_set():
+            live = self.runs.live(self.run_id)
+            if live is not None:
+                if await self._from_log(live[0].log, live[1], send, stopped):
+                    return
+                continue  # moved (parked, stopped), fell behind the log, or stopping
+            if await self._history(send, None):
+                return
+            if self.runs.live(self.run_id) is not None:
+                continue
+            run = await self.runs.runtime.run(self.run_id)
+            if run is None or run.ended:
+                return
+            waiting = {self.runs.changed(), stopped}
+            timeout = self.options.heartbeat or _POLL
+            done, _ = await asyncio.wait(waiting, timeout=timeout, return_when="FIRST_COMPLETED")
+            if not done and self.options.sse:
+                await send(b": heartbeat\n\n")
+
+    async def _from_log(
+        self, log: RunLog, first: int, send: Sender, stopped: asyncio.Future[Any]
+    ) -> bool:
+        """Catch up from the journal, then follow ``log``; True once the run's end is sent."""
+        head = log.first_seq()
+        if head is None:
+            head = first
+        if self.after + 1 < head:  # before what the log holds: from the journal
+            return await self._history(send, head)
+        return await self._follow(log, send, stopped) == "closed"
+
+    async def _history(self, send: Sender, upto: int | None) -> bool:
+        """Send the recorded events after ``after`` (below ``upto``); True if the last is sent."""
+        events = await self.runs.runtime.events(self.run_id, self.workflow, self.after)
+        form = self.options.form
+        frames: list[bytes] = []
+        for seq, event, terminal in events:
+            if upto is not None and seq >= upto:
+                break
+            frames.append(encode_event(seq, event).render(form))
+            self.after = seq
+            if len(frames) >= BATCH or terminal:
+                await send(b"".join(frames))
+                frames = []
+            if terminal:
+                return True
+        if frames:
+            await send(b"".join(frames))
+        return False
+
+    async def _follow(
+        self, log: RunLog, send: Sender, stopped: asyncio.Future[Any]
+    ) -> Literal["closed", "moved", "behind", "stop"]:
+        """Send the log's frames after ``after`` until it closes, moves or leaves us behind."""
+        form = self.options.form
+        position = log.position_after(self.after)
+        while True:
+            batch = log.read(position, BATCH)
+            if isinstance(batch, Gap):
+                return "behind"
+            if batch:
+                position += len(batch)
+                if log.closed or log.moved:
+                    await send(b"".join([e.render(form) for e in batch]))
+                else:  # made once per event and form, shared by the live subscribers
+                    log.shares_frames = True
+                    await send(b"".join([e.frame(form) for e in batch]))
+                self.after = batch[-1].seq
+                continue
+            if log.closed:
+                return "closed"
+            if log.moved:
+                return "moved"
+            if self.stop.is_set():
+                return "stop"
+            waiting = {log.changed(), stopped}
+            done, _ = await asyncio.wait(
+                waiting, timeout=self.options.heartbeat, return_when="FIRST_COMPLETED"
+            )
+            if not done and self.options.sse:
+                await send(b": heartbeat\n\n")
