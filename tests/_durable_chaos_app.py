@@ -22,6 +22,7 @@ reader got; ``results.txt`` ``RUN|json``; ``spans-N.jsonl`` the spans; at the en
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -308,8 +309,9 @@ async def follow(runtime: DBOSRuntime, wfs: dict[str, Chaotic], run_id: str) -> 
         handler = wfs[kind].run(run_id=run_id, **start_args(run_id))
     reader = asyncio.create_task(read(handler, directory, run_id))
     if kind == "ask":  # answered anew by every incarnation: an answer is kept once recorded
-        await asyncio.sleep(0.1)
-        await handler.send_event(HumanResponseEvent(response=f"user {run_id}"))
+        await asyncio.sleep(0.5)
+        with contextlib.suppress(WorkflowRuntimeError):  # it may have ended meanwhile
+            await handler.send_event(HumanResponseEvent(response=f"user {run_id}"))
     result = await handler
     await reader
     note(directory / "results.txt", f"{run_id}|{json.dumps(result)}")
@@ -327,7 +329,8 @@ async def incarnation(directory: Path, n: int) -> None:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(SpanFile(directory / f"spans-{n}.jsonl")))
     url = os.environ.get("STEPSTREAM_TEST_DATABASE") or f"sqlite:///{directory / 'durable.sqlite'}"
-    runtime = DBOSRuntime(url)
+    # Runs waiting for their answer are released after 0.3 s (the answer comes at 0.5 s).
+    runtime = DBOSRuntime(url, idle_release_after=0.3)
     wfs = {
         kind: cls(runtime=runtime, timeout=None, tracer_provider=provider)
         for kind, cls in CLASSES.items()
