@@ -1,6 +1,7 @@
 """A process running a durable workflow, for tests/test_durable_kill.py to kill and restart.
 
-``python _durable_app.py DIR MODE``: the database is DIR/durable.sqlite. Each step appends
+``python _durable_app.py DIR MODE``: the database is $STEPSTREAM_TEST_DATABASE, or
+DIR/durable.sqlite. Each step appends
 ``step|step_key|pid`` to DIR/effects.txt (a side effect outside the process) and writes
 ``step:i`` events to the stream; step ``two`` waits for the file DIR/gate before it
 returns (and step ``one`` too, when DIR/hold-one exists). A stream reader appends each
@@ -167,7 +168,8 @@ async def main(directory: Path, mode: str) -> None:
     """Run ``mode`` (see the module docstring)."""
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(SpanFile(directory / f"spans-{mode}.jsonl")))
-    runtime = DBOSRuntime(f"sqlite:///{directory / 'durable.sqlite'}")
+    url = os.environ.get("STEPSTREAM_TEST_DATABASE") or f"sqlite:///{directory / 'durable.sqlite'}"
+    runtime = DBOSRuntime(url)
     if mode == "orphan":  # a deploy that lacks the workflow: its runs must stay pending
         await orphan(directory, runtime)
         return

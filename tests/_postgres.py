@@ -54,12 +54,22 @@ class PostgresServer:
         self.data = self.directory / "data"
         self.port = _free_port()
         self.pid: int | None = None
+        self._databases = 0
         self._as_root = os.geteuid() == 0
 
     @property
     def url(self) -> str:
         """A SQLAlchemy/psycopg URL of the ``postgres`` database."""
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return self.database_url("postgres")
+
+    def database_url(self, name: str) -> str:
+        """The URL of database ``name`` on this server (DBOS creates it if missing)."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
+    def new_database_url(self) -> str:
+        """The URL of a database no one has used yet (a fresh one per test)."""
+        self._databases += 1
+        return self.database_url(f"test_{os.getpid()}_{self._databases}")
 
     def _run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         command = [str(self.bindir / args[0]), *args[1:]]
@@ -68,14 +78,15 @@ class PostgresServer:
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
 
     def start(self) -> None:
-        """initdb, then start the server and wait until it takes connections."""
+        """initdb (the first time), then start the server; wait until it takes connections."""
         self.directory.mkdir(parents=True, exist_ok=True)
         if self._as_root:
             shutil.chown(self.directory, "postgres", "postgres")
-        done = self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust")
-        if done.returncode != 0:
-            msg = f"initdb failed: {done.stderr.strip()}"
-            raise RuntimeError(msg)
+        if not self.data.exists():  # else: started again after stop(), same data and port
+            done = self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust")
+            if done.returncode != 0:
+                msg = f"initdb failed: {done.stderr.strip()}"
+                raise RuntimeError(msg)
         options = f"-h 127.0.0.1 -p {self.port} -k {self.directory} -c fsync=on"
         done = self._run(
             "pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.directory / "log"),

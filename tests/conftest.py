@@ -7,6 +7,7 @@ every module that asks for it shares one Phoenix server.
 import logging
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -58,3 +59,12 @@ def postgres() -> Iterator[PostgresServer]:
     """A PostgreSQL server from Debian's packages on 127.0.0.1, for the whole session."""
     with PostgresServer() as server:
         yield server
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def durable_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new, empty database for durable runs: a SQLite file, or a Postgres database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'durable.sqlite'}"
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.new_database_url()

@@ -33,6 +33,8 @@ from stepstream.events import WorkflowFailedEvent
 
 pytest.importorskip("dbos")
 
+from dbos import DBOS
+
 from stepstream.durable import DBOSRuntime
 
 
@@ -108,9 +110,14 @@ class Slow(Workflow):
 
 
 @asynccontextmanager
-async def launched(tmp_path: Path, *classes: type[Workflow]) -> AsyncIterator[list[Any]]:
-    """A launched runtime on a new SQLite file, and an instance of each class using it."""
-    runtime = DBOSRuntime(f"sqlite:///{tmp_path / 'durable.sqlite'}")
+async def launched(where: Path | str, *classes: type[Workflow]) -> AsyncIterator[list[Any]]:
+    """A launched runtime, and an instance of each class using it.
+
+    ``where`` is a database URL (the ``durable_url`` fixture: SQLite, then Postgres), or
+    the directory of a new SQLite file.
+    """
+    url = where if isinstance(where, str) else f"sqlite:///{where / 'durable.sqlite'}"
+    runtime = DBOSRuntime(url)
     workflows: list[Any] = [cls(runtime=runtime, timeout=30) for cls in classes]
     await runtime.launch()
     try:
@@ -125,11 +132,11 @@ async def drained(events: AsyncIterator[Event]) -> list[Any]:
 
 
 @pytest.mark.asyncio
-async def test_a_durable_run_streams_and_ends_as_an_in_memory_one(tmp_path: Path) -> None:
+async def test_a_durable_run_streams_and_ends_as_an_in_memory_one(durable_url: str) -> None:
     """Same events in the same order, same result; the sync step's writes included."""
     in_memory = Chain(timeout=30).run(x=41)
     expected = await drained(in_memory.stream_events())
-    async with launched(tmp_path, Chain) as (_, chain):
+    async with launched(durable_url, Chain) as (_, chain):
         handler = chain.run(x=41)
         assert await drained(handler.stream_events()) == expected
         assert await handler == await in_memory == 42
@@ -137,9 +144,9 @@ async def test_a_durable_run_streams_and_ends_as_an_in_memory_one(tmp_path: Path
 
 
 @pytest.mark.asyncio
-async def test_a_durable_fan_out_joins_as_in_memory(tmp_path: Path) -> None:
+async def test_a_durable_fan_out_joins_as_in_memory(durable_url: str) -> None:
     """A list fan-out and its join give the in-memory result."""
-    async with launched(tmp_path, Fan) as (_, fan):
+    async with launched(durable_url, Fan) as (_, fan):
         handler = fan.run()
         streamed = await drained(handler.stream_events())
         assert await handler == 30
@@ -147,9 +154,9 @@ async def test_a_durable_fan_out_joins_as_in_memory(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
-async def test_a_failing_step_ends_the_durable_run_with_its_error(tmp_path: Path) -> None:
+async def test_a_failing_step_ends_the_durable_run_with_its_error(durable_url: str) -> None:
     """The step's exception is raised; the stream ends with WorkflowFailedEvent."""
-    async with launched(tmp_path, Fails) as (_, fails):
+    async with launched(durable_url, Fails) as (_, fails):
         handler = fails.run()
         events = [e async for e in handler.stream_events()]
         assert events[0] == Item(n=7)
@@ -159,9 +166,9 @@ async def test_a_failing_step_ends_the_durable_run_with_its_error(tmp_path: Path
 
 
 @pytest.mark.asyncio
-async def test_a_cancelled_durable_run_has_ended_for_good(tmp_path: Path) -> None:
+async def test_a_cancelled_durable_run_has_ended_for_good(durable_url: str) -> None:
     """cancel_run() is the run's end: it cannot be re-attached afterwards."""
-    async with launched(tmp_path, Slow) as (runtime, slow):
+    async with launched(durable_url, Slow) as (runtime, slow):
         handler = slow.run()
         await asyncio.sleep(0.05)
         await handler.cancel_run()
@@ -172,9 +179,9 @@ async def test_a_cancelled_durable_run_has_ended_for_good(tmp_path: Path) -> Non
 
 
 @pytest.mark.asyncio
-async def test_the_stream_is_read_again_from_any_seq(tmp_path: Path) -> None:
+async def test_the_stream_is_read_again_from_any_seq(durable_url: str) -> None:
     """After the run ended, after=seq reads the recorded events back, with the terminal."""
-    async with launched(tmp_path, Chain) as (_, chain):
+    async with launched(durable_url, Chain) as (_, chain):
         handler = chain.run(x=1)
         await handler
         assert await drained(handler.stream_events(after=2)) == [3, 4, "StopEvent"]
@@ -182,7 +189,7 @@ async def test_the_stream_is_read_again_from_any_seq(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
-async def test_a_live_reader_from_a_seq_follows_the_run(tmp_path: Path) -> None:
+async def test_a_live_reader_from_a_seq_follows_the_run(durable_url: str) -> None:
     """A reader with after= started while the run goes sees history, then live events."""
 
     class Gated(Workflow):
@@ -196,7 +203,7 @@ async def test_a_live_reader_from_a_seq_follows_the_run(tmp_path: Path) -> None:
             ctx.write_event_to_stream(Item(n=2))
             return StopEvent(result="ok")
 
-    async with launched(tmp_path, Gated) as (_, gated):
+    async with launched(durable_url, Gated) as (_, gated):
         gated.gate = asyncio.Event()
         handler = gated.run()
         first = handler.stream_events()
@@ -279,9 +286,9 @@ def test_durable_and_runtime_together_are_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
-async def test_a_run_id_already_taken_fails_the_new_run(tmp_path: Path) -> None:
+async def test_a_run_id_already_taken_fails_the_new_run(durable_url: str) -> None:
     """A durable run started with the id of an earlier one fails, naming the id."""
-    async with launched(tmp_path, Chain) as (_, chain):
+    async with launched(durable_url, Chain) as (_, chain):
         assert await chain.run(x=1, run_id="taken") == 2
         handler = chain.run(x=5, run_id="taken")
         with pytest.raises(WorkflowRuntimeError, match=r"run id taken is already taken"):
@@ -306,9 +313,9 @@ class Unsaveable(Workflow):
 
 
 @pytest.mark.asyncio
-async def test_a_run_that_cannot_be_saved_fails_saying_why(tmp_path: Path) -> None:
+async def test_a_run_that_cannot_be_saved_fails_saying_why(durable_url: str) -> None:
     """A value the serializer refuses fails the run, naming the run and the fix."""
-    async with launched(tmp_path, Unsaveable) as (runtime, unsaveable):
+    async with launched(durable_url, Unsaveable) as (runtime, unsaveable):
         handler = unsaveable.run()
         with pytest.raises(WorkflowRuntimeError, match=r"could not be saved .*must be serial"):
             await handler
@@ -340,3 +347,51 @@ def test_in_memory_runs_never_load_dbos() -> None:
         check=True,
     )
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.asyncio
+async def test_runtime_cancel_of_a_run_here_is_its_cancel_run(durable_url: str) -> None:
+    """runtime.cancel(run_id) of a run of this process cancels it at once, for good."""
+    async with launched(durable_url, Slow) as (runtime, slow):
+        handler = slow.run()
+        await asyncio.sleep(0.05)
+        await runtime.cancel(handler.run_id)
+        with pytest.raises(WorkflowCancelledError, match=r"cancelled with cancel_run\(\)"):
+            await handler
+        await runtime.cancel(handler.run_id)  # ended: nothing to do
+        with pytest.raises(WorkflowRuntimeError, match=r"has ended \(DBOS status SUCCESS\)"):
+            await runtime.handler(handler.run_id)
+        with pytest.raises(WorkflowRuntimeError, match=r"there is no durable run nope"):
+            await runtime.cancel("nope")
+
+
+@pytest.mark.asyncio
+async def test_a_run_cancelled_in_the_database_ends_cancelled_here(durable_url: str) -> None:
+    """DBOS's own cancel (as another process does it) ends the run here as cancelled."""
+    async with launched(durable_url, Slow) as (runtime, slow):
+        handler = slow.run()
+        live = asyncio.create_task(drained(handler.stream_events()))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        await DBOS.cancel_workflow_async(handler.run_id)
+        with pytest.raises(WorkflowCancelledError, match=r"was cancelled in its database"):
+            await handler
+        assert time.monotonic() - started < 3  # DBOS's watcher reads statuses every second
+        assert await live == ["WorkflowCancelledEvent"]
+        assert await drained(handler.stream_events(after=-1)) == ["WorkflowCancelledEvent"]
+        with pytest.raises(WorkflowRuntimeError, match=r"has ended \(DBOS status CANCELLED\)"):
+            await runtime.handler(handler.run_id)
+
+
+@pytest.mark.asyncio
+async def test_the_event_loop_works_on_after_destroy_and_a_new_launch(tmp_path: Path) -> None:
+    """destroy() leaves the loop's thread pool usable; a runtime launched again in it works."""
+    async with launched(tmp_path, Chain) as (_, chain):
+        assert await chain.run(x=1) == 2
+    assert await asyncio.to_thread(lambda: 5) == 5  # sync steps, to_thread: DBOS's pool is gone
+    assert await Chain(timeout=30).run(x=2) == 3  # a sync step in memory
+    async with launched(tmp_path, Chain) as (runtime, chain):
+        handler = chain.run(x=3)
+        assert await handler == 4
+        with pytest.raises(WorkflowRuntimeError, match=r"has ended \(DBOS status SUCCESS\)"):
+            await runtime.handler(handler.run_id)

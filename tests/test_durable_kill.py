@@ -1,4 +1,7 @@
-"""Durable runs survive ``kill -9``: real processes (tests/_durable_app.py) on SQLite."""
+"""Durable runs survive ``kill -9``: real processes (tests/_durable_app.py).
+
+The run killed in step two (the ``crash`` fixture) is killed on SQLite and on Postgres.
+"""
 
 from __future__ import annotations
 
@@ -21,9 +24,11 @@ APP = Path(__file__).resolve().parent / "_durable_app.py"
 SRC = str(Path(stepstream.__file__).resolve().parent.parent)
 
 
-def start(directory: Path, mode: str) -> subprocess.Popen[str]:
-    """Start the app in ``mode`` on the database in ``directory``."""
+def start(directory: Path, mode: str, database: str | None = None) -> subprocess.Popen[str]:
+    """Start the app in ``mode`` on ``database`` (default: a SQLite file in ``directory``)."""
     env = {**os.environ, "PYTHONPATH": SRC}
+    if database is not None:
+        env["STEPSTREAM_TEST_DATABASE"] = database
     return subprocess.Popen(
         [sys.executable, str(APP), str(directory), mode],
         env=env,
@@ -66,9 +71,9 @@ def effects(directory: Path) -> list[tuple[str, str, int]]:
     ]
 
 
-def kill_in_step_two(directory: Path) -> subprocess.Popen[str]:
+def kill_in_step_two(directory: Path, database: str | None) -> subprocess.Popen[str]:
     """Start a run and kill -9 its process while step two waits for the gate."""
-    proc = start(directory, "start")
+    proc = start(directory, "start", database)
     wait_for(
         lambda: (
             any(s == "two" for s, _, _ in effects(directory))
@@ -82,20 +87,25 @@ def kill_in_step_two(directory: Path) -> subprocess.Popen[str]:
     return proc
 
 
-@pytest.fixture(scope="module")
-def crash(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, object]:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def crash(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, int, object]:
     """A run killed while step two runs, then resumed: (its directory, pid 1, reference)."""
+    database = None
+    if request.param == "postgres":
+        database = request.getfixturevalue("postgres").new_database_url()
     reference = tmp_path_factory.mktemp("reference")
     finish(start(reference, "straight"))
     expected = json.loads((reference / "result-straight.txt").read_text())
     crashed = tmp_path_factory.mktemp("crashed")
-    first = kill_in_step_two(crashed)
+    first = kill_in_step_two(crashed, database)
     seen_before = lines(crashed / "reader-start.txt")
     (crashed / "cursor.txt").write_text(seen_before[-1].split()[0])
-    out = finish(start(crashed, "orphan"))  # a launch without the workflow: nothing changes
+    out = finish(start(crashed, "orphan", database))  # a launch without the workflow
     assert "cannot resume in this process: no workflow of that name" in out
     assert "is pending but was not resumed in this process" in (crashed / "orphan.txt").read_text()
-    finish(start(crashed, "resume"))
+    finish(start(crashed, "resume", database))
     return crashed, first.pid, expected
 
 

@@ -1802,7 +1802,7 @@ def _durable_bounded() -> Produced:
 
 @trigger(
     "DBOSRuntime(...) got unknown option(s) <names>; it takes database_url, create, "
-    "idle_release_after and <options>"
+    "idle_release_after, on_version_mismatch and <options>"
 )
 def _runtime_option() -> Produced:
     from stepstream.durable import DBOSRuntime  # noqa: PLC0415
@@ -1896,7 +1896,7 @@ def _run_ended() -> Produced:
     return _durable(attach, "Durable")
 
 
-def _left_pending() -> tuple[str, str]:
+def _left_pending(version: str | None = None) -> tuple[str, str]:
     """A database holding a run left pending (its process stopped it): (URL, run id)."""
     from stepstream.durable import DBOSRuntime  # noqa: PLC0415
 
@@ -1904,7 +1904,7 @@ def _left_pending() -> tuple[str, str]:
 
     async def main() -> str:
         runtime = DBOSRuntime(url)
-        wf = Durable(runtime=runtime)
+        wf = Durable(runtime=runtime, version=version)
         await runtime.launch()
         handler = wf.run(sleep=60)
         await asyncio.sleep(0.2)
@@ -1950,6 +1950,236 @@ def _not_resumed_here() -> Produced:
 )
 def _workflow_not_constructed() -> Produced:
     return "log", _attach_without_workflow()[1]
+
+
+@trigger(
+    "DBOSRuntime(on_version_mismatch=...) must be one of 'leave', 'resume', 'fail' (what a run "
+    "started by another version of its workflow's code does here), got <value>"
+)
+def _version_policy() -> Produced:
+    from stepstream.durable import DBOSRuntime  # noqa: PLC0415
+
+    return raised(lambda: DBOSRuntime(_sqlite("x.sqlite"), on_version_mismatch="drain"))
+
+
+@trigger(
+    "<Workflow>(version=...) must be a non-empty string naming the version of the workflow's "
+    "code (e.g. '2'), or None for a hash of its step graph; got <value>"
+)
+def _version_blank() -> Produced:
+    return raised(lambda: Durable(version=" "))
+
+
+def _other_version(policy: str) -> tuple[Produced, list[str]]:
+    """A run of version 1 met by a launch of version 2 with ``policy``; re-attach to it."""
+    from stepstream.durable import DBOSRuntime  # noqa: PLC0415
+
+    url, run_id = _left_pending(version="1")
+
+    async def main() -> None:
+        runtime = DBOSRuntime(url, on_version_mismatch=policy)
+        Durable(runtime=runtime, version="2")
+        await runtime.launch()
+        try:
+            await runtime.handler(run_id, timeout=10)
+        finally:
+            await runtime.destroy()
+
+    with logged("stepstream") as messages:
+        produced = raised(lambda: asyncio.run(main()))
+    return produced, messages
+
+
+_MISMATCH = (
+    "durable run <run_id> of workflow <name> was started by version <version> of its code, and "
+    "this process has version <version>; "
+)
+_LEFT = (
+    "it is left pending: a process running version <version> resumes it when it launches; or "
+    "construct the DBOSRuntime with on_version_mismatch='resume' to resume it on this version, "
+    "or 'fail' to end it"
+)
+
+
+@trigger(_MISMATCH + _LEFT)
+def _version_left() -> Produced:
+    return _other_version("leave")[0]
+
+
+@trigger("stepstream: " + _MISMATCH + _LEFT)
+def _version_left_logged() -> Produced:
+    return "log", _other_version("leave")[1]
+
+
+@trigger(_MISMATCH + "it is ended as failed (on_version_mismatch='fail')")
+def _version_failed() -> Produced:
+    return _other_version("fail")[0]
+
+
+@trigger("stepstream: " + _MISMATCH + _LEFT + "; resuming it (on_version_mismatch='resume')")
+def _version_resumed() -> Produced:
+    from stepstream.durable import DBOSRuntime  # noqa: PLC0415
+
+    url, run_id = _left_pending(version="1")
+
+    async def main() -> None:
+        runtime = DBOSRuntime(url, on_version_mismatch="resume")
+        Durable(runtime=runtime, version="2")
+        await runtime.launch()
+        try:
+            await runtime.handler(run_id, timeout=10)  # resumed, sleeping on
+        finally:
+            await runtime.destroy()
+
+    with logged("stepstream") as messages:
+        asyncio.run(main())
+    return "log", messages
+
+
+@trigger(
+    "durable run <run_id> was cancelled in its database (runtime.cancel() or "
+    "DBOS.cancel_workflow, from this process or another)"
+)
+def _cancelled_in_database() -> Produced:
+    from dbos import DBOS  # noqa: PLC0415
+
+    async def cancel(runtime: Any) -> None:
+        handler = runtime._workflows[Durable().workflow_name].run(sleep=60)
+        await asyncio.sleep(0.1)
+        await DBOS.cancel_workflow_async(handler.run_id)
+        await handler
+
+    return _durable(cancel, "Durable")
+
+
+@trigger("durable run <run_id> has ended; only a run that is still going can be re-attached")
+def _ended_before_restart() -> Produced:
+    import sqlite3  # noqa: PLC0415
+
+    from stepstream.durable import DBOSRuntime  # noqa: PLC0415
+
+    url = _sqlite("ended.sqlite")
+
+    async def run_once() -> str:
+        runtime = DBOSRuntime(url)
+        wf = Durable(runtime=runtime)
+        await runtime.launch()
+        handler = wf.run()
+        await handler
+        await runtime.destroy()
+        return handler.run_id
+
+    run_id = asyncio.run(run_once())
+    # As if the process had died after the run's end was recorded, before DBOS's record.
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+        conn.execute(
+            "UPDATE workflow_status SET status = 'PENDING' WHERE workflow_uuid = ?", (run_id,)
+        )
+
+    async def attach(runtime: Any) -> None:
+        await runtime.handler(run_id, timeout=10)
+
+    async def main() -> None:
+        runtime = DBOSRuntime(url)
+        Durable(runtime=runtime)
+        await runtime.launch()
+        try:
+            await attach(runtime)
+        finally:
+            await runtime.destroy()
+
+    return raised(lambda: asyncio.run(main()))
+
+
+@functools.cache
+def _outage() -> list[str]:
+    """What the stepstream logger says while a run's Postgres database stops for 2 s."""
+    from _postgres import PostgresServer  # noqa: PLC0415
+    from stepstream.durable import DBOSRuntime  # noqa: PLC0415
+
+    async def main(server: PostgresServer) -> None:
+        runtime = DBOSRuntime(server.database_url("outage"))
+        wf = Durable(runtime=runtime)
+        await runtime.launch()
+        try:
+            handler = wf.run(sleep=1)
+            await asyncio.sleep(0.5)  # started and recorded; its end is not
+            await asyncio.to_thread(server.stop)
+            await asyncio.sleep(2)
+            await asyncio.to_thread(server.start)
+            async with asyncio.timeout(60):
+                await handler
+        finally:
+            await runtime.destroy()
+
+    with PostgresServer() as server, logged("stepstream") as messages:
+        asyncio.run(main(server))
+    return messages
+
+
+@trigger(
+    "stepstream: the durable database cannot be written (<ErrorType>: <error>); the journals "
+    "wait and are written once it is back"
+)
+def _database_away() -> Produced:
+    return "log", _outage()
+
+
+@trigger("stepstream: the durable database is back; the journals are written again")
+def _database_back() -> Produced:
+    return "log", _outage()
+
+
+class Retried(Workflow):
+    """Fails its first attempt; retried 1.5 s later, raises what retry_info() says."""
+
+    @step(retry_policy=retry_policy(wait=wait_fixed(1.5), stop=stop_after_attempt(2)))
+    async def only(self, ctx: Context[Any], ev: StartEvent) -> StopEvent:
+        info = ctx.retry_info()
+        if info.last_exception is not None:
+            raise info.last_exception
+        msg = "the first attempt fails"
+        raise ValueError(msg)
+
+
+@trigger("attempt <n> of step <step> failed before the run's process stopped: <ErrorType>: <error>")
+def _retry_before_restart() -> Produced:
+    from stepstream.durable import DBOSRuntime  # noqa: PLC0415
+    from stepstream.telemetry import Observer  # noqa: PLC0415
+    from stepstream.telemetry import observe  # noqa: PLC0415
+
+    url = _sqlite("retried.sqlite")
+
+    class Recorded(Observer):
+        def __init__(self) -> None:
+            self.event = asyncio.Event()
+
+        def step_retry(self, inv: Any, delay: float) -> None:
+            self.event.set()
+
+    async def stop_in_back_off() -> str:
+        runtime = DBOSRuntime(url)
+        wf = Retried(runtime=runtime)
+        await runtime.launch()
+        recorded = Recorded()
+        with observe(recorded):
+            handler = wf.run()
+        await recorded.event.wait()  # told once the retry is recorded
+        await runtime.destroy()
+        return handler.run_id
+
+    run_id = asyncio.run(stop_in_back_off())
+
+    async def resume() -> None:
+        runtime = DBOSRuntime(url)
+        Retried(runtime=runtime)
+        await runtime.launch()
+        try:
+            await (await runtime.handler(run_id))
+        finally:
+            await runtime.destroy()
+
+    return raised(lambda: asyncio.run(resume()))
 
 
 @trigger(
@@ -2003,8 +2233,7 @@ def _after_gone() -> Produced:
 
 
 @trigger(
-    "ctx.step_key is only available from within a step (it names the step invocation that "
-    "reads it)"
+    "ctx.step_key is only available from within a step (it names the step invocation that reads it)"
 )
 def _step_key_outside() -> Produced:
     async def main() -> None:

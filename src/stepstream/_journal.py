@@ -8,6 +8,7 @@ event reaches the stream buffer and the observers only once it is recorded.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -20,7 +21,22 @@ if TYPE_CHECKING:
     from stepstream.handler import WorkflowHandler
     from stepstream.workflow import Workflow
 
-__all__ = ["Engine", "Journal"]
+__all__ = ["Engine", "Journal", "RetryState"]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryState:
+    """Where a step invocation stood in its retries when its process stopped.
+
+    Attempt ``attempt`` failed with ``error`` at ``failed_ns``; the next attempt is due
+    at ``due_ns`` (wall clock); the invocation's first attempt began at ``first_ns``.
+    """
+
+    attempt: int
+    due_ns: int
+    first_ns: int
+    failed_ns: int
+    error: BaseException
 
 
 @runtime_checkable
@@ -70,6 +86,15 @@ class Journal(Protocol):
 
     def waiting(self, run: Run) -> None:
         """A step registered a ``wait_for_event`` waiter and streamed its prompt."""
+        ...
+
+    def retried(self, step: str, invocation: int, event: Event) -> RetryState | None:
+        """The retry state invocation ``invocation`` of ``step`` on ``event`` had before a restart.
+
+        Asked as each invocation of a journaled run begins; None for a new one. A step
+        in retry back-off when its process died goes on with its attempt count and its
+        next attempt's due time.
+        """
         ...
 
     def received(self, run: Run, event: Event, target: str | None) -> None:

@@ -99,6 +99,7 @@ class Run(RunQueries):
         "replaying",
         "resources",
         "router",
+        "spent",
         "stream",
         "thread_id",
         "timeout",
@@ -127,6 +128,8 @@ class Run(RunQueries):
         self.observed = instrument is not NOOP
         self.stream = stream
         self.timeout = timeout
+        # Seconds of the timeout spent before a restart (a resumed durable run's).
+        self.spent = 0.0
         self.loop = loop
         # The workflow instance's: cached resource values outlive the run.
         self.resources = resources
@@ -206,7 +209,7 @@ class Run(RunQueries):
         if self.timeout is None:
             return await self._decided
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(self.timeout - self.spent):
                 return await self._decided
         except TimeoutError:
             active = self.router.active_steps()

@@ -39,6 +39,7 @@ from stepstream.retry_policy import RetryInfo
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from stepstream._journal import Journal
     from stepstream._runtime import Caller, Run
     from stepstream._spec import StepSpec
     from stepstream.context import Context
@@ -119,10 +120,11 @@ async def _invoke(  # noqa: PLR0917 - one call site
     """Run the attempts of one invocation; return what the step returned (None if it failed)."""
     spec = run.router.graph.specs[index]
     ins = run.instrument
-    first = time.monotonic()
-    first_ns = time.time_ns()
-    retry: tuple[int, BaseException, int] | None = None
-    attempt = 0
+    # A durable run's invocation may go on where it stood in its retry back-off before
+    # a restart: attempt count, first start, last error (its next attempt once it is due).
+    saved = await _resumed(run.journal, spec.name, job[3], event) if run.journal else None
+    attempt, first_ns, retry = (0, time.time_ns(), None) if saved is None else saved
+    first = time.monotonic() - (time.time_ns() - first_ns) / 1e9
     while True:
         attempt += 1
         inv = StepInfo(run.info, spec.name, attempt, worker, event, origin, time.time_ns())
@@ -186,6 +188,22 @@ async def _invoke(  # noqa: PLR0917 - one call site
             continue
         _handle_result(run, inv, result, first)
         return result
+
+
+async def _resumed(
+    journal: Journal, step: str, invocation: int, event: Event
+) -> tuple[int, int, tuple[int, BaseException, int]] | None:
+    """The retry state ``journal`` restored for the invocation: (attempt, first ns, retry).
+
+    Returns once its next attempt is due; None for an invocation that was not in back-off.
+    """
+    saved = journal.retried(step, invocation, event)
+    if saved is None:
+        return None
+    wait = saved.due_ns - time.time_ns()
+    if wait > 0:
+        await asyncio.sleep(wait / 1e9)
+    return saved.attempt, saved.first_ns, (saved.first_ns, saved.error, saved.failed_ns)
 
 
 def _ticketed(run: Run, inv: StepInfo, event: Event, ticket: Ticket) -> Any:

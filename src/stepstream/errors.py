@@ -14,7 +14,9 @@ where stepstream finds the problem earlier::
     │                                            workflow class is instantiated)
     ├── WorkflowRuntimeError (RuntimeError)      the API was used wrongly while running
     │   ├── WorkflowStepDoesNotExistError        send_event(..., step=...) names no step
-    │   └── ContextStateError                    a Context call that cannot work here
+    │   ├── ContextStateError                    a Context call that cannot work here
+    │   └── DurableVersionError                  a durable run was started by another
+    │                                            version of its workflow's code
     ├── WorkflowTimeoutError (TimeoutError)      the run or a step ran out of time
     ├── WorkflowCancelledByUser                  the run was cancelled (LlamaIndex's name)
     │   └── WorkflowCancelledError               what stepstream raises when it is
@@ -37,6 +39,7 @@ __all__ = [
     "ContextSerdeError",
     "ContextStateError",
     "DurableStoreError",
+    "DurableVersionError",
     "WorkflowCancelledByUser",
     "WorkflowCancelledError",
     "WorkflowConfigurationError",
@@ -147,6 +150,28 @@ class DurableStoreError(WorkflowError, OSError):
     def __init__(self, message: str, location: object) -> None:
         super().__init__(message)
         self.location = str(location)
+
+
+class DurableVersionError(WorkflowRuntimeError):
+    """A durable run was started by another version of its workflow's code than this one.
+
+    ``run_id`` and ``workflow`` name the run; ``recorded`` is the version that started it
+    and ``current`` this process's (``Workflow(version=...)``, else a step graph hash).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        run_id: str = "",
+        workflow: str = "",
+        recorded: str = "",
+        current: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.workflow = workflow
+        self.recorded = recorded
+        self.current = current
 
 
 class WorkflowDone(WorkflowError):  # noqa: N818 - LlamaIndex Workflows' name

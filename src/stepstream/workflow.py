@@ -52,7 +52,9 @@ class Workflow:
     OpenTelemetry providers unless ``tracer_provider`` / ``meter_provider`` are given.
     ``redact(event, payload)`` is applied to each event's payload (a fresh dict) before
     any span event, log line or OTLP record is built: return the payload to record, or
-    None to record the event's type and seq only.
+    None to record the event's type and seq only. ``durable=True`` (or a database URL)
+    makes runs survive a crash (``stepstream.durable``); ``version`` names the version of
+    the workflow's code its durable runs record (by default a hash of the step graph).
     """
 
     _stepstream_free_steps: ClassVar[dict[str, StepConfig]]
@@ -75,9 +77,19 @@ class Workflow:
         stream_overflow: Overflow = "fail",
         redact: Redactor | None = None,
         durable: bool | str | None = None,
+        version: str | None = None,
     ) -> None:
         cls_name = type(self).__name__
         _check_options(cls_name, timeout, num_concurrent_runs, runtime, skip_graph_checks)
+        if version is not None and not (isinstance(version, str) and version.strip()):
+            msg = (
+                f"{cls_name}(version=...) must be a non-empty string naming the version of "
+                f"the workflow's code (e.g. '2'), or None for a hash of its step graph; got "
+                f"{version!r}"
+            )
+            raise WorkflowValidationError(msg)
+        # The version of this workflow's code a durable run records (see docs/durable.md).
+        self._version = version
         self._runtime = _engine_for(cls_name, runtime, durable)
         _check_stream_bound(cls_name, stream_limit, stream_overflow)
         self._stream_bound = (stream_limit, stream_overflow)

@@ -16,25 +16,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import orjson
+import sqlalchemy as sa
 from dbos import DBOS, SetWorkflowID
 from dbos import _dbos as dbos_module
 from dbos._context import get_local_dbos_context
-from dbos._error import DBOSWorkflowCancelledError, DBOSWorkflowConflictIDError
+from dbos._error import (
+    DBOSAwaitedWorkflowCancelledError,
+    DBOSWorkflowCancelledError,
+    DBOSWorkflowConflictIDError,
+)
 from dbos._serialization import WorkflowSerializationFormat, deserialize_value, serialize_value
 from dbos._sys_db import _dbos_streams_channel
 
+from stepstream._text import error_text
 from stepstream.errors import DurableStoreError
 
 __all__ = [
+    "CANCELLED",
     "STREAM",
     "WORKFLOW",
+    "cancel_run",
+    "cancelled_runs",
     "current_run_id",
     "dbos_instance",
     "destroy_dbos",
@@ -53,8 +64,14 @@ __all__ = [
 STREAM = "stepstream"
 WORKFLOW = "stepstream.run"
 _READ_BATCH = 256
+_log = logging.getLogger("stepstream")
 _GROUP = 500  # batches per group commit at most (SQLite binds at most 32,766 values)
-_ATTEMPTS = 3  # tries of a group commit whose connection was lost or the database busy
+_ATTEMPTS = 3  # tries at once of a group commit whose connection was lost or database busy
+_BACKOFF_MAX = 2.0  # then waits between tries double up to this (seconds), without limit
+
+#: What DBOS raises in a workflow cancelled in its database (a BaseException), and to
+#: one awaiting its result.
+CANCELLED = (DBOSWorkflowCancelledError, DBOSAwaitedWorkflowCancelledError)
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -125,11 +142,11 @@ def current_run_id() -> str | None:
 
 
 async def start_workflow(
-    fn: Callable[..., Coroutine[Any, Any, Any]], run_id: str, *args: Any
+    fn: Callable[..., Coroutine[Any, Any, Any]], run_id: str, *args: Any, **kwargs: Any
 ) -> Any:
-    """Start the DBOS workflow ``fn(*args)`` with id ``run_id``; return its handle."""
+    """Start the DBOS workflow ``fn(*args, **kwargs)`` with id ``run_id``; its handle."""
     with SetWorkflowID(run_id):
-        return await DBOS.start_workflow_async(fn, *args)
+        return await DBOS.start_workflow_async(fn, *args, **kwargs)
 
 
 async def write_batch(entries: list[dict[str, Any]]) -> None:
@@ -253,18 +270,10 @@ class _Writer:
         for workflow_id, owner, function_id, value, serialization, _ in items:
             params += (workflow_id, owner, function_id, STREAM, value, serialization)
         sql = self._statement(len(items))
-        for attempt in range(_ATTEMPTS):
+        failures = 0
+        while True:
             try:
-                if self._conn is None:
-                    self._conn = self._connect()
-                cursor = self._conn.cursor()
-                try:
-                    cursor.execute(sql, params)
-                    written = {row[0] for row in cursor.fetchall()}
-                finally:
-                    cursor.close()
-                if not self._autocommit:
-                    self._conn.commit()
+                written = self._execute(sql, params)
                 break
             except Exception as exc:  # noqa: BLE001 - told to the runs, as a value
                 with contextlib.suppress(Exception):
@@ -272,8 +281,13 @@ class _Writer:
                 with contextlib.suppress(Exception):
                     self._conn.invalidate()  # a fresh connection for the next attempt
                 self._conn = None
-                if attempt == _ATTEMPTS - 1 or not _transient(exc):
+                if not _transient(exc):
                     return [exc] * len(items)
+                failures += 1
+                if failures >= _ATTEMPTS and self._away(failures, exc):
+                    return [exc] * len(items)  # the runtime stopped meanwhile
+        if failures >= _ATTEMPTS:
+            _log.warning("stepstream: the durable database is back; the journals are written again")
         notify = getattr(self.sys_db, "_signal_notification", None)
         outcomes: list[BaseException | None] = []
         for workflow_id, *_ in items:
@@ -284,6 +298,37 @@ class _Writer:
             else:
                 outcomes.append(self._not_owned(workflow_id))
         return outcomes
+
+    def _execute(self, sql: str, params: list[Any]) -> set[str]:
+        """Run the statement (and commit it); the workflows whose rows it wrote."""
+        if self._conn is None:
+            self._conn = self._connect()
+        cursor = self._conn.cursor()
+        try:
+            cursor.execute(sql, params)
+            written = {row[0] for row in cursor.fetchall()}
+        finally:
+            cursor.close()
+        if not self._autocommit:
+            self._conn.commit()
+        return written
+
+    def _away(self, failures: int, error: Exception) -> bool:
+        """The database is unreachable (or busy): wait before trying again, as DBOS does.
+
+        The runs' journals wait with it: nothing is lost, nothing is given up on. The
+        wait doubles up to :data:`_BACKOFF_MAX` s. True when the writer is stopped meanwhile.
+        """
+        if failures == _ATTEMPTS:
+            _log.warning(
+                "stepstream: the durable database cannot be written (%s: %s); the journals "
+                "wait and are written once it is back",
+                type(error).__name__,
+                error_text(error),
+            )
+        delay = min(_BACKOFF_MAX, 0.1 * 2 ** (failures - _ATTEMPTS))
+        with self._cond:
+            return self._cond.wait_for(lambda: self._stopped, timeout=delay)
 
     def _not_owned(self, workflow_id: str) -> BaseException:
         found = self.sys_db.list_workflows(
@@ -308,8 +353,9 @@ def _table_name(engine: Any, table: Any) -> str:
 
 def _transient(exc: Exception) -> bool:
     """A lost connection or a busy database: worth a retry on a fresh connection."""
-    name = type(exc).__name__
-    return name in {"OperationalError", "InterfaceError"}
+    # By name, whatever the driver (sqlite3, psycopg: its AdminShutdown, when the server
+    # stops, is an OperationalError too).
+    return any(c.__name__ in {"OperationalError", "InterfaceError"} for c in type(exc).__mro__)
 
 
 def _tell(told: list[tuple[Any, BaseException | None]]) -> None:
@@ -379,6 +425,33 @@ async def run_status(run_id: str) -> tuple[str, int] | None:
     return await loop.run_in_executor(None, read)
 
 
+async def cancel_run(run_id: str) -> None:
+    """Mark run ``run_id`` cancelled in the database (DBOS's cancel: final, not resumed)."""
+    await DBOS.cancel_workflow_async(run_id)
+
+
+def cancelled_runs(run_ids: list[str], parked: str) -> set[str]:
+    """Which of ``run_ids`` are cancelled in the database: one read, no retry.
+
+    A run parked (CANCELLED on the queue named ``parked``) is not cancelled.
+
+    DBOS's own reads retry a lost connection forever (a thread that then outlives DBOS
+    and holds up the process's exit); a poll rather fails and reads again later.
+    """
+    dbos = dbos_instance()
+    if dbos is None or not run_ids:
+        return set()
+    sys_db = dbos._sys_db  # noqa: SLF001 - a read outside any workflow context
+    table = sys_db.tables.workflow_status
+    query = sa.select(table.c.workflow_uuid).where(
+        table.c.workflow_uuid.in_(run_ids),
+        table.c.status == "CANCELLED",
+        sa.or_(table.c.queue_name.is_(None), table.c.queue_name != parked),
+    )
+    with sys_db.engine.connect() as conn:
+        return {str(row[0]) for row in conn.execute(query)}
+
+
 async def settle(timeout: float) -> None:
     """Wait (up to ``timeout`` s) for DBOS to record the outcome of workflows that returned."""
     dbos = dbos_instance()
@@ -391,6 +464,17 @@ async def settle(timeout: float) -> None:
 
 
 def destroy_dbos() -> None:
-    """Shut DBOS down in this process (its registrations are kept for a new launch)."""
+    """Shut DBOS down in this process (its registrations are kept for a new launch).
+
+    DBOS makes its thread pool the running loop's default executor (``to_thread``, sync
+    steps); once that pool is shut down the loop gets a new one of its own.
+    """
     _stop_writer()
+    shared = getattr(dbos_instance(), "_shared_executor_field", None)
     DBOS.destroy()
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    if shared is not None and getattr(loop, "_default_executor", None) is shared:
+        loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="asyncio"))

@@ -12,6 +12,7 @@ commit), then publishes the batch's events to the stream and the observers. Entr
 - ``{"k": "in", "ev", "to", "ns"}``: an event the caller sent (:mod:`._inputs`), with
   ``inbox`` when it came through the run's inbox while the run was parked;
 - ``{"k": "park", "attempt", "ns"}``: the run was released while it waited (:mod:`._park`);
+- ``{"k": "rt", ...}``: a retry decided after a step attempt failed (:mod:`._retries`);
 - ``{"k": "end", "status", "terminal", "seq", "ns"}``: how the run ended.
 """
 
@@ -24,16 +25,20 @@ from typing import TYPE_CHECKING, Any
 
 from stepstream import _outcome
 from stepstream._instrument import NOOP, Observer, RunInfo, Status, StepInfo
+from stepstream._routing import RunState
 from stepstream._text import error_text
 from stepstream.context.serializers import BaseSerializer
 from stepstream.durable import _dbos_io
 from stepstream.durable._inputs import CallerEvents
 from stepstream.durable._park import RELEASING
+from stepstream.durable._retries import RestoredRetries, retry_entry
 from stepstream.durable._stream import JournalStream, Replay, decode_event
+from stepstream.durable._watch import watch_cancel
 from stepstream.errors import WorkflowRuntimeError
 from stepstream.events import Event, StopEvent
 
 if TYPE_CHECKING:
+    from stepstream._journal import RetryState
     from stepstream._outcome import Outcome
     from stepstream._runtime import Run
     from stepstream.durable._park import IdleTimer, Parking, Released
@@ -49,8 +54,8 @@ class _Deferred(Observer):
 
     A step's end (``step_finished``, a final ``step_failed``) is told once the checkpoint
     after it is recorded: a step any observer saw end is never run again. A failure that
-    will be retried (and ``step_retry``) waits only for the attempt's own events, so
-    that their span events land on its span before it ends.
+    will be retried waits only for the attempt's own events, so that their span events
+    land on its span before it ends; ``step_retry`` once the retry is recorded.
     """
 
     def __init__(self, real: Observer, journal: RunJournal) -> None:
@@ -60,6 +65,7 @@ class _Deferred(Observer):
         self.event_streamed = journal.describe  # type: ignore[method-assign]
         self._real = real
         self._journal = journal
+        self._failing: tuple[StepInfo, BaseException] | None = None
 
     def step_finished(self, inv: StepInfo, result: Event | None) -> None:
         """End the step once its completion is recorded."""
@@ -71,13 +77,17 @@ class _Deferred(Observer):
         """End the failed attempt once recorded (a retried one: once its events are)."""
         args = (inv, error, status, will_retry)
         if will_retry:
+            self._failing = (inv, error)  # step_retry follows at once
             self._journal.after_events(inv, self._real.step_failed, args)
         else:
             self._journal.after_record(inv, self._real.step_failed, args)
 
     def step_retry(self, inv: StepInfo, delay: float) -> None:
-        """Log the retry now, or after the step's (deferred) failure."""
-        self._journal.after_events(inv, self._real.step_retry, (inv, delay))
+        """Record the retry decision; tell the observers once it is recorded."""
+        failing, self._failing = self._failing, None
+        if failing is not None and failing[0] is inv:
+            self._journal.retrying(inv, delay, failing[1])
+        self._journal.after_record(inv, self._real.step_retry, (inv, delay))
 
 
 class RunJournal:
@@ -112,6 +122,9 @@ class RunJournal:
         self._aborted = False
         #: What broke the journal (the database, a run id already taken); the run failed.
         self.failure: Exception | None = None
+        #: Set when the run was found cancelled in the database (runtime.cancel() or
+        #: DBOS's cancel, from any process): how the run ended, recorded by DBOS alone.
+        self.cancelled_in_db: Outcome | None = None
         # The DBOS workflow's arguments for a new run; None once the writer is running
         # (a recovered run's writer is the DBOS workflow that recovered it).
         self._start_args = start_args
@@ -119,6 +132,7 @@ class RunJournal:
         self.batches = batches  # batches recorded, those read back on recovery included
         self.readers: list[Replay] = []
         self.live = True
+        self._terminal: tuple[int, StopEvent] | None = None  # once the stream is closed
         self.starter: Any = None  # the DBOS workflow function (set by the runtime)
         self.inputs = CallerEvents(self.run_id, run.loop)
         # Parking (see _park): the idle clock, and once released, the release's state.
@@ -130,6 +144,9 @@ class RunJournal:
         self.inbox_lock: asyncio.Lock | None = None  # one inbox read at a time (see _park)
         self.workflow_name = ""  # its workflow's workflow_name (set by the runtime)
         self.writer: asyncio.Task[Any] | None = None  # the DBOS workflow's task
+        self.start_kwargs: dict[str, Any] = {}  # its keyword arguments (the same)
+        # The retry states read back from the journal (a recovered run's).
+        self.restored_retries: RestoredRetries | None = None
         # Checkpoints queued, and recorded (-1 while the run's DBOS workflow is not); a
         # step invocation starts only once every checkpoint queued before it is recorded.
         self._queued = 0
@@ -147,10 +164,15 @@ class RunJournal:
         trace = [info.trace_id, info.span_id] if info.trace_id and info.span_id else None
         try:
             handle = await _dbos_io.start_workflow(
-                self.starter, self.run_id, *args, trace, info.start_ns
+                self.starter, self.run_id, *args, trace, info.start_ns, **self.start_kwargs
             )
             await handle.get_result()
             self._check_claimed()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self.cancelled_in_db is None or (task is not None and task.cancelling()):
+                raise
+            # Cancelled in the database: the DBOS workflow ended without a record.
         except Exception as exc:  # noqa: BLE001 - the run fails with it, as a value
             self._fail(exc)
         finally:
@@ -176,6 +198,16 @@ class RunJournal:
         if not self._ended.done():
             self._ended.set_result(None)
         self._kick()  # a writer still waiting for entries raises it (DBOS: the run failed)
+
+    def _cancelled_in_database(self) -> None:
+        """DBOS has the run cancelled: end it so (nothing more can be recorded)."""
+        if self.cancelled_in_db is None and self.failure is None:
+            self.cancelled_in_db = _outcome.cancelled(
+                f"durable run {self.run_id} was cancelled in its database (runtime.cancel() "
+                "or DBOS.cancel_workflow, from this process or another)"
+            )
+            self._end_run(self.cancelled_in_db)
+            self._kick()  # the writer stops
 
     def streamed(self, event: Event, seq: int) -> None:
         """``JournalStream.push``: queue the event; its step is named by :meth:`describe`."""
@@ -213,6 +245,24 @@ class RunJournal:
             self._pending.append([None, call, inv, args, None])
         else:
             call(*args)
+
+    def retrying(self, inv: StepInfo, delay: float, error: BaseException) -> None:
+        """Attempt ``inv`` failed with ``error`` and is retried in ``delay`` s: record that."""
+        if self._ended.done():
+            return
+        try:
+            entry = retry_entry(inv, delay, error, self.serializer)
+        except Exception:  # noqa: BLE001 - its event cannot be saved: the checkpoint says so
+            return
+        self._entries.append(entry)
+        self._kick()
+
+    def retried(self, step: str, invocation: int, event: Event) -> RetryState | None:
+        """The retry state that invocation had before the restart (see ``Journal``)."""
+        restored = self.restored_retries
+        if not restored:
+            return None
+        return restored.take(step, invocation, event)
 
     def ready(self) -> asyncio.Future[None] | None:
         """None when all checkpoints queued so far are recorded; else a future for that.
@@ -307,7 +357,9 @@ class RunJournal:
 
     def _checkpoint(self, run: Run) -> None:
         ctx = run.ctx
-        if ctx is None or self._ended.done():
+        # Once the outcome is decided, the end entry records the run: a checkpoint then
+        # would restore a run that has ended, with the steps being stopped in flight.
+        if ctx is None or self._ended.done() or run.router.state is not RunState.RUNNING:
             return
         try:
             payload = ctx._checkpoint(self.serializer)  # noqa: SLF001 - the journal is a friend
@@ -356,7 +408,7 @@ class RunJournal:
             await asyncio.shield(self._recorded)
         if self.failure is not None:
             return _outcome.failed("<journal>", self.failure, None)
-        return outcome
+        return self.cancelled_in_db or outcome
 
     def abort(self) -> None:
         """The run's task was cancelled: write nothing more; the DBOS workflow stays pending."""
@@ -378,6 +430,7 @@ class RunJournal:
     def closed(self, seq: int, terminal: StopEvent) -> None:
         """The stream's terminal event: the live readers end with it."""
         self.live = False
+        self._terminal = (seq, terminal)
         for reader in self.readers:
             reader.feed(seq, terminal, True)
 
@@ -392,28 +445,42 @@ class RunJournal:
         """Commit the queued entries batch by batch until the end entry is recorded.
 
         Returns the end entry (the DBOS workflow's result). Raises CancelledError when
-        the run was aborted: DBOS then leaves the workflow pending, to be resumed. A
-        database error fails the run (and DBOS records the workflow as failed).
+        the run was aborted: DBOS then leaves the workflow pending, to be resumed; and
+        when the run was cancelled in the database (DBOS keeps it cancelled; the run
+        ends so). A database error fails the run (and DBOS records the workflow as failed).
         """
         self.claimed = True
         self.writer = asyncio.current_task()
         self._open_gates(max(self._recorded_upto, 0))  # the run's DBOS workflow is recorded
+        unwatch = watch_cancel(self.run_id, self._cancelled_in_database)
         try:
-            return await self._write_loop()
+            end = await self._write_loop()
         except asyncio.CancelledError:
             if not self._ended.done():
                 self._ended.cancel()
             if self.parked:
                 RELEASING.set(True)
             raise
+        except _dbos_io.CANCELLED:  # a write found the run cancelled before the watcher
+            self._cancelled_in_database()
+            end = None
         except Exception as exc:
             self._fail(exc)
             raise
+        finally:
+            unwatch()
+        if end is not None:
+            return end
+        self._drop_pending()
+        self._open_gates(None)
+        if not self._ended.done():
+            self._ended.set_result(None)
+        raise asyncio.CancelledError  # DBOS records nothing (and logs nothing) then
 
-    async def _write_loop(self) -> dict[str, Any]:
+    async def _write_loop(self) -> dict[str, Any] | None:
         loop = asyncio.get_running_loop()
         while True:
-            if not self._entries and not self._aborted and self.failure is None:
+            if not (self._entries or self._aborted or self.failure or self.cancelled_in_db):
                 self._wake = loop.create_future()
                 await self._wake
                 self._wake = None
@@ -421,6 +488,8 @@ class RunJournal:
                 raise asyncio.CancelledError
             if self.failure is not None:
                 raise self.failure
+            if self.cancelled_in_db is not None:
+                return None
             batch, self._entries = self._entries, []
             pending, self._pending = self._pending, []
             queued = self._queued
@@ -452,13 +521,21 @@ class RunJournal:
     # -- reading back ----------------------------------------------------------------------
 
     async def history(self, after: int) -> AsyncIterator[tuple[int, Event, bool]]:
-        """The recorded events with seq > ``after``, then the terminal one if recorded."""
+        """The recorded events with seq > ``after``, then the terminal one.
+
+        The terminal one is the recorded end; or, for a run that ended here without
+        recording it (cancelled in the database, a journal failure), the one it ended with.
+        """
         where = f"the journal of run {self.run_id}"
         for batch in await _dbos_io.read_batches(self.run_id):
             for entry in batch:
                 kind = entry["k"]
                 if kind == "ev" and entry["seq"] > after:
                     yield entry["seq"], decode_event(self.serializer, entry["ev"], where), False
-                elif kind == "end" and entry["seq"] > after:
-                    terminal = decode_event(self.serializer, entry["terminal"], where)
-                    yield entry["seq"], terminal, True
+                elif kind == "end":
+                    if entry["seq"] > after:
+                        terminal = decode_event(self.serializer, entry["terminal"], where)
+                        yield entry["seq"], terminal, True
+                    return
+        if self._terminal is not None and self._terminal[0] > after:
+            yield self._terminal[0], self._terminal[1], True

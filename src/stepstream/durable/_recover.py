@@ -18,6 +18,7 @@ from stepstream.durable import _dbos_io
 from stepstream.durable._inputs import redeliver, unapplied
 from stepstream.durable._journal import RunJournal
 from stepstream.durable._park import last_inbox, last_park, taken_up
+from stepstream.durable._retries import RestoredRetries
 from stepstream.durable._stream import decode_event
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ async def recover(  # noqa: PLR0917 - the DBOS workflow's arguments, passed on
     entries = [entry for batch in batches for entry in batch]
     for entry in entries:
         if entry["k"] == "end":  # it ended; only DBOS's record of it was missing
+            runtime._ended_before(run_id)  # noqa: SLF001 - a friend
             return entry
     checkpoint = next((e for e in reversed(entries) if e["k"] == "ck"), None)
     serializer = workflow.serializer
@@ -75,13 +77,14 @@ async def recover(  # noqa: PLR0917 - the DBOS workflow's arguments, passed on
     info.last_checkpoint_ns = entries[-1]["ns"] if entries else None
     if workflow.timeout is not None:  # the run's timeout counts from its first start
         elapsed = (time.time_ns() - started_ns) / 1e9
-        run.timeout = max(_LAST_CHANCE, workflow.timeout - elapsed)
+        run.spent = min(elapsed, workflow.timeout - _LAST_CHANCE)
     # The caller's events recorded after the checkpoint are sent again (not re-recorded),
     # then those its inbox got meanwhile (recorded, with their inbox offsets).
     ser = ctx._default_serializer()  # noqa: SLF001
     redeliver(run, ser, unapplied(entries))
     inbox = await taken_up(run, ser, entries)
     journal = RunJournal(run, ser, None, len(batches))
+    journal.restored_retries = RestoredRetries(entries, ser)
     runtime.attach(journal, run, workflow.workflow_name, last_inbox(entries + inbox), inbox)
     if start_event is None:
         assert saved is not None  # noqa: S101 - a checkpoint or saved context was read

@@ -22,6 +22,7 @@ from stepstream.durable._park import Parking
 from stepstream.durable._park_io import unpark
 from stepstream.durable._records import RunWatcher
 from stepstream.durable._service import RuntimeService
+from stepstream.durable._versions import Versions
 from stepstream.errors import WorkflowRuntimeError, WorkflowValidationError
 from stepstream.events import Event
 
@@ -72,9 +73,17 @@ def default_runtime(database_url: str | None) -> DBOSRuntime:
 
 
 async def _run_function(
-    workflow: str, start: dict[str, Any], trace: list[str] | None, started_ns: int
+    workflow: str,
+    start: dict[str, Any],
+    trace: list[str] | None,
+    started_ns: int,
+    version: str | None = None,
 ) -> dict[str, Any]:
-    """The DBOS workflow of every durable run: write its journal, or recover and go on."""
+    """The DBOS workflow of every durable run: write its journal, or recover and go on.
+
+    ``version`` is the version of the workflow's code that started the run (None for a
+    run started before stepstream recorded it).
+    """
     run_id = _dbos_io.current_run_id()
     if not _ACTIVE or run_id is None:
         _log.error(
@@ -85,7 +94,8 @@ async def _run_function(
             workflow,
         )
         raise asyncio.CancelledError  # DBOS then records nothing: the run stays pending
-    return await _ACTIVE[0]._execute(run_id, workflow, start, trace, started_ns)  # noqa: SLF001
+    active = _ACTIVE[0]
+    return await active._execute(run_id, workflow, start, trace, started_ns, version)  # noqa: SLF001
 
 
 class DBOSRuntime(RuntimeService):
@@ -97,6 +107,9 @@ class DBOSRuntime(RuntimeService):
     instance and its database are used. ``create=False`` refuses to create a missing
     SQLite database (so a wrong path does not silently start from nothing). The
     options of llama-agents-dbos's ``DBOSRuntime`` are accepted; see docs/durable.md.
+    ``on_version_mismatch`` says what a run started by another version of its
+    workflow's code does here: ``"leave"`` it pending (the default), ``"resume"`` it, or
+    ``"fail"`` it (see docs/durable.md, "Versions").
 
     Construct the workflows (``MyWorkflow(runtime=runtime)``), then ``await
     runtime.launch()`` (or ``runtime.launch_sync()`` outside async code): the runs that
@@ -110,6 +123,7 @@ class DBOSRuntime(RuntimeService):
         *,
         create: bool = True,
         idle_release_after: float | None = 60.0,
+        on_version_mismatch: str = "leave",
         **options: Any,
     ) -> None:
         check_idle_release(idle_release_after)
@@ -117,7 +131,7 @@ class DBOSRuntime(RuntimeService):
         if unknown:
             msg = (
                 f"DBOSRuntime(...) got unknown option(s) {', '.join(unknown)}; it takes "
-                f"database_url, create, idle_release_after and "
+                f"database_url, create, idle_release_after, on_version_mismatch and "
                 f"{', '.join(sorted(PEER_OPTIONS))}"
             )
             raise WorkflowValidationError(msg)
@@ -134,6 +148,10 @@ class DBOSRuntime(RuntimeService):
         # The runs executing in this process, by id, until they end.
         self._runs: dict[str, WorkflowHandler] = {}
         self._arrivals: dict[str, asyncio.Future[WorkflowHandler]] = {}
+        # The version of each workflow's code; the runs that do not run here (another
+        # version's, or ended before the restart) and what re-attaching says.
+        self._versions = Versions(self, on_version_mismatch)
+        self._refused: dict[str, Exception] = {}
         self.launch_context = contextvars.copy_context()
         #: Runs idle this long (every step waiting for an event) are released (parked).
         self._parking = Parking(self, idle_release_after)
@@ -270,6 +288,7 @@ class DBOSRuntime(RuntimeService):
             payload = {"ctx": to_payload(saved, serializer)}
         journal = RunJournal(run, serializer, (workflow.workflow_name, payload))
         journal.starter = _run_function
+        journal.start_kwargs = {"version": self._versions.of(workflow)}
         self.attach(journal, run, workflow.workflow_name)
         self._starting[run.info.run_id] = journal
 
@@ -318,6 +337,9 @@ class DBOSRuntime(RuntimeService):
         found = self._runs.get(run_id)
         if found is not None and not found.done():
             return _again(found)
+        refused = self._refused.get(run_id)
+        if refused is not None:
+            raise refused
         status = await _dbos_io.run_status(run_id)
         if status is None:
             msg = f"there is no durable run {run_id} in the database {self.database_url}"
@@ -342,13 +364,14 @@ class DBOSRuntime(RuntimeService):
             )
             raise WorkflowRuntimeError(msg) from None
 
-    async def _execute(
+    async def _execute(  # noqa: PLR0917 - the DBOS workflow's arguments, passed on
         self,
         run_id: str,
         workflow: str,
         start: dict[str, Any],
         trace: list[str] | None,
         started_ns: int,
+        version: str | None,
     ) -> dict[str, Any]:
         """The body of run ``run_id``'s DBOS workflow (in its DBOS context)."""
         journal = self._starting.pop(run_id, None)
@@ -367,7 +390,22 @@ class DBOSRuntime(RuntimeService):
                 workflow,
             )
             raise asyncio.CancelledError  # DBOS then records nothing: the run stays pending
+        refused = await self._versions.check(wf, run_id, version)
+        if refused is not None:  # another version's run, ended as failed here
+            return refused
         return await recover(self, wf, run_id, start, trace, started_ns)
+
+    def _ended_before(self, run_id: str) -> None:
+        """Run ``run_id`` ended before the restart (only DBOS's record of it was missing)."""
+        msg = f"durable run {run_id} has ended; only a run that is still going can be re-attached"
+        self._refuse(run_id, WorkflowRuntimeError(msg))
+
+    def _refuse(self, run_id: str, error: Exception) -> None:
+        """Run ``run_id`` does not run here: re-attaching to it raises ``error``."""
+        self._refused[run_id] = error
+        arrival = self._arrivals.pop(run_id, None)
+        if arrival is not None and not arrival.done():
+            arrival.set_exception(error)
 
 
 def check_idle_release(seconds: object) -> None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from stepstream.context.serializers import BaseSerializer, JsonSerializer
+from stepstream.durable import _dbos_io
 from stepstream.durable._inputs import in_entry
+from stepstream.durable._park_io import is_parked
 from stepstream.durable._records import (
     ENDED,
     GOING,
@@ -169,6 +171,32 @@ class RuntimeService:
         await self._parking.post(run_id, in_entry(run_id, serializer, event, step))
         if self.live(run_id) is not None:  # it became live here meanwhile: hand it over
             await self._parking.drain(run_id)
+
+    async def cancel(self, run_id: str) -> None:
+        """Cancel durable run ``run_id``, wherever it is; final, as ``cancel_run()`` is.
+
+        A run executing here is cancelled at once (``handler.cancel_run()``). Any other,
+        pending, parked or executing in another process, is marked cancelled in the
+        database (DBOS's cancel): it is never resumed, and the process running it ends
+        it within about a second (its handler raises WorkflowCancelledError). Does
+        nothing if the run already ended.
+        """
+        self._ready()
+        live = self.live(run_id)
+        if live is not None:
+            await live.cancel_run()
+            return
+        status = await _dbos_io.run_status(run_id)
+        if status is None:
+            msg = f"there is no durable run {run_id} in the database {self.database_url}"
+            raise WorkflowRuntimeError(msg)
+        going = status[0] in {"PENDING", "ENQUEUED"}
+        if going or (status[0] == "CANCELLED" and await is_parked(run_id)):
+            await _dbos_io.cancel_run(run_id)
+
+    def _ready(self) -> None:  # pragma: no cover - DBOSRuntime's
+        """Launch the runtime if it may be launched lazily (DBOSRuntime._ready)."""
+        raise NotImplementedError
 
     def _resumed(
         self, handler: WorkflowHandler, workflow: str, first_seq: int, trace_id: str | None
