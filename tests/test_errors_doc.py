@@ -2246,7 +2246,6 @@ def _step_key_outside() -> Produced:
     return raised(lambda: asyncio.run(main()))
 
 
-
 @trigger(
     "idle_release_after=<value>: give the seconds a durable run may wait for an event before "
     "it is released (a positive number), or None to keep waiting runs in memory"

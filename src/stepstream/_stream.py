@@ -79,8 +79,10 @@ class EventStream:
         buf = self.buf or deque()
         numbered = [e for e in buf if not isinstance(e, InternalDispatchEvent)]
         first = self.seq - len(numbered)  # the seq of the oldest event still buffered
-        if after + 1 < first or after >= self.seq or any(
-            type(e) is EventsDroppedEvent for e in buf
+        if (
+            after + 1 < first
+            or after >= self.seq
+            or any(type(e) is EventsDroppedEvent for e in buf)
         ):
             msg = (
                 f"stream_events(after={after}): this run has written events up to seq "
