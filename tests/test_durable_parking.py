@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from collections.abc import Callable
@@ -248,3 +249,66 @@ def test_idle_release_after_must_be_positive_seconds_or_none(value: object) -> N
     """A bad idle_release_after is refused, naming it and what it takes."""
     with pytest.raises(WorkflowValidationError, match=r"idle_release_after=.*positive number"):
         DBOSRuntime("sqlite:///unused.sqlite", idle_release_after=value)  # type: ignore[arg-type]
+
+
+class AsksThenAnswers(Workflow):
+    """The two-step form: one step asks (and ends), another takes the answer."""
+
+    @step
+    async def ask(self, ctx: Context[Any], ev: StartEvent) -> InputRequiredEvent:
+        """Count, then ask."""
+        await ctx.store.set("asked", await ctx.store.get("asked", default=0) + 1)
+        return InputRequiredEvent(prefix="name?")
+
+    @step
+    async def answer(self, ctx: Context[Any], ev: HumanResponseEvent) -> StopEvent:
+        """Greet."""
+        return StopEvent(result=f"hi {ev.get('response')} ({await ctx.store.get('asked')})")
+
+
+@pytest.mark.asyncio
+async def test_a_run_that_asks_in_one_step_and_answers_in_another_is_released_too(
+    tmp_path: Path,
+) -> None:
+    """No step is in flight while it waits: it is released after idle_release_after, and
+    the answer reloads it (the asking step does not run again) and ends it."""
+    async with parking(tmp_path) as (runtime, _, tel):
+        wf = AsksThenAnswers(runtime=runtime, timeout=None)
+        handler = wf.run()
+        run_id = handler.run_id
+        run_type = type(handler._run)
+        assert await asked(handler) == ["InputRequiredEvent"]
+        del handler
+        await until(lambda: parked(tel) == 1, "the release")
+        await until(lambda: alive(run_type, run_id) == [], "no Run of it left", timeout=5)
+        await runtime.send_event(run_id, HumanResponseEvent(response="flo"))
+        again = await runtime.handler(run_id)
+        assert await asyncio.wait_for(again, 20) == "hi flo (1)"
+        assert await drained(again, after=-1) == ["InputRequiredEvent", "StopEvent"]
+        assert [line["run_id"] for line in tel.lines("run_parked")] == [run_id]
+
+
+@pytest.mark.asyncio
+async def test_release_idle_takes_a_run_with_nothing_in_flight(tmp_path: Path) -> None:
+    """runtime.release_idle() releases the two-step form waiting for its answer."""
+    async with parking(tmp_path, after=None) as (runtime, _, tel):
+        wf = AsksThenAnswers(runtime=runtime, timeout=None)
+        handler = wf.run()
+        await asked(handler)
+        assert await runtime.release_idle() == 1
+        assert parked(tel) == 1
+        await handler.send_event(HumanResponseEvent(response="gus"))
+        assert await asyncio.wait_for(handler, 20) == "hi gus (1)"
+
+
+@pytest.mark.asyncio
+async def test_a_burst_of_runs_leaves_a_bounded_thread_pool(tmp_path: Path) -> None:
+    """DBOS's thread pool is bounded (64 threads): 300 runs started at once, all parked,
+    leave at most that many threads behind, not one per run."""
+    async with parking(tmp_path, after=None) as (runtime, wf, _):
+        before = threading.active_count()
+        handlers = [wf.run() for _ in range(300)]
+        async with asyncio.timeout(120):
+            await asyncio.gather(*(asked(h) for h in handlers))
+        assert await runtime.release_idle() == 300
+        assert threading.active_count() - before <= 64

@@ -1,10 +1,10 @@
 """Parking: a durable run that only waits for events is released, and reloaded when one comes.
 
-A run whose every step in flight is suspended in ``ctx.wait_for_event`` (and has nothing
-queued) for ``DBOSRuntime(idle_release_after=...)`` seconds is *released*: its journal
-records a checkpoint and a ``{"k": "park"}`` entry, its task ends (its Run, Context and
-journal are then garbage unless a caller holds its handler), and its DBOS workflow is
-marked parked (:mod:`._park_io`), which neither DBOS's recovery nor any queue takes up.
+A run whose every step in flight is suspended in ``ctx.wait_for_event`` (or that has none
+in flight: one step asked, another takes the answer) and has nothing queued, for
+``DBOSRuntime(idle_release_after=...)`` seconds, is *released*: its journal records a
+checkpoint and a ``{"k": "park"}`` entry, its task ends (its Run, Context and journal are
+then garbage unless a caller holds its handler), and its DBOS workflow is marked parked (:mod:`._park_io`), which neither DBOS's recovery nor any queue takes up.
 
 An event sent to it (``handler.ctx.send_event`` on a handler of it, ``runtime.send_event``
 or the server's ``POST /events/{id}``, from any process sharing the database) goes to the
@@ -82,8 +82,8 @@ class IdleTimer:
         """Something happened: the idle clock starts over (if some step waits at all)."""
         self.activity += 1
         self.cancel()
-        if run.waiting:  # checked once the loop turns: a completing step frees its slot after
-            run.loop.call_soon(self._check, run, self.activity)
+        # Checked once the loop turns: a completing step frees its slot after this.
+        run.loop.call_soon(self._check, run, self.activity)
 
     def cancel(self) -> None:
         """Stop the clock."""
@@ -103,7 +103,9 @@ class IdleTimer:
 
 
 def _idle(run: Run) -> bool:
-    return run.router.state is RunState.RUNNING and run.waiting > 0 and run.idle()
+    """Whether only an event from outside can move ``run`` on: nothing queued, and every
+    step in flight (if any: the ask-then-answer form has none) waits for an event."""
+    return run.router.state is RunState.RUNNING and run.idle()
 
 
 class Released:

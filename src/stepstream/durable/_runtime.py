@@ -56,6 +56,10 @@ PEER_OPTIONS = frozenset(
     }
 )
 
+#: DBOS's thread pool (its database calls, ``asyncio.to_thread`` and sync steps) is
+#: unbounded unless configured: a burst of N runs left N threads behind for good.
+EXECUTOR_THREADS = 64
+
 _log = logging.getLogger("stepstream")
 
 _ACTIVE: list[DBOSRuntime] = []  # the launched runtime (DBOS is one per process)
@@ -229,6 +233,7 @@ class DBOSRuntime(RuntimeService):
             # function: a stepstream upgrade would strand every pending run. The version
             # is the journal format's instead (see docs/durable.md, "Versions").
             "application_version": JOURNAL_VERSION,
+            "max_executor_threads": EXECUTOR_THREADS,
         }
         # Resumed runs are observed as runs started here are (observe(), capture_telemetry()).
         self.launch_context = contextvars.copy_context()
