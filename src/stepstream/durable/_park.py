@@ -4,7 +4,8 @@ A run whose every step in flight is suspended in ``ctx.wait_for_event`` (or that
 in flight: one step asked, another takes the answer) and has nothing queued, for
 ``DBOSRuntime(idle_release_after=...)`` seconds, is *released*: its journal records a
 checkpoint and a ``{"k": "park"}`` entry, its task ends (its Run, Context and journal are
-then garbage unless a caller holds its handler), and its DBOS workflow is marked parked (:mod:`._park_io`), which neither DBOS's recovery nor any queue takes up.
+then garbage unless a caller holds its handler), and its DBOS workflow is marked parked
+(:mod:`._park_io`), which neither DBOS's recovery nor any queue takes up.
 
 An event sent to it (``handler.ctx.send_event`` on a handler of it, ``runtime.send_event``
 or the server's ``POST /events/{id}``, from any process sharing the database) goes to the
@@ -103,8 +104,11 @@ class IdleTimer:
 
 
 def _idle(run: Run) -> bool:
-    """Whether only an event from outside can move ``run`` on: nothing queued, and every
-    step in flight (if any: the ask-then-answer form has none) waits for an event."""
+    """Whether only an event from outside can move ``run`` on.
+
+    Nothing is queued, and every step in flight (if any: the ask-then-answer form has
+    none) waits for an event.
+    """
     return run.router.state is RunState.RUNNING and run.idle()
 
 
