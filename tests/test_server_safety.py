@@ -272,3 +272,53 @@ async def test_a_slow_body_times_out_with_408(url: str) -> None:
     finally:
         writer.close()
     assert head.startswith(b"HTTP/1.1 408")
+
+
+@pytest.mark.asyncio
+async def test_an_oversized_request_head_gets_431_naming_the_limit(url: str) -> None:
+    """A request line and headers over 64 KiB get 431 and the connection is closed; the
+    server goes on serving others."""
+    port = int(url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n")
+        await writer.drain()
+        async with asyncio.timeout(5):
+            answer = await reader.read()  # to the end: the server closes the connection
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 431 ")
+    assert answer.endswith(
+        b"request head too large: the request line and headers may take 65536 bytes"
+    )
+    async with httpx.AsyncClient(base_url=url, timeout=5) as http:
+        assert (await http.get("/health")).status_code == 200
+
+
+@pytest.mark.asyncio
+async def test_pipelined_requests_are_not_cut_by_the_head_deadline() -> None:
+    """Two requests sent back to back on one connection, each taking longer than
+    header_timeout: the second's head was read in time, so both are answered."""
+    body = b'{"start_event": {"n": 4, "delay": 0.3}}'
+    request = (
+        b"POST /workflows/counting/run HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+        b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    with serve_in_thread(make_server(header_timeout=1.0)) as base:
+        port = int(base.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(request + request)
+            await writer.drain()
+            async with asyncio.timeout(10):
+                for _ in range(2):
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    assert head.startswith(b"HTTP/1.1 200 "), head
+                    length = next(
+                        int(line.split(b":", 1)[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    )
+                    assert b'"result":4' in (await reader.readexactly(length)).replace(b" ", b"")
+        finally:
+            writer.close()

@@ -4,7 +4,9 @@ import logging
 
 import httpx
 import pytest
+from opentelemetry.sdk.metrics.export import HistogramDataPoint
 from opentelemetry.trace import SpanKind
+from opentelemetry.trace import StatusCode
 
 from _helpers import parent_id
 from _helpers import span_id
@@ -80,3 +82,46 @@ async def test_span_names_do_not_carry_ids(sdk: CapturedTelemetry) -> None:
         "GET /handlers/{handler_id}",
         "GET /events/{handler_id}",
     }
+
+
+@pytest.mark.asyncio
+async def test_request_spans_carry_the_status_and_requests_are_timed(
+    sdk: CapturedTelemetry,
+) -> None:
+    """Each request span has the HTTP attributes and response status; a 404 leaves the
+    span's status unset (a client error), and http.server.request.duration counts every
+    request by method, route and status."""
+    workflow = GreetingWorkflow(timeout=20, tracer_provider=sdk.tracer_provider)
+    server = WorkflowServer(
+        {"greeting": workflow},
+        tracer_provider=sdk.tracer_provider,
+        meter_provider=sdk.meter_provider,
+    )
+    with serve_in_thread(server) as base:
+        async with httpx.AsyncClient(base_url=base, timeout=20) as http:
+            start = {"start_event": {"greeting": "a", "name": "b"}}
+            assert (await http.post("/workflows/greeting/run", json=start)).status_code == 200
+            assert (await http.get("/handlers/nope")).status_code == 404
+    (ran,) = sdk.named("POST /workflows/{name}/run")
+    (missing,) = sdk.named("GET /handlers/{handler_id}")
+    assert ran.attributes is not None
+    assert dict(ran.attributes) == {
+        "http.request.method": "POST",
+        "url.scheme": "http",
+        "url.path": "/workflows/greeting/run",
+        "network.protocol.version": "1.1",
+        "http.route": "/workflows/{name}/run",
+        "client.address": "127.0.0.1",
+        "http.response.status_code": 200,
+    }
+    assert missing.attributes is not None
+    assert missing.attributes["http.response.status_code"] == 404
+    assert missing.status.status_code is StatusCode.UNSET
+    (duration,) = [m for m in sdk.metrics().values() if m.name == "http.server.request.duration"]
+    points = [p for p in duration.data.data_points if isinstance(p, HistogramDataPoint)]
+    counted = {
+        (p.attributes["http.route"], p.attributes["http.response.status_code"]): p.count
+        for p in points
+        if p.attributes is not None
+    }
+    assert counted == {("/workflows/{name}/run", 200): 1, ("/handlers/{handler_id}", 404): 1}

@@ -1,6 +1,6 @@
 """``WorkflowServer``: stepstream workflows behind llama-agents-server's HTTP API.
 
-An ASGI application (Starlette routes, OpenTelemetry's ASGI middleware) that
+An ASGI application (Starlette routes, a SERVER span per request) that
 ``serve()`` runs with uvicorn, or that an application mounts in its own
 Starlette/FastAPI app (then enter ``server.lifespan()`` in that app's lifespan so the
 runs stop with it).
@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 from starlette.applications import Starlette
@@ -33,7 +32,8 @@ from stepstream.server._durable import DurableRuns, server_runtime
 from stepstream.server._envelope import BadRequest
 from stepstream.server._handlers import HandlerStore, MemoryHandlerStore
 from stepstream.server._lag import LoopLagProbe
-from stepstream.server._middleware import BearerAuth, Correlation, span_details
+from stepstream.server._middleware import BearerAuth, Correlation
+from stepstream.server._request_span import RequestSpan
 from stepstream.server._runs import Runs, correlation, logger
 from stepstream.server._settings import ServerSettings
 from stepstream.server._web import OPEN_PATHS, web_routes
@@ -198,14 +198,8 @@ class WorkflowServer:
                 expose_headers=["traceresponse"],
             )
         app = Correlation(app, routes)
-        otel: ASGIApp = OpenTelemetryMiddleware(
-            app,
-            default_span_details=span_details(routes),
-            tracer_provider=self._tracer_provider,
-            meter_provider=self._meter_provider,
-            exclude_spans=["receive", "send"],
-        )
-        return Admission(otel, self.settings.max_active_requests)
+        traced = RequestSpan(app, routes, self._tracer_provider, self._meter_provider)
+        return Admission(traced, self.settings.max_active_requests)
 
     # -- lifecycle ----------------------------------------------------------------------
 
