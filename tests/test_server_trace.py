@@ -12,6 +12,7 @@ from _helpers import parent_id
 from _helpers import span_id
 from _helpers import trace_id
 from _live_server import serve_in_thread
+from _served_app import CrashingWorkflow
 from _served_app import GreetingWorkflow
 from stepstream.server import WorkflowServer
 from stepstream.testing import CapturedTelemetry
@@ -89,11 +90,11 @@ async def test_request_spans_carry_the_status_and_requests_are_timed(
     sdk: CapturedTelemetry,
 ) -> None:
     """Each request span has the HTTP attributes and response status; a 404 leaves the
-    span's status unset (a client error), and http.server.request.duration counts every
-    request by method, route and status."""
+    span's status unset (a client error), a 500 sets it to ERROR, and
+    http.server.request.duration counts every request by method, route and status."""
     workflow = GreetingWorkflow(timeout=20, tracer_provider=sdk.tracer_provider)
     server = WorkflowServer(
-        {"greeting": workflow},
+        {"greeting": workflow, "crashing": CrashingWorkflow(timeout=20)},
         tracer_provider=sdk.tracer_provider,
         meter_provider=sdk.meter_provider,
     )
@@ -102,7 +103,8 @@ async def test_request_spans_carry_the_status_and_requests_are_timed(
             start = {"start_event": {"greeting": "a", "name": "b"}}
             assert (await http.post("/workflows/greeting/run", json=start)).status_code == 200
             assert (await http.get("/handlers/nope")).status_code == 404
-    (ran,) = sdk.named("POST /workflows/{name}/run")
+            failed = await http.post("/workflows/crashing/run", json={})
+    ran, crashed = sdk.named("POST /workflows/{name}/run")
     (missing,) = sdk.named("GET /handlers/{handler_id}")
     assert ran.attributes is not None
     assert dict(ran.attributes) == {
@@ -117,6 +119,10 @@ async def test_request_spans_carry_the_status_and_requests_are_timed(
     assert missing.attributes is not None
     assert missing.attributes["http.response.status_code"] == 404
     assert missing.status.status_code is StatusCode.UNSET
+    assert crashed.attributes is not None
+    assert crashed.attributes["http.response.status_code"] == failed.status_code == 500
+    assert crashed.attributes["error.type"] == "500"
+    assert crashed.status.status_code is StatusCode.ERROR
     (duration,) = [m for m in sdk.metrics().values() if m.name == "http.server.request.duration"]
     points = [p for p in duration.data.data_points if isinstance(p, HistogramDataPoint)]
     counted = {
@@ -124,4 +130,8 @@ async def test_request_spans_carry_the_status_and_requests_are_timed(
         for p in points
         if p.attributes is not None
     }
-    assert counted == {("/workflows/{name}/run", 200): 1, ("/handlers/{handler_id}", 404): 1}
+    assert counted == {
+        ("/workflows/{name}/run", 200): 1,
+        ("/workflows/{name}/run", 500): 1,
+        ("/handlers/{handler_id}", 404): 1,
+    }

@@ -81,6 +81,7 @@ class RequestSpan:
                 span.set_attribute("http.response.status_code", status)
                 if status >= _SERVER_ERROR:
                     span.set_status(Status(StatusCode.ERROR))
+                    span.set_attribute("error.type", str(status))
             await send(message)
 
         token = context.attach(trace.set_span_in_context(span, parent))
