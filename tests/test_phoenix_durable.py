@@ -141,19 +141,22 @@ def kill_and_resume(
 ) -> tuple[str, list[dict[str, Any]]]:
     """Start the chain with a traceparent, kill -9 the server in step two, restart it on
     the same database, let the run finish and stop cleanly; the run's id and stream."""
+    # The Phoenix of the session holds other tests' runs: this one's id is its own.
+    handler_id = f"chain-{secrets.token_hex(4)}"
     first = serve(directory, tee.endpoint)
     try:
         started = httpx.post(
             f"{first.url}/workflows/chain/run-nowait",
-            json={"handler_id": "c1", "start_event": {"x": 4}},
+            json={"handler_id": handler_id, "start_event": {"x": 4}},
             headers={"traceparent": f"00-{caller_trace}-{caller_span}-01"},
             timeout=30,
         )
         assert started.status_code == 200, started.text
         run_id = started.json()["run_id"]
+        assert run_id == handler_id  # a durable handler's id is its run's id
         # Step two streamed two:0 and waits for its gate: step one's checkpoint is
         # recorded (no step starts before the checkpoints queued ahead of it).
-        before = streamed(first.url, "c1", 3)
+        before = streamed(first.url, handler_id, 3)
         # The spans that ended (the request's, step one's) are exported before the kill.
         poll(
             lambda: (
@@ -172,8 +175,8 @@ def kill_and_resume(
     second = serve(directory, tee.endpoint)
     try:
         (directory / "gate").touch()
-        assert result(second.url, "c1")["result"] == {"total": 52}
-        whole = streamed(second.url, "c1", 8)
+        assert result(second.url, handler_id)["result"] == {"total": 52}
+        whole = streamed(second.url, handler_id, 8)
     finally:
         code = second.stop()  # a clean stop flushes the spans still batched
     assert code == 0, list(second.lines)
