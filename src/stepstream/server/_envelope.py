@@ -14,6 +14,7 @@ pydantic; what does not fit is a :class:`BadRequest` naming the field.
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -123,17 +124,32 @@ class EncodedEvent:
         self._frames = None
 
 
+#: What an event class contributes to every envelope (its bases, its qualified name as
+#: JSON), worked out once per class: the stream of a run repeats a few classes.
+_CLASS_PARTS: weakref.WeakKeyDictionary[type[Event], tuple[list[str] | None, bytes]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _class_parts(cls: type[Event]) -> tuple[list[str] | None, bytes]:
+    parts = _CLASS_PARTS.get(cls)
+    if parts is None:
+        parts = _CLASS_PARTS[cls] = (event_bases(cls), orjson.dumps(qualified_name(cls)))
+    return parts
+
+
 def encode_event(seq: int, event: Event) -> EncodedEvent:
     """Encode ``event`` (stream position ``seq``) once for every subscriber."""
     cls = type(event)
-    body = {"value": _value(event), "type": cls.__name__, "types": event_bases(cls)}
+    bases, qualified = _class_parts(cls)
+    body = {"value": _value(event), "type": cls.__name__, "types": bases}
     try:
         raw = orjson.dumps(body, default=repr)
     except TypeError as exc:  # e.g. a dict with non-string keys from a custom serializer
         body["value"] = {"unencodable": f"{type(exc).__name__}: {exc}"}
         raw = orjson.dumps(body)
     head = raw[:-1] + b',"qualified_name":'
-    return EncodedEvent(seq, cls.__name__, head, orjson.dumps(qualified_name(cls)))
+    return EncodedEvent(seq, cls.__name__, head, qualified)
 
 
 def envelope_dict(event: Event) -> dict[str, Any]:
