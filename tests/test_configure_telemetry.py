@@ -4,14 +4,18 @@ configure_telemetry() sets process-global providers, so every test here writes a
 to tmp_path and runs it with this interpreter; the test process never configures anything.
 """
 
+import http.server
 import json
 import re
 import socket
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from _helpers import SCRIPT_NAME
 from _helpers import last_json_line
@@ -469,3 +473,80 @@ print(json.dumps({"count": count, "elapsed": elapsed, "endpoint": handle.endpoin
     assert summary["endpoint"] == f"http://127.0.0.1:{port}"
     assert summary["elapsed"] < 2
     assert files_in(tmp_path) == [SCRIPT_NAME]
+
+
+class _Capture(http.server.ThreadingHTTPServer):
+    daemon_threads = False
+    block_on_close = True
+
+    def __init__(self) -> None:
+        self.batches: dict[str, list[int]] = {"/v1/traces": [], "/v1/logs": []}
+        self.lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), _CaptureHandler)
+
+
+class _CaptureHandler(http.server.BaseHTTPRequestHandler):
+    server: _Capture
+
+    def do_POST(self) -> None:
+        """Count the spans or log records of one OTLP/protobuf export; answer 200."""
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path == "/v1/traces":
+            spans = ExportTraceServiceRequest.FromString(body).resource_spans
+            n = sum(len(s.spans) for r in spans for s in r.scope_spans)
+        elif self.path == "/v1/logs":
+            logs = ExportLogsServiceRequest.FromString(body).resource_logs
+            n = sum(len(s.log_records) for r in logs for s in r.scope_logs)
+        else:
+            n = 0
+        with self.server.lock:
+            self.server.batches.setdefault(self.path, []).append(n)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        """Quiet."""
+
+
+def test_otlp_export_keeps_every_record_of_a_burst_in_small_prompt_batches(
+    tmp_path: Path,
+) -> None:
+    """300 concurrent runs write 3,000 log lines and 600 spans at once: every one reaches
+    the collector, in batches of at most 64 (the SDK's 512 made the loop wait longer)."""
+    capture = _Capture()
+    thread = threading.Thread(target=capture.serve_forever, daemon=True)
+    thread.start()
+    try:
+        proc = run_script(
+            tmp_path,
+            CHATTY
+            + """
+import time
+from stepstream.telemetry import configure_telemetry
+
+async def burst() -> float:
+    await asyncio.gather(*(run_chatty(5) for _ in range(300)))
+    return time.perf_counter()
+
+handle = configure_telemetry()
+began = time.perf_counter()
+ended = asyncio.run(burst())
+time.sleep(0.5)
+print(json.dumps({"burst_s": ended - began}), flush=True)
+handle.shutdown(timeout=10.0)
+""",
+            env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{capture.server_address[1]}"},
+        )
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        capture.shutdown()
+        capture.server_close()
+        thread.join(5)
+    logs, traces = capture.batches["/v1/logs"], capture.batches["/v1/traces"]
+    # Per run: run_started, step_started, 5 + 1 stream_event, step_finished, run_finished.
+    per_run = 2 + 6 + 2
+    assert sum(logs) == 300 * per_run, logs
+    assert sum(traces) == 300 * 2  # a run span and a step span each
+    assert max(logs) <= 64
+    assert max(traces) <= 64

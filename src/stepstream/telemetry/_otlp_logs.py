@@ -29,10 +29,18 @@ _SEVERITY = {
 }
 
 
-def make_logger_provider(resource: Resource, exporter: LogRecordExporter) -> LoggerProvider:
+def make_logger_provider(
+    resource: Resource, exporter: LogRecordExporter, *, queue: int, batch: int, delay_ms: int
+) -> LoggerProvider:
     """Return a LoggerProvider exporting in batches (off the event loop)."""
     provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
-    provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+    processor = BatchLogRecordProcessor(
+        exporter,
+        schedule_delay_millis=delay_ms,
+        max_export_batch_size=batch,
+        max_queue_size=queue,
+    )
+    provider.add_log_record_processor(processor)
     return provider
 
 
