@@ -35,7 +35,9 @@ from dbos._error import (
     DBOSWorkflowConflictIDError,
 )
 from dbos._serialization import WorkflowSerializationFormat, deserialize_value, serialize_value
+from dbos._shard_keys import bind_shard_keys
 from dbos._sys_db import _dbos_streams_channel
+from dbos._utils import INTERNAL_QUEUE_NAME, GlobalParams
 
 from stepstream._text import error_text
 from stepstream.errors import DurableStoreError
@@ -50,8 +52,10 @@ __all__ = [
     "dbos_instance",
     "destroy_dbos",
     "launch_dbos",
+    "poke",
     "prepare_sqlite",
     "read_batches",
+    "recover_executor",
     "register_function",
     "run_status",
     "settle",
@@ -62,6 +66,8 @@ __all__ = [
 
 #: The DBOS stream that holds a run's journal, and the one DBOS workflow every run is.
 STREAM = "stepstream"
+#: The DBOS stream of a run that holds the events sent to it from outside (its inbox).
+INBOX_KEY = "stepstream.in"
 WORKFLOW = "stepstream.run"
 _READ_BATCH = 256
 _log = logging.getLogger("stepstream")
@@ -423,6 +429,41 @@ async def run_status(run_id: str) -> tuple[str, int] | None:
 
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(None, read)
+
+
+def recover_executor(executor_id: str) -> list[str]:
+    """DBOS's recovery of executor ``executor_id``'s pending runs (a dead replica's).
+
+    Each pending run of the journal's version is re-enqueued on DBOS's internal queue
+    (its ownership token cleared: the replica, if it was only slow, writes nothing more
+    to it), as ``DBOS._recover_pending_workflows([executor_id])`` does; whichever
+    process's queue takes it resumes it. Returns the ids of the runs re-enqueued now
+    (a run another process re-enqueued first is not among them). Blocking.
+    """
+    dbos = dbos_instance()
+    if dbos is None:
+        return []
+    sys_db = dbos._sys_db  # noqa: SLF001 - the recovery's own two calls, with their result
+    moved: list[str] = []
+    for pending in sys_db.get_pending_workflows(executor_id, GlobalParams.app_version):
+        with bind_shard_keys({pending.workflow_id: pending.shard_key}):
+            if sys_db.reenqueue_for_recovery(
+                pending.workflow_id, [executor_id], INTERNAL_QUEUE_NAME
+            ):
+                moved.append(pending.workflow_id)
+    return moved
+
+
+def poke(run_id: str) -> None:
+    """Wake the process running ``run_id`` now (its inbox and status are read again).
+
+    A notification on DBOS's streams channel, as an inbox write sends: on Postgres the
+    process executing the run reads its status and inbox at once, not at its next poll.
+    """
+    dbos = dbos_instance()
+    notify = getattr(getattr(dbos, "_sys_db", None), "_signal_notification", None)
+    if notify is not None:
+        notify(_dbos_streams_channel, f"{run_id}::{INBOX_KEY}")
 
 
 async def cancel_run(run_id: str) -> None:

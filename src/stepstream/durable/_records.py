@@ -85,6 +85,10 @@ class RunWatcher(Protocol):
         """A run of this process was released while it waited for events."""
         ...
 
+    # Optional: ``failed_over(run_id, workflow, from_instance, to_instance)``, told when
+    # this replica took over a run of a dead replica (its lease expired); the run then
+    # resumes in whichever replica's queue takes it (there its ``resumed`` is told).
+
 
 def _time(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)

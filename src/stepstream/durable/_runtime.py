@@ -9,6 +9,7 @@ in its own task. On ``launch()`` DBOS re-invokes the workflows of runs that did 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 from pathlib import Path
@@ -17,6 +18,13 @@ from typing import TYPE_CHECKING, Any
 from stepstream.context._snapshot import to_payload
 from stepstream.context.serializers import BaseSerializer, JsonSerializer
 from stepstream.durable import _dbos_io
+from stepstream.durable._cluster import (
+    DEFAULT_FAILOVER_AFTER,
+    Cluster,
+    check_failover_after,
+    check_instance_id,
+    count_failed_over,
+)
 from stepstream.durable._journal import RunJournal
 from stepstream.durable._park import Parking
 from stepstream.durable._park_io import unpark
@@ -124,15 +132,20 @@ class DBOSRuntime(RuntimeService):
         create: bool = True,
         idle_release_after: float | None = 60.0,
         on_version_mismatch: str = "leave",
+        instance_id: str | None = None,
+        failover_after: float | None = DEFAULT_FAILOVER_AFTER,
         **options: Any,
     ) -> None:
         check_idle_release(idle_release_after)
+        check_failover_after(failover_after)
+        if instance_id is not None:
+            check_instance_id(instance_id)
         unknown = sorted(set(options) - PEER_OPTIONS)
         if unknown:
             msg = (
                 f"DBOSRuntime(...) got unknown option(s) {', '.join(unknown)}; it takes "
-                f"database_url, create, idle_release_after, on_version_mismatch and "
-                f"{', '.join(sorted(PEER_OPTIONS))}"
+                f"database_url, create, idle_release_after, on_version_mismatch, "
+                f"instance_id, failover_after and {', '.join(sorted(PEER_OPTIONS))}"
             )
             raise WorkflowValidationError(msg)
         if options.get("run_migrations_on_launch") is False:
@@ -156,6 +169,10 @@ class DBOSRuntime(RuntimeService):
         #: Runs idle this long (every step waiting for an event) are released (parked).
         self._parking = Parking(self, idle_release_after)
         self._watchers: list[RunWatcher] = []
+        #: This replica's name (its DBOS executor id), and its lease on Postgres.
+        self.instance_id = instance_id
+        self.failover_after = failover_after
+        self._cluster: Cluster | None = None
 
     # -- registration and launch -----------------------------------------------------------
 
@@ -230,15 +247,57 @@ class DBOSRuntime(RuntimeService):
             # is the journal format's instead (see docs/durable.md, "Versions").
             "application_version": JOURNAL_VERSION,
         }
+        cluster = self._replica()
+        if self.instance_id is not None:
+            config["executor_id"] = self.instance_id
+        if cluster is not None:
+            cluster.check()  # before DBOS's recovery takes up this id's pending runs
         # Resumed runs are observed as runs started here are (observe(), capture_telemetry()).
         self.launch_context = contextvars.copy_context()
         _ACTIVE.append(self)
         try:
             _dbos_io.launch_dbos(config, self.database_url)
+            if cluster is not None:
+                cluster.open()
         except BaseException:
+            if cluster is not None:
+                cluster.discard()
             _ACTIVE.clear()
             raise
         self._launched = True
+        self._cluster = cluster
+        if cluster is not None:
+            with contextlib.suppress(RuntimeError):  # no loop yet: the first use starts it
+                cluster.start()
+
+    def _replica(self) -> Cluster | None:
+        """This replica's lease: with an instance id, on Postgres (None otherwise)."""
+        if self.instance_id is None or _dbos_io.sqlite_path(self.database_url) is not None:
+            return None
+        return Cluster(
+            self.database_url, "dbos", self.instance_id, self.failover_after, self._taken_over
+        )
+
+    def _taken_over(self, run_ids: list[str], from_instance: str) -> None:
+        """This replica took over the runs ``run_ids`` of the dead replica ``from_instance``."""
+        self._parking.spawn(self._tell_taken_over(run_ids, from_instance))
+
+    async def _tell_taken_over(self, run_ids: list[str], from_instance: str) -> None:
+        to_instance = self.instance_id or ""
+        records = {r.run_id: r.workflow for r in await self.runs(run_ids)}
+        for run_id in run_ids:
+            workflow = records.get(run_id, "")
+            count_failed_over(workflow)
+            _log.info(
+                "stepstream: durable run %s of replica %s taken over by %s",
+                run_id,
+                from_instance,
+                to_instance,
+            )
+            for watcher in self._watchers:
+                told = getattr(watcher, "failed_over", None)
+                if told is not None:
+                    told(run_id, workflow, from_instance, to_instance)
 
     async def destroy(self, destroy_dbos: bool = True) -> None:
         """Stop this process's runs (they stay pending, to resume later) and DBOS.
@@ -248,6 +307,9 @@ class DBOSRuntime(RuntimeService):
         """
         if not self._launched:
             return
+        cluster, self._cluster = self._cluster, None
+        if cluster is not None:
+            await cluster.aclose()
         await self._parking.aclose()
         for handler in list(self._runs.values()):
             handler._task.cancel()  # noqa: SLF001 - the runtime owns its runs' tasks
@@ -263,6 +325,9 @@ class DBOSRuntime(RuntimeService):
 
     def _ready(self) -> None:
         if self._launched:
+            if self._cluster is not None:
+                with contextlib.suppress(RuntimeError):  # launched outside a loop: now
+                    self._cluster.start()
             return
         if not self._lazy:
             msg = (

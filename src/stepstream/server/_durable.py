@@ -166,6 +166,22 @@ class DurableRuns(Runs):
         logger.info("run_resumed", extra=correlation(record))
         self._notify()
 
+    def failed_over(self, run_id: str, workflow: str, from_instance: str, to_instance: str) -> None:
+        """This replica took the run over from a dead one (it resumes on any replica)."""
+        name = self.served_name(workflow)
+        logger.info(
+            "run_failed_over",
+            extra={
+                **correlation(),
+                "handler_id": run_id,
+                "run_id": run_id,
+                "workflow": workflow,
+                "workflow_name": name,
+                "from_instance": from_instance,
+                "to_instance": to_instance,
+            },
+        )
+
     def parked(self, run_id: str) -> None:
         """A run of this process was released: stop following it (it is in the database)."""
         task = self._pumps.get(run_id)
