@@ -20,7 +20,14 @@ import httpx
 import pytest
 
 from _live_server import ServeProcess
-from test_durable_server import APP, answer, effects, frames, kill, result, start, wait_for
+from test_durable_server import APP
+from test_durable_server import answer
+from test_durable_server import effects
+from test_durable_server import frames
+from test_durable_server import kill
+from test_durable_server import result
+from test_durable_server import start
+from test_durable_server import wait_for
 
 pytest.importorskip("dbos")
 

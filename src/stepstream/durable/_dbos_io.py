@@ -37,7 +37,7 @@ from dbos._error import (
 from dbos._serialization import WorkflowSerializationFormat, deserialize_value, serialize_value
 from dbos._shard_keys import bind_shard_keys
 from dbos._sys_db import _dbos_streams_channel
-from dbos._utils import INTERNAL_QUEUE_NAME, GlobalParams
+from dbos._utils import INTERNAL_QUEUE_NAME, GlobalParams, LoopAwareEvent
 
 from stepstream._text import error_text
 from stepstream.errors import DurableStoreError
@@ -46,12 +46,15 @@ __all__ = [
     "CANCELLED",
     "STREAM",
     "WORKFLOW",
+    "LoopAwareEvent",
     "cancel_run",
     "cancelled_runs",
     "current_run_id",
     "dbos_instance",
     "destroy_dbos",
+    "inbox_heads",
     "launch_dbos",
+    "listen",
     "poke",
     "prepare_sqlite",
     "read_batches",
@@ -452,6 +455,38 @@ def recover_executor(executor_id: str) -> list[str]:
             ):
                 moved.append(pending.workflow_id)
     return moved
+
+
+def inbox_heads(run_ids: list[str]) -> dict[str, int]:
+    """The last inbox offset of each of ``run_ids`` that has an inbox: one read, no retry."""
+    dbos = dbos_instance()
+    if dbos is None or not run_ids:
+        return {}
+    sys_db = dbos._sys_db  # noqa: SLF001 - a read outside any workflow context
+    streams = sys_db.tables.streams
+    query = (
+        sa.select(streams.c.workflow_uuid, sa.func.max(streams.c["offset"]))
+        .where(streams.c.workflow_uuid.in_(run_ids), streams.c.key == INBOX_KEY)
+        .group_by(streams.c.workflow_uuid)
+    )
+    with sys_db.engine.connect() as conn:
+        return {str(row[0]): int(row[1]) for row in conn.execute(query)}
+
+
+def listen(run_id: str, key: str, event: Any) -> Callable[[], None]:
+    """Have DBOS's listener set ``event`` when stream ``key`` of run ``run_id`` is written.
+
+    On Postgres (LISTEN/NOTIFY on DBOS's streams channel, which every journal commit and
+    inbox write notifies); returns the function that stops it. Raises LookupError where
+    there are no notifications (SQLite: DBOS would poll the database for each listener).
+    """
+    dbos = dbos_instance()
+    sys_db = getattr(dbos, "_sys_db", None)
+    if sys_db is None or sys_db.engine.dialect.name != "postgresql" or not sys_db.use_listen_notify:
+        raise LookupError(key)
+    payload, components = sys_db._waiter(run_id, key)  # noqa: SLF001 - DBOS's own key
+    sys_db.streams_map.add(payload, event, components)
+    return lambda: sys_db.streams_map.pop(payload, event)
 
 
 def poke(run_id: str) -> None:

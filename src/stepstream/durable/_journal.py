@@ -33,7 +33,7 @@ from stepstream.durable._inputs import CallerEvents
 from stepstream.durable._park import RELEASING
 from stepstream.durable._retries import RestoredRetries, retry_entry
 from stepstream.durable._stream import JournalStream, Replay, decode_event
-from stepstream.durable._watch import watch_cancel
+from stepstream.durable._watch import watch_run
 from stepstream.errors import WorkflowRuntimeError
 from stepstream.events import Event, StopEvent
 
@@ -441,6 +441,12 @@ class RunJournal:
         if wake is not None and not wake.done():
             wake.set_result(None)
 
+    def _inbox_written(self, head: int | None) -> None:
+        """Another process may have sent the run an event (its inbox's last offset)."""
+        parking = self.parking
+        if parking is not None and not self.parked and (head is None or head > self.inbox_taken):
+            parking.spawn(parking.drain(self.run_id))
+
     async def write_loop(self) -> dict[str, Any]:
         """Commit the queued entries batch by batch until the end entry is recorded.
 
@@ -452,7 +458,7 @@ class RunJournal:
         self.claimed = True
         self.writer = asyncio.current_task()
         self._open_gates(max(self._recorded_upto, 0))  # the run's DBOS workflow is recorded
-        unwatch = watch_cancel(self.run_id, self._cancelled_in_database)
+        unwatch = watch_run(self.run_id, self._cancelled_in_database, self._inbox_written)
         try:
             end = await self._write_loop()
         except asyncio.CancelledError:

@@ -8,6 +8,9 @@ resumes or is released here (:class:`~stepstream.durable._records.RunWatcher`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from stepstream.context.serializers import BaseSerializer, JsonSerializer
@@ -31,7 +34,32 @@ if TYPE_CHECKING:
     from stepstream.handler import WorkflowHandler
     from stepstream.workflow import Workflow
 
-__all__ = ["RuntimeService"]
+__all__ = ["JournalFollower", "RuntimeService"]
+
+
+class JournalFollower:
+    """Told when one run's journal is written (see :meth:`RuntimeService.follow`)."""
+
+    def __init__(self, run_id: str) -> None:
+        self._event = _dbos_io.LoopAwareEvent()
+        self._stop: Callable[[], None] | None = None
+        with contextlib.suppress(Exception):  # no notifications here: timeouts alone
+            self._stop = _dbos_io.listen(run_id, _dbos_io.STREAM, self._event)
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait for a commit (True) or ``timeout`` seconds (False); read the journal then."""
+        if self._stop is None:
+            await asyncio.sleep(timeout)
+            return False
+        told = await self._event.wait_async(timeout)
+        self._event.clear()
+        return told
+
+    def close(self) -> None:
+        """Stop listening (idempotent)."""
+        stop, self._stop = self._stop, None
+        if stop is not None:
+            stop()
 
 
 class RuntimeService:
@@ -139,6 +167,16 @@ class RuntimeService:
         """Delete run ``run_id`` and its journal from the database (it must have ended)."""
         await delete_run(run_id)
 
+    def follow(self, run_id: str) -> JournalFollower:
+        """Be woken when run ``run_id``'s journal grows, wherever the run executes.
+
+        ``await follower.wait(timeout)`` returns once a commit to the journal was
+        notified (Postgres: LISTEN/NOTIFY, a few milliseconds after the commit) or after
+        ``timeout`` seconds (SQLite, or a lost notification: read again then). Close it
+        (``follower.close()``) when done.
+        """
+        return JournalFollower(run_id)
+
     def live(self, run_id: str) -> WorkflowHandler | None:
         """The handler of run ``run_id`` if it executes in this process now."""
         found = self._runs.get(run_id)
@@ -193,6 +231,7 @@ class RuntimeService:
         going = status[0] in {"PENDING", "ENQUEUED"}
         if going or (status[0] == "CANCELLED" and await is_parked(run_id)):
             await _dbos_io.cancel_run(run_id)
+            _dbos_io.poke(run_id)  # the process running it reads its status now
 
     def _ready(self) -> None:  # pragma: no cover - DBOSRuntime's
         """Launch the runtime if it may be launched lazily (DBOSRuntime._ready)."""

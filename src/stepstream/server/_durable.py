@@ -43,8 +43,10 @@ _STATUS: dict[str, HandlerStatus] = {
     "timeout": "failed",
     "cancelled": "cancelled",
 }
-#: How long a /run request waits between looks at the database for a run not executing here.
-_RECHECK = 2.0
+#: How long a /run request waits between looks at the database for a run not executing
+#: here, when no commit of its journal is notified (the end is recorded by DBOS just
+#: after the journal's end entry: the look after that entry's notice may come too early).
+_RECHECK = 0.5
 
 
 def server_runtime(
@@ -309,21 +311,38 @@ class DurableRuns(Runs):
     async def wait(self, record: HandlerRecord) -> HandlerRecord:
         """Return the handler's final record once its run has ended (parked runs too)."""
         run_id = record.run_id
-        while True:
-            task = self._pumps.get(record.handler_id)
-            if task is not None and not task.done():
-                await asyncio.wait({task})
-                continue
-            current = await self.lookup(run_id)
-            if current is None or current.finished:
-                return current or record
-            await asyncio.wait({self.changed()}, timeout=_RECHECK)
+        follower = None  # told of the commits of a run executing in another process
+        try:
+            while True:
+                task = self._pumps.get(record.handler_id)
+                if task is not None and not task.done():
+                    await asyncio.wait({task})
+                    continue
+                current = await self.lookup(run_id)
+                if current is None or current.finished:
+                    return current or record
+                if follower is None:
+                    follower = self.runtime.follow(run_id)
+                    continue  # look again: it may have ended before the follower listened
+                told = asyncio.ensure_future(follower.wait(_RECHECK))
+                try:
+                    waiting: set[asyncio.Future[Any]] = {told, self.changed()}
+                    await asyncio.wait(waiting, return_when="FIRST_COMPLETED")
+                finally:
+                    told.cancel()
+        finally:
+            if follower is not None:
+                follower.close()
 
     async def cancel(self, record: HandlerRecord) -> None:
         """Cancel the run for good: reloaded here first if it is parked."""
         if record.handler is None and not record.finished:
-            handler = await self.runtime.handler(record.run_id)
-            await handler.cancel_run()
+            run = await self.runtime.run(record.run_id)
+            if run is not None and run.state == "running":  # executing elsewhere (a replica)
+                await self.runtime.cancel(record.run_id)
+            else:  # parked: reloaded here, so that its stream ends with the cancel
+                handler = await self.runtime.handler(record.run_id)
+                await handler.cancel_run()
         else:
             await super().cancel(record)
         await self.wait(record)
