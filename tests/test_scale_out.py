@@ -31,14 +31,18 @@ from test_durable_server import wait_for
 
 pytest.importorskip("dbos")
 
+SCALE_APP = Path(__file__).parent / "_scale_app.py"
+
 #: The lease of the replicas of these tests: a dead one's runs move after this.
 LEASE = 2.0
 
 
-def replica(directory: Path, url: str, name: str, *args: str) -> ServeProcess:
-    """A replica named ``name`` serving the app from ``directory`` on database ``url``."""
+def replica(
+    directory: Path, url: str, name: str, *args: str, app: Path = APP
+) -> ServeProcess:
+    """A replica named ``name`` serving ``app`` from ``directory`` on database ``url``."""
     return ServeProcess(
-        APP,
+        app,
         f"--durable={url}",
         "--instance-id",
         name,
@@ -46,8 +50,11 @@ def replica(directory: Path, url: str, name: str, *args: str) -> ServeProcess:
         str(LEASE),
         "--idle-release-after",
         "0",
+        "--telemetry-dir",
+        str(directory / f"telemetry-{name}"),
         *args,
         cwd=directory,
+        env={"OTEL_METRIC_EXPORT_INTERVAL": "500"},
     )
 
 
@@ -146,6 +153,7 @@ def test_a_dead_replicas_runs_finish_on_a_survivor_after_its_lease(
     finally:
         first.stop()
         second.stop()
+    assert counted(tmp_path / "telemetry-b", "stepstream.runs.failed_over") == {"Chain": 1.0}
 
 
 def test_an_answer_and_a_stream_through_another_replica(tmp_path: Path, postgres: Any) -> None:
@@ -187,3 +195,53 @@ def test_a_run_is_cancelled_through_another_replica(tmp_path: Path, postgres: An
     finally:
         first.stop()
         second.stop()
+
+
+def overlap(directory: Path) -> int:
+    """The most runs of ``Limited`` that were in their step at once, in any replica."""
+    moments = []
+    for line in (directory / "effects.txt").read_text().splitlines():
+        kind, _, _, _, _, at = line.split("|")
+        if kind in {"begin", "end"}:
+            moments.append((float(at), 1 if kind == "begin" else -1))
+    most = now = 0
+    for _, change in sorted(moments):
+        now += change
+        most = max(most, now)
+    return most
+
+
+def test_num_concurrent_runs_holds_across_the_replicas(tmp_path: Path, postgres: Any) -> None:
+    """Eight runs of a workflow with num_concurrent_runs=2 started on two replicas: at
+    most two run at once in the cluster, and the queue's depth is measured."""
+    url = postgres.new_database_url()
+    servers = [replica(tmp_path, url, name, app=SCALE_APP) for name in ("a", "b")]
+    try:
+        ids = [f"l{k}" for k in range(8)]
+        for k, run_id in enumerate(ids):
+            start(servers[k % 2].url, "limited", run_id, x=k)
+        for k, run_id in enumerate(ids):
+            assert result(servers[(k + 1) % 2].url, run_id)["result"] == k * 2
+        assert overlap(tmp_path) == 2
+        ran = [line.split("|") for line in (tmp_path / "effects.txt").read_text().splitlines()]
+        assert sorted(r[1] for r in ran if r[0] == "done") == ids  # each once
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def counted(telemetry: Path, metric: str) -> dict[str, float]:
+    """The last value of counter ``metric`` by workflow in a replica's metrics.jsonl."""
+    found: dict[str, float] = {}
+    for line in (telemetry / "metrics.jsonl").read_text().splitlines():
+        for resource in json.loads(line)["resourceMetrics"]:
+            for scope in resource["scopeMetrics"]:
+                for each in scope["metrics"]:
+                    if each["name"] != metric:
+                        continue
+                    points = (each.get("sum") or each.get("gauge") or {}).get("dataPoints", [])
+                    for point in points:
+                        labels = {a["key"]: a["value"]["stringValue"] for a in point["attributes"]}
+                        value = point.get("asInt", point.get("asDouble", 0))
+                        found[labels["stepstream.workflow"]] = float(value)
+    return found

@@ -121,6 +121,8 @@ class Cluster:
             pool_pre_ping=True,
         )
         self._task: asyncio.Task[None] | None = None
+        self._queues: dict[str, str] = {}
+        self._depths: dict[str, int] = {}  # workflow -> runs enqueued, not started
         # One thread of its own: DBOS's pool may be busy, and a lease must not wait on it.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stepstream-lease")
 
@@ -168,6 +170,12 @@ class Cluster:
                 self._loop(), name="stepstream durable lease"
             )
 
+    def watch_queues(self, queues: dict[str, str]) -> None:
+        """Measure the depth of ``queues`` (DBOS queue name -> workflow) at each renewal."""
+        self._queues = queues
+        if queues:
+            _observe_depths(self._depths)
+
     def discard(self) -> None:
         """Let go of the connections (the launch failed)."""
         self._pool.shutdown(wait=False)
@@ -189,6 +197,12 @@ class Cluster:
             await asyncio.sleep(self.interval)
             try:
                 await loop.run_in_executor(self._pool, self._renew)
+                if self._queues:
+                    depths = await loop.run_in_executor(
+                        None, _dbos_io.queue_depths, list(self._queues)
+                    )
+                    self._depths.clear()
+                    self._depths.update({self._queues[q]: n for q, n in depths.items()})
                 if self.failover_after is not None:
                     for dead in await loop.run_in_executor(self._pool, self._claim):
                         moved = await loop.run_in_executor(
@@ -260,6 +274,28 @@ def count_failed_over(workflow: str) -> None:
         )
     with contextlib.suppress(Exception):  # telemetry never breaks a take-over
         _COUNTER[0].add(1, {attrs.WORKFLOW: workflow})
+
+
+_GAUGE: list[dict[str, int]] = []
+
+
+def _observe_depths(depths: dict[str, int]) -> None:
+    """Report ``depths`` (workflow -> runs waiting) as ``stepstream.queue.depth``."""
+    if _GAUGE:
+        _GAUGE[0] = depths
+        return
+    _GAUGE.append(depths)
+
+    def observe(_: Any) -> list[metrics.Observation]:
+        return [metrics.Observation(n, {attrs.WORKFLOW: w}) for w, n in list(_GAUGE[0].items())]
+
+    meter = metrics.get_meter("stepstream", __version__)
+    meter.create_observable_gauge(
+        attrs.METRIC_QUEUE_DEPTH,
+        callbacks=[observe],
+        unit="{run}",
+        description="Durable runs enqueued on their workflow's cluster-wide queue, not started",
+    )
 
 
 def _alive(pid: int) -> bool:

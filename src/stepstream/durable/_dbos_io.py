@@ -51,12 +51,15 @@ __all__ = [
     "cancelled_runs",
     "current_run_id",
     "dbos_instance",
+    "declare_queue",
     "destroy_dbos",
+    "enqueue_workflow",
     "inbox_heads",
     "launch_dbos",
     "listen",
     "poke",
     "prepare_sqlite",
+    "queue_depths",
     "read_batches",
     "recover_executor",
     "register_function",
@@ -156,6 +159,49 @@ async def start_workflow(
     """Start the DBOS workflow ``fn(*args, **kwargs)`` with id ``run_id``; its handle."""
     with SetWorkflowID(run_id):
         return await DBOS.start_workflow_async(fn, *args, **kwargs)
+
+
+def declare_queue(name: str, concurrency: int) -> Any:
+    """DBOS's queue ``name`` (made if missing), with a global concurrency.
+
+    At most ``concurrency`` of its workflows run at once in all the processes sharing
+    the database.
+    """
+    # From a thread of its own: DBOS refuses the synchronous call in an event loop's
+    # thread, and the launch (which declares the queues) is synchronous.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        declared = pool.submit(
+            DBOS.register_queue, name, global_concurrency=concurrency, on_conflict="always_update"
+        )
+        return declared.result()
+
+
+async def enqueue_workflow(
+    queue: Any, fn: Callable[..., Coroutine[Any, Any, Any]], run_id: str, *args: Any, **kwargs: Any
+) -> None:
+    """Enqueue the DBOS workflow ``fn(*args, **kwargs)`` with id ``run_id`` on ``queue``.
+
+    Returns once it is recorded; the queue of whichever process dequeues it starts it.
+    """
+    with SetWorkflowID(run_id):
+        await queue.enqueue_async(fn, *args, **kwargs)
+
+
+def queue_depths(names: list[str]) -> dict[str, int]:
+    """How many workflows wait (enqueued, not started) on each of the queues ``names``."""
+    dbos = dbos_instance()
+    if dbos is None or not names:
+        return {}
+    sys_db = dbos._sys_db  # noqa: SLF001 - a read outside any workflow context
+    ws = sys_db.tables.workflow_status
+    query = (
+        sa.select(ws.c.queue_name, sa.func.count())
+        .where(ws.c.queue_name.in_(names), ws.c.status == "ENQUEUED")
+        .group_by(ws.c.queue_name)
+    )
+    with sys_db.engine.connect() as conn:
+        found = {str(row[0]): int(row[1]) for row in conn.execute(query)}
+    return {name: found.get(name, 0) for name in names}
 
 
 async def write_batch(entries: list[dict[str, Any]]) -> None:

@@ -12,8 +12,11 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace as otel_trace
 
 from stepstream.context._snapshot import to_payload
 from stepstream.context.serializers import BaseSerializer, JsonSerializer
@@ -44,6 +47,9 @@ __all__ = ["DBOSRuntime", "default_runtime"]
 
 #: Where ``Workflow(durable=True)`` keeps its runs: beside the embedded telemetry store.
 DEFAULT_DATABASE = Path(".stepstream") / "durable.sqlite"
+
+#: The name of a workflow's cluster-wide queue: this, then its ``workflow_name``.
+QUEUE_PREFIX = "stepstream.runs:"
 
 #: The journal format: DBOS's application version of stepstream's runs.
 JOURNAL_VERSION = "stepstream-journal-1"
@@ -173,6 +179,7 @@ class DBOSRuntime(RuntimeService):
         self.instance_id = instance_id
         self.failover_after = failover_after
         self._cluster: Cluster | None = None
+        self._queues: dict[str, Any] = {}  # workflow name -> its DBOS queue (replicas)
 
     # -- registration and launch -----------------------------------------------------------
 
@@ -259,6 +266,7 @@ class DBOSRuntime(RuntimeService):
             _dbos_io.launch_dbos(config, self.database_url)
             if cluster is not None:
                 cluster.open()
+                self._declare_queues(cluster)
         except BaseException:
             if cluster is not None:
                 cluster.discard()
@@ -278,6 +286,47 @@ class DBOSRuntime(RuntimeService):
             self.database_url, "dbos", self.instance_id, self.failover_after, self._taken_over
         )
 
+    def _declare_queues(self, cluster: Cluster) -> None:
+        """A DBOS queue per workflow with ``num_concurrent_runs``: its cluster-wide limit."""
+        for name, workflow in self._workflows.items():
+            limit = workflow._num_concurrent_runs  # noqa: SLF001 - the engine is a friend
+            if limit is not None:
+                self._queues[name] = _dbos_io.declare_queue(QUEUE_PREFIX + name, limit)
+        cluster.watch_queues({QUEUE_PREFIX + name: name for name in self._queues})
+
+    def queued(self, workflow: Workflow) -> bool:
+        """Whether runs of ``workflow`` start through its cluster-wide queue (:meth:`enqueue`).
+
+        So they do on a replica (an instance id, on Postgres) for a workflow with
+        ``num_concurrent_runs``: at most that many run at once in all the replicas.
+        """
+        return workflow.workflow_name in self._queues
+
+    async def enqueue(self, workflow: Workflow, start: Event, run_id: str) -> None:
+        """Start run ``run_id`` of ``workflow`` through its cluster-wide queue.
+
+        Returns once the run is recorded as enqueued. Whichever replica's queue takes
+        it (once fewer than ``num_concurrent_runs`` runs of the workflow run in the
+        cluster) starts it there, as a child of the current span (the request's).
+        """
+        self._ready()
+        queue = self._queues[workflow.workflow_name]
+        payload = {"ev": _serializer(workflow).serialize(start), "queued": True}
+        span = otel_trace.get_current_span().get_span_context()
+        parent = (
+            [format(span.trace_id, "032x"), format(span.span_id, "016x")] if span.is_valid else None
+        )
+        await _dbos_io.enqueue_workflow(
+            queue,
+            _run_function,
+            run_id,
+            workflow.workflow_name,
+            payload,
+            parent,
+            time.time_ns(),
+            version=self._versions.of(workflow),
+        )
+
     def _taken_over(self, run_ids: list[str], from_instance: str) -> None:
         """This replica took over the runs ``run_ids`` of the dead replica ``from_instance``."""
         self._parking.spawn(self._tell_taken_over(run_ids, from_instance))
@@ -287,7 +336,9 @@ class DBOSRuntime(RuntimeService):
         records = {r.run_id: r.workflow for r in await self.runs(run_ids)}
         for run_id in run_ids:
             workflow = records.get(run_id, "")
-            count_failed_over(workflow)
+            known = self._workflows.get(workflow)
+            # Labelled as the run's other metrics are (its telemetry name).
+            count_failed_over(known._run_name if known is not None else workflow)  # noqa: SLF001
             _log.info(
                 "stepstream: durable run %s of replica %s taken over by %s",
                 run_id,

@@ -66,9 +66,7 @@ class _Watcher:
                 due = loop.time() + INTERVAL
             # Only the runs watched when the read began: a later one may be a new attempt.
             watched = {
-                run_id: told
-                for run_id, told in self.runs.items()
-                if everything or run_id in nudged
+                run_id: told for run_id, told in self.runs.items() if everything or run_id in nudged
             }
             if not watched:
                 continue

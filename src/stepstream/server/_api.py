@@ -233,6 +233,8 @@ class Api(StreamRoutes):
         event = parse_event(data, served.start_names, where="start_event", bare_as=start)
         assert isinstance(event, StartEvent)  # noqa: S101 - start_names maps to the start class
         try:
+            if self.durable is not None and self.durable.queued(served.workflow):
+                return await self.durable.submit(served.name, served.workflow, event, handler_id)
             record = self.runs.start(served.name, served.workflow, event, handler_id)
         except WorkflowError as exc:
             msg = f"start_event: {exc}"

@@ -14,13 +14,14 @@ events from the resume on; a subscriber's earlier ones are read from the journal
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from stepstream.errors import WorkflowValidationError
-from stepstream.events import StopEvent
+from stepstream.events import StartEvent, StopEvent
 from stepstream.handler import WorkflowHandler
-from stepstream.server._envelope import encode_event
+from stepstream.server._envelope import BadRequest, encode_event
 from stepstream.server._handlers import HandlerRecord, HandlerStatus, HandlerStore
 from stepstream.server._log import RunLog
 from stepstream.server._runs import Runs, correlation, logger, run_outcome, traced_name
@@ -139,6 +140,30 @@ class DurableRuns(Runs):
         return self._served[record.workflow_name].workflow.workflow_name  # type: ignore[no-any-return]
 
     # -- runs started or resumed here ------------------------------------------------------
+
+    def queued(self, workflow: Workflow) -> bool:
+        """Whether runs of ``workflow`` start through its cluster-wide queue."""
+        return self.runtime.queued(workflow)
+
+    async def submit(
+        self, name: str, workflow: Workflow, start_event: StartEvent, handler_id: str | None
+    ) -> HandlerRecord:
+        """Enqueue a run of ``workflow`` on its cluster-wide queue (``num_concurrent_runs``).
+
+        It starts in whichever replica's queue takes it, once the cluster has a free
+        slot; its record is the database's until then (here, too, if another runs it).
+        """
+        if self._closing:
+            msg = "the server is shutting down; start the run elsewhere or later"
+            raise BadRequest(msg, status=503)
+        handler_id = handler_id or secrets.token_urlsafe(12)
+        await self.runtime.enqueue(workflow, start_event, handler_id)
+        record = await self.lookup(handler_id)
+        if record is None:  # pragma: no cover - recorded before enqueue returned
+            msg = f"the run {handler_id} was enqueued but is not in the database"
+            raise BadRequest(msg, status=500)
+        logger.info("run_enqueued", extra=correlation(record))
+        return record
 
     def _run_options(self, handler_id: str) -> dict[str, Any]:
         return {"run_id": handler_id}  # the handler's id is the durable run's id
