@@ -37,9 +37,7 @@ SCALE_APP = Path(__file__).parent / "_scale_app.py"
 LEASE = 2.0
 
 
-def replica(
-    directory: Path, url: str, name: str, *args: str, app: Path = APP
-) -> ServeProcess:
+def replica(directory: Path, url: str, name: str, *args: str, app: Path = APP) -> ServeProcess:
     """A replica named ``name`` serving ``app`` from ``directory`` on database ``url``."""
     return ServeProcess(
         app,
@@ -245,3 +243,38 @@ def counted(telemetry: Path, metric: str) -> dict[str, float]:
                         value = point.get("asInt", point.get("asDouble", 0))
                         found[labels["stepstream.workflow"]] = float(value)
     return found
+
+
+def test_an_answer_sent_as_the_run_starts_through_another_replica(
+    tmp_path: Path, postgres: Any
+) -> None:
+    """The answer reaches the run even when it comes before the run asks."""
+    url = postgres.new_database_url()
+    (tmp_path / "gate-ask").touch()
+    first = replica(tmp_path, url, "a")
+    second = replica(tmp_path, url, "b")
+    try:
+        for k in range(5):
+            start(first.url, "asking", f"q{k}")
+            assert answer(second.url, f"q{k}", f"n{k}").status_code == 200
+        for k in range(5):
+            assert result(second.url, f"q{k}", timeout=10)["result"] == f"hello n{k}"
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_a_started_run_is_known_to_every_replica_when_the_start_returns(
+    tmp_path: Path, postgres: Any
+) -> None:
+    url = postgres.new_database_url()
+    first = replica(tmp_path, url, "a")
+    second = replica(tmp_path, url, "b")
+    try:
+        for k in range(30):
+            start(first.url, "greeting", f"g{k}", name=f"n{k}")
+            found = httpx.get(f"{second.url}/handlers/g{k}", timeout=30)
+            assert found.status_code in {200, 202}, (k, found.text)
+    finally:
+        first.stop()
+        second.stop()

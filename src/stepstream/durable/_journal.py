@@ -118,6 +118,9 @@ class RunJournal:
         # recorded the workflow's end (a new run's; or the journal failed).
         self._ended: asyncio.Future[None] = run.loop.create_future()
         self._recorded: asyncio.Future[None] = run.loop.create_future()
+        #: Done once the run's DBOS workflow is recorded and runs (or the journal failed):
+        #: from then on every process sharing the database knows the run.
+        self.begun: asyncio.Future[None] = run.loop.create_future()
         self._end_run = run.end
         self._aborted = False
         #: What broke the journal (the database, a run id already taken); the run failed.
@@ -178,6 +181,8 @@ class RunJournal:
         finally:
             if not self._recorded.done():
                 self._recorded.set_result(None)
+            if not self.begun.done():
+                self.begun.set_result(None)
 
     def _check_claimed(self) -> None:
         if not self.claimed:  # DBOS found a workflow of that id: ours never ran
@@ -456,6 +461,8 @@ class RunJournal:
         ends so). A database error fails the run (and DBOS records the workflow as failed).
         """
         self.claimed = True
+        if not self.begun.done():
+            self.begun.set_result(None)
         self.writer = asyncio.current_task()
         self._open_gates(max(self._recorded_upto, 0))  # the run's DBOS workflow is recorded
         unwatch = watch_run(self.run_id, self._cancelled_in_database, self._inbox_written)

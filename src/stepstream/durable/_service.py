@@ -177,6 +177,17 @@ class RuntimeService:
         """
         return JournalFollower(run_id)
 
+    async def recorded(self, handler: WorkflowHandler) -> None:
+        """Return once ``handler``'s new run is recorded in the database (or failed).
+
+        From then on every process sharing the database finds it (an event or a cancel
+        sent there reaches it). A run resumed here is recorded already.
+        """
+        journal: Any = handler._run.journal  # noqa: SLF001 - the runtime's own run
+        begun = getattr(journal, "begun", None)
+        if begun is not None:
+            await asyncio.shield(begun)
+
     def live(self, run_id: str) -> WorkflowHandler | None:
         """The handler of run ``run_id`` if it executes in this process now."""
         found = self._runs.get(run_id)

@@ -239,6 +239,9 @@ class Api(StreamRoutes):
         except WorkflowError as exc:
             msg = f"start_event: {exc}"
             raise BadRequest(msg) from None
+        if self.durable is not None and record.handler is not None:
+            # Answered once the run is recorded: any replica then finds it.
+            await self.durable.runtime.recorded(record.handler)
         return record
 
     async def _check_free(self, handler_id: str) -> None:
