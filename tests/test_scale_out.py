@@ -195,13 +195,22 @@ def test_a_run_is_cancelled_through_another_replica(tmp_path: Path, postgres: An
         second.stop()
 
 
-def overlap(directory: Path) -> int:
-    """The most runs of ``Limited`` that were in their step at once, in any replica."""
-    moments = []
+def overlap(directory: Path, ended: dict[str, float] | None = None) -> int:
+    """The most runs of ``Limited`` that were in their step at once, in any replica.
+
+    A step that began in a process that then died or stopped (``ended``: its pid -> when)
+    was in it until then.
+    """
+    begins: dict[tuple[str, str], float] = {}
+    moments: list[tuple[float, int]] = []
     for line in (directory / "effects.txt").read_text().splitlines():
-        kind, _, _, _, _, at = line.split("|")
-        if kind in {"begin", "end"}:
-            moments.append((float(at), 1 if kind == "begin" else -1))
+        kind, _, _, key, pid, when = line.split("|")
+        if kind == "begin":
+            begins[key, pid] = float(when)
+        elif kind == "end":
+            moments += [(begins.pop((key, pid)), 1), (float(when), -1)]
+    for (_, pid), began in begins.items():
+        moments += [(began, 1), ((ended or {})[pid], -1)]
     most = now = 0
     for _, change in sorted(moments):
         now += change
