@@ -258,7 +258,11 @@ class DBOSRuntime(RuntimeService):
         if self.instance_id is not None:
             config["executor_id"] = self.instance_id
         if cluster is not None:
-            cluster.check()  # before DBOS's recovery takes up this id's pending runs
+            try:
+                cluster.check()  # before DBOS's recovery takes up this id's pending runs
+            except BaseException:
+                cluster.discard()
+                raise
         # Resumed runs are observed as runs started here are (observe(), capture_telemetry()).
         self.launch_context = contextvars.copy_context()
         _ACTIVE.append(self)
