@@ -143,9 +143,11 @@ def test_a_dead_replicas_runs_finish_on_a_survivor_after_its_lease(
         took = time.monotonic() - killed
         assert effects(tmp_path) == ["one", "two", "two", "three"]
         assert pids(tmp_path, "three") == {str(second.proc.pid)}
+        wait_for(lambda: bool(logged(second, "run_failed_over")), "the log line", 5)
         [line] = logged(second, "run_failed_over")
         assert (line["run_id"], line["from_instance"], line["to_instance"]) == ("c1", "a", "b")
         assert took < LEASE + LEASE / 3 + 5, took  # the lease, a renewal, DBOS's queue poll
+        print(f"lease {LEASE} s: the run ended {took:.2f} s after the kill")  # noqa: T201
         whole = frames(second.url, "c1", params={"after_sequence": "-1"})
         assert [f.seq for f in whole] == list(range(len(whole)))
     finally:
