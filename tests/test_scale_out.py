@@ -221,22 +221,33 @@ def overlap(directory: Path, ended: dict[str, float] | None = None) -> int:
 
 
 def test_num_concurrent_runs_holds_across_the_replicas(tmp_path: Path, postgres: Any) -> None:
-    """Eight runs of a workflow with num_concurrent_runs=2 started on two replicas: at
+    """Twelve runs of a workflow with num_concurrent_runs=2 started on two replicas: at
     most two run at once in the cluster, and the queue's depth is measured."""
     url = postgres.new_database_url()
     servers = [replica(tmp_path, url, name, app=SCALE_APP) for name in ("a", "b")]
     try:
-        ids = [f"l{k}" for k in range(8)]
+        ids = [f"l{k}" for k in range(12)]
         for k, run_id in enumerate(ids):
             start(servers[k % 2].url, "limited", run_id, x=k)
         for k, run_id in enumerate(ids):
             assert result(servers[(k + 1) % 2].url, run_id)["result"] == k * 2
         assert overlap(tmp_path) == 2
+
+        def started() -> list[str]:
+            return sorted(line["run_id"] for s in servers for line in logged(s, "run_started"))
+
+        wait_for(lambda: len(started()) >= len(ids), "the run_started lines", 5)
+        assert started() == sorted(ids)  # each started once, where its queue took it; none resumed
+        assert not [line for server in servers for line in logged(server, "run_resumed")]
         ran = [line.split("|") for line in (tmp_path / "effects.txt").read_text().splitlines()]
-        assert sorted(r[1] for r in ran if r[0] == "done") == ids  # each once
+        assert sorted(r[1] for r in ran if r[0] == "done") == sorted(ids)  # each once
     finally:
         for server in servers:
             server.stop()
+    # The runs waiting for a slot were measured (each replica reports the cluster's).
+    depths = gauged(tmp_path / "telemetry-a", "stepstream.queue.depth")
+    assert "Limited" in depths
+    assert max(depths["Limited"]) >= 1, depths
 
 
 def counted(telemetry: Path, metric: str) -> dict[str, float]:
@@ -289,3 +300,20 @@ def test_a_started_run_is_known_to_every_replica_when_the_start_returns(
     finally:
         first.stop()
         second.stop()
+
+
+def gauged(telemetry: Path, metric: str) -> dict[str, list[float]]:
+    """Every value of gauge ``metric`` by workflow in a replica's metrics.jsonl."""
+    found: dict[str, list[float]] = {}
+    for line in (telemetry / "metrics.jsonl").read_text().splitlines():
+        for resource in json.loads(line)["resourceMetrics"]:
+            for scope in resource["scopeMetrics"]:
+                for each in scope["metrics"]:
+                    if each["name"] == metric:
+                        for point in each["gauge"]["dataPoints"]:
+                            labels = {
+                                a["key"]: a["value"]["stringValue"] for a in point["attributes"]
+                            }
+                            value = float(point.get("asInt", point.get("asDouble", 0)))
+                            found.setdefault(labels["stepstream.workflow"], []).append(value)
+    return found

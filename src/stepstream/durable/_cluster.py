@@ -182,7 +182,7 @@ class Cluster:
         self._engine.dispose()
 
     async def aclose(self) -> None:
-        """Stop renewing (the lease then expires; a clean stop leaves no runs pending)."""
+        """Stop renewing: the lease expires (the runs left pending move unless it restarts)."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -193,17 +193,28 @@ class Cluster:
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
+        healthy_since: float | None = loop.time()  # open() renewed the lease
         while True:
             await asyncio.sleep(self.interval)
             try:
-                await loop.run_in_executor(self._pool, self._renew)
+                try:
+                    await loop.run_in_executor(self._pool, self._renew)
+                except Exception:
+                    healthy_since = None
+                    raise
+                if healthy_since is None:
+                    healthy_since = loop.time()
                 if self._queues:
                     depths = await loop.run_in_executor(
                         None, _dbos_io.queue_depths, list(self._queues)
                     )
                     self._depths.clear()
                     self._depths.update({self._queues[q]: n for q, n in depths.items()})
-                if self.failover_after is not None:
+                # After an outage of the database, every lease looks expired: a replica
+                # claims none before it has renewed its own for a whole lease, by which
+                # time the live replicas have renewed theirs.
+                lease = self.failover_after
+                if lease is not None and loop.time() - healthy_since >= lease:
                     for dead in await loop.run_in_executor(self._pool, self._claim):
                         moved = await loop.run_in_executor(
                             self._pool, _dbos_io.recover_executor, dead

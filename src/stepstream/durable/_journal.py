@@ -144,6 +144,8 @@ class RunJournal:
         self.parking: Parking | None = None
         self.released: Released | None = None
         self.inbox_taken = -1  # the last inbox offset the run took
+        #: A run started through its workflow's queue, taken up here for the first time.
+        self.first_start = False
         self.inbox_lock: asyncio.Lock | None = None  # one inbox read at a time (see _park)
         self.workflow_name = ""  # its workflow's workflow_name (set by the runtime)
         self.writer: asyncio.Task[Any] | None = None  # the DBOS workflow's task

@@ -120,6 +120,7 @@ async def recover(  # noqa: PLR0917 - the DBOS workflow's arguments, passed on
     redeliver(run, ser, unapplied(entries))
     inbox = await taken_up(run, ser, entries)
     journal = RunJournal(run, ser, None, len(batches))
+    journal.first_start = fresh
     journal.restored_retries = RestoredRetries(entries, ser)
     runtime.attach(journal, run, workflow.workflow_name, last_inbox(entries + inbox), inbox)
     if start_event is None:

@@ -296,7 +296,9 @@ class DBOSRuntime(RuntimeService):
             limit = workflow._num_concurrent_runs  # noqa: SLF001 - the engine is a friend
             if limit is not None:
                 self._queues[name] = _dbos_io.declare_queue(QUEUE_PREFIX + name, limit)
-        cluster.watch_queues({QUEUE_PREFIX + name: name for name in self._queues})
+        # Labelled as the runs' other metrics are (their telemetry name).
+        labels = {n: self._workflows[n]._run_name for n in self._queues}  # noqa: SLF001
+        cluster.watch_queues({QUEUE_PREFIX + n: label for n, label in labels.items()})
 
     def queued(self, workflow: Workflow) -> bool:
         """Whether runs of ``workflow`` start through its cluster-wide queue (:meth:`enqueue`).

@@ -188,6 +188,11 @@ class RuntimeService:
         if begun is not None:
             await asyncio.shield(begun)
 
+    def first_start(self, handler: WorkflowHandler) -> bool:
+        """Whether ``handler``'s run, taken up here, starts (from its workflow's queue)."""
+        journal: Any = handler._run.journal  # noqa: SLF001 - the runtime's own run
+        return bool(getattr(journal, "first_start", False))
+
     def live(self, run_id: str) -> WorkflowHandler | None:
         """The handler of run ``run_id`` if it executes in this process now."""
         found = self._runs.get(run_id)

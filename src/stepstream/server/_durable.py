@@ -169,7 +169,7 @@ class DurableRuns(Runs):
     def resumed(
         self, handler: WorkflowHandler, workflow: str, first_seq: int, trace_id: str | None
     ) -> None:
-        """The runtime resumed (or reloaded) a run here: keep its record and follow it."""
+        """A run resumed, reloaded or (queued) started here: keep its record, follow it."""
         name = self.served_name(workflow)
         if name is None or self._closing:
             return
@@ -188,7 +188,8 @@ class DurableRuns(Runs):
         self.store.add(record)
         self._first[record.run_id] = first_seq
         self._follow(record, handler, first_seq)
-        logger.info("run_resumed", extra=correlation(record))
+        begins = self.runtime.first_start(handler)  # a queued run, started here
+        logger.info("run_started" if begins else "run_resumed", extra=correlation(record))
         self._notify()
 
     def failed_over(self, run_id: str, workflow: str, from_instance: str, to_instance: str) -> None:
