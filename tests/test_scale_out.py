@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,20 @@ SCALE_APP = Path(__file__).parent / "_scale_app.py"
 LEASE = 2.0
 
 
+#: Every replica a test started: stopped (by pid) when the test ends, whatever happened.
+_STARTED: list[ServeProcess] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_replicas() -> Iterator[None]:
+    yield
+    while _STARTED:
+        _STARTED.pop().stop()
+
+
 def replica(directory: Path, url: str, name: str, *args: str, app: Path = APP) -> ServeProcess:
     """A replica named ``name`` serving ``app`` from ``directory`` on database ``url``."""
-    return ServeProcess(
+    server = ServeProcess(
         app,
         f"--durable={url}",
         "--instance-id",
@@ -54,6 +66,8 @@ def replica(directory: Path, url: str, name: str, *args: str, app: Path = APP) -
         cwd=directory,
         env={"OTEL_METRIC_EXPORT_INTERVAL": "500"},
     )
+    _STARTED.append(server)
+    return server
 
 
 def logged(server: ServeProcess, event: str) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from stepstream.durable._records import (
     RunWatcher,
     delete_run,
     read_events,
+    read_events_from,
     read_runs,
 )
 from stepstream.errors import WorkflowRuntimeError, WorkflowValidationError
@@ -154,6 +155,18 @@ class RuntimeService:
         known = self._workflows.get(workflow)
         serializer = known.serializer if known is not None else None
         return await read_events(serializer or JsonSerializer(), run_id, after)
+
+    async def events_from(
+        self, run_id: str, workflow: str, after: int, offset: int
+    ) -> tuple[list[tuple[int, Event, bool]], int]:
+        """As :meth:`events`, reading the journal from row ``offset`` on; and the next.
+
+        ``offset`` is a previous call's second value (0 at first): a follower of a
+        growing journal reads each commit once.
+        """
+        known = self._workflows.get(workflow)
+        serializer = known.serializer if known is not None else None
+        return await read_events_from(serializer or JsonSerializer(), run_id, after, offset)
 
     async def release_idle(self) -> int:
         """Release (park) now every run of this process that only waits for events.

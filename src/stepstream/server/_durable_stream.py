@@ -67,6 +67,7 @@ class DurableStream:
         self.after = after
         self.options = options
         self.stop = stop
+        self._offset = 0  # the journal's rows read up to here (all of them sent)
 
     async def __call__(self, send: Sender) -> None:
         """Write until the run's terminal event (or the server stops)."""
@@ -140,7 +141,11 @@ class DurableStream:
 
     async def _history(self, send: Sender, upto: int | None) -> bool:
         """Send the recorded events after ``after`` (below ``upto``); True if the last is sent."""
-        events = await self.runs.runtime.events(self.run_id, self.workflow, self.after)
+        events, following = await self.runs.runtime.events_from(
+            self.run_id, self.workflow, self.after, self._offset
+        )
+        if upto is None:
+            self._offset = following  # every event read is sent below
         form = self.options.form
         frames: list[bytes] = []
         for seq, event, terminal in events:
