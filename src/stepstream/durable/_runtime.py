@@ -123,7 +123,10 @@ class DBOSRuntime(RuntimeService):
     options of llama-agents-dbos's ``DBOSRuntime`` are accepted; see docs/durable.md.
     ``on_version_mismatch`` says what a run started by another version of its
     workflow's code does here: ``"leave"`` it pending (the default), ``"resume"`` it, or
-    ``"fail"`` it (see docs/durable.md, "Versions").
+    ``"fail"`` it (see docs/durable.md, "Versions"). ``instance_id`` names this process
+    as a replica (its DBOS executor id: a launch resumes only the runs of its own id);
+    on Postgres it also holds a lease, and the runs of a replica whose lease is not
+    renewed for ``failover_after`` seconds are taken over by another (docs/scale-out.md).
 
     Construct the workflows (``MyWorkflow(runtime=runtime)``), then ``await
     runtime.launch()`` (or ``runtime.launch_sync()`` outside async code): the runs that

@@ -223,7 +223,7 @@ class RuntimeService:
 
         A run executing here takes it at once; a parked one is reloaded with it (in
         whichever process's queue takes it); one executing in another process gets it
-        when that process releases it or restarts.
+        from its inbox at once on Postgres (the write is notified), else within a second.
         """
         live = self.live(run_id)
         if live is not None:
