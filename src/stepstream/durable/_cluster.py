@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from opentelemetry import metrics
 
 from stepstream._version import __version__
-from stepstream.durable import _dbos_io
+from stepstream.durable import _dbos_replicas
 from stepstream.errors import WorkflowRuntimeError, WorkflowValidationError
 from stepstream.telemetry import attributes as attrs
 
@@ -206,7 +206,7 @@ class Cluster:
                     healthy_since = loop.time()
                 if self._queues:
                     depths = await loop.run_in_executor(
-                        None, _dbos_io.queue_depths, list(self._queues)
+                        None, _dbos_replicas.queue_depths, list(self._queues)
                     )
                     self._depths.clear()
                     self._depths.update({self._queues[q]: n for q, n in depths.items()})
@@ -217,7 +217,7 @@ class Cluster:
                 if lease is not None and loop.time() - healthy_since >= lease:
                     for dead in await loop.run_in_executor(self._pool, self._claim):
                         moved = await loop.run_in_executor(
-                            self._pool, _dbos_io.recover_executor, dead
+                            self._pool, _dbos_replicas.recover_executor, dead
                         )
                         if moved:
                             self._taken(moved, dead)

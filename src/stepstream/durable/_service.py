@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from stepstream.context.serializers import BaseSerializer, JsonSerializer
-from stepstream.durable import _dbos_io
+from stepstream.durable import _dbos_io, _dbos_replicas
 from stepstream.durable._inputs import in_entry
 from stepstream.durable._park_io import is_parked
 from stepstream.durable._records import (
@@ -42,10 +42,10 @@ class JournalFollower:
     """Told when one run's journal is written (see :meth:`RuntimeService.follow`)."""
 
     def __init__(self, run_id: str) -> None:
-        self._event = _dbos_io.LoopAwareEvent()
+        self._event = _dbos_replicas.LoopAwareEvent()
         self._stop: Callable[[], None] | None = None
         with contextlib.suppress(Exception):  # no notifications here: timeouts alone
-            self._stop = _dbos_io.listen(run_id, _dbos_io.STREAM, self._event)
+            self._stop = _dbos_replicas.listen(run_id, _dbos_io.STREAM, self._event)
 
     async def wait(self, timeout: float) -> bool:
         """Wait for a commit (True) or ``timeout`` seconds (False); read the journal then."""
@@ -260,7 +260,7 @@ class RuntimeService:
         going = status[0] in {"PENDING", "ENQUEUED"}
         if going or (status[0] == "CANCELLED" and await is_parked(run_id)):
             await _dbos_io.cancel_run(run_id)
-            _dbos_io.poke(run_id)  # the process running it reads its status now
+            _dbos_replicas.poke(run_id)  # the process running it reads its status now
 
     def _ready(self) -> None:  # pragma: no cover - DBOSRuntime's
         """Launch the runtime if it may be launched lazily (DBOSRuntime._ready)."""

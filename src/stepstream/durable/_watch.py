@@ -5,7 +5,7 @@ cancelled in the database, and ``runtime.send_event`` (the server's ``POST /even
 from another process only records the event in the run's inbox; the process running
 the run learns of either here. Once a second (one query for the statuses and one for
 the inboxes of every watched run of the loop), and at once on Postgres: an inbox write
-(and a cancel, see :func:`_dbos_io.poke`) notifies DBOS's streams channel, which DBOS's
+(and a cancel, see :func:`_dbos_replicas.poke`) notifies DBOS's streams channel, which DBOS's
 listener thread hears; the watched run's nudge then wakes the poll for that run alone.
 The poll runs only while some run of the loop is watched, and a failed read (the
 database away) is simply tried again a second later: it never blocks the loop, nor the
@@ -19,7 +19,7 @@ import contextlib
 import weakref
 from collections.abc import Callable
 
-from stepstream.durable import _dbos_io
+from stepstream.durable import _dbos_io, _dbos_replicas
 from stepstream.durable._park_io import PARKED
 
 __all__ = ["watch_run"]
@@ -32,7 +32,7 @@ Cancelled = Callable[[], None]
 InboxChanged = Callable[[int | None], None]
 
 
-class _Nudge(_dbos_io.LoopAwareEvent):
+class _Nudge(_dbos_replicas.LoopAwareEvent):
     """Set by DBOS's listener when one watched run's inbox is written (or it is poked)."""
 
     def __init__(self, run_id: str, watcher: _Watcher) -> None:
@@ -51,7 +51,7 @@ class _Watcher:
     def __init__(self) -> None:
         self.runs: dict[str, tuple[Cancelled, InboxChanged]] = {}
         self.task: asyncio.Task[None] | None = None
-        self.wake = _dbos_io.LoopAwareEvent()
+        self.wake = _dbos_replicas.LoopAwareEvent()
         self.nudged: set[str] = set()
 
     async def poll(self) -> None:
@@ -79,7 +79,7 @@ class _Watcher:
                         watched[run_id][0]()
                 heads: dict[str, int | None] = dict.fromkeys(nudged & set(watched))
                 if everything:
-                    heads.update(await loop.run_in_executor(None, _dbos_io.inbox_heads, ids))
+                    heads.update(await loop.run_in_executor(None, _dbos_replicas.inbox_heads, ids))
                 for run_id, head in heads.items():
                     if self.runs.get(run_id) is watched.get(run_id):
                         watched[run_id][1](head)
@@ -104,7 +104,7 @@ def watch_run(run_id: str, cancelled: Cancelled, inbox: InboxChanged) -> Callabl
     watcher.runs[run_id] = told
     unlisten: Callable[[], None] | None = None
     with contextlib.suppress(Exception):  # no notifications (SQLite): the poll alone
-        unlisten = _dbos_io.listen(run_id, _dbos_io.INBOX_KEY, _Nudge(run_id, watcher))
+        unlisten = _dbos_replicas.listen(run_id, _dbos_io.INBOX_KEY, _Nudge(run_id, watcher))
     if watcher.task is None or watcher.task.done():
         watcher.task = loop.create_task(watcher.poll(), name="stepstream durable run watch")
 
