@@ -334,9 +334,10 @@ def test_two_servers_on_postgres_share_their_runs(tmp_path: Path, postgres: Any)
     through the second; either one reloads it, and both answer for it."""
     (tmp_path / "gate-ask").touch()
     url = f"--durable={postgres.url}"
-    first = serve(tmp_path, url, "--idle-release-after", "0.3")
-    second = serve(tmp_path, url, "--idle-release-after", "0.3")
+    first = serve(tmp_path, url, "--idle-release-after", "0.3", "--instance-id", "one")
+    second = None
     try:
+        second = serve(tmp_path, url, "--idle-release-after", "0.3", "--instance-id", "two")
         start(first.url, "asking", "pg1")
         frames(first.url, "pg1", params={"after_sequence": "-1"}, until=lambda f: len(f) == 1)
         wait_for(lambda: any('"run_parked"' in line for line in first.lines), "the release")
@@ -349,4 +350,5 @@ def test_two_servers_on_postgres_share_their_runs(tmp_path: Path, postgres: Any)
         assert [(f.seq, f.type) for f in whole] == [(0, "InputRequiredEvent"), (1, "StopEvent")]
     finally:
         first.stop()
-        second.stop()
+        if second is not None:
+            second.stop()

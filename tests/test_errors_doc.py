@@ -1802,7 +1802,7 @@ def _durable_bounded() -> Produced:
 
 @trigger(
     "DBOSRuntime(...) got unknown option(s) <names>; it takes database_url, create, "
-    "idle_release_after, on_version_mismatch and <options>"
+    "idle_release_after, on_version_mismatch, instance_id, failover_after and <options>"
 )
 def _runtime_option() -> Produced:
     from stepstream.durable import DBOSRuntime  # noqa: PLC0415
@@ -2244,6 +2244,56 @@ def _step_key_outside() -> Produced:
             await handler.cancel_run()
 
     return raised(lambda: asyncio.run(main()))
+
+
+@trigger(
+    "instance_id=<value>: give each replica a name of its own (1 to 100 printable characters, "
+    "no surrounding spaces) that it keeps across restarts, e.g. its host or pod name"
+)
+def _instance_id_bad() -> Produced:
+    from stepstream.durable import DBOSRuntime  # noqa: PLC0415
+
+    return raised(lambda: DBOSRuntime(_sqlite("x.sqlite"), instance_id=" a"))
+
+
+@trigger(
+    "failover_after=<value>: give the seconds after which a replica that stopped renewing its "
+    "lease has its runs taken over by another (at least 1), or None to leave a dead "
+    "replica's runs until it restarts"
+)
+def _failover_after_bad() -> Produced:
+    from stepstream.durable import DBOSRuntime  # noqa: PLC0415
+
+    return raised(lambda: DBOSRuntime(_sqlite("x.sqlite"), failover_after=0.5))
+
+
+@trigger(
+    "instance id <id> is in use by another live process of this host (pid <pid>) on the same "
+    "database; give each replica its own --instance-id (or $STEPSTREAM_INSTANCE_ID)"
+)
+def _instance_in_use() -> Produced:
+    """A replica's lease, renewed by a live process of this host (made so: the parent's)."""
+    import os  # noqa: PLC0415
+
+    import sqlalchemy as sa  # noqa: PLC0415
+
+    from _postgres import PostgresServer  # noqa: PLC0415
+    from stepstream.durable import DBOSRuntime  # noqa: PLC0415
+
+    async def main(url: str) -> None:
+        first = DBOSRuntime(url, instance_id="same")
+        await first.launch()
+        await first.destroy()
+        engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+        with engine.begin() as c:  # as if the parent process held it
+            c.execute(
+                sa.text("UPDATE dbos.stepstream_replicas SET pid = :pid"), {"pid": os.getppid()}
+            )
+        engine.dispose()
+        await DBOSRuntime(url, instance_id="same").launch()
+
+    with PostgresServer() as server:
+        return raised(lambda: asyncio.run(main(server.database_url("replicas"))))
 
 
 @trigger(

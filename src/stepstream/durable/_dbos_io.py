@@ -52,6 +52,7 @@ __all__ = [
     "launch_dbos",
     "prepare_sqlite",
     "read_batches",
+    "read_batches_from",
     "register_function",
     "run_status",
     "settle",
@@ -62,6 +63,8 @@ __all__ = [
 
 #: The DBOS stream that holds a run's journal, and the one DBOS workflow every run is.
 STREAM = "stepstream"
+#: The DBOS stream of a run that holds the events sent to it from outside (its inbox).
+INBOX_KEY = "stepstream.in"
 WORKFLOW = "stepstream.run"
 _READ_BATCH = 256
 _log = logging.getLogger("stepstream")
@@ -382,13 +385,18 @@ def _stop_writer() -> None:
         _WRITERS.pop().stop()
 
 
-def _read_rows(run_id: str, offset: int) -> Iterator[list[dict[str, Any]]]:
+def _read_rows(
+    run_id: str, offset: int, read: list[int] | None = None
+) -> Iterator[list[dict[str, Any]]]:
+    """The batches from row ``offset`` on; ``read[0]`` counts the rows read."""
     dbos = dbos_instance()
     if dbos is None:
         return
     sys_db = dbos._sys_db  # noqa: SLF001 - the range read records no step
     while True:
         _, rows = sys_db.read_stream_values(run_id, STREAM, offset, _READ_BATCH)
+        if read is not None:
+            read[0] += len(rows)
         for value, serialization in rows:
             text = deserialize_value(value, serialization, sys_db.serializer)
             if isinstance(text, str):  # not DBOS's closing sentinel
@@ -406,6 +414,17 @@ async def read_batches(run_id: str, offset: int = 0) -> list[list[dict[str, Any]
     """
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(None, lambda: list(_read_rows(run_id, offset)))
+
+
+async def read_batches_from(run_id: str, offset: int) -> tuple[list[list[dict[str, Any]]], int]:
+    """The journal batches of run ``run_id`` from row ``offset`` on, and the next offset.
+
+    A follower reading a growing journal reads only what it has not read yet.
+    """
+    read = [0]
+    loop = asyncio.get_running_loop()
+    batches = await loop.run_in_executor(None, lambda: list(_read_rows(run_id, offset, read)))
+    return batches, offset + read[0]
 
 
 async def run_status(run_id: str) -> tuple[str, int] | None:

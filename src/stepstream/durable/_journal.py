@@ -33,7 +33,7 @@ from stepstream.durable._inputs import CallerEvents
 from stepstream.durable._park import RELEASING
 from stepstream.durable._retries import RestoredRetries, retry_entry
 from stepstream.durable._stream import JournalStream, Replay, decode_event
-from stepstream.durable._watch import watch_cancel
+from stepstream.durable._watch import watch_run
 from stepstream.errors import WorkflowRuntimeError
 from stepstream.events import Event, StopEvent
 
@@ -118,6 +118,9 @@ class RunJournal:
         # recorded the workflow's end (a new run's; or the journal failed).
         self._ended: asyncio.Future[None] = run.loop.create_future()
         self._recorded: asyncio.Future[None] = run.loop.create_future()
+        #: Done once the run's DBOS workflow is recorded and runs (or the journal failed):
+        #: from then on every process sharing the database knows the run.
+        self.begun: asyncio.Future[None] = run.loop.create_future()
         self._end_run = run.end
         self._aborted = False
         #: What broke the journal (the database, a run id already taken); the run failed.
@@ -141,6 +144,8 @@ class RunJournal:
         self.parking: Parking | None = None
         self.released: Released | None = None
         self.inbox_taken = -1  # the last inbox offset the run took
+        #: A run started through its workflow's queue, taken up here for the first time.
+        self.first_start = False
         self.inbox_lock: asyncio.Lock | None = None  # one inbox read at a time (see _park)
         self.workflow_name = ""  # its workflow's workflow_name (set by the runtime)
         self.writer: asyncio.Task[Any] | None = None  # the DBOS workflow's task
@@ -178,6 +183,8 @@ class RunJournal:
         finally:
             if not self._recorded.done():
                 self._recorded.set_result(None)
+            if not self.begun.done():
+                self.begun.set_result(None)
 
     def _check_claimed(self) -> None:
         if not self.claimed:  # DBOS found a workflow of that id: ours never ran
@@ -441,6 +448,12 @@ class RunJournal:
         if wake is not None and not wake.done():
             wake.set_result(None)
 
+    def _inbox_written(self, head: int | None) -> None:
+        """Another process may have sent the run an event (its inbox's last offset)."""
+        parking = self.parking
+        if parking is not None and not self.parked and (head is None or head > self.inbox_taken):
+            parking.spawn(parking.drain(self.run_id))
+
     async def write_loop(self) -> dict[str, Any]:
         """Commit the queued entries batch by batch until the end entry is recorded.
 
@@ -450,9 +463,11 @@ class RunJournal:
         ends so). A database error fails the run (and DBOS records the workflow as failed).
         """
         self.claimed = True
+        if not self.begun.done():
+            self.begun.set_result(None)
         self.writer = asyncio.current_task()
         self._open_gates(max(self._recorded_upto, 0))  # the run's DBOS workflow is recorded
-        unwatch = watch_cancel(self.run_id, self._cancelled_in_database)
+        unwatch = watch_run(self.run_id, self._cancelled_in_database, self._inbox_written)
         try:
             end = await self._write_loop()
         except asyncio.CancelledError:

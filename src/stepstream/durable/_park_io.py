@@ -20,14 +20,14 @@ import sqlalchemy as sa
 from dbos._serialization import WorkflowSerializationFormat, deserialize_value
 from dbos._utils import INTERNAL_QUEUE_NAME
 
-from stepstream.durable._dbos_io import dbos_instance
+from stepstream.durable._dbos_io import INBOX_KEY, dbos_instance
 
 __all__ = ["INBOX", "PARKED", "is_parked", "mark_parked", "post_inbox", "read_inbox", "unpark"]
 
 #: The queue name that marks a CANCELLED workflow as a parked run (no such queue exists).
 PARKED = "stepstream.parked"
 #: The DBOS stream of a run's workflow that holds the events sent to it from outside.
-INBOX = "stepstream.in"
+INBOX = INBOX_KEY
 _READ = 256
 
 T = TypeVar("T")

@@ -38,6 +38,7 @@ __all__ = [
     "RunWatcher",
     "delete_run",
     "read_events",
+    "read_events_from",
     "read_runs",
 ]
 
@@ -84,6 +85,10 @@ class RunWatcher(Protocol):
     def parked(self, run_id: str) -> None:
         """A run of this process was released while it waited for events."""
         ...
+
+    # Optional: ``failed_over(run_id, workflow, from_instance, to_instance)``, told when
+    # this replica took over a run of a dead replica (its lease expired); the run then
+    # resumes in whichever replica's queue takes it (there its ``resumed`` is told).
 
 
 def _time(ms: int | None) -> datetime | None:
@@ -176,9 +181,18 @@ async def read_events(
     serializer: BaseSerializer, run_id: str, after: int
 ) -> list[tuple[int, Event, bool]]:
     """The recorded events of run ``run_id`` with seq > ``after``, then its terminal one."""
+    found, _ = await read_events_from(serializer, run_id, after, 0)
+    return found
+
+
+async def read_events_from(
+    serializer: BaseSerializer, run_id: str, after: int, offset: int
+) -> tuple[list[tuple[int, Event, bool]], int]:
+    """As :func:`read_events`, from the journal's row ``offset`` on; and the next offset."""
     where = f"the journal of run {run_id}"
     found: list[tuple[int, Event, bool]] = []
-    for batch in await _dbos_io.read_batches(run_id):
+    batches, following = await _dbos_io.read_batches_from(run_id, offset)
+    for batch in batches:
         for entry in batch:
             kind = entry["k"]
             if kind == "ev" and entry["seq"] > after:
@@ -187,7 +201,7 @@ async def read_events(
                 found.append(
                     (entry["seq"], decode_event(serializer, entry["terminal"], where), True)
                 )
-    return found
+    return found, following
 
 
 async def delete_run(run_id: str) -> None:

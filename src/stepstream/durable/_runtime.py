@@ -9,6 +9,7 @@ in its own task. On ``launch()`` DBOS re-invokes the workflows of runs that did 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 from pathlib import Path
@@ -17,10 +18,17 @@ from typing import TYPE_CHECKING, Any
 from stepstream.context._snapshot import to_payload
 from stepstream.context.serializers import BaseSerializer, JsonSerializer
 from stepstream.durable import _dbos_io
+from stepstream.durable._cluster import (
+    DEFAULT_FAILOVER_AFTER,
+    Cluster,
+    check_failover_after,
+    check_instance_id,
+)
 from stepstream.durable._journal import RunJournal
 from stepstream.durable._park import Parking
 from stepstream.durable._park_io import unpark
 from stepstream.durable._records import RunWatcher
+from stepstream.durable._replicas import ReplicaService
 from stepstream.durable._service import RuntimeService
 from stepstream.durable._versions import Versions
 from stepstream.errors import WorkflowRuntimeError, WorkflowValidationError
@@ -102,7 +110,7 @@ async def _run_function(
     return await active._execute(run_id, workflow, start, trace, started_ns, version)  # noqa: SLF001
 
 
-class DBOSRuntime(RuntimeService):
+class DBOSRuntime(ReplicaService, RuntimeService):
     """Durable execution for workflows: ``MyWorkflow(runtime=DBOSRuntime())``.
 
     ``database_url`` is DBOS's system database: ``sqlite:///path`` (one machine) or
@@ -113,7 +121,10 @@ class DBOSRuntime(RuntimeService):
     options of llama-agents-dbos's ``DBOSRuntime`` are accepted; see docs/durable.md.
     ``on_version_mismatch`` says what a run started by another version of its
     workflow's code does here: ``"leave"`` it pending (the default), ``"resume"`` it, or
-    ``"fail"`` it (see docs/durable.md, "Versions").
+    ``"fail"`` it (see docs/durable.md, "Versions"). ``instance_id`` names this process
+    as a replica (its DBOS executor id: a launch resumes only the runs of its own id);
+    on Postgres it also holds a lease, and the runs of a replica whose lease is not
+    renewed for ``failover_after`` seconds are taken over by another (docs/scale-out.md).
 
     Construct the workflows (``MyWorkflow(runtime=runtime)``), then ``await
     runtime.launch()`` (or ``runtime.launch_sync()`` outside async code): the runs that
@@ -128,15 +139,20 @@ class DBOSRuntime(RuntimeService):
         create: bool = True,
         idle_release_after: float | None = 60.0,
         on_version_mismatch: str = "leave",
+        instance_id: str | None = None,
+        failover_after: float | None = DEFAULT_FAILOVER_AFTER,
         **options: Any,
     ) -> None:
         check_idle_release(idle_release_after)
+        check_failover_after(failover_after)
+        if instance_id is not None:
+            check_instance_id(instance_id)
         unknown = sorted(set(options) - PEER_OPTIONS)
         if unknown:
             msg = (
                 f"DBOSRuntime(...) got unknown option(s) {', '.join(unknown)}; it takes "
-                f"database_url, create, idle_release_after, on_version_mismatch and "
-                f"{', '.join(sorted(PEER_OPTIONS))}"
+                f"database_url, create, idle_release_after, on_version_mismatch, "
+                f"instance_id, failover_after and {', '.join(sorted(PEER_OPTIONS))}"
             )
             raise WorkflowValidationError(msg)
         if options.get("run_migrations_on_launch") is False:
@@ -160,6 +176,11 @@ class DBOSRuntime(RuntimeService):
         #: Runs idle this long (every step waiting for an event) are released (parked).
         self._parking = Parking(self, idle_release_after)
         self._watchers: list[RunWatcher] = []
+        #: This replica's name (its DBOS executor id), and its lease on Postgres.
+        self.instance_id = instance_id
+        self.failover_after = failover_after
+        self._cluster: Cluster | None = None
+        self._queues: dict[str, Any] = {}  # workflow name -> its DBOS queue (replicas)
 
     # -- registration and launch -----------------------------------------------------------
 
@@ -235,15 +256,33 @@ class DBOSRuntime(RuntimeService):
             "application_version": JOURNAL_VERSION,
             "max_executor_threads": EXECUTOR_THREADS,
         }
+        cluster = self._replica()
+        if self.instance_id is not None:
+            config["executor_id"] = self.instance_id
+        if cluster is not None:
+            try:
+                cluster.check()  # before DBOS's recovery takes up this id's pending runs
+            except BaseException:
+                cluster.discard()
+                raise
         # Resumed runs are observed as runs started here are (observe(), capture_telemetry()).
         self.launch_context = contextvars.copy_context()
         _ACTIVE.append(self)
         try:
             _dbos_io.launch_dbos(config, self.database_url)
+            if cluster is not None:
+                cluster.open()
+                self._declare_queues(cluster)
         except BaseException:
+            if cluster is not None:
+                cluster.discard()
             _ACTIVE.clear()
             raise
         self._launched = True
+        self._cluster = cluster
+        if cluster is not None:
+            with contextlib.suppress(RuntimeError):  # no loop yet: the first use starts it
+                cluster.start()
 
     async def destroy(self, destroy_dbos: bool = True) -> None:
         """Stop this process's runs (they stay pending, to resume later) and DBOS.
@@ -253,6 +292,9 @@ class DBOSRuntime(RuntimeService):
         """
         if not self._launched:
             return
+        cluster, self._cluster = self._cluster, None
+        if cluster is not None:
+            await cluster.aclose()
         await self._parking.aclose()
         for handler in list(self._runs.values()):
             handler._task.cancel()  # noqa: SLF001 - the runtime owns its runs' tasks
@@ -268,6 +310,9 @@ class DBOSRuntime(RuntimeService):
 
     def _ready(self) -> None:
         if self._launched:
+            if self._cluster is not None:
+                with contextlib.suppress(RuntimeError):  # launched outside a loop: now
+                    self._cluster.start()
             return
         if not self._lazy:
             msg = (

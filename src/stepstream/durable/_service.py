@@ -8,10 +8,13 @@ resumes or is released here (:class:`~stepstream.durable._records.RunWatcher`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from stepstream.context.serializers import BaseSerializer, JsonSerializer
-from stepstream.durable import _dbos_io
+from stepstream.durable import _dbos_io, _dbos_replicas
 from stepstream.durable._inputs import in_entry
 from stepstream.durable._park_io import is_parked
 from stepstream.durable._records import (
@@ -21,6 +24,7 @@ from stepstream.durable._records import (
     RunWatcher,
     delete_run,
     read_events,
+    read_events_from,
     read_runs,
 )
 from stepstream.errors import WorkflowRuntimeError, WorkflowValidationError
@@ -31,7 +35,32 @@ if TYPE_CHECKING:
     from stepstream.handler import WorkflowHandler
     from stepstream.workflow import Workflow
 
-__all__ = ["RuntimeService"]
+__all__ = ["JournalFollower", "RuntimeService"]
+
+
+class JournalFollower:
+    """Told when one run's journal is written (see :meth:`RuntimeService.follow`)."""
+
+    def __init__(self, run_id: str) -> None:
+        self._event = _dbos_replicas.LoopAwareEvent()
+        self._stop: Callable[[], None] | None = None
+        with contextlib.suppress(Exception):  # no notifications here: timeouts alone
+            self._stop = _dbos_replicas.listen(run_id, _dbos_io.STREAM, self._event)
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait for a commit (True) or ``timeout`` seconds (False); read the journal then."""
+        if self._stop is None:
+            await asyncio.sleep(timeout)
+            return False
+        told = await self._event.wait_async(timeout)
+        self._event.clear()
+        return told
+
+    def close(self) -> None:
+        """Stop listening (idempotent)."""
+        stop, self._stop = self._stop, None
+        if stop is not None:
+            stop()
 
 
 class RuntimeService:
@@ -127,6 +156,18 @@ class RuntimeService:
         serializer = known.serializer if known is not None else None
         return await read_events(serializer or JsonSerializer(), run_id, after)
 
+    async def events_from(
+        self, run_id: str, workflow: str, after: int, offset: int
+    ) -> tuple[list[tuple[int, Event, bool]], int]:
+        """As :meth:`events`, reading the journal from row ``offset`` on; and the next.
+
+        ``offset`` is a previous call's second value (0 at first): a follower of a
+        growing journal reads each commit once.
+        """
+        known = self._workflows.get(workflow)
+        serializer = known.serializer if known is not None else None
+        return await read_events_from(serializer or JsonSerializer(), run_id, after, offset)
+
     async def release_idle(self) -> int:
         """Release (park) now every run of this process that only waits for events.
 
@@ -138,6 +179,32 @@ class RuntimeService:
     async def forget(self, run_id: str) -> None:
         """Delete run ``run_id`` and its journal from the database (it must have ended)."""
         await delete_run(run_id)
+
+    def follow(self, run_id: str) -> JournalFollower:
+        """Be woken when run ``run_id``'s journal grows, wherever the run executes.
+
+        ``await follower.wait(timeout)`` returns once a commit to the journal was
+        notified (Postgres: LISTEN/NOTIFY, a few milliseconds after the commit) or after
+        ``timeout`` seconds (SQLite, or a lost notification: read again then). Close it
+        (``follower.close()``) when done.
+        """
+        return JournalFollower(run_id)
+
+    async def recorded(self, handler: WorkflowHandler) -> None:
+        """Return once ``handler``'s new run is recorded in the database (or failed).
+
+        From then on every process sharing the database finds it (an event or a cancel
+        sent there reaches it). A run resumed here is recorded already.
+        """
+        journal: Any = handler._run.journal  # noqa: SLF001 - the runtime's own run
+        begun = getattr(journal, "begun", None)
+        if begun is not None:
+            await asyncio.shield(begun)
+
+    def first_start(self, handler: WorkflowHandler) -> bool:
+        """Whether ``handler``'s run, taken up here, starts (from its workflow's queue)."""
+        journal: Any = handler._run.journal  # noqa: SLF001 - the runtime's own run
+        return bool(getattr(journal, "first_start", False))
 
     def live(self, run_id: str) -> WorkflowHandler | None:
         """The handler of run ``run_id`` if it executes in this process now."""
@@ -156,7 +223,7 @@ class RuntimeService:
 
         A run executing here takes it at once; a parked one is reloaded with it (in
         whichever process's queue takes it); one executing in another process gets it
-        when that process releases it or restarts.
+        from its inbox at once on Postgres (the write is notified), else within a second.
         """
         live = self.live(run_id)
         if live is not None:
@@ -193,6 +260,7 @@ class RuntimeService:
         going = status[0] in {"PENDING", "ENQUEUED"}
         if going or (status[0] == "CANCELLED" and await is_parked(run_id)):
             await _dbos_io.cancel_run(run_id)
+            _dbos_replicas.poke(run_id)  # the process running it reads its status now
 
     def _ready(self) -> None:  # pragma: no cover - DBOSRuntime's
         """Launch the runtime if it may be launched lazily (DBOSRuntime._ready)."""

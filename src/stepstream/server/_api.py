@@ -233,10 +233,15 @@ class Api(StreamRoutes):
         event = parse_event(data, served.start_names, where="start_event", bare_as=start)
         assert isinstance(event, StartEvent)  # noqa: S101 - start_names maps to the start class
         try:
+            if self.durable is not None and self.durable.queued(served.workflow):
+                return await self.durable.submit(served.name, served.workflow, event, handler_id)
             record = self.runs.start(served.name, served.workflow, event, handler_id)
         except WorkflowError as exc:
             msg = f"start_event: {exc}"
             raise BadRequest(msg) from None
+        if self.durable is not None and record.handler is not None:
+            # Answered once the run is recorded: any replica then finds it.
+            await self.durable.runtime.recorded(record.handler)
         return record
 
     async def _check_free(self, handler_id: str) -> None:

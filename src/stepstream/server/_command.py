@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import quote
 
 import click
 
@@ -26,6 +27,7 @@ LAG_ENV = "STEPSTREAM_LOOP_LAG"
 #: What ``--durable`` alone stands for: the database in the telemetry directory.
 DEFAULT_DATABASE = "default"
 TUNE_ENV = "STEPSTREAM_SERVE_TUNE"
+INSTANCE_ENV = "STEPSTREAM_INSTANCE_ID"
 
 
 def _without_color(record: logging.LogRecord) -> bool:
@@ -85,6 +87,28 @@ def _fail(message: str) -> NoReturn:
     help="With --durable: release runs waiting this long for an event (0: never).",
 )
 @click.option(
+    "--instance-id",
+    envvar=INSTANCE_ENV,
+    default=None,
+    metavar="ID",
+    help=(
+        "This replica's name, kept across restarts: its DBOS executor id (its runs resume "
+        "where it restarts) and the service.instance.id of its telemetry. Default: "
+        f"${INSTANCE_ENV}, else the host name. Give each replica on one database its own."
+    ),
+)
+@click.option(
+    "--failover-after",
+    type=float,
+    default=15.0,
+    show_default=True,
+    metavar="SECONDS",
+    help=(
+        "With --durable=postgresql://...: a replica whose lease is not renewed for this "
+        "long has its runs taken over by another replica (0: never)."
+    ),
+)
+@click.option(
     "--tune/--no-tune",
     envvar=TUNE_ENV,
     default=True,
@@ -107,6 +131,8 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
     telemetry_dir: Path,
     durable: str | None,
     idle_release_after: float,
+    instance_id: str | None,
+    failover_after: float,
     tune: bool,
 ) -> None:
     """Serve every module-level Workflow instance of TARGET over HTTP (llama-agents' API)."""
@@ -129,8 +155,12 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
             "(behind a sticky load balancer) until a shared handler store exists"
         )
     database = _database(durable, telemetry_dir)
+    replica = instance_id or _default_instance_id()
     try:
         workflows = load_workflows(target)
+        runtime = _runtime(
+            database, instance_id or None, replica, failover_after, idle_release_after
+        )
         server = WorkflowServer(
             workflows,
             token=token or None,
@@ -138,7 +168,7 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
             max_body_bytes=max_body,
             max_streams=max_streams,
             loop_lag_probe=os.environ.get(LAG_ENV, "").strip().lower() in {"1", "true"},
-            durable=database,
+            durable=runtime or database,
             idle_release_after=idle_release_after if idle_release_after > 0 else None,
         )
     except WorkflowError as exc:
@@ -155,9 +185,11 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
     uvicorn_log.addFilter(_without_color)
     uvicorn_log.setLevel(logging.INFO)
     uvicorn_log.propagate = False
+    _tell_resource(replica)
     telemetry = configure_telemetry(service_name="stepstream-serve", directory=telemetry_dir)
     auth = "bearer token required" if token else "no auth"
     runs = f"; durable runs: {database}" if database else ""
+    runs += f"; instance {replica}"
     banner = (
         f"serving {', '.join(workflows)} from {target} on http://{host}:{port} ({auth}); "
         f"telemetry: {telemetry.endpoint or telemetry.directory}{runs}"
@@ -169,6 +201,46 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
     finally:
         telemetry.shutdown()
         lines.close()
+
+
+def _default_instance_id() -> str:
+    import socket  # noqa: PLC0415
+
+    return socket.gethostname() or "stepstream"
+
+
+def _runtime(
+    database: str | None,
+    given: str | None,
+    replica: str,
+    failover_after: float,
+    idle_release_after: float,
+) -> Any:
+    """The DBOSRuntime of a replica on Postgres (on SQLite only with an explicit id).
+
+    None: the server makes its runtime from ``database`` (or serves in memory).
+    """
+    if database is None or (database.startswith("sqlite:") and given is None):
+        return None
+    try:
+        from stepstream.durable import DBOSRuntime  # noqa: PLC0415
+    except ImportError:
+        return None  # the server says how to install the durable extra
+    return DBOSRuntime(
+        database,
+        instance_id=replica,
+        failover_after=failover_after if failover_after > 0 else None,
+        idle_release_after=idle_release_after if idle_release_after > 0 else None,
+    )
+
+
+def _tell_resource(replica: str) -> None:
+    """Add ``service.instance.id`` (this replica) to the telemetry's resource attributes."""
+    given = os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    if "service.instance.id=" in given:
+        return  # the deployment says it already
+    pair = f"service.instance.id={quote(replica, safe='')}"
+    os.environ["OTEL_RESOURCE_ATTRIBUTES"] = f"{given},{pair}" if given.strip() else pair
 
 
 def _checked_url(durable: str | None) -> str | None:

@@ -14,13 +14,14 @@ events from the resume on; a subscriber's earlier ones are read from the journal
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from stepstream.errors import WorkflowValidationError
-from stepstream.events import StopEvent
+from stepstream.events import StartEvent, StopEvent
 from stepstream.handler import WorkflowHandler
-from stepstream.server._envelope import encode_event
+from stepstream.server._envelope import BadRequest, encode_event
 from stepstream.server._handlers import HandlerRecord, HandlerStatus, HandlerStore
 from stepstream.server._log import RunLog
 from stepstream.server._runs import Runs, correlation, logger, run_outcome, traced_name
@@ -43,8 +44,10 @@ _STATUS: dict[str, HandlerStatus] = {
     "timeout": "failed",
     "cancelled": "cancelled",
 }
-#: How long a /run request waits between looks at the database for a run not executing here.
-_RECHECK = 2.0
+#: How long a /run request waits between looks at the database for a run not executing
+#: here, when no commit of its journal is notified (the end is recorded by DBOS just
+#: after the journal's end entry: the look after that entry's notice may come too early).
+_RECHECK = 0.5
 
 
 def server_runtime(
@@ -138,13 +141,35 @@ class DurableRuns(Runs):
 
     # -- runs started or resumed here ------------------------------------------------------
 
+    def queued(self, workflow: Workflow) -> bool:
+        """Whether runs of ``workflow`` start through its cluster-wide queue."""
+        return self.runtime.queued(workflow)
+
+    async def submit(
+        self, name: str, workflow: Workflow, start_event: StartEvent, handler_id: str | None
+    ) -> HandlerRecord:
+        """Enqueue a run of ``workflow`` on its cluster-wide queue (``num_concurrent_runs``).
+
+        It starts in whichever replica's queue takes it, once the cluster has a free
+        slot; its record is the database's until then (here, too, if another runs it).
+        """
+        if self._closing:
+            msg = "the server is shutting down; start the run elsewhere or later"
+            raise BadRequest(msg, status=503)
+        handler_id = handler_id or secrets.token_urlsafe(12)
+        await self.runtime.enqueue(workflow, start_event, handler_id)
+        record = await self.lookup(handler_id)
+        assert record is not None  # noqa: S101 - recorded before enqueue returned
+        logger.info("run_enqueued", extra=correlation(record))
+        return record
+
     def _run_options(self, handler_id: str) -> dict[str, Any]:
         return {"run_id": handler_id}  # the handler's id is the durable run's id
 
     def resumed(
         self, handler: WorkflowHandler, workflow: str, first_seq: int, trace_id: str | None
     ) -> None:
-        """The runtime resumed (or reloaded) a run here: keep its record and follow it."""
+        """A run resumed, reloaded or (queued) started here: keep its record, follow it."""
         name = self.served_name(workflow)
         if name is None or self._closing:
             return
@@ -163,8 +188,25 @@ class DurableRuns(Runs):
         self.store.add(record)
         self._first[record.run_id] = first_seq
         self._follow(record, handler, first_seq)
-        logger.info("run_resumed", extra=correlation(record))
+        begins = self.runtime.first_start(handler)  # a queued run, started here
+        logger.info("run_started" if begins else "run_resumed", extra=correlation(record))
         self._notify()
+
+    def failed_over(self, run_id: str, workflow: str, from_instance: str, to_instance: str) -> None:
+        """This replica took the run over from a dead one (it resumes on any replica)."""
+        name = self.served_name(workflow)
+        logger.info(
+            "run_failed_over",
+            extra={
+                **correlation(),
+                "handler_id": run_id,
+                "run_id": run_id,
+                "workflow": workflow,
+                "workflow_name": name,
+                "from_instance": from_instance,
+                "to_instance": to_instance,
+            },
+        )
 
     def parked(self, run_id: str) -> None:
         """A run of this process was released: stop following it (it is in the database)."""
@@ -293,21 +335,38 @@ class DurableRuns(Runs):
     async def wait(self, record: HandlerRecord) -> HandlerRecord:
         """Return the handler's final record once its run has ended (parked runs too)."""
         run_id = record.run_id
-        while True:
-            task = self._pumps.get(record.handler_id)
-            if task is not None and not task.done():
-                await asyncio.wait({task})
-                continue
-            current = await self.lookup(run_id)
-            if current is None or current.finished:
-                return current or record
-            await asyncio.wait({self.changed()}, timeout=_RECHECK)
+        follower = None  # told of the commits of a run executing in another process
+        try:
+            while True:
+                task = self._pumps.get(record.handler_id)
+                if task is not None and not task.done():
+                    await asyncio.wait({task})
+                    continue
+                current = await self.lookup(run_id)
+                if current is None or current.finished:
+                    return current or record
+                if follower is None:
+                    follower = self.runtime.follow(run_id)
+                    continue  # look again: it may have ended before the follower listened
+                told = asyncio.ensure_future(follower.wait(_RECHECK))
+                try:
+                    waiting: set[asyncio.Future[Any]] = {told, self.changed()}
+                    await asyncio.wait(waiting, return_when="FIRST_COMPLETED")
+                finally:
+                    told.cancel()
+        finally:
+            if follower is not None:
+                follower.close()
 
     async def cancel(self, record: HandlerRecord) -> None:
         """Cancel the run for good: reloaded here first if it is parked."""
         if record.handler is None and not record.finished:
-            handler = await self.runtime.handler(record.run_id)
-            await handler.cancel_run()
+            run = await self.runtime.run(record.run_id)
+            if run is not None and run.state == "running":  # executing elsewhere (a replica)
+                await self.runtime.cancel(record.run_id)
+            else:  # parked: reloaded here, so that its stream ends with the cancel
+                handler = await self.runtime.handler(record.run_id)
+                await handler.cancel_run()
         else:
             await super().cancel(record)
         await self.wait(record)

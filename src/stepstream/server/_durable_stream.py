@@ -5,9 +5,10 @@ or ``after_sequence``) gets every recorded event after N once, in order, whether
 executes here, was resumed here after a restart (its in-memory log starts at the resume),
 is parked, or executes in another process. What the in-memory log holds is sent from it
 (frames shared by the live subscribers, as for an in-memory run); what it does not hold
-is read back from the journal. A parked run's subscriber waits (with heartbeats) until
-the run is reloaded here; one of a run executing elsewhere reads the journal again every
-heartbeat.
+is read back from the journal. The subscriber of a run executing in another process (a
+replica) reads the journal again when a commit to it is notified (Postgres: DBOS's
+LISTEN/NOTIFY channel, which every journal commit notifies), and every half second
+when none comes; a parked run's subscriber likewise waits (with heartbeats).
 """
 
 from __future__ import annotations
@@ -30,8 +31,11 @@ if TYPE_CHECKING:
 
 __all__ = ["DurableStream", "last_seq"]
 
-#: Seconds between looks at the journal of a run executing in another process (no SSE).
+#: Seconds between heartbeats on a stream without ``heartbeat`` set.
 _POLL = 15.0
+#: Seconds between looks at the journal of a run executing in another process when no
+#: notification comes (SQLite, or a notification lost): the bound of a follower's delay.
+_FOLLOW = 0.5
 
 
 async def last_seq(runs: DurableRuns, run_id: str, workflow: str) -> int:
@@ -63,6 +67,7 @@ class DurableStream:
         self.after = after
         self.options = options
         self.stop = stop
+        self._offset = 0  # the journal's rows read up to here (all of them sent)
 
     async def __call__(self, send: Sender) -> None:
         """Write until the run's terminal event (or the server stops)."""
@@ -80,24 +85,48 @@ class DurableStream:
             await send(closing_frame(self.options, closed))
 
     async def _write(self, send: Sender, stopped: asyncio.Future[Any]) -> None:
+        # Told of every commit to the run's journal, from any process (registered before
+        # the first read: a commit between the read and the wait is not missed).
+        follower = self.runs.runtime.follow(self.run_id)
+        try:
+            await self._write_following(send, stopped, follower)
+        finally:
+            follower.close()
+
+    async def _write_following(
+        self, send: Sender, stopped: asyncio.Future[Any], follower: Any
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        quiet_since = loop.time()
+        look = True  # read the run's status (a run cancelled while parked records no end)
         while not self.stop.is_set():
             live = self.runs.live(self.run_id)
             if live is not None:
                 if await self._from_log(live[0].log, live[1], send, stopped):
                     return
                 continue  # moved (parked, stopped), fell behind the log, or stopping
+            before = self.after
             if await self._history(send, None):
                 return
+            if self.after != before:
+                quiet_since = loop.time()
             if self.runs.live(self.run_id) is not None:
                 continue
-            run = await self.runs.runtime.run(self.run_id)
-            if run is None or run.ended:
-                return
-            waiting = {self.runs.changed(), stopped}
-            timeout = self.options.heartbeat or _POLL
-            done, _ = await asyncio.wait(waiting, timeout=timeout, return_when="FIRST_COMPLETED")
-            if not done and self.options.sse:
+            if look:
+                run = await self.runs.runtime.run(self.run_id)
+                if run is None or run.ended:
+                    return
+            heartbeat = self.options.heartbeat or _POLL
+            if self.options.sse and loop.time() - quiet_since >= heartbeat:
                 await send(b": heartbeat\n\n")
+                quiet_since = loop.time()
+            told = asyncio.ensure_future(follower.wait(_FOLLOW))
+            waiting = {told, self.runs.changed(), stopped}
+            try:
+                await asyncio.wait(waiting, return_when="FIRST_COMPLETED")
+            finally:
+                told.cancel()
+            look = not (told.done() and not told.cancelled() and told.result())
 
     async def _from_log(
         self, log: RunLog, first: int, send: Sender, stopped: asyncio.Future[Any]
@@ -112,7 +141,11 @@ class DurableStream:
 
     async def _history(self, send: Sender, upto: int | None) -> bool:
         """Send the recorded events after ``after`` (below ``upto``); True if the last is sent."""
-        events = await self.runs.runtime.events(self.run_id, self.workflow, self.after)
+        events, following = await self.runs.runtime.events_from(
+            self.run_id, self.workflow, self.after, self._offset
+        )
+        if upto is None:
+            self._offset = following  # every event read is sent below
         form = self.options.form
         frames: list[bytes] = []
         for seq, event, terminal in events:

@@ -130,6 +130,12 @@ METRIC_CHECKPOINT_DURATION: Final = "stepstream.checkpoint.duration"
 #: Durable runs released while they waited for events (up-down: +1 when a process
 #: releases one, -1 when a process reloads one; sum it over the processes).
 METRIC_RUNS_PARKED: Final = "stepstream.runs.parked"
+#: Durable runs of a dead replica (its lease expired) that another replica took over.
+METRIC_RUNS_FAILED_OVER: Final = "stepstream.runs.failed_over"
+#: Durable runs enqueued on a workflow's cluster-wide queue and not started yet (gauge).
+METRIC_QUEUE_DEPTH: Final = "stepstream.queue.depth"
+#: The resource attribute that tells the replicas of a cluster apart.
+RESOURCE_INSTANCE_ID: Final = "service.instance.id"
 
 #: Every name above: the status type and the upper-case constants.
 # Computed, so that a constant added above cannot be left out of it.
