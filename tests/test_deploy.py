@@ -334,7 +334,9 @@ def test_the_load_balancer_passes_event_streams_through_unbuffered() -> None:
 
 def test_nginx_accepts_the_config(tmp_path: Path) -> None:
     """`nginx -t` accepts nginx.conf, the replicas' names made loopback (where nginx exists)."""
-    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    nginx = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
     if nginx is None:
         pytest.skip("nginx is not installed; the other tests read the config")
     text = NGINX_FILE.read_text()
@@ -786,6 +788,85 @@ def test_kustomize_builds_the_manifests() -> None:
     dashboards = maps["stepstream-dashboards"]
     assert dashboards["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert dashboards["metadata"]["namespace"] == "stepstream"
-    assert set(dashboards["data"]) == {"overview.json", "run-explorer.json"}
+    assert set(dashboards["data"]) == {"overview.json", "run-explorer.json", "cluster.json"}
     collector_maps = [n for n in maps if n.startswith("otel-collector-config")]
     assert len(collector_maps) == 1
+    sets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "StatefulSet"}
+    assert set(sets) == {"postgres", "stepstream"}
+    assert all(d["metadata"]["namespace"] == "stepstream" for d in sets.values())
+    (replica,) = sets["stepstream"]["spec"]["template"]["spec"]["containers"]
+    assert replica["image"] == "stepstream-example:0.1.0"
+    assert {d["metadata"]["name"] for d in docs if d["kind"] == "Service"} >= {
+        "postgres",
+        "stepstream",
+        "stepstream-replicas",
+    }
+
+
+def _statefulsets() -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in _k8s_documents() if d["kind"] == "StatefulSet"}
+
+
+def _k8s_service(name: str) -> dict[str, Any]:
+    return next(
+        d for d in _k8s_documents() if d["kind"] == "Service" and d["metadata"]["name"] == name
+    )
+
+
+def test_k8s_postgres_is_a_pinned_statefulset_probed_by_pg_isready(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Postgres: the compose image, pg_isready as readiness, a volume claim, a Service."""
+    postgres = _statefulsets()["postgres"]
+    (container,) = postgres["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == services["postgres"]["image"]
+    assert container["readinessProbe"]["exec"]["command"][0] == "pg_isready"
+    assert container["livenessProbe"], "probed for liveness too"
+    (claim,) = postgres["spec"]["volumeClaimTemplates"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts[claim["metadata"]["name"]] == "/var/lib/postgresql/data"
+    service = _k8s_service("postgres")
+    assert service["spec"]["selector"] == postgres["spec"]["selector"]["matchLabels"]
+    assert [p["port"] for p in service["spec"]["ports"]] == [5432]
+
+
+def test_k8s_replicas_keep_their_names_as_instance_ids_and_are_probed(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Three replicas in a StatefulSet: the pod's name is the instance id (stable across
+    restarts), ready on /health/ready, live on /health, one database, behind a Service."""
+    replicas = _statefulsets()["stepstream"]
+    spec = replicas["spec"]
+    assert spec["replicas"] == 3
+    (container,) = spec["template"]["spec"]["containers"]
+    assert container["image"] == services["replica-1"]["image"]
+    env = {e["name"]: e for e in container["env"]}
+    instance = env["STEPSTREAM_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert instance == "metadata.name", "the pod's stable name is its instance id"
+    named = {p["name"]: p["containerPort"] for p in container["ports"]}
+    ready, live = container["readinessProbe"]["httpGet"], container["livenessProbe"]["httpGet"]
+    assert (ready["path"], named[ready["port"]]) == ("/health/ready", 8000)
+    assert (live["path"], named[live["port"]]) == ("/health", 8000)
+    # The compose replicas' command, the instance id from the environment instead.
+    compose = [a for a in services["replica-1"]["command"] if not a.startswith("--instance-id")]
+    flags = _flags(container["command"])
+    assert flags["--durable"] == "$(DATABASE_URL)"
+    assert "--instance-id" not in flags
+    assert {k: v for k, v in flags.items() if k != "--durable"} == {
+        k: v for k, v in _flags(compose).items() if k != "--durable"
+    }
+    secret = env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    (stored,) = [
+        d
+        for d in _k8s_documents()
+        if d["kind"] == "Secret" and d["metadata"]["name"] == secret["name"]
+    ]
+    database = urlsplit(stored["stringData"][secret["key"]])
+    assert (database.hostname, database.port) == ("postgres", 5432)
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == "http://otel-collector:4318"
+    labels = spec["template"]["metadata"]["labels"]
+    for name in ("stepstream", spec["serviceName"]):
+        service = _k8s_service(name)
+        assert service["spec"]["selector"].items() <= labels.items(), name
+        assert {p["targetPort"] for p in service["spec"]["ports"]} == {"http"}
+    assert _k8s_service(spec["serviceName"])["spec"]["clusterIP"] == "None"
