@@ -58,8 +58,8 @@ class Pipeline(Workflow):
 
     @step
     async def fetch(self, ctx: Context, ev: StartEvent) -> Fetched:
-        """Pretend to fetch some items."""
-        await asyncio.sleep(STEP_SECONDS)
+        """Pretend to fetch some items (for ``seconds`` of the start event, if given)."""
+        await asyncio.sleep(float(ev.get("seconds", STEP_SECONDS)))
         ctx.write_event_to_stream(Progress(stage="fetched"))
         return Fetched(items=int(ev.get("items", 3)))
 

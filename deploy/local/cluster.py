@@ -56,13 +56,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def replica_command(
-    services: dict[str, Any], index: int, port: int, database: str, state: Path
+def replica_command(  # noqa: PLR0917 - each is one part of the command
+    services: dict[str, Any],
+    index: int,
+    port: int,
+    database: str,
+    state: Path,
+    flags: dict[str, str] | None = None,
 ) -> list[str]:
-    """The compose command of a replica (replica-1's for those past the file's), made local."""
+    """The compose command of a replica (replica-1's for those past the file's), made local.
+
+    ``flags``: more ``--flag: value`` of ``stepstream serve`` (replacing the file's).
+    """
     name = f"replica-{index}"
     template = services.get(name) or services["replica-1"]
     local = {
+        **(flags or {}),
         "--host": LOOPBACK,
         "--port": str(port),
         "--durable": database,
@@ -201,14 +210,16 @@ class LocalCluster:
 
     # -- replicas -------------------------------------------------------------------------
 
-    def start_replica(self, index: int, env: dict[str, str] | None = None) -> str:
+    def start_replica(
+        self, index: int, env: dict[str, str] | None = None, flags: dict[str, str] | None = None
+    ) -> str:
         """Start ``replica-<index>`` and wait until it is ready; its base URL."""
         name = f"replica-{index}"
         if self.pid(name) is not None:
             return self.url(name)
         database = self.start_postgres()
         port = free_port()
-        command = replica_command(self.services, index, port, database, self.state)
+        command = replica_command(self.services, index, port, database, self.state, flags)
         compose_env = dict(self.services.get(name, self.services["replica-1"])["environment"])
         compose_env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://{LOOPBACK}:4318"
         child_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
@@ -241,7 +252,9 @@ class LocalCluster:
         msg = f"{name}: {url}/health/ready not ready within {HEALTH_TIMEOUT:.0f} s"
         raise StackError(msg)
 
-    def up(self, replicas: int, env: dict[str, str] | None = None) -> dict[str, str]:
+    def up(
+        self, replicas: int, env: dict[str, str] | None = None, flags: dict[str, str] | None = None
+    ) -> dict[str, str]:
         """Postgres and replicas 1..N, each ready; their URLs by name."""
         if replicas < 1:
             msg = f"--replicas {replicas}: give 1 or more"
@@ -249,7 +262,7 @@ class LocalCluster:
         self.state.mkdir(parents=True, exist_ok=True)
         urls = {"postgres": self.start_postgres()}
         for index in range(1, replicas + 1):
-            urls[f"replica-{index}"] = self.start_replica(index, env)
+            urls[f"replica-{index}"] = self.start_replica(index, env, flags)
         return urls
 
     # -- stopping -----------------------------------------------------------------------
