@@ -31,7 +31,12 @@ DEPS_SCRIPT = ROOT / ".ci" / "deps-deploy.sh"
 EXPECTED = {
     "overview.json": "stepstream / overview",
     "run-explorer.json": "stepstream / run explorer",
+    "cluster.json": "stepstream / cluster",
 }
+#: The dashboard of a stepstream cluster: its metrics come from durable replicas only, so
+#: tests/test_cluster_dashboard.py runs its queries (against replicas it starts), not the
+#: tests that feed the example workflows' metrics.
+CLUSTER_DASHBOARD = "cluster.json"
 
 #: Datasource template variables: name -> datasource type.
 DATASOURCE_VARIABLES = {

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from _dashboard_queries import CLUSTER_DASHBOARD
 from _dashboard_queries import DATASOURCE_VARIABLES
 from _dashboard_queries import EXPECTED
 from _dashboard_queries import dashboard_queries
@@ -34,7 +35,7 @@ VALID_UNITS = {
 }  # fmt: skip
 
 COUNTER_SUFFIXES = ("_total", "_bucket", "_count", "_sum")
-GAUGES = {"stepstream_runs_active"}
+GAUGES = {"stepstream_runs_active", "stepstream_runs_parked", "stepstream_queue_depth"}
 RATE_FUNCTIONS = ("rate", "irate", "increase")
 BUILTIN_VARIABLES = {"__rate_interval", "__interval", "__auto", "__range", "__url_time_range"}
 
@@ -60,10 +61,10 @@ def _walk(node: Any, path: str = "") -> Iterator[tuple[str, str, Any]]:
             yield from _walk(value, f"{path}[{i}]")
 
 
-def test_the_two_dashboards_exist_with_unique_uids_and_titles(
+def test_the_dashboards_exist_with_unique_uids_and_titles(
     dashboards: dict[str, dict[str, Any]],
 ) -> None:
-    """dashboards/ holds exactly overview.json and run-explorer.json, uids and titles unique."""
+    """dashboards/ holds exactly overview, run-explorer and cluster, uids and titles unique."""
     assert set(dashboards) == set(EXPECTED)
     for name, title in EXPECTED.items():
         assert dashboards[name]["title"] == title
@@ -89,13 +90,15 @@ def test_each_dashboard_is_a_current_schema_file_dashboard(
 def test_datasource_variables_are_defined_by_name_and_type(
     dashboards: dict[str, dict[str, Any]],
 ) -> None:
-    """Each dashboard has the variables prometheus_datasource, loki_datasource, tempo_datasource."""
+    """The overview and run explorer have the variables prometheus_datasource, loki_datasource,
+    tempo_datasource; the cluster view, whose panels are all PromQL, prometheus_datasource."""
     for name, dashboard in dashboards.items():
         found = {v["name"]: v for v in variables(dashboard) if v.get("type") == "datasource"}
-        assert set(found) == set(DATASOURCE_VARIABLES), name
-        for var_name, ds_type in DATASOURCE_VARIABLES.items():
-            assert found[var_name]["query"] == ds_type, f"{name}: {var_name}"
-            assert not found[var_name].get("current", {}).get("value"), (
+        wanted = {"prometheus_datasource"} if name == CLUSTER_DASHBOARD else DATASOURCE_VARIABLES
+        assert set(found) == set(wanted), name
+        for var_name, variable in found.items():
+            assert variable["query"] == DATASOURCE_VARIABLES[var_name], f"{name}: {var_name}"
+            assert not variable.get("current", {}).get("value"), (
                 f"{name}: {var_name} must not pin a datasource; Grafana picks the default"
             )
 
@@ -129,7 +132,8 @@ def test_every_panel_and_target_uses_a_templated_datasource(
             assert panel.get("targets"), f"{where} has no targets"
             for target in panel["targets"]:
                 assert target.get("datasource", ref) == ref, f"{where} {target['refId']}"
-        assert used == {f"${{{v}}}" for v in DATASOURCE_VARIABLES}, (
+        declared = {v["name"] for v in variables(dashboard) if v.get("type") == "datasource"}
+        assert used == {f"${{{v}}}" for v in declared}, (
             f"{name}: every datasource variable is used by a panel"
         )
 
@@ -339,3 +343,24 @@ def test_run_explorer_shows_the_trace_the_log_lines_in_order_and_the_events(
         assert (
             "$run_id" in panel["targets"][0]["expr"] or "${run_id}" in panel["targets"][0]["expr"]
         )
+
+
+def test_the_cluster_view_shows_each_replica_and_the_cluster_metrics(
+    dashboards: dict[str, dict[str, Any]],
+) -> None:
+    """Runs and active runs by replica, queue depth, parked runs, resumes and take-overs."""
+    cluster = dashboards[CLUSTER_DASHBOARD]
+    assert {v["name"] for v in variables(cluster)} >= {"service", "instance", "workflow"}
+    exprs = {p["title"]: p["targets"][0]["expr"] for p in _content_panels(cluster)}
+    by_replica = [t for t, e in exprs.items() if "by (service_instance_id)" in e]
+    assert len(by_replica) == 4, by_replica
+    for metric in (
+        "stepstream_run_duration_seconds_count",
+        "stepstream_runs_active",
+        "stepstream_queue_depth",
+        "stepstream_runs_parked",
+        "stepstream_runs_resumed_total",
+        "stepstream_runs_failed_over_total",
+    ):
+        assert sum(metric in e for e in exprs.values()) == 1, metric
+    assert all('service_name=~"$service"' in e for e in exprs.values())

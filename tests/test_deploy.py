@@ -49,6 +49,11 @@ NO_HEALTHCHECK = {"otel-collector"}
 #: Processors that must open and close every pipeline (the collector's recommended order).
 FIRST_PROCESSOR, LAST_PROCESSOR = "memory_limiter", "batch"
 PIN = re.compile(r"^[\w./-]+:(v?\d+\.\d+\.\d+)([\w.-]*)(@sha256:[0-9a-f]{64})?$")
+#: PostgreSQL numbers its releases major.minor: 15.18 is one fixed release (no x.y.z).
+POSTGRES_PIN = re.compile(r"^postgres:1\d\.\d+(-[a-z]+)?(@sha256:[0-9a-f]{64})?$")
+#: The stepstream replicas of the cluster, and the load balancer in front of them.
+REPLICAS = ("replica-1", "replica-2", "replica-3")
+NGINX_FILE = COMPOSE_DIR / "nginx.conf"
 
 
 @pytest.fixture(scope="module")
@@ -118,12 +123,16 @@ def test_every_image_is_pinned_to_a_version(services: dict[str, dict[str, Any]])
         "prometheus": "prom/prometheus",
         "grafana": "grafana/grafana",
         "example": "stepstream-example",
+        "postgres": "postgres",
+        "lb": "nginx",
+        **dict.fromkeys(REPLICAS, "stepstream-example"),
     }
     assert set(services) == set(expected)
     for name, service in services.items():
         image = service["image"]
         assert image.split(":")[0] == expected[name], name
-        assert PIN.match(image), f"{name}: {image} is not pinned"
+        pinned = POSTGRES_PIN if name == "postgres" else PIN
+        assert pinned.match(image), f"{name}: {image} is not pinned"
         assert "latest" not in image, name
     assert _collector_version(services["jaeger"]["image"])[0] == 2, "Jaeger v2"
     assert _collector_version(services["loki"]["image"])[0] == 3, "Loki 3.x"
@@ -144,7 +153,7 @@ def test_every_service_but_the_collector_has_a_healthcheck(
         assert test[0] in {"CMD", "CMD-SHELL"}, name
         for key in ("interval", "timeout", "retries"):
             assert key in check, f"{name}: healthcheck {key}"
-        urls = [part for part in test if part.startswith("http://")]
+        urls = re.findall(r"http://[^\s'\"]+", " ".join(test))
         for url in urls:
             host, port = _host_port(url)
             assert host in {"127.0.0.1", "localhost"}, name
@@ -183,10 +192,162 @@ def test_published_ports_bind_to_loopback_only(services: dict[str, dict[str, Any
             assert match, f"{name}: port {spec} is not bound to 127.0.0.1"
             assert match.group(1) == match.group(2), f"{name}: {spec}"
             published.add(int(match.group(1)))
-    assert {4317, 4318, 3000, 16686, 9090, 3100, 3200} <= published
+    assert {4317, 4318, 3000, 16686, 9090, 3100, 3200, 8080} <= published
     readme = (DEPLOY / "README.md").read_text()
     for port in published:
         assert f"| {port} |" in readme, f"deploy/README.md does not explain port {port}"
+
+
+# -- the cluster: postgres, the replicas, the load balancer ------------------------------
+
+
+def _flags(command: list[str]) -> dict[str, str]:
+    """``--name=value`` arguments of a command, by name."""
+    found = {}
+    for arg in command:
+        name, sep, value = str(arg).partition("=")
+        if sep and name.startswith("--"):
+            found[name] = value
+    return found
+
+
+def test_replicas_have_their_own_instance_ids_on_one_database(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Each replica serves the cluster app durably on the same Postgres, under its own id."""
+    postgres = services["postgres"]
+    env = postgres["environment"]
+    ids, databases = [], set()
+    for name in REPLICAS:
+        command = services[name]["command"]
+        assert command[:3] == ["stepstream", "serve", "deploy/cluster_app.py"], name
+        flags = _flags(command)
+        ids.append(flags["--instance-id"])
+        assert flags["--instance-id"] == name, "the instance id is the service's name"
+        databases.add(flags["--durable"])
+        assert flags["--host"] == "0.0.0.0", name  # noqa: S104 - inside the container network
+        assert int(flags["--port"]) in _exposed(services[name]), name
+        assert float(flags["--failover-after"]) > 0, name
+        assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert len(set(ids)) == len(REPLICAS), f"instance ids repeat: {ids}"
+    (database,) = databases
+    parts = urlsplit(database)
+    assert parts.scheme == "postgresql"
+    assert (parts.hostname, parts.port) == ("postgres", 5432)
+    assert parts.port in _exposed(postgres)
+    assert (parts.username, parts.password) == (env["POSTGRES_USER"], env["POSTGRES_PASSWORD"])
+    assert parts.path == f"/{env['POSTGRES_DB']}"
+    assert (DEPLOY / "cluster_app.py").is_file()
+
+
+def test_replicas_are_built_like_the_example_probed_ready_and_send_to_the_collector(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """The replicas run the example's image, are healthy on /health/ready, export OTLP."""
+    example = services["example"]
+    collector = load_yaml(COLLECTOR_FILE)
+    http = _host_port(collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"])[1]
+    for name in REPLICAS:
+        replica = services[name]
+        assert replica["build"] == example["build"], name
+        assert replica["image"] == example["image"], name
+        probe = " ".join(replica["healthcheck"]["test"])
+        (url,) = re.findall(r"http://[^\s'\"]+", probe)
+        assert urlsplit(url).path == "/health/ready", name
+        assert _host_port(url)[1] == int(_flags(replica["command"])["--port"]), name
+        endpoint = replica["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
+        assert _host_port(endpoint) == ("otel-collector", http), name
+        assert replica["environment"]["OTEL_SERVICE_NAME"] == "stepstream-cluster", name
+        assert "ports" not in replica, f"{name} is reached through the load balancer only"
+    text = (DEPLOY / "Dockerfile").read_text()
+    assert "COPY deploy/example_loop.py deploy/cluster_app.py ./deploy/" in text
+    assert '".[server,durable]"' in text, "the replicas need the server and durable extras"
+    assert "psycopg[binary]" in text, "the slim image has no libpq"
+    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+    assert "!deploy/cluster_app.py" in ignore
+
+
+def test_postgres_keeps_its_data_in_a_volume_and_is_probed_by_pg_isready(
+    services: dict[str, dict[str, Any]], compose: dict[str, Any]
+) -> None:
+    """Postgres: a named volume on its data directory, pg_isready on its user and database."""
+    postgres = services["postgres"]
+    (volume,) = postgres["volumes"]
+    source, target = str(volume).split(":")[:2]
+    assert target == "/var/lib/postgresql/data"
+    assert source in compose["volumes"], "a named volume, declared at the top level"
+    test = postgres["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "pg_isready"]
+    env = postgres["environment"]
+    assert test[test.index("-U") + 1] == env["POSTGRES_USER"]
+    assert test[test.index("-d") + 1] == env["POSTGRES_DB"]
+    assert "ports" not in postgres, "the database is reached inside the network only"
+
+
+def _nginx_directives(block: str) -> list[list[str]]:
+    """The directives of nginx.conf's text ``block`` (comments dropped), split in words."""
+    text = re.sub(r"#[^\n]*", "", block)
+    return [d.split() for d in re.split(r"[;{}]", text) if d.strip()]
+
+
+def _nginx_block(name: str) -> str:
+    """The text of the first ``name ... { ... }`` block of nginx.conf (no nested blocks)."""
+    text = re.sub(r"#[^\n]*", "", NGINX_FILE.read_text())
+    match = re.search(rf"\b{name}\b[^{{]*\{{([^{{}}]*)\}}", text)
+    assert match, f"nginx.conf has no {name} block"
+    return match.group(1)
+
+
+def test_the_load_balancer_fronts_exactly_the_replicas(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """nginx's upstream servers are the replicas, each at the port it serves on."""
+    lb = services["lb"]
+    mounts = dict(str(v).split(":")[:2] for v in lb["volumes"])
+    assert (COMPOSE_DIR / next(iter(mounts))).resolve() == NGINX_FILE
+    assert next(iter(mounts.values())) == "/etc/nginx/nginx.conf"
+    upstream = [d for d in _nginx_directives(_nginx_block("upstream")) if d[0] == "server"]
+    targets = {_host_port(d[1]) for d in upstream}
+    wanted = {(name, int(_flags(services[name]["command"])["--port"])) for name in REPLICAS}
+    assert targets == wanted
+    assert set(lb["depends_on"]) == set(REPLICAS)
+    listen = [d for d in _nginx_directives(NGINX_FILE.read_text()) if d[0] == "listen"]
+    assert [int(d[1]) for d in listen] == [8080]
+    assert "127.0.0.1:8080:8080" in lb["ports"]
+
+
+def test_the_load_balancer_passes_event_streams_through_unbuffered() -> None:
+    """SSE through nginx: no response buffering, HTTP/1.1 upstream, an hour's read timeout."""
+    directives = _nginx_directives(_nginx_block("location"))
+    location = {d[0]: d[1:] for d in directives}
+    assert location["proxy_pass"] == ["http://stepstream"]
+    assert location["proxy_buffering"] == ["off"]
+    assert location["proxy_cache"] == ["off"]
+    assert location["proxy_http_version"] == ["1.1"]
+    headers = {d[1]: d[2:] for d in directives if d[0] == "proxy_set_header"}
+    assert headers["Connection"] == ['""'], "keep-alive to the replicas, no Connection: close"
+    timeout = location["proxy_read_timeout"][0]
+    assert timeout.endswith("s")
+    assert int(timeout[:-1]) >= 3600
+    assert "non_idempotent" not in location["proxy_next_upstream"], "a POST is never sent twice"
+
+
+def test_nginx_accepts_the_config(tmp_path: Path) -> None:
+    """`nginx -t` accepts nginx.conf, the replicas' names made loopback (where nginx exists)."""
+    nginx = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
+    if nginx is None:
+        pytest.skip("nginx is not installed; the other tests read the config")
+    text = NGINX_FILE.read_text()
+    for name in REPLICAS:
+        text = text.replace(f"{name}:", "127.0.0.1:")
+    text = text.replace("pid /tmp/nginx.pid;", f"pid {tmp_path}/nginx.pid;")
+    text = text.replace("http {", f"http {{\n    client_body_temp_path {tmp_path}/body;", 1)
+    config = tmp_path / "nginx.conf"
+    config.write_text(text)
+    done = run_command(nginx, "-t", "-p", tmp_path, "-c", config, "-e", tmp_path / "error.log")
+    assert done.returncode == 0, done.stderr
 
 
 # -- the collector ----------------------------------------------------------------------
@@ -627,6 +788,85 @@ def test_kustomize_builds_the_manifests() -> None:
     dashboards = maps["stepstream-dashboards"]
     assert dashboards["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert dashboards["metadata"]["namespace"] == "stepstream"
-    assert set(dashboards["data"]) == {"overview.json", "run-explorer.json"}
+    assert set(dashboards["data"]) == {"overview.json", "run-explorer.json", "cluster.json"}
     collector_maps = [n for n in maps if n.startswith("otel-collector-config")]
     assert len(collector_maps) == 1
+    sets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "StatefulSet"}
+    assert set(sets) == {"postgres", "stepstream"}
+    assert all(d["metadata"]["namespace"] == "stepstream" for d in sets.values())
+    (replica,) = sets["stepstream"]["spec"]["template"]["spec"]["containers"]
+    assert replica["image"] == "stepstream-example:0.1.0"
+    assert {d["metadata"]["name"] for d in docs if d["kind"] == "Service"} >= {
+        "postgres",
+        "stepstream",
+        "stepstream-replicas",
+    }
+
+
+def _statefulsets() -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in _k8s_documents() if d["kind"] == "StatefulSet"}
+
+
+def _k8s_service(name: str) -> dict[str, Any]:
+    return next(
+        d for d in _k8s_documents() if d["kind"] == "Service" and d["metadata"]["name"] == name
+    )
+
+
+def test_k8s_postgres_is_a_pinned_statefulset_probed_by_pg_isready(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Postgres: the compose image, pg_isready as readiness, a volume claim, a Service."""
+    postgres = _statefulsets()["postgres"]
+    (container,) = postgres["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == services["postgres"]["image"]
+    assert container["readinessProbe"]["exec"]["command"][0] == "pg_isready"
+    assert container["livenessProbe"], "probed for liveness too"
+    (claim,) = postgres["spec"]["volumeClaimTemplates"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts[claim["metadata"]["name"]] == "/var/lib/postgresql/data"
+    service = _k8s_service("postgres")
+    assert service["spec"]["selector"] == postgres["spec"]["selector"]["matchLabels"]
+    assert [p["port"] for p in service["spec"]["ports"]] == [5432]
+
+
+def test_k8s_replicas_keep_their_names_as_instance_ids_and_are_probed(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Three replicas in a StatefulSet: the pod's name is the instance id (stable across
+    restarts), ready on /health/ready, live on /health, one database, behind a Service."""
+    replicas = _statefulsets()["stepstream"]
+    spec = replicas["spec"]
+    assert spec["replicas"] == 3
+    (container,) = spec["template"]["spec"]["containers"]
+    assert container["image"] == services["replica-1"]["image"]
+    env = {e["name"]: e for e in container["env"]}
+    instance = env["STEPSTREAM_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert instance == "metadata.name", "the pod's stable name is its instance id"
+    named = {p["name"]: p["containerPort"] for p in container["ports"]}
+    ready, live = container["readinessProbe"]["httpGet"], container["livenessProbe"]["httpGet"]
+    assert (ready["path"], named[ready["port"]]) == ("/health/ready", 8000)
+    assert (live["path"], named[live["port"]]) == ("/health", 8000)
+    # The compose replicas' command, the instance id from the environment instead.
+    compose = [a for a in services["replica-1"]["command"] if not a.startswith("--instance-id")]
+    flags = _flags(container["command"])
+    assert flags["--durable"] == "$(DATABASE_URL)"
+    assert "--instance-id" not in flags
+    assert {k: v for k, v in flags.items() if k != "--durable"} == {
+        k: v for k, v in _flags(compose).items() if k != "--durable"
+    }
+    secret = env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    (stored,) = [
+        d
+        for d in _k8s_documents()
+        if d["kind"] == "Secret" and d["metadata"]["name"] == secret["name"]
+    ]
+    database = urlsplit(stored["stringData"][secret["key"]])
+    assert (database.hostname, database.port) == ("postgres", 5432)
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == "http://otel-collector:4318"
+    labels = spec["template"]["metadata"]["labels"]
+    for name in ("stepstream", spec["serviceName"]):
+        service = _k8s_service(name)
+        assert service["spec"]["selector"].items() <= labels.items(), name
+        assert {p["targetPort"] for p in service["spec"]["ports"]} == {"http"}
+    assert _k8s_service(spec["serviceName"])["spec"]["clusterIP"] == "None"

@@ -1653,6 +1653,46 @@ SERVER_TRIGGERS: dict[str, Callable[[], Produced]] = {
 TRIGGERS.update(SERVER_TRIGGERS)
 
 
+def unready(*, durable: str | None = None, closed: bool = False) -> Produced:
+    """The ``detail`` of a 503 from ``GET /health/ready`` (``closed``: after aclose())."""
+    import httpx  # noqa: PLC0415
+
+    async def call() -> str:
+        server = served(durable=durable) if durable else served()
+        transport = httpx.ASGITransport(server)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            if closed:
+                await server.aclose()
+            response = await http.get("/health/ready")
+            await server.aclose()
+        assert response.status_code == 503, response.text
+        text: str = response.json()["detail"]
+        return text
+
+    return "http", [asyncio.run(call())]
+
+
+def _closed_port() -> int:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+TRIGGERS.update(
+    {
+        (
+            "the durable database <database> is not answering (<error>); this server cannot "
+            "serve runs until it does"
+        ): lambda: unready(durable=f"postgresql://u:pw@127.0.0.1:{_closed_port()}/runs"),
+        "this server is shutting down; send requests to another replica": lambda: unready(
+            closed=True
+        ),
+    }
+)
+
+
 def _cli_against(server: Any, *args: str) -> Produced:
     """``stepstream ARGS`` (``{url}`` in them: the URL of ``server``, served in a thread)."""
     from _live_server import serve_in_thread  # noqa: PLC0415 - needs the server extra

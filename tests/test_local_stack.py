@@ -145,3 +145,25 @@ def test_status_names_each_service_and_why_some_do_not_run(tmp_path: Path) -> No
     assert "AGPL" in lines["tempo"]
     assert "AGPL" in lines["loki"]
     assert "AGPL" in lines["grafana"]
+    assert "nginx" in lines["lb"]
+    assert {lines[n] for n in ("replica-1", "replica-2", "replica-3")} == {
+        "started by `stack.sh up --replicas N` only (see docker-compose.yaml)"
+    }
+
+
+def test_replica_commands_are_the_compose_ones_made_local(tmp_path: Path) -> None:
+    """A local replica runs compose's command: loopback, its port, the local database."""
+    cluster = local_stack_module().LocalStack(tmp_path).cluster
+    compose = _compose()
+    command = __import__("cluster").replica_command(
+        compose, 2, 4242, "postgresql://postgres@127.0.0.1:5/db", tmp_path
+    )
+    assert command[1:4] == ["-m", "stepstream", "serve"]
+    assert command[4] == str(DEPLOY / "cluster_app.py")
+    flags = dict(a.split("=", 1) for a in command[5:])
+    assert flags["--host"] == "127.0.0.1"
+    assert flags["--port"] == "4242"
+    assert flags["--instance-id"] == "replica-2"
+    assert flags["--durable"] == "postgresql://postgres@127.0.0.1:5/db"
+    assert flags["--failover-after"] == "15"
+    assert cluster.replicas() == []

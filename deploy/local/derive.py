@@ -59,7 +59,10 @@ ABSENT = {
     "loki": "Grafana Loki's Go module is under the AGPL, which this project may not use",
     "grafana": "Grafana's Go module is under the AGPL, which this project may not use",
     "example": "the example app: run deploy/example_loop.py yourself",
+    "lb": "the load balancer (nginx): each local replica answers on its own port",
 }
+#: The compose services deploy/local/cluster.py runs on request (`up --replicas N`).
+CLUSTER = ("postgres", "replica-1", "replica-2", "replica-3")
 
 
 class StackError(Exception):
@@ -69,7 +72,7 @@ class StackError(Exception):
 def load_compose() -> dict[str, Any]:
     """The services of deploy/compose/docker-compose.yaml."""
     services: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))["services"]
-    unknown = set(services) - set(PROGRAMS) - set(ABSENT)
+    unknown = set(services) - set(PROGRAMS) - set(ABSENT) - set(CLUSTER)
     if unknown:
         msg = f"{COMPOSE_FILE}: services {sorted(unknown)} have no local program"
         raise StackError(msg)

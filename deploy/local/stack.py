@@ -5,7 +5,7 @@ Collector, Jaeger v2, Prometheus 3) with deploy/compose's own configuration file
 has to differ outside Compose (ports, addresses, data directories) is derived from the
 compose file by derive.py beside this file.
 
-usage: stack.sh up | down | status | logs SERVICE     [--state DIR]
+usage: stack.sh up [--replicas N] | down | status | logs SERVICE     [--state DIR]
 
 ``up`` builds what is missing (cached by version), then starts the services in the
 compose file's dependency order, each waiting for its health endpoint (bounded).
@@ -13,6 +13,10 @@ compose file's dependency order, each waiting for its health endpoint (bounded).
 recorded in the state directory (default .cache/stack-run), and a pid whose process is
 no longer that executable is left alone. The data lives in the state directory too:
 ``down`` keeps it, ``down --clean`` removes it.
+
+``up --replicas N`` also starts the compose file's stepstream cluster (cluster.py beside
+this file): Postgres and N ``stepstream serve --durable`` replicas sending OTLP to the
+collector. Off by default; ``down`` stops them too.
 """
 
 from __future__ import annotations
@@ -33,8 +37,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cluster import NOT_STARTED, LocalCluster
 from derive import (
     ABSENT,
+    CLUSTER,
     LOOPBACK,
     PROGRAMS,
     ROOT,
@@ -114,6 +120,8 @@ class LocalStack:
         self.order = start_order(self.services)
         #: The processes this object started, kept so that they are waited for.
         self._children: dict[str, subprocess.Popen[bytes]] = {}
+        #: Postgres and the stepstream replicas (started by ``up(replicas=N)`` only).
+        self.cluster = LocalCluster(self.state, self.services)
 
     def _pidfile(self, name: str) -> Path:
         return self.state / f"{name}.pid.json"
@@ -141,14 +149,26 @@ class LocalStack:
         """``http://127.0.0.1:<local port>`` of a service's container port."""
         return f"http://{LOOPBACK}:{self.deriver.local_port(name, port)}"
 
-    def up(self, names: list[str] | None = None) -> None:
-        """Start the services not running yet (all by default), in order, each healthy."""
+    def up(
+        self,
+        names: list[str] | None = None,
+        *,
+        replicas: int = 0,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """Start the services not running yet (all by default), in order, each healthy.
+
+        ``replicas``: also Postgres and that many stepstream replicas (``env``: more
+        environment for them), each ready.
+        """
         wanted = [n for n in self.order if names is None or n in names]
         self.state.mkdir(parents=True, exist_ok=True)
         bins = binaries(wanted)
         for name in wanted:
             if self.pid(name) is None:
                 self.start(name, bins[name])
+        if replicas:
+            self.cluster.up(replicas, env)
 
     def start(self, name: str, binary: Path | None = None) -> int:
         """Start one service and wait for its health endpoint; returns its pid."""
@@ -217,10 +237,12 @@ class LocalStack:
 
     def down(self, *, clean: bool = False) -> list[str]:
         """Stop every service this stack started, in reverse order; the ones stopped."""
-        stopped = [name for name in reversed(self.order) if self.stop(name)]
+        stopped = self.cluster.down()
+        stopped += [name for name in reversed(self.order) if self.stop(name)]
         if clean:
-            for name in self.order:
+            for name in [*self.order, *CLUSTER]:
                 shutil.rmtree(self.state / name, ignore_errors=True)
+            self.cluster.remove_postgres_data()
         return stopped
 
     def status(self) -> dict[str, str]:
@@ -235,6 +257,8 @@ class LocalStack:
                 lines[name] = f"pid {pid}, {url}: {'healthy' if _healthy(url) else 'NOT healthy'}"
         for name, why in ABSENT.items():
             lines[name] = f"not run here: {why}"
+        lines.update(dict.fromkeys(CLUSTER, NOT_STARTED))
+        lines.update(self.cluster.status())
         return lines
 
 
@@ -251,11 +275,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("service", nargs="?", help="for logs: the compose service")
     parser.add_argument("--state", type=Path, default=DEFAULT_STATE, help="state directory")
     parser.add_argument("--clean", action="store_true", help="down: remove the data too")
+    parser.add_argument(
+        "--replicas", type=int, default=0, help="up: also Postgres and N stepstream replicas"
+    )
     args = parser.parse_args(argv)
     try:
         stack = LocalStack(args.state)
         if args.action == "up":
-            stack.up()
+            stack.up(replicas=args.replicas)
         elif args.action == "down":
             stopped = stack.down(clean=args.clean)
             print("stopped: " + (", ".join(stopped) or "nothing was running"))
@@ -271,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nOTLP: {stack.url('otel-collector', 4318)} (HTTP), 127.0.0.1:4317 (gRPC)")
             print(f"Jaeger UI and API: {stack.url('jaeger', 16686)}")
             print(f"Prometheus: {stack.url('prometheus', 9090)}")
+            for name in stack.cluster.replicas():
+                print(f"{name}: {stack.cluster.url(name)}")
     except StackError as exc:
         print(f"stack.sh: {exc}", file=sys.stderr)
         return 1

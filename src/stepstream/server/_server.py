@@ -33,6 +33,7 @@ from stepstream.server._envelope import BadRequest
 from stepstream.server._handlers import HandlerStore, MemoryHandlerStore
 from stepstream.server._lag import LoopLagProbe
 from stepstream.server._middleware import BearerAuth, Correlation
+from stepstream.server._ready import READY_PATH, Readiness
 from stepstream.server._request_span import RequestSpan
 from stepstream.server._runs import Runs, correlation, logger
 from stepstream.server._settings import ServerSettings
@@ -118,6 +119,8 @@ class WorkflowServer:
                 self.store, settings.event_log_limit, self.runtime, self._served
             )
         self._api = Api(self._served, self.store, self.runs, settings, self._stop)
+        database = None if self.runtime is None else str(self.runtime.database_url)
+        self._ready = Readiness(database, self._stop)
         self._tracer_provider = tracer_provider
         self._meter_provider = meter_provider
         self._app: ASGIApp | None = None
@@ -176,6 +179,7 @@ class WorkflowServer:
 
     def _build(self) -> ASGIApp:
         routes = [*self._api.routes(), *web_routes()]
+        routes.append(Route(READY_PATH, self._ready.endpoint, methods=["GET"]))
         if self._lag is not None:
             routes.append(Route("/debug/loop-lag", self._lag.endpoint, methods=["GET"]))
         app: ASGIApp = Starlette(
@@ -188,7 +192,7 @@ class WorkflowServer:
             lifespan=lambda _: self.lifespan(),
         )
         if self.settings.token is not None:
-            app = BearerAuth(app, self.settings.token, ("/health", *OPEN_PATHS))
+            app = BearerAuth(app, self.settings.token, ("/health", READY_PATH, *OPEN_PATHS))
         if self.settings.cors_origins:
             app = CORSMiddleware(
                 app,
@@ -207,6 +211,7 @@ class WorkflowServer:
         """Stop: cancel the running runs (their streams end with them), close other streams."""
         self._stop.set()
         await self.runs.aclose()
+        self._ready.close()
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
