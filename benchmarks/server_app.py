@@ -62,7 +62,18 @@ class StreamFlow(Workflow):
         return StopEvent(result=n)
 
 
-WORKFLOWS = {"short": ShortFlow(timeout=60), "stream": StreamFlow(timeout=None)}
+class NapFlow(Workflow):
+    @step
+    async def nap(self, ev: StartEvent) -> StopEvent:
+        await asyncio.sleep(float(ev.get("seconds", 1.0)))
+        return StopEvent(result="rested")
+
+
+WORKFLOWS = {
+    "short": ShortFlow(timeout=60),
+    "stream": StreamFlow(timeout=None),
+    "nap": NapFlow(timeout=None),  # benchmarks/scale.py: a step in flight at a kill
+}
 
 
 class LagProbe:

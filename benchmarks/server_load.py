@@ -248,10 +248,16 @@ class _Subscriber:
         self.ended = time.perf_counter()
 
 
-async def _stream(base: str, subs: int, n: int, rate: float, latency: bool) -> dict[str, Any]:
-    """One run streaming ``n`` events to ``subs`` subscribers; from the go signal to the end."""
-    client = Client(base)
-    handler_id = await _start_stream(client, n, rate)
+async def _stream(  # noqa: PLR0917 - the phase's options, passed on
+    base: str, subs: int, n: int, rate: float, latency: bool, sub_base: str | None = None
+) -> dict[str, Any]:
+    """One run streaming ``n`` events to ``subs`` subscribers; from the go signal to the end.
+
+    The run starts through ``base``; the subscribers read, and the go signal is sent,
+    through ``sub_base`` (another replica of a cluster) when given.
+    """
+    handler_id = await _start_stream(Client(base), n, rate)
+    client = Client(sub_base or base)
     readers = [_Subscriber(latency) for _ in range(subs)]
     target = f"/events/{handler_id}?sse=true"
     async with asyncio.timeout(60):
@@ -329,6 +335,7 @@ def main() -> None:
     latency = phases.add_parser("latency")
     latency.add_argument("--n", type=int, default=3000)
     latency.add_argument("--rate", type=float, default=1000.0)
+    latency.add_argument("--sub-base", default=None, help="subscribe through this server")
     idle = phases.add_parser("idle")
     idle.add_argument("--streams", type=int, default=500)
     burst = phases.add_parser("burst")
@@ -340,7 +347,8 @@ def main() -> None:
     elif args.phase == "stream":
         result = asyncio.run(_stream(base, args.subs, args.n, 0.0, latency=False))
     elif args.phase == "latency":
-        result = asyncio.run(_stream(base, 1, args.n, args.rate, latency=True))
+        sub_base = args.sub_base.rstrip("/") if args.sub_base else None
+        result = asyncio.run(_stream(base, 1, args.n, args.rate, latency=True, sub_base=sub_base))
     elif args.phase == "idle":
         result = asyncio.run(_idle(base, args.streams))
     else:
