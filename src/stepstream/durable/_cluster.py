@@ -41,7 +41,6 @@ __all__ = [
     "Cluster",
     "check_failover_after",
     "check_instance_id",
-    "count_failed_over",
     "default_instance_id",
 ]
 
@@ -267,24 +266,6 @@ _CLAIM = (
     "AND (taken_over_at IS NULL OR taken_over_at < heartbeat_at "
     "OR taken_over_at < now() - make_interval(secs => :lease)) RETURNING instance_id"
 )
-
-
-_COUNTER: list[Any] = []
-
-
-def count_failed_over(workflow: str) -> None:
-    """Add one to ``stepstream.runs.failed_over`` (by workflow) on the global meter."""
-    if not _COUNTER:
-        meter = metrics.get_meter("stepstream", __version__)
-        _COUNTER.append(
-            meter.create_counter(
-                attrs.METRIC_RUNS_FAILED_OVER,
-                unit="{run}",
-                description="Durable runs of a dead replica taken over by another",
-            )
-        )
-    with contextlib.suppress(Exception):  # telemetry never breaks a take-over
-        _COUNTER[0].add(1, {attrs.WORKFLOW: workflow})
 
 
 _GAUGE: list[dict[str, int]] = []

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,6 +39,7 @@ from dbos._serialization import WorkflowSerializationFormat, deserialize_value, 
 from dbos._sys_db import _dbos_streams_channel
 
 from stepstream._text import error_text
+from stepstream.durable import _metrics
 from stepstream.errors import DurableStoreError
 
 __all__ = [
@@ -201,6 +203,7 @@ class _Writer:
         self._queue: list[_Item] = []
         self._cond = threading.Condition()
         self._stopped = False
+        self._away_since = 0.0  # when the database was last found away (monotonic)
         self._conn: Any = None
         self._thread = threading.Thread(target=self._loop, name="stepstream-journal", daemon=True)
         self._thread.start()
@@ -291,6 +294,7 @@ class _Writer:
                     return [exc] * len(items)  # the runtime stopped meanwhile
         if failures >= _ATTEMPTS:
             _log.warning("stepstream: the durable database is back; the journals are written again")
+            _metrics.database_back(time.monotonic() - self._away_since)
         notify = getattr(self.sys_db, "_signal_notification", None)
         outcomes: list[BaseException | None] = []
         for workflow_id, *_ in items:
@@ -323,6 +327,8 @@ class _Writer:
         wait doubles up to :data:`_BACKOFF_MAX` s. True when the writer is stopped meanwhile.
         """
         if failures == _ATTEMPTS:
+            self._away_since = time.monotonic()
+            _metrics.database_away()
             _log.warning(
                 "stepstream: the durable database cannot be written (%s: %s); the journals "
                 "wait and are written once it is back",

@@ -16,7 +16,8 @@ from opentelemetry import trace as otel_trace
 
 from stepstream.context.serializers import JsonSerializer
 from stepstream.durable import _dbos_io, _dbos_replicas
-from stepstream.durable._cluster import Cluster, count_failed_over
+from stepstream.durable._cluster import Cluster
+from stepstream.durable._metrics import count_failed_over
 
 if TYPE_CHECKING:
     from stepstream.durable._park import Parking

@@ -134,6 +134,10 @@ METRIC_RUNS_PARKED: Final = "stepstream.runs.parked"
 METRIC_RUNS_FAILED_OVER: Final = "stepstream.runs.failed_over"
 #: Durable runs enqueued on a workflow's cluster-wide queue and not started yet (gauge).
 METRIC_QUEUE_DEPTH: Final = "stepstream.queue.depth"
+#: Times the durable database could not be written (journals waited until it was back).
+METRIC_DATABASE_OUTAGES: Final = "stepstream.database.outages"
+#: How long each of those lasted, from the first failed write to the next one done (s).
+METRIC_DATABASE_OUTAGE_DURATION: Final = "stepstream.database.outage.duration"
 #: The resource attribute that tells the replicas of a cluster apart.
 RESOURCE_INSTANCE_ID: Final = "service.instance.id"
 
