@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -352,3 +354,19 @@ def test_two_servers_on_postgres_share_their_runs(tmp_path: Path, postgres: Any)
         first.stop()
         if second is not None:
             second.stop()
+
+
+def test_a_database_that_cannot_be_opened_ends_serve_with_a_plain_error(tmp_path: Path) -> None:
+    """`stepstream serve --durable=sqlite:///<not a database>` exits 2 with a plain `error:`
+    line naming the file and what to do (beside uvicorn's JSON line of the traceback)."""
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"not a database" * 200)
+    done = subprocess.run(
+        [sys.executable, "-m", "stepstream", "serve", f"--durable=sqlite:///{bad}", str(APP),
+         "--port", "0", "--telemetry-dir", str(tmp_path / "telemetry")],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    [plain] = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert plain.startswith(f"error: the durable database {bad} cannot be opened ("), plain
+    assert "it is not a SQLite database or it is damaged" in plain

@@ -197,7 +197,13 @@ def serve(  # noqa: PLR0917 - click passes each option as an argument
     click.echo(visible(banner), err=True)
     try:
         uv = server.uvicorn_server(host, port, tune_process=tune, log_config=None)
-        _serve_until_stopped(uv, ServingLoop)
+        try:
+            _serve_until_stopped(uv, ServingLoop)
+        except SystemExit:  # uvicorn's, when the start-up failed
+            if server.startup_error is None:
+                raise
+        if server.startup_error is not None:  # uvicorn logged the traceback: say it plainly
+            _fail(str(server.startup_error))
     finally:
         telemetry.shutdown()
         lines.close()

@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from stepstream.errors import WorkflowValidationError
+from stepstream.errors import WorkflowError, WorkflowValidationError
 from stepstream.events import Event
 from stepstream.server._admission import Admission
 from stepstream.server._api import Api, Served, json_response
@@ -125,6 +125,8 @@ class WorkflowServer:
         self._meter_provider = meter_provider
         self._app: ASGIApp | None = None
         self._lag = LoopLagProbe() if settings.loop_lag_probe else None
+        #: Why the server could not start (its durable runtime's launch refused), if so.
+        self.startup_error: WorkflowError | None = None
         for name, workflow in (workflows or {}).items():
             self.add_workflow(name, workflow)
 
@@ -220,7 +222,11 @@ class WorkflowServer:
         if self._lag is not None:
             probe = asyncio.get_running_loop().create_task(self._lag.run(), name="loop lag")
         try:
-            await self.runs.open()
+            try:
+                await self.runs.open()
+            except WorkflowError as exc:
+                self.startup_error = exc
+                raise
             yield
         finally:
             if probe is not None:
