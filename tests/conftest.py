@@ -61,6 +61,13 @@ def postgres() -> Iterator[PostgresServer]:
         yield server
 
 
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A Postgres server this test alone uses: the test stops and starts it."""
+    with PostgresServer() as server:
+        yield server
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def durable_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A new, empty database for durable runs: a SQLite file, or a Postgres database."""

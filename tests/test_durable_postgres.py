@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -58,13 +57,6 @@ class Steady(Workflow):
         await self.gate.wait()
         ctx.write_event_to_stream(Item(n=2))
         return StopEvent(result=f"done {int(ev.n) + 2}")
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[PostgresServer]:
-    """A Postgres server this test alone uses: it is stopped and started again."""
-    with PostgresServer() as server:
-        yield server
 
 
 async def items(handler: WorkflowHandler, after: int | None = None) -> list[object]:

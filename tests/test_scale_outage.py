@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +26,6 @@ from test_scale_out import replica
 pytest.importorskip("dbos")
 
 OUTAGE = 2 * LEASE + 0.5
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[PostgresServer]:
-    """A Postgres server this test alone uses: it is stopped and started again."""
-    with PostgresServer() as server:
-        yield server
 
 
 def metric_points(telemetry: Path, metric: str) -> list[dict[str, Any]]:

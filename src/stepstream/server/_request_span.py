@@ -87,9 +87,9 @@ class RequestSpan:
         token = context.attach(trace.set_span_in_context(span, parent))
         try:
             await self.app(scope, receive, send_status)
-        except BaseException as exc:
+        except Exception as exc:  # a cancellation (shutdown, a client gone) is no error
             span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}"))
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
             span.set_attribute("error.type", type(exc).__qualname__)
             raise
         finally:
