@@ -513,7 +513,7 @@ def test_otlp_export_keeps_every_record_of_a_burst_in_small_prompt_batches(
     tmp_path: Path,
 ) -> None:
     """300 concurrent runs write 3,000 log lines and 600 spans at once: every one reaches
-    the collector, in batches of at most 64 (the SDK's 512 made the loop wait longer)."""
+    the collector, in batches of at most 64 (not the SDK's 512)."""
     capture = _Capture()
     thread = threading.Thread(target=capture.serve_forever, daemon=True)
     thread.start()

@@ -67,9 +67,9 @@ ENCODED_BATCH = 2_048
 #: at most this long after they end (the SDK's 512 and 5 s for spans, 1 s for logs):
 #: queued records are objects every garbage collection traverses, so under a burst the
 #: collections held the event loop longer; and each batch's encoding waits for the GIL
-#: behind the loop for less long. A burst of 500 /run with OTLP export: the loop's worst
-#: lag went from 20-39 ms to 13-20 ms (benchmarks/server.py). OTEL_BSP_*/OTEL_BLRP_*
-#: settings take precedence.
+#: behind the loop for less long. Bursts of 500 /run with OTLP export (as in
+#: benchmarks/server.py), before and after, interleaved: the loop's worst lag went from
+#: 20-39 ms to 13-20 ms. OTEL_BSP_*/OTEL_BLRP_* settings take precedence.
 OTLP_BATCH = 64
 OTLP_DELAY_MS = 200
 DEFAULT_LOG_FLUSH_INTERVAL = 1.0
