@@ -30,6 +30,7 @@ import httpx
 import pytest
 
 from _live_server import ServeProcess
+from test_scale_out import logged
 from test_scale_out import overlap
 
 pytest.importorskip("dbos")
@@ -224,17 +225,6 @@ def spans_by_run(directory: Path) -> dict[str, set[str]]:
                             if kv["key"] == "stepstream.run_id":
                                 traces[kv["value"]["stringValue"]].add(span["traceId"])
     return traces
-
-
-def logged(server: ServeProcess, event: str) -> list[dict[str, Any]]:
-    found = []
-    for line in list(server.lines):
-        if f'"{event}"' in line:
-            try:
-                found.append(json.loads(line))
-            except ValueError:
-                continue
-    return found
 
 
 Plan = list[tuple[str, str, int]]  # run id, kind, x
